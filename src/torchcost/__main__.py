@@ -1,0 +1,3 @@
+from torchcost.cli import main
+
+raise SystemExit(main())

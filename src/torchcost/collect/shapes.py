@@ -1,0 +1,66 @@
+"""Shape trees: the shapes and dtypes of whatever a module takes or returns, tensors nested in tuples, lists, dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+
+__all__ = ["ShapeTree", "TensorSpec", "describe", "spec_of", "tensor_bytes", "tensors_in"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(s) for s in self.shape) + "]"
+
+
+ShapeTree = Union[TensorSpec, tuple["ShapeTree", ...], dict[str, "ShapeTree"], None]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def spec_of(obj: Any) -> ShapeTree:
+    if isinstance(obj, torch.Tensor):
+        return TensorSpec(tuple(int(s) for s in obj.shape), _dtype_name(obj.dtype))
+    if isinstance(obj, Mapping):
+        return {str(k): spec_of(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return tuple(spec_of(v) for v in obj)
+    return None
+
+
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in tensors_in(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in tensors_in(v)]
+    return []
+
+
+def tensor_bytes(obj: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors_in(obj))
+
+
+def describe(tree: ShapeTree, limit: int = 3) -> str:
+    """Short text for tables and messages: '[1, 3, 224, 224]', '[1, 5] [1, 5]', '{logits: [1, 128, 50257], ...}'."""
+    if tree is None:
+        return "-"
+    if isinstance(tree, TensorSpec):
+        return str(tree)
+    if isinstance(tree, dict):
+        shown = [f"{k}: {describe(v, limit)}" for k, v in list(tree.items())[:limit] if v is not None]
+        more = ", ..." if len(tree) > limit else ""
+        return "{" + ", ".join(shown) + more + "}"
+    parts = [describe(v, limit) for v in tree[:limit] if v is not None]
+    more = " ..." if len(tree) > limit else ""
+    return " ".join(parts) + more if parts else "-"

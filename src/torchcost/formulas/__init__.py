@@ -1,0 +1,36 @@
+"""What torchcost counts, and how (docs/conventions.md writes out every formula with examples).
+
+* **MACs** are multiply-accumulates of the linear-algebra ops: convolutions (any dimensionality, transposed, grouped,
+  dilated, padded), matrix products (mm, addmm, bmm, baddbmm, mv, dot, and whatever matmul, linear and einsum lower
+  to), attention (Q K^T and P V, whichever kernel runs it) and recurrent layers (every gate, layer, direction, step).
+  A bias is not a MAC.
+* **FLOPs** = 2 x MACs + every other floating-point operation: bias adds, normalisation, pooling, activations,
+  element-wise arithmetic and reductions, at the per-element costs in :mod:`pointwise`, :mod:`norm`, :mod:`pool`.
+* **Free** ops move, view, allocate, index or select data (views, copies, cat, embedding lookup, masked_fill, random
+  number generation); ops whose result is not floating point are free too (integer index arithmetic, boolean masks).
+* **Uncounted** ops are everything else: an op that may do arithmetic and has no formula. They are listed by name with
+  their call counts in every report; they are never silently zero.
+* **Enclosed** ops ran inside an op priced as a whole (``F.scaled_dot_product_attention``, ``torch.lstm``): their cost
+  is in the enclosing op's formula.
+* Backward is not counted by a forward analysis.
+
+Formulas are keyed by aten op name without overload (``aten::addmm``); :func:`register_formula` adds one for a custom
+op, and ``analyze(..., formulas={...})`` overrides some for one run without touching the global registry.
+"""
+
+from __future__ import annotations
+
+from torchcost.formulas import attention, conv, matmul, norm, pointwise, pool, rnn  # noqa: F401  (registration)
+from torchcost.formulas.registry import (
+    FREE,
+    REGISTRY,
+    Cost,
+    Formula,
+    FormulaRegistry,
+    OpCall,
+    is_free,
+    op_key,
+    register_formula,
+)
+
+__all__ = ["FREE", "REGISTRY", "Cost", "Formula", "FormulaRegistry", "OpCall", "is_free", "op_key", "register_formula"]

@@ -1,0 +1,62 @@
+"""Pooling, 1-d to 3-d: max, average, adaptive max and adaptive average.
+
+A window of k elements costs k - 1 comparisons for max pooling and k FLOPs for average pooling (k - 1 additions and
+one division). Fixed-size pooling charges the full kernel volume for every output element, also where the window
+overhangs a padded border (the kernel runs over it). Adaptive pooling charges each output element its own window,
+start = floor(i * L / O), end = ceil((i + 1) * L / O) along each dimension, summed exactly.
+Why not the textbook's 1 per output element: a 2x2 max pool does 3 comparisons per output, and a global average pool
+over 7x7 does 49 operations per channel; counting 1 would hide that work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torchcost.formulas._util import first_tensor
+from torchcost.formulas.registry import Cost, OpCall, register_many
+
+
+def _expand(value: int | Sequence[int], dims: int) -> list[int]:
+    if isinstance(value, int):
+        return [value] * dims
+    values = [int(v) for v in value]
+    return values * dims if len(values) == 1 else values
+
+
+def _pool(dims: int, is_max: bool) -> object:
+    def cost(call: OpCall) -> Cost:
+        out = first_tensor(call.out)
+        window = math.prod(_expand(call.arg("kernel_size"), dims))
+        per_output = window - 1 if is_max else window
+        return Cost(other_flops=per_output * out.numel())
+
+    return cost
+
+
+def _window_sum(length: int, out: int) -> int:
+    """Sum over output positions of the adaptive window size along one dimension."""
+    return sum(-(-((i + 1) * length) // out) - (i * length) // out for i in range(out))
+
+
+def _adaptive(dims: int, is_max: bool) -> object:
+    def cost(call: OpCall) -> Cost:
+        x = first_tensor(call.args[0])
+        out = first_tensor(call.out)
+        in_sizes = [int(s) for s in x.shape[-dims:]]
+        out_sizes = [int(s) for s in out.shape[-dims:]]
+        planes = out.numel() // math.prod(out_sizes) if math.prod(out_sizes) else 0
+        window_total = math.prod(_window_sum(i, o) for i, o in zip(in_sizes, out_sizes))
+        per_plane = window_total - math.prod(out_sizes) if is_max else window_total
+        return Cost(other_flops=planes * per_plane)
+
+    return cost
+
+
+for _d in (1, 2, 3):
+    register_many([f"aten::max_pool{_d}d", f"aten::max_pool{_d}d_with_indices", f"aten::mkldnn_max_pool{_d}d",
+                   f"aten::quantized_max_pool{_d}d"], _pool(_d, True))  # type: ignore[arg-type]
+    register_many([f"aten::avg_pool{_d}d"], _pool(_d, False))  # type: ignore[arg-type]
+    register_many([f"aten::adaptive_max_pool{_d}d"], _adaptive(_d, True))  # type: ignore[arg-type]
+    register_many([f"aten::adaptive_avg_pool{_d}d", f"aten::_adaptive_avg_pool{_d}d"],
+                  _adaptive(_d, False))  # type: ignore[arg-type]

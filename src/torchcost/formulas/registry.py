@@ -1,0 +1,198 @@
+"""The formula registry: one formula per aten op, keyed by its normalised name ``namespace::name``.
+
+Keys drop the overload (``aten::add.Tensor`` and ``aten::add.Scalar`` are both ``aten::add``); in-place variants keep
+their own key (``aten::add_``). A formula receives an :class:`OpCall` and returns a :class:`Cost`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from torchcost.errors import FormulaError
+
+__all__ = ["FREE", "REGISTRY", "Cost", "Formula", "FormulaRegistry", "OpCall", "is_free", "op_key", "register_formula"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one op call costs. ``flops`` (the property) is always ``2 * macs + other_flops``."""
+
+    macs: int = 0
+    other_flops: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs + self.other_flops
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.macs + other.macs, self.other_flops + other.other_flops)
+
+
+ZERO = Cost()
+
+
+def op_key(op: object) -> str:
+    """Normalise an op (OpOverload, OpOverloadPacket or a string such as ``"aten.mm"``) to ``"aten::mm"``."""
+    if isinstance(op, torch._ops.OpOverload):
+        return op._schema.name
+    if isinstance(op, torch._ops.OpOverloadPacket):
+        return op._qualified_op_name
+    if isinstance(op, str):
+        text = op.strip()
+        if "::" not in text:
+            namespace, sep, rest = text.partition(".")
+            if not sep or not rest:
+                raise FormulaError(f"op name {op!r} has no namespace; write it as 'aten::mm' or 'mylib::myop'")
+            text = f"{namespace}::{rest}"
+        namespace, _, rest = text.partition("::")
+        name = rest.split(".", 1)[0]
+        if not namespace or not name:
+            raise FormulaError(f"op name {op!r} is not of the form 'namespace::name'")
+        return f"{namespace}::{name}"
+    raise FormulaError(f"cannot key a formula on {op!r}: pass an aten op (torch.ops.aten.mm) or a name ('aten::mm')")
+
+
+class OpCall:
+    """One call of an op as a formula sees it: the op, its arguments, its output, and name-based access.
+
+    ``call.arg("stride")`` binds the positional and keyword arguments to the op's schema, defaults included.
+    """
+
+    __slots__ = ("_bound", "_schema", "args", "key", "kwargs", "out")
+
+    def __init__(
+        self, key: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any, schema: Any = None
+    ) -> None:
+        self.key = key
+        self.args = args
+        self.kwargs = kwargs
+        self.out = out
+        self._schema = schema
+        self._bound: dict[str, Any] | None = None
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        if self._bound is None:
+            self._bound = _bind(self._schema, self.args, self.kwargs)
+        return self._bound.get(name, default)
+
+    @property
+    def outputs(self) -> list[torch.Tensor]:
+        return [t for t in _flat_tensors(self.out)]
+
+    @property
+    def inputs(self) -> list[torch.Tensor]:
+        return [t for t in _flat_tensors((self.args, tuple(self.kwargs.values())))]
+
+
+def _flat_tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _flat_tensors(item)
+
+
+def _bind(schema: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    bound: dict[str, Any] = {}
+    if schema is None:
+        bound.update(kwargs)
+        return bound
+    positional = list(args)
+    for i, argument in enumerate(schema.arguments):
+        if i < len(positional) and not argument.kwarg_only:
+            bound[argument.name] = positional[i]
+        elif argument.name in kwargs:
+            bound[argument.name] = kwargs[argument.name]
+        elif argument.has_default_value():
+            bound[argument.name] = argument.default_value
+    return bound
+
+
+Formula = Callable[[OpCall], Cost]
+
+
+@dataclass
+class FormulaRegistry:
+    """A mapping from op key to formula. Duplicates are refused; per-run overrides make a copy."""
+
+    _formulas: dict[str, Formula] = field(default_factory=dict)
+
+    def register(self, op: object, fn: Formula, *, replace: bool = False) -> Formula:
+        key = op_key(op)
+        if key in self._formulas and not replace:
+            raise FormulaError(f"a formula for {key} is already registered; pass replace=True to replace it")
+        if not callable(fn):
+            raise FormulaError(f"the formula for {key} must be callable, got {fn!r}")
+        self._formulas[key] = fn
+        return fn
+
+    def get(self, key: str) -> Formula | None:
+        return self._formulas.get(key)
+
+    def __contains__(self, op: object) -> bool:
+        return op_key(op) in self._formulas
+
+    def keys(self) -> Iterable[str]:
+        return self._formulas.keys()
+
+    def with_overrides(self, overrides: Mapping[object, Formula] | None) -> FormulaRegistry:
+        """A copy of this registry with ``overrides`` applied; this registry is not changed."""
+        merged = FormulaRegistry(dict(self._formulas))
+        for op, fn in (overrides or {}).items():
+            merged.register(op, fn, replace=True)
+        return merged
+
+
+REGISTRY = FormulaRegistry()
+
+
+def register_formula(op: object, *, replace: bool = False) -> Callable[[Formula], Formula]:
+    """Decorator adding a formula to the global registry::
+
+        @torchcost.register_formula("mylib::fused_gelu")
+        def _(call):
+            return torchcost.Cost(other_flops=9 * call.outputs[0].numel())
+    """
+
+    def decorate(fn: Formula) -> Formula:
+        return REGISTRY.register(op, fn, replace=replace)
+
+    return decorate
+
+
+def register_many(ops: Iterable[str], fn: Formula) -> None:
+    for op in ops:
+        REGISTRY.register(op, fn)
+
+
+# Ops that move, view, allocate, index or select data and do no floating-point arithmetic. Views are recognised from
+# the op's schema (OpOverload.is_view) and need not be listed.
+FREE: frozenset[str] = frozenset(
+    "aten::" + name
+    for name in """
+    _to_copy copy_ clone contiguous _copy_from _copy_from_and_resize detach lift_fresh lift_fresh_copy
+    empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like new_ones
+    full full_like new_full fill_ fill zero_ scalar_tensor arange linspace eye tensor _local_scalar_dense item
+    randn randn_like rand rand_like randint randint_like normal normal_ uniform_ bernoulli bernoulli_ random_
+    randperm multinomial
+    cat stack hstack vstack concat concatenate _unsafe_view unsafe_split unsafe_split_with_sizes unsafe_chunk
+    repeat repeat_interleave tile roll flip rot90 constant_pad_nd reflection_pad1d reflection_pad2d
+    reflection_pad3d replication_pad1d replication_pad2d replication_pad3d pad _pad_enum
+    index index_select gather scatter scatter_ index_put index_put_ _index_put_impl_ index_copy index_copy_
+    index_fill index_fill_ masked_fill masked_fill_ masked_scatter masked_scatter_ masked_select where take
+    embedding _unsafe_index _unsafe_index_put select_scatter slice_scatter diagonal_scatter as_strided_scatter
+    tril triu tril_ triu_ im2col col2im pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle
+    upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
+    _upsample_nearest_exact3d nonzero nonzero_static argwhere resize_ resize_as_ set_ _reshape_alias
+    _has_compatible_shallow_copy_type is_nonzero is_same_size equal _assert_async _assert_tensor_metadata
+    sym_size sym_stride sym_numel sym_storage_offset _unsafe_split detach_ alias_copy view_copy
+    """.split()
+)
+
+
+def is_free(func: torch._ops.OpOverload, key: str) -> bool:
+    return key in FREE or func.is_view

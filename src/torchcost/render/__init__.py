@@ -1,0 +1,1 @@
+"""Renderers: each reads a CostReport and computes nothing but layout."""
