@@ -8,10 +8,16 @@
 
 from __future__ import annotations
 
-from torchcost.api import analyze
-from torchcost.collect.shapes import TensorSpec
-from torchcost.compat import profile, summary
-from torchcost.errors import (
+import warnings
+
+# torch warns at import when numpy is absent; torchcost never needs numpy, so keep that one message off the console.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+
+from torchcost.api import analyze  # noqa: E402
+from torchcost.collect.shapes import TensorSpec  # noqa: E402
+from torchcost.comparison import compare  # noqa: E402
+from torchcost.compat import profile, summary  # noqa: E402
+from torchcost.errors import (  # noqa: E402
     DtypeError,
     FormulaError,
     InputError,
@@ -20,17 +26,20 @@ from torchcost.errors import (
     SpecError,
     TorchcostError,
 )
-from torchcost.formulas import Cost, OpCall, register_formula
-from torchcost.report import CostReport, ModuleCost, OpCount
+from torchcost.fit import BatchFit, max_batch_size  # noqa: E402
+from torchcost.formulas import Cost, OpCall, register_formula  # noqa: E402
+from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFit",
     "Cost",
     "CostReport",
     "DtypeError",
     "FormulaError",
     "InputError",
+    "MemoryReport",
     "ModelError",
     "ModuleCost",
     "OpCall",
@@ -41,6 +50,8 @@ __all__ = [
     "TorchcostError",
     "__version__",
     "analyze",
+    "compare",
+    "max_batch_size",
     "profile",
     "register_formula",
     "summary",

@@ -1,61 +1,503 @@
 """The torchcost command: parse -> resolve -> analyze -> render. Computes nothing itself.
 
-Exit codes: 0 done, 2 bad usage or bad input (one line on stderr), 1 internal error.
+    torchcost [SPEC] [options]              analyse one model (default: example:simple_cnn)
+    torchcost compare SPEC SPEC ... [opts]  one table, a column per model, ratios to the first
+    torchcost list [SOURCE]                 examples, shipped configs, and the names a source offers
+
+Exit codes: 0 done, 2 bad usage or bad input (one line on stderr; the traceback too with --debug), 1 internal error.
+
+Where things go (so later options are small edits): model and input options map to :func:`torchcost.resolve.resolve`
+in :func:`resolve_options`; analysis options to :func:`torchcost.analyze` in :func:`analyze_options`; output options
+to a renderer in :func:`render_report` / :func:`render_comparison`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import os
+import re
+import shutil
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from types import TracebackType
+from typing import Any, NoReturn, TextIO
+
+import torch
 
 from torchcost import __version__
 from torchcost.api import analyze
+from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import TorchcostError
-from torchcost.examples import DEFAULT, EXAMPLES, build
+from torchcost.examples import DEFAULT, EXAMPLES
+from torchcost.fit import BatchFit, max_batch_size
+from torchcost.render.compare import (
+    render_compare_csv,
+    render_compare_json,
+    render_compare_markdown,
+    render_compare_text,
+)
+from torchcost.render.csv import render_csv
+from torchcost.render.json import render_json
+from torchcost.render.markdown import render_markdown
+from torchcost.render.rows import SORT_KEYS
+from torchcost.report import CostReport
+from torchcost.resolve import SOURCES, Resolved, list_names, resolve
+from torchcost.resolve.common import ZOO_HINT, parse_value
+from torchcost.resolve.hf import shipped
+from torchcost.step import OPTIMIZERS
+from torchcost.units import format_bytes, format_int, parse_bytes
 
-__all__ = ["main"]
+__all__ = ["DTYPES", "FORMATS", "analyze_options", "main", "render_comparison", "render_report", "resolve_options"]
+
+FORMATS = ("table", "json", "csv", "markdown")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}
+SUBCOMMANDS = ("compare", "list")
+_SHAPE = re.compile(r"\d+([,xX]\d+)*")
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torchcost", description="Parameters, MACs, FLOPs and shapes of a PyTorch model, per module.")
-    parser.add_argument("spec", nargs="?", default=f"example:{DEFAULT}",
-                        help=f"model to analyse (default: example:{DEFAULT}); examples: {', '.join(EXAMPLES)}")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--depth", type=int, default=None, help="show modules down to this depth")
-    parser.add_argument("--width", type=int, default=None, help="table width in characters")
-    parser.add_argument("--no-fold", action="store_true", help="do not fold identical repeated blocks")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    parser.add_argument("--version", action="version", version=f"torchcost {__version__}")
-    return parser
+class UsageError(Exception):
+    """Bad command-line usage: argparse's complaint, raised instead of printed so main() reports it in one line."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+# -- argument types ------------------------------------------------------------------------------------------------
+
+def _shape(text: str) -> tuple[int, ...]:
+    compact = text.replace(" ", "")
+    if not _SHAPE.fullmatch(compact) or any(int(p) < 1 for p in re.split(r"[,xX]", compact)):
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r}; give positive ints joined by commas, "
+                                         f"such as 1,3,224,224")
+    return tuple(int(p) for p in re.split(r"[,xX]", compact))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive int: {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not an int >= 0: {text!r}")
+    return value
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"not key=value: {text!r}")
+    return key.strip(), value
+
+
+def _dtype(text: str) -> str:
+    if text.lower() not in DTYPES:
+        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(DTYPES)}")
+    return text.lower()
+
+
+# -- parsers -------------------------------------------------------------------------------------------------------
+
+_SPEC_HELP = (f"example:NAME | torchvision:NAME | timm:NAME | hf:NAME | hf:path/config.json | path/to/file.py:Name | "
+              f"package.module:Name (default: example:{DEFAULT}; torchcost list shows the names)")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and inputs")
+    g.add_argument("--input-size", action="append", type=_shape, metavar="SHAPE",
+                   help="an input's shape, e.g. 1,3,224,224 (repeat for several inputs); replaces the default input")
+    g.add_argument("--batch-size", type=_positive, metavar="N", help="the leading dimension of every input")
+    g.add_argument("--seq-len", type=_positive, metavar="N", help="tokens per sequence for text models (default 128)")
+    g.add_argument("--dtype", type=_dtype, metavar="DTYPE",
+                   help="float32 | float16 | bfloat16 | float64 (default: as built; hf: the config's dtype)")
+    g.add_argument("--device", metavar="DEVICE", help="cpu | cuda | meta (default cpu)")
+    g.add_argument("--meta", action="store_true",
+                   help="build on the meta device: shapes only, no memory for weights (a 70B config fits anywhere)")
+    g.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE",
+                   help="override a field of an hf: config, e.g. num_hidden_layers=2 (repeatable)")
+    g.add_argument("--kwargs", action="append", type=_pair, default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the model's class or factory, e.g. num_classes=10 (repeatable)")
+
+
+def _memory_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("memory (docs/conventions.md, Memory)")
+    g.add_argument("--train", action="store_true",
+                   help="measure a training step (forward, loss, backward, optimizer step) instead of inference; "
+                        "FLOPs still count the forward")
+    g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), metavar="NAME",
+                   help=f"the step's optimizer: {' | '.join(OPTIMIZERS)} (default adamw; implies --train)")
+    g.add_argument("--amp", choices=("bf16", "fp16"), help="run the forward under torch.autocast with this dtype")
+    g.add_argument("--target", choices=("cpu", "cuda"),
+                   help="whose allocation behaviour memory follows (default: the model's device; cuda for --meta)")
+    g.add_argument("--memory-budget", type=_budget, metavar="SIZE",
+                   help="also report the largest batch whose predicted peak plus an allowance fits SIZE "
+                        "(e.g. 24GiB, 80GB)")
+
+
+def _budget(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("general")
+    g.add_argument("--no-progress", action="store_true", help="no progress line on stderr (shown only on a terminal)")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _analyze_parser() -> _Parser:
+    p = _Parser(
+        prog="torchcost",
+        usage="torchcost [SPEC] [options]\n       torchcost compare SPEC SPEC ... [options]\n"
+              "       torchcost list [SOURCE]",
+        description="Parameters, MACs, FLOPs, shapes and memory of a PyTorch model, per module, exactly.",
+        epilog="Exit codes: 0 done, 2 bad usage or input, 1 internal error. Formulas: docs/conventions.md.")
+    p.add_argument("spec", nargs="?", default=f"example:{DEFAULT}", metavar="SPEC", help=_SPEC_HELP)
+    _model_options(p)
+    _memory_options(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default) | json (the whole report, docs/json-schema.md) | csv (one row per module) | "
+                        "markdown (a GitHub table)")
+    g.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    g.add_argument("--depth", type=_non_negative, metavar="N",
+                   help="show modules down to depth N (table, markdown, csv)")
+    g.add_argument("--sort", choices=SORT_KEYS, help="list the leaf layers, most expensive first")
+    g.add_argument("--top", type=_positive, metavar="K",
+                   help="only the K most expensive leaf layers (by --sort, default flops)")
+    g.add_argument("--no-fold", action="store_true", help="show identical repeated blocks one by one")
+    g.add_argument("--width", type=_positive, metavar="N", help="table width in characters")
+    _common_options(p)
+    p.add_argument("--version", action="version", version=f"torchcost {__version__}")
+    return p
+
+
+def _compare_parser() -> _Parser:
+    p = _Parser(prog="torchcost compare", usage="torchcost compare SPEC SPEC ... [options]",
+                description="One table with a column per model (params, MACs, FLOPs, memory sizes) and each "
+                            "model's ratio to the first. Model options apply to every model.")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP)
+    p.add_argument("--names", metavar="A,B,...", help="column labels, one per model, joined by commas")
+    _model_options(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--format", choices=FORMATS, default="table")
+    g.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    g.add_argument("--width", type=_positive, metavar="N", help="table width in characters")
+    _common_options(p)
+    return p
+
+
+def _list_parser() -> _Parser:
+    p = _Parser(prog="torchcost list", usage="torchcost list [SOURCE]",
+                description="With no SOURCE: the sources, the examples and the shipped configs. With one: every "
+                            "name it offers, one spec per line.")
+    p.add_argument("source", nargs="?", metavar="SOURCE", help=", ".join(SOURCES))
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return p
+
+
+# -- options -> library calls --------------------------------------------------------------------------------------
+
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`torchcost.resolve.resolve` that the model and input options ask for."""
+    return {
+        "input_size": args.input_size,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": DTYPES[args.dtype] if args.dtype else None,
+        "device": args.device,
+        "meta": args.meta,
+        "config": dict(args.config),
+        "kwargs": {key: parse_value(value) for key, value in args.kwargs},
+    }
+
+
+def analyze_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`torchcost.analyze` that the analysis options ask for (the model and its
+    inputs come from resolve). Add new analysis flags here."""
+    optimizer = getattr(args, "optimizer", None)
+    train = getattr(args, "train", False) or optimizer is not None
+    return {
+        "mode": "train" if train else "eval",
+        "optimizer": optimizer if train else None,
+        "amp": getattr(args, "amp", None),
+        "target": getattr(args, "target", None),
+    }
+
+
+def fit_lines(fit: BatchFit) -> list[str]:
+    """The --memory-budget answer, for the table and markdown outputs."""
+    allowance = (f"{fit.target}: predicted peak + {format_bytes(fit.reserve_bytes)} reserve + "
+                 f"{fit.fragmentation:.0%} fragmentation")
+    head = f"Largest batch within {format_bytes(fit.budget_bytes)} ({allowance}): {format_int(fit.batch_size)}"
+    if not fit.batch_size:
+        return [head + " (not even batch 1 fits)"]
+    more = " (stopped at the search limit)" if fit.limit_reached else ""
+    return [head + more, f"  at batch {format_int(fit.batch_size)}: peak {format_bytes(fit.peak_bytes)}, with the "
+                         f"allowance {format_bytes(fit.needed_bytes)} ({len(fit.probes)} analyses)"]
+
+
+def _with_fit(text: str, fit: BatchFit, fmt: str) -> str:
+    if fmt == "json":
+        data = json.loads(text)
+        data["max_batch_size"] = {**asdict(fit), "probes": [list(p) for p in fit.probes]}
+        return json.dumps(data, indent=2) + "\n"
+    return text.rstrip("\n") + "\n" + "\n".join(fit_lines(fit)) + "\n"
+
+
+def render_report(report: CostReport, args: argparse.Namespace, *, color: bool, width: int | None,
+                  description: str = "") -> str:
+    fmt = args.format
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "csv":
+        return render_csv(report, depth=args.depth, sort=args.sort, top=args.top)
+    if fmt == "markdown":
+        text = render_markdown(report, depth=args.depth, fold=not args.no_fold, sort=args.sort, top=args.top)
+        return f"**{description}**\n\n{text}" if description else text
+    table = report.table(depth=args.depth, width=width, fold=not args.no_fold, color=color, sort=args.sort,
+                         top=args.top)
+    return f"{description}\n{table}" if description else table
+
+
+def render_comparison(comparison: Comparison, args: argparse.Namespace, *, color: bool, width: int | None) -> str:
+    fmt = args.format
+    if fmt == "json":
+        return render_compare_json(comparison)
+    if fmt == "csv":
+        return render_compare_csv(comparison)
+    if fmt == "markdown":
+        return render_compare_markdown(comparison)
+    return render_compare_text(comparison, width=width, color=color)
+
+
+# -- progress ------------------------------------------------------------------------------------------------------
+
+class Progress:
+    """A spinner with what is happening and the seconds spent, on stderr, only when stderr is a terminal."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.text = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = time.monotonic()
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+    def _spin(self) -> None:
+        for frame in itertools.cycle(self.FRAMES):
+            if self._stop.wait(0.1):
+                return
+            elapsed = time.monotonic() - self._start
+            line = f"{frame} {self.text} ({elapsed:.0f} s)"[: max(10, shutil.get_terminal_size().columns - 1)]
+            self.stream.write(f"\r\033[K{line}")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._spin, name="torchcost-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+# -- commands ------------------------------------------------------------------------------------------------------
+
+def _build_and_analyze(spec: str, args: argparse.Namespace, progress: Progress) -> tuple[Resolved, CostReport]:
+    progress.update(f"building {spec}")
+    resolved = resolve(spec, **resolve_options(args))
+    progress.update(f"analysing {resolved.spec} (one forward pass)")
+    report = analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, **analyze_options(args))
+    return resolved, report
+
+
+def _out_settings(args: argparse.Namespace) -> tuple[bool, int | None]:
+    to_terminal = args.output is None and sys.stdout.isatty()
+    width = args.width or (shutil.get_terminal_size().columns if to_terminal else 120)
+    return to_terminal, width
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise _OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+class _OutputError(Exception):
+    pass
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    if args.memory_budget is not None and args.format == "csv":
+        raise UsageError("--memory-budget goes with --format table, json or markdown, not csv", "torchcost")
+    color, width = _out_settings(args)
+    with Progress(_progress_enabled(args)) as progress:
+        resolved, report = _build_and_analyze(args.spec, args, progress)
+        progress.update("rendering")
+        text = render_report(report, args, color=color, width=width, description=resolved.description)
+        if args.memory_budget is not None:
+            progress.update(f"searching the largest batch within {format_bytes(args.memory_budget)}")
+            options = analyze_options(args)
+            fit = max_batch_size(resolved.model, *resolved.args, kwargs=resolved.kwargs, budget=args.memory_budget,
+                                 mode=options["mode"], optimizer=options["optimizer"], amp=options["amp"],
+                                 target=options["target"] or "cuda")
+            text = _with_fit(text, fit, args.format)
+    _emit(text, args.output)
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    if len(args.specs) < 2:
+        raise UsageError("compare needs at least two models", "torchcost compare")
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    if names is not None and len(names) != len(args.specs):
+        raise UsageError(f"--names gives {len(names)} names for {len(args.specs)} models", "torchcost compare")
+    color, width = _out_settings(args)
+    reports, labels, specs = [], [], []
+    with Progress(_progress_enabled(args)) as progress:
+        for spec in args.specs:
+            resolved, report = _build_and_analyze(spec, args, progress)
+            reports.append(report)
+            labels.append(resolved.name)
+            specs.append(resolved.spec)
+        comparison = build_comparison(reports, names or labels, specs)
+        text = render_comparison(comparison, args, color=color, width=width)
+    _emit(text, args.output)
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    lines: list[str] = []
+    if args.source:
+        entries = list_names(args.source)
+        pad = max((len(spec) for spec, _ in entries), default=0)
+        lines = [f"{spec:<{pad}}  {text}".rstrip() for spec, text in entries]
+    else:
+        lines.append("Sources (torchcost list SOURCE shows every name):")
+        lines.append(f"  example      {len(EXAMPLES)} networks shipped in torchcost")
+        lines.append(f"  hf           {len(shipped())} shipped config.json files, or hf:path/to/config.json")
+        for source in ("torchvision", "timm"):
+            try:
+                count = f"{len(list_names(source))} models"
+            except TorchcostError:
+                count = f"not installed ({ZOO_HINT})"
+            lines.append(f"  {source:<12} {count}")
+        lines.append("  path/to/file.py:Name, package.module:Name   your own class or factory")
+        for source in ("example", "hf"):
+            lines.append("")
+            lines.append("Examples:" if source == "example" else "Shipped configs (hf:NAME, built from the config, "
+                                                                  "no weights):")
+            entries = list_names(source)
+            pad = max(len(spec) for spec, _ in entries)
+            lines += [f"  {spec:<{pad}}  {text}" for spec, text in entries]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _progress_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_progress and not args.debug and sys.stderr.isatty()
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(_one_line(message) + "\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def _quiet(debug: bool) -> Iterator[None]:
+    """Third-party warnings and log chatter stay off the console unless --debug (or python -W) asks for them."""
+    if debug or sys.warnoptions:
+        yield
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command line ``argv`` (default: sys.argv[1:]) and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else ""
+    parser = {"compare": _compare_parser, "list": _list_parser}.get(command, _analyze_parser)()
+    debug = "--debug" in argv
+    run = {"compare": _cmd_compare, "list": _cmd_list}.get(command, _cmd_analyze)
     try:
-        source, _, name = args.spec.partition(":")
-        if source != "example" or not name:
-            raise TorchcostError(f"cannot resolve {args.spec!r}: this version knows example:NAME specs "
-                                 f"({', '.join(EXAMPLES)})")
-        model, inputs = build(name)
-        report = analyze(model, *inputs)
-        if args.format == "json":
-            sys.stdout.write(report.to_json() + "\n")
-        else:
-            width = args.width or (None if sys.stdout.isatty() else 120)
-            sys.stdout.write(report.table(depth=args.depth, width=width, fold=not args.no_fold,
-                                          color=sys.stdout.isatty()))
-        return 0
-    except TorchcostError as exc:
-        if args.debug:
+        with _quiet(debug):
+            args = parser.parse_args(argv[1:] if command else argv)
+            return run(args)
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except UsageError as exc:
+        if debug:
             traceback.print_exc()
-        print(f"torchcost: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # an internal error: say so in one line unless --debug
-        if args.debug:
+        _say(f"{exc.prog}: error: {exc} (see {exc.prog} --help)")
+        return EXIT_USAGE
+    except (TorchcostError, _OutputError) as exc:
+        if debug:
             traceback.print_exc()
-        print(f"torchcost: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        _say(f"torchcost: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("torchcost: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # an internal error: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        _say(f"torchcost: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL

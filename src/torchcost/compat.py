@@ -49,12 +49,15 @@ def profile(
 ) -> tuple[int, int]:
     """thop's call form: ``macs, params = profile(model, inputs=(x,))``, as exact ints.
 
-    ``custom_ops`` (thop's per-module hooks) is not supported: register formulas per op with
-    :func:`torchcost.register_formula` instead.
+    A single tensor passed as ``inputs`` is taken as the one input. ``custom_ops`` (thop's per-module hooks) is not
+    supported: register formulas per op with :func:`torchcost.register_formula` instead.
     """
     if custom_ops:
         raise InputError("custom_ops is thop's per-module hook; use torchcost.register_formula for custom ops")
-    report = analyze(model, *tuple(inputs))
+    # thop unpacks inputs into model(*inputs); a lone tensor would be split along its first dimension, so take it
+    # as the one input it was meant to be
+    args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    report = analyze(model, *args)
     if verbose:
         sys.stdout.write(report.table())
     return report.macs, report.params

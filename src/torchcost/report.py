@@ -13,7 +13,7 @@ from typing import Any
 from torchcost.collect.shapes import ShapeTree, TensorSpec
 from torchcost.errors import InputError
 
-__all__ = ["SCHEMA_VERSION", "CostReport", "ModuleCost", "OpCount"]
+__all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount"]
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +35,12 @@ class ModuleCost:
     ``params`` counts the distinct parameters in the module's subtree (a tied weight once); ``shared_params`` is the
     part of them that some module outside this subtree also uses. ``macs``/``flops`` include the children;
     ``self_macs``/``self_flops`` are the ops run in this module's own forward, outside any child.
+
+    Memory (bytes, from tensor lifetimes): ``param_bytes``/``buffer_bytes`` of the distinct tensors in the subtree;
+    ``activation_bytes``, the storages created while the module ran that were still alive when it returned (its
+    outputs unless they are views or in-place results of its inputs, and what it kept for backward), summed over
+    calls; ``peak_memory``, the bytes alive in the whole process at the worst op run inside it (forward, and in a
+    training step its backward too). ``output_bytes`` is the plain size of its outputs, views included.
     """
 
     name: str
@@ -55,6 +61,10 @@ class ModuleCost:
     ops: tuple[OpCount, ...] = ()
     uncounted: tuple[OpCount, ...] = ()
     children: tuple[ModuleCost, ...] = ()
+    param_bytes: int = 0
+    buffer_bytes: int = 0
+    activation_bytes: int = 0
+    peak_memory: int = 0
 
     @property
     def is_leaf(self) -> bool:
@@ -65,6 +75,93 @@ class ModuleCost:
         yield self
         for child in self.children:
             yield from child.walk()
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes alive at one moment, by what holds them. ``temporaries`` is every other storage made during the run:
+    activations not saved for backward (all of them under no_grad), op outputs still referenced, the loss."""
+
+    parameters: int = 0
+    buffers: int = 0
+    inputs: int = 0
+    gradients: int = 0
+    optimizer_state: int = 0
+    saved_activations: int = 0
+    temporaries: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+    def to_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class MemoryTimeline:
+    """Bytes alive after each op (parallel tuples: op, module, phase, bytes), in the order the ops ran."""
+
+    ops: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    phases: tuple[str, ...] = ()
+    bytes: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.bytes)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryTimeline:
+        return cls(**{k: tuple(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory of the run, measured from tensor lifetimes (docs/conventions.md, "Memory").
+
+    ``peak_bytes`` counts everything alive at the peak: parameters, buffers, inputs, gradients, optimizer state,
+    saved activations, temporaries (``at_peak``). ``peak_phase`` is "forward", "loss", "backward" or "optimizer";
+    ``peak_op`` and ``peak_module`` the op after which the peak was reached and the module it ran in ("" for the
+    model itself, the loss and the optimizer). ``start_bytes``/``end_bytes``: alive before the first op and after
+    the last. ``target`` is the device type whose allocation behaviour the figures follow; ``method`` how they were
+    obtained: "real" (the analysed run itself), "meta" or "fake" (a copy of the model on meta or fake tensors, no
+    memory allocated), "copy" (a real copy, when the model could not run on fake tensors).
+    """
+
+    mode: str
+    peak_bytes: int
+    peak_phase: str
+    peak_op: str
+    peak_module: str
+    peak_index: int
+    at_peak: MemoryBreakdown
+    start_bytes: int
+    end_bytes: int
+    gradient_bytes: int = 0
+    optimizer_state_bytes: int = 0
+    optimizer: str = ""
+    loss: str = ""
+    amp: str = ""
+    target: str = ""
+    method: str = ""
+    round_to: int = 1
+    timeline: MemoryTimeline = field(default_factory=MemoryTimeline)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["at_peak"] = self.at_peak.to_dict()
+        data["timeline"] = self.timeline.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryReport:
+        values = dict(data)
+        values["at_peak"] = MemoryBreakdown(**values["at_peak"])
+        values["timeline"] = MemoryTimeline.from_dict(values.get("timeline", {}))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -96,6 +193,7 @@ class CostReport:
     torchcost_version: str
     schema_version: int = SCHEMA_VERSION
     _index: dict[str, ModuleCost] = field(default_factory=dict, init=False, repr=False, compare=False)
+    memory: MemoryReport | None = None
 
     def __post_init__(self) -> None:
         self._index.update({m.name: m for m in self.root.walk()})
@@ -108,6 +206,12 @@ class CostReport:
     def total_bytes(self) -> int:
         """Input + parameters + buffers + output activations: torchsummary's 'estimated total', with real dtypes."""
         return self.input_bytes + self.param_bytes + self.buffer_bytes + self.activation_bytes
+
+    @property
+    def peak_memory(self) -> int:
+        """Bytes alive at the peak of the run (inference, or the whole training step), everything counted; 0 when
+        memory was not measured. ``memory`` holds the breakdown, the phase, op and module of the peak."""
+        return self.memory.peak_bytes if self.memory is not None else 0
 
     @property
     def modules(self) -> list[ModuleCost]:
@@ -164,6 +268,7 @@ class CostReport:
             top[key] = tuple(OpCount(**o) for o in top[key])
         top["formula_errors"] = tuple(tuple(e) for e in top["formula_errors"])
         top["uncalled"] = tuple(top["uncalled"])
+        top["memory"] = MemoryReport.from_dict(top["memory"]) if top.get("memory") is not None else None
         return cls(**top)
 
     @classmethod
@@ -178,6 +283,8 @@ def _module_dict(m: ModuleCost) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> Any:
+    if isinstance(value, MemoryReport):
+        return value.to_dict()
     if isinstance(value, TensorSpec):
         return {"shape": list(value.shape), "dtype": value.dtype}
     if isinstance(value, OpCount):

@@ -6,20 +6,29 @@ CUDA and meta.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.scope import ScopeTracker
+
+if TYPE_CHECKING:
+    from torchcost.collect.memory import MemoryTracker
 from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key
 
 __all__ = ["COMPOSITES", "OpCollector", "OpStat"]
 
 _F = torch._C._VariableFunctions
+_DEVICE = torch.ops.prim.device.default
+# torch.overrides.redispatch_function's primitive (newer torch): call a function past one __torch_function__ hop
+_REDISPATCH: Callable[..., Any] | None = getattr(torch._C, "_skip_one_hop_torch_function", None)
 # function object -> (aten op key, the schema its arguments bind to)
 COMPOSITES: dict[Callable[..., Any], tuple[str, Any]] = {
     torch._C._nn.scaled_dot_product_attention: (
@@ -56,6 +65,7 @@ class OpCollector:
     free: dict[str, int] = field(default_factory=dict)
     enclosed: dict[str, int] = field(default_factory=dict)
     formula_errors: dict[str, str] = field(default_factory=dict)
+    active: bool = True  # off outside the forward (loss, backward, optimizer of a training step): not counted
     _suppressed: int = 0
     _cache: dict[Any, tuple[str, Formula | None, bool]] = field(default_factory=dict)
 
@@ -68,6 +78,8 @@ class OpCollector:
         return hit
 
     def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if not self.active:
+            return
         key, formula, free = self._lookup(func)
         if self._suppressed:
             self.enclosed[key] = self.enclosed.get(key, 0) + 1
@@ -100,7 +112,17 @@ class OpCollector:
             from torchcost.errors import FormulaError
 
             raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
-        self.counted.setdefault(self.scope.current, {}).setdefault(key, OpStat()).add(cost)
+        if cost.macs == 0 and cost.other_flops == 0 and not _has_floating(call.args, call.kwargs, call.out):
+            self.free[key] = self.free.get(key, 0) + 1  # integer/bool arithmetic: free, listed with the free ops
+            return
+        current = self.scope.current
+        stats = self.counted.get(current)
+        if stats is None:
+            stats = self.counted[current] = {}
+        stat = stats.get(key)
+        if stat is None:
+            stat = stats[key] = OpStat()
+        stat.add(cost)
 
 
 def _has_floating(*objs: Any) -> bool:
@@ -120,15 +142,30 @@ def _has_floating(*objs: Any) -> bool:
 class DispatchCollector(TorchDispatchMode):
     """Sees every aten op below autograd and hands it to the collector."""
 
-    def __init__(self, collector: OpCollector) -> None:
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo, whose first call imports torch._dynamo
+        # (about 5 s). This handler compiles nothing, so the wrapper buys nothing and costs every process 5 s.
+        return False
+
+    def __init__(self, collector: OpCollector, memory: MemoryTracker | None = None) -> None:
         super().__init__()
         self.collector = collector
+        self.memory = memory
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
+            return out
         self.collector.on_aten(func, args, kwargs, out)
+        if self.memory is not None:
+            self.memory.on_op(func, args, kwargs, out)
         return out
+
+
+def _reenter(func: Any) -> bool:
+    return inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional"
 
 
 class CompositeCatcher(TorchFunctionMode):
@@ -137,11 +174,37 @@ class CompositeCatcher(TorchFunctionMode):
     def __init__(self, collector: OpCollector) -> None:
         super().__init__()
         self.collector = collector
+        self._inside: set[Any] = set()
+        self._plain: set[Any] = set()  # functions seen to be neither composites nor re-entered: passed straight on
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in self._plain:  # the hot path: nearly every torch function a forward calls
+            return func(*args, **kwargs) if kwargs else func(*args)
         kwargs = kwargs or {}
         entry = COMPOSITES.get(func)
+        if entry is None and not _reenter(func):
+            self._plain.add(func)
+            return func(*args, **kwargs)
+        if entry is not None and not self.collector.active:
+            return func(*args, **kwargs)
         if entry is None or self.collector._suppressed:
+            if self.collector._suppressed or not _reenter(func) or func in self._inside:
+                return func(*args, **kwargs)
+            # A Python-level function of torch.nn.functional (multi_head_attention_forward, ...). torch pops this
+            # mode while it runs, so composites it calls inside (the F.scaled_dot_product_attention in MHA) would
+            # reach the dispatcher as whatever kernel the device picks: one fused op on CPU/CUDA, the math
+            # decomposition on meta. Run its body with the mode back on, so they are caught and priced the same
+            # everywhere; a function already being re-entered is called plainly, so nothing can recurse.
+            if _REDISPATCH is not None:
+                self._inside.add(func)
+                try:
+                    with self:
+                        return _REDISPATCH(func, types, args, kwargs)
+                finally:
+                    self._inside.discard(func)
+            if func is F.multi_head_attention_forward:  # torch without redispatch: pin the math kernel instead
+                with sdpa_kernel(SDPBackend.MATH):
+                    return func(*args, **kwargs)
             return func(*args, **kwargs)
         self.collector._suppressed += 1
         try:

@@ -63,7 +63,11 @@ class ScopeTracker:
 
     def remove(self) -> None:
         while self._handles:
-            self._handles.pop().remove()
+            handle = self._handles.pop()
+            handle.remove()
+            # torch's handle forgets the with_kwargs flag it set for a global forward hook; drop it, or the entry
+            # stays behind in torch.nn.modules.module for the rest of the process
+            module_mod._global_forward_hooks_with_kwargs.pop(handle.id, None)
 
     def _pre(self, module: nn.Module, args: Any) -> None:
         name = self.names.get(id(module))
@@ -71,8 +75,10 @@ class ScopeTracker:
             self.stack.append((id(module), name))
 
     def _post(self, module: nn.Module, args: Any, *rest: Any) -> None:
-        # torch calls (module, args, kwargs, output) normally, and (module, args, output) when forward raised
-        kwargs, output = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[0])
+        # torch calls (module, args, kwargs, output) normally, and (module, args, output) when forward raised. Tell
+        # them apart by that form, not by sys.exc_info(): a module may return None inside an except block.
+        raised = len(rest) != 2
+        kwargs, output = ({}, rest[0]) if raised else (rest[0], rest[1])
         key = id(module)
         name = self.names.get(key)
         if name is None:
@@ -80,13 +86,15 @@ class ScopeTracker:
         while self.stack:  # unwind to this module's frame (frames left by exceptions caught inside forward)
             if self.stack.pop()[0] == key:
                 break
-        exc = sys.exc_info()[1]
-        if exc is not None and output is None:
+        if raised:
+            exc = sys.exc_info()[1]
             if self._failure_exc != id(exc):  # the innermost module sees the exception first
                 self._failure_exc = id(exc)
                 self.failure = Failure(name, self.types[name], spec_of(tuple(args)), tuple(self.completed))
             return
-        record = self.calls.setdefault(name, ModuleCalls())
+        record = self.calls.get(name)
+        if record is None:  # (not setdefault: that would build a ModuleCalls on every call of every module)
+            record = self.calls[name] = ModuleCalls()
         record.calls += 1
         if record.calls == 1:
             record.input_spec = spec_of((*args, *kwargs.values())) if kwargs else spec_of(tuple(args))

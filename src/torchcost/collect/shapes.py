@@ -23,27 +23,35 @@ class TensorSpec:
 ShapeTree = Union[TensorSpec, tuple["ShapeTree", ...], dict[str, "ShapeTree"], None]
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
+# These run in the module hooks of every analysed forward: the cheap checks first (a Mapping isinstance goes through
+# the ABC machinery, so lists and tuples, which are never Mappings, are tested before it).
 def spec_of(obj: Any) -> ShapeTree:
     if isinstance(obj, torch.Tensor):
-        return TensorSpec(tuple(int(s) for s in obj.shape), _dtype_name(obj.dtype))
-    if isinstance(obj, Mapping):
-        return {str(k): spec_of(v) for k, v in obj.items()}
+        return TensorSpec(tuple(map(int, obj.shape)), _dtype_name(obj.dtype))
     if isinstance(obj, (list, tuple)):
         return tuple(spec_of(v) for v in obj)
+    if isinstance(obj, Mapping):
+        return {str(k): spec_of(v) for k, v in obj.items()}
     return None
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         return [obj]
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in tensors_in(v)]
     if isinstance(obj, (list, tuple)):
         return [t for v in obj for t in tensors_in(v)]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in tensors_in(v)]
     return []
 
 

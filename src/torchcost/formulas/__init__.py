@@ -5,22 +5,35 @@
   to), attention (Q K^T and P V, whichever kernel runs it) and recurrent layers (every gate, layer, direction, step).
   A bias is not a MAC.
 * **FLOPs** = 2 x MACs + every other floating-point operation: bias adds, normalisation, pooling, activations,
-  element-wise arithmetic and reductions, at the per-element costs in :mod:`pointwise`, :mod:`norm`, :mod:`pool`.
+  element-wise arithmetic, reductions, interpolation and losses, at the per-element costs in :mod:`pointwise`,
+  :mod:`norm`, :mod:`pool`, :mod:`resample`, :mod:`loss`.
 * **Free** ops move, view, allocate, index or select data (views, copies, cat, embedding lookup, masked_fill, random
-  number generation); ops whose result is not floating point are free too (integer index arithmetic, boolean masks).
+  number generation); ops whose tensors are not floating point are free too (integer index arithmetic, boolean
+  masks). Matrix products and convolutions of integer tensors still count their MACs.
 * **Uncounted** ops are everything else: an op that may do arithmetic and has no formula. They are listed by name with
   their call counts in every report; they are never silently zero.
 * **Enclosed** ops ran inside an op priced as a whole (``F.scaled_dot_product_attention``, ``torch.lstm``): their cost
   is in the enclosing op's formula.
-* Backward is not counted by a forward analysis.
+* Backward is not counted: the counts are those of one forward pass.
 
+Formulas read shapes, dtypes and scalar arguments, never tensor values, so real and meta runs count the same.
 Formulas are keyed by aten op name without overload (``aten::addmm``); :func:`register_formula` adds one for a custom
 op, and ``analyze(..., formulas={...})`` overrides some for one run without touching the global registry.
 """
 
 from __future__ import annotations
 
-from torchcost.formulas import attention, conv, matmul, norm, pointwise, pool, rnn  # noqa: F401  (registration)
+from torchcost.formulas import (  # noqa: F401  (registration)
+    attention,
+    conv,
+    loss,
+    matmul,
+    norm,
+    pointwise,
+    pool,
+    resample,
+    rnn,
+)
 from torchcost.formulas.registry import (
     FREE,
     REGISTRY,

@@ -4,16 +4,20 @@ For queries (..., H_q, L, E), keys (..., H_kv, S, E) and values (..., H_kv, S, E
 rows and R * S scores:
   MACs        = R * S * E  (Q K^T)  +  R * S * E_v  (P V)
   other FLOPs = R * S  (scaling the scores)
-              + R * S  if a mask is applied (attn_mask given, or is_causal: the mask is added to every score; a
-                       causal mask is counted dense, like the math kernel and every fused kernel's FLOP count, not
-                       as the half of the scores it keeps)
+              + R * S  if a mask is applied (attn_mask given, or is_causal: the mask is added to every score)
               + 5 * R * S  (softmax, see pointwise)
-              + 2 * R * S  if dropout_p > 0
+              + 2 * R * S  if dropout_p > 0 (F.scaled_dot_product_attention applies it whatever the module's mode)
+A causal mask is counted dense: all L * S scores, as the math kernel computes them and as torch.utils.flop_counter
+counts them. Kernels that skip fully masked blocks (flash) do about half of the Q K^T and P V work for a square
+causal mask; that saving depends on the kernel, and is not taken off.
 Grouped-query attention (H_kv < H_q) costs the same as full multi-head attention with H_q heads: every query head
-multiplies against its (shared) key and value head.
+computes its own L * S scores against its (shared) key head and its own outputs from the shared value head; sharing
+saves key/value projections and memory, not attention arithmetic.
 
 ``F.scaled_dot_product_attention`` is caught before it is lowered to a backend kernel, so CPU, CUDA and meta runs
-count it identically; the fused aten kernels are priced by the same function in case they are called directly.
+count it identically; the fused aten kernels are priced by the same function in case they are called directly (the
+variable-length flash/efficient forms with cumulative sequence lengths are priced as one sequence of the total
+length: how the tokens split into sequences is data).
 """
 
 from __future__ import annotations

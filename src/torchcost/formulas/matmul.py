@@ -1,9 +1,13 @@
 """Matrix products: mm, addmm, bmm, baddbmm, addbmm, mv, addmv, dot, and the ops matmul/linear/einsum lower to.
 
-MACs = the product of the result's size and the contracted dimension: (M, K) @ (K, N) -> M*K*N; batched B*M*K*N.
+MACs = the product of the result's size and the contracted dimension: (M, K) @ (K, N) -> M*K*N; batched B*M*K*N;
+addbmm (a sum of B products into one (M, N)) B*M*K*N, the sum over B being the accumulate of those MACs.
 ``linear``, ``matmul`` and ``einsum`` on any number of leading dimensions reach the dispatcher as these ops, so a Linear
 on a (B, T, C) input costs B*T*C*N MACs. An added bias/``input`` term is one FLOP per output element; scaling by
-``alpha``/``beta`` other than 1 is one more FLOP per output element each.
+``alpha``/``beta`` other than 1 is one more FLOP per output element each (``beta == 0`` drops the input term).
+An outer product (``torch.outer``, ``einsum("i,j->ij")``) has nothing to accumulate: torch runs it as ``mul``, one
+FLOP per element, not a MAC. A product of integer tensors (``_int_mm``, int8 GEMMs) still counts its MACs: a MAC is
+a MAC whatever the dtype; only the element-wise and reduction ops are free on non-floating results.
 """
 
 from __future__ import annotations
@@ -42,12 +46,12 @@ def addmm_cost(call: OpCall) -> Cost:
 
 
 def addbmm_cost(call: OpCall) -> Cost:
-    # addbmm(input, batch1 (B,M,K), batch2 (B,K,N)) -> (M, N), summed over B
+    # addbmm(input, batch1 (B,M,K), batch2 (B,K,N)) -> (M, N): one contraction over B*K, so summing the B products
+    # is the accumulate of the MACs, not extra additions
     b1 = call.args[1]
     batch, _, k = b1.shape
     out = first_tensor(call.out)
-    sums = (batch - 1) * out.numel()  # adding the B products together
-    return Cost(macs=batch * out.numel() * k, other_flops=sums + _scale_flops(call, out.numel()))
+    return Cost(macs=int(batch) * out.numel() * int(k), other_flops=_scale_flops(call, out.numel()))
 
 
 def dot_cost(call: OpCall) -> Cost:

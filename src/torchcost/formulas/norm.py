@@ -1,30 +1,51 @@
 """Normalisation layers: batch, layer, group, instance and RMS norm.
 
-Per element: computing statistics from the data costs 4 (mean: 1 add; variance: subtract, square, add = 3);
-normalising costs 2 (subtract the mean, multiply by 1/std); the affine transform 2 more (multiply by weight, add bias)
-when present. So BatchNorm in eval (running statistics, affine) is 4 per element, the textbook figure, and in training
-8; LayerNorm and GroupNorm (statistics always from the data, affine) 8; InstanceNorm lowers to batch norm on a
-reshaped input and is priced as such. RMSNorm: square 1, add 1 (mean), scale 1, weight 1 -> 4 per element with a
-weight, 3 without. Per-channel work that does not scale with the element count (1/sqrt(var + eps), updating running
-statistics) is not counted.
+Per element of the input:
+
+====================================  ====  ==========================================================
+step                                  cost  when
+====================================  ====  ==========================================================
+statistics from the data              4     training-mode batch norm, batch norm without running
+                                            statistics, layer/group/instance norm: mean 1 (add),
+                                            variance 3 (subtract, square, add)
+normalise                             2     always: subtract the mean, multiply by 1/std
+weight (scale)                        1     when the layer has a weight
+bias (shift)                          1     when the layer has a bias
+====================================  ====  ==========================================================
+
+So BatchNorm in eval (running statistics, affine) is 2 + 1 + 1 = 4 per element, the textbook figure, and in training
+4 + 2 + 1 + 1 = 8; ``affine=False`` removes 2. LayerNorm and GroupNorm (statistics always from the data, affine) are 8,
+LayerNorm(bias=False) 7, without elementwise_affine 6. InstanceNorm lowers to batch norm on a (1, N*C, ...) view and
+is priced as such (6 without affine; with track_running_stats in eval, running statistics: 2 + affine).
+Per-channel (per-row) work that does not scale with the element count, 1/sqrt(var + eps) and updating the running
+statistics, is not counted.
+
+RMSNorm has no kernel on CPU or meta: torch lowers it to pow, mean, add (eps), rsqrt, mul and mul (weight), each
+priced by :mod:`pointwise`: square 1, mean 1 (the sum's n - 1 adds and one divide per row), normalise 1, weight 1 per
+element, plus add eps and rsqrt once per row, i.e. (3 + weight) * numel + 2 * rows. The fused kernels
+(``aten::_fused_rms_norm`` on CUDA, ``aten::rms_norm`` if it reaches the dispatcher) are priced by that same formula,
+so every device counts RMSNorm the same.
 """
 
 from __future__ import annotations
+
+import math
 
 from torchcost.formulas._util import first_tensor
 from torchcost.formulas.registry import Cost, OpCall, register_many
 
 STATS = 4
 NORMALISE = 2
-AFFINE = 2
+WEIGHT = 1
+BIAS = 1
 
 
-def _per_element(batch_stats: bool, affine: bool) -> int:
-    return (STATS if batch_stats else 0) + NORMALISE + (AFFINE if affine else 0)
+def per_element(batch_stats: bool, weight: bool, bias: bool) -> int:
+    return (STATS if batch_stats else 0) + NORMALISE + (WEIGHT if weight else 0) + (BIAS if bias else 0)
 
 
-def _affine(weight: object, bias: object) -> bool:
-    return weight is not None or bias is not None
+def _affine(call: OpCall) -> tuple[bool, bool]:
+    return call.arg("weight") is not None, call.arg("bias") is not None
 
 
 def batch_norm_cost(call: OpCall) -> Cost:
@@ -32,26 +53,34 @@ def batch_norm_cost(call: OpCall) -> Cost:
     # _batch_norm_with_update / _native_batch_norm_legit(training) family
     x = first_tensor(call.args[0])
     training = call.arg("training", None)
-    if training is None:  # _batch_norm_with_update, _native_batch_norm_legit: statistics from the batch
+    if training is None:  # _batch_norm_with_update: statistics from the batch
         training = True
-    return Cost(other_flops=_per_element(bool(training), _affine(call.arg("weight"), call.arg("bias"))) * x.numel())
+    return Cost(other_flops=per_element(bool(training), *_affine(call)) * x.numel())
 
 
 def batch_norm_eval_cost(call: OpCall) -> Cost:
     # _native_batch_norm_legit_no_training / _batch_norm_no_update: running statistics
     x = first_tensor(call.args[0])
-    return Cost(other_flops=_per_element(False, _affine(call.arg("weight"), call.arg("bias"))) * x.numel())
+    return Cost(other_flops=per_element(False, *_affine(call)) * x.numel())
 
 
 def layer_norm_cost(call: OpCall) -> Cost:
+    # native_layer_norm(input, normalized_shape, weight, bias, eps); native_group_norm(input, weight, bias, N, C, ...)
     x = first_tensor(call.args[0])
-    return Cost(other_flops=_per_element(True, _affine(call.arg("weight"), call.arg("bias"))) * x.numel())
+    return Cost(other_flops=per_element(True, *_affine(call)) * x.numel())
+
+
+RMS_PER_ELEMENT = 3  # square, mean, normalise
+RMS_PER_ROW = 2  # add eps, rsqrt
 
 
 def rms_norm_cost(call: OpCall) -> Cost:
+    # rms_norm(input, normalized_shape, weight, eps); _fused_rms_norm(input, normalized_shape, weight, eps)
     x = first_tensor(call.args[0])
-    per = 3 + (1 if call.arg("weight") is not None else 0)
-    return Cost(other_flops=per * x.numel())
+    row = math.prod(int(s) for s in call.arg("normalized_shape"))
+    rows = x.numel() // row if row else 0
+    per = RMS_PER_ELEMENT + (1 if call.arg("weight") is not None else 0)
+    return Cost(other_flops=per * x.numel() + RMS_PER_ROW * rows)
 
 
 register_many(

@@ -2,14 +2,23 @@
 
 The unit: one FLOP for each elementary operation on one element: + - * /, a comparison, min/max, and one evaluation
 of an elementary function (exp, log, sqrt, rsqrt, tanh, erf, sin, cos, pow). Composite activations cost the sum of
-their elementary steps (sigmoid = 1/(1+exp(-x)) = 4; GELU with erf = 0.5*x*(1+erf(x/sqrt(2))) = 5). Element-wise ops
-are charged per *output* element. Ops whose output is not floating point (integer index arithmetic, boolean masks)
-are free: they are not floating-point operations.
+their elementary steps (sigmoid = 1/(1+exp(-x)) = 4; GELU with erf = 0.5*x*(1+erf(x/sqrt(2))) = 5); the table
+``PER_ELEMENT`` below gives every one with its derivation. Element-wise ops are charged per *output* element (a
+broadcast ``a + b`` costs the size of the result). Some depend on their scalar arguments: ``add``/``sub``/``rsub``
+with ``alpha != 1`` cost 2 (a + alpha * b); ``clamp`` costs one comparison per bound given; ``addcmul``/``addcdiv``
+cost 3 (x + value * (a op b)), 2 when value is 1; ``elu`` costs 4, plus 1 each for ``scale`` and ``input_scale`` other
+than 1 (so SELU, which torch runs as ``elu`` with a scale, costs 5). Ops whose output is not floating point (integer
+index arithmetic, boolean masks) are free: they are not floating-point operations; comparisons (bool output) are
+charged when their inputs are floating.
 
-Reductions over n elements into one: sum, amax, amin, max, min, prod, argmax, argmin: n - 1 per output; mean: n
-(n - 1 additions and one division); var/std: 4 per input element (mean: 1, deviation, square, accumulate: 3) plus
-one per output for std's sqrt; softmax and log_softmax: 5 per element (max, subtract, exp, sum, divide / subtract
-of the log-sum).
+Reductions over n elements into one: sum, amax, amin, max, min, prod, argmax, argmin, nansum: n - 1 per output
+(aminmax: 2 (n - 1)); mean: n (n - 1 additions and one division); var/std: 4 per input element (mean: n; deviation,
+square, accumulate: 3n - 1; divide by n - correction: 1) plus one per output for std's sqrt; vector norms by order
+(see ``_norm``: ord 2 is 2n); logsumexp 4n; cumsum/cumprod/cummax/cummin: L - 1 per line of length L.
+softmax and log_softmax: 5 per element (max, subtract, exp, sum, divide / subtract of the log-sum).
+Gather-and-reduce ops: ``embedding_bag`` like a reduction per bag (sum/max (n - B) * D, mean n * D, plus n * D with
+per_sample_weights); scatter_add / index_add / scatter_reduce one per source element; col2im (``F.fold``) one add per
+input element.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ from torchcost.formulas.registry import ZERO, Cost, OpCall, register_many
 # FLOPs per output element, by op name without namespace. Both ``name`` and the in-place ``name_`` are registered.
 PER_ELEMENT: dict[str, int] = {
     # arithmetic
-    "add": 1, "sub": 1, "rsub": 1, "mul": 1, "div": 1, "neg": 1, "reciprocal": 1, "abs": 1, "sign": 1, "sgn": 1,
+    "add": 1, "sub": 1, "rsub": 1,  # 2 with alpha != 1 (a + alpha * b), see _adjusted
+    "mul": 1, "div": 1, "neg": 1, "reciprocal": 1, "abs": 1, "sign": 1, "sgn": 1,
     "remainder": 1, "fmod": 1, "floor_divide": 1, "floor": 1, "ceil": 1, "round": 1, "trunc": 1, "frac": 1,
     "square": 1, "maximum": 1, "minimum": 1, "fmax": 1, "fmin": 1, "clamp_min": 1, "clamp_max": 1,
     "copysign": 1, "heaviside": 1, "xlogy": 2,
-    "addcmul": 3, "addcdiv": 3, "lerp": 3,  # x + v * (a op b) ; x + w * (y - x)
+    "addcmul": 3, "addcdiv": 3,  # x + v * (a op b); 2 when value == 1, see _adjusted
+    "lerp": 3,  # x + w * (y - x)
     # comparisons on floating inputs (the output is bool, so these are charged by input dtype, see _pointwise)
     "eq": 1, "ne": 1, "lt": 1, "le": 1, "gt": 1, "ge": 1, "isnan": 1, "isinf": 1, "isfinite": 1,
     # elementary functions
@@ -35,7 +46,8 @@ PER_ELEMENT: dict[str, int] = {
     "asin": 1, "acos": 1, "atan": 1, "atan2": 1, "sinh": 1, "cosh": 1, "asinh": 1, "acosh": 1, "atanh": 1,
     "lgamma": 1, "digamma": 1,
     # activations
-    "relu": 1, "threshold": 1, "clamp": 2, "hardtanh": 2, "relu6": 2,
+    "relu": 1, "threshold": 1, "hardtanh": 2, "relu6": 2,
+    "clamp": 2,  # one comparison per bound given (clamp(min=0) is 1), see _adjusted
     "leaky_relu": 2,  # compare, multiply
     "rrelu_with_noise": 2, "_prelu_kernel": 2, "prelu": 2,
     "sigmoid": 4,  # neg, exp, add, divide
@@ -43,12 +55,15 @@ PER_ELEMENT: dict[str, int] = {
     "silu": 5,  # x * sigmoid(x)
     "hardsigmoid": 4,  # add 3, clamp to [0, 6] (2), divide by 6
     "hardswish": 5,  # x * hardsigmoid(x)
-    "elu": 4,  # compare, exp, subtract 1, multiply by alpha
-    "celu": 5, "selu": 5,  # elu plus a scale (celu: a divide inside)
+    "elu": 4,  # compare, exp, subtract 1, multiply by alpha; +1 each for scale and input_scale != 1
+    "celu": 5,  # compare, divide by alpha, exp, subtract 1, multiply by alpha
+    "selu": 5,  # elu with a scale (torch lowers selu to elu(alpha, scale), priced there)
     "gelu": 5,  # erf form; the tanh form is priced in _gelu
     "softplus": 4,  # multiply by beta, exp, log1p, divide by beta
     "mish": 6,  # x * tanh(softplus(x)): softplus 4, tanh, multiply
-    "log_sigmoid_forward": 5, "hardshrink": 2, "softshrink": 3, "tanhshrink": 2,
+    "log_sigmoid_forward": 6,  # min(x, 0) - log1p(exp(-|x|)): min, abs, neg, exp, log1p, subtract
+    "hardshrink": 2, "softshrink": 3, "tanhshrink": 2,
+    "glu": 5,  # a * sigmoid(b), per output element
     "nan_to_num": 1,
     "native_dropout": 2,  # multiply by the mask, then by 1/(1-p); drawing the mask is free
     "_softmax": 5, "_log_softmax": 5, "_safe_softmax": 5, "softmax": 5, "log_softmax": 5,
@@ -65,11 +80,24 @@ def _charged_dtype_tensor(call: OpCall, name: str) -> bool:
     return is_floating(out)
 
 
+def _adjusted(name: str, base: int, call: OpCall) -> int:
+    """The per-element cost of one call, where it depends on the call's scalar arguments."""
+    if name in ("add", "sub", "rsub"):  # a + alpha * b: the scaling is one more multiply
+        return base + (1 if call.arg("alpha", 1) != 1 else 0)
+    if name == "clamp":  # one comparison per bound
+        return sum(1 for bound in ("min", "max") if call.arg(bound) is not None)
+    if name in ("addcmul", "addcdiv"):  # x + value * (a op b): no scaling multiply when value == 1
+        return base - (1 if call.arg("value", 1) == 1 else 0)
+    if name == "elu":  # scale * (x > 0 ? x : alpha * (exp(input_scale * x) - 1)); selu is elu with a scale
+        return base + (1 if call.arg("scale", 1) != 1 else 0) + (1 if call.arg("input_scale", 1) != 1 else 0)
+    return base
+
+
 def _pointwise(per_element: int, name: str) -> object:
     def cost(call: OpCall) -> Cost:
         if not _charged_dtype_tensor(call, name):
             return ZERO
-        return Cost(other_flops=per_element * first_tensor(call.out).numel())
+        return Cost(other_flops=_adjusted(name, per_element, call) * first_tensor(call.out).numel())
 
     cost.__name__ = f"pointwise_{name}"
     return cost
@@ -80,8 +108,11 @@ def _gelu(call: OpCall) -> Cost:
     if not is_floating(out):
         return ZERO
     # tanh form: 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))): x^3 (2), *c (1), +x (1), *k (1), tanh, +1, *x, *0.5
-    per = 9 if call.arg("approximate", "none") == "tanh" else PER_ELEMENT["gelu"]
+    per = GELU_TANH if call.arg("approximate", "none") == "tanh" else PER_ELEMENT["gelu"]
     return Cost(other_flops=per * out.numel())
+
+
+GELU_TANH = 9
 
 
 def _reduced(call: OpCall) -> tuple[int, int]:
@@ -101,6 +132,14 @@ def _reduce_minus_one(call: OpCall) -> Cost:
     return Cost(other_flops=max(n_in - n_out, 0))
 
 
+def _aminmax(call: OpCall) -> Cost:
+    x = first_tensor(call.args[0])
+    if not is_floating(x):
+        return ZERO
+    n_in, n_out = _reduced(call)
+    return Cost(other_flops=2 * max(n_in - n_out, 0))  # a min and a max reduction
+
+
 def _mean(call: OpCall) -> Cost:
     x = first_tensor(call.args[0])
     if not is_floating(x):
@@ -118,26 +157,80 @@ def _var(call: OpCall, extra_per_output: int) -> Cost:
 
 
 def _norm(call: OpCall) -> Cost:
-    # vector p-norm over n elements: |x|^p (2 per element: abs/square and power), sum (n-1), root (1 per output)
+    """Vector p-norm of n elements into one: ord 2: square n, sum n - 1, sqrt 1 = 2n; ord 1: |x| n, sum n - 1;
+    ord +-inf: |x| n, max/min n - 1; ord 0: compare n, sum n - 1; any other p: |x| n, pow n, sum n - 1, root 1."""
     x = first_tensor(call.args[0])
     if not is_floating(x):
         return ZERO
     n_in, n_out = _reduced(call)
-    return Cost(other_flops=2 * n_in + (n_in - n_out) + n_out)
+    ord_ = call.arg("ord", None) if call.key == "aten::linalg_vector_norm" else call.arg("p", None)
+    p = 2.0 if ord_ is None else float(ord_)
+    if p == 2:
+        return Cost(other_flops=2 * n_in)  # n squares + (n - 1) adds per output, + 1 sqrt per output
+    if p in (1.0, 0.0, float("inf"), float("-inf")):
+        return Cost(other_flops=2 * n_in - n_out)
+    return Cost(other_flops=3 * n_in)  # 2n + (n - 1) + 1 per output
 
 
 def _cumulative(call: OpCall) -> Cost:
+    """cumsum/cumprod/cummax/cummin along a dimension of length L: L - 1 operations per line."""
     out = first_tensor(call.out)
-    return Cost(other_flops=out.numel()) if is_floating(out) else ZERO
+    if not is_floating(out):
+        return ZERO
+    x = first_tensor(call.args[0])
+    if x.dim() == 0:
+        return ZERO
+    length = int(x.shape[int(call.arg("dim", 0))])
+    lines = out.numel() // length if length else 0
+    return Cost(other_flops=lines * (length - 1))
 
 
 def _logsumexp(call: OpCall) -> Cost:
-    # max (n-1), subtract (n), exp (n), sum (n-1), log (1), add back the max (1) per output
+    # max (n-1), subtract (n), exp (n), sum (n-1), log (1), add back the max (1) per output = 4n
     x = first_tensor(call.args[0])
     if not is_floating(x):
         return ZERO
     n_in, _n_out = _reduced(call)
     return Cost(other_flops=4 * n_in)
+
+
+def _embedding_bag(call: OpCall) -> Cost:
+    """n looked-up rows of width D reduced into B bags, as the reductions are priced, assuming no bag is empty
+    (the offsets are data, unknown on meta): sum and max (n - B) * D, mean n * D (sum, then a divide per output);
+    per_sample_weights: one more multiply per looked-up element. Looking the rows up is free."""
+    weight = call.arg("weight")
+    indices = call.arg("indices")
+    out = first_tensor(call.out)
+    if not is_floating(weight):
+        return ZERO
+    width = int(weight.shape[-1])
+    n, bags = int(indices.numel()), int(out.shape[0])
+    mode = int(call.arg("mode", 0))
+    flops = n * width if mode == 1 else max(n - bags, 0) * width
+    if call.arg("per_sample_weights") is not None:
+        flops += n * width
+    return Cost(other_flops=flops)
+
+
+def _scatter_accumulate(call: OpCall) -> Cost:
+    """scatter_add / index_add / scatter_reduce: one operation per source element accumulated into the output
+    (index_add with alpha != 1: one more multiply each; scatter_reduce 'mean': one divide per output element)."""
+    out = first_tensor(call.out)
+    if not is_floating(out):
+        return ZERO
+    source = call.arg("src") if call.arg("src") is not None else call.arg("source")
+    flops = int(first_tensor(source).numel())
+    if call.arg("alpha", 1) != 1:
+        flops *= 2
+    if call.arg("reduce") == "mean":
+        flops += out.numel()
+    return Cost(other_flops=flops)
+
+
+def _col2im(call: OpCall) -> Cost:
+    """col2im (F.fold): every column element is added into its place in the zero-initialised output."""
+    x = first_tensor(call.args[0])
+    return Cost(other_flops=x.numel()) if is_floating(x) else ZERO
 
 
 for _name, _per in PER_ELEMENT.items():
@@ -146,12 +239,18 @@ for _name, _per in PER_ELEMENT.items():
     register_many([f"aten::{_name}", f"aten::{_name}_"], _pointwise(_per, _name))  # type: ignore[arg-type]
 register_many(["aten::gelu", "aten::gelu_"], _gelu)
 register_many(
-    [f"aten::{n}" for n in ("sum", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "nansum", "aminmax")],
+    [f"aten::{n}" for n in ("sum", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "nansum")],
     _reduce_minus_one,
 )
+register_many(["aten::aminmax"], _aminmax)
 register_many(["aten::mean", "aten::nanmean"], _mean)
 register_many(["aten::var", "aten::var_mean"], lambda call: _var(call, 0))
 register_many(["aten::std", "aten::std_mean"], lambda call: _var(call, 1))
 register_many(["aten::linalg_vector_norm", "aten::norm"], _norm)
-register_many(["aten::cumsum", "aten::cumsum_", "aten::cumprod", "aten::cumprod_"], _cumulative)
+register_many(["aten::cumsum", "aten::cumsum_", "aten::cumprod", "aten::cumprod_", "aten::cummax", "aten::cummin"],
+              _cumulative)
 register_many(["aten::logsumexp"], _logsumexp)
+register_many(["aten::_embedding_bag", "aten::_embedding_bag_forward_only", "aten::embedding_bag"], _embedding_bag)
+register_many(["aten::scatter_add", "aten::scatter_add_", "aten::index_add", "aten::index_add_",
+               "aten::scatter_reduce", "aten::scatter_reduce_"], _scatter_accumulate)
+register_many(["aten::col2im"], _col2im)

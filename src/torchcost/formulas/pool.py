@@ -1,9 +1,12 @@
 """Pooling, 1-d to 3-d: max, average, adaptive max and adaptive average.
 
 A window of k elements costs k - 1 comparisons for max pooling and k FLOPs for average pooling (k - 1 additions and
-one division). Fixed-size pooling charges the full kernel volume for every output element, also where the window
-overhangs a padded border (the kernel runs over it). Adaptive pooling charges each output element its own window,
-start = floor(i * L / O), end = ceil((i + 1) * L / O) along each dimension, summed exactly.
+one division). Fixed-size pooling charges the full kernel volume k = prod(kernel_size) for every output element,
+also where the window overhangs a padded border or, with ceil_mode, the input's end (the kernel runs over it);
+dilation spreads the window without changing k. Adaptive pooling charges each output element its own window,
+start = floor(i * L / O), end = ceil((i + 1) * L / O) along each dimension, summed exactly (7 -> 3: windows [0, 3),
+[2, 5), [4, 7), 3 + 3 + 3 = 9 elements); a global average pool (output 1) lowers to ``mean``, which charges the same
+k per output. Fractional max pooling charges k - 1 per output element like max pooling.
 Why not the textbook's 1 per output element: a 2x2 max pool does 3 comparisons per output, and a global average pool
 over 7x7 does 49 operations per channel; counting 1 would hide that work.
 """
@@ -57,6 +60,7 @@ for _d in (1, 2, 3):
     register_many([f"aten::max_pool{_d}d", f"aten::max_pool{_d}d_with_indices", f"aten::mkldnn_max_pool{_d}d",
                    f"aten::quantized_max_pool{_d}d"], _pool(_d, True))  # type: ignore[arg-type]
     register_many([f"aten::avg_pool{_d}d"], _pool(_d, False))  # type: ignore[arg-type]
+    register_many([f"aten::fractional_max_pool{_d}d"], _pool(_d, True))  # type: ignore[arg-type]
     register_many([f"aten::adaptive_max_pool{_d}d"], _adaptive(_d, True))  # type: ignore[arg-type]
     register_many([f"aten::adaptive_avg_pool{_d}d", f"aten::_adaptive_avg_pool{_d}d"],
                   _adaptive(_d, False))  # type: ignore[arg-type]

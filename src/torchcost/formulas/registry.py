@@ -96,19 +96,35 @@ def _flat_tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _flat_tensors(item)
 
 
+# schema -> its arguments as plain tuples (name, kwarg_only, has_default, default). Reading a schema's arguments
+# goes through several pybind property calls per argument; binding runs once per priced op, so it is read once.
+_Plan = tuple[tuple[str, bool, bool, Any], ...]
+_PLANS: dict[int, tuple[Any, _Plan]] = {}
+
+
+def _plan(schema: Any) -> _Plan:
+    hit = _PLANS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    plan = tuple((a.name, bool(a.kwarg_only), a.has_default_value(),
+                  a.default_value if a.has_default_value() else None) for a in schema.arguments)
+    _PLANS[id(schema)] = (schema, plan)  # the schema is kept alive, so its id cannot be reused
+    return plan
+
+
 def _bind(schema: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     bound: dict[str, Any] = {}
     if schema is None:
         bound.update(kwargs)
         return bound
-    positional = list(args)
-    for i, argument in enumerate(schema.arguments):
-        if i < len(positional) and not argument.kwarg_only:
-            bound[argument.name] = positional[i]
-        elif argument.name in kwargs:
-            bound[argument.name] = kwargs[argument.name]
-        elif argument.has_default_value():
-            bound[argument.name] = argument.default_value
+    n = len(args)
+    for i, (name, kwarg_only, has_default, default) in enumerate(_plan(schema)):
+        if i < n and not kwarg_only:
+            bound[name] = args[i]
+        elif name in kwargs:
+            bound[name] = kwargs[name]
+        elif has_default:
+            bound[name] = list(default) if isinstance(default, list) else default
     return bound
 
 
@@ -185,11 +201,12 @@ FREE: frozenset[str] = frozenset(
     index index_select gather scatter scatter_ index_put index_put_ _index_put_impl_ index_copy index_copy_
     index_fill index_fill_ masked_fill masked_fill_ masked_scatter masked_scatter_ masked_select where take
     embedding _unsafe_index _unsafe_index_put select_scatter slice_scatter diagonal_scatter as_strided_scatter
-    tril triu tril_ triu_ im2col col2im pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle
+    tril triu tril_ triu_ im2col pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle
     upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d
     _upsample_nearest_exact3d nonzero nonzero_static argwhere resize_ resize_as_ set_ _reshape_alias
     _has_compatible_shallow_copy_type is_nonzero is_same_size equal _assert_async _assert_tensor_metadata
-    sym_size sym_stride sym_numel sym_storage_offset _unsafe_split detach_ alias_copy view_copy
+    sym_size sym_stride sym_numel sym_storage_offset _unsafe_split detach_ alias_copy view_copy as_strided_
+    _pack_padded_sequence _pad_packed_sequence max_unpool2d max_unpool3d
     """.split()
 )
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from torchcost.collect.shapes import describe
 from torchcost.report import CostReport, ModuleCost
 
-__all__ = ["Row", "default_depth", "rows"]
+__all__ = ["SORT_KEYS", "Row", "default_depth", "rows", "select"]
 
 MAX_ROWS = 60
+SORT_KEYS = ("flops", "macs", "params")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Row:
     flops: int
     calls: int
     folded: int = 1  # how many identical sibling blocks this row stands for
+    activation_bytes: int = 0  # memory columns (0 when the report measured none); folded rows: the sum
+    peak_memory: int = 0  # folded rows: the largest of the blocks folded
 
 
 def _signature(m: ModuleCost) -> tuple[object, ...]:
@@ -36,7 +39,7 @@ def _signature(m: ModuleCost) -> tuple[object, ...]:
 
 def _row(m: ModuleCost, depth: int) -> Row:
     return Row(m.name or "(model)", m.type, depth, describe(m.output_shape), m.params, m.shared_params,
-               m.macs, m.flops, m.calls)
+               m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory)
 
 
 def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> list[Row]:
@@ -63,7 +66,9 @@ def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> lis
                     out.append(Row(f"{rest[0].name} ... {rest[-1].name}", f"{len(rest)} x {child.type}", level,
                                    f"identical to {child.name}", sum(r.params for r in rest),
                                    sum(r.shared_params for r in rest), sum(r.macs for r in rest),
-                                   sum(r.flops for r in rest), sum(r.calls for r in rest), folded=len(rest)))
+                                   sum(r.flops for r in rest), sum(r.calls for r in rest), folded=len(rest),
+                                   activation_bytes=sum(r.activation_bytes for r in rest),
+                                   peak_memory=max(r.peak_memory for r in rest)))
                 else:
                     j = i + 1
             i = j
@@ -79,3 +84,21 @@ def default_depth(report: CostReport, fold: bool = True) -> int:
         if len(rows(report, level, fold)) <= MAX_ROWS:
             return level
     return 1
+
+
+def select(report: CostReport, depth: int | None = None, fold: bool = True, sort: str | None = None,
+           top: int | None = None) -> list[Row]:
+    """The rows every tabular renderer shows for these options.
+
+    Without ``sort``/``top``: :func:`rows` (the tree to ``depth``, repeats folded). With either: the leaf modules
+    (those that ran ops themselves, never a parent that double-counts its children), most expensive first by
+    ``sort`` (default flops; ties by name), the first ``top`` of them.
+    """
+    if sort is None and top is None:
+        return rows(report, depth, fold)
+    key = sort or "flops"
+    if key not in SORT_KEYS:
+        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+    leaves = [r for r in rows(report, 10**6, fold=False)[1:] if report.module(r.name).is_leaf]
+    leaves.sort(key=lambda r: (-int(getattr(r, key)), r.name))
+    return leaves[:top] if top else leaves

@@ -1,0 +1,372 @@
+"""Memory from tensor lifetimes: every storage an op creates is registered when it appears and released when it dies.
+
+The :class:`MemoryTracker` is fed by the same dispatch pass that counts FLOPs. After each aten op it looks at the
+op's outputs: a storage it has not seen is new memory (views and in-place results share their storage, so they add
+nothing); a weak reference on each storage tells it the moment the storage is freed (the refcount reaching zero, as
+the allocator sees it). Bytes alive after each op make the timeline; the op with the most bytes alive is the peak.
+Nothing is estimated from output shapes. The same code runs on real tensors, meta tensors and fake tensors (whose
+storages are meta storages with the real size), so a 70B-parameter model costs no memory to measure.
+
+What it cannot see: memory a kernel allocates and frees inside itself (workspaces), allocator caching and rounding
+beyond the 512-byte blocks it can be told to round to, and the CUDA context. docs/conventions.md, "Memory".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_mod
+from torch.overrides import TorchFunctionMode
+
+from torchcost.collect.scope import ScopeTracker
+
+__all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "module_tensors"]
+
+ALIVE = sys.maxsize  # "died" of a storage still alive when the run ended
+CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries")
+_SCOPE_KEY = "torchcost.module"
+
+
+def _tensors(obj: Any, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _tensors(v, out)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _tensors(v, out)
+    return out
+
+
+def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    if t.is_sparse or t.is_nested or t.layout != torch.strided:
+        return None
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
+        return None
+
+
+def _metadata(node: Any) -> dict[str, Any]:
+    """An autograd node's metadata dict, kept by the node for its lifetime."""
+    return cast("dict[str, Any]", node.metadata)
+
+
+def module_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Tensors a module holds as plain attributes (not parameters or buffers): constants, cached tables."""
+    found = []
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor) and name not in ("_parameters", "_buffers"):
+                found.append(value)
+    return found
+
+
+@dataclass(frozen=True)
+class MemoryTrace:
+    """What one tracked run left: the timeline, the storages' lifetimes and categories, per-module figures."""
+
+    ops: tuple[str, ...]
+    modules: tuple[str, ...]
+    phases: tuple[str, ...]
+    alive: tuple[int, ...]
+    start_bytes: int
+    end_bytes: int
+    peak_bytes: int
+    peak_index: int  # -1: the peak is before the first op (nothing ran)
+    breakdown: dict[str, int]
+    module_peak: dict[str, int]  # bytes alive at the worst op run in the module itself (not its children)
+    module_activation: dict[str, int]
+
+
+class MemoryTracker:
+    """Registers storages and their deaths; records bytes alive after each op, with its module and phase.
+
+    ``round_to`` rounds every storage up to a multiple of that many bytes (512 mirrors the CUDA caching allocator's
+    blocks, so the figures compare with ``torch.cuda.max_memory_allocated``). ``device_type`` restricts the count
+    to storages on one device type (the accelerator's memory, not the CPU scalars beside it); others count 0 bytes.
+    """
+
+    def __init__(self, scope: ScopeTracker, *, round_to: int = 1, device_type: str | None = None) -> None:
+        self.scope = scope
+        self.round_to = max(1, round_to)
+        self.device_type = device_type  # count only storages on this device type (None: all)
+        self.phase = "forward"
+        self.closed = False
+        self.current = 0
+        self.sizes: list[int] = []
+        self.born: list[int] = []
+        self.died: list[int] = []
+        self.category: list[str] = []
+        self.saved: set[int] = set()
+        self.ops: list[str] = []
+        self.modules: list[str] = []
+        self.phases: list[str] = []
+        self.alive: list[int] = []
+        self._by_storage: dict[int, int] = {}  # id(storage) -> uid, while the storage lives
+        self._refs: dict[int, weakref.ref[Any]] = {}
+        self._keys: dict[Any, str] = {}
+        self._back_scope = ""
+        self._calls: list[tuple[int, str, int]] = []
+        self._activation: dict[str, int] = {}
+        self._handles: list[Any] = []
+
+    # -- storages ---------------------------------------------------------------------------------------------------
+
+    def _size(self, nbytes: int) -> int:
+        r = self.round_to
+        return -(-nbytes // r) * r
+
+    def _register(self, storage: torch.UntypedStorage, born: int, category: str) -> int:
+        size = self._size(storage.nbytes()) if self.device_type in (None, storage.device.type) else 0
+        uid = len(self.sizes)
+        key = id(storage)
+        self.sizes.append(size)
+        self.born.append(born)
+        self.died.append(ALIVE)
+        self.category.append(category)
+        self._by_storage[key] = uid
+        self._refs[uid] = weakref.ref(storage, functools.partial(self._dead, uid, key))
+        self.current += size
+        return uid
+
+    def _dead(self, uid: int, key: int, _ref: object = None) -> None:
+        if self.closed:
+            return
+        self.current -= self.sizes[uid]
+        self.died[uid] = len(self.alive)
+        if self._by_storage.get(key) == uid:
+            del self._by_storage[key]
+        self._refs.pop(uid, None)
+
+    def uid_of(self, t: torch.Tensor) -> int | None:
+        s = _storage(t)
+        return None if s is None else self._by_storage.get(id(s))
+
+    def add_baseline(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+        """Storages alive before the run (parameters, buffers, inputs, optimizer state); each counted once."""
+        for t in tensors:
+            s = _storage(t)
+            if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
+                self._register(s, -1, category)
+
+    def label(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+        """Name the category of storages after the fact (the gradients left on parameters, optimizer state)."""
+        for t in tensors:
+            uid = self.uid_of(t)
+            if uid is not None and self.born[uid] >= 0:
+                self.category[uid] = category
+
+    # -- feeding ------------------------------------------------------------------------------------------------------
+
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if self.closed:
+            return
+        index = len(self.alive)
+        for t in _tensors(out, []):
+            s = _storage(t)
+            if s is None:
+                continue
+            uid = self._by_storage.get(id(s))
+            if uid is None:
+                if s.nbytes() > 0:
+                    self._register(s, index, "")
+            elif self.sizes[uid]:
+                size = self._size(s.nbytes())
+                if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
+                    self.current += size - self.sizes[uid]
+                    self.sizes[uid] = size
+        for t in _tensors(args, _tensors(kwargs, [])):
+            s = _storage(t)
+            if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
+                self._register(s, index, "buffers")  # made outside every op we saw: counted from here on
+        key = self._keys.get(func)
+        if key is None:
+            key = self._keys[func] = func._schema.name if hasattr(func, "_schema") else str(func)
+        self.ops.append(key)
+        self.modules.append(self._module())
+        self.phases.append(self.phase)
+        self.alive.append(self.current)
+
+    def _module(self) -> str:
+        if self.phase != "backward":
+            return self.scope.current
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            name = _metadata(node).get(_SCOPE_KEY)
+            if name is not None:
+                self._back_scope = name
+        return self._back_scope
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        """saved_tensors_hooks pack hook: the storage is an activation saved for backward. Returns ``t`` unchanged."""
+        uid = self.uid_of(t)
+        if uid is not None:
+            self.saved.add(uid)
+        return t
+
+    @staticmethod
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    # -- module calls (activation bytes) -----------------------------------------------------------------------------
+
+    def install(self) -> None:
+        self._handles.append(module_mod.register_module_forward_pre_hook(self._pre))
+        self._handles.append(module_mod.register_module_forward_hook(self._post, always_call=True))
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        name = self.scope.names.get(id(module))
+        if name is not None and not self.closed:
+            self._calls.append((id(module), name, len(self.sizes)))
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        key = id(module)
+        while self._calls:
+            mid, name, first = self._calls.pop()
+            if mid == key:
+                kept = sum(self.sizes[u] for u in range(first, len(self.sizes)) if self.died[u] == ALIVE)
+                self._activation[name] = self._activation.get(name, 0) + kept
+                break
+
+    # -- result -------------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop listening: storages still alive stay alive in the record."""
+        self.closed = True
+        self._refs.clear()
+        self.remove()
+
+    def categorize(self, uid: int, graph_alive: bool = True) -> str:
+        if self.category[uid]:
+            return self.category[uid]
+        return "saved_activations" if graph_alive and uid in self.saved else "temporaries"
+
+    def trace(self) -> MemoryTrace:
+        self.close()
+        n = len(self.alive)
+        start = sum(s for s, b in zip(self.sizes, self.born) if b < 0)
+        if n:
+            peak_index = max(range(n), key=self.alive.__getitem__)
+            peak = self.alive[peak_index]
+            if start > peak:
+                peak_index, peak = -1, start
+        else:
+            peak_index, peak = -1, start
+        breakdown = dict.fromkeys(CATEGORIES, 0)
+        # after backward the graph is gone: what it saved and is still alive is held by the caller (the output)
+        graph_alive = peak_index < 0 or self.phases[peak_index] in ("forward", "loss", "backward")
+        for uid, size in enumerate(self.sizes):
+            if self.born[uid] <= peak_index < self.died[uid]:
+                breakdown[self.categorize(uid, graph_alive)] += size
+        module_peak: dict[str, int] = {}
+        for name, alive in zip(self.modules, self.alive):
+            if alive > module_peak.get(name, -1):
+                module_peak[name] = alive
+        return MemoryTrace(
+            ops=tuple(self.ops), modules=tuple(self.modules), phases=tuple(self.phases), alive=tuple(self.alive),
+            start_bytes=start, end_bytes=self.current, peak_bytes=peak, peak_index=peak_index,
+            breakdown=breakdown, module_peak=module_peak,
+            module_activation=dict(self._activation),
+        )
+
+
+# -- the function-level side: backward scopes, and the target device's kernels on meta tensors ----------------------
+
+_SDPA = torch._C._nn.scaled_dot_product_attention
+_DROPOUT = torch._C._VariableFunctions.dropout
+_SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+class MemoryMode(TorchFunctionMode):
+    """Two jobs at the level of torch functions, above autograd.
+
+    * In a training step it tags each output's autograd node with the module that ran it, so the ops of backward
+      are attributed to modules too.
+    * On meta tensors, which have no kernels of their own to choose, it picks the kernels the target device would
+      run where that changes memory. Scaled dot-product attention takes a fused path, which keeps no L x L
+      attention matrix: on "cpu" the CPU flash kernel (no dropout); on "cuda" FlashAttention-2 (half precision, no
+      mask, head dim <= 256) or else memory-efficient attention (equal head counts; a boolean mask becomes an
+      additive bias first), as CUDA's selector prefers them. Dropout on "cuda" keeps a 1-byte mask, as the fused
+      CUDA kernel does, instead of the float noise tensor of the reference implementation.
+    """
+
+    def __init__(self, tracker: MemoryTracker | None, *, tag: bool, target: str | None) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.tag = tag
+        self.target = target
+        self._special: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {}
+        if target is not None:
+            self._special[_SDPA] = self._sdpa
+            if target == "cuda":
+                self._special[_DROPOUT] = self._dropout
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        special = self._special.get(func)
+        out = special(args, kwargs) if special is not None else func(*args, **kwargs)
+        if self.tag and self.tracker is not None and torch.is_grad_enabled():
+            scope = self.tracker.scope.current
+            for t in _tensors(out, []):
+                node = t.grad_fn
+                if node is not None:
+                    _metadata(node).setdefault(_SCOPE_KEY, scope)
+        return out
+
+    def _sdpa(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = _bind(_SDPA_NAMES, args, kwargs)
+        q, k, v = b["query"], b["key"], b["value"]
+        mask, dropout, causal = b.get("attn_mask"), float(b.get("dropout_p") or 0.0), bool(b.get("is_causal"))
+        usable = (
+            isinstance(q, torch.Tensor) and q.device.type == "meta" and q.dim() == 4 and k.dim() == 4
+            and v.dim() == 4 and torch.backends.cuda.flash_sdp_enabled()
+            and (q.size(-3) == k.size(-3) or b.get("enable_gqa", False))
+            and q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
+        )
+        if usable and self.target == "cpu" and not dropout and q.dtype in _FLOATS:
+            # the CPU selector's choice: the flash kernel (no dropout), keeping output and log-sum-exp
+            with contextlib.suppress(RuntimeError, NotImplementedError):
+                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, 0.0, causal, attn_mask=mask, scale=b.get("scale"))[0]
+        if usable and self.target == "cuda":
+            scale = b.get("scale")
+            if mask is None and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) <= 256:
+                with contextlib.suppress(RuntimeError, NotImplementedError):  # FlashAttention-2
+                    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout, causal, False,
+                                                                              scale=scale)[0]
+            if q.size(-3) == k.size(-3) and q.dtype in _FLOATS[:3]:
+                if mask is not None and mask.dtype == torch.bool:  # the selector turns it into an additive bias
+                    mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(~mask, float("-inf"))
+                with contextlib.suppress(RuntimeError, NotImplementedError):  # memory-efficient attention
+                    return torch.ops.aten._scaled_dot_product_efficient_attention(
+                        q, k, v, mask, True, dropout, causal, scale=scale)[0]
+        return _SDPA(*args, **kwargs)
+
+    @staticmethod
+    def _dropout(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = _bind(("input", "p", "train"), args, kwargs)
+        x, p, train = b["input"], b["p"], b["train"]
+        if isinstance(x, torch.Tensor) and x.device.type == "meta" and train and 0 < p < 1 and x.numel() > 0:
+            return torch.native_dropout(x, p, True)[0]
+        return _DROPOUT(*args, **kwargs)

@@ -1,0 +1,174 @@
+"""What every source shares: the options a spec is built with, the result, inputs, errors that name a fix."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchcost.errors import InputError, SpecError
+
+__all__ = [
+    "ZOO_HINT",
+    "BuildOptions",
+    "Resolved",
+    "build_under",
+    "check_device",
+    "closest",
+    "float_input",
+    "int_input",
+    "model_dtype",
+    "parse_value",
+    "require",
+    "unknown_name",
+    "with_batch",
+]
+
+ZOO_HINT = "pip install 'torchcost[zoo]'"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model and the inputs to call it with: ``model(*args, **kwargs)`` runs, and so does
+    ``torchcost.analyze(model, *args, kwargs=kwargs)``.
+
+    ``spec`` is the normalised spec (``torchvision:resnet50``), ``name`` a short label for tables (``resnet50``),
+    ``description`` one line on what was built and with which inputs.
+    """
+
+    model: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    description: str
+    spec: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build a spec: where (device, dtype), with which inputs, and the source's own arguments.
+
+    ``input_sizes`` replaces the source's default inputs (one shape per input); ``batch_size`` replaces the leading
+    dimension of every input made here; ``seq_len`` is the token count of text models. ``config`` holds ``key=value``
+    overrides of a transformers config (values as typed on the command line, converted by the field's type),
+    ``kwargs`` the keyword arguments of a factory or class.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype | None = None
+    input_sizes: tuple[tuple[int, ...], ...] | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> bool:
+        return self.device.type == "meta"
+
+    def but(self, **changes: Any) -> BuildOptions:
+        return replace(self, **changes)
+
+
+def require(package: str, spec: str) -> ModuleType:
+    """Import an optional package, or a SpecError naming the extra that installs it."""
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        raise SpecError(f"{spec!r} needs {package}, which is not installed ({exc}); install it with: {ZOO_HINT}") \
+            from exc
+
+
+def closest(name: str, names: Iterable[str], n: int = 5) -> list[str]:
+    """The names nearest to ``name`` (difflib), case-insensitively, best first."""
+    pool = list(dict.fromkeys(names))
+    lowered = {p.lower(): p for p in pool}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
+    return [lowered[h] for h in hits]
+
+
+def unknown_name(source: str, name: str, names: Iterable[str], what: str = "model") -> SpecError:
+    near = closest(name, names)
+    hint = f"closest: {', '.join(f'{source}:{c}' for c in near)}" if near else f"see: torchcost list {source}"
+    return SpecError(f"{source} has no {what} named {name!r}; {hint}")
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value as Python: numbers, True/False/None, lists, tuples, strings (quoted or not)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    for p in (*model.parameters(), *model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Random normal values (a fixed seed, never the global RNG); an empty tensor on the meta device."""
+    if device.type == "meta":
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    return torch.randn(tuple(shape), dtype=dtype, device=device, generator=gen)
+
+
+def int_input(shape: Sequence[int], high: int, device: torch.device) -> torch.Tensor:
+    """Random int64 values in [0, high), e.g. token ids within a vocabulary."""
+    if device.type == "meta":
+        return torch.empty(tuple(shape), dtype=torch.int64, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    return torch.randint(0, max(1, high), tuple(shape), dtype=torch.int64, device=device, generator=gen)
+
+
+def with_batch(shape: Sequence[int], batch_size: int | None) -> tuple[int, ...]:
+    """``shape`` with its leading dimension replaced by ``batch_size`` (when given)."""
+    out = tuple(int(s) for s in shape)
+    return (batch_size, *out[1:]) if batch_size is not None and out else out
+
+
+def build_under(device: torch.device, dtype: torch.dtype | None, factory: Callable[[], Any], spec: str,
+                kwargs: Mapping[str, Any]) -> Any:
+    """Call ``factory`` with ``device`` as the default device (parameters are created there, so a meta build allocates
+    nothing); a TypeError from the user's keyword arguments becomes a SpecError naming them.
+
+    A constructor that computes its architecture from tensor values (torchvision's RegNet) cannot run on the meta
+    device; such a model is built on cpu and then moved to meta."""
+    try:
+        try:
+            with torch.device(device):
+                built = factory()
+        except (NotImplementedError, RuntimeError) as exc:
+            if device.type != "meta" or "meta" not in str(exc):
+                raise
+            built = factory()
+            if isinstance(built, nn.Module):
+                built = built.to(device)
+    except TypeError as exc:
+        if kwargs:
+            given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise SpecError(f"{spec!r} does not take the arguments {given}: {exc}") from exc
+        raise
+    if isinstance(built, nn.Module) and dtype is not None:
+        built = built.to(dtype)
+    return built
+
+
+def check_device(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but CUDA is not available on this machine")

@@ -1,0 +1,293 @@
+"""``hf:NAME`` or ``hf:path/to/config.json``: a transformers model built from a config, never from downloaded weights.
+
+``NAME`` is one of the config.json files shipped in ``torchcost/configs`` (the published configs of landmark models,
+``torchcost list hf``); a path reads a local config.json (or a directory holding one). ``--config key=value``
+overrides a field, converted to the type the field already has (``n_layer=2``, ``rope_theta=1e6``,
+``tie_word_embeddings=false``); the config is then rebuilt, so fields derived from others follow.
+The model class is the config's ``architectures[0]`` (AutoModel when it names none), built with ``_from_config``
+in the config's own dtype (``torch_dtype``/``dtype``; float32 when it names none) unless ``--dtype`` says otherwise.
+``--kwargs`` go to ``_from_config`` (e.g. ``attn_implementation=eager``).
+
+Default inputs: text models get ``input_ids`` of 1 x 128 tokens (int64, random within the vocabulary; the sequence
+length is capped at the config's maximum positions), an ``attention_mask`` of ones when the forward takes one, and
+``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of
+1 x channels x image_size x image_size. On the meta device, where transformers' mask code cannot read values, a causal
+model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d mask of ones and an
+encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu run's.
+
+Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
+says to add ``--meta``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchcost.errors import InputError, SpecError
+from torchcost.resolve.common import (
+    BuildOptions,
+    Resolved,
+    closest,
+    float_input,
+    int_input,
+    parse_value,
+    require,
+    unknown_name,
+    with_batch,
+)
+
+__all__ = ["DEFAULT_SEQ_LEN", "build", "load_config", "names", "shipped"]
+
+DEFAULT_SEQ_LEN = 128
+MEMORY_FRACTION = 0.7  # refuse a cpu build whose parameters alone need more than this share of the available memory
+
+
+def shipped() -> dict[str, Path]:
+    """The config.json files shipped with torchcost, by name (``gpt2``, ``llama-3-70b``, ...)."""
+    folder = resources.files("torchcost") / "configs"
+    found = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".json"):
+            found[entry.name.removesuffix(".json")] = Path(str(entry))
+    return dict(sorted(found.items()))
+
+
+def names() -> list[tuple[str, str]]:
+    out = []
+    for name, path in shipped().items():
+        data = json.loads(path.read_text())
+        arch = (data.get("architectures") or [data.get("model_type", "?")])[0]
+        layers = _first(data, "num_hidden_layers", "n_layer", "num_layers")
+        hidden = _first(data, "hidden_size", "n_embd", "d_model")
+        experts = _first(data, "num_local_experts")
+        parts = [arch, f"{layers} layers", f"hidden {hidden}"]
+        if experts:
+            parts.append(f"{experts} experts")
+        out.append((name, ", ".join(parts)))
+    return out
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    return next((data[k] for k in keys if data.get(k) is not None), None)
+
+
+def load_config(name: str) -> tuple[dict[str, Any], str]:
+    """The raw config dict of a shipped name or a path, and a short label for it."""
+    configs = shipped()
+    if name in configs:
+        return json.loads(configs[name].read_text()), name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"cannot read {path} as a config.json: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SpecError(f"{path} is not a config.json: it holds a {type(data).__name__}, not an object")
+        label = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+        return data, label
+    if "/" in name or name.endswith(".json") or Path(name).suffix:
+        raise SpecError(f"hf:{name}: no such file; give a shipped name (torchcost list hf) or a path to a config.json")
+    error = unknown_name("hf", name, configs, what="shipped config")
+    raise SpecError(f"{error} (torchcost never downloads: for another model, save its config.json and give "
+                    f"hf:path/to/config.json)")
+
+
+def _typed(key: str, text: str, current: Any, spec: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise SpecError(f"{spec}: --config {key}={text}: {key} is a {type(current).__name__} "
+                        f"(now {current!r}); {text!r} is not one") from None
+    if isinstance(current, str):
+        return text
+    return parse_value(text)
+
+
+def _make_config(transformers: Any, data: dict[str, Any], spec: str) -> Any:
+    model_type = data.get("model_type")
+    if not model_type:
+        raise SpecError(f"{spec}: the config has no model_type, so transformers cannot tell which model it is")
+    try:
+        config_class = transformers.CONFIG_MAPPING[model_type]
+    except KeyError:
+        raise SpecError(f"{spec}: transformers {transformers.__version__} does not know model_type "
+                        f"{model_type!r}") from None
+    try:
+        return config_class.from_dict(dict(data))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{spec}: transformers rejects this config: {exc}") from exc
+
+
+def _config_dtype(data: dict[str, Any]) -> torch.dtype | None:
+    value = data.get("dtype") or data.get("torch_dtype")
+    dtype = getattr(torch, value, None) if isinstance(value, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
+
+def _available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def build(name: str, opts: BuildOptions) -> Resolved:
+    spec = f"hf:{name}"
+    data, label = load_config(name)
+    transformers = require("transformers", spec)
+    config = _make_config(transformers, data, spec)
+    if opts.config:
+        data = dict(data)
+        attribute_map = getattr(config, "attribute_map", {}) or {}
+        for key, text in opts.config.items():
+            # a field of the config object, or a key of the file that transformers folds into another field
+            # (transformers 5 keeps rope_theta inside rope_parameters)
+            if hasattr(config, key):
+                current = getattr(config, key)
+            elif key in data:
+                current = data[key]
+            else:
+                known = list(config.to_dict()) + list(attribute_map) + list(data)
+                near = closest(key, known)
+                hint = f"; closest: {', '.join(near)}" if near else ""
+                raise SpecError(f"{spec}: the config has no field {key!r}{hint}")
+            data[attribute_map.get(key, key)] = _typed(key, text, current, spec)
+        config = _make_config(transformers, data, spec)
+    if hasattr(config, "use_cache"):
+        config.use_cache = False  # one forward, no key/value cache in the outputs
+    dtype = opts.dtype or _config_dtype(data) or torch.float32
+    archs = data.get("architectures") or []
+    model_class = getattr(transformers, archs[0], None) if archs else None
+
+    def make() -> nn.Module:
+        kwargs = {"dtype": dtype, **opts.kwargs}
+        if model_class is not None:
+            return model_class._from_config(config, **kwargs)
+        return transformers.AutoModel.from_config(config, **kwargs)
+
+    if not opts.meta and opts.device.type == "cpu":
+        with torch.device("meta"):
+            probe = _call(make, spec, opts)
+        need = sum(p.numel() * p.element_size() for p in {id(p): p for p in probe.parameters()}.values())
+        available = _available_bytes()
+        if available is not None and need > MEMORY_FRACTION * available:
+            raise SpecError(f"{spec} needs {need / 2**30:.1f} GiB for its parameters in {_dtype_name(dtype)}, more "
+                            f"than this machine can spare ({available / 2**30:.1f} GiB available); add --meta to "
+                            f"analyse it without allocating weights")
+        del probe
+    with torch.device(opts.device):
+        model = _call(make, spec, opts)
+    args, kwargs, what = _inputs(model, config, dtype, opts, spec)
+    extra = f"; {', '.join(f'{k}={v}' for k, v in opts.config.items())}" if opts.config else ""
+    return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__} from config{extra}; {what})", spec, label)
+
+
+def _call(make: Any, spec: str, opts: BuildOptions) -> nn.Module:
+    try:
+        model = make()
+    except TypeError as exc:
+        if opts.kwargs:
+            raise SpecError(f"{spec} does not take --kwargs {', '.join(opts.kwargs)}: {exc}") from exc
+        raise
+    except ValueError as exc:  # transformers validates configs when the model is built
+        raise SpecError(f"{spec}: transformers cannot build this config: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"{spec} did not build an nn.Module")
+    return model
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _is_causal(model: nn.Module, config: Any) -> bool:
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    arch = type(model).__name__
+    if arch.endswith(("ForCausalLM", "LMHeadModel")) or getattr(config, "is_decoder", False):
+        return True
+    try:
+        from transformers.models.auto import modeling_auto
+    except ImportError:  # pragma: no cover - layout of older transformers
+        return False
+    model_type = getattr(config, "model_type", "")
+    causal = getattr(modeling_auto, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {})
+    masked = getattr(modeling_auto, "MODEL_FOR_MASKED_LM_MAPPING_NAMES", {})
+    return model_type in causal and model_type not in masked
+
+
+def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,
+            spec: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    params = inspect.signature(model.forward).parameters
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text_config, "vocab_size", None)
+    dev = opts.device
+    given = opts.input_sizes
+    if given and len(given) > 1:
+        raise InputError(f"{spec} takes one --input-size (input_ids as batch,seq or pixel_values as b,c,h,w)")
+    if "input_ids" in params and vocab:
+        max_pos = next((getattr(text_config, k) for k in ("max_position_embeddings", "n_positions")
+                        if isinstance(getattr(text_config, k, None), int)), None)
+        if given:
+            shape = with_batch(given[0], opts.batch_size)
+            if len(shape) != 2:
+                raise InputError(f"{spec} takes input_ids of shape batch,seq; --input-size {shape} is not 2-d")
+            if opts.seq_len is not None:
+                shape = (shape[0], opts.seq_len)
+        else:
+            seq = opts.seq_len or (min(DEFAULT_SEQ_LEN, max_pos) if max_pos else DEFAULT_SEQ_LEN)
+            shape = (opts.batch_size or 1, seq)
+        if max_pos and shape[1] > max_pos:
+            raise InputError(f"{spec} takes at most {max_pos} positions; a sequence of {shape[1]} is longer")
+        kwargs: dict[str, Any] = {"input_ids": int_input(shape, vocab, dev)}
+        what = f"input_ids {shape[0]}x{shape[1]}"
+        encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        if "attention_mask" in params:
+            b, s = shape
+            if not opts.meta:
+                kwargs["attention_mask"] = torch.ones(shape, dtype=torch.int64, device=dev)
+                what += ", attention_mask of ones"
+            elif _is_causal(model, config):
+                kwargs["attention_mask"] = torch.ones((b, 1, s, s), dtype=torch.bool, device=dev).tril()
+                what += ", causal attention_mask"
+            elif encoder_decoder:
+                kwargs["attention_mask"] = torch.ones((b, 1, s, s), dtype=torch.bool, device=dev)
+                what += ", attention_mask of ones"
+        if encoder_decoder and "decoder_input_ids" in params:
+            kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
+            what += f", decoder_input_ids {shape[0]}x{shape[1]}"
+        return (), kwargs, what
+    if opts.seq_len is not None:
+        raise InputError(f"--seq-len applies to text models; {spec} is not one")
+    if "pixel_values" in params:
+        size = getattr(config, "image_size", 224)
+        side = (size, size) if isinstance(size, int) else tuple(size)
+        channels = getattr(config, "num_channels", 3)
+        shape = with_batch(given[0], opts.batch_size) if given else (opts.batch_size or 1, channels, *side)
+        return (), {"pixel_values": float_input(shape, dtype, dev)}, "pixel_values " + "x".join(map(str, shape))
+    raise SpecError(f"{spec}: torchcost does not know the inputs of {type(model).__name__} (its forward takes "
+                    f"neither input_ids nor pixel_values)")

@@ -1,0 +1,279 @@
+"""The training step torchcost measures, and the twin it runs on.
+
+A training step (``analyze(..., mode="train")``) is forward, loss, backward and ``optimizer.step()``. It never runs
+on the user's weights or optimizer: it runs on a *twin*, a deep copy of the module tree whose parameters, buffers and
+inputs are meta tensors (a model on the meta device; nothing is allocated) or fake tensors that claim the model's
+device (a real model; nothing is allocated either, and device-specific choices such as CPU autocast or the CPU flash
+attention kernel are made as on that device). Only when a model cannot run on fake tensors (data-dependent Python
+control flow) is the twin a real copy.
+
+The step is the steady state of a training loop::
+
+    opt.zero_grad(set_to_none=True)        # gradients start as None
+    out = model(*inputs)                   # under autocast when amp= is given
+    loss = loss_fn(out)                    # default: first floating tensor of out, .float().pow(2).mean()
+    loss.backward()
+    opt.step()                             # optimizer state already exists, as after the first step
+
+with ``out`` and ``loss`` referenced until the step ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchcost.collect.shapes import tensors_in
+from torchcost.errors import InputError
+
+__all__ = ["AMP_DTYPES", "OPTIMIZERS", "StepOptions", "Twin", "default_loss", "make_optimizer", "make_twin",
+           "optimizer_tensors", "warm_optimizer"]
+
+# name -> (class, keyword arguments); SGD is the momentum variant (its momentum buffer is the state)
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+    "adamw": (torch.optim.AdamW, {"lr": 1e-3}),
+    "adam": (torch.optim.Adam, {"lr": 1e-3}),
+    "sgd": (torch.optim.SGD, {"lr": 1e-2, "momentum": 0.9}),
+}
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+                                      "fp16": torch.float16, "float16": torch.float16}
+TARGETS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    mode: str = "eval"
+    optimizer: Any = None  # "adamw" | "adam" | "sgd" | an Optimizer instance | None (train: "adamw")
+    loss_fn: Callable[[Any], torch.Tensor] | None = None
+    amp: str | None = None
+    target: str = "cpu"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return AMP_DTYPES[self.amp] if self.amp else None
+
+    @property
+    def round_to(self) -> int:
+        """The CUDA caching allocator hands out blocks in multiples of 512 bytes."""
+        return 512 if self.target == "cuda" else 1
+
+
+def check_options(mode: str, optimizer: Any, loss_fn: Any, amp: Any, target: Any) -> None:
+    if isinstance(optimizer, str) and optimizer.lower() not in OPTIMIZERS:
+        raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)} or a torch.optim.Optimizer instance; "
+                         f"got {optimizer!r}")
+    if optimizer is not None and not isinstance(optimizer, (str, torch.optim.Optimizer)):
+        raise InputError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a torch.optim.Optimizer instance; "
+                         f"got {type(optimizer).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise InputError(f"loss_fn must be callable (it receives the model's output), got {type(loss_fn).__name__}")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise InputError(f"amp must be one of {', '.join(AMP_DTYPES)} or None; got {amp!r}")
+    if target is not None and target not in TARGETS:
+        raise InputError(f"target must be one of {', '.join(TARGETS)} or None; got {target!r}")
+    if mode == "eval" and (optimizer is not None or loss_fn is not None):
+        raise InputError("optimizer= and loss_fn= describe a training step: pass mode='train' as well")
+
+
+# -- the twin -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Twin:
+    """A copy of the module tree on meta / fake tensors (or a real copy), with the inputs moved alongside."""
+
+    model: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    method: str  # "meta" | "fake" | "copy"
+    device: torch.device  # the device its tensors claim
+    params: dict[int, nn.Parameter] = field(default_factory=dict)  # id(user's parameter) -> twin's
+    fake_mode: Any = None
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        return self.fake_mode if self.fake_mode is not None else contextlib.nullcontext()
+
+
+def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str,
+              device: torch.device) -> Twin:
+    """``method`` "meta": meta tensors; "fake": fake tensors on ``device``; "copy": a real deep copy."""
+    convert: Callable[[torch.Tensor], torch.Tensor]
+    fake_mode = None
+    if method == "meta":
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            return torch.empty_like(t, device="meta")
+    elif method == "fake":
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        converter = fake_mode.fake_tensor_converter
+
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            meta = t if t.device.type == "meta" else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                                                           device="meta")
+            return converter.from_meta_and_device(fake_mode, meta, device)
+    elif method == "copy":
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().clone()
+    else:  # pragma: no cover - internal
+        raise ValueError(method)
+
+    memo: dict[int, Any] = {}
+    params: dict[int, nn.Parameter] = {}
+    with torch.no_grad():
+        for p in model.parameters():
+            if id(p) not in memo:
+                twin_p = nn.Parameter(convert(p.detach()), requires_grad=p.requires_grad)
+                memo[id(p)] = params[id(p)] = twin_p
+        for b in model.buffers():
+            if id(b) not in memo:
+                memo[id(b)] = convert(b)
+        for module in model.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Tensor) and id(value) not in memo:
+                    memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
+        twin_model = copy.deepcopy(model, memo)
+
+    def move(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            moved = convert(obj.detach())
+            return moved.requires_grad_(obj.requires_grad) if obj.is_floating_point() else moved
+        if isinstance(obj, dict):
+            return {k: move(v) for k, v in obj.items()}
+        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+            return tuple(move(v) for v in obj)
+        if isinstance(obj, list):
+            return [move(v) for v in obj]
+        return obj
+
+    run_device = torch.device("meta") if method == "meta" else device
+    return Twin(twin_model, move(args), move(kwargs), method, run_device, params, fake_mode)
+
+
+# -- optimizer ------------------------------------------------------------------------------------------------------
+
+def make_optimizer(spec: Any, model: nn.Module, twin: Twin, target: str) -> torch.optim.Optimizer | None:
+    """The twin's optimizer: a named one with its defaults, or the same class and hyper-parameters as the user's
+    instance, over the twin's parameters (and a meta/fake copy of the instance's state). The user's optimizer is
+    read, never stepped."""
+    if spec is None:
+        return None
+    foreach = True if target == "cuda" else None  # torch's own default on CUDA is the foreach implementation
+    if isinstance(spec, str):
+        cls, defaults = OPTIMIZERS[spec.lower()]
+        params = [p for p in twin.model.parameters() if p.requires_grad]
+        if not params:
+            return None
+        kwargs = dict(defaults)
+        if foreach:
+            kwargs["foreach"] = True
+        return cls(params, **kwargs)
+    groups = []
+    for group in spec.param_groups:
+        group_params = []
+        for p in group["params"]:
+            twin_p = twin.params.get(id(p))
+            if twin_p is None:  # a parameter the optimizer holds outside the model
+                twin_p = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            group_params.append(twin_p)
+        options = {k: v for k, v in group.items() if k != "params"}
+        if options.get("foreach") is None and foreach:
+            options["foreach"] = True
+        if twin.method == "meta" and options.get("fused"):
+            options["fused"] = None  # no fused kernel for meta tensors; its memory is the foreach path's, less temps
+            options["foreach"] = True
+        groups.append({"params": group_params, **options})
+    accepted = inspect.signature(type(spec).__init__).parameters
+    defaults = {k: v for k, v in spec.defaults.items() if k in accepted and k not in ("params", "foreach", "fused")}
+    twin_opt = type(spec)(groups, **defaults)
+    for group, twin_group in zip(spec.param_groups, twin_opt.param_groups):
+        for p, twin_p in zip(group["params"], twin_group["params"]):
+            state = spec.state.get(p)
+            if state:
+                twin_opt.state[twin_p] = {k: _like(v, twin) for k, v in state.items()}
+    return twin_opt
+
+
+def _like(value: Any, twin: Twin) -> Any:
+    """A copy of one optimizer-state entry for the twin: real step counters (they live on the CPU and their value
+    is read), empty tensors of the same size on the twin's device, deep copies of anything else."""
+    if not isinstance(value, torch.Tensor):
+        return copy.deepcopy(value)
+    if twin.method == "copy":
+        return value.detach().clone()
+    if value.dim() == 0 and value.device.type == "cpu":  # made under fake tensors, a constant: .item() works
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            number = value.item()
+        with twin.context():
+            return torch.tensor(number, dtype=value.dtype)
+    with twin.context():
+        return torch.empty_like(value, device=twin.device)
+
+
+def describe_optimizer(opt: torch.optim.Optimizer | None) -> str:
+    if opt is None:
+        return ""
+    keys = ("lr", "betas", "momentum", "weight_decay", "eps", "foreach", "fused")
+    shown = ", ".join(f"{k}={opt.defaults[k]}" for k in keys if k in opt.defaults and opt.defaults[k] is not None)
+    return f"{type(opt).__name__}({shown})"
+
+
+def warm_optimizer(opt: torch.optim.Optimizer) -> None:
+    """Create the optimizer state a first step would (zero gradients, one step), then drop the gradients, so the
+    measured step is a steady-state one. On meta/fake tensors this allocates nothing."""
+    touched = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and not opt.state.get(p) and p.grad is None:
+                p.grad = torch.zeros_like(p)
+                touched.append(p)
+    if touched:
+        opt.step()
+    for p in touched:
+        p.grad = None
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer | None) -> list[torch.Tensor]:
+    if opt is None:
+        return []
+    return [t for state in opt.state.values() for t in tensors_in(dict(state))]
+
+
+# -- loss -----------------------------------------------------------------------------------------------------------
+
+def _first_float(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_floating_point() else None
+    if isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        for key in obj.keys():
+            found = _first_float(obj[key])
+            if found is not None:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            found = _first_float(v)
+            if found is not None:
+                return found
+    return None
+
+
+def default_loss(out: Any) -> torch.Tensor:
+    """The output's first floating tensor: itself when it is a scalar (a loss the model computed), else its mean
+    square in float32."""
+    t = _first_float(out)
+    if t is None:
+        raise InputError("the model's output holds no floating-point tensor to make a loss from; pass loss_fn=")
+    return t if t.dim() == 0 else t.float().pow(2).mean()
+
+
+DEFAULT_LOSS_NAME = "out.float().pow(2).mean()"
+

@@ -1,0 +1,261 @@
+"""resolve(): specs to models and default inputs, the shipped configs against their published sizes, and the JSON
+schema against what the report emits. In this process (no subprocess) since nothing here is about the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+import torch
+
+import torchcost
+from tests.cli.conftest import schema
+from torchcost.errors import SpecError
+from torchcost.resolve import BuildOptions, Resolved, list_names, parse_spec, resolve
+from torchcost.resolve import hf as hf_source
+
+
+def _params(r: Resolved) -> int:
+    return sum(p.numel() for p in {id(p): p for p in r.model.parameters()}.values())
+
+
+# -- the shipped configs ---------------------------------------------------------------------------------------------
+
+def _llama_like(d: int, ff: int, layers: int, heads: int, kv: int, vocab: int, tied: bool = False,
+                qkv_bias: bool = False) -> int:
+    head = d // heads
+    attn = d * d + 2 * d * kv * head + d * d + ((d + 2 * kv * head) if qkv_bias else 0)
+    per_layer = attn + 3 * d * ff + 2 * d  # q,k,v,o; gate, up, down; two RMSNorms
+    return (1 if tied else 2) * vocab * d + layers * per_layer + d
+
+
+PUBLISHED = {
+    # name: (params derived by hand, published figure)
+    "llama-3-70b": (_llama_like(8192, 28672, 80, 64, 8, 128256), 70_553_706_496),  # "70.6B"
+    "llama-3-8b": (_llama_like(4096, 14336, 32, 32, 8, 128256), 8_030_261_248),  # "8.0B"
+    "mistral-7b": (_llama_like(4096, 14336, 32, 32, 8, 32000), 7_241_732_096),  # "7.24B"
+    "qwen2-7b": (_llama_like(3584, 18944, 28, 28, 4, 152064, qkv_bias=True), 7_615_616_512),  # "7.6B"
+    # Mixtral: attention as Mistral's, 8 experts of 3*d*ff each and a d x 8 router per layer
+    "mixtral-8x7b": (2 * 32000 * 4096 + 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 8 * 3 * 4096 * 14336
+                                              + 4096 * 8 + 2 * 4096) + 4096, 46_702_792_704),  # "46.7B"
+    # GPT-2: wte + wpe + n_layer blocks (ln, c_attn, c_proj, ln, c_fc, c_proj, with biases) + ln_f; lm_head tied
+    "gpt2": (50257 * 768 + 1024 * 768 + 12 * (12 * 768 * 768 + 13 * 768) + 2 * 768, 124_439_808),  # "124M"
+    "gpt2-xl": (50257 * 1600 + 1024 * 1600 + 48 * (12 * 1600 * 1600 + 13 * 1600) + 2 * 1600, 1_557_611_200),
+    "bert-base-uncased": (None, 109_514_298),  # BertForMaskedLM: 109,482,240 encoder+embeddings + MLM head
+    "t5-base": (None, 222_903_552),  # "220M"
+    "vit-base-patch16-224": (None, 86_567_656),  # "86.6M", as torchvision's vit_b_16
+}
+
+
+def test_every_shipped_config_is_listed() -> None:
+    folder = resources.files("torchcost") / "configs"
+    files = sorted(e.name.removesuffix(".json") for e in folder.iterdir() if e.name.endswith(".json"))
+    assert files == sorted(PUBLISHED)
+    assert [spec for spec, _ in list_names("hf")] == [f"hf:{n}" for n in files]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_shipped_config_has_its_published_size(name: str) -> None:
+    pytest.importorskip("transformers")
+    derived, published = PUBLISHED[name]
+    if derived is not None:
+        assert derived == published
+    r = resolve(f"hf:{name}", meta=True)
+    assert next(r.model.parameters()).device.type == "meta"  # nothing allocated
+    assert _params(r) == published
+
+
+def test_llama_key_fields() -> None:
+    data, _ = hf_source.load_config("llama-3-70b")
+    assert (data["hidden_size"], data["num_hidden_layers"], data["num_attention_heads"],
+            data["num_key_value_heads"], data["intermediate_size"], data["vocab_size"], data["rope_theta"],
+            data["tie_word_embeddings"]) == (8192, 80, 64, 8, 28672, 128256, 500000.0, False)
+
+
+# -- hf: overrides, inputs, meta ---------------------------------------------------------------------------------------
+
+def test_config_overrides_are_typed_by_the_field() -> None:
+    pytest.importorskip("transformers")
+    r = resolve("hf:llama-3-8b", meta=True, config={"num_hidden_layers": "1", "rope_theta": "1e4",
+                                                    "tie_word_embeddings": "true", "hidden_act": "gelu"})
+    cfg = r.model.config
+    assert (cfg.num_hidden_layers, cfg.tie_word_embeddings, cfg.hidden_act) == (1, True, "gelu")
+    rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": cfg.rope_theta}  # transformers 5 nests it
+    assert rope["rope_theta"] == 1e4
+    assert len(r.model.model.layers) == 1
+
+
+def test_text_inputs_are_within_the_vocabulary() -> None:
+    pytest.importorskip("transformers")
+    r = resolve("hf:gpt2", config={"n_layer": "1"}, seq_len=16, batch_size=2)
+    ids = r.kwargs["input_ids"]
+    assert (ids.shape, ids.dtype) == (torch.Size([2, 16]), torch.int64)
+    assert 0 <= int(ids.min()) and int(ids.max()) < 50257
+    assert torch.equal(r.kwargs["attention_mask"], torch.ones(2, 16, dtype=torch.int64))
+
+
+def test_encoder_decoder_and_vision_inputs() -> None:
+    pytest.importorskip("transformers")
+    t5 = resolve("hf:t5-base", meta=True)
+    assert set(t5.kwargs) == {"input_ids", "attention_mask", "decoder_input_ids"}
+    assert t5.kwargs["decoder_input_ids"].shape == (1, 128)
+    vit = resolve("hf:vit-base-patch16-224", meta=True)
+    assert vit.kwargs["pixel_values"].shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "bert-base-uncased"])
+def test_meta_counts_equal_cpu_counts(name: str) -> None:
+    """On meta a causal model gets a 4-d causal mask and an encoder none (transformers' mask code reads values):
+    the counts must still be those of the real run."""
+    pytest.importorskip("transformers")
+    small: dict[str, Any] = {"num_hidden_layers": "1", "hidden_size": "64", "intermediate_size": "128",
+                             "num_attention_heads": "4", "vocab_size": "1000"}
+    if name.startswith("llama"):
+        small["num_key_value_heads"] = "2"
+    reports = []
+    for meta in (False, True):
+        r = resolve(f"hf:{name}", meta=meta, config=small, seq_len=16, dtype=torch.float32)
+        reports.append(torchcost.analyze(r.model, *r.args, kwargs=r.kwargs))
+    cpu, on_meta = reports
+    assert (on_meta.params, on_meta.macs, on_meta.flops) == (cpu.params, cpu.macs, cpu.flops)
+
+
+# -- torchvision / timm / examples: default inputs ---------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization of inception_v3:FutureWarning")
+@pytest.mark.parametrize(("spec", "shape"), [
+    ("torchvision:inception_v3", (1, 3, 299, 299)),  # its weights' crop size
+    ("torchvision:vit_b_16", (1, 3, 224, 224)),  # its own image_size
+    ("torchvision:efficientnet_b3", (1, 3, 300, 300)),
+    ("torchvision:r3d_18", (1, 3, 16, 112, 112)),
+    ("torchvision:mvit_v2_s", (1, 3, 16, 224, 224)),
+    ("torchvision:fcn_resnet50", (1, 3, 520, 520)),
+    ("timm:resnet18", (1, 3, 224, 224)),
+    ("example:conv3d_action", (1, 3, 10, 112, 112)),
+])
+def test_default_inputs(spec: str, shape: tuple[int, ...]) -> None:
+    pytest.importorskip(spec.partition(":")[0].replace("example", "torch"))
+    r = resolve(spec, meta=True)
+    assert [tuple(a.shape) for a in r.args] == [shape]
+
+
+def test_detection_gets_a_list_of_images_and_flow_two_frames() -> None:
+    pytest.importorskip("torchvision")
+    det = resolve("torchvision:ssdlite320_mobilenet_v3_large")
+    (images,) = det.args
+    assert isinstance(images, list) and [tuple(i.shape) for i in images] == [(3, 320, 320)]
+    det2 = resolve("torchvision:fasterrcnn_mobilenet_v3_large_fpn", batch_size=2)
+    assert [tuple(i.shape) for i in det2.args[0]] == [(3, 800, 800)] * 2
+    flow = resolve("torchvision:raft_small", meta=True, input_size=(1, 3, 128, 128))
+    assert [tuple(a.shape) for a in flow.args] == [(1, 3, 128, 128)] * 2
+
+
+def test_overrides_batch_size_input_size_dtype() -> None:
+    r = resolve("example:standard_conv", batch_size=8, dtype=torch.float16)
+    assert r.args[0].shape == (8, 3, 64, 64)
+    assert r.args[0].dtype == torch.float16 and next(r.model.parameters()).dtype == torch.float16
+    r = resolve("example:standard_conv", input_size=[(2, 3, 32, 32)])
+    assert r.args[0].shape == (2, 3, 32, 32)
+    pytest.importorskip("torchvision")
+    r = resolve("torchvision:resnet18", kwargs={"num_classes": 10}, meta=True)
+    assert r.model.fc.out_features == 10
+
+
+def test_python_path_spec() -> None:
+    r = resolve("torchcost.examples:StandardConv", kwargs={"out_ch": 8}, input_size=(1, 3, 8, 8))
+    assert r.model.conv.out_channels == 8
+    assert r.spec == "torchcost.examples:StandardConv"
+    r = resolve("torchcost.examples:build", kwargs={"name": "standard_conv"})  # a factory giving (model, inputs)
+    assert r.args[0].shape == (1, 3, 64, 64)
+
+
+# -- spec parsing ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("spec", "parsed"), [
+    ("example:simple_cnn", ("example", "simple_cnn", None)),
+    ("tv:resnet50", ("torchvision", "resnet50", None)),
+    ("transformers:gpt2", ("hf", "gpt2", None)),
+    ("hf:some/dir/config.json", ("hf", "some/dir/config.json", None)),
+    ("models/net.py:Net", ("file", "models/net.py", "Net")),
+    ("net.py", ("file", "net.py", None)),
+    ("pkg.mod:make_model", ("module", "pkg.mod", "make_model")),
+    ("resnet50", ("bare", "resnet50", None)),
+])
+def test_parse_spec(spec: str, parsed: tuple[str, str, str | None]) -> None:
+    assert parse_spec(spec) == parsed
+
+
+def test_bare_name_searches_the_sources_in_order() -> None:
+    assert resolve("simple_cnn", meta=True).spec == "example:simple_cnn"
+    pytest.importorskip("torchvision")
+    assert resolve("resnet18", meta=True).spec == "torchvision:resnet18"  # torchvision before timm
+    with pytest.raises(SpecError, match="no example, shipped config, torchvision or timm model is named"):
+        resolve("resnet1x")
+
+
+def test_build_options_default_to_cpu() -> None:
+    assert BuildOptions().device == torch.device("cpu") and not BuildOptions().meta
+
+
+# -- the JSON schema documents everything the report emits -------------------------------------------------------------
+
+def _keys_documented(data: dict[str, Any], spec: dict[str, Any], where: str) -> None:
+    missing = set(data) - set(spec["properties"])
+    assert not missing, f"{where} emits keys the schema does not describe: {sorted(missing)}; update " \
+                        f"src/torchcost/schema/report.schema.json and docs/json-schema.md"
+
+
+def test_schema_describes_every_key() -> None:
+    r = resolve("example:conv1d_series")
+    data = torchcost.analyze(r.model, *r.args).to_dict()
+    spec = schema("report.schema.json")
+    _keys_documented(data, spec, "the report")
+    _keys_documented(data["modules"][0], spec["$defs"]["module"], "a module")
+    if data.get("memory"):
+        _keys_documented(data["memory"], spec["$defs"]["memory"], "memory")
+    doc = (resources.files("torchcost").joinpath("schema", "report.schema.json")).read_text()
+    assert json.loads(doc)["properties"]["schema_version"]["const"] == data["schema_version"]
+
+
+def test_submodule_all_names_resolve() -> None:
+    import importlib
+
+    for mod in ("torchcost.resolve", "torchcost.resolve.common", "torchcost.resolve.examples",
+                "torchcost.resolve.torchvision", "torchcost.resolve.timm", "torchcost.resolve.hf",
+                "torchcost.resolve.python", "torchcost.comparison", "torchcost.cli", "torchcost.render.json",
+                "torchcost.render.csv", "torchcost.render.markdown", "torchcost.render.compare"):
+        module = importlib.import_module(mod)
+        for name in module.__all__:
+            assert hasattr(module, name), f"{mod}.{name}"
+
+
+def test_hf_local_config_file_and_folder(tmp_path: Any) -> None:
+    pytest.importorskip("transformers")
+    data, _ = hf_source.load_config("gpt2")
+    folder = tmp_path / "tiny-gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**data, "n_layer": 1, "n_embd": 64, "n_head": 4}))
+    for spec in (f"hf:{folder / 'config.json'}", f"hf:{folder}"):
+        r = resolve(spec, meta=True)
+        assert r.name == "tiny-gpt2"
+        # wte 50257*64 + wpe 1024*64 + one block 12*64*64 + 13*64 + ln_f 2*64 (lm_head tied)
+        assert _params(r) == 50257 * 64 + 1024 * 64 + 12 * 64 * 64 + 13 * 64 + 2 * 64
+    # no architectures: the bare AutoModel of the model_type
+    (tmp_path / "bert.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                                                    "num_attention_heads": 2, "intermediate_size": 64,
+                                                    "vocab_size": 100}))
+    r = resolve(f"hf:{tmp_path / 'bert.json'}", meta=True)
+    assert type(r.model).__name__ == "BertModel" and set(r.kwargs) == {"input_ids"}  # an encoder on meta: no mask
+
+
+def test_compare_takes_modules_and_reports() -> None:
+    from torchcost.examples import DepthwiseSeparableConv, StandardConv
+
+    report = torchcost.analyze(StandardConv(), input_size=(1, 3, 64, 64))
+    c = torchcost.compare(report, DepthwiseSeparableConv(), input_size=(1, 3, 64, 64), names=["std", "dws"])
+    assert c.names == ("std", "dws") and c.row("macs").values == (442_368, 159_744)
+    with pytest.raises(torchcost.InputError, match="without inputs"):
+        torchcost.compare(StandardConv())

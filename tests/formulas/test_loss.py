@@ -1,0 +1,67 @@
+"""Losses (formulas/loss.py): per element of the element-wise loss, then the reduction: none 0, sum n - 1, mean n.
+
+x = (4, 8): 4 samples, 8 classes, 32 elements; class targets (4,).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.formulas._check import analyze_both
+
+X = (4, 8)
+TARGETS = torch.tensor([1, 0, 3, 7])
+
+
+@pytest.mark.parametrize(
+    ("loss", "flops"),
+    [
+        # log_softmax 5*32 = 160; nll: negate 4 picked values, mean: 3 adds + 1 divide
+        (nn.CrossEntropyLoss(), 160 + 4 + 4),  # 168
+        (nn.CrossEntropyLoss(reduction="none"), 160 + 4),  # 164
+        (nn.CrossEntropyLoss(reduction="sum"), 160 + 4 + 3),  # 167
+        # weighted: negate and weight 4*2, mean over the weights: 3 adds + divide, total weight: 3 adds
+        (nn.CrossEntropyLoss(weight=torch.ones(8)), 160 + 8 + 4 + 3),  # 175
+        (nn.NLLLoss(), 4 + 4),  # on log-probabilities: 8
+    ],
+)
+def test_class_losses(loss: nn.Module, flops: int) -> None:
+    r = analyze_both(loss, torch.randn(X), TARGETS)
+    assert r.flops == flops
+    assert r.uncounted == ()
+
+
+def test_nll_loss_2d() -> None:
+    # (N, C, H, W) = (1, 4, 2, 4) log-probabilities, targets (1, 2, 4): 8 targets, negate 8, mean 8
+    r = analyze_both(nn.NLLLoss(), torch.randn(1, 4, 2, 4), torch.zeros(1, 2, 4, dtype=torch.long))
+    assert r.flops == 8 + 8 == 16
+    assert r.uncounted == ()
+
+
+@pytest.mark.parametrize(
+    ("loss", "flops"),
+    [
+        (nn.MSELoss(), 2 * 32 + 32),  # subtract, square; mean 32: 96
+        (nn.MSELoss(reduction="sum"), 2 * 32 + 31),  # 95
+        (nn.MSELoss(reduction="none"), 2 * 32),  # 64
+        (nn.SmoothL1Loss(), 6 * 32 + 32),  # subtract, abs, compare, 0.5*d*d/beta (3): 224
+        (nn.HuberLoss(), 5 * 32 + 32),  # subtract, abs, compare, 0.5*d*d (2): 192
+        (nn.L1Loss(), 32 + 32 + 32),  # lowered by torch: sub, abs, mean: 96
+        (nn.BCEWithLogitsLoss(), 9 * 32 + 32),  # (1-y)*x - log_sigmoid(x): 1 + 1 + 6 + 1 = 9; mean: 320
+        # pos_weight (8,): log_weight = (pw - 1) * y + 1: 8 + 2*32; times log_sigmoid: 32
+        (nn.BCEWithLogitsLoss(pos_weight=torch.ones(8)), 9 * 32 + 8 + 3 * 32 + 32),  # 424
+    ],
+)
+def test_elementwise_losses(loss: nn.Module, flops: int) -> None:
+    r = analyze_both(loss, torch.randn(X), torch.rand(X))
+    assert r.flops == flops
+    assert r.uncounted == ()
+
+
+def test_binary_cross_entropy_on_probabilities() -> None:
+    # (y - 1) * max(log1p(-x), -100) - y * max(log(x), -100): neg, log1p, max, sub, mul, log, max, mul, sub = 9
+    p = torch.rand(X)
+    assert analyze_both(nn.BCELoss(), p, torch.rand(X)).flops == 9 * 32 + 32 == 320
+    assert analyze_both(nn.BCELoss(weight=torch.ones(8)), p, torch.rand(X)).flops == 10 * 32 + 32 == 352

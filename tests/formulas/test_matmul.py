@@ -1,0 +1,139 @@
+"""Matrix products (formulas/matmul.py): MACs = size of the result x the contracted dimension.
+
+(M, K) @ (K, N) -> M*K*N; any leading (batch/broadcast) dimensions multiply in. An added input/bias term is 1 FLOP per
+output element; alpha != 1 and beta not in (0, 1) one more each. FLOPs = 2 * MACs + those.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import torchcost
+from tests.formulas._check import Fn, analyze_both, fn_both
+from torchcost.collect.shapes import TensorSpec
+
+
+def _shape(r: torchcost.CostReport) -> tuple[int, ...]:
+    spec = r.root.output_shape
+    assert isinstance(spec, TensorSpec)
+    return spec.shape
+
+
+def test_linear_2d() -> None:
+    r = analyze_both(nn.Linear(5, 7), torch.randn(2, 5))
+    assert r.params == 5 * 7 + 7 == 42
+    assert r.macs == 2 * 5 * 7 == 70
+    assert r.flops == 2 * 70 + 2 * 7 == 154  # + one bias add per output element
+    assert r.uncounted == ()
+
+
+def test_linear_3d_counts_every_token() -> None:
+    # torchinfo counts in*out per sample here and misses the T dimension; every one of the B*T rows is multiplied
+    r = analyze_both(nn.Linear(5, 7), torch.randn(3, 2, 5))
+    assert _shape(r) == (3, 2, 7)
+    assert r.macs == 3 * 2 * 5 * 7 == 210
+    assert r.flops == 2 * 210 + 3 * 2 * 7 == 462
+
+
+def test_linear_4d() -> None:
+    r = analyze_both(nn.Linear(5, 7), torch.randn(2, 3, 4, 5))
+    assert _shape(r) == (2, 3, 4, 7)
+    assert r.macs == 2 * 3 * 4 * 5 * 7 == 840
+    assert r.flops == 2 * 840 + 2 * 3 * 4 * 7 == 1_848
+
+
+def test_linear_3d_without_bias() -> None:
+    r = analyze_both(nn.Linear(5, 7, bias=False), torch.randn(3, 2, 5))
+    assert r.macs == 3 * 2 * 5 * 7 == 210
+    assert r.flops == 2 * 210  # no bias, nothing else
+
+
+def test_mm_and_bmm() -> None:
+    r = fn_both(torch.mm, torch.randn(3, 4), torch.randn(4, 6))
+    assert r.macs == 3 * 4 * 6 == 72
+    assert r.flops == 144
+    r = fn_both(torch.bmm, torch.randn(2, 3, 4), torch.randn(2, 4, 6))
+    assert r.macs == 2 * 3 * 4 * 6 == 144
+    assert r.flops == 288
+
+
+def test_mv_and_dot() -> None:
+    r = fn_both(torch.mv, torch.randn(3, 4), torch.randn(4))
+    assert r.macs == 3 * 4 == 12
+    r = fn_both(torch.dot, torch.randn(4), torch.randn(4))
+    assert r.macs == 4
+    assert r.flops == 8
+
+
+def test_addmm_alpha_beta() -> None:
+    r = fn_both(lambda c, a, b: torch.addmm(c, a, b, alpha=2, beta=3), torch.randn(6), torch.randn(3, 4),
+                torch.randn(4, 6))
+    assert r.macs == 3 * 4 * 6 == 72
+    # 18 outputs: add the input term 18, scale it by beta 18, scale the product by alpha 18
+    assert r.flops == 2 * 72 + 3 * 18 == 198
+
+
+def test_addmm_beta_zero_drops_the_input() -> None:
+    r = fn_both(lambda c, a, b: torch.addmm(c, a, b, beta=0), torch.randn(6), torch.randn(3, 4), torch.randn(4, 6))
+    assert r.flops == 2 * 72  # beta = 0: the input is ignored; alpha = 1: no scaling
+
+
+def test_baddbmm_alpha_beta() -> None:
+    r = fn_both(lambda c, a, b: torch.baddbmm(c, a, b, alpha=2, beta=0.5), torch.randn(2, 3, 6),
+                torch.randn(2, 3, 4), torch.randn(2, 4, 6))
+    assert r.macs == 2 * 3 * 4 * 6 == 144
+    assert r.flops == 2 * 144 + 3 * (2 * 3 * 6) == 396  # input add, beta, alpha on 36 outputs each
+
+
+def test_addbmm_sums_batches_as_accumulation() -> None:
+    r = fn_both(torch.addbmm, torch.randn(3, 4), torch.randn(2, 3, 5), torch.randn(2, 5, 4))
+    # one contraction over B*K = 2*5 for each of the 3*4 outputs; summing the two products is the MACs' accumulate
+    assert r.macs == 3 * 4 * (2 * 5) == 120
+    assert r.flops == 2 * 120 + 3 * 4 == 252  # + the input term
+
+
+def test_matmul_broadcasting() -> None:
+    r = fn_both(torch.matmul, torch.randn(2, 1, 3, 4), torch.randn(5, 4, 6))
+    assert _shape(r) == (2, 5, 3, 6)
+    assert r.macs == 2 * 5 * 3 * 6 * 4 == 720  # broadcast batch 2*5, each (3,4)@(4,6)
+    assert r.flops == 1_440
+    assert r.uncounted == ()
+
+
+def test_at_operator_on_3d_input() -> None:
+    r = fn_both(lambda x, w: x @ w, torch.randn(3, 2, 5), torch.randn(5, 7))
+    assert _shape(r) == (3, 2, 7)
+    assert r.macs == 3 * 2 * 5 * 7 == 210
+
+
+def test_einsum_batched_contraction() -> None:
+    r = fn_both(lambda a, b: torch.einsum("bij,bjk->bik", a, b), torch.randn(2, 3, 4), torch.randn(2, 4, 6))
+    assert r.macs == 2 * 3 * 4 * 6 == 144
+    r = fn_both(lambda a, b: torch.einsum("bchw,bchw->bc", a, b), torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4))
+    assert r.macs == 1 * 2 * (4 * 4) == 32  # one dot product of length 16 per (b, c)
+
+
+def test_outer_product_is_multiplication_not_macs() -> None:
+    r = fn_both(lambda a, b: torch.einsum("i,j->ij", a, b), torch.randn(3), torch.randn(4))
+    assert r.macs == 0  # nothing is accumulated: torch runs it as a broadcast mul
+    assert r.flops == 3 * 4 == 12  # one multiply per element
+
+
+@pytest.mark.parametrize(
+    ("fn", "shapes"),
+    [
+        (nn.Linear(5, 7), [(3, 2, 5)]),
+        (torch.matmul, [(2, 1, 3, 4), (5, 4, 6)]),
+        (torch.baddbmm, [(2, 3, 6), (2, 3, 4), (2, 4, 6)]),
+    ],
+)
+def test_agrees_with_torch_flop_counter(fn: object, shapes: list[tuple[int, ...]]) -> None:
+    # an independent oracle: torch.utils.flop_counter counts 2 FLOPs per MAC and nothing else
+    model = fn if isinstance(fn, nn.Module) else Fn(fn)  # type: ignore[arg-type]
+    args = [torch.randn(s) for s in shapes]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*args)
+    assert torchcost.analyze(model, *args).macs * 2 == counter.get_total_flops()

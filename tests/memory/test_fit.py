@@ -1,0 +1,80 @@
+"""max_batch_size: the largest batch whose predicted peak plus the allowance fits the budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torchcost
+from torchcost.units import parse_bytes
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 1000))
+
+
+def test_cpu_target_inference_by_hand() -> None:
+    # parameters 2 * (1,000,000 + 1,000) * 4 = 8,008,000; per sample: input 4,000, first output 4,000 (ReLU works
+    # in place), second output 4,000, all alive at the last addmm: peak(b) = 8,008,000 + 12,000 * b
+    budget = 8_008_000 + 12_000 * 100 + 5_000  # room for 100 samples, not 101
+    fit = torchcost.max_batch_size(_mlp(), input_size=(1, 1000), budget=budget, target="cpu")
+    assert fit.batch_size == 100 and int(fit) == 100
+    assert fit.peak_bytes == 8_008_000 + 12_000 * 100
+    assert (fit.reserve_bytes, fit.fragmentation) == (0, 0.0)
+    assert len(fit.probes) <= 6  # the linear first guess settles a straight line at once
+
+
+def test_answer_is_the_boundary_for_a_training_step() -> None:
+    model = _mlp()
+    x = torch.randn(4, 1000)
+    fit = torchcost.max_batch_size(model, x, budget="64MiB", mode="train", optimizer="adamw", target="cpu")
+    assert fit.batch_size > 0
+
+    def peak(b: int) -> int:
+        return torchcost.analyze(model, torch.randn(b, 1000), mode="train", optimizer="adamw").peak_memory
+
+    assert peak(fit.batch_size) <= parse_bytes("64MiB") < peak(fit.batch_size + 1)
+
+
+def test_cuda_allowance() -> None:
+    fit = torchcost.max_batch_size(_mlp(), input_size=(1, 1000), budget="2GiB")
+    assert fit.target == "cuda" and fit.reserve_bytes == 2**30 and fit.fragmentation == 0.05
+    assert fit.needed_bytes == math.ceil(fit.peak_bytes * 1.05) + 2**30 <= 2 * 2**30
+    assert fit.needed(fit.peak_bytes) == fit.needed_bytes
+    bigger = dict(fit.probes)
+    assert math.ceil(bigger.get(fit.batch_size + 1, 2**62) * 1.05) + 2**30 > 2 * 2**30 or fit.limit_reached
+
+
+def test_nothing_fits() -> None:
+    fit = torchcost.max_batch_size(_mlp(), input_size=(1, 1000), budget="4MiB", target="cpu")
+    # the parameters alone are 8,008,000 bytes > 4 MiB = 4,194,304
+    assert fit.batch_size == 0 and fit.peak_bytes == 0 and fit.needed_bytes == 0
+    assert fit.probes[0][0] == 1 and fit.probes[0][1] > 4 * 2**20
+
+
+def test_model_left_alone_and_inputs_needed() -> None:
+    model = _mlp()
+    before = [p.clone() for p in model.parameters()]
+    torchcost.max_batch_size(model, input_size=(1, 1000), budget="1GiB", target="cpu", limit=64)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    with pytest.raises(torchcost.InputError):
+        torchcost.max_batch_size(model, budget="1GiB")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("24GiB", 24 * 2**30), ("24G", 24 * 2**30), ("24 GB", 24 * 10**9), ("512MiB", 512 * 2**20),
+    ("1.5TiB", int(1.5 * 2**40)), (1000, 1000), ("100", 100),
+])
+def test_parse_bytes(text: str | int, value: int) -> None:
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "-3", "24 GiBs", ""])
+def test_parse_bytes_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_bytes(text)

@@ -1,0 +1,98 @@
+"""The independent oracle for memory: the CPU allocator itself, as torch.profiler(profile_memory=True) records it.
+
+Every CPU allocation and free during the profiled call is an event with its size; the running maximum of their sum is
+the peak the call added on top of what was alive before it (parameters, buffers, inputs, optimizer state), which the
+caller adds from the storages it holds. torchcost is not imported here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
+
+__all__ = ["cpu_peak", "eval_truth", "storage_bytes", "train_truth"]
+
+
+def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
+    """(peak, end): the most bytes the call had allocated at once beyond what was alive before it, and what it left."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events: list[tuple[int, int]] = []
+
+    def walk(ev: Any) -> None:
+        if ev.tag == _EventType.Allocation:
+            events.append((ev.start_time_ns, ev.extra_fields.alloc_size))
+        for child in ev.children:
+            walk(child)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    events.sort(key=lambda e: e[0])  # a stable sort keeps the recorded order of same-time events
+    current = peak = 0
+    for _, size in events:
+        current += size
+        peak = max(peak, current)
+    return peak, current
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (a tied weight once, views nothing extra)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def _model_tensors(model: nn.Module) -> list[torch.Tensor]:
+    return [*model.parameters(), *model.buffers()]
+
+
+def eval_truth(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Peak bytes alive during ``model(*inputs)`` in eval mode under no_grad, parameters, buffers and inputs
+    included."""
+    model.eval()
+    base = storage_bytes([*_model_tensors(model), *inputs])
+    with torch.no_grad():
+        peak, _ = cpu_peak(lambda: model(*inputs))
+    return base + peak
+
+
+def _default_loss(out: Any) -> torch.Tensor:
+    t = out if isinstance(out, torch.Tensor) else next(v for v in (out.values() if isinstance(out, dict) else out)
+                                                       if isinstance(v, torch.Tensor))
+    return t.float().pow(2).mean()
+
+
+def train_truth(
+    model: nn.Module,
+    *inputs: torch.Tensor,
+    make_optimizer: Callable[[Any], torch.optim.Optimizer],
+    loss_fn: Callable[[Any], torch.Tensor] = _default_loss,
+    amp: torch.dtype | None = None,
+) -> int:
+    """Peak bytes alive during a steady-state training step on a copy of ``model``: one step first (so the optimizer
+    state exists), gradients set to None, then forward, loss, backward and step profiled, with the output and the
+    loss referenced until the step ends."""
+    model = copy.deepcopy(model).train()
+    opt = make_optimizer(model.parameters())
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False):
+            out = model(*inputs)
+            loss = loss_fn(out)
+        loss.backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    base = storage_bytes([*_model_tensors(model), *inputs, *state])
+    peak, _ = cpu_peak(step)
+    return base + peak
