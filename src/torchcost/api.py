@@ -14,7 +14,7 @@ from torch import nn
 from torchcost.collect.memory import MemoryMode, MemoryTrace, MemoryTracker, module_tensors
 from torchcost.collect.ops import CompositeCatcher, DispatchCollector, OpCollector, OpStat
 from torchcost.collect.scope import ModuleCalls, ScopeTracker
-from torchcost.collect.shapes import ShapeTree, describe, spec_of, tensor_bytes, tensors_in
+from torchcost.collect.shapes import ShapeTree, describe, map_tensors, spec_of, tensor_bytes, tensors_in
 from torchcost.errors import DtypeError, InputError, ModelError, ShapeError, TorchcostError
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.formulas.registry import Cost
@@ -336,8 +336,7 @@ def _prepare_inputs(
         return made, dict(kwargs or {})
     if not args and not kwargs:
         raise InputError("give the model's inputs (analyze(model, x)) or input_size=(1, 3, 224, 224)")
-    memo: dict[int, torch.Tensor] = {}
-    return _own_copy(args, device, memo), _own_copy(dict(kwargs or {}), device, memo)
+    return _own_copy(args, dict(kwargs or {}), device)
 
 
 def _random_input(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -349,28 +348,18 @@ def _random_input(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devi
     return torch.zeros(shape, dtype=dtype, device=device)  # index 0 is valid for every embedding
 
 
-def _own_copy(obj: Any, device: torch.device, memo: dict[int, torch.Tensor] | None = None) -> Any:
+def _own_copy(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
     """Copies of the user's tensors (so in-place ops in forward cannot change them); moved to meta for a meta run.
+    A tensor passed twice stays one tensor (models branch on ``query is key``)."""
 
-    A tensor passed twice (``model(x, x, x)``) stays one tensor: models branch on ``query is key``.
-    """
-    memo = {} if memo is None else memo
-    if isinstance(obj, torch.Tensor):
-        if id(obj) not in memo:
-            if device.type == "meta" and obj.device.type != "meta":
-                memo[id(obj)] = obj.to("meta")
-            elif obj.device.type == "meta":
-                memo[id(obj)] = obj
-            else:
-                memo[id(obj)] = obj.detach().clone().requires_grad_(obj.requires_grad)
-        return memo[id(obj)]
-    if isinstance(obj, dict):
-        return {k: _own_copy(v, device, memo) for k, v in obj.items()}
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_own_copy(v, device, memo) for v in obj)
-    if isinstance(obj, list):
-        return [_own_copy(v, device, memo) for v in obj]
-    return obj
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "meta":
+            return t
+        if device.type == "meta":
+            return t.to("meta")
+        return t.detach().clone().requires_grad_(t.requires_grad)
+
+    return map_tensors((args, kwargs), copy)
 
 
 # -- leaving the model as it came in --------------------------------------------------------------------------------
@@ -468,7 +457,7 @@ def _wrap_failure(exc: Exception, scope: ScopeTracker, model: nn.Module) -> Mode
         inputs = describe(failure.input_spec) if failure.input_spec else "(keyword arguments only)"
     where = f"layer '{name}' ({type_name})" if name else f"the forward of {type_name} itself"
     shown: list[str] = list(dict.fromkeys(ran))
-    before = ", ".join(shown[-8:]) if shown else "none"
+    before = ", ".join(f"{n} ({scope.types[n]})" for n in shown[-8:]) if shown else "none"
     if len(shown) > 8:
         before = f"{len(shown) - 8} more, then " + before
     message = f"{where} failed on input {inputs}: {reason}. Layers that ran before it: {before}."

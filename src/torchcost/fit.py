@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.collect.shapes import map_tensors
 from torchcost.errors import InputError
 from torchcost.units import parse_bytes
 
@@ -52,17 +53,14 @@ class BatchFit:
 
 
 def _rebatch(obj: Any, old: int, new: int) -> Any:
-    if isinstance(obj, torch.Tensor):
-        if obj.dim() == 0 or obj.shape[0] != old:
-            return obj if obj.device.type == "meta" else torch.empty_like(obj, device="meta")
-        return torch.empty((new, *obj.shape[1:]), dtype=obj.dtype, device="meta")
-    if isinstance(obj, dict):
-        return {k: _rebatch(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_rebatch(v, old, new) for v in obj)
-    if isinstance(obj, list):
-        return [_rebatch(v, old, new) for v in obj]
-    return obj
+    """``obj`` with meta tensors whose leading (batch) dimension ``old`` becomes ``new``."""
+
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 0 or t.shape[0] != old:
+            return t if t.device.type == "meta" else torch.empty_like(t, device="meta")
+        return torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
+
+    return map_tensors(obj, resize)
 
 
 def _first_batch(obj: Any) -> int | None:

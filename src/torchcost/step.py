@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.collect.shapes import tensors_in
+from torchcost.collect.shapes import map_tensors, tensors_in
 from torchcost.errors import InputError
 
 __all__ = ["AMP_DTYPES", "OPTIMIZERS", "StepOptions", "Twin", "default_loss", "make_optimizer", "make_twin",
@@ -140,20 +140,13 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
                     memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
         twin_model = copy.deepcopy(model, memo)
 
-    def move(obj: Any) -> Any:
-        if isinstance(obj, torch.Tensor):
-            moved = convert(obj.detach())
-            return moved.requires_grad_(obj.requires_grad) if obj.is_floating_point() else moved
-        if isinstance(obj, dict):
-            return {k: move(v) for k, v in obj.items()}
-        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-            return tuple(move(v) for v in obj)
-        if isinstance(obj, list):
-            return [move(v) for v in obj]
-        return obj
+    def move(t: torch.Tensor) -> torch.Tensor:
+        moved = convert(t.detach())
+        return moved.requires_grad_(t.requires_grad) if t.is_floating_point() else moved
 
     run_device = torch.device("meta") if method == "meta" else device
-    return Twin(twin_model, move(args), move(kwargs), method, run_device, params, fake_mode)
+    twin_args, twin_kwargs = map_tensors((args, kwargs), move)
+    return Twin(twin_model, twin_args, twin_kwargs, method, run_device, params, fake_mode)
 
 
 # -- optimizer ------------------------------------------------------------------------------------------------------

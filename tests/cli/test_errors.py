@@ -31,19 +31,19 @@ def _one_line(text: str) -> str:
 
 def test_unknown_example_names_the_closest() -> None:
     r = run("example:simple_cn")
-    assert (r.rc, r.out) == (2, "")
+    assert (r.rc, r.out) == (2, ""), r.err
     assert _one_line(r.err) == "torchcost: example has no example named 'simple_cn'; closest: example:simple_cnn"
 
 
 def test_unknown_source_suggests_one() -> None:
     r = run("tochvision:resnet50")
-    assert r.rc == 2
+    assert r.rc == 2, r.err
     assert "did you mean torchvision:resnet50?" in _one_line(r.err)
 
 
 def test_wrong_channel_count_names_the_layer() -> None:
     r = run("example:standard_conv", "--input-size", "1,5,64,64")
-    assert (r.rc, r.out) == (2, "")
+    assert (r.rc, r.out) == (2, ""), r.err
     line = _one_line(r.err)
     assert line.startswith("torchcost: layer 'conv' (Conv2d) failed on input [1, 5, 64, 64]: ")
     assert "3 channels" in line  # Conv2d(3, 4, 3) takes 3 channels, got 5
@@ -53,7 +53,7 @@ def test_missing_package_names_the_extra() -> None:
     r = python("import sys; sys.modules['timm'] = None\n"
                "from torchcost.cli import main\n"
                "raise SystemExit(main(['timm:resnet18']))")
-    assert r.rc == 2
+    assert r.rc == 2, r.err
     line = _one_line(r.err)
     assert "needs timm, which is not installed" in line
     assert line.endswith("install it with: pip install 'torchcost[zoo]'")

@@ -27,24 +27,13 @@ from torch.nn.modules import module as module_mod
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.shapes import tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "module_tensors"]
 
 ALIVE = sys.maxsize  # "died" of a storage still alive when the run ended
 CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries")
 _SCOPE_KEY = "torchcost.module"
-
-
-def _tensors(obj: Any, out: list[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        out.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _tensors(v, out)
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            _tensors(v, out)
-    return out
 
 
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
@@ -172,7 +161,7 @@ class MemoryTracker:
         if self.closed:
             return
         index = len(self.alive)
-        for t in _tensors(out, []):
+        for t in tensors_in(out):
             s = _storage(t)
             if s is None:
                 continue
@@ -185,7 +174,7 @@ class MemoryTracker:
                 if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
                     self.current += size - self.sizes[uid]
                     self.sizes[uid] = size
-        for t in _tensors(args, _tensors(kwargs, [])):
+        for t in tensors_in((args, kwargs)):
             s = _storage(t)
             if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers")  # made outside every op we saw: counted from here on
@@ -328,7 +317,7 @@ class MemoryMode(TorchFunctionMode):
         out = special(args, kwargs) if special is not None else func(*args, **kwargs)
         if self.tag and self.tracker is not None and torch.is_grad_enabled():
             scope = self.tracker.scope.current
-            for t in _tensors(out, []):
+            for t in tensors_in(out):
                 node = t.grad_fn
                 if node is not None:
                     _metadata(node).setdefault(_SCOPE_KEY, scope)

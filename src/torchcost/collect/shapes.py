@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 
-__all__ = ["ShapeTree", "TensorSpec", "describe", "spec_of", "tensor_bytes", "tensors_in"]
+__all__ = ["ShapeTree", "TensorSpec", "describe", "map_tensors", "spec_of", "tensor_bytes", "tensors_in"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,45 @@ def spec_of(obj: Any) -> ShapeTree:
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in ``obj`` (nested in tuples, lists, dicts), in order. On the hot path: called for each op."""
+    out: list[torch.Tensor] = []
+    _collect(obj, out)
+    return out
+
+
+def _collect(obj: Any, out: list[torch.Tensor]) -> None:
     if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in tensors_in(v)]
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in tensors_in(v)]
-    return []
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _collect(v, out)
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            _collect(v, out)
+
+
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``obj`` with every tensor in it (nested in tuples, namedtuples, lists, dicts) replaced by ``fn(tensor)``.
+
+    A tensor that appears twice is mapped once, so ``model(x, x)`` still gets one tensor twice.
+    """
+    memo: dict[int, Any] = {}
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, torch.Tensor):
+            if id(o) not in memo:
+                memo[id(o)] = fn(o)
+            return memo[id(o)]
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, tuple):
+            items = [walk(v) for v in o]
+            return type(o)(*items) if hasattr(o, "_fields") else tuple(items)
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(obj)
 
 
 def tensor_bytes(obj: Any) -> int:
