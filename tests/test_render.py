@@ -33,9 +33,12 @@ def test_table_rows_and_numbers() -> None:
     assert "MACs: 104,576 (104.58 K)" in text
     assert "FLOPs: 214,593 (214.59 K)" in text
     conv2 = next(line for line in text.splitlines() if "conv2 (Conv1d)" in line)
-    # conv2: 6,208 params, 98,304 MACs, 197,632 FLOPs = 92.10% of 214,593
+    # conv2: 6,208 params, 98,304 MACs, 197,632 FLOPs = 92.10% of 214,593;
+    # activations: its output 64*16*4 B = 4,096 B = 4.00 KiB;
+    # peak while it runs: params 6,913*4 = 27,652 B + input 1*36*4 = 144 B + its input (pooled) 32*18*4 = 2,304 B
+    #   + its output 4,096 B = 34,196 B = 33.39 KiB
     assert conv2.split() == ["conv2", "(Conv1d)", "[1,", "64,", "16]", "6.21", "K", "98.30", "K", "197.63", "K",
-                             "92.10%"]
+                             "92.10%", "4.00", "KiB", "33.39", "KiB"]
 
 
 def test_colour_only_when_asked() -> None:

@@ -31,7 +31,10 @@ def render_text(report: CostReport, *, depth: int | None = None, width: int | No
         calls = f" x{row.calls}" if row.calls > 1 and row.folded == 1 else ""
         shared = " (shared)" if row.shared_params and row.folded == 1 else ""
         share = f"{100 * row.flops / report.flops:.2f}%" if report.flops else "-"
-        label = f"{indent}{row.name} ({row.type}){calls}" if row.folded == 1 else f"{indent}{row.name} ({row.type})"
+        if row.depth == 0 and row.name == "(model)":
+            label = f"{row.type}{calls}"  # the model itself: its class is its name
+        else:
+            label = f"{indent}{row.name} ({row.type}){calls}" if row.folded == 1 else f"{indent}{row.name} ({row.type})"
         body.append([label, row.output_shape, format_count(row.params) + shared, format_count(row.macs),
                      format_count(row.flops), share, format_bytes(row.activation_bytes), format_bytes(row.peak_memory)])
     memory_headers = [("Activations", "right"), ("Peak mem", "right")]
