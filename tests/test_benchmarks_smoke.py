@@ -1,0 +1,95 @@
+"""The benchmark harness runs: the quick accuracy on two analytic models, with every tool that is installed.
+
+With only `.[dev]` installed (no peers) the peers are reported as missing, never crash the run, and their own tests
+skip; with `.[bench]` each installed peer is run too.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from benchmarks import accuracy, report
+from benchmarks.analytic import analytic_cases
+from benchmarks.models import Built
+from benchmarks.peers import PEERS, TOOLS, Measured, Tool, import_tool, run_tool
+from torch import nn
+
+CASES = [c for c in analytic_cases() if c.name in ("analytic:conv2d", "analytic:linear_3d")]
+
+
+def test_two_analytic_cases_are_exact_for_torchcost_and_peers_never_crash() -> None:
+    assert len(CASES) == 2
+    results = accuracy.run_accuracy(CASES, TOOLS, log=lambda _text: None)
+    for case in results:
+        tc = case.row("torchcost")
+        assert tc is not None and tc.status == "ok"
+        # the analytic values: Conv2d(3,4,3,p=1) on 1x3x64x64: 64*64*4*27 = 442,368 MACs, 108 params;
+        # Linear(128,256) on 4x32x128: 4*32*128*256 = 4,194,304 MACs, 33,024 params
+        assert (tc.params, tc.macs) == (case.ref_params, case.ref_macs)
+        assert tc.macs_diff == 0 and tc.side_effects == []
+        for row in case.rows:
+            assert row.status in ("ok", "missing", "unsupported", "crashed")
+            if row.status == "missing":
+                assert "pip install" in row.error
+    # FlopCounterMode ships with torch: it always runs, and counts these two exactly (2 FLOPs per MAC, halved)
+    for case in results:
+        fcm = case.row("FlopCounterMode")
+        assert fcm is not None and fcm.status == "ok" and fcm.macs == case.ref_macs
+
+
+def test_markdown_and_headline_render_from_the_results() -> None:
+    acc = accuracy.run_accuracy(CASES[:1], [t for t in TOOLS if t.name in ("torchcost", "FlopCounterMode")],
+                                log=lambda _text: None)
+    results = {
+        "date": "2026-11-23", "command": "pytest", "environment": report.environment(1), "seconds": 0,
+        "tools": [{"name": t.name, "dist": t.dist, "unit": t.unit, "missing": t.missing()}
+                  for t in TOOLS if t.name in ("torchcost", "FlopCounterMode")],
+        "accuracy": [r.to_dict() for r in acc],
+    }
+    text = report.markdown(results)
+    assert "## Accuracy" in text and "analytic:conv2d" in text and "FlopCounterMode" in text
+    assert "uncounted ops over 1 models: none" in report.headline(results)
+
+
+@pytest.mark.parametrize("tool", PEERS, ids=lambda t: t.name)
+def test_each_installed_peer_runs_on_the_two_cases(tool: Tool) -> None:
+    if tool.missing():
+        pytest.skip(tool.missing() or "")
+    import_tool(tool)
+    for case in CASES:
+        outcome = run_tool(tool, case.build())
+        assert outcome.status in ("ok", "unsupported"), outcome.error
+        if outcome.status == "ok" and outcome.measured is not None and tool.counts_params:
+            assert outcome.measured.params == case.params
+
+
+def test_exact_match_names_the_missing_op() -> None:
+    ops = [("aten::convolution", 1000, 10), ("aten::scaled_dot_product_attention", 300, 50), ("aten::addmm", 70, 7)]
+    assert accuracy.exact_match(-300, ops).startswith("misses aten::scaled_dot_product_attention")
+    assert "non-MAC FLOPs of aten::addmm" in accuracy.exact_match(7, ops)
+    assert accuracy.exact_match(12345, ops) == ""
+
+
+def test_side_effects_are_seen_and_global_patches_undone() -> None:
+    class Leaves(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    original = torch.nn.functional.relu
+
+    def sloppy(model: nn.Module, built: Built) -> Measured:
+        model.register_forward_hook(lambda *a: None)
+        model.extra_thing = 1
+        torch.nn.functional.relu = lambda x, inplace=False: x  # type: ignore[assignment]
+        model.train()
+        raise RuntimeError("boom")
+
+    tool = Tool("sloppy", "", "torch", "MACs", run=sloppy)
+    built = Built(Leaves().eval(), (torch.zeros(2),))
+    outcome = run_tool(tool, built)
+    assert outcome.status == "crashed" and "boom" in outcome.error
+    effects = " ".join(outcome.side_effects)
+    assert "hooks left" in effects and "extra_thing" in effects and "train" in effects
+    assert "torch functions left patched" in effects
+    assert torch.nn.functional.relu is original  # put back
+    assert built.model.training is False and not built.model._forward_hooks  # the tool had its own copy
