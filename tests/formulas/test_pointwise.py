@@ -17,7 +17,6 @@ from torch import nn
 
 import torchcost
 from tests.formulas._check import analyze_both, fn_both
-from torchcost.report import OpCount
 
 X = (2, 3, 4)
 N = 24
@@ -146,10 +145,11 @@ def test_reductions(fn: Callable[..., Any], flops: int) -> None:
     assert r.uncounted == ()
 
 
-def test_sort_and_topk_are_listed_uncounted() -> None:
+def test_sort_and_topk_are_counted() -> None:
+    # 2*3 = 6 rows of n = 4: topk(2) 4*ceil(log2 2) = 4 per row -> 24; sort 4*ceil(log2 4) = 8 per row -> 48
     r = fn_both(lambda a: (a.topk(2).values, a.sort(-1).values), torch.randn(A))
-    assert r.flops == 0
-    assert r.uncounted == (OpCount("aten::sort", 1), OpCount("aten::topk", 1))
+    assert r.flops == 24 + 48 == 72
+    assert r.uncounted == ()
 
 
 def test_embedding_lookup_is_free() -> None:

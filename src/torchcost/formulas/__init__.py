@@ -5,8 +5,9 @@
   to), attention (Q K^T and P V, whichever kernel runs it) and recurrent layers (every gate, layer, direction, step).
   A bias is not a MAC.
 * **FLOPs** = 2 x MACs + every other floating-point operation: bias adds, normalisation, pooling, activations,
-  element-wise arithmetic, reductions, interpolation and losses, at the per-element costs in :mod:`pointwise`,
-  :mod:`norm`, :mod:`pool`, :mod:`resample`, :mod:`loss`.
+  element-wise arithmetic, reductions, interpolation, losses, sorting/selection and detection ops (NMS, RoIAlign),
+  at the costs in :mod:`pointwise`, :mod:`norm`, :mod:`pool`, :mod:`resample`, :mod:`loss`, :mod:`select`,
+  :mod:`vision`.
 * **Free** ops move, view, allocate, index or select data (views, copies, cat, embedding lookup, masked_fill, random
   number generation); ops whose tensors are not floating point are free too (integer index arithmetic, boolean
   masks). Matrix products and convolutions of integer tensors still count their MACs.
@@ -33,6 +34,8 @@ from torchcost.formulas import (  # noqa: F401  (registration)
     pool,
     resample,
     rnn,
+    select,
+    vision,
 )
 from torchcost.formulas.registry import (
     FREE,

@@ -1,0 +1,83 @@
+"""torchvision's detection ops (formulas/vision.py). nms on N boxes, the all-pairs upper bound: sort N * ceil(log2 N)
++ areas 3N + IoU 13 per pair, N (N - 1) / 2 pairs. roi_align / ps_roi_align: per output element s * s bilinear
+samples of 9, s * s - 1 adds, 1 divide (10 * s * s; 40 at s = 2); sampling_ratio <= 0 is data-dependent: uncounted,
+with the reason in formula_errors. roi_pool is uncounted.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torchvision = pytest.importorskip("torchvision")
+from torchvision.ops import nms, ps_roi_align, roi_align, roi_pool  # noqa: E402
+
+import torchcost  # noqa: E402
+from tests.formulas._check import Fn, fn_both  # noqa: E402
+from torchcost.report import OpCount  # noqa: E402
+
+
+def _boxes(n: int) -> torch.Tensor:
+    xy = torch.rand(n, 2) * 10
+    return torch.cat([xy, xy + 1 + torch.rand(n, 2) * 5], dim=1)
+
+
+def _rois(k: int) -> torch.Tensor:
+    return torch.cat([torch.zeros(k, 1), _boxes(k)], dim=1)  # (batch index, x1, y1, x2, y2)
+
+
+def test_nms_charges_every_pair() -> None:
+    # N=5: sort 5*ceil(log2 5)=5*3=15, areas 3*5=15, pairs 5*4/2=10 at 13 each=130 -> 160
+    # (nms has no meta kernel usable on plain meta tensors, its output size being data: real run only)
+    r = torchcost.analyze(Fn(lambda b, s: nms(b, s, 0.5)), _boxes(5), torch.rand(5))
+    assert r.flops == 15 + 15 + 130 == 160
+    assert r.uncounted == ()
+    assert OpCount("torchvision::nms", 1, 0, 160) in r.ops
+
+
+def test_nms_count_does_not_depend_on_the_threshold() -> None:
+    # N=8: sort 8*3=24, areas 24, pairs 28*13=364 -> 412, whatever is suppressed
+    boxes, scores = _boxes(8), torch.rand(8)
+    for threshold in (0.0, 0.5, 1.0):
+        assert torchcost.analyze(Fn(lambda b, s, t=threshold: nms(b, s, t)), boxes, scores).flops == 412
+
+
+def test_roi_align() -> None:
+    # 3 rois, 2 channels, 2x2 pooled: 24 outputs; s=2: 4 samples * 9 + 3 adds + 1 divide = 40 each -> 960
+    r = fn_both(lambda x, b: roi_align(x, b, (2, 2), 1.0, 2), torch.randn(1, 2, 8, 8), _rois(3))
+    assert r.macs == 0
+    assert r.flops == 24 * (4 * 9 + 3 + 1) == 960
+    assert r.uncounted == ()
+
+
+def test_roi_align_aligned_and_scaled_count_the_same() -> None:
+    # 2 rois, 3 channels, 7x7 pooled: 294 outputs; s=2: 40 each -> 11,760
+    r = fn_both(lambda x, b: roi_align(x, b, 7, 0.25, 2, aligned=True), torch.randn(1, 3, 16, 16), _rois(2))
+    assert r.flops == 2 * 3 * 7 * 7 * 40 == 11_760
+
+
+def test_ps_roi_align() -> None:
+    # 8 channels / (2*2) bins = 2 output channels; 3 rois: 3*2*2*2=24 outputs; s=1: 9 + 0 adds + 1 divide = 10 -> 240
+    r = fn_both(lambda x, b: ps_roi_align(x, b, 2, 1.0, 1), torch.randn(1, 8, 8, 8), _rois(3))
+    assert r.flops == 24 * 10 == 240
+    assert r.uncounted == ()
+
+
+def test_adaptive_sampling_ratio_is_uncounted_with_its_reason() -> None:
+    r = torchcost.analyze(Fn(lambda x, b: roi_align(x, b, (2, 2), 1.0, -1)), torch.randn(1, 2, 8, 8), _rois(3))
+    assert r.uncounted == (OpCount("torchvision::roi_align", 1),)
+    assert [k for k, _ in r.formula_errors] == ["torchvision::roi_align"]
+    assert "sampling_ratio" in r.formula_errors[0][1]
+
+
+def test_roi_pool_is_uncounted() -> None:
+    r = torchcost.analyze(Fn(lambda x, b: roi_pool(x, b, (2, 2), 1.0)), torch.randn(1, 2, 8, 8), _rois(3))
+    assert r.uncounted == (OpCount("torchvision::roi_pool", 1),)
+
+
+def test_ssdlite_detector_has_nothing_uncounted() -> None:
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    r = torchcost.analyze(model, [torch.randn(3, 320, 320)])
+    assert r.uncounted == ()
+    assert r.formula_errors == ()
+    assert {"torchvision::nms", "aten::topk", "aten::sort"} <= {o.op for o in r.ops}
