@@ -137,3 +137,22 @@ def test_agrees_with_torch_flop_counter(fn: object, shapes: list[tuple[int, ...]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*args)
     assert torchcost.analyze(model, *args).macs * 2 == counter.get_total_flops()
+
+
+def test_grouped_mm_of_mixture_of_experts() -> None:
+    bf = torch.bfloat16
+    # 2-D x 3-D, offs on M: 10 tokens routed to 3 experts of 16 -> 8; each token row meets one 16x8 matrix:
+    # 10 * 8 * 16 = 1,280 MACs
+    offs = torch.tensor([3, 7, 10], dtype=torch.int32)
+    r = fn_both(lambda a, b, o: torch._grouped_mm(a, b, offs=o), torch.randn(10, 16, dtype=bf),
+                torch.randn(3, 16, 8, dtype=bf), offs)
+    assert r.macs == 10 * 8 * 16 == 1_280
+    assert r.uncounted == ()
+    # 2-D x 2-D, offs on K: K = 24 split 8/8/8; 3 groups of (8x8) @ (8x16) = 3 * 8*16*8 = 3,072 = 8 * 16 * 24
+    b2 = torch.randn(24, 16, dtype=bf).t().contiguous().t()
+    r = fn_both(lambda a, b, o: torch._grouped_mm(a, b, offs=o), torch.randn(8, 24, dtype=bf), b2,
+                torch.tensor([8, 16, 24], dtype=torch.int32))
+    assert r.macs == 3 * 8 * 16 * 8 == 8 * 16 * 24 == 3_072
+    # 3-D x 3-D, batched: 3 * (4x16 @ 16x8) = 3 * 4 * 8 * 16 = 1,536
+    r = fn_both(torch._grouped_mm, torch.randn(3, 4, 16, dtype=bf), torch.randn(3, 16, 8, dtype=bf))
+    assert r.macs == 3 * 4 * 8 * 16 == 1_536

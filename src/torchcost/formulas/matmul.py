@@ -73,3 +73,18 @@ register_many(["aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::baddbmm_",
 register_many(["aten::addbmm", "aten::addbmm_"], addbmm_cost)
 register_many(["aten::dot", "aten::vdot"], dot_cost)
 register_many(["aten::_addmm_activation"], addmm_activation_cost)
+
+
+def grouped_mm_cost(call: OpCall) -> Cost:
+    """_grouped_mm (mixture-of-experts GEMMs): result x K, except 2-D x 2-D, where ``offs`` splits K into the groups
+    and the result holds one (M, N) block per group: M * N * K_total."""
+    a, b = call.args[0], call.args[1]
+    out = first_tensor(call.out)
+    if a.dim() == 2 and b.dim() == 2:
+        macs = int(a.shape[0]) * int(b.shape[1]) * int(a.shape[1])
+    else:
+        macs = out.numel() * int(a.shape[-1])
+    return Cost(macs=macs, other_flops=out.numel() if call.arg("bias") is not None else 0)
+
+
+register_many(["aten::_grouped_mm", "aten::_scaled_grouped_mm"], grouped_mm_cost)
