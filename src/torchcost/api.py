@@ -210,9 +210,9 @@ def _execute(
                     else contextlib.nullcontext())
         saved = (torch.autograd.graph.saved_tensors_hooks(tracker.pack, tracker.unpack)
                  if tracker is not None and train else contextlib.nullcontext())
-        scope.install()
         if tracker is not None:
-            tracker.install()
+            scope.listeners.append(tracker)
+        scope.install()
         out: Any = None
         loss: Any = None
         try:
@@ -238,8 +238,6 @@ def _execute(
                     raise _wrap_failure(exc, scope, model) from exc
                 finally:
                     scope.remove()
-                    if tracker is not None:
-                        tracker.remove()
                 if train:
                     try:
                         _set_phase(tracker, "backward")

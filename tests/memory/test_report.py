@@ -172,3 +172,20 @@ def test_cuda_target_attention_kernels(dtype: torch.dtype, kernel: str) -> None:
     ops = set(r.memory.timeline.ops)
     assert kernel in ops and kernel + "_backward" in ops
     assert "aten::_safe_softmax" not in ops  # no L x L attention matrix
+
+
+def test_unregistered_module_inside_forward_keeps_the_outer_frames() -> None:
+    # a module kept in a plain list is not in named_modules(): its call must not unwind the model's own frame
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.hidden = [torch.nn.ReLU()]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.hidden[0](self.lin(x))
+
+    r = torchcost.analyze(Outer(), torch.randn(2, 4))
+    # alive when the model returns: its output, 2*4 float32 = 32 B (the Linear's output died inside forward)
+    assert r.module("").activation_bytes == 2 * 4 * 4 == 32
+    assert r.module("lin").activation_bytes == 2 * 4 * 4 == 32

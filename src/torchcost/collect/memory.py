@@ -23,7 +23,6 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.nn.modules import module as module_mod
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.scope import ScopeTracker
@@ -105,9 +104,7 @@ class MemoryTracker:
         self._refs: dict[int, weakref.ref[Any]] = {}
         self._keys: dict[Any, str] = {}
         self._back_scope = ""
-        self._calls: list[tuple[int, str, int]] = []
         self._activation: dict[str, int] = {}
-        self._handles: list[Any] = []
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -209,27 +206,16 @@ class MemoryTracker:
 
     # -- module calls (activation bytes) -----------------------------------------------------------------------------
 
-    def install(self) -> None:
-        self._handles.append(module_mod.register_module_forward_pre_hook(self._pre))
-        self._handles.append(module_mod.register_module_forward_hook(self._post, always_call=True))
+    def enter(self, name: str) -> int | None:
+        """A module starts (called by ScopeTracker): remember where its storages begin."""
+        return None if self.closed else len(self.sizes)
 
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
-
-    def _pre(self, module: nn.Module, args: Any) -> None:
-        name = self.scope.names.get(id(module))
-        if name is not None and not self.closed:
-            self._calls.append((id(module), name, len(self.sizes)))
-
-    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        key = id(module)
-        while self._calls:
-            mid, name, first = self._calls.pop()
-            if mid == key:
-                kept = sum(self.sizes[u] for u in range(first, len(self.sizes)) if self.died[u] == ALIVE)
-                self._activation[name] = self._activation.get(name, 0) + kept
-                break
+    def exit(self, name: str, first: int | None) -> None:
+        """The module returned or raised: its activation bytes are the storages it made that are still alive."""
+        if first is None:
+            return
+        kept = sum(self.sizes[u] for u in range(first, len(self.sizes)) if self.died[u] == ALIVE)
+        self._activation[name] = self._activation.get(name, 0) + kept
 
     # -- result -------------------------------------------------------------------------------------------------------
 
@@ -237,7 +223,6 @@ class MemoryTracker:
         """Stop listening: storages still alive stay alive in the record."""
         self.closed = True
         self._refs.clear()
-        self.remove()
 
     def categorize(self, uid: int, graph_alive: bool = True) -> str:
         if self.category[uid]:

@@ -39,7 +39,10 @@ class ScopeTracker:
     model: nn.Module
     names: dict[int, str] = field(init=False)
     types: dict[str, str] = field(init=False)
-    stack: list[tuple[int, str]] = field(default_factory=list)
+    stack: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
+    # other collectors that follow module calls (memory): ``enter(name) -> mark`` when a module starts, and
+    # ``exit(name, mark)`` when it returns or raises, on this tracker's frames rather than hooks of their own
+    listeners: list[Any] = field(default_factory=list)
     calls: dict[str, ModuleCalls] = field(default_factory=dict)
     completed: list[str] = field(default_factory=list)
     failure: Failure | None = None
@@ -72,7 +75,7 @@ class ScopeTracker:
     def _pre(self, module: nn.Module, args: Any) -> None:
         name = self.names.get(id(module))
         if name is not None:
-            self.stack.append((id(module), name))
+            self.stack.append((id(module), name, tuple(listener.enter(name) for listener in self.listeners)))
 
     def _post(self, module: nn.Module, args: Any, *rest: Any) -> None:
         # torch calls (module, args, kwargs, output) normally, and (module, args, output) when forward raised. Tell
@@ -84,7 +87,10 @@ class ScopeTracker:
         if name is None:
             return
         while self.stack:  # unwind to this module's frame (frames left by exceptions caught inside forward)
-            if self.stack.pop()[0] == key:
+            frame_id, _, marks = self.stack.pop()
+            if frame_id == key:
+                for listener, mark in zip(self.listeners, marks):
+                    listener.exit(name, mark)
                 break
         if raised:
             exc = sys.exc_info()[1]
