@@ -32,8 +32,8 @@ from tests.memory.truth import eval_truth, train_truth
 from torch import nn
 
 import torchcost
-from torchcost.collect.shapes import ShapeTree, TensorSpec
 from torchcost.report import CostReport
+from torchcost.shapes import ShapeTree, TensorSpec
 
 MiB = 2**20
 

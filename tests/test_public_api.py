@@ -51,7 +51,8 @@ def test_star_import_gives_exactly_all() -> None:
 
 def test_submodule_all_names_resolve() -> None:
     for mod in ("torchcost.api", "torchcost.report", "torchcost.errors", "torchcost.units", "torchcost.compat",
-                "torchcost.examples", "torchcost.formulas", "torchcost.collect.shapes", "torchcost.render.text",
+                "torchcost.examples", "torchcost.formulas", "torchcost.shapes", "torchcost.trees", "torchcost.inputs",
+                "torchcost.render.text",
                 "torchcost.render.rows"):
         module = importlib.import_module(mod)
         for name in module.__all__:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import torchcost
-from torchcost.collect.shapes import TensorSpec
 from torchcost.examples import EXAMPLES, build
+from torchcost.shapes import TensorSpec
 
 
 def shape_of(r: torchcost.CostReport, name: str) -> tuple[int, ...]:

@@ -14,7 +14,6 @@ import warnings
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
 from torchcost.api import analyze  # noqa: E402
-from torchcost.collect.shapes import TensorSpec  # noqa: E402
 from torchcost.comparison import compare  # noqa: E402
 from torchcost.compat import profile, summary  # noqa: E402
 from torchcost.errors import (  # noqa: E402
@@ -29,6 +28,7 @@ from torchcost.errors import (  # noqa: E402
 from torchcost.fit import BatchFit, max_batch_size  # noqa: E402
 from torchcost.formulas import Cost, OpCall, register_formula  # noqa: E402
 from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount  # noqa: E402
+from torchcost.shapes import TensorSpec  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -14,11 +14,12 @@ from torch import nn
 from torchcost.collect.memory import MemoryMode, MemoryTrace, MemoryTracker, module_tensors
 from torchcost.collect.ops import CompositeCatcher, DispatchCollector, OpCollector, OpStat
 from torchcost.collect.scope import ModuleCalls, ScopeTracker
-from torchcost.collect.shapes import ShapeTree, describe, map_tensors, spec_of, tensor_bytes, tensors_in
 from torchcost.errors import DtypeError, InputError, ModelError, ShapeError, TorchcostError
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.formulas.registry import Cost
+from torchcost.inputs import floating_dtype, model_device, model_dtype, prepare_inputs
 from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost, OpCount
+from torchcost.shapes import ShapeTree, describe
 from torchcost.step import (
     DEFAULT_LOSS_NAME,
     StepOptions,
@@ -31,6 +32,7 @@ from torchcost.step import (
     optimizer_tensors,
     warm_optimizer,
 )
+from torchcost.trees import spec_of, tensor_bytes, tensors_in
 
 __all__ = ["analyze"]
 
@@ -77,9 +79,8 @@ def analyze(
         raise InputError(f"analyze() needs an nn.Module as its first argument, got {type(model).__name__}")
     if mode not in _MODES:
         raise InputError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
-    model_device, model_dtype = _model_device_dtype(model)
-    run_device = torch.device(device) if device is not None else model_device
-    call_args, call_kwargs = _prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype)
+    run_device = torch.device(device) if device is not None else model_device(model)
+    call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
     check_options(mode, optimizer, loss_fn, amp, target)
     options = StepOptions(mode, (optimizer if optimizer is not None else "adamw") if mode == "train" else None,
@@ -289,77 +290,6 @@ def _step_failure(phase: str, exc: Exception) -> ModelError:
     return ModelError(f"the training step failed in {phase}: {reason}", reason=reason)
 
 
-# -- inputs ---------------------------------------------------------------------------------------------------------
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    device = torch.device("cpu")
-    dtype = torch.get_default_dtype()
-    for t in (*model.parameters(), *model.buffers()):
-        device = t.device
-        if t.is_floating_point():
-            return t.device, t.dtype
-    return device, dtype
-
-
-def _is_shape(value: Any) -> bool:
-    return (isinstance(value, (tuple, list, torch.Size)) and len(value) > 0
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value))
-
-
-def _prepare_inputs(
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any] | None,
-    input_size: Any,
-    dtype: Any,
-    device: torch.device,
-    model_dtype: torch.dtype,
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise InputError(f"kwargs must be a mapping of keyword arguments, got {type(kwargs).__name__}")
-    if input_size is not None:
-        if args:
-            raise InputError("give either inputs or input_size, not both")
-        shapes = [input_size] if _is_shape(input_size) else input_size
-        if not isinstance(shapes, (list, tuple)) or not shapes or not all(_is_shape(s) for s in shapes):
-            raise InputError(
-                f"input_size must be a shape of positive ints such as (1, 3, 224, 224), or a list of shapes; "
-                f"got {input_size!r}")
-        dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
-        if len(dtypes) != len(shapes):
-            raise InputError(f"{len(shapes)} input sizes but {len(dtypes)} dtypes")
-        for d in dtypes:
-            if d is not None and not isinstance(d, torch.dtype):
-                raise InputError(f"dtype must be a torch.dtype such as torch.float32, got {d!r}")
-        made = tuple(_random_input(tuple(s), d or model_dtype, device) for s, d in zip(shapes, dtypes))
-        return made, dict(kwargs or {})
-    if not args and not kwargs:
-        raise InputError("give the model's inputs (analyze(model, x)) or input_size=(1, 3, 224, 224)")
-    return _own_copy(args, dict(kwargs or {}), device)
-
-
-def _random_input(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    if device.type == "meta":
-        return torch.empty(shape, dtype=dtype, device=device)
-    if dtype.is_floating_point or dtype.is_complex:
-        gen = torch.Generator(device=device).manual_seed(0)  # never touches the global RNG
-        return torch.randn(shape, dtype=dtype, device=device, generator=gen)
-    return torch.zeros(shape, dtype=dtype, device=device)  # index 0 is valid for every embedding
-
-
-def _own_copy(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device) -> tuple[Any, Any]:
-    """Copies of the user's tensors (so in-place ops in forward cannot change them); moved to meta for a meta run.
-    A tensor passed twice stays one tensor (models branch on ``query is key``)."""
-
-    def copy(t: torch.Tensor) -> torch.Tensor:
-        if t.device.type == "meta":
-            return t
-        if device.type == "meta":
-            return t.to("meta")
-        return t.detach().clone().requires_grad_(t.requires_grad)
-
-    return map_tensors((args, kwargs), copy)
-
-
 # -- leaving the model as it came in --------------------------------------------------------------------------------
 
 @dataclass
@@ -554,7 +484,7 @@ def _build_report(
     params = {id(p): p for p in model.parameters()}
     buffers = {id(b): b for b in model.buffers()}
     inputs: ShapeTree = spec_of((*args, *kwargs.values())) if kwargs else spec_of(args)
-    dtype = next((p.dtype for p in params.values() if p.is_floating_point()), None)
+    dtype = floating_dtype(model)
     return CostReport(
         model_type=type(model).__name__,
         root=root,

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from torchcost.api import analyze
-from torchcost.collect.shapes import describe
 from torchcost.errors import InputError
 from torchcost.report import CostReport
 from torchcost.resolve import Resolved, resolve
+from torchcost.shapes import describe
 
 __all__ = ["COMPARE_SCHEMA_VERSION", "METRICS", "CompareRow", "Comparison", "compare"]
 

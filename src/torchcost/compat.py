@@ -11,6 +11,7 @@ from torch import nn
 
 from torchcost.api import analyze
 from torchcost.errors import InputError
+from torchcost.inputs import normalize_sizes
 
 __all__ = ["profile", "summary"]
 
@@ -31,12 +32,7 @@ def summary(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (batch_size < 1 and batch_size != -1):
         raise InputError(f"batch_size must be a positive int or -1, got {batch_size!r}")
     batch = 1 if batch_size == -1 else batch_size
-    sizes = [input_size] if input_size and isinstance(input_size[0], int) else list(input_size)
-    shapes = []
-    for size in sizes:
-        if not isinstance(size, (tuple, list)):
-            raise InputError(f"input_size must be a shape such as (3, 224, 224) or a list of them; got {input_size!r}")
-        shapes.append((batch, *size))
+    shapes = [(batch, *size) for size in normalize_sizes(input_size)]
     report = analyze(model, input_size=shapes, dtype=list(dtypes) if dtypes else None, device=device)
     sys.stdout.write(report.table())
 

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.collect.shapes import map_tensors
 from torchcost.errors import InputError
+from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes
+from torchcost.trees import first, map_tensors
 from torchcost.units import parse_bytes
 
 __all__ = ["DEFAULT_FRAGMENTATION", "DEFAULT_RESERVE", "BatchFit", "max_batch_size"]
@@ -63,17 +64,6 @@ def _rebatch(obj: Any, old: int, new: int) -> Any:
     return map_tensors(obj, resize)
 
 
-def _first_batch(obj: Any) -> int | None:
-    if isinstance(obj, torch.Tensor):
-        return int(obj.shape[0]) if obj.dim() > 0 else None
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    for v in values:
-        found = _first_batch(v)
-        if found is not None:
-            return found
-    return None
-
-
 def max_batch_size(
     model: nn.Module,
     *args: Any,
@@ -101,20 +91,19 @@ def max_batch_size(
     from torchcost.api import analyze
     from torchcost.step import make_twin
 
-    budget_bytes = parse_bytes(budget)
-    reserve_bytes = parse_bytes(reserve) if reserve is not None else DEFAULT_RESERVE.get(target, 0)
+    budget_bytes = _bytes("budget", budget)
+    reserve_bytes = _bytes("reserve", reserve) if reserve is not None else DEFAULT_RESERVE.get(target, 0)
     frag = DEFAULT_FRAGMENTATION.get(target, 0.0) if fragmentation is None else float(fragmentation)
     if frag < 0:
         raise InputError(f"fragmentation must be >= 0, got {fragmentation!r}")
     if input_size is not None:
         if args:
             raise InputError("give either inputs or input_size, not both")
-        shapes = [input_size] if input_size and isinstance(input_size[0], int) else list(input_size)
-        dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
-        model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        args = tuple(torch.empty(tuple(s), dtype=d or model_dtype, device="meta")  # type: ignore[arg-type]
-                     for s, d in zip(shapes, dtypes))
-    base = _first_batch((args, dict(kwargs or {})))
+        shapes = normalize_sizes(input_size)
+        dtypes = input_dtypes(dtype, len(shapes))
+        args = tuple(torch.empty(s, dtype=d or model_dtype(model), device="meta") for s, d in zip(shapes, dtypes))
+    batched = first((args, dict(kwargs or {})), lambda t: t.dim() > 0)
+    base = int(batched.shape[0]) if batched is not None else None
     if base is None:
         raise InputError("max_batch_size needs inputs with a batch dimension (dimension 0)")
     # one meta copy serves every probe (a model on the meta device is used as it is)
@@ -194,3 +183,10 @@ def _interpolate(a: int, b: int, peaks: dict[int, int], room: float, limit: int)
     if slope <= 0:
         return min(limit, b * 2)
     return max(1, min(limit, int(a + (room - peaks[a]) // slope)))
+
+
+def _bytes(label: str, value: int | str) -> int:
+    try:
+        return parse_bytes(value)
+    except ValueError as exc:
+        raise InputError(f"{label}: {exc}") from None

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from torchcost.collect.shapes import ShapeTree, TensorSpec
 from torchcost.errors import InputError
+from torchcost.shapes import ShapeTree, TensorSpec
 
 __all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount"]
 

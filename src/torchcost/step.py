@@ -23,15 +23,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from torchcost.collect.shapes import map_tensors, tensors_in
 from torchcost.errors import InputError
+from torchcost.trees import first, map_tensors, tensors_in
 
 __all__ = ["AMP_DTYPES", "OPTIMIZERS", "StepOptions", "Twin", "default_loss", "make_optimizer", "make_twin",
            "optimizer_tensors", "warm_optimizer"]
@@ -242,27 +242,10 @@ def optimizer_tensors(opt: torch.optim.Optimizer | None) -> list[torch.Tensor]:
 
 # -- loss -----------------------------------------------------------------------------------------------------------
 
-def _first_float(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.is_floating_point() else None
-    if isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
-        for key in obj.keys():
-            found = _first_float(obj[key])
-            if found is not None:
-                return found
-        return None
-    if isinstance(obj, (list, tuple)):
-        for v in obj:
-            found = _first_float(v)
-            if found is not None:
-                return found
-    return None
-
-
 def default_loss(out: Any) -> torch.Tensor:
     """The output's first floating tensor: itself when it is a scalar (a loss the model computed), else its mean
     square in float32."""
-    t = _first_float(out)
+    t = first(out, torch.Tensor.is_floating_point)
     if t is None:
         raise InputError("the model's output holds no floating-point tensor to make a loss from; pass loss_fn=")
     return t if t.dim() == 0 else t.float().pow(2).mean()

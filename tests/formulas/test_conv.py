@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import torchcost
 from tests.formulas._check import analyze_both, fn_both
-from torchcost.collect.shapes import TensorSpec
+from torchcost.shapes import TensorSpec
 
 
 def _shape(r: torchcost.CostReport, name: str = "") -> tuple[int, ...]:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.scope import ScopeTracker
-from torchcost.collect.shapes import tensors_in
+from torchcost.trees import tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "module_tensors"]
 

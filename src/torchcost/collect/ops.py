@@ -22,6 +22,7 @@ from torchcost.collect.scope import ScopeTracker
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
 from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key
+from torchcost.trees import any_tensor, is_floating
 
 __all__ = ["COMPOSITES", "OpCollector", "OpStat"]
 
@@ -86,7 +87,7 @@ class OpCollector:
             return
         if formula is not None:
             self._price(key, formula, OpCall(key, args, kwargs, out, func._schema))
-        elif free or not _has_floating(args, kwargs, out):
+        elif free or not any_tensor((args, kwargs, out), is_floating):
             self.free[key] = self.free.get(key, 0) + 1
         else:
             per_module = self.uncounted.setdefault(self.scope.current, {})
@@ -112,7 +113,7 @@ class OpCollector:
             from torchcost.errors import FormulaError
 
             raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
-        if cost.macs == 0 and cost.other_flops == 0 and not _has_floating(call.args, call.kwargs, call.out):
+        if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out), is_floating):
             self.free[key] = self.free.get(key, 0) + 1  # integer/bool arithmetic: free, listed with the free ops
             return
         current = self.scope.current
@@ -123,20 +124,6 @@ class OpCollector:
         if stat is None:
             stat = stats[key] = OpStat()
         stat.add(cost)
-
-
-def _has_floating(*objs: Any) -> bool:
-    for obj in objs:
-        if isinstance(obj, torch.Tensor):
-            if obj.is_floating_point() or obj.is_complex():
-                return True
-        elif isinstance(obj, (list, tuple)):
-            if _has_floating(*obj):
-                return True
-        elif isinstance(obj, dict):
-            if _has_floating(*obj.values()):
-                return True
-    return False
 
 
 class DispatchCollector(TorchDispatchMode):

@@ -13,7 +13,8 @@ from typing import Any
 from torch import nn
 from torch.nn.modules import module as module_mod
 
-from torchcost.collect.shapes import ShapeTree, spec_of, tensor_bytes
+from torchcost.shapes import ShapeTree
+from torchcost.trees import spec_of, tensor_bytes
 
 __all__ = ["Failure", "ModuleCalls", "ScopeTracker"]
 

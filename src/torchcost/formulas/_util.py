@@ -9,6 +9,9 @@ from typing import Any
 import torch
 
 from torchcost.formulas.registry import OpCall
+from torchcost.trees import first, is_floating
+
+__all__ = ["first_tensor", "is_floating", "numel", "out_numel"]
 
 
 def numel(shape: Sequence[int]) -> int:
@@ -16,18 +19,12 @@ def numel(shape: Sequence[int]) -> int:
 
 
 def first_tensor(obj: Any) -> torch.Tensor:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        for item in obj:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise TypeError(f"no tensor in {type(obj).__name__}")
+    """The first tensor in an op's argument or output; a TypeError (the formula cannot price it) if there is none."""
+    found = first(obj)
+    if found is None:
+        raise TypeError(f"no tensor in {type(obj).__name__}")
+    return found
 
 
 def out_numel(call: OpCall) -> int:
     return first_tensor(call.out).numel()
-
-
-def is_floating(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()

@@ -6,13 +6,14 @@ their own key (``aten::add_``). A formula receives an :class:`OpCall` and return
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from torchcost.errors import FormulaError
+from torchcost.trees import tensors_in
 
 __all__ = ["FREE", "REGISTRY", "Cost", "Formula", "FormulaRegistry", "OpCall", "is_free", "op_key", "register_formula"]
 
@@ -81,19 +82,11 @@ class OpCall:
 
     @property
     def outputs(self) -> list[torch.Tensor]:
-        return [t for t in _flat_tensors(self.out)]
+        return tensors_in(self.out)
 
     @property
     def inputs(self) -> list[torch.Tensor]:
-        return [t for t in _flat_tensors((self.args, tuple(self.kwargs.values())))]
-
-
-def _flat_tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from _flat_tensors(item)
+        return tensors_in((self.args, tuple(self.kwargs.values())))
 
 
 # schema -> its arguments as plain tuples (name, kwarg_only, has_default, default). Reading a schema's arguments

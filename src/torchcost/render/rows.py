@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchcost.collect.shapes import describe
+from torchcost.errors import InputError
 from torchcost.report import CostReport, ModuleCost
+from torchcost.shapes import describe
 
 __all__ = ["SORT_KEYS", "Row", "default_depth", "rows", "select"]
 
@@ -98,7 +99,7 @@ def select(report: CostReport, depth: int | None = None, fold: bool = True, sort
         return rows(report, depth, fold)
     key = sort or "flops"
     if key not in SORT_KEYS:
-        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+        raise InputError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
     leaves = [r for r in rows(report, 10**6, fold=False)[1:] if report.module(r.name).is_leaf]
     leaves.sort(key=lambda r: (-int(getattr(r, key)), r.name))
     return leaves[:top] if top else leaves

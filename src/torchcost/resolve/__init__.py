@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from torchcost.errors import InputError, SpecError
+from torchcost.inputs import normalize_sizes
 from torchcost.resolve import examples as _examples
 from torchcost.resolve import hf as _hf
 from torchcost.resolve import python as _python
@@ -168,11 +169,7 @@ def _options(
         raise InputError(f"dtype must be a floating torch.dtype such as torch.float16, got {dtype!r}")
     sizes: tuple[tuple[int, ...], ...] | None = None
     if input_size is not None:
-        raw = [input_size] if _is_shape(input_size) else list(input_size)
-        if not raw or not all(_is_shape(s) for s in raw):
-            raise InputError(f"input_size must be a shape of positive ints such as (1, 3, 224, 224), or a list of "
-                             f"shapes; got {input_size!r}")
-        sizes = tuple(tuple(int(d) for d in s) for s in raw)
+        sizes = normalize_sizes(input_size)
     for label, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise InputError(f"{label} must be a positive int, got {value!r}")
@@ -181,7 +178,3 @@ def _options(
     return BuildOptions(device=dev, dtype=dtype, input_sizes=sizes, batch_size=batch_size, seq_len=seq_len,
                         config=config_values, kwargs=factory_kwargs)
 
-
-def _is_shape(value: Any) -> bool:
-    return (isinstance(value, (tuple, list, torch.Size)) and len(value) > 0
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in value))

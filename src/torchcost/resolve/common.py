@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from torchcost.errors import InputError, SpecError
+from torchcost.inputs import float_input, int_input, model_dtype
 
 __all__ = [
     "ZOO_HINT",
@@ -111,29 +112,6 @@ def parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    for p in (*model.parameters(), *model.buffers()):
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
-def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Random normal values (a fixed seed, never the global RNG); an empty tensor on the meta device."""
-    if device.type == "meta":
-        return torch.empty(tuple(shape), dtype=dtype, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    return torch.randn(tuple(shape), dtype=dtype, device=device, generator=gen)
-
-
-def int_input(shape: Sequence[int], high: int, device: torch.device) -> torch.Tensor:
-    """Random int64 values in [0, high), e.g. token ids within a vocabulary."""
-    if device.type == "meta":
-        return torch.empty(tuple(shape), dtype=torch.int64, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    return torch.randint(0, max(1, high), tuple(shape), dtype=torch.int64, device=device, generator=gen)
 
 
 def with_batch(shape: Sequence[int], batch_size: int | None) -> tuple[int, ...]:

@@ -1,27 +1,23 @@
-"""Shape trees: the shapes and dtypes of whatever a module takes or returns, tensors nested in tuples, lists, dicts."""
+"""The one walk over nested containers of tensors (tuples, namedtuples, lists, dicts and other mappings).
+
+Everything that looks inside a model's inputs, outputs or an op's arguments goes through here: listing the tensors,
+copying them, their specs and bytes, finding the first one of a kind. Several of these run for every op of an
+analysed forward, so the cheap checks come first (lists and tuples are never Mappings; a Mapping isinstance goes
+through the ABC machinery).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-__all__ = ["ShapeTree", "TensorSpec", "describe", "map_tensors", "spec_of", "tensor_bytes", "tensors_in"]
+from torchcost.shapes import ShapeTree, TensorSpec
 
+__all__ = ["any_tensor", "first", "is_floating", "map_tensors", "spec_of", "tensor_bytes", "tensors_in"]
 
-@dataclass(frozen=True)
-class TensorSpec:
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __str__(self) -> str:
-        return "[" + ", ".join(str(s) for s in self.shape) + "]"
-
-
-ShapeTree = Union[TensorSpec, tuple["ShapeTree", ...], dict[str, "ShapeTree"], None]
-
+Predicate = Callable[[torch.Tensor], bool]
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 
@@ -33,9 +29,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-# These run in the module hooks of every analysed forward: the cheap checks first (a Mapping isinstance goes through
-# the ABC machinery, so lists and tuples, which are never Mappings, are tested before it).
+def is_floating(t: torch.Tensor) -> bool:
+    """Floating point or complex: the tensors whose arithmetic counts."""
+    return t.is_floating_point() or t.is_complex()
+
+
 def spec_of(obj: Any) -> ShapeTree:
+    """The shapes and dtypes of every tensor in ``obj``, in its nesting; anything else is None."""
     if isinstance(obj, torch.Tensor):
         return TensorSpec(tuple(map(int, obj.shape)), _dtype_name(obj.dtype))
     if isinstance(obj, (list, tuple)):
@@ -46,7 +46,7 @@ def spec_of(obj: Any) -> ShapeTree:
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
-    """Every tensor in ``obj`` (nested in tuples, lists, dicts), in order. On the hot path: called for each op."""
+    """Every tensor in ``obj``, in order. On the hot path: called for each op."""
     out: list[torch.Tensor] = []
     _collect(obj, out)
     return out
@@ -61,6 +61,28 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
     elif isinstance(obj, Mapping):
         for v in obj.values():
             _collect(v, out)
+
+
+def first(obj: Any, predicate: Predicate | None = None) -> torch.Tensor | None:
+    """The first tensor in ``obj`` (depth first, in order) for which ``predicate`` holds; None if there is none."""
+    if isinstance(obj, torch.Tensor):
+        return obj if predicate is None or predicate(obj) else None
+    if isinstance(obj, (list, tuple)):
+        values: Any = obj
+    elif isinstance(obj, Mapping):
+        values = obj.values()
+    else:
+        return None
+    for v in values:
+        found = first(v, predicate)
+        if found is not None:
+            return found
+    return None
+
+
+def any_tensor(obj: Any, predicate: Predicate) -> bool:
+    """Whether some tensor in ``obj`` satisfies ``predicate``."""
+    return first(obj, predicate) is not None
 
 
 def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
@@ -88,19 +110,5 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
 
 
 def tensor_bytes(obj: Any) -> int:
+    """Plain bytes of every tensor in ``obj`` (numel x element size; views counted as their own size)."""
     return sum(t.numel() * t.element_size() for t in tensors_in(obj))
-
-
-def describe(tree: ShapeTree, limit: int = 3) -> str:
-    """Short text for tables and messages: '[1, 3, 224, 224]', '[1, 5] [1, 5]', '{logits: [1, 128, 50257], ...}'."""
-    if tree is None:
-        return "-"
-    if isinstance(tree, TensorSpec):
-        return str(tree)
-    if isinstance(tree, dict):
-        shown = [f"{k}: {describe(v, limit)}" for k, v in list(tree.items())[:limit] if v is not None]
-        more = ", ..." if len(tree) > limit else ""
-        return "{" + ", ".join(shown) + more + "}"
-    parts = [describe(v, limit) for v in tree[:limit] if v is not None]
-    more = " ..." if len(tree) > limit else ""
-    return " ".join(parts) + more if parts else "-"

@@ -1,10 +1,10 @@
-"""collect.shapes: the one walk over nested inputs that every copy of the user's inputs goes through."""
+"""trees: the one walk over nested inputs that every copy of the user's inputs goes through."""
 
 from collections import namedtuple
 
 import torch
 
-from torchcost.collect.shapes import map_tensors, tensors_in
+from torchcost.trees import map_tensors, tensors_in
 
 Pair = namedtuple("Pair", "a b")
 

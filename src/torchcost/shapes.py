@@ -1,0 +1,36 @@
+"""Report values for what a module takes or returns: a tensor's shape and dtype (:class:`TensorSpec`), nested in
+tuples and dicts (:data:`ShapeTree`), and their short text (:func:`describe`). Pure data: no torch import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = ["ShapeTree", "TensorSpec", "describe"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(s) for s in self.shape) + "]"
+
+
+ShapeTree = Union[TensorSpec, tuple["ShapeTree", ...], dict[str, "ShapeTree"], None]
+
+
+def describe(tree: ShapeTree, limit: int = 3) -> str:
+    """Short text for tables and messages: '[1, 3, 224, 224]', '[1, 5] [1, 5]', '{logits: [1, 128, 50257], ...}'."""
+    if tree is None:
+        return "-"
+    if isinstance(tree, TensorSpec):
+        return str(tree)
+    if isinstance(tree, dict):
+        shown = [f"{k}: {describe(v, limit)}" for k, v in list(tree.items())[:limit] if v is not None]
+        more = ", ..." if len(tree) > limit else ""
+        return "{" + ", ".join(shown) + more + "}"
+    parts = [describe(v, limit) for v in tree[:limit] if v is not None]
+    more = " ..." if len(tree) > limit else ""
+    return " ".join(parts) + more if parts else "-"
