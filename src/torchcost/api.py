@@ -19,8 +19,7 @@ from torchcost.formulas import REGISTRY, Formula
 from torchcost.formulas.registry import Cost
 from torchcost.inputs import floating_dtype, model_device, model_dtype, prepare_inputs
 from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost, OpCount
-from torchcost.shapes import ShapeTree, describe
-from torchcost.step import (
+from torchcost.run.step import (
     DEFAULT_LOSS_NAME,
     StepOptions,
     Twin,
@@ -32,6 +31,7 @@ from torchcost.step import (
     optimizer_tensors,
     warm_optimizer,
 )
+from torchcost.shapes import ShapeTree, describe
 from torchcost.trees import spec_of, tensor_bytes, tensors_in
 
 __all__ = ["analyze"]

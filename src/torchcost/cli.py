@@ -52,7 +52,7 @@ from torchcost.report import CostReport
 from torchcost.resolve import SOURCES, Resolved, list_names, resolve
 from torchcost.resolve.common import ZOO_HINT, parse_value
 from torchcost.resolve.hf import shipped
-from torchcost.step import OPTIMIZERS
+from torchcost.run.step import OPTIMIZERS
 from torchcost.units import format_bytes, format_int, parse_bytes
 
 __all__ = ["DTYPES", "FORMATS", "analyze_options", "main", "render_comparison", "render_report", "resolve_options"]

@@ -89,7 +89,7 @@ def max_batch_size(
     guess, then a binary search settles it.
     """
     from torchcost.api import analyze
-    from torchcost.step import make_twin
+    from torchcost.run.step import make_twin
 
     budget_bytes = _bytes("budget", budget)
     reserve_bytes = _bytes("reserve", reserve) if reserve is not None else DEFAULT_RESERVE.get(target, 0)
