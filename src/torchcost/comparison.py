@@ -10,20 +10,15 @@ The ratios are the only arithmetic here (value / first model's value); the value
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import nn
-
-from torchcost.api import analyze
 from torchcost.errors import InputError
 from torchcost.report import CostReport
-from torchcost.resolve import Resolved, resolve
 from torchcost.shapes import describe
 
-__all__ = ["COMPARE_SCHEMA_VERSION", "METRICS", "CompareRow", "Comparison", "compare"]
+__all__ = ["COMPARE_SCHEMA_VERSION", "METRICS", "CompareRow", "Comparison", "build_comparison"]
 
 COMPARE_SCHEMA_VERSION = 1
 
@@ -112,61 +107,3 @@ def _unique(names: Sequence[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n} #{seen[n]}")
     return out
-
-
-def compare(
-    *models: str | nn.Module | CostReport | Resolved | tuple[Any, ...],
-    names: Sequence[str] | None = None,
-    input_size: Sequence[int] | Sequence[Sequence[int]] | None = None,
-    batch_size: int | None = None,
-    seq_len: int | None = None,
-    dtype: torch.dtype | None = None,
-    device: str | torch.device | None = None,
-    meta: bool = False,
-    config: Mapping[str, Any] | None = None,
-    kwargs: Mapping[str, Any] | None = None,
-    **analyze_kwargs: Any,
-) -> Comparison:
-    """Analyse each model and put them side by side.
-
-    Each model is a spec string (``"torchvision:resnet50"``, built by :func:`torchcost.resolve.resolve` with
-    ``input_size``, ``batch_size``, ``seq_len``, ``dtype``, ``device``, ``meta``, ``config`` and ``kwargs``), an
-    ``nn.Module`` (analysed with ``input_size``, which it then needs), a ``(module, input, ...)`` tuple, a
-    :class:`~torchcost.resolve.Resolved`, or a :class:`CostReport` already made. ``analyze_kwargs`` go to every
-    :func:`torchcost.analyze` call. ``names`` label the columns (default: the spec's model name or the class name).
-    """
-    if not models:
-        raise InputError("compare() needs at least one model")
-    if names is not None and len(names) != len(models):
-        raise InputError(f"{len(models)} models but {len(names)} names")
-    reports: list[CostReport] = []
-    labels: list[str] = []
-    specs: list[str] = []
-    for item in models:
-        if isinstance(item, CostReport):
-            reports.append(item)
-            labels.append(item.model_type)
-            specs.append("")
-            continue
-        if isinstance(item, str):
-            item = resolve(item, input_size=input_size, batch_size=batch_size, seq_len=seq_len, dtype=dtype,
-                           device=device, meta=meta, config=config, kwargs=kwargs)
-        if isinstance(item, Resolved):
-            reports.append(analyze(item.model, *item.args, kwargs=item.kwargs, **analyze_kwargs))
-            labels.append(item.name)
-            specs.append(item.spec)
-        elif isinstance(item, nn.Module):
-            if input_size is None:
-                raise InputError(f"compare() got a {type(item).__name__} module without inputs: give input_size, "
-                                 f"or pass (module, input) instead")
-            reports.append(analyze(item, input_size=input_size, dtype=dtype, device=device, **analyze_kwargs))
-            labels.append(type(item).__name__)
-            specs.append("")
-        elif isinstance(item, tuple) and item and isinstance(item[0], nn.Module):
-            reports.append(analyze(item[0], *item[1:], **analyze_kwargs))
-            labels.append(type(item[0]).__name__)
-            specs.append("")
-        else:
-            raise InputError(f"compare() takes specs, modules, (module, input) tuples or reports; got "
-                             f"{type(item).__name__}")
-    return build_comparison(reports, list(names) if names is not None else labels, specs)

@@ -16,7 +16,8 @@ reason in one sentence, and the layers that ran before it; the original exceptio
 
 from __future__ import annotations
 
-__all__ = ["DtypeError", "FormulaError", "InputError", "ModelError", "ShapeError", "SpecError", "TorchcostError"]
+__all__ = ["DtypeError", "FormulaError", "InputError", "ModelError", "ShapeError", "SpecError", "TorchcostError",
+           "first_line"]
 
 
 class TorchcostError(Exception):
@@ -65,3 +66,9 @@ class ShapeError(ModelError):
 
 class DtypeError(ModelError):
     """A layer received a tensor whose dtype it cannot take."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

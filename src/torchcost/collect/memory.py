@@ -19,7 +19,7 @@ import sys
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -28,8 +28,10 @@ from torch.overrides import TorchFunctionMode
 from torchcost.collect.scope import ScopeTracker
 from torchcost.trees import tensors_in
 
-__all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "module_tensors"]
+__all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "Phase", "module_tensors"]
 
+# the parts of a run, in order: the forward is all of an inference; a training step adds the other three
+Phase = Literal["forward", "loss", "backward", "optimizer"]
 ALIVE = sys.maxsize  # "died" of a storage still alive when the run ended
 CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries")
 _SCOPE_KEY = "torchcost.module"
@@ -88,7 +90,7 @@ class MemoryTracker:
         self.scope = scope
         self.round_to = max(1, round_to)
         self.device_type = device_type  # count only storages on this device type (None: all)
-        self.phase = "forward"
+        self.phase: Phase = "forward"
         self.closed = False
         self.current = 0
         self.sizes: list[int] = []
@@ -210,9 +212,9 @@ class MemoryTracker:
         """A module starts (called by ScopeTracker): remember where its storages begin."""
         return None if self.closed else len(self.sizes)
 
-    def exit(self, name: str, first: int | None) -> None:
+    def exit(self, name: str, first: object) -> None:
         """The module returned or raised: its activation bytes are the storages it made that are still alive."""
-        if first is None:
+        if not isinstance(first, int):
             return
         kept = sum(self.sizes[u] for u in range(first, len(self.sizes)) if self.died[u] == ALIVE)
         self._activation[name] = self._activation.get(name, 0) + kept

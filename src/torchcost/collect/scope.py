@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 from torch.nn.modules import module as module_mod
@@ -16,7 +16,7 @@ from torch.nn.modules import module as module_mod
 from torchcost.shapes import ShapeTree
 from torchcost.trees import spec_of, tensor_bytes
 
-__all__ = ["Failure", "ModuleCalls", "ScopeTracker"]
+__all__ = ["Failure", "ModuleCalls", "ScopeListener", "ScopeTracker"]
 
 
 @dataclass
@@ -35,15 +35,27 @@ class Failure:
     ran_before: tuple[str, ...]
 
 
+class ScopeListener(Protocol):
+    """A collector that follows module calls on the tracker's frames rather than hooks of its own."""
+
+    def enter(self, name: str) -> object:
+        """Module ``name`` starts; the value returned comes back to :meth:`exit` as ``mark``."""
+
+    def exit(self, name: str, mark: object) -> None:
+        """Module ``name`` returned or raised."""
+
+
 @dataclass
 class ScopeTracker:
+    """Which module is running (a stack of frames, by state_dict name), what each module took and returned, and the
+    innermost module a failing forward raised in. ``install()`` adds torch's global module hooks for one run,
+    ``remove()`` takes them away (the Recording does both)."""
+
     model: nn.Module
     names: dict[int, str] = field(init=False)
     types: dict[str, str] = field(init=False)
-    stack: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
-    # other collectors that follow module calls (memory): ``enter(name) -> mark`` when a module starts, and
-    # ``exit(name, mark)`` when it returns or raises, on this tracker's frames rather than hooks of their own
-    listeners: list[Any] = field(default_factory=list)
+    stack: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list)
+    listeners: list[ScopeListener] = field(default_factory=list)
     calls: dict[str, ModuleCalls] = field(default_factory=dict)
     completed: list[str] = field(default_factory=list)
     failure: Failure | None = None

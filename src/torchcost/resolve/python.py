@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.errors import SpecError
+from torchcost.errors import SpecError, first_line
 from torchcost.resolve.common import (
     BuildOptions,
     Resolved,
@@ -55,13 +55,8 @@ def load_file(path_text: str) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise SpecError(f"{path_text} raised {type(exc).__name__} while loading: {_first_line(exc)}") from exc
+        raise SpecError(f"{path_text} raised {type(exc).__name__} while loading: {first_line(exc)}") from exc
     return module
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _candidates(module: ModuleType) -> list[str]:
@@ -110,9 +105,9 @@ def build_module(module_name: str, attr: str, opts: BuildOptions) -> Resolved:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SpecError(f"cannot import {module_name!r} for {module_name}:{attr}: {_first_line(exc)}") from exc
+        raise SpecError(f"cannot import {module_name!r} for {module_name}:{attr}: {first_line(exc)}") from exc
     except Exception as exc:
-        raise SpecError(f"{module_name} raised {type(exc).__name__} on import: {_first_line(exc)}") from exc
+        raise SpecError(f"{module_name} raised {type(exc).__name__} on import: {first_line(exc)}") from exc
     return _build(_lookup(module, attr, module_name), f"{module_name}:{attr}", attr, opts)
 
 
@@ -131,7 +126,7 @@ def _build(obj: Any, spec: str, name: str, opts: BuildOptions) -> Resolved:
         except SpecError:
             raise
         except Exception as exc:
-            raise SpecError(f"{spec} raised {type(exc).__name__} when called: {_first_line(exc)}") from exc
+            raise SpecError(f"{spec} raised {type(exc).__name__} when called: {first_line(exc)}") from exc
     else:
         raise SpecError(f"{spec} is a {type(obj).__name__}, not an nn.Module class or factory")
     inputs: Any = None

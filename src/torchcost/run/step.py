@@ -25,7 +25,7 @@ import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,8 +33,25 @@ from torch import nn
 from torchcost.errors import InputError
 from torchcost.trees import first, map_tensors, tensors_in
 
-__all__ = ["AMP_DTYPES", "OPTIMIZERS", "StepOptions", "Twin", "default_loss", "make_optimizer", "make_twin",
-           "optimizer_tensors", "warm_optimizer"]
+__all__ = [
+    "AMP_DTYPES",
+    "OPTIMIZERS",
+    "Method",
+    "Mode",
+    "StepOptions",
+    "Twin",
+    "TwinMethod",
+    "default_loss",
+    "make_optimizer",
+    "make_twin",
+    "optimizer_tensors",
+    "warm_optimizer",
+]
+
+Mode = Literal["eval", "train"]
+# how a run is done: on the model itself ("real"), or on a twin of meta tensors, fake tensors or a real copy
+Method = Literal["real", "meta", "fake", "copy"]
+TwinMethod = Literal["meta", "fake", "copy"]
 
 # name -> (class, keyword arguments); SGD is the momentum variant (its momentum buffer is the state)
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
@@ -49,8 +66,8 @@ TARGETS = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class StepOptions:
-    mode: str = "eval"
-    optimizer: Any = None  # "adamw" | "adam" | "sgd" | an Optimizer instance | None (train: "adamw")
+    mode: Mode = "eval"
+    optimizer: str | torch.optim.Optimizer | None = None  # a name of OPTIMIZERS or an instance; None in eval
     loss_fn: Callable[[Any], torch.Tensor] | None = None
     amp: str | None = None
     target: str = "cpu"
@@ -91,7 +108,7 @@ class Twin:
     model: nn.Module
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    method: str  # "meta" | "fake" | "copy"
+    method: TwinMethod
     device: torch.device  # the device its tensors claim
     params: dict[int, nn.Parameter] = field(default_factory=dict)  # id(user's parameter) -> twin's
     fake_mode: Any = None
@@ -100,7 +117,7 @@ class Twin:
         return self.fake_mode if self.fake_mode is not None else contextlib.nullcontext()
 
 
-def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: str,
+def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], method: TwinMethod,
               device: torch.device) -> Twin:
     """``method`` "meta": meta tensors; "fake": fake tensors on ``device``; "copy": a real deep copy."""
     convert: Callable[[torch.Tensor], torch.Tensor]

@@ -1,0 +1,102 @@
+"""Composite ops priced as a whole: scaled dot-product attention and the RNNs.
+
+Their lowering to aten ops depends on the backend (one fused kernel on CPU/CUDA, the math decomposition on meta), so
+they are caught one level up, as torch functions, priced by their own formula, and the aten ops they run inside are
+marked "enclosed" instead of being counted again. The result is the same count on CPU, CUDA and meta.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
+
+from torchcost.collect.ops import OpCollector
+from torchcost.formulas.registry import OpCall
+
+__all__ = ["COMPOSITES", "CompositeCatcher"]
+
+_F = torch._C._VariableFunctions
+# torch.overrides.redispatch_function's primitive (newer torch): call a function past one __torch_function__ hop
+_REDISPATCH: Callable[..., Any] | None = getattr(torch._C, "_skip_one_hop_torch_function", None)
+# function object -> (aten op key, the schema its arguments bind to)
+COMPOSITES: dict[Callable[..., Any], tuple[str, Any]] = {
+    torch._C._nn.scaled_dot_product_attention: (
+        "aten::scaled_dot_product_attention", torch.ops.aten.scaled_dot_product_attention.default._schema),
+    _F.lstm: ("aten::lstm", None),
+    _F.gru: ("aten::gru", None),
+    _F.rnn_tanh: ("aten::rnn_tanh", None),
+    _F.rnn_relu: ("aten::rnn_relu", None),
+    _F.lstm_cell: ("aten::lstm_cell", None),
+    _F.gru_cell: ("aten::gru_cell", None),
+    _F.rnn_tanh_cell: ("aten::rnn_tanh_cell", None),
+    _F.rnn_relu_cell: ("aten::rnn_relu_cell", None),
+}
+
+
+class _Kind(enum.Enum):
+    PLAIN = "plain"  # neither: passed straight on (nearly every function a forward calls)
+    COMPOSITE = "composite"  # in COMPOSITES: priced whole
+    REENTER = "reenter"  # a Python function of torch.nn.functional: its body runs with this mode back on
+
+
+def _classify(func: Callable[..., Any]) -> _Kind:
+    if func in COMPOSITES:
+        return _Kind.COMPOSITE
+    if inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional":
+        return _Kind.REENTER
+    return _Kind.PLAIN
+
+
+class CompositeCatcher(TorchFunctionMode):
+    """Prices the composite ops in COMPOSITES as a whole; the aten ops they lower to are marked enclosed."""
+
+    def __init__(self, ops: OpCollector) -> None:
+        super().__init__()
+        self.ops = ops
+        self._kinds: dict[Callable[..., Any], _Kind] = {}
+        self._inside: set[Callable[..., Any]] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kind = self._kinds.get(func)
+        if kind is None:
+            kind = self._kinds[func] = _classify(func)
+        if kind is _Kind.PLAIN or self.ops.enclosed_depth:  # the hot path
+            return func(*args, **kwargs) if kwargs else func(*args)
+        kwargs = kwargs or {}
+        if kind is _Kind.COMPOSITE:
+            return self._price_whole(func, args, kwargs) if self.ops.counting else func(*args, **kwargs)
+        return self._reenter(func, types, args, kwargs)
+
+    def _price_whole(self, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+        with self.ops.enclosing():
+            out = func(*args, **kwargs)
+        key, schema = COMPOSITES[func]
+        self.ops.on_composite(key, OpCall(key, tuple(args), kwargs, out, schema))
+        return out
+
+    def _reenter(self, func: Callable[..., Any], types: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        # A Python-level function of torch.nn.functional (multi_head_attention_forward, ...). torch pops this mode
+        # while it runs, so composites it calls inside (the F.scaled_dot_product_attention in MHA) would reach the
+        # dispatcher as whatever kernel the device picks: one fused op on CPU/CUDA, the math decomposition on meta.
+        # Run its body with the mode back on, so they are caught and priced the same everywhere; a function already
+        # being re-entered is called plainly, so nothing can recurse.
+        if func in self._inside:
+            return func(*args, **kwargs)
+        if _REDISPATCH is not None:
+            self._inside.add(func)
+            try:
+                with self:
+                    return _REDISPATCH(func, types, args, kwargs)
+            finally:
+                self._inside.discard(func)
+        if func is F.multi_head_attention_forward:  # torch without redispatch: pin the math kernel instead
+            with sdpa_kernel(SDPBackend.MATH):
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)

@@ -1,0 +1,94 @@
+"""The Recording: one object owns a run's collectors, installs them in the one correct order, takes them away in
+``finally``, and says which phase of the run is going on.
+
+    with Recording(model, registry, memory=tracker, train=True) as rec:
+        with rec.phase("forward"):
+            out = model(x)
+        with rec.phase("loss"):
+            loss = loss_fn(out)
+        with rec.phase("backward"):
+            loss.backward()
+
+The order matters: the scope hooks go in first (every other collector asks the scope which module runs), then the
+modes from the outside in: MemoryMode (tags autograd nodes with their module, picks the target's kernels on meta),
+CompositeCatcher (prices attention and RNNs whole) and innermost DispatchCollector (sees every aten op). The
+phase decides what the collectors do with what they see: FLOPs are counted in the forward only, memory is followed
+through all phases, and module scope ends with the forward (backward ops take their module from autograd nodes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from torch import nn
+
+from torchcost.collect.composites import CompositeCatcher
+from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
+from torchcost.collect.ops import DispatchCollector, OpCollector
+from torchcost.collect.scope import ScopeTracker
+from torchcost.formulas.registry import FormulaRegistry
+
+__all__ = ["MemorySettings", "Phase", "Recording"]
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    round_to: int = 1
+    device_type: str | None = None
+
+
+class Recording:
+    """The collectors of one run: ``scope`` (module calls), ``ops`` (FLOPs) and ``memory`` (None: not measured).
+
+    ``memory`` holds the memory tracker's settings: ``round_to`` (allocator block size) and ``device_type`` (count
+    storages on that device type only; None: all). ``train`` says a training step runs (backward ops get tagged
+    with their module); ``emulate`` names the device type whose kernels meta tensors stand in for ("cpu"/"cuda";
+    None on real and fake tensors).
+    """
+
+    def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
+                 train: bool = False, emulate: str | None = None) -> None:
+        self.scope = ScopeTracker(model)
+        self.ops = OpCollector(registry, self.scope)
+        self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type)
+                       if memory is not None else None)
+        self._train = train
+        self._emulate = emulate
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Recording:
+        stack = self._stack
+        stack.callback(self._finish)
+        if self.memory is not None:
+            self.scope.listeners.append(self.memory)
+        self.scope.install()
+        # MemoryMode only has work in a training step (tagging backward scopes) or on meta (picking the target's
+        # kernels); otherwise it would be a pass-through costing a Python call per torch function.
+        if self._train or self._emulate is not None:
+            stack.enter_context(MemoryMode(self.memory, tag=self._train, target=self._emulate))
+        stack.enter_context(CompositeCatcher(self.ops))
+        stack.enter_context(DispatchCollector(self.ops, self.memory))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stack.close()
+
+    def _finish(self) -> None:
+        self.ops.counting = True
+        self.scope.remove()
+        if self.memory is not None:
+            self.memory.close()
+
+    @contextlib.contextmanager
+    def phase(self, name: Phase) -> Iterator[None]:
+        """Run one phase: ops are counted in "forward" only; module scope ends when the forward and loss are over."""
+        self.ops.counting = name == "forward"
+        if self.memory is not None:
+            self.memory.phase = name
+        if name in ("backward", "optimizer"):
+            self.scope.remove()
+        yield

@@ -1,0 +1,167 @@
+"""The report, assembled from what one run saw (a :class:`~torchcost.run.execute.Ran`): the module tree with each
+module's own and rolled-up counts, parameters, shapes and memory, the op totals, and the memory record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from torchcost._version import __version__
+from torchcost.collect.memory import MemoryTrace
+from torchcost.collect.ops import OpCollector
+from torchcost.collect.scope import ModuleCalls, ScopeTracker
+from torchcost.inputs import floating_dtype
+from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost
+from torchcost.run.execute import Ran
+from torchcost.shapes import ShapeTree
+from torchcost.trees import spec_of, tensor_bytes
+
+__all__ = ["build_report"]
+
+_Tensors = dict[int, torch.Tensor]
+
+
+def _numel(tensors: Mapping[int, torch.Tensor]) -> int:
+    return sum(t.numel() for t in tensors.values())
+
+
+def _nbytes(tensors: Mapping[int, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@dataclass
+class _Tree:
+    """What building the module tree needs, gathered once for the whole model."""
+
+    scope: ScopeTracker
+    ops: OpCollector
+    trace: MemoryTrace | None
+    named: dict[str, nn.Module]
+    owners: dict[int, set[str]]  # id(parameter) -> every module name that holds it
+
+    @classmethod
+    def of(cls, model: nn.Module, scope: ScopeTracker, ops: OpCollector, trace: MemoryTrace | None) -> _Tree:
+        owners: dict[int, set[str]] = {}
+        for mod_name, module in model.named_modules(remove_duplicate=False):
+            for p in module._parameters.values():
+                if p is not None:
+                    owners.setdefault(id(p), set()).add(mod_name)
+        return cls(scope, ops, trace, dict(model.named_modules()), owners)
+
+    def build(self, name: str, module: nn.Module, depth: int) -> tuple[ModuleCost, _Tensors, _Tensors]:
+        """The node of ``module`` and its subtree's distinct parameters and buffers (gathered from the children's:
+        one pass over the tree, not a module.parameters() walk per module)."""
+        params: _Tensors = {id(p): p for p in module._parameters.values() if p is not None}
+        buffers: _Tensors = {id(b): b for b in module._buffers.values() if b is not None}
+        children = []
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if self.named.get(full) is child:
+                node, child_params, child_buffers = self.build(full, child, depth + 1)
+                children.append(node)
+            else:  # a module object already built under another name: its tensors still belong to this subtree
+                child_params = {id(p): p for p in child.parameters()}
+                child_buffers = {id(b): b for b in child.buffers()}
+            params.update(child_params)
+            buffers.update(child_buffers)
+        return self._node(name, module, depth, tuple(children), params, buffers), params, buffers
+
+    def _shared(self, name: str, params: _Tensors) -> int:
+        """Parameters of this subtree that some module outside it also holds."""
+        prefix = name + "."
+
+        def inside(owner: str) -> bool:
+            return owner in self.named and (not name or owner == name or owner.startswith(prefix))
+
+        return sum(p.numel() for pid, p in params.items() if any(not inside(o) for o in self.owners.get(pid, ())))
+
+    def _memory(self, name: str, children: tuple[ModuleCost, ...], params: _Tensors,
+                buffers: _Tensors) -> dict[str, int]:
+        if self.trace is None:
+            return {}
+        return {
+            "param_bytes": _nbytes(params),
+            "buffer_bytes": _nbytes(buffers),
+            "activation_bytes": self.trace.module_activation.get(name, 0),
+            "peak_memory": max((self.trace.module_peak.get(name, 0), *(c.peak_memory for c in children))),
+        }
+
+    def _node(self, name: str, module: nn.Module, depth: int, children: tuple[ModuleCost, ...], params: _Tensors,
+              buffers: _Tensors) -> ModuleCost:
+        ops = self.ops.module_ops(name)
+        self_macs = sum(o.macs for o in ops)
+        self_flops = sum(o.flops for o in ops)
+        calls = self.scope.calls.get(name, ModuleCalls())
+        return ModuleCost(
+            name=name, type=type(module).__name__, depth=depth,
+            params=_numel(params),
+            trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
+            shared_params=self._shared(name, params),
+            buffers=_numel(buffers),
+            calls=calls.calls, input_shape=calls.input_spec, output_shape=calls.output_spec,
+            output_bytes=calls.output_bytes,
+            macs=self_macs + sum(c.macs for c in children), flops=self_flops + sum(c.flops for c in children),
+            self_macs=self_macs, self_flops=self_flops, ops=ops, uncounted=self.ops.module_uncounted(name),
+            children=children, **self._memory(name, children, params, buffers),
+        )
+
+
+def _uncalled(named: dict[str, nn.Module], calls: dict[str, ModuleCalls]) -> tuple[str, ...]:
+    """Modules that never ran, neither themselves nor any module below them."""
+    return tuple(n for n in named if n and n not in calls and not any(c.startswith(n + ".") for c in calls))
+
+
+def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
+    """The CostReport of a run (``device`` and ``mode`` as the user asked for them)."""
+    model, scope, ops = ran.model, ran.recording.scope, ran.recording.ops
+    trace = ran.recording.memory.trace() if ran.recording.memory is not None else None
+    tree = _Tree.of(model, scope, ops, trace)
+    root = tree.build("", model, 0)[0]
+    params = {id(p): p for p in model.parameters()}
+    buffers: _Tensors = {id(b): b for b in model.buffers()}
+    leaves = {n for n, m in tree.named.items() if not any(True for _ in m.children())}
+    inputs: ShapeTree = spec_of((*ran.args, *ran.kwargs.values())) if ran.kwargs else spec_of(ran.args)
+    dtype = floating_dtype(model)
+    return CostReport(
+        model_type=type(model).__name__, root=root,
+        params=_numel(params), trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
+        buffers=_numel(buffers), macs=root.macs, flops=root.flops,
+        input_shape=inputs, input_bytes=tensor_bytes((ran.args, list(ran.kwargs.values()))),
+        param_bytes=_nbytes(params), buffer_bytes=_nbytes(buffers),
+        activation_bytes=sum(c.output_bytes for n, c in scope.calls.items() if n in leaves),
+        ops=ops.totals(), uncounted=ops.uncounted_totals(), free_ops=ops.free_totals(),
+        enclosed_ops=ops.enclosed_totals(), formula_errors=tuple(sorted(ops.formula_errors.items())),
+        uncalled=_uncalled(tree.named, scope.calls),
+        device=str(device), dtype=str(dtype).removeprefix("torch.") if dtype is not None else "none", mode=mode,
+        torch_version=torch.__version__, torchcost_version=__version__,
+        memory=_memory_report(trace, ran) if trace is not None else None,
+    )
+
+
+def _memory_report(trace: MemoryTrace, ran: Ran) -> MemoryReport:
+    i = trace.peak_index
+    return MemoryReport(
+        mode=ran.options.mode,
+        peak_bytes=trace.peak_bytes,
+        peak_phase=trace.phases[i] if i >= 0 else "",
+        peak_op=trace.ops[i] if i >= 0 else "",
+        peak_module=trace.modules[i] if i >= 0 else "",
+        peak_index=i,
+        at_peak=MemoryBreakdown(**trace.breakdown),
+        start_bytes=trace.start_bytes,
+        end_bytes=trace.end_bytes,
+        gradient_bytes=ran.gradient_bytes,
+        optimizer_state_bytes=ran.optimizer_state_bytes,
+        optimizer=ran.optimizer,
+        loss=ran.loss,
+        amp=ran.options.amp or "",
+        target=ran.options.target,
+        method=ran.method,
+        round_to=ran.options.round_to,
+        timeline=MemoryTimeline(trace.ops, trace.modules, trace.phases, trace.alive),
+    )
+
+

@@ -1,0 +1,86 @@
+"""Turning a failing forward or training step into one readable error that names the layer.
+
+A forward that raises becomes a :class:`~torchcost.errors.ModelError` (a ShapeError or DtypeError when the reason
+says so) naming the innermost module that raised (its state_dict name and type), the input it got, the reason in
+one line and the layers that ran before it. A failing loss, backward or optimizer step says which phase failed.
+Errors torchcost raises on purpose pass through unchanged; the original exception is chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from torch import nn
+
+from torchcost.collect.scope import ScopeTracker
+from torchcost.errors import DtypeError, ModelError, ShapeError, TorchcostError, first_line
+from torchcost.shapes import describe
+
+__all__ = ["forward_failures", "step_failure", "step_failures", "wrap_failure"]
+
+_DTYPE_WORDS = ("dtype", "scalar type", "expected tensor for argument", "must have the same type",
+                "should be the same", "index tensor", "not implemented for")
+_SHAPE_WORDS = ("shape", "size", "dimension", "dim ", "kernel", "channels", "groups", "cannot be multiplied",
+                "expected input", "expected 2d", "expected 3d", "expected 4d", "expected 5d", "out of range",
+                "expected more than 1 value", "non-empty", "reduction dim")  # meta kernels: "same reduction dim"
+
+
+def _reason(exc: BaseException) -> str:
+    return first_line(exc).rstrip(".")
+
+
+def _error_class(reason: str) -> type[ModelError]:
+    lowered = reason.lower()
+    if any(w in lowered for w in _DTYPE_WORDS):
+        return DtypeError
+    if any(w in lowered for w in _SHAPE_WORDS):
+        return ShapeError
+    return ModelError
+
+
+def wrap_failure(exc: Exception, scope: ScopeTracker, model: nn.Module) -> ModelError:
+    """The error for a forward that raised ``exc``, from where the scope saw it happen."""
+    failure = scope.failure
+    reason = _reason(exc)
+    ran: tuple[str, ...] = ()
+    if failure is None:  # failed before any module scope (should not happen: the model itself is a module)
+        name, type_name, inputs = "", type(model).__name__, "?"
+    else:
+        name, type_name, ran = failure.name, failure.type, failure.ran_before
+        inputs = describe(failure.input_spec) if failure.input_spec else "(keyword arguments only)"
+    where = f"layer '{name}' ({type_name})" if name else f"the forward of {type_name} itself"
+    shown: list[str] = list(dict.fromkeys(ran))
+    before = ", ".join(f"{n} ({scope.types[n]})" for n in shown[-8:]) if shown else "none"
+    if len(shown) > 8:
+        before = f"{len(shown) - 8} more, then " + before
+    message = f"{where} failed on input {inputs}: {reason}. Layers that ran before it: {before}."
+    return _error_class(reason)(message, layer=name, layer_type=type_name, input_shapes=inputs, reason=reason,
+                                ran_before=tuple(shown))
+
+
+def step_failure(phase: str, exc: Exception) -> ModelError:
+    reason = _reason(exc)
+    return ModelError(f"the training step failed in {phase}: {reason}", reason=reason)
+
+
+@contextlib.contextmanager
+def forward_failures(scope: ScopeTracker, model: nn.Module) -> Iterator[None]:
+    """Inside, an exception from the model's forward becomes the error :func:`wrap_failure` makes."""
+    try:
+        yield
+    except TorchcostError:
+        raise
+    except Exception as exc:
+        raise wrap_failure(exc, scope, model) from exc
+
+
+@contextlib.contextmanager
+def step_failures(phase: str) -> Iterator[None]:
+    """Inside, an exception from ``phase`` of a training step becomes the error :func:`step_failure` makes."""
+    try:
+        yield
+    except TorchcostError:
+        raise
+    except Exception as exc:
+        raise step_failure(phase, exc) from exc

@@ -1,0 +1,88 @@
+"""How a run is done, decided before it starts: on the model itself, or on a twin.
+
+When does ``analyze`` run on a copy? Exactly here:
+
+* **eval** runs the model itself ("real") when the memory target is the model's own device type, or the model is on
+  meta (no autocast). Otherwise it runs on a twin: "meta" tensors, or "fake" tensors where ``amp=`` needs
+  ``torch.autocast``, which meta tensors cannot do.
+* **train** never touches the user's weights: a CPU or CUDA model whose target is its own device type runs on
+  "fake" tensors on that device (so device-specific kernels are chosen as there); anything else on "meta" (or "fake"
+  for autocast).
+* A twin of fake tensors that fails because its tensors hold no data (a forward with data-dependent Python control
+  flow, :func:`is_fake_trouble`) is retried once on a real "copy" on the real device, when the copy fits in half the
+  memory available (:func:`check_room_for_copy`); a model that simply fails is not retried.
+
+Twins are made in :mod:`torchcost.run.step`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from torchcost.errors import ModelError
+from torchcost.run.step import Method, StepOptions, TwinMethod
+
+__all__ = ["check_room_for_copy", "choose_method", "default_target", "is_fake_trouble", "retry_on_copy",
+           "twin_device"]
+
+_FAKE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "datadependent", "dynamicoutputshape")
+
+
+def default_target(device: torch.device) -> str:
+    """The device type whose allocation behaviour memory follows when none is given: "cuda" for a meta model."""
+    return "cuda" if device.type in ("cuda", "meta") else "cpu"
+
+
+def choose_method(device: torch.device, options: StepOptions) -> Method:
+    """"real" (the model itself), or on a twin: "fake" (fake tensors on the model's device, or on the CPU where
+    autocast is needed and meta cannot autocast) or "meta"."""
+    same = device.type == options.target
+    if options.mode == "eval":
+        if same or (device.type == "meta" and not options.amp):
+            return "real"
+        return "fake" if options.amp else "meta"
+    if same and device.type in ("cpu", "cuda"):
+        return "fake"
+    return "fake" if options.amp else "meta"
+
+
+def twin_device(method: TwinMethod, run_device: torch.device) -> torch.device:
+    """The device a twin's tensors claim: the run's own for fake tensors on cpu/cuda, else the CPU."""
+    return run_device if method == "fake" and run_device.type in ("cpu", "cuda") else torch.device("cpu")
+
+
+def is_fake_trouble(exc: BaseException) -> bool:
+    """Whether a twin run failed because its tensors hold no data (not because the model is wrong)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        module = type(cause).__module__
+        if module.startswith(("torch._subclasses", "torch.fx.experimental")):
+            return True
+        if any(w in f"{type(cause).__name__}: {cause}".lower() for w in _FAKE_WORDS):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def retry_on_copy(method: Method, run_device: torch.device, exc: ModelError) -> bool:
+    """Whether a failed twin run is retried on a real copy of the model."""
+    return method == "fake" and run_device.type != "meta" and is_fake_trouble(exc)
+
+
+def check_room_for_copy(model: nn.Module, options: StepOptions, exc: ModelError) -> None:
+    """A real copy needs the weights again, plus gradients and optimizer state in a training step: refuse it when
+    that would not fit in half the memory available (CPU models; /proc/meminfo), rather than exhaust the machine."""
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    need = weights * (4 if options.mode == "train" else 1)
+    available = None
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    if available is not None and need > available // 2:
+        raise ModelError(
+            f"the model cannot run on fake tensors ({exc.reason}) and a real copy for the measurement would need "
+            f"about {need / 2**30:.1f} GiB, more than half the {available / 2**30:.1f} GiB available; make its "
+            f"forward independent of tensor values, or analyse it with mode='eval'", reason=exc.reason) from exc
