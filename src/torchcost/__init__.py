@@ -13,8 +13,8 @@ import warnings
 # torch warns at import when numpy is absent; torchcost never needs numpy, so keep that one message off the console.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
-from torchcost.api import analyze  # noqa: E402
-from torchcost.comparison import compare  # noqa: E402
+from torchcost._version import __version__  # noqa: E402
+from torchcost.api import analyze, compare  # noqa: E402
 from torchcost.compat import profile, summary  # noqa: E402
 from torchcost.errors import (  # noqa: E402
     DtypeError,
@@ -29,8 +29,6 @@ from torchcost.fit import BatchFit, max_batch_size  # noqa: E402
 from torchcost.formulas import Cost, OpCall, register_formula  # noqa: E402
 from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount  # noqa: E402
 from torchcost.shapes import TensorSpec  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BatchFit",
