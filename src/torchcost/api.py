@@ -16,10 +16,12 @@ from torch import nn
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
-from torchcost.inputs import model_device, model_dtype, prepare_inputs
+from torchcost.inputs import model_dtype, prepare_inputs, run_device_for
 from torchcost.report import CostReport
 from torchcost.resolve import Resolved, resolve
 from torchcost.run.build import build_report
+from torchcost.run.checks import refuse_unsupported
+from torchcost.run.concurrency import exclusive
 from torchcost.run.execute import run
 from torchcost.run.plan import default_target
 from torchcost.run.step import Mode, StepOptions, check_options
@@ -70,14 +72,16 @@ def analyze(
         raise InputError(f"analyze() needs an nn.Module as its first argument, got {type(model).__name__}")
     if mode not in _MODES:
         raise InputError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
-    run_device = torch.device(device) if device is not None else model_device(model)
-    call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
-    registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
+    run_device = run_device_for(device, model)
     check_options(mode, optimizer, loss_fn, amp, target)
     step_optimizer = (optimizer if optimizer is not None else "adamw") if mode == "train" else None
     options = StepOptions(mode, step_optimizer, loss_fn, amp, target or default_target(run_device))
-    ran = run(model, call_args, call_kwargs, registry, options, memory, run_device)
-    return build_report(ran, run_device, mode)
+    refuse_unsupported(model, options)
+    registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
+    with exclusive():
+        call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
+        ran = run(model, call_args, call_kwargs, registry, options, memory, run_device)
+        return build_report(ran, run_device, mode)
 
 
 def compare(

@@ -16,7 +16,7 @@ from torchcost.errors import InputError
 from torchcost.trees import map_tensors
 
 __all__ = ["Shape", "float_input", "floating_dtype", "input_dtypes", "int_input", "is_shape", "model_device",
-           "model_dtype", "normalize_sizes", "own_copy", "prepare_inputs", "random_input"]
+           "model_dtype", "normalize_sizes", "own_copy", "prepare_inputs", "random_input", "run_device_for"]
 
 Shape = tuple[int, ...]
 
@@ -52,6 +52,13 @@ def floating_dtype(model: nn.Module) -> torch.dtype | None:
         if t.is_floating_point():
             return t.dtype
     return None
+
+
+def run_device_for(device: object, model: nn.Module) -> torch.device:
+    """The device a run happens on: ``device`` as given (None: the model's own)."""
+    if device is None:
+        return model_device(model)
+    return torch.device(device)  # type: ignore[call-overload]
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

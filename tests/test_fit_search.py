@@ -1,0 +1,135 @@
+"""search_largest, the batch search behind max_batch_size, against synthetic peaks: no torch, no analysis.
+
+``run`` asks the search for the largest batch whose peak is within ``budget`` (no allowance, so ``room`` is the
+budget itself) and records, in order, every distinct batch the search checked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from torchcost.fit import Allowance, search_largest
+
+
+def run(peak: Callable[[int], int], budget: int, limit: int = 1 << 20) -> tuple[int, bool, list[int]]:
+    probed: list[int] = []
+
+    def fits(b: int) -> bool:
+        if b not in probed:
+            probed.append(b)
+        return peak(b) <= budget
+
+    def peak_at(b: int) -> int:
+        assert b in probed, f"peak_at({b}) before fits({b})"  # max_batch_size only has the peaks it analyzed
+        return peak(b)
+
+    batch, at_limit = search_largest(fits, peak_at, budget, limit)
+    return batch, at_limit, probed
+
+
+def line(b: int) -> int:
+    return 1000 + 10 * b
+
+
+def test_straight_line_settles_in_six_probes() -> None:
+    # peak(b) = 1000 + 10*b <= 1500  ->  b <= 50
+    batch, at_limit, probed = run(line, 1500)
+    assert (batch, at_limit) == (50, False)
+    assert 50 in probed and 51 in probed  # the answer is proven: 50 fits, 51 was checked and does not
+    assert len(probed) <= 6
+
+
+def test_straight_line_off_the_grid() -> None:
+    # peak(b) = 8_008_000 + 12_000*b <= 8_008_000 + 12_000*100 + 5_000  ->  b <= 100 + 5/12  ->  b <= 100
+    batch, _, probed = run(lambda b: 8_008_000 + 12_000 * b, 8_008_000 + 12_000 * 100 + 5_000)
+    assert batch == 100 and {100, 101} <= set(probed) and len(probed) <= 6
+
+
+def steeper_after_40(b: int) -> int:
+    return 1000 + 10 * b if b <= 40 else 1400 + 30 * (b - 40)
+
+
+def flatter_after_10(b: int) -> int:
+    return 100 * b if b <= 10 else 1000 + (b - 10)
+
+
+def staircase(b: int) -> int:
+    return 1000 + 100 * math.ceil(b / 8)  # an allocator rounding each batch of 8 samples up to one block
+
+
+def steeper_at_100_200_300(b: int) -> int:
+    # slopes 10, 20, 40, 80: each secant across a knee lands short, so the search must bisect
+    return 1000 + 10 * b + 10 * max(0, b - 100) + 20 * max(0, b - 200) + 40 * max(0, b - 300)
+
+
+@pytest.mark.parametrize(("peak", "budget", "expected"), [
+    # b <= 40 peaks at 1400 <= 2000; beyond, 1400 + 30*(b-40) <= 2000  ->  b - 40 <= 20  ->  b <= 60
+    (steeper_after_40, 2000, 60),
+    # b <= 10 peaks at 1000 <= 1500; beyond, 1000 + (b-10) <= 1500  ->  b <= 510
+    (flatter_after_10, 1500, 510),
+    # 1000 + 100*ceil(b/8) <= 2000  ->  ceil(b/8) <= 10  ->  b <= 80
+    (staircase, 2000, 80),
+    # on (200, 300]: 1000 + 10*b + 10*(b-100) + 20*(b-200) = 40*b - 4000 <= 6000  ->  b <= 250 (peak(200) = 4000)
+    (steeper_at_100_200_300, 6000, 250),
+])
+def test_bent_peaks_get_the_exact_boundary(peak: Callable[[int], int], budget: int, expected: int) -> None:
+    batch, at_limit, probed = run(peak, budget)
+    assert (batch, at_limit) == (expected, False)
+    assert expected in probed and expected + 1 in probed
+    assert len(probed) <= 16  # a few analyses, not a scan
+
+
+def test_limit_respected_and_reported() -> None:
+    # the boundary is 50 (peak(b) = 1000 + 10*b <= 1500), beyond the limit of 32
+    batch, at_limit, probed = run(line, 1500, limit=32)
+    assert (batch, at_limit) == (32, True)
+    assert max(probed) == 32
+
+
+def test_limit_one() -> None:
+    # peak(1) = 1010 <= 1500: batch 1 fits, and the limit forbids asking about 2
+    assert run(line, 1500, limit=1) == (1, True, [1])
+
+
+def test_limit_above_the_boundary_is_not_reached() -> None:
+    # boundary 50 (as above) < limit 64
+    assert run(line, 1500, limit=64)[:2] == (50, False)
+
+
+def test_nothing_fits() -> None:
+    # peak(1) = 1010 > 1009
+    assert run(line, 1009) == (0, False, [1])
+
+
+def test_only_one_fits() -> None:
+    # peak(1) = 1010 <= 1015 < 1020 = peak(2)
+    assert run(line, 1015) == (1, False, [1, 2])
+
+
+@pytest.mark.parametrize("peak", [lambda b: 1000, lambda b: max(0, 1000 - b)], ids=["flat", "falling"])
+def test_peak_that_does_not_rise_gallops_to_the_limit(peak: Callable[[int], int]) -> None:
+    # peak(b) <= 1000 <= 1500 for every b: no line through two probes reaches the budget, so the batch doubles
+    # from 2 (4, 8, ..., 512) and stops at the limit, 1000
+    assert run(peak, 1500, limit=1000) == (1000, True, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000])
+
+
+def test_allowance_decides_what_fits() -> None:
+    allowance = Allowance(reserve=100, fragmentation=0.25)
+    # needed(p) = ceil(1.25*p) + 100; with p = 200 + 8*b: 250 + 10*b + 100 <= 1350  ->  b <= 100
+
+    def peak(b: int) -> int:
+        return 200 + 8 * b
+
+    batch, at_limit = search_largest(lambda b: allowance.needed(peak(b)) <= 1350, peak, allowance.room(1350), 1 << 20)
+    assert (batch, at_limit) == (100, False)
+
+
+def test_allowance_formula() -> None:
+    allowance = Allowance(reserve=2**30, fragmentation=0.25)
+    assert allowance.needed(1001) == 1252 + 2**30  # 1.25 * 1001 = 1251.25, rounded up
+    assert allowance.needed(0) == 2**30
+    assert allowance.room(2**30 + 1250) == 1000.0  # (budget - reserve) / 1.25
+    assert Allowance(0, 0.0).needed(123) == 123
