@@ -17,9 +17,18 @@ from torch import nn
 CASES = [c for c in analytic_cases() if c.name in ("analytic:conv2d", "analytic:linear_3d")]
 
 
+def _expected_status(tool: Tool, built: Built) -> str:
+    """What the harness must report for ``tool`` here: "missing" if it is not installed, "unsupported" if it says it
+    cannot take this input, else "ok" (the two cases are plain layers: no installed tool may crash on them)."""
+    if tool.missing():
+        return "missing"
+    return "unsupported" if tool.supports(built) else "ok"
+
+
 def test_two_analytic_cases_are_exact_for_torchcost_and_peers_never_crash() -> None:
     assert len(CASES) == 2
     results = accuracy.run_accuracy(CASES, TOOLS, log=lambda _text: None)
+    builds = {c.name: c.build() for c in CASES}
     for case in results:
         tc = case.row("torchcost")
         assert tc is not None and tc.status == "ok"
@@ -27,10 +36,11 @@ def test_two_analytic_cases_are_exact_for_torchcost_and_peers_never_crash() -> N
         # Linear(128,256) on 4x32x128: 4*32*128*256 = 4,194,304 MACs, 33,024 params
         assert (tc.params, tc.macs) == (case.ref_params, case.ref_macs)
         assert tc.macs_diff == 0 and tc.side_effects == []
-        for row in case.rows:
-            assert row.status in ("ok", "missing", "unsupported", "crashed")
+        assert [row.tool for row in case.rows] == [t.name for t in TOOLS]  # every tool has its row
+        for tool, row in zip(TOOLS, case.rows):
+            assert row.status == _expected_status(tool, builds[case.case]), (tool.name, row.error)
             if row.status == "missing":
-                assert "pip install" in row.error
+                assert f"pip install {tool.dist}" in row.error
     # FlopCounterMode ships with torch: it always runs, and counts these two exactly (2 FLOPs per MAC, halved)
     for case in results:
         fcm = case.row("FlopCounterMode")

@@ -11,6 +11,7 @@ from torch import nn
 
 import torchcost
 from tests.fixtures.models import ConvBN, LSTMNet, SmallTransformer, TiedLM, TwiceCalled
+from tests.test_tutorials import SIMPLE_CNN_FLOPS, SIMPLE_CNN_MACS, SIMPLE_CNN_PARAMS
 from torchcost.examples import build
 
 
@@ -78,9 +79,9 @@ def test_invariants_on_fixtures() -> None:
 def test_json_is_exact_integers() -> None:
     model, inputs = build("simple_cnn", device="meta")
     d = torchcost.analyze(model, *inputs).to_dict()
-    # exact, not rounded: 1,412,956,160 MACs (see test_tutorials for the derivation)
-    assert d["macs"] == 1_412_956_160 and isinstance(d["macs"], int)
-    assert d["params"] == 401_484_648
+    # exact integers, not rounded (1,412,956,160 MACs, not 1.41e9): the hand counts of tests/test_tutorials.py
+    assert (d["params"], d["macs"], d["flops"]) == (SIMPLE_CNN_PARAMS, SIMPLE_CNN_MACS, SIMPLE_CNN_FLOPS)
+    assert all(type(d[key]) is int for key in ("params", "macs", "flops"))
     modules = {m["name"]: m for m in d["modules"]}
     assert modules["classifier"]["macs"] == 128 * 56 * 56 * 1000
     assert modules["classifier"]["output_shape"] == {"shape": [1, 1000], "dtype": "float32"}

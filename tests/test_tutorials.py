@@ -4,6 +4,13 @@ Conventions used in the derivations (docs/conventions.md): a convolution costs o
 output element, C_out * prod(out_spatial) * (C_in / groups) * prod(kernel); a Linear costs in * out MACs per row;
 FLOPs = 2 * MACs + 1 per output element for a bias add + 1 per element for ReLU + (window - 1) comparisons per output
 element of a max pool.
+
+The tutorial examples that are single layers are derived with the convolution formula, in
+tests/formulas/test_conv.py: Conv1d(3, 16, 5, stride=2) on 32x3x1000 (test_conv1d_strided_with_bias), Conv3d(3, 5,
+(4, 7, 7)) on 1x3x7x60x40 (test_conv3d_tutorial_numbers), the strided Conv3d on meta
+(test_conv3d_strided_large_on_meta_only) and the standard and depthwise-separable convolutions. Here: what the
+tutorials print wrong about them, and the built-in examples. The simple_cnn totals below are the canonical ones; the
+other tests that need them import them from here.
 """
 
 from __future__ import annotations
@@ -12,27 +19,37 @@ import torch
 from torch import nn
 
 import torchcost
+from tests.formulas.test_conv import (
+    DEPTHWISE_MACS,
+    POINTWISE_MACS,
+    SEPARABLE_MACS,
+    SEPARABLE_PARAMS,
+    STANDARD_MACS,
+    STANDARD_PARAMS,
+)
 from torchcost.examples import EXAMPLES, build
 from torchcost.shapes import TensorSpec
+
+# simple_cnn (the default example) on 1x3x224x224: conv1 3->64 k3 p1, ReLU, 2x2 max pool -> 112x112; conv2 64->128 k3
+# p1, ReLU, 2x2 max pool -> 56x56; flatten; Linear(128 * 56 * 56 = 401,408 -> 1000)
+SIMPLE_CNN_PARAMS = (3 * 64 * 9 + 64  # conv1: 1,792
+                     + 64 * 128 * 9 + 128  # conv2: 73,856
+                     + 128 * 56 * 56 * 1000 + 1000)  # Linear: 401,409,000
+SIMPLE_CNN_MACS = (64 * 224 * 224 * (3 * 9)  # conv1: 86,704,128
+                   + 128 * 112 * 112 * (64 * 9)  # conv2: 924,844,032
+                   + 128 * 56 * 56 * 1000)  # Linear: 401,408,000
+SIMPLE_CNN_FLOPS = (2 * SIMPLE_CNN_MACS
+                    + 64 * 224 * 224 + 64 * 224 * 224  # conv1 bias, ReLU
+                    + 64 * 112 * 112 * 3  # pool1: 2x2 window, 3 comparisons per output
+                    + 128 * 112 * 112 + 128 * 112 * 112  # conv2 bias, ReLU
+                    + 128 * 56 * 56 * 3  # pool2
+                    + 1000)  # Linear bias
 
 
 def shape_of(r: torchcost.CostReport, name: str) -> tuple[int, ...]:
     spec = r.module(name).output_shape
     assert isinstance(spec, TensorSpec)
     return spec.shape
-
-
-def test_conv3d_4x7x7_kernel() -> None:
-    conv = nn.Conv3d(3, 5, (4, 7, 7))
-    r = torchcost.analyze(conv, torch.randn(1, 3, 7, 60, 40))
-    # output: D 7 - 4 + 1 = 4, H 60 - 7 + 1 = 54, W 40 - 7 + 1 = 34
-    assert shape_of(r, "") == (1, 5, 4, 54, 34)
-    # weight 5 * 3 * 4 * 7 * 7 = 2,940 plus 5 biases
-    assert r.params == 5 * 3 * 4 * 7 * 7 + 5 == 2_945
-    # 5 * 4 * 54 * 34 = 36,720 output elements, each 3 * 4 * 7 * 7 = 588 MACs
-    assert r.macs == (5 * 4 * 54 * 34) * (3 * 4 * 7 * 7) == 21_591_360
-    # + one bias add per output element
-    assert r.flops == 2 * 21_591_360 + 36_720
 
 
 def test_conv3d_3_kernel_params() -> None:
@@ -44,16 +61,11 @@ def test_conv3d_3_kernel_params() -> None:
 def test_standard_vs_depthwise_separable() -> None:
     std = _run("standard_conv")
     sep = _run("depthwise_separable")
-    # standard: 4 filters of 3 * 3 * 3 = 108 weights, no bias; padding 1 keeps 64x64
-    assert std.params == 4 * 3 * 3 * 3 == 108
+    # the examples are the layers derived in tests/formulas/test_conv.py
+    assert (std.params, std.macs) == (STANDARD_PARAMS, STANDARD_MACS)
     assert shape_of(std, "conv") == (1, 4, 64, 64)
-    # 4 * 64 * 64 = 16,384 outputs, 27 MACs each
-    assert std.macs == 4 * 64 * 64 * 27 == 442_368
-    # depthwise: 3 filters of 1 * 3 * 3 = 27 weights; pointwise: 4 * 3 = 12 weights
-    assert sep.params == 3 * 9 + 4 * 3 == 39
-    assert sep.module("depthwise").macs == 3 * 64 * 64 * 9 == 110_592
-    assert sep.module("pointwise").macs == 4 * 64 * 64 * 3 == 49_152
-    assert sep.macs == 110_592 + 49_152 == 159_744
+    assert (sep.params, sep.macs) == (SEPARABLE_PARAMS, SEPARABLE_MACS)
+    assert (sep.module("depthwise").macs, sep.module("pointwise").macs) == (DEPTHWISE_MACS, POINTWISE_MACS)
     # the saving is 1 / (1/C_out + 1/k^2) = 1 / (1/4 + 1/9) = 36/13 = 2.77x, not the "8-9x" quoted for large C_out
     assert std.macs * 13 == sep.macs * 36
     assert round(std.macs / sep.macs, 2) == 2.77
@@ -62,38 +74,16 @@ def test_standard_vs_depthwise_separable() -> None:
 
 
 def test_simple_cnn_on_meta() -> None:
-    # on the meta device: the real run would allocate the 1.6 GB Linear
+    # on the meta device: the real run would allocate the 1.6 GB Linear (tests/test_smoke.py does it, once)
     r = _run("simple_cnn", "meta")
-    conv1 = 3 * 64 * 9 + 64  # 1,792
-    conv2 = 64 * 128 * 9 + 128  # 73,856
-    linear = 128 * 56 * 56 * 1000 + 1000  # 401,408 inputs x 1000 + 1000 biases
-    assert r.module("classifier").params == linear == 401_409_000
-    assert r.params == conv1 + conv2 + linear == 401_484_648
+    assert r.module("classifier").params == 128 * 56 * 56 * 1000 + 1000 == 401_409_000
+    assert r.params == SIMPLE_CNN_PARAMS == 401_484_648
     assert shape_of(r, "features.2") == (1, 64, 112, 112)
     assert shape_of(r, "features.5") == (1, 128, 56, 56)
-    macs1 = 64 * 224 * 224 * (3 * 9)  # 86,704,128
-    macs2 = 128 * 112 * 112 * (64 * 9)  # 924,844,032
-    macs3 = 128 * 56 * 56 * 1000  # 401,408,000
-    assert r.macs == macs1 + macs2 + macs3 == 1_412_956_160
-
-
-def test_conv1d_stride_2() -> None:
-    r = torchcost.analyze(nn.Conv1d(3, 16, 5, stride=2), torch.randn(32, 3, 1000))
-    # L_out = floor((1000 - 5) / 2) + 1 = 497 + 1 = 498
-    assert shape_of(r, "") == (32, 16, 498)
-    assert r.params == 16 * 3 * 5 + 16 == 256
-    assert r.macs == 32 * 16 * 498 * (3 * 5) == 3_824_640
-
-
-def test_conv3d_strided_on_meta() -> None:
-    with torch.device("meta"):
-        conv = nn.Conv3d(3, 32, 3, stride=(1, 2, 2))
-    r = torchcost.analyze(conv, torch.empty(8, 3, 10, 224, 224, device="meta"))
-    # D = 10 - 3 + 1 = 8; H = W = floor((224 - 3) / 2) + 1 = 110 + 1 = 111
-    assert shape_of(r, "") == (8, 32, 8, 111, 111)
-    assert r.params == 32 * 3 * 27 + 32 == 2_624
-    # 8 * 32 * 8 * 111 * 111 = 25,233,408 outputs, each 3 * 3 * 3 * 3 = 81 MACs
-    assert r.macs == 8 * 32 * 8 * 111 * 111 * (3 * 27) == 2_043_906_048
+    assert r.module("classifier").macs == 128 * 56 * 56 * 1000 == 401_408_000
+    assert r.macs == SIMPLE_CNN_MACS == 1_412_956_160
+    assert r.flops == SIMPLE_CNN_FLOPS == 2_839_159_784
+    assert shape_of(r, "") == (1, 1000)
 
 
 def _run(name: str, device: str = "cpu") -> torchcost.CostReport:
@@ -105,19 +95,6 @@ def _run(name: str, device: str = "cpu") -> torchcost.CostReport:
 
 def test_examples_are_all_checked() -> None:
     assert set(EXAMPLES) == {"simple_cnn", "conv1d_series", "conv3d_action", "standard_conv", "depthwise_separable"}
-
-
-def test_example_simple_cnn_flops() -> None:
-    r = _run("simple_cnn", "meta")
-    conv1 = 2 * 86_704_128 + 64 * 224 * 224  # MACs x 2 + one bias add per output
-    relu1 = 64 * 224 * 224
-    pool1 = 64 * 112 * 112 * 3  # 2x2 window: 3 comparisons per output
-    conv2 = 2 * 924_844_032 + 128 * 112 * 112
-    relu2 = 128 * 112 * 112
-    pool2 = 128 * 56 * 56 * 3
-    fc = 2 * 401_408_000 + 1000
-    assert r.flops == conv1 + relu1 + pool1 + conv2 + relu2 + pool2 + fc
-    assert shape_of(r, "") == (1, 1000)
 
 
 def test_example_conv1d_series() -> None:

@@ -23,6 +23,17 @@ def _shape(r: torchcost.CostReport, name: str = "") -> tuple[int, ...]:
     return spec.shape
 
 
+# The standard_conv and depthwise_separable examples of torchcost.examples, derived once here: on 1x3x64x64, padding 1
+# keeps 64x64. tests/test_tutorials.py checks the examples against these; tests/test_compat.py and test_compare.py
+# use them too.
+STANDARD_PARAMS = 4 * 3 * 9  # Conv2d(3, 4, 3, bias=False): 4 filters of 3 * 3 * 3 = 108
+STANDARD_MACS = 4 * 64 * 64 * 3 * 9  # 16,384 outputs, 27 MACs each = 442,368
+DEPTHWISE_MACS = 3 * 64 * 64 * 1 * 9  # Conv2d(3, 3, 3, groups=3): C_in / groups = 1, so 9 MACs per output = 110,592
+POINTWISE_MACS = 4 * 64 * 64 * 3 * 1  # Conv2d(3, 4, 1): 3 MACs per output = 49,152
+SEPARABLE_PARAMS = 3 * 1 * 9 + 4 * 3 * 1  # 27 + 12 = 39
+SEPARABLE_MACS = DEPTHWISE_MACS + POINTWISE_MACS  # 159,744
+
+
 def test_conv1d_strided_with_bias() -> None:
     torch.manual_seed(0)
     r = analyze_both(nn.Conv1d(3, 16, 5, stride=2), torch.randn(32, 3, 1000))
@@ -38,8 +49,8 @@ def test_conv1d_strided_with_bias() -> None:
 def test_conv2d_padded_without_bias() -> None:
     r = analyze_both(nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.randn(1, 3, 64, 64))
     assert _shape(r) == (1, 4, 64, 64)
-    assert r.params == 4 * 3 * 9 == 108
-    assert r.macs == 4 * 64 * 64 * 3 * 9 == 442_368  # padded border positions included: the kernel runs there
+    assert r.params == STANDARD_PARAMS == 108
+    assert r.macs == STANDARD_MACS == 442_368  # padded border positions included: the kernel runs there
     assert r.flops == 2 * 442_368 == 884_736  # no bias
     assert r.uncounted == ()
 
@@ -50,10 +61,11 @@ def test_depthwise_separable_vs_standard() -> None:
         nn.Conv2d(3, 4, 1, bias=False),  # pointwise
     )
     r = analyze_both(model, torch.randn(1, 3, 64, 64))
-    assert r.params == 3 * 1 * 9 + 4 * 3 * 1 == 39
-    assert r.module("0").macs == 3 * 64 * 64 * 1 * 9 == 110_592  # C_in / groups = 1
-    assert r.module("1").macs == 4 * 64 * 64 * 3 * 1 == 49_152
-    assert r.macs == 110_592 + 49_152 == 159_744  # 442,368 / 159,744 = 2.77x fewer than the standard conv, not 8x
+    assert r.params == SEPARABLE_PARAMS == 39
+    assert r.module("0").macs == DEPTHWISE_MACS == 110_592  # C_in / groups = 1
+    assert r.module("1").macs == POINTWISE_MACS == 49_152
+    assert r.macs == SEPARABLE_MACS == 159_744  # 2.77x fewer than the standard conv (test_tutorials.py), not 8x
+    assert r.flops == 2 * 159_744  # no bias
 
 
 def test_depthwise_with_channel_multiplier() -> None:

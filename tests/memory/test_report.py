@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -115,9 +114,8 @@ def test_meta_model_step_allocates_nothing_llama_shapes() -> None:
     with torch.device("meta"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     ids = torch.zeros(1, 2048, dtype=torch.long, device="meta")
-    start = time.perf_counter()
+    # how long this takes is measured by benchmarks/memory_accuracy.py --llama (all 80 layers), not asserted here
     r = torchcost.analyze(model, ids, mode="train", optimizer="adamw")
-    assert time.perf_counter() - start < 30
     m = r.memory
     assert m is not None and m.method == "meta" and m.target == "cuda"
     # per layer: q,o 8192*8192*2 + k,v 8192*1024*2 + gate,up,down 3*8192*28672 + 2 norms 2*8192

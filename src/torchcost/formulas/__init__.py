@@ -19,7 +19,8 @@
 
 Formulas read shapes, dtypes and scalar arguments, never tensor values, so real and meta runs count the same.
 Formulas are keyed by aten op name without overload (``aten::addmm``); :func:`register_formula` adds one for a custom
-op, and ``analyze(..., formulas={...})`` overrides some for one run without touching the global registry.
+op, :func:`registered` adds or replaces one for the duration of a ``with`` block, and ``analyze(..., formulas={...})``
+overrides some for one run without touching the global registry.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ from torchcost.formulas.registry import (
     is_free,
     op_key,
     register_formula,
+    registered,
 )
 
-__all__ = ["FREE", "REGISTRY", "Cost", "Formula", "FormulaRegistry", "OpCall", "is_free", "op_key", "register_formula"]
+__all__ = [
+    "FREE",
+    "REGISTRY",
+    "Cost",
+    "Formula",
+    "FormulaRegistry",
+    "OpCall",
+    "is_free",
+    "op_key",
+    "register_formula",
+    "registered",
+]

@@ -13,7 +13,7 @@ The bias adds one FLOP per output element; it is not a MAC.
 from __future__ import annotations
 
 from torchcost.formulas._util import first_tensor
-from torchcost.formulas.registry import Cost, OpCall, register_many
+from torchcost.formulas.registry import Cost, Formula, OpCall, register_many
 
 
 def conv_cost(call: OpCall) -> Cost:
@@ -31,7 +31,7 @@ def conv_cost(call: OpCall) -> Cost:
     return Cost(macs=macs, other_flops=other)
 
 
-def _kernel_conv_cost(transposed: bool) -> object:
+def _kernel_conv_cost(transposed: bool) -> Formula:
     """The backend kernels below ``aten::convolution`` (seen only when called directly): the same formula, with the
     weight laid out (C_out, C_in/groups, *k) for a forward and (C_in, C_out/groups, *k) for a transposed one."""
 
@@ -53,10 +53,10 @@ register_many(
      "aten::miopen_depthwise_convolution", "aten::_conv_depthwise2d", "aten::conv_depthwise3d",
      "aten::_slow_conv2d_forward", "aten::slow_conv3d_forward", "aten::slow_conv_dilated2d",
      "aten::slow_conv_dilated3d", "aten::_nnpack_spatial_convolution"],
-    _kernel_conv_cost(False),  # type: ignore[arg-type]
+    _kernel_conv_cost(False),
 )
 register_many(
     ["aten::cudnn_convolution_transpose", "aten::miopen_convolution_transpose", "aten::slow_conv_transpose2d",
      "aten::slow_conv_transpose3d"],
-    _kernel_conv_cost(True),  # type: ignore[arg-type]
+    _kernel_conv_cost(True),
 )

@@ -31,7 +31,7 @@ priced op by op.
 from __future__ import annotations
 
 from torchcost.formulas._util import first_tensor, is_floating
-from torchcost.formulas.registry import ZERO, Cost, OpCall, register_many
+from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 
 NONE, MEAN, SUM = 0, 1, 2  # torch's Reduction enum
 
@@ -57,7 +57,7 @@ def _nll(call: OpCall) -> Cost:
     return Cost(other_flops=flops)
 
 
-def _elementwise_loss(per: int) -> object:
+def _elementwise_loss(per: int) -> Formula:
     def cost(call: OpCall) -> Cost:
         x = first_tensor(call.args[0])
         if not is_floating(x):
@@ -75,8 +75,8 @@ def _elementwise_loss(per: int) -> object:
 
 
 register_many(["aten::nll_loss_forward", "aten::nll_loss2d_forward", "aten::nll_loss_nd", "aten::nll_loss"], _nll)
-register_many(["aten::mse_loss"], _elementwise_loss(2))  # type: ignore[arg-type]
-register_many(["aten::smooth_l1_loss"], _elementwise_loss(6))  # type: ignore[arg-type]
-register_many(["aten::huber_loss"], _elementwise_loss(5))  # type: ignore[arg-type]
-register_many(["aten::binary_cross_entropy"], _elementwise_loss(9))  # type: ignore[arg-type]
-register_many(["aten::binary_cross_entropy_with_logits"], _elementwise_loss(9))  # type: ignore[arg-type]
+register_many(["aten::mse_loss"], _elementwise_loss(2))
+register_many(["aten::smooth_l1_loss"], _elementwise_loss(6))
+register_many(["aten::huber_loss"], _elementwise_loss(5))
+register_many(["aten::binary_cross_entropy"], _elementwise_loss(9))
+register_many(["aten::binary_cross_entropy_with_logits"], _elementwise_loss(9))

@@ -13,6 +13,7 @@ a MAC whatever the dtype; only the element-wise and reduction ops are free on no
 from __future__ import annotations
 
 from torchcost.formulas._util import first_tensor
+from torchcost.formulas.pointwise import PER_ELEMENT
 from torchcost.formulas.registry import Cost, OpCall, register_many
 
 
@@ -59,8 +60,6 @@ def dot_cost(call: OpCall) -> Cost:
 
 
 def addmm_activation_cost(call: OpCall) -> Cost:
-    from torchcost.formulas.pointwise import PER_ELEMENT
-
     base = addmm_cost(call)
     n = first_tensor(call.out).numel()
     act = PER_ELEMENT["gelu" if call.arg("use_gelu", False) else "relu"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from torchcost.formulas._util import first_tensor, is_floating
-from torchcost.formulas.registry import ZERO, Cost, OpCall, register_many
+from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 
 # FLOPs per output element, by op name without namespace. Both ``name`` and the in-place ``name_`` are registered.
 PER_ELEMENT: dict[str, int] = {
@@ -93,7 +93,7 @@ def _adjusted(name: str, base: int, call: OpCall) -> int:
     return base
 
 
-def _pointwise(per_element: int, name: str) -> object:
+def _pointwise(per_element: int, name: str) -> Formula:
     def cost(call: OpCall) -> Cost:
         if not _charged_dtype_tensor(call, name):
             return ZERO
@@ -236,7 +236,7 @@ def _col2im(call: OpCall) -> Cost:
 for _name, _per in PER_ELEMENT.items():
     if _name == "gelu":
         continue
-    register_many([f"aten::{_name}", f"aten::{_name}_"], _pointwise(_per, _name))  # type: ignore[arg-type]
+    register_many([f"aten::{_name}", f"aten::{_name}_"], _pointwise(_per, _name))
 register_many(["aten::gelu", "aten::gelu_"], _gelu)
 register_many(
     [f"aten::{n}" for n in ("sum", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "nansum")],

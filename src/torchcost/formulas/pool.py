@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 
 from torchcost.formulas._util import first_tensor
-from torchcost.formulas.registry import Cost, OpCall, register_many
+from torchcost.formulas.registry import Cost, Formula, OpCall, register_many
 
 
 def _expand(value: int | Sequence[int], dims: int) -> list[int]:
@@ -27,7 +27,7 @@ def _expand(value: int | Sequence[int], dims: int) -> list[int]:
     return values * dims if len(values) == 1 else values
 
 
-def _pool(dims: int, is_max: bool) -> object:
+def _pool(dims: int, is_max: bool) -> Formula:
     def cost(call: OpCall) -> Cost:
         out = first_tensor(call.out)
         window = math.prod(_expand(call.arg("kernel_size"), dims))
@@ -42,7 +42,7 @@ def _window_sum(length: int, out: int) -> int:
     return sum(-(-((i + 1) * length) // out) - (i * length) // out for i in range(out))
 
 
-def _adaptive(dims: int, is_max: bool) -> object:
+def _adaptive(dims: int, is_max: bool) -> Formula:
     def cost(call: OpCall) -> Cost:
         x = first_tensor(call.args[0])
         out = first_tensor(call.out)
@@ -58,9 +58,9 @@ def _adaptive(dims: int, is_max: bool) -> object:
 
 for _d in (1, 2, 3):
     register_many([f"aten::max_pool{_d}d", f"aten::max_pool{_d}d_with_indices", f"aten::mkldnn_max_pool{_d}d",
-                   f"aten::quantized_max_pool{_d}d"], _pool(_d, True))  # type: ignore[arg-type]
-    register_many([f"aten::avg_pool{_d}d"], _pool(_d, False))  # type: ignore[arg-type]
-    register_many([f"aten::fractional_max_pool{_d}d"], _pool(_d, True))  # type: ignore[arg-type]
-    register_many([f"aten::adaptive_max_pool{_d}d"], _adaptive(_d, True))  # type: ignore[arg-type]
+                   f"aten::quantized_max_pool{_d}d"], _pool(_d, True))
+    register_many([f"aten::avg_pool{_d}d"], _pool(_d, False))
+    register_many([f"aten::fractional_max_pool{_d}d"], _pool(_d, True))
+    register_many([f"aten::adaptive_max_pool{_d}d"], _adaptive(_d, True))
     register_many([f"aten::adaptive_avg_pool{_d}d", f"aten::_adaptive_avg_pool{_d}d"],
-                  _adaptive(_d, False))  # type: ignore[arg-type]
+                  _adaptive(_d, False))

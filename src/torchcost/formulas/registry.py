@@ -6,7 +6,8 @@ their own key (``aten::add_``). A formula receives an :class:`OpCall` and return
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,18 @@ import torch
 from torchcost.errors import FormulaError
 from torchcost.trees import tensors_in
 
-__all__ = ["FREE", "REGISTRY", "Cost", "Formula", "FormulaRegistry", "OpCall", "is_free", "op_key", "register_formula"]
+__all__ = [
+    "FREE",
+    "REGISTRY",
+    "Cost",
+    "Formula",
+    "FormulaRegistry",
+    "OpCall",
+    "is_free",
+    "op_key",
+    "register_formula",
+    "registered",
+]
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,31 @@ class FormulaRegistry:
         self._formulas[key] = fn
         return fn
 
+    def unregister(self, op: object) -> Formula:
+        """Remove the formula for ``op`` and return it; raises :class:`FormulaError` if there is none."""
+        key = op_key(op)
+        fn = self._formulas.pop(key, None)
+        if fn is None:
+            raise FormulaError(f"no formula is registered for {key}")
+        return fn
+
+    @contextmanager
+    def registered(self, op: object, fn: Formula) -> Iterator[Formula]:
+        """Register ``fn`` for ``op`` for the duration of a ``with`` block, replacing any formula already there.
+
+        On exit the registry holds for ``op`` what it held before: the replaced formula, or nothing.
+        """
+        key = op_key(op)
+        previous = self._formulas.get(key)
+        self.register(key, fn, replace=True)
+        try:
+            yield fn
+        finally:
+            if previous is None:
+                self._formulas.pop(key, None)
+            else:
+                self._formulas[key] = previous
+
     def get(self, key: str) -> Formula | None:
         return self._formulas.get(key)
 
@@ -171,6 +208,17 @@ def register_formula(op: object, *, replace: bool = False) -> Callable[[Formula]
         return REGISTRY.register(op, fn, replace=replace)
 
     return decorate
+
+
+def registered(op: object, fn: Formula) -> AbstractContextManager[Formula]:
+    """:meth:`FormulaRegistry.registered` on the global registry: ``fn`` prices ``op`` inside the ``with`` block only::
+
+        from torchcost.formulas import registered
+
+        with registered("mylib::fused_gelu", my_formula):
+            report = torchcost.analyze(model, input_size=(1, 8))
+    """
+    return REGISTRY.registered(op, fn)
 
 
 def register_many(ops: Iterable[str], fn: Formula) -> None:

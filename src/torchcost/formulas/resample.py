@@ -22,14 +22,15 @@ computed once per output row and column (not per element) and are not counted. N
 from __future__ import annotations
 
 from torchcost.formulas._util import first_tensor, is_floating
-from torchcost.formulas.registry import ZERO, Cost, OpCall, register_many
+from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 
 LINEAR_1D = 3
 CUBIC_TAPS = 7  # 4 multiplies + 3 adds
 
 
 def d_linear(dims: int) -> int:
-    return 3 * (2**dims - 1)
+    corners: int = 2**dims  # typeshed types int ** int as Any (a negative exponent gives a float)
+    return 3 * (corners - 1)
 
 
 PER_OUTPUT = {
@@ -40,7 +41,7 @@ PER_OUTPUT = {
 }
 
 
-def _per_output(per: int) -> object:
+def _per_output(per: int) -> Formula:
     def cost(call: OpCall) -> Cost:
         out = first_tensor(call.out)
         return Cost(other_flops=per * out.numel()) if is_floating(out) else ZERO
@@ -49,4 +50,4 @@ def _per_output(per: int) -> object:
 
 
 for _name, _per in PER_OUTPUT.items():
-    register_many([f"aten::{_name}"], _per_output(_per))  # type: ignore[arg-type]
+    register_many([f"aten::{_name}"], _per_output(_per))

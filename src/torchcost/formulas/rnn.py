@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from torchcost.formulas.registry import Cost, OpCall, register_many
+from torchcost.formulas.registry import Cost, Formula, OpCall, register_many
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 _ELEMENTWISE = {"lstm": 22, "gru": 17, "rnn_tanh": 2, "rnn_relu": 2}
@@ -81,14 +81,14 @@ def _cell_cost(kind: str, call: OpCall) -> Cost:
     return Cost(layer.macs * tokens, layer.other_flops * tokens)
 
 
-def _full(kind: str) -> object:
+def _full(kind: str) -> Formula:
     return lambda call: _full_cost(kind, call)
 
 
-def _cell(kind: str) -> object:
+def _cell(kind: str) -> Formula:
     return lambda call: _cell_cost(kind, call)
 
 
 for _kind in _GATES:
-    register_many([f"aten::{_kind}"], _full(_kind))  # type: ignore[arg-type]
-    register_many([f"aten::{_kind}_cell"], _cell(_kind))  # type: ignore[arg-type]
+    register_many([f"aten::{_kind}"], _full(_kind))
+    register_many([f"aten::{_kind}_cell"], _cell(_kind))

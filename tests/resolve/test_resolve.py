@@ -1,5 +1,5 @@
 """resolve(): specs to models and default inputs, the shipped configs against their published sizes, and the JSON
-schema against what the report emits. In this process (no subprocess) since nothing here is about the command line.
+schema against what the report emits. compare() is in tests/test_compare.py, the command line in tests/cli/.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import torchcost
-from tests.cli.conftest import schema
 from torchcost.errors import SpecError
-from torchcost.resolve import BuildOptions, Resolved, list_names, parse_spec, resolve
+from torchcost.resolve import Resolved, list_names, parse_spec, resolve
 from torchcost.resolve import hf as hf_source
 
 
@@ -196,8 +195,10 @@ def test_bare_name_searches_the_sources_in_order() -> None:
         resolve("resnet1x")
 
 
-def test_build_options_default_to_cpu() -> None:
-    assert BuildOptions().device == torch.device("cpu") and not BuildOptions().meta
+def test_builds_on_the_cpu_by_default() -> None:
+    r = resolve("example:standard_conv")
+    assert {p.device for p in r.model.parameters()} == {torch.device("cpu")}  # real weights, not meta
+    assert r.args[0].device == torch.device("cpu")
 
 
 # -- the JSON schema documents everything the report emits -------------------------------------------------------------
@@ -211,25 +212,12 @@ def _keys_documented(data: dict[str, Any], spec: dict[str, Any], where: str) -> 
 def test_schema_describes_every_key() -> None:
     r = resolve("example:conv1d_series")
     data = torchcost.analyze(r.model, *r.args).to_dict()
-    spec = schema("report.schema.json")
+    spec = json.loads((resources.files("torchcost") / "schema" / "report.schema.json").read_text())
     _keys_documented(data, spec, "the report")
     _keys_documented(data["modules"][0], spec["$defs"]["module"], "a module")
     if data.get("memory"):
         _keys_documented(data["memory"], spec["$defs"]["memory"], "memory")
-    doc = (resources.files("torchcost").joinpath("schema", "report.schema.json")).read_text()
-    assert json.loads(doc)["properties"]["schema_version"]["const"] == data["schema_version"]
-
-
-def test_submodule_all_names_resolve() -> None:
-    import importlib
-
-    for mod in ("torchcost.resolve", "torchcost.resolve.common", "torchcost.resolve.examples",
-                "torchcost.resolve.torchvision", "torchcost.resolve.timm", "torchcost.resolve.hf",
-                "torchcost.resolve.python", "torchcost.comparison", "torchcost.cli", "torchcost.render.json",
-                "torchcost.render.csv", "torchcost.render.markdown", "torchcost.render.compare"):
-        module = importlib.import_module(mod)
-        for name in module.__all__:
-            assert hasattr(module, name), f"{mod}.{name}"
+    assert spec["properties"]["schema_version"]["const"] == data["schema_version"]
 
 
 def test_hf_local_config_file_and_folder(tmp_path: Any) -> None:
@@ -249,13 +237,3 @@ def test_hf_local_config_file_and_folder(tmp_path: Any) -> None:
                                                     "vocab_size": 100}))
     r = resolve(f"hf:{tmp_path / 'bert.json'}", meta=True)
     assert type(r.model).__name__ == "BertModel" and set(r.kwargs) == {"input_ids"}  # an encoder on meta: no mask
-
-
-def test_compare_takes_modules_and_reports() -> None:
-    from torchcost.examples import DepthwiseSeparableConv, StandardConv
-
-    report = torchcost.analyze(StandardConv(), input_size=(1, 3, 64, 64))
-    c = torchcost.compare(report, DepthwiseSeparableConv(), input_size=(1, 3, 64, 64), names=["std", "dws"])
-    assert c.names == ("std", "dws") and c.row("macs").values == (442_368, 159_744)
-    with pytest.raises(torchcost.InputError, match="without inputs"):
-        torchcost.compare(StandardConv())
