@@ -247,10 +247,11 @@ FREE: frozenset[str] = frozenset(
     _upsample_nearest_exact3d nonzero nonzero_static argwhere resize_ resize_as_ set_ _reshape_alias
     _has_compatible_shallow_copy_type is_nonzero is_same_size equal _assert_async _assert_tensor_metadata
     sym_size sym_stride sym_numel sym_storage_offset _unsafe_split detach_ alias_copy view_copy as_strided_
-    _pack_padded_sequence _pad_packed_sequence max_unpool2d max_unpool3d
+    _pack_padded_sequence _pad_packed_sequence max_unpool2d max_unpool3d narrow_copy diag_embed block_diag
     """.split()
 )
 
 
 def is_free(func: torch._ops.OpOverload, key: str) -> bool:
-    return key in FREE or func.is_view
+    """Listed in FREE, a view, or an in-place view (``unsqueeze_``, ``t_``, ``transpose_``: metadata only)."""
+    return key in FREE or func.is_view or torch.Tag.inplace_view in func.tags
