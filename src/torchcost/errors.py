@@ -70,5 +70,7 @@ class DtypeError(ModelError):
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its class name when the message is empty), for one-line errors."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({'' if exc.code is None else repr(exc.code)})"
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__

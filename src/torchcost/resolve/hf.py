@@ -134,14 +134,41 @@ def _make_config(transformers: Any, data: dict[str, Any], spec: str) -> Any:
                         f"{model_type!r}") from None
     try:
         return config_class.from_dict(dict(data))
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{spec}: transformers rejects this config: {exc}") from exc
+    except Exception as exc:  # transformers validates fields with its own error classes (strict dataclasses)
+        raise SpecError(f"{spec}: transformers rejects this config: {_one_line(exc)}") from exc
 
 
-def _config_dtype(data: dict[str, Any]) -> torch.dtype | None:
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (transformers' validation errors span several)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _config_dtype(data: dict[str, Any], spec: str) -> torch.dtype | None:
     value = data.get("dtype") or data.get("torch_dtype")
+    if value is None or value == "auto":
+        return None
     dtype = getattr(torch, value, None) if isinstance(value, str) else None
-    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise SpecError(f"{spec}: the config's dtype {value!r} is not a floating torch dtype (float32, bfloat16, ...)")
+    return dtype
+
+
+def _model_class(transformers: Any, data: dict[str, Any], spec: str) -> Any:
+    """The class named by the config's ``architectures[0]`` (None: none named, AutoModel builds it)."""
+    archs = data.get("architectures") or []
+    if not archs:
+        return None
+    found = getattr(transformers, str(archs[0]), None)
+    if not (isinstance(found, type) and issubclass(found, transformers.PreTrainedModel)):
+        raise SpecError(f"{spec}: the config's architectures[0] {archs[0]!r} is not a transformers model class")
+    return found
+
+
+def _refuse_remote_code(data: dict[str, Any], opts: BuildOptions, spec: str) -> None:
+    if opts.kwargs.get("trust_remote_code"):
+        raise SpecError(f"{spec}: trust_remote_code is refused: torchcost never downloads or runs code from a hub; "
+                        f"build the model in a .py file and give path/to/file.py:Name")
 
 
 def _available_bytes() -> int | None:
@@ -158,6 +185,7 @@ def _available_bytes() -> int | None:
 def build(name: str, opts: BuildOptions) -> Resolved:
     spec = f"hf:{name}"
     data, label = load_config(name)
+    _refuse_remote_code(data, opts, spec)
     transformers = require("transformers", spec)
     config = _make_config(transformers, data, spec)
     if opts.config:
@@ -179,9 +207,8 @@ def build(name: str, opts: BuildOptions) -> Resolved:
         config = _make_config(transformers, data, spec)
     if hasattr(config, "use_cache"):
         config.use_cache = False  # one forward, no key/value cache in the outputs
-    dtype = opts.dtype or _config_dtype(data) or torch.float32
-    archs = data.get("architectures") or []
-    model_class = getattr(transformers, archs[0], None) if archs else None
+    dtype = opts.dtype or _config_dtype(data, spec) or torch.float32
+    model_class = _model_class(transformers, data, spec)
 
     def make() -> nn.Module:
         kwargs = {"dtype": dtype, **opts.kwargs}
@@ -212,9 +239,10 @@ def _call(make: Any, spec: str, opts: BuildOptions) -> nn.Module:
     except TypeError as exc:
         if opts.kwargs:
             raise SpecError(f"{spec} does not take --kwargs {', '.join(opts.kwargs)}: {exc}") from exc
-        raise
-    except ValueError as exc:  # transformers validates configs when the model is built
-        raise SpecError(f"{spec}: transformers cannot build this config: {str(exc).splitlines()[0]}") from exc
+        raise SpecError(f"{spec}: transformers cannot build the model from this config: {_one_line(exc)}") from exc
+    except Exception as exc:  # the config is the user's input: whatever transformers raises on it is a spec error
+        raise SpecError(f"{spec}: transformers cannot build the model from this config: "
+                        f"{type(exc).__name__}: {_one_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise SpecError(f"{spec} did not build an nn.Module")
     return model

@@ -53,7 +53,7 @@ def load_file(path_text: str) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a file that calls sys.exit() at import is the user's input too
         del sys.modules[module_name]
         raise SpecError(f"{path_text} raised {type(exc).__name__} while loading: {first_line(exc)}") from exc
     return module
@@ -106,7 +106,7 @@ def build_module(module_name: str, attr: str, opts: BuildOptions) -> Resolved:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpecError(f"cannot import {module_name!r} for {module_name}:{attr}: {first_line(exc)}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise SpecError(f"{module_name} raised {type(exc).__name__} on import: {first_line(exc)}") from exc
     return _build(_lookup(module, attr, module_name), f"{module_name}:{attr}", attr, opts)
 
@@ -125,7 +125,7 @@ def _build(obj: Any, spec: str, name: str, opts: BuildOptions) -> Resolved:
             built = build_under(opts.device, opts.dtype, lambda: obj(**opts.kwargs), spec, opts.kwargs)
         except SpecError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # builtins:exit, sys:exit, a factory that exits
             raise SpecError(f"{spec} raised {type(exc).__name__} when called: {first_line(exc)}") from exc
     else:
         raise SpecError(f"{spec} is a {type(obj).__name__}, not an nn.Module class or factory")

@@ -39,7 +39,7 @@ def _error_class(reason: str) -> type[ModelError]:
     return ModelError
 
 
-def wrap_failure(exc: Exception, scope: ScopeTracker, model: nn.Module) -> ModelError:
+def wrap_failure(exc: BaseException, scope: ScopeTracker, model: nn.Module) -> ModelError:
     """The error for a forward that raised ``exc``, from where the scope saw it happen."""
     failure = scope.failure
     reason = _reason(exc)
@@ -59,7 +59,7 @@ def wrap_failure(exc: Exception, scope: ScopeTracker, model: nn.Module) -> Model
                                 ran_before=tuple(shown))
 
 
-def step_failure(phase: str, exc: Exception) -> ModelError:
+def step_failure(phase: str, exc: BaseException) -> ModelError:
     reason = _reason(exc)
     return ModelError(f"the training step failed in {phase}: {reason}", reason=reason)
 
@@ -71,7 +71,7 @@ def forward_failures(scope: ScopeTracker, model: nn.Module) -> Iterator[None]:
         yield
     except TorchcostError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a forward that calls sys.exit() fails; it does not end the program
         raise wrap_failure(exc, scope, model) from exc
 
 
@@ -82,5 +82,5 @@ def step_failures(phase: str) -> Iterator[None]:
         yield
     except TorchcostError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise step_failure(phase, exc) from exc
