@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import torch
 from torch import nn
 
 import torchcost
 from tests.fixtures.models import ConvBN, Repeated, UsesCustomOp
 from torchcost.examples import build
-from torchcost.render.rows import MAX_ROWS, rows
+from torchcost.render.layout import MAX_ROWS, rows
 
 Golden = Callable[[str, str], None]
 
@@ -22,7 +23,16 @@ def test_golden_conv1d_series(golden: Golden) -> None:
     golden("conv1d_series_w100.txt", text)
     assert "\x1b[" not in text  # no colour codes
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert str(r) == r.table()  # print(r) is the table
+
+
+def test_print_shows_the_table_and_footer(capsys: pytest.CaptureFixture[str]) -> None:
+    model, inputs = build("conv1d_series")
+    print(torchcost.analyze(model, *inputs))
+    lines = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert lines[0].split()[:4] == ["Layer", "(type)", "Output", "shape"]  # the table's header first
+    # conv1 Conv1d(1, 32, 5): 32*5 + 32 = 192; conv2 Conv1d(32, 64, 3): 64*32*3 + 64 = 6,208; fc Linear(512, 1): 513
+    assert "Total params: 6,913 (6.91 K)" in lines  # 192 + 6,208 + 513
+    assert lines[-1] == "(eval mode, float32, cpu; counts per docs/conventions.md)"
 
 
 def test_table_rows_and_numbers() -> None:

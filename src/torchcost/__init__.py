@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import warnings
 
-# torch warns at import when numpy is absent; torchcost never needs numpy, so keep that one message off the console.
-warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+# torch warns at import when numpy is absent; torchcost never needs numpy, so that one message is kept off the console
+# while torch loads. Scoped: the host's warning filters are as they were once torchcost is imported.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+    import torch  # noqa: F401
 
-from torchcost._version import __version__  # noqa: E402
-from torchcost.api import analyze, compare  # noqa: E402
-from torchcost.compat import profile, summary  # noqa: E402
-from torchcost.errors import (  # noqa: E402
+from torchcost._version import __version__
+from torchcost.api import analyze, compare
+from torchcost.compat import profile, summary
+from torchcost.errors import (
     DtypeError,
     FormulaError,
     InputError,
@@ -25,10 +28,10 @@ from torchcost.errors import (  # noqa: E402
     SpecError,
     TorchcostError,
 )
-from torchcost.fit import BatchFit, max_batch_size  # noqa: E402
-from torchcost.formulas import Cost, OpCall, register_formula  # noqa: E402
-from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount  # noqa: E402
-from torchcost.shapes import TensorSpec  # noqa: E402
+from torchcost.fit import BatchFit, max_batch_size
+from torchcost.formulas import Cost, OpCall, register_formula
+from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount
+from torchcost.shapes import TensorSpec
 
 __all__ = [
     "BatchFit",

@@ -7,15 +7,15 @@
 Exit codes: 0 done, 2 bad usage or bad input (one line on stderr; the traceback too with --debug), 1 internal error.
 
 Where things go (so later options are small edits): model and input options map to :func:`torchcost.resolve.resolve`
-in :func:`resolve_options`; analysis options to :func:`torchcost.analyze` in :func:`analyze_options`; output options
-to a renderer in :func:`render_report` / :func:`render_comparison`.
+in :func:`resolve_options`; analysis options to :func:`torchcost.analyze` and :func:`torchcost.max_batch_size` in
+:class:`AnalysisOptions`; output options to a :class:`~torchcost.render.layout.TableOptions` in :func:`table_options`
+and on to a renderer in :func:`render_report` / :func:`render_comparison`.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import re
 import shutil
@@ -26,9 +26,9 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import torch
 
@@ -45,17 +45,20 @@ from torchcost.render.compare import (
     render_compare_text,
 )
 from torchcost.render.csv import render_csv
+from torchcost.render.fit import fit_lines
 from torchcost.render.json import render_json
+from torchcost.render.layout import SORT_KEYS, TableOptions
 from torchcost.render.markdown import render_markdown
-from torchcost.render.rows import SORT_KEYS
+from torchcost.render.text import render_text
 from torchcost.report import CostReport
 from torchcost.resolve import SOURCES, Resolved, list_names, resolve
 from torchcost.resolve.common import ZOO_HINT, parse_value
 from torchcost.resolve.hf import shipped
 from torchcost.run.step import OPTIMIZERS
-from torchcost.units import format_bytes, format_int, parse_bytes
+from torchcost.units import format_bytes, parse_bytes
 
-__all__ = ["DTYPES", "FORMATS", "analyze_options", "main", "render_comparison", "render_report", "resolve_options"]
+__all__ = ["DTYPES", "FORMATS", "AnalysisOptions", "main", "render_comparison", "render_report", "resolve_options",
+           "table_options"]
 
 FORMATS = ("table", "json", "csv", "markdown")
 DTYPES: dict[str, torch.dtype] = {
@@ -243,63 +246,69 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def analyze_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`torchcost.analyze` that the analysis options ask for (the model and its
-    inputs come from resolve). Add new analysis flags here."""
-    optimizer = getattr(args, "optimizer", None)
-    train = getattr(args, "train", False) or optimizer is not None
-    return {
-        "mode": "train" if train else "eval",
-        "optimizer": optimizer if train else None,
-        "amp": getattr(args, "amp", None),
-        "target": getattr(args, "target", None),
-    }
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What :func:`torchcost.analyze` is asked besides the model and its inputs, and the --memory-budget search with
+    it. The analyze parser's memory flags fill it (:meth:`from_args`); compare has no such flags and runs with the
+    defaults. Add new analysis flags here."""
+
+    mode: Literal["eval", "train"] = "eval"
+    optimizer: str | None = None
+    amp: str | None = None
+    target: str | None = None
+    memory_budget: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AnalysisOptions:
+        train = args.train or args.optimizer is not None  # --optimizer implies --train
+        return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget)
+
+    def analyze(self, resolved: Resolved) -> CostReport:
+        return analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, mode=self.mode,
+                       optimizer=self.optimizer, amp=self.amp, target=self.target)
+
+    def max_batch_size(self, resolved: Resolved, budget: int) -> BatchFit:
+        return max_batch_size(resolved.model, *resolved.args, kwargs=resolved.kwargs, budget=budget, mode=self.mode,
+                              optimizer=self.optimizer, amp=self.amp, target=self.target or "cuda")
 
 
-def fit_lines(fit: BatchFit) -> list[str]:
-    """The --memory-budget answer, for the table and markdown outputs."""
-    allowance = (f"{fit.target}: predicted peak + {format_bytes(fit.reserve_bytes)} reserve + "
-                 f"{fit.fragmentation:.0%} fragmentation")
-    head = f"Largest batch within {format_bytes(fit.budget_bytes)} ({allowance}): {format_int(fit.batch_size)}"
-    if not fit.batch_size:
-        return [head + " (not even batch 1 fits)"]
-    more = " (stopped at the search limit)" if fit.limit_reached else ""
-    return [head + more, f"  at batch {format_int(fit.batch_size)}: peak {format_bytes(fit.peak_bytes)}, with the "
-                         f"allowance {format_bytes(fit.needed_bytes)} ({len(fit.probes)} analyses)"]
+def _screen(args: argparse.Namespace) -> TableOptions:
+    """--width, else the terminal's width in colour when the output goes to one, else 120 columns without colour."""
+    to_terminal = args.output is None and sys.stdout.isatty()
+    width = args.width or (shutil.get_terminal_size().columns if to_terminal else 120)
+    return TableOptions(width=width, color=to_terminal)
 
 
-def _with_fit(text: str, fit: BatchFit, fmt: str) -> str:
+def table_options(args: argparse.Namespace) -> TableOptions:
+    """The analyze parser's output options as one TableOptions."""
+    return replace(_screen(args), depth=args.depth, fold=not args.no_fold, sort=args.sort, top=args.top)
+
+
+def render_report(report: CostReport, fmt: str, options: TableOptions, *, description: str = "",
+                  fit: BatchFit | None = None) -> str:
+    """``report`` in format ``fmt``, with the --memory-budget answer ``fit`` when there is one (never with csv)."""
     if fmt == "json":
-        data = json.loads(text)
-        data["max_batch_size"] = {**asdict(fit), "probes": [list(p) for p in fit.probes]}
-        return json.dumps(data, indent=2) + "\n"
-    return text.rstrip("\n") + "\n" + "\n".join(fit_lines(fit)) + "\n"
-
-
-def render_report(report: CostReport, args: argparse.Namespace, *, color: bool, width: int | None,
-                  description: str = "") -> str:
-    fmt = args.format
-    if fmt == "json":
-        return render_json(report)
+        return render_json(report, fit=fit)
     if fmt == "csv":
-        return render_csv(report, depth=args.depth, sort=args.sort, top=args.top)
+        return render_csv(report, replace(options, fold=False))  # the command's csv is never folded
     if fmt == "markdown":
-        text = render_markdown(report, depth=args.depth, fold=not args.no_fold, sort=args.sort, top=args.top)
-        return f"**{description}**\n\n{text}" if description else text
-    table = report.table(depth=args.depth, width=width, fold=not args.no_fold, color=color, sort=args.sort,
-                         top=args.top)
-    return f"{description}\n{table}" if description else table
+        text = render_markdown(report, options)
+        text = f"**{description}**\n\n{text}" if description else text
+    else:
+        text = render_text(report, options)
+        text = f"{description}\n{text}" if description else text
+    return text if fit is None else text.rstrip("\n") + "\n" + "\n".join(fit_lines(fit)) + "\n"
 
 
-def render_comparison(comparison: Comparison, args: argparse.Namespace, *, color: bool, width: int | None) -> str:
-    fmt = args.format
+def render_comparison(comparison: Comparison, fmt: str, options: TableOptions) -> str:
+    """``comparison`` in format ``fmt`` (of ``options``, the text table takes its width and colour)."""
     if fmt == "json":
         return render_compare_json(comparison)
     if fmt == "csv":
         return render_compare_csv(comparison)
     if fmt == "markdown":
         return render_compare_markdown(comparison)
-    return render_compare_text(comparison, width=width, color=color)
+    return render_compare_text(comparison, width=options.width, color=options.color)
 
 
 # -- progress ------------------------------------------------------------------------------------------------------
@@ -346,18 +355,12 @@ class Progress:
 
 # -- commands ------------------------------------------------------------------------------------------------------
 
-def _build_and_analyze(spec: str, args: argparse.Namespace, progress: Progress) -> tuple[Resolved, CostReport]:
+def _build_and_analyze(spec: str, args: argparse.Namespace, options: AnalysisOptions,
+                       progress: Progress) -> tuple[Resolved, CostReport]:
     progress.update(f"building {spec}")
     resolved = resolve(spec, **resolve_options(args))
     progress.update(f"analysing {resolved.spec} (one forward pass)")
-    report = analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, **analyze_options(args))
-    return resolved, report
-
-
-def _out_settings(args: argparse.Namespace) -> tuple[bool, int | None]:
-    to_terminal = args.output is None and sys.stdout.isatty()
-    width = args.width or (shutil.get_terminal_size().columns if to_terminal else 120)
-    return to_terminal, width
+    return resolved, options.analyze(resolved)
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -379,18 +382,15 @@ class _OutputError(Exception):
 def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.memory_budget is not None and args.format == "csv":
         raise UsageError("--memory-budget goes with --format table, json or markdown, not csv", "torchcost")
-    color, width = _out_settings(args)
+    options = AnalysisOptions.from_args(args)
     with Progress(_progress_enabled(args)) as progress:
-        resolved, report = _build_and_analyze(args.spec, args, progress)
+        resolved, report = _build_and_analyze(args.spec, args, options, progress)
+        fit: BatchFit | None = None
+        if options.memory_budget is not None:
+            progress.update(f"searching the largest batch within {format_bytes(options.memory_budget)}")
+            fit = options.max_batch_size(resolved, options.memory_budget)
         progress.update("rendering")
-        text = render_report(report, args, color=color, width=width, description=resolved.description)
-        if args.memory_budget is not None:
-            progress.update(f"searching the largest batch within {format_bytes(args.memory_budget)}")
-            options = analyze_options(args)
-            fit = max_batch_size(resolved.model, *resolved.args, kwargs=resolved.kwargs, budget=args.memory_budget,
-                                 mode=options["mode"], optimizer=options["optimizer"], amp=options["amp"],
-                                 target=options["target"] or "cuda")
-            text = _with_fit(text, fit, args.format)
+        text = render_report(report, args.format, table_options(args), description=resolved.description, fit=fit)
     _emit(text, args.output)
     return EXIT_OK
 
@@ -401,16 +401,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and len(names) != len(args.specs):
         raise UsageError(f"--names gives {len(names)} names for {len(args.specs)} models", "torchcost compare")
-    color, width = _out_settings(args)
     reports, labels, specs = [], [], []
     with Progress(_progress_enabled(args)) as progress:
         for spec in args.specs:
-            resolved, report = _build_and_analyze(spec, args, progress)
+            resolved, report = _build_and_analyze(spec, args, AnalysisOptions(), progress)
             reports.append(report)
             labels.append(resolved.name)
             specs.append(resolved.spec)
         comparison = build_comparison(reports, names or labels, specs)
-        text = render_comparison(comparison, args, color=color, width=width)
+        text = render_comparison(comparison, args.format, _screen(args))
     _emit(text, args.output)
     return EXIT_OK
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.cli.conftest import schema, validate
 from torchcost.cli import main
 
 
@@ -34,6 +35,15 @@ def test_memory_budget(capsys: pytest.CaptureFixture[str]) -> None:
     fit = json.loads(capsys.readouterr().out)["max_batch_size"]
     assert fit["target"] == "cpu" and fit["reserve_bytes"] == 0 and fit["batch_size"] > 1
     assert fit["peak_bytes"] <= 2**30
+
+
+def test_memory_budget_json_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["example:standard_conv", "--memory-budget", "1GiB", "--target", "cpu", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    validate(data, "report.schema.json")  # the report's keys, plus max_batch_size
+    fit = data["max_batch_size"]
+    assert set(fit) == set(schema("report.schema.json")["$defs"]["batchFit"]["properties"])  # every key described
+    assert fit["probes"][0][0] == 1 and fit["fragmentation"] == 0.0  # the search starts at 1; cpu: no allowance
 
 
 def test_bad_memory_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,11 +11,10 @@ import io
 import json
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from torchcost.comparison import CompareRow, Comparison
-from torchcost.render.markdown import table_lines
+from torchcost.render.layout import console, table_lines
 from torchcost.units import format_bytes, format_count
 
 __all__ = ["format_ratio", "render_compare_csv", "render_compare_json", "render_compare_markdown",
@@ -23,6 +22,7 @@ __all__ = ["format_ratio", "render_compare_csv", "render_compare_json", "render_
 
 
 def format_ratio(ratio: float | None) -> str:
+    """``B / A`` as ``0.361x`` (three significant digits; ``1,234x`` from 1000 up), ``-`` when A is 0."""
     if ratio is None:
         return "-"
     if ratio >= 1000:
@@ -45,20 +45,20 @@ def _body(c: Comparison) -> list[list[str]]:
 
 
 def render_compare_text(c: Comparison, *, width: int | None = 120, color: bool = False) -> str:
+    """The table, then one line per model saying what it is and how it ran."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i, header in enumerate(_header(c)):
         table.add_column(header, justify="left" if i == 0 else "right")
     for cells in _body(c):
         table.add_row(*cells)
-    buf = io.StringIO()
-    console = Console(file=buf, width=width or 120, force_terminal=color, no_color=not color,
-                      color_system="auto" if color else None, highlight=False)
-    console.print(table)
-    for name, spec, report in zip(c.names, c.specs, c.reports):
-        where = f"{spec}, " if spec and spec != name else ""
-        console.print(f"{name}: {where}{report.model_type}, {report.mode} mode, {report.dtype}, {report.device}",
+    out = console(width, color)
+    with out.capture() as captured:
+        out.print(table)
+        for name, spec, report in zip(c.names, c.specs, c.reports):
+            where = f"{spec}, " if spec and spec != name else ""
+            out.print(f"{name}: {where}{report.model_type}, {report.mode} mode, {report.dtype}, {report.device}",
                       highlight=False, markup=False, soft_wrap=True)
-    return buf.getvalue().rstrip() + "\n"
+    return captured.get().rstrip() + "\n"
 
 
 def render_compare_markdown(c: Comparison) -> str:

@@ -1,30 +1,32 @@
-"""CSV: one row per module (the rows of :mod:`torchcost.render.rows`), exact integers, a header line first.
+"""CSV: one row per module (the rows of :mod:`torchcost.render.layout`), exact integers, a header line first.
 
-By default every module of the tree, unfolded, in pre-order (``depth=None``, ``fold=False``); ``depth``, ``fold``,
-``sort`` and ``top`` select rows exactly as they do for the table. The model itself is the row named ``(model)``;
-a folded row (``folded`` > 1) stands for that many identical sibling blocks and holds their sums.
+By default every module of the tree, unfolded, in pre-order (``depth=None`` means every level here); ``depth``,
+``fold``, ``sort`` and ``top`` select rows exactly as they do for the table. The model itself is the row named
+``(model)``; a folded row (``folded`` > 1) stands for that many identical sibling blocks and holds their sums.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 
-from torchcost.render.rows import Row, select
+from torchcost.render.layout import EVERY_LEVEL, TableOptions, select
 from torchcost.report import CostReport
 
 __all__ = ["COLUMNS", "render_csv"]
 
 COLUMNS = ("name", "type", "depth", "calls", "output_shape", "params", "shared_params", "macs", "flops", "folded")
-EVERY_LEVEL = 10**6
 
 
-def render_csv(report: CostReport, *, depth: int | None = None, fold: bool = False, sort: str | None = None,
-               top: int | None = None) -> str:
+def render_csv(report: CostReport, options: TableOptions | None = None) -> str:
+    """The rows ``options`` select (default: every module, unfolded; ``width`` and ``color`` do not apply)."""
+    options = options or TableOptions(fold=False)
+    if options.depth is None:
+        options = replace(options, depth=EVERY_LEVEL)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
-    chosen: list[Row] = select(report, EVERY_LEVEL if depth is None else depth, fold, sort, top)
-    for row in chosen:
+    for row in select(report, options):
         writer.writerow([getattr(row, c) for c in COLUMNS])
     return buf.getvalue()

@@ -1,0 +1,264 @@
+"""What a table shows, whatever its format: the options that choose the rows, the rows themselves (the module tree to a
+depth with identical repeated blocks folded, or the leaf layers most expensive first), each row's label and count
+cells, the footer, and the rich console the text outputs print to.
+
+The text table, Markdown, CSV and the comparison read these and only format them, so they agree on what a row is.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+from rich.console import Console
+
+from torchcost.errors import InputError
+from torchcost.report import CostReport, ModuleCost
+from torchcost.shapes import describe
+from torchcost.units import format_count, format_int, format_mib
+
+__all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
+           "count_cells", "default_depth", "footer_lines", "memory_lines", "row_label", "rows", "select",
+           "table_lines"]
+
+SortKey = Literal["flops", "macs", "params"]
+SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params")
+MAX_ROWS = 60  # the default depth keeps a table within this many rows
+EVERY_LEVEL = 10**6  # a depth no model reaches
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """The options of a table, the same for ``CostReport.table``, every renderer and the command line.
+
+    ``depth``: modules down to this depth (None: the default depth; CSV: every level). ``fold``: runs of identical
+    sibling blocks as one row. ``sort``/``top``: instead of the tree, the leaf layers most expensive first by ``sort``
+    (default flops), only the first ``top``. ``width`` (None: 120) and ``color``: the text tables only.
+    """
+
+    depth: int | None = None
+    width: int | None = 120
+    fold: bool = True
+    color: bool = False
+    sort: str | None = None
+    top: int | None = None
+
+    @property
+    def flat(self) -> bool:
+        """True when the rows are the sorted leaf layers rather than the tree (so they are not indented)."""
+        return self.sort is not None or self.top is not None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: a module (the model is ``(model)``), or a run of identical sibling blocks folded."""
+
+    name: str
+    type: str
+    depth: int
+    output_shape: str
+    params: int
+    shared_params: int
+    macs: int
+    flops: int
+    calls: int
+    folded: int = 1  # how many identical sibling blocks this row stands for
+    activation_bytes: int = 0  # memory columns (0 when the report measured none); folded rows: the sum
+    peak_memory: int = 0  # folded rows: the largest of the blocks folded
+
+
+# -- which rows --------------------------------------------------------------------------------------------------------
+
+def _signature(m: ModuleCost) -> tuple[object, ...]:
+    return (m.type, m.params, m.macs, m.flops, describe(m.output_shape), m.calls,
+            tuple(_signature(c) for c in m.children))
+
+
+def _row(m: ModuleCost, depth: int) -> Row:
+    return Row(m.name or "(model)", m.type, depth, describe(m.output_shape), m.params, m.shared_params,
+               m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory)
+
+
+def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
+    """One row for the repeats ``rest`` of the block ``first``: their sums (the peak: the largest)."""
+    return Row(f"{rest[0].name} ... {rest[-1].name}", f"{len(rest)} x {first.type}", level,
+               f"identical to {first.name}", sum(r.params for r in rest), sum(r.shared_params for r in rest),
+               sum(r.macs for r in rest), sum(r.flops for r in rest), sum(r.calls for r in rest), folded=len(rest),
+               activation_bytes=sum(r.activation_bytes for r in rest), peak_memory=max(r.peak_memory for r in rest))
+
+
+def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> list[Row]:
+    """Pre-order rows down to ``depth`` (None: the default depth); runs of identical siblings folded to one row."""
+    limit = default_depth(report, fold) if depth is None else depth
+    out: list[Row] = [_row(report.root, 0)]
+
+    def visit(m: ModuleCost, level: int) -> None:
+        if level > limit:
+            return
+        children = list(m.children)
+        i = 0
+        while i < len(children):
+            child = children[i]
+            out.append(_row(child, level))
+            visit(child, level + 1)
+            j = i + 1
+            if fold:
+                sig = _signature(child)
+                while j < len(children) and _signature(children[j]) == sig:
+                    j += 1
+                if j - i > 2:  # fold the repeats after the first one shown in full
+                    out.append(_folded(children[i + 1:j], child, level))
+                else:
+                    j = i + 1
+            i = j
+
+    visit(report.root, 1)
+    return out
+
+
+def default_depth(report: CostReport, fold: bool = True) -> int:
+    """Every leaf for small models; for large ones the deepest level whose table stays within MAX_ROWS rows."""
+    deepest = max(m.depth for m in report.root.walk())
+    for level in range(deepest, 0, -1):
+        if len(rows(report, level, fold)) <= MAX_ROWS:
+            return level
+    return 1
+
+
+def _sort_key(sort: str | None) -> SortKey:
+    if not sort:
+        return "flops"
+    for key in SORT_KEYS:
+        if key == sort:
+            return key
+    raise InputError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+
+
+def select(report: CostReport, options: TableOptions) -> list[Row]:
+    """The rows every tabular renderer shows for ``options``.
+
+    Without ``sort``/``top``: :func:`rows` (the tree to ``depth``, repeats folded). With either: the leaf modules
+    (those that ran ops themselves, never a parent that double-counts its children), most expensive first by
+    ``sort`` (default flops; ties by name), the first ``top`` of them. A ``sort`` not in SORT_KEYS is an InputError.
+    """
+    if not options.flat:
+        return rows(report, options.depth, options.fold)
+    key = _sort_key(options.sort)
+    leaves = [r for r in rows(report, EVERY_LEVEL, fold=False)[1:] if report.module(r.name).is_leaf]
+    leaves.sort(key=lambda r: (-int(getattr(r, key)), r.name))
+    return leaves[:options.top] if options.top else leaves
+
+
+# -- what a row says -----------------------------------------------------------------------------------------------
+
+def calls_suffix(row: Row) -> str:
+    """`` xN`` for a module called N > 1 times (never on a folded row, which stands for several modules)."""
+    return f" x{row.calls}" if row.calls > 1 and row.folded == 1 else ""
+
+
+def row_label(row: Row, flat: bool) -> str:
+    """The text table's first cell: ``name (Type)`` indented by depth (not when ``flat``); the model: its class."""
+    if row.depth == 0 and row.name == "(model)":
+        return f"{row.type}{calls_suffix(row)}"
+    indent = "" if flat else "  " * row.depth
+    return f"{indent}{row.name} ({row.type}){calls_suffix(row)}"
+
+
+def count_cells(row: Row, report: CostReport) -> list[str]:
+    """Params (`` (shared)`` when some are used outside the module), MACs, FLOPs, and % of the model's FLOPs."""
+    shared = " (shared)" if row.shared_params and row.folded == 1 else ""
+    share = f"{100 * row.flops / report.flops:.2f}%" if report.flops else "-"
+    return [format_count(row.params) + shared, format_count(row.macs), format_count(row.flops), share]
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def table_lines(header: tuple[str, ...], align: tuple[str, ...], body: list[list[str]]) -> list[str]:
+    """A GitHub Markdown table: the header, the alignment row (``:--``, ``--:``), then one line per row of ``body``."""
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body]
+    return lines
+
+
+def console(width: int | None, color: bool) -> Console:
+    """A console to render into a string (``with console.capture() as out``): ``width`` columns (None: 120), ANSI
+    colour only when ``color``, no highlighting of numbers."""
+    return Console(file=io.StringIO(), width=width or 120, force_terminal=color, no_color=not color,
+                   color_system="auto" if color else None, highlight=False)
+
+
+# -- the footer ----------------------------------------------------------------------------------------------------
+
+def footer_lines(report: CostReport) -> list[str]:
+    """The totals under a table: exact counts, uncounted ops, sizes in MiB, the peak memory and how the run was made."""
+    lines = [
+        f"Total params: {format_int(report.params)} ({format_count(report.params)})",
+        f"Trainable params: {format_int(report.trainable_params)}",
+        f"Non-trainable params: {format_int(report.non_trainable_params)}",
+        f"Buffers: {format_int(report.buffers)}",
+        f"MACs: {format_int(report.macs)} ({format_count(report.macs)})",
+        f"FLOPs: {format_int(report.flops)} ({format_count(report.flops)}) = 2 x MACs + other floating-point ops",
+    ]
+    if report.uncounted:
+        ops = ", ".join(f"{o.op} x{o.calls}" for o in report.uncounted)
+        lines.append(f"Uncounted ops (arithmetic with no formula, not in the totals): {ops}")
+    else:
+        lines.append("Uncounted ops: none")
+    if report.formula_errors:
+        lines.append("Formula errors: " + "; ".join(f"{k}: {v}" for k, v in report.formula_errors))
+    if report.uncalled:
+        shown = ", ".join(report.uncalled[:10]) + (" ..." if len(report.uncalled) > 10 else "")
+        lines.append(f"Modules never called: {shown}")
+    lines += [
+        f"Input size (MiB): {format_mib(report.input_bytes)}",
+        f"Params size (MiB): {format_mib(report.param_bytes)}",
+        f"Buffers size (MiB): {format_mib(report.buffer_bytes)}",
+        f"Output activations, sum of leaf module outputs (MiB): {format_mib(report.activation_bytes)}",
+        f"Total of the above (MiB): {format_mib(report.total_bytes)}",
+    ]
+    lines += memory_lines(report)
+    lines.append(f"({report.mode} mode, {report.dtype}, {report.device}; counts per docs/conventions.md)")
+    return lines
+
+
+_PARTS = (("parameters", "parameters"), ("buffers", "buffers"), ("inputs", "inputs"), ("gradients", "gradients"),
+          ("optimizer_state", "optimizer state"), ("saved_activations", "saved activations"),
+          ("temporaries", "temporaries"))
+
+
+def memory_lines(report: CostReport) -> list[str]:
+    """The peak-memory part of the footer (nothing when the report measured no memory); lines of at most 100."""
+    m = report.memory
+    if m is None:
+        return []
+    what = "training step" if m.mode == "train" else "inference"
+    where = f"{m.peak_phase}, {m.peak_op} in {m.peak_module or '(model)'}" if m.peak_op else "before the first op"
+    parts = [f"{label} {format_mib(getattr(m.at_peak, key))}" for key, label in _PARTS if getattr(m.at_peak, key)]
+    lines = [f"Peak memory, {what} (MiB): {format_mib(m.peak_bytes)} ({format_int(m.peak_bytes)} B)",
+             f"  where: {where}"]
+    lines += _wrap("  at the peak (MiB): ", parts or ["0"])
+    if m.mode == "train":
+        lines.append(f"  optimizer: {m.optimizer or 'none'}")
+        lines.append(f"  gradients (MiB): {format_mib(m.gradient_bytes)}, optimizer state (MiB): "
+                     f"{format_mib(m.optimizer_state_bytes)}")
+        lines.append(f"  loss: {m.loss or '-'}" + (f"; autocast {m.amp}" if m.amp else ""))
+    rounding = ", 512 B blocks" if m.round_to > 1 else ""
+    lines.append(f"  from tensor lifetimes ({m.method} run, {m.target}{rounding}); not included: kernel workspaces,")
+    lines.append("  allocator cache and fragmentation, CUDA context (docs/conventions.md, Memory)")
+    return lines
+
+
+def _wrap(head: str, parts: list[str], width: int = 96) -> list[str]:
+    lines: list[str] = []
+    line = head
+    for i, part in enumerate(parts):
+        text = part + (", " if i < len(parts) - 1 else "")
+        if len(line) + len(text) > width and line.strip():
+            lines.append(line.rstrip())
+            line = " " * 4
+        line += text
+    lines.append(line.rstrip())
+    return lines
