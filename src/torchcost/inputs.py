@@ -6,6 +6,8 @@ inputs the same way, because they all come here.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,10 +15,12 @@ import torch
 from torch import nn
 
 from torchcost.errors import InputError
-from torchcost.trees import map_tensors
+from torchcost.trees import map_tensors, tensors_in
+from torchcost.units import format_bytes
 
-__all__ = ["Shape", "float_input", "floating_dtype", "input_dtypes", "int_input", "is_shape", "model_device",
-           "model_dtype", "normalize_sizes", "own_copy", "prepare_inputs", "random_input", "run_device_for"]
+__all__ = ["Shape", "available_memory", "float_input", "floating_dtype", "input_dtypes", "int_input", "is_shape",
+           "model_device", "model_dtype", "normalize_sizes", "outside_inference_mode", "own_copy", "prepare_inputs",
+           "random_input", "run_device_for"]
 
 Shape = tuple[int, ...]
 
@@ -55,10 +59,70 @@ def floating_dtype(model: nn.Module) -> torch.dtype | None:
 
 
 def run_device_for(device: object, model: nn.Module) -> torch.device:
-    """The device a run happens on: ``device`` as given (None: the model's own)."""
+    """The device a run happens on: ``device`` as given (None: the model's own). A device that is not one, is not
+    present here, or cannot run the model (its tensors all live elsewhere) is an InputError; "meta" runs any model
+    (one with weights on a meta twin)."""
     if device is None:
         return model_device(model)
-    return torch.device(device)  # type: ignore[call-overload]
+    run = _parse_device(device)
+    _check_present(run)
+    held = {t.device.type for t in (*model.parameters(), *model.buffers())}
+    if run.type == "meta" or not held or run.type in held:
+        return run
+    if held == {"meta"}:
+        raise InputError(f"device={str(run)!r} cannot run this model: it is on the meta device and has no weights; "
+                         f"leave device= out (a meta model is analysed on meta, allocating nothing)")
+    raise InputError(f"device={str(run)!r} cannot run this model: its parameters are on {' and '.join(sorted(held))}; "
+                     f"leave device= out to run it there, or move the model first (model.to({str(run)!r}))")
+
+
+def _parse_device(device: object) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, str) or (isinstance(device, int) and not isinstance(device, bool) and device >= 0):
+        try:
+            return torch.device(device)
+        except (RuntimeError, ValueError):
+            pass
+    raise InputError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'meta'; got {device!r}")
+
+
+def _check_present(device: torch.device) -> None:
+    """An accelerator device must be there: torch.<type>.is_available() and the index below its device_count()."""
+    if device.type in ("cpu", "meta"):
+        return
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    count = getattr(backend, "device_count", None)
+    if callable(available) and not available():
+        raise InputError(f"device={str(device)!r}: no {device.type} device is available here; analyse on "
+                         f"device='meta' to measure without one (target={device.type!r} for its memory)")
+    if callable(count) and device.index is not None and device.index >= count():
+        raise InputError(f"device={str(device)!r}: only {count()} {device.type} device(s) here")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``: MemAvailable of /proc/meminfo for the CPU, the free memory
+    of a CUDA device; None where it cannot be read (or on meta, which allocates nothing)."""
+    if device.type == "cuda":
+        with contextlib.suppress(RuntimeError, AssertionError):
+            return int(torch.cuda.mem_get_info(device)[0])
+        return None
+    if device.type != "cpu":
+        return None
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    return None
+
+
+def _check_room(need: int, what: str, device: torch.device) -> None:
+    """Refuse inputs that cannot fit in the memory available on ``device``, before allocating them."""
+    available = available_memory(device) if need > 0 else None
+    if available is not None and need > available:
+        raise InputError(f"{what} would need {format_bytes(need)} on {device}, more than the "
+                         f"{format_bytes(available)} available; analyse it on the meta device instead "
+                         f"(device='meta'; CLI: --meta), which allocates nothing")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -117,6 +181,12 @@ def input_dtypes(dtype: object, count: int) -> list[torch.dtype | None]:
     return dtypes
 
 
+def outside_inference_mode() -> contextlib.AbstractContextManager[Any]:
+    """Leaves the caller's torch.inference_mode, if any, for a run: under it the dispatcher sees ops before they
+    decompose, autograd is off, and inference tensors cannot be written."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+
+
 def prepare_inputs(
     args: tuple[Any, ...],
     kwargs: object,
@@ -129,14 +199,21 @@ def prepare_inputs(
     one for all or one per input, defaulting to ``default_dtype``), or the user's own, copied."""
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise InputError(f"kwargs must be a mapping of keyword arguments, got {type(kwargs).__name__}")
-    if input_size is not None:
-        if args:
-            raise InputError("give either inputs or input_size, not both")
-        shapes = normalize_sizes(input_size)
-        dtypes = input_dtypes(dtype, len(shapes))
-        made = tuple(random_input(s, d or default_dtype, device) for s, d in zip(shapes, dtypes))
-        return made, dict(kwargs or {})
-    if not args and not kwargs:
-        raise InputError("give the model's inputs (analyze(model, x)) or input_size=(1, 3, 224, 224)")
-    copied: tuple[tuple[Any, ...], dict[str, Any]] = own_copy(args, dict(kwargs or {}), device)
-    return copied
+    with outside_inference_mode():  # inputs made or copied under the caller's inference_mode are ordinary tensors
+        if input_size is not None:
+            if args:
+                raise InputError("give either inputs or input_size, not both")
+            shapes = normalize_sizes(input_size)
+            dtypes = [d or default_dtype for d in input_dtypes(dtype, len(shapes))]
+            if device.type != "meta":
+                need = sum(math.prod(s) * d.itemsize for s, d in zip(shapes, dtypes))
+                _check_room(need, f"input_size {list(shapes[0]) if len(shapes) == 1 else list(shapes)}", device)
+            made = tuple(random_input(s, d, device) for s, d in zip(shapes, dtypes))
+            return made, dict(kwargs or {})
+        if not args and not kwargs:
+            raise InputError("give the model's inputs (analyze(model, x)) or input_size=(1, 3, 224, 224)")
+        if device.type != "meta":
+            need = sum(t.numel() * t.element_size() for t in tensors_in((args, kwargs)) if t.device.type == device.type)
+            _check_room(need, "a copy of the inputs", device)
+        copied: tuple[tuple[Any, ...], dict[str, Any]] = own_copy(args, dict(kwargs or {}), device)
+        return copied

@@ -1,14 +1,71 @@
 """Refusing, before anything is touched, what cannot be analysed: each refusal is one InputError that names the
-module or option and says what to do instead."""
+module or option and says what to do instead.
+
+* **TorchScript** (``torch.jit.script`` / ``torch.jit.trace``, the model or any child): its forward runs inside the
+  TorchScript interpreter, where module calls are invisible, so per-module attribution cannot be exact; its
+  submodules cannot be copied into a training-step twin. torchcost analyses the eager module it was made from.
+* **Lazy modules** with parameters not yet materialised (``nn.LazyLinear``): their shapes, hence their cost, are not
+  known until a forward runs, and that forward would change the user's module.
+* **Sparse gradients** (``nn.Embedding(sparse=True)``, ``nn.EmbeddingBag(sparse=True)``) in a training step with an
+  optimizer that cannot take them (Adam, AdamW, ...): only SGD and Adagrad (and SparseAdam) can.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
+from torchcost.errors import InputError
 from torchcost.run.step import StepOptions
 
 __all__ = ["refuse_unsupported"]
 
+# torch optimizers whose step accepts sparse gradients
+_SPARSE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD, torch.optim.Adagrad,
+                                                                torch.optim.SparseAdam)
+
 
 def refuse_unsupported(model: nn.Module, options: StepOptions) -> None:
     """Raise an InputError for a model or option combination torchcost cannot analyse."""
+    for name, module in model.named_modules():
+        where = _where(name, module)
+        if isinstance(module, torch.jit.ScriptModule):
+            raise InputError(f"{where} is TorchScript, whose forward hides its layers from torchcost: analyse the "
+                             f"eager module it was scripted or traced from")
+        tensors = (*module._parameters.values(), *module._buffers.values())
+        if any(t is not None and is_lazy(t) for t in tensors):
+            raise InputError(f"{where} is a lazy module whose parameters are not initialized yet: call the model "
+                             f"once (model(x)) so they take their shapes, then analyse it")
+        if options.mode == "train" and _sparse_trainable(module) and not _takes_sparse(options.optimizer):
+            raise InputError(f"{where} makes sparse gradients (sparse=True), which the {_optimizer_name(options)} "
+                             f"optimizer cannot take: pass optimizer='sgd' (it supports sparse gradients)")
+
+
+def _where(name: str, module: nn.Module) -> str:
+    """``module 'a.b' (Type)``, or ``the model (Type)`` for the root; a TorchScript module names its eager class."""
+    kind = type(module).__name__
+    original = getattr(module, "original_name", None) if isinstance(module, torch.jit.ScriptModule) else None
+    if original and original != kind:
+        kind = f"{kind} of {original}"
+    return f"module '{name}' ({kind})" if name else f"the model ({kind})"
+
+
+def _sparse_trainable(module: nn.Module) -> bool:
+    weight = module._parameters.get("weight")
+    return (isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and bool(getattr(module, "sparse", False))
+            and weight is not None and weight.requires_grad)
+
+
+def _takes_sparse(optimizer: str | torch.optim.Optimizer | None) -> bool:
+    if optimizer is None:
+        return True
+    if isinstance(optimizer, str):
+        return optimizer.lower() == "sgd"
+    # a torch optimizer we know; anyone else's optimizer is trusted to know what it takes
+    return isinstance(optimizer, _SPARSE_OPTIMIZERS) or not type(optimizer).__module__.startswith("torch.optim")
+
+
+def _optimizer_name(options: StepOptions) -> str:
+    optimizer = options.optimizer
+    return repr(optimizer) if isinstance(optimizer, str) else type(optimizer).__name__

@@ -13,8 +13,9 @@ from torch import nn
 
 from torchcost.collect.memory import module_tensors
 from torchcost.collect.recording import MemorySettings, Recording
-from torchcost.errors import ModelError
+from torchcost.errors import InputError, ModelError
 from torchcost.formulas.registry import FormulaRegistry
+from torchcost.inputs import outside_inference_mode
 from torchcost.run.failures import forward_failures, step_failures
 from torchcost.run.guard import guarded
 from torchcost.run.plan import check_room_for_copy, choose_method, retry_on_copy, twin_device
@@ -54,8 +55,15 @@ class Ran:
 
 def run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
         options: StepOptions, memory: bool, run_device: torch.device) -> Ran:
-    """The run plan.choose_method picks, retried once on a real copy where plan.retry_on_copy says so."""
-    method = choose_method(run_device, options)
+    """The run plan.choose_method picks, retried once on a real copy where plan.retry_on_copy says so; outside the
+    caller's inference_mode, if any."""
+    with outside_inference_mode():
+        return _run(model, args, kwargs, registry, options, memory, run_device)
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
+         options: StepOptions, memory: bool, run_device: torch.device) -> Ran:
+    method = choose_method(run_device, options, model)
     if method == "real":
         return execute(model, args, kwargs, registry, options, memory, run_device, None)
     twin = make_twin(model, args, kwargs, method, twin_device(method, run_device))
@@ -131,12 +139,30 @@ def _forward(rec: Recording, ran: Ran, device: torch.device) -> tuple[Any, Any]:
             with rec.phase("loss"), step_failures("computing the loss"):
                 loss = (options.loss_fn or default_loss)(out)
                 ran.loss = _loss_name(options.loss_fn)
+            if options.loss_fn is not None:
+                _check_loss(loss, ran)
     return out, loss
+
+
+def _check_loss(loss: object, ran: Ran) -> None:
+    """What loss_fn returned must be a loss backward can start from: a scalar tensor, attached to the graph when
+    the model has trainable parameters. Anything else would be measured as a step without a backward."""
+    name = ran.loss
+    if not isinstance(loss, torch.Tensor):
+        shown = f"{type(loss).__name__} {loss!r}" if isinstance(loss, (str, int, float, bool)) else type(loss).__name__
+        raise InputError(f"loss_fn {name!r} returned a {shown[:80]}, not a tensor: return the loss tensor itself "
+                         f"(not loss.item()), so that backward can run")
+    if loss.numel() != 1:
+        raise InputError(f"loss_fn {name!r} returned a tensor of shape {list(loss.shape)}; a loss is one number: "
+                         f"reduce it (.mean() or .sum())")
+    if not loss.requires_grad and any(p.requires_grad for p in ran.model.parameters()):
+        raise InputError(f"loss_fn {name!r} returned a tensor that does not require grad (detached, or computed under "
+                         f"no_grad), so the step would have no backward: compute it from the model's output")
 
 
 def _account_step(ran: Ran, opt: torch.optim.Optimizer | None, counted: str | None) -> None:
     """Gradients and optimizer state left by the step: their bytes, and their category in the memory record."""
-    grads = [p.grad for p in ran.model.parameters() if p.grad is not None]
+    grads = _dense_parts([p.grad for p in ran.model.parameters() if p.grad is not None])
     state = optimizer_tensors(opt)
     ran.gradient_bytes = _storage_bytes(grads, counted, ran.options.round_to)
     ran.optimizer_state_bytes = _storage_bytes(state, counted, ran.options.round_to)
@@ -144,6 +170,12 @@ def _account_step(ran: Ran, opt: torch.optim.Optimizer | None, counted: str | No
     if memory is not None:
         memory.label(grads, "gradients")
         memory.label(state, "optimizer_state")
+
+
+def _dense_parts(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors that hold the data: a sparse COO gradient (Embedding(sparse=True)) is its indices and values."""
+    return [part for t in tensors
+            for part in ((t._indices(), t._values()) if t.layout == torch.sparse_coo else (t,))]
 
 
 def _storage_bytes(tensors: list[torch.Tensor], device_type: str | None, round_to: int) -> int:

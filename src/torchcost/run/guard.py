@@ -1,61 +1,226 @@
-"""Leaving the model as it came in (DESIGN #6): modes, attributes, parameter and buffer objects, buffer values,
-torch's MultiheadAttention fast-path flag and the RNG state are all restored on the way out, also when the forward
-raises. tests/test_safety.py is the specification of this module."""
+"""Leaving the model as it came in (DESIGN #6), also when the forward raises. docs/architecture.md, "Guarantees: the
+model", lists what is restored; tests/test_safety.py and tests/reliability/test_odd_models.py are the specification.
+
+A run on the model itself restores, for every module of ``model.modules()``: each attribute of ``module.__dict__``
+(reassigned, added or deleted), the contents of its list, dict and set attributes (one level: ``_parameters``,
+``_buffers``, ``_modules`` and the hook dicts among them), the ``requires_grad`` flag of its parameters, and the values
+of its parameters, buffers and tensor attributes. Values are copied on write: :class:`_RunWatch`, a dispatch mode below
+the collectors, saves a tensor's values the first time an operator is about to write into its storage, so a forward
+that writes nothing costs no copy. A run on a twin needs none of this: the user's module is only read.
+
+The RNG: a twin of meta or fake tensors draws nothing from torch's generators, so its run leaves them alone (other
+threads' draws are never rewound). A run on real tensors (the model itself, or a real copy) saves the states of the
+CPU's and the run device's default generators, and puts them back only where a random op of the run drew from them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.run.step import Twin
 
-__all__ = ["guarded", "preserved", "quiet_fastpaths", "rng_forked"]
+__all__ = ["guarded", "preserved", "quiet_fastpaths"]
+
+_MISSING = object()
+# ops that write batch norm's running statistics (arguments 3 and 4) when ``training`` (argument 5) is true,
+# although their schema does not declare it
+_BATCH_NORMS = frozenset({"aten::native_batch_norm", "aten::cudnn_batch_norm", "aten::miopen_batch_norm",
+                          "aten::_batch_norm_impl_index"})
+
+
+_Container = list[Any] | dict[Any, Any] | set[Any]
 
 
 @dataclass
 class _ModuleState:
     module: nn.Module
-    training: bool
-    attrs: frozenset[str]
-    parameters: dict[str, nn.Parameter | None]
-    buffers: dict[str, torch.Tensor | None]
-    buffer_values: dict[str, torch.Tensor]
+    attrs: dict[str, object]
+    contents: dict[str, _Container | None]  # attribute -> a copy of a list, dict or set attribute (None: empty)
+    tensors: list[torch.Tensor]  # parameters, buffers and tensor attributes
+    grad_flags: list[tuple[nn.Parameter, bool]]
 
 
 def _state(module: nn.Module) -> _ModuleState:
-    values = {n: b.detach().clone() for n, b in module._buffers.items() if b is not None and b.device.type != "meta"}
-    return _ModuleState(module, module.training, frozenset(module.__dict__), dict(module._parameters),
-                        dict(module._buffers), values)
+    attrs = module.__dict__.copy()
+    contents: dict[str, _Container | None] = {}
+    tensors = [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+    for attr, value in attrs.items():
+        if isinstance(value, list):  # the builtin methods, not a subclass's own (they may refuse, or do more)
+            contents[attr] = list.copy(value) if value else None
+        elif isinstance(value, dict):
+            contents[attr] = dict.copy(value) if value else None
+        elif isinstance(value, set):
+            contents[attr] = set.copy(value) if value else None
+        elif isinstance(value, torch.Tensor):
+            tensors.append(value)
+    flags = [(p, p.requires_grad) for p in module._parameters.values() if p is not None]
+    return _ModuleState(module, attrs, contents, tensors, flags)
 
 
 def _restore(s: _ModuleState) -> None:
-    for attr in set(s.module.__dict__) - s.attrs:
-        del s.module.__dict__[attr]
-    s.module._parameters.clear()
-    s.module._parameters.update(s.parameters)
-    s.module._buffers.clear()
-    s.module._buffers.update(s.buffers)
-    with torch.no_grad():
-        for name, value in s.buffer_values.items():
-            buffer = s.buffers[name]
-            if buffer is not None:
-                buffer.copy_(value)
-    s.module.training = s.training
+    now = s.module.__dict__
+    if now.keys() != s.attrs.keys():
+        for attr in now.keys() - s.attrs.keys():
+            del now[attr]
+    for attr, value in s.attrs.items():
+        if now.get(attr, _MISSING) is not value:
+            now[attr] = value
+    for attr, saved in s.contents.items():
+        container = s.attrs[attr]
+        if saved is None and container:
+            _refill(container, [])
+        elif saved is not None and not _same(container, saved):
+            _refill(container, saved)
+    for p, flag in s.grad_flags:
+        if p.requires_grad != flag:
+            p.requires_grad_(flag)
+
+
+def _same(container: object, saved: _Container) -> bool:
+    """Whether a list, dict or set holds the same objects as its saved copy (compared by identity)."""
+    if not isinstance(container, (list, dict, set)) or len(container) != len(saved):
+        return False
+    if isinstance(container, dict) and isinstance(saved, dict):
+        return (list(container) == list(saved)
+                and all(a is b for a, b in zip(container.values(), saved.values())))
+    if isinstance(container, set):
+        return {id(x) for x in container} == {id(x) for x in saved}
+    return all(a is b for a, b in zip(container, saved))
+
+
+def _refill(container: object, saved: _Container) -> None:
+    if isinstance(container, list):
+        list.__setitem__(container, slice(None), saved)
+    elif isinstance(container, dict):
+        dict.clear(container)
+        dict.update(container, saved)
+    elif isinstance(container, set):
+        set.clear(container)
+        set.update(container, saved)
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    """The address of a tensor's storage; 0 for one without data (meta, sparse, an empty storage)."""
+    try:
+        return 0 if t.device.type == "meta" else t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return 0
+
+
+def _written_arguments(func: torch._ops.OpOverload) -> tuple[tuple[int, str], ...]:
+    """(position, name) of the arguments ``func`` declares it writes into."""
+    return tuple((i, a.name) for i, a in enumerate(func._schema.arguments)
+                 if a.alias_info is not None and a.alias_info.is_write)
+
+
+def _uses_default_generator(args: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a random op draws from torch's default generator (it was given no generator of its own)."""
+    generators = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Generator)]
+    return not generators or any(g is torch.default_generator for g in generators)
+
+
+class _RunWatch(TorchDispatchMode):
+    """Below the collectors, during a run on real tensors: saves the values of the watched tensors on a storage the
+    first time an operator is about to write into it, and notes whether a random op drew from a default generator."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:  # as DispatchCollector: the dynamo wrapper costs a 5 s import, buys nothing
+        return False
+
+    def __init__(self, watched: dict[int, list[torch.Tensor]]) -> None:
+        super().__init__()
+        self.watched = watched  # storage address -> the tensors on it
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.drew = False
+        self._ops: dict[torch._ops.OpOverload, tuple[tuple[tuple[int, str], ...], bool, bool]] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        known = self._ops.get(func)
+        if known is None:
+            known = self._ops[func] = (_written_arguments(func), torch.Tag.nondeterministic_seeded in func.tags,
+                                       func._schema.name in _BATCH_NORMS)
+        writes, seeded, batch_norm = known
+        if seeded and not self.drew:
+            self.drew = _uses_default_generator(args, kwargs)
+        if writes or batch_norm:
+            written = [args[p] if p < len(args) else kwargs.get(name) for p, name in writes]
+            if batch_norm and len(args) > 5 and args[5]:
+                written += args[3:5]
+            for value in written:
+                for t in (value if isinstance(value, (list, tuple)) else (value,)):
+                    if isinstance(t, torch.Tensor):
+                        self._save(t)
+        return func(*args, **kwargs)
+
+    def _save(self, t: torch.Tensor) -> None:
+        tensors = self.watched.pop(_storage_key(t), None)
+        if tensors:
+            self.saved.extend((w, w.detach().clone()) for w in tensors)
+
+    def restore(self) -> None:
+        for tensor, value in self.saved:  # (inference_mode(False) turns grad mode on: no_grad goes inside it)
+            with torch.inference_mode(tensor.is_inference()), torch.no_grad():
+                tensor.copy_(value)
+        self.saved.clear()
+
+
+def _watched(states: list[_ModuleState]) -> dict[int, list[torch.Tensor]]:
+    """The modules' parameters, buffers and tensor attributes that hold data, by storage address."""
+    watched: dict[int, list[torch.Tensor]] = {}
+    seen: set[int] = set()
+    for s in states:
+        for t in s.tensors:
+            if id(t) not in seen:
+                seen.add(id(t))
+                key = _storage_key(t)
+                if key:
+                    watched.setdefault(key, []).append(t)
+    return watched
+
+
+def _rng_put_back(device: torch.device) -> Callable[[], None]:
+    """A function that puts back the generator states of now: the CPU's, and the run device's for an accelerator."""
+    cpu = torch.get_rng_state()
+    backend = getattr(torch, device.type, None) if device.type not in ("cpu", "meta") else None
+    if backend is None or not hasattr(backend, "get_rng_state"):
+        return lambda: torch.set_rng_state(cpu)
+    index = device.index if device.index is not None else backend.current_device()
+    state = backend.get_rng_state(index)
+
+    def put_back() -> None:
+        torch.set_rng_state(cpu)
+        backend.set_rng_state(state, index)
+
+    return put_back
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore every module's mode, attributes, parameter and buffer objects and buffer values on the way out."""
-    states = [_state(module) for module in model.modules()]
+def preserved(model: nn.Module | None, device: torch.device) -> Iterator[None]:
+    """Around a run on real tensors: restore every module's attributes, container contents, grad flags and tensor
+    values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
+    states where the run drew from them."""
+    states = [_state(module) for module in model.modules()] if model is not None else []
+    watch = _RunWatch(_watched(states))
+    put_back = _rng_put_back(device)
     try:
-        yield
+        with watch if watch.watched or device.type != "meta" else contextlib.nullcontext():
+            yield
     finally:
-        for s in states:
-            _restore(s)
+        try:
+            watch.restore()
+            if watch.drew:
+                put_back()
+        finally:
+            for s in states:
+                _restore(s)
 
 
 @contextlib.contextmanager
@@ -74,22 +239,12 @@ def quiet_fastpaths() -> Iterator[None]:
         mha.set_fastpath_enabled(before)
 
 
-def rng_forked(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """Fork the CPU RNG, and the accelerator's where the run happens there (dropout draws from it)."""
-    if device.type in ("cpu", "meta") or not hasattr(torch, device.type):
-        return torch.random.fork_rng(devices=[])
-    backend = getattr(torch, device.type)
-    index = device.index if device.index is not None else backend.current_device()
-    return torch.random.fork_rng(devices=[index], device_type=device.type)
-
-
 @contextlib.contextmanager
 def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device) -> Iterator[None]:
-    """Everything one run needs around it: the model preserved (when it runs itself), quiet fast paths, a forked RNG
-    (the run's device's for the model itself or a real copy; the CPU's for fake and meta twins) and the twin's fake
-    tensor mode."""
-    preserve = preserved(model) if twin is None else contextlib.nullcontext()
-    rng_device = run_device if twin is None or twin.method == "copy" else torch.device("cpu")
+    """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
+    quiet fast paths, and the twin's fake tensor mode. Meta and fake twins touch neither the model nor the RNG."""
+    real = twin is None or twin.method == "copy"
+    preserve = preserved(model if twin is None else None, run_device) if real else contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
-    with preserve, quiet_fastpaths(), rng_forked(rng_device), fake:
+    with preserve, quiet_fastpaths(), fake:
         yield

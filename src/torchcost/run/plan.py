@@ -4,7 +4,8 @@ When does ``analyze`` run on a copy? Exactly here:
 
 * **eval** runs the model itself ("real") when the memory target is the model's own device type, or the model is on
   meta (no autocast). Otherwise it runs on a twin: "meta" tensors, or "fake" tensors where ``amp=`` needs
-  ``torch.autocast``, which meta tensors cannot do.
+  ``torch.autocast``, which meta tensors cannot do. A model with weights analysed with ``device="meta"`` runs on a
+  twin too: its weights are never moved.
 * **train** never touches the user's weights: a CPU or CUDA model whose target is its own device type runs on
   "fake" tensors on that device (so device-specific kernels are chosen as there); anything else on "meta" (or "fake"
   for autocast).
@@ -17,12 +18,11 @@ Twins are made in :mod:`torchcost.run.step`.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
 from torchcost.errors import ModelError
+from torchcost.inputs import available_memory
 from torchcost.run.step import Method, StepOptions, TwinMethod
 
 __all__ = ["check_room_for_copy", "choose_method", "default_target", "is_fake_trouble", "retry_on_copy",
@@ -36,12 +36,13 @@ def default_target(device: torch.device) -> str:
     return "cuda" if device.type in ("cuda", "meta") else "cpu"
 
 
-def choose_method(device: torch.device, options: StepOptions) -> Method:
+def choose_method(device: torch.device, options: StepOptions, model: nn.Module) -> Method:
     """"real" (the model itself), or on a twin: "fake" (fake tensors on the model's device, or on the CPU where
     autocast is needed and meta cannot autocast) or "meta"."""
     same = device.type == options.target
     if options.mode == "eval":
-        if same or (device.type == "meta" and not options.amp):
+        holds_data = any(t.device.type != "meta" for t in (*model.parameters(), *model.buffers()))
+        if same or (device.type == "meta" and not options.amp and not holds_data):
             return "real"
         return "fake" if options.amp else "meta"
     if same and device.type in ("cpu", "cuda"):
@@ -77,10 +78,7 @@ def check_room_for_copy(model: nn.Module, options: StepOptions, exc: ModelError)
     that would not fit in half the memory available (CPU models; /proc/meminfo), rather than exhaust the machine."""
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     need = weights * (4 if options.mode == "train" else 1)
-    available = None
-    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    available = available_memory(torch.device("cpu"))
     if available is not None and need > available // 2:
         raise ModelError(
             f"the model cannot run on fake tensors ({exc.reason}) and a real copy for the measurement would need "

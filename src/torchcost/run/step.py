@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from torchcost.errors import InputError
+from torchcost.errors import InputError, first_line
 from torchcost.trees import first, map_tensors, tensors_in
 
 __all__ = [
@@ -155,7 +155,7 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
             for value in vars(module).values():
                 if isinstance(value, torch.Tensor) and id(value) not in memo:
                     memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
-        twin_model = copy.deepcopy(model, memo)
+        twin_model = _deep_copy(model, memo)
 
     def move(t: torch.Tensor) -> torch.Tensor:
         moved = convert(t.detach())
@@ -164,6 +164,34 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     run_device = torch.device("meta") if method == "meta" else device
     twin_args, twin_kwargs = map_tensors((args, kwargs), move)
     return Twin(twin_model, twin_args, twin_kwargs, method, run_device, params, fake_mode)
+
+
+_MODULE_MACHINERY = frozenset(vars(nn.Module()))  # what nn.Module.__init__ sets: parameters, submodules, hooks, ...
+
+
+def _deep_copy(model: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(model, memo)``. Where that fails on an object that cannot be copied (a threading.Lock, an
+    open file, a client), the attributes holding such objects are shared with the twin instead, as they are: the
+    twin needs tensors of its own, not its own lock."""
+    base = dict(memo)
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception:  # any failure of a user's __deepcopy__ / __reduce__ lands here
+        pass
+    shared = dict(base)
+    for module in model.modules():
+        for attr, value in vars(module).items():
+            if attr in _MODULE_MACHINERY or isinstance(value, nn.Module) or id(value) in shared:
+                continue
+            try:
+                copy.deepcopy(value, dict(base))
+            except Exception:
+                shared[id(value)] = value
+    try:
+        return copy.deepcopy(model, shared)
+    except Exception as exc:
+        raise InputError(f"a training step runs on a copy of the model, and {type(model).__name__} cannot be copied: "
+                         f"{first_line(exc)}") from exc
 
 
 # -- optimizer ------------------------------------------------------------------------------------------------------
