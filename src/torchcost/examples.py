@@ -40,7 +40,8 @@ class SimpleCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
         x = x.view(x.size(0), -1)
-        return self.classifier(x)
+        out: torch.Tensor = self.classifier(x)
+        return out
 
 
 class StockPredictor(nn.Module):
@@ -58,7 +59,8 @@ class StockPredictor(nn.Module):
         x = torch.relu(self.conv2(x))
         x = torch.max_pool1d(x, 2)
         x = x.view(x.size(0), -1)
-        return self.fc(x)
+        out: torch.Tensor = self.fc(x)
+        return out
 
 
 class ActionRecognizer(nn.Module):
@@ -78,7 +80,8 @@ class ActionRecognizer(nn.Module):
         x = torch.relu(self.conv2(x))
         x = self.pool2(x)
         x = x.view(x.size(0), -1)
-        return self.fc(x)
+        out: torch.Tensor = self.fc(x)
+        return out
 
 
 class StandardConv(nn.Module):
@@ -89,7 +92,8 @@ class StandardConv(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=1, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        out: torch.Tensor = self.conv(x)
+        return out
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -101,7 +105,8 @@ class DepthwiseSeparableConv(nn.Module):
         self.pointwise = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        out: torch.Tensor = self.pointwise(self.depthwise(x))
+        return out
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def own_copy(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device
             return t.to("meta")
         return t.detach().clone().requires_grad_(t.requires_grad)
 
-    return map_tensors((args, kwargs), copy)
+    copied: tuple[Any, Any] = map_tensors((args, kwargs), copy)
+    return copied
 
 
 def input_dtypes(dtype: object, count: int) -> list[torch.dtype | None]:

@@ -175,7 +175,7 @@ class DispatchCollector(TorchDispatchMode):
         return False
 
     def __init__(self, ops: OpCollector, memory: MemoryTracker | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.ops = ops
         self.memory = memory
 

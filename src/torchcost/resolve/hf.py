@@ -212,9 +212,9 @@ def build(name: str, opts: BuildOptions) -> Resolved:
 
     def make() -> nn.Module:
         kwargs = {"dtype": dtype, **opts.kwargs}
-        if model_class is not None:
-            return model_class._from_config(config, **kwargs)
-        return transformers.AutoModel.from_config(config, **kwargs)
+        built: nn.Module = (model_class._from_config(config, **kwargs) if model_class is not None
+                            else transformers.AutoModel.from_config(config, **kwargs))
+        return built
 
     if not opts.meta and opts.device.type == "cpu":
         with torch.device("meta"):

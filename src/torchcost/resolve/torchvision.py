@@ -56,7 +56,7 @@ def _task_of(models: Any, name: str) -> str:
     module = models.get_model_builder(name).__module__  # torchvision.models.video.resnet -> video
     parts = module.split(".")
     if len(parts) >= 4 and parts[2] in TASKS:
-        return parts[2]
+        return str(parts[2])
     return "classification"
 
 

@@ -135,7 +135,7 @@ class _RunWatch(TorchDispatchMode):
         return False
 
     def __init__(self, watched: dict[int, list[torch.Tensor]]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.watched = watched  # storage address -> the tensors on it
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.drew = False

@@ -235,7 +235,8 @@ def make_optimizer(spec: Any, model: nn.Module, twin: Twin, target: str) -> torc
             state = spec.state.get(p)
             if state:
                 twin_opt.state[twin_p] = {k: _like(v, twin) for k, v in state.items()}
-    return twin_opt
+    made: torch.optim.Optimizer = twin_opt
+    return made
 
 
 def _like(value: Any, twin: Twin) -> Any:
