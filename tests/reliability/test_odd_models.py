@@ -301,3 +301,29 @@ def test_rng_comes_back_as_it_was() -> None:
         before = torch.get_rng_state()
         torchcost.analyze(model, x, mode=mode)
         assert torch.equal(torch.get_rng_state(), before), mode
+
+
+# -- spectral norm: the power iteration is real work, shown where it runs ----------------------------------------
+
+@pytest.mark.parametrize("mode, norm_macs", [
+    ("eval", 16 * 8 + 16),  # sigma = u . (W v): mv 16*8 = 128, vdot 16 -> 144
+    ("train", 3 * 16 * 8 + 16),  # plus one power iteration, mv(W^T, u) and mv(W, v): 128 + 128 + 144 = 400
+])
+def test_spectral_norm_parametrization_is_its_own_row(mode: str, norm_macs: int) -> None:
+    from torch.nn.utils import parametrizations
+
+    layer = parametrizations.spectral_norm(nn.Linear(8, 16))
+    r = torchcost.analyze(layer, torch.randn(1, 8), mode=mode)
+    assert r.root.self_macs == 8 * 16  # = 128: the layer's own addmm, one sample
+    assert r.module("parametrizations.weight.0").macs == norm_macs
+    assert r.macs == 8 * 16 + norm_macs
+
+
+@pytest.mark.parametrize("mode, macs", [("eval", 128 + 144), ("train", 128 + 400)])
+def test_old_spectral_norm_hook_is_charged_to_its_layer(mode: str, macs: int) -> None:
+    from torch.nn.utils import spectral_norm
+
+    layer = spectral_norm(nn.Linear(8, 16))
+    r = torchcost.analyze(layer, torch.randn(1, 8), mode=mode)
+    assert r.macs == r.root.self_macs == macs  # addmm 128 plus the hook's mv/dot, as in the parametrization case
+    assert {"aten::addmm", "aten::mv", "aten::dot"} <= {o.op for o in r.root.ops}
