@@ -81,7 +81,10 @@ def analyze(
     with exclusive():
         call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
         ran = run(model, call_args, call_kwargs, registry, options, memory, run_device)
-        return build_report(ran, run_device, mode)
+        report = build_report(ran, run_device, mode)
+        # the run's tensors die here, while a Ctrl-C is still deferred: torch's clean-up callbacks would drop it
+        del ran, call_args, call_kwargs
+    return report
 
 
 def compare(

@@ -14,6 +14,10 @@ modes from the outside in: MemoryMode (tags autograd nodes with their module, pi
 CompositeCatcher (prices attention and RNNs whole) and innermost DispatchCollector (sees every aten op). The
 phase decides what the collectors do with what they see: FLOPs are counted in the forward only, memory is followed
 through all phases, and module scope ends with the forward (backward ops take their module from autograd nodes).
+
+A Ctrl-C while recording is deferred (collect/interrupts.py): it is raised as KeyboardInterrupt at the next module
+boundary, phase boundary or at the end, never inside torch's C++ callbacks, and the collectors come off as for any
+error.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from types import TracebackType
 
 from torch import nn
 
+from torchcost.collect import interrupts
 from torchcost.collect.composites import CompositeCatcher
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, OpCollector
@@ -60,17 +65,20 @@ class Recording:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Recording:
-        stack = self._stack
-        stack.callback(self._finish)
-        if self.memory is not None:
-            self.scope.listeners.append(self.memory)
-        self.scope.install()
-        # MemoryMode only has work in a training step (tagging backward scopes) or on meta (picking the target's
-        # kernels); otherwise it would be a pass-through costing a Python call per torch function.
-        if self._train or self._emulate is not None:
-            stack.enter_context(MemoryMode(self.memory, tag=self._train, target=self._emulate))
-        stack.enter_context(CompositeCatcher(self.ops))
-        stack.enter_context(DispatchCollector(self.ops, self.memory))
+        with contextlib.ExitStack() as stack:  # what went in comes off again if installing the rest fails
+            stack.enter_context(interrupts.deferred())  # outermost: a pending Ctrl-C is raised once all is removed
+            stack.callback(self._finish)
+            if self.memory is not None:
+                self.scope.listeners.append(self.memory)
+            self.scope.listeners.append(interrupts.LISTENER)
+            self.scope.install()
+            # MemoryMode only has work in a training step (tagging backward scopes) or on meta (picking the target's
+            # kernels); otherwise it would be a pass-through costing a Python call per torch function.
+            if self._train or self._emulate is not None:
+                stack.enter_context(MemoryMode(self.memory, tag=self._train, target=self._emulate))
+            stack.enter_context(CompositeCatcher(self.ops))
+            stack.enter_context(DispatchCollector(self.ops, self.memory))
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -85,10 +93,13 @@ class Recording:
 
     @contextlib.contextmanager
     def phase(self, name: Phase) -> Iterator[None]:
-        """Run one phase: ops are counted in "forward" only; module scope ends when the forward and loss are over."""
+        """Run one phase: ops are counted in "forward" only; module scope ends when the forward and loss are over. A
+        Ctrl-C that arrived is raised when a phase starts or ends."""
+        interrupts.check()
         self.ops.counting = name == "forward"
         if self.memory is not None:
             self.memory.phase = name
         if name in ("backward", "optimizer"):
             self.scope.remove()
         yield
+        interrupts.check()
