@@ -35,7 +35,7 @@ import torch
 from torchcost import __version__
 from torchcost.api import analyze
 from torchcost.comparison import Comparison, build_comparison
-from torchcost.errors import TorchcostError
+from torchcost.errors import ModelError, TorchcostError
 from torchcost.examples import DEFAULT, EXAMPLES
 from torchcost.fit import BatchFit, max_batch_size
 from torchcost.render.compare import (
@@ -57,8 +57,8 @@ from torchcost.resolve.hf import shipped
 from torchcost.run.step import OPTIMIZERS
 from torchcost.units import format_bytes, parse_bytes
 
-__all__ = ["DTYPES", "FORMATS", "AnalysisOptions", "main", "render_comparison", "render_report", "resolve_options",
-           "table_options"]
+__all__ = ["DTYPES", "FORMATS", "INPUT_DTYPES", "AnalysisOptions", "main", "render_comparison", "render_report",
+           "resolve_options", "table_options"]
 
 FORMATS = ("table", "json", "csv", "markdown")
 DTYPES: dict[str, torch.dtype] = {
@@ -66,6 +66,11 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+}
+INPUT_DTYPES: dict[str, torch.dtype] = {
+    **DTYPES,
+    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32,
+    "int16": torch.int16, "short": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
 }
 SUBCOMMANDS = ("compare", "list")
 _SHAPE = re.compile(r"\d+([,xX]\d+)*")
@@ -124,8 +129,17 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _dtype(text: str) -> str:
     if text.lower() not in DTYPES:
-        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(DTYPES)}")
+        hint = "; integer inputs are --input-dtype's" if text.lower() in INPUT_DTYPES else ""
+        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {', '.join(DTYPES)}{hint}")
     return text.lower()
+
+
+def _input_dtypes(text: str) -> tuple[torch.dtype, ...]:
+    names = [n.strip().lower() for n in text.split(",")]
+    unknown = [n for n in names if n not in INPUT_DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(INPUT_DTYPES)}")
+    return tuple(INPUT_DTYPES[n] for n in names)
 
 
 # -- parsers -------------------------------------------------------------------------------------------------------
@@ -137,14 +151,21 @@ _SPEC_HELP = (f"example:NAME | torchvision:NAME | timm:NAME | hf:NAME | hf:path/
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and inputs")
     g.add_argument("--input-size", action="append", type=_shape, metavar="SHAPE",
-                   help="an input's shape, e.g. 1,3,224,224 (repeat for several inputs); replaces the default input")
+                   help="an input's whole shape, batch dimension included, e.g. 1,3,224,224 (repeat for several "
+                        "inputs); replaces the default input. A model's input_size attribute is read the same way")
+    g.add_argument("--input-dtype", type=_input_dtypes, metavar="DTYPE[,DTYPE...]",
+                   help="dtype of the inputs a file or module spec makes from sizes, one for all or one per "
+                        "--input-size: int64 | int32 | bool | float32 | bfloat16 | ... (integers are random ids "
+                        "below the first Embedding's size; default: the model's dtype, int64 when its first layer is "
+                        "an Embedding)")
     g.add_argument("--batch-size", type=_positive, metavar="N", help="the leading dimension of every input")
     g.add_argument("--seq-len", type=_positive, metavar="N", help="tokens per sequence for text models (default 128)")
     g.add_argument("--dtype", type=_dtype, metavar="DTYPE",
                    help="float32 | float16 | bfloat16 | float64 (default: as built; hf: the config's dtype)")
-    g.add_argument("--device", metavar="DEVICE", help="cpu | cuda | meta (default cpu)")
+    g.add_argument("--device", metavar="DEVICE", help="cpu | cuda | cuda:N | meta (default cpu)")
     g.add_argument("--meta", action="store_true",
-                   help="build on the meta device: shapes only, no memory for weights (a 70B config fits anywhere)")
+                   help="shorthand for --device meta: shapes only, no memory for weights (a 70B config fits "
+                        "anywhere); any other --device with it is refused")
     g.add_argument("--config", action="append", type=_pair, default=[], metavar="KEY=VALUE",
                    help="override a field of an hf: config, e.g. num_hidden_layers=2 (repeatable)")
     g.add_argument("--kwargs", action="append", type=_pair, default=[], metavar="KEY=VALUE",
@@ -243,6 +264,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         "meta": args.meta,
         "config": dict(args.config),
         "kwargs": {key: parse_value(value) for key, value in args.kwargs},
+        "input_dtype": args.input_dtype,
     }
 
 
@@ -457,6 +479,13 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def _hint(exc: Exception) -> str:
+    """What to type next, for the errors whose fix is a flag of this command."""
+    if isinstance(exc, ModelError) and exc.layer_type in ("Embedding", "EmbeddingBag") and "scalar type" in exc.reason:
+        return " (the inputs are floats: give token ids with --input-dtype int64)"
+    return ""
+
+
 @contextmanager
 def _quiet(debug: bool) -> Iterator[None]:
     """Third-party warnings and log chatter stay off the console unless --debug (or python -W) asks for them."""
@@ -490,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TorchcostError, _OutputError) as exc:
         if debug:
             traceback.print_exc()
-        _say(f"torchcost: {exc}")
+        _say(f"torchcost: {exc}{_hint(exc)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _say("torchcost: interrupted")

@@ -97,19 +97,22 @@ def resolve(
     meta: bool = False,
     config: Mapping[str, Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    input_dtype: torch.dtype | Sequence[torch.dtype] | None = None,
 ) -> Resolved:
     """Build the model ``spec`` names and the inputs to call it with.
 
     ``device`` (default cpu; ``meta=True`` means ``device="meta"``: shapes only, no memory for weights) is where the
     model is built and the inputs made; ``dtype`` casts the model (default: as the source builds it; for ``hf:`` the
-    config's dtype). ``input_size`` (a shape or a list of shapes) replaces the default inputs, ``batch_size`` their
-    leading dimension, ``seq_len`` the token count of text models. ``config`` overrides fields of a transformers
-    config (strings are converted by the field's type); ``kwargs`` are passed to the class or factory.
+    config's dtype). ``input_size`` (a shape or a list of shapes, each the whole shape with the batch dimension)
+    replaces the default inputs, ``batch_size`` their leading dimension, ``seq_len`` the token count of text models.
+    ``config`` overrides fields of a transformers config (strings are converted by the field's type); ``kwargs`` are
+    passed to the class or factory. ``input_dtype`` (one for all inputs, or one per ``input_size`` shape; an integer
+    dtype makes random ids) is the dtype of the inputs a file or module spec makes from sizes.
     """
     opts = _options(input_size, batch_size, seq_len, dtype, device, meta, config, kwargs)
+    opts = opts.but(input_dtypes=_input_dtypes(input_dtype, opts.input_sizes))
     kind, target, attr = parse_spec(spec)
-    if opts.config and kind != "hf" and not (kind == "bare" and target in _hf.shipped()):
-        raise SpecError(f"--config applies to hf: specs only; {spec} takes --kwargs for its arguments")
+    _refuse_misplaced(spec, kind, target, opts)
     if kind in _BUILDERS:
         return _BUILDERS[kind](target, opts)
     if kind == "file":
@@ -125,6 +128,15 @@ def resolve(
             raise SpecError(f"cannot resolve {spec!r}: {target!r} is neither a source nor an importable "
                             f"module{hint}") from exc
     return _bare(target, opts)
+
+
+def _refuse_misplaced(spec: str, kind: str, target: str, opts: BuildOptions) -> None:
+    """Options that the spec's source does not read are refused rather than ignored."""
+    if opts.config and kind != "hf" and not (kind == "bare" and target in _hf.shipped()):
+        raise SpecError(f"--config applies to hf: specs only; {spec} takes --kwargs for its arguments")
+    if opts.input_dtypes is not None and kind not in ("file", "module"):
+        raise SpecError(f"--input-dtype applies to file and module specs (path/to/file.py:Name, package.module:Name); "
+                        f"{spec} makes its own inputs")
 
 
 def _bare(name: str, opts: BuildOptions) -> Resolved:
@@ -158,13 +170,7 @@ def _options(
     input_size: Any, batch_size: int | None, seq_len: int | None, dtype: torch.dtype | None,
     device: str | torch.device | None, meta: bool, config: Mapping[str, Any] | None, kwargs: Mapping[str, Any] | None,
 ) -> BuildOptions:
-    if meta and device is not None and torch.device(device).type != "meta":
-        raise InputError(f"meta=True builds on the meta device; it cannot be combined with device={device!r}")
-    try:
-        dev = torch.device("meta") if meta else torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"not a device: {device!r} ({exc})") from None
-    check_device(dev)
+    dev = _device(device, meta)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating torch.dtype such as torch.float16, got {dtype!r}")
     sizes: tuple[tuple[int, ...], ...] | None = None
@@ -178,3 +184,33 @@ def _options(
     return BuildOptions(device=dev, dtype=dtype, input_sizes=sizes, batch_size=batch_size, seq_len=seq_len,
                         config=config_values, kwargs=factory_kwargs)
 
+
+def _device(device: str | torch.device | None, meta: bool) -> torch.device:
+    """Where to build: ``device`` (default cpu); ``meta=True`` is shorthand for ``device="meta"``, and any other
+    device given with it is a contradiction."""
+    try:
+        dev = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device={device!r} is not a device; give 'cpu', 'cuda', 'cuda:1' or 'meta'") from None
+    if meta and device is not None and dev.type != "meta":
+        raise InputError(f"meta=True (--meta) is shorthand for device='meta'; it cannot be combined with "
+                         f"device={device!r}")
+    dev = torch.device("meta") if meta else dev
+    check_device(dev)
+    return dev
+
+
+def _input_dtypes(input_dtype: torch.dtype | Sequence[torch.dtype] | None,
+                  sizes: tuple[tuple[int, ...], ...] | None) -> tuple[torch.dtype, ...] | None:
+    """``input_dtype`` as a tuple: one dtype for every input, or one per input size."""
+    if input_dtype is None:
+        return None
+    given = (input_dtype,) if isinstance(input_dtype, torch.dtype) else \
+        tuple(input_dtype) if isinstance(input_dtype, (list, tuple)) else ()
+    if not given or not all(isinstance(d, torch.dtype) and not d.is_complex for d in given):
+        raise InputError(f"input_dtype must be a torch.dtype (such as torch.int64 or torch.float16) or a list of "
+                         f"them, got {input_dtype!r}")
+    if sizes and len(given) not in (1, len(sizes)):
+        raise InputError(f"{len(given)} input dtypes for {len(sizes)} input sizes; give one for all inputs or one "
+                         f"per input size")
+    return given

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
@@ -13,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost import inputs as _inputs
 from torchcost.errors import InputError, SpecError
-from torchcost.inputs import float_input, int_input, model_dtype
+from torchcost.inputs import model_dtype
+from torchcost.units import format_bytes
 
 __all__ = [
     "ZOO_HINT",
@@ -59,7 +62,9 @@ class BuildOptions:
     ``input_sizes`` replaces the source's default inputs (one shape per input); ``batch_size`` replaces the leading
     dimension of every input made here; ``seq_len`` is the token count of text models. ``config`` holds ``key=value``
     overrides of a transformers config (values as typed on the command line, converted by the field's type),
-    ``kwargs`` the keyword arguments of a factory or class.
+    ``kwargs`` the keyword arguments of a factory or class. ``input_dtypes`` (one for every input, or one per input
+    size) is the dtype of the inputs made from sizes by the file and module sources; None: the model's floating dtype,
+    or int64 token ids when the model's first layer is an Embedding.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -69,6 +74,7 @@ class BuildOptions:
     seq_len: int | None = None
     config: Mapping[str, str] = field(default_factory=dict)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    input_dtypes: tuple[torch.dtype, ...] | None = None
 
     @property
     def meta(self) -> bool:
@@ -148,5 +154,38 @@ def build_under(device: torch.device, dtype: torch.dtype | None, factory: Callab
 
 
 def check_device(device: torch.device) -> None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but CUDA is not available on this machine")
+    """A cuda device must be here (and its index below the device count)."""
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise InputError(f"device={str(device)!r}: CUDA is not available on this machine; build on the meta device "
+                         f"instead (meta=True; CLI: --meta), which needs no GPU")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _check_room(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse an input that cannot fit in the memory available on ``device``, before allocating it."""
+    if device.type == "meta":
+        return
+    need = math.prod(shape) * dtype.itemsize
+    available = _inputs.available_memory(device)
+    if available is not None and need > available:
+        raise InputError(f"an input of shape {list(shape)} ({str(dtype).removeprefix('torch.')}) would need "
+                         f"{format_bytes(need)} on {device}, more than the {format_bytes(available)} available; "
+                         f"build on the meta device instead (meta=True; CLI: --meta), which allocates nothing")
+
+
+def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`torchcost.inputs.float_input`, refused in one line when it cannot fit where it would be made."""
+    _check_room(tuple(shape), dtype, device)
+    return _inputs.float_input(shape, dtype, device)
+
+
+def int_input(shape: Sequence[int], high: int, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Random integers of ``dtype`` in [0, high) (capped by the dtype's range; 0 or 1 for bool), refused in one line
+    when they cannot fit where they would be made."""
+    _check_room(tuple(shape), dtype, device)
+    cap = 2 if dtype == torch.bool else torch.iinfo(dtype).max + 1
+    made = _inputs.int_input(shape, min(high, cap), device)
+    return made if dtype == torch.int64 else made.to(dtype)

@@ -4,10 +4,22 @@
 ``(module, inputs)`` pair whose inputs are used as they are. A module instance defined at module level is used
 directly. ``path/to/file.py`` alone picks the one ``nn.Module`` subclass the file defines.
 
-Inputs, in this order: ``--input-size`` (random float tensors in the model's dtype); the inputs of a
-``(module, inputs)`` pair; the model's ``example_input_array`` attribute (PyTorch Lightning's convention: a tensor,
-a tuple of them or a dict of keyword arguments); its ``input_size`` attribute (a shape, or a list of shapes).
-Otherwise the spec is refused with a hint to give ``--input-size``.
+Inputs, in this order: ``--input-size`` (random tensors); the inputs of a ``(module, inputs)`` pair; the model's
+``example_input_array`` attribute (PyTorch Lightning's convention: a tensor, a tuple of them or a dict of keyword
+arguments); its ``input_size`` attribute (a shape, or a list of shapes). Otherwise the spec is refused with a hint
+to give ``--input-size``. The pair's and ``example_input_array``'s inputs are used as they are.
+
+An ``input_size`` attribute is read like ``--input-size``: the whole shape, batch dimension included
+(``input_size = (1, 3, 224, 224)``), as torchcost has always read it; ``--batch-size`` replaces its leading
+dimension. A per-sample size without the batch dimension (fvcore's convention, ``(3, 224, 224)``) is therefore
+taken as that whole shape, a tensor of three dimensions, which some layers read as one unbatched sample and others
+refuse: write the batch dimension into the attribute, or give ``--input-size``.
+
+Inputs made from sizes have the dtypes of ``--input-dtype`` (one for all, or one per size); integer ones are random
+ids below the ``num_embeddings`` of the model's first layer when that is an Embedding (else of its smallest
+Embedding; else 0 or 1). Without ``--input-dtype`` they are floats in the model's dtype, except for a model whose
+first layer (the first leaf module it holds, in registration order) is an ``nn.Embedding``: its inputs are int64
+token ids, and the description says so. Inputs the spec supplies itself take no ``--input-dtype``.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from torchcost.resolve.common import (
     build_under,
     closest,
     float_input,
+    int_input,
     model_dtype,
     with_batch,
 )
@@ -135,23 +148,69 @@ def _build(obj: Any, spec: str, name: str, opts: BuildOptions) -> Resolved:
     if not isinstance(built, nn.Module):
         raise SpecError(f"{spec} returned a {type(built).__name__}, not an nn.Module")
     model: nn.Module = built
+    args, kwargs, note = _inputs(model, inputs, spec, opts)
+    return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__}{note})", spec, name)
+
+
+def _inputs(model: nn.Module, given: Any, spec: str,
+            opts: BuildOptions) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """The model's inputs by the order in the module's docstring, and a note on them for the description."""
     dtype = model_dtype(model)
-    kwargs: dict[str, Any] = {}
+    own = given if given is not None else getattr(model, "example_input_array", None)
     if opts.input_sizes:
-        args: tuple[Any, ...] = tuple(float_input(with_batch(s, opts.batch_size), dtype, opts.device)
-                                      for s in opts.input_sizes)
-    elif inputs is not None:
-        args, kwargs = _as_call(inputs, opts, dtype)
-    elif getattr(model, "example_input_array", None) is not None:
-        args, kwargs = _as_call(model.example_input_array, opts, dtype)
+        sizes: list[Any] = list(opts.input_sizes)
+    elif own is not None:
+        if opts.input_dtypes is not None:
+            raise SpecError(f"{spec} supplies its own inputs; --input-dtype applies to inputs made from sizes, so "
+                            f"give --input-size too")
+        args, kwargs = _as_call(own, opts, dtype)
+        return args, kwargs, ""
     elif _is_sizes(getattr(model, "input_size", None)):
         size: Any = model.input_size
         sizes = [size] if all(isinstance(s, int) for s in size) else list(size)
-        args = tuple(float_input(with_batch(s, opts.batch_size), dtype, opts.device) for s in sizes)
     else:
         raise SpecError(f"{spec} has no default input (no example_input_array or input_size attribute); "
                         f"give one with --input-size, e.g. --input-size 1,3,224,224")
-    return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__})", spec, name)
+    return _from_sizes(model, sizes, dtype, spec, opts)
+
+
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+
+
+def _first_layer(model: nn.Module) -> nn.Module:
+    """The first leaf module the model holds (registration order), or the model itself when it has no children."""
+    return next((m for m in model.modules() if next(m.children(), None) is None), model)
+
+
+def _id_bound(model: nn.Module, first: nn.Module) -> int:
+    """Integer inputs are drawn below this: the first layer's vocabulary, else the smallest one, else 2."""
+    if isinstance(first, _EMBEDDINGS):
+        return int(first.num_embeddings)
+    return min((int(m.num_embeddings) for m in model.modules() if isinstance(m, _EMBEDDINGS)), default=2)
+
+
+def _from_sizes(model: nn.Module, sizes: list[Any], dtype: torch.dtype, spec: str,
+                opts: BuildOptions) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """Random inputs of these sizes: floats in the model's dtype, int64 ids for an Embedding first, or as asked."""
+    first = _first_layer(model)
+    high = _id_bound(model, first)
+    given, note = opts.input_dtypes, ""
+    if given is None and isinstance(first, _EMBEDDINGS):
+        given, note = (torch.int64,), f"; int64 token ids in [0, {high}): its first layer is an {type(first).__name__}"
+    if given is None:
+        given = (dtype,)
+    if len(given) not in (1, len(sizes)):
+        raise SpecError(f"{spec} takes {len(sizes)} inputs (its input_size attribute); --input-dtype gives "
+                        f"{len(given)} dtypes: give one for all or one per input")
+    dtypes = given * len(sizes) if len(given) == 1 else given
+    args = tuple(_made(with_batch(s, opts.batch_size), d, high, opts.device) for s, d in zip(sizes, dtypes))
+    return args, {}, note
+
+
+def _made(shape: tuple[int, ...], dtype: torch.dtype, high: int, device: torch.device) -> torch.Tensor:
+    if dtype.is_floating_point:
+        return float_input(shape, dtype, device)
+    return int_input(shape, high, device, dtype)
 
 
 def _is_sizes(value: Any) -> bool:
