@@ -41,6 +41,15 @@ class ModuleCost:
     outputs unless they are views or in-place results of its inputs, and what it kept for backward), summed over
     calls; ``peak_memory``, the bytes alive in the whole process at the worst op run inside it (forward, and in a
     training step its backward too). ``output_bytes`` is the plain size of its outputs, views included.
+
+    Calls: ``input_shape``/``output_shape`` are those of the first call, ``shapes_differ`` says a later call took or
+    returned other shapes. ``output_shape`` is what ``forward`` returned, before the module's own forward hooks run
+    (torch runs torchcost's global hooks first): a hook that replaces the output is not reflected; ops run in the
+    module's own forward pre-hooks count in the module, ops run in its own forward hooks count in its caller.
+
+    A module object held by several parents appears under each name, each charged with the calls made through it
+    (by the parent running when it is called); ``same_as`` is then the first name (its ``named_modules()`` name) on
+    every other one, "" on that one and on every module with a single name. Totals count its parameters once.
     """
 
     name: str
@@ -65,16 +74,20 @@ class ModuleCost:
     buffer_bytes: int = 0
     activation_bytes: int = 0
     peak_memory: int = 0
+    shapes_differ: bool = False
+    same_as: str = ""
 
     @property
     def is_leaf(self) -> bool:
         return not self.children
 
     def walk(self) -> Iterator[ModuleCost]:
-        """This module and all below it, in pre-order."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This module and all below it, in pre-order (iterative: no limit on depth)."""
+        todo = [self]
+        while todo:
+            module = todo.pop()
+            yield module
+            todo.extend(reversed(module.children))
 
 
 @dataclass(frozen=True)
@@ -227,11 +240,14 @@ class CostReport:
 
     def table(self, *, depth: int | None = None, width: int | None = 120, fold: bool = True,
               color: bool = False, sort: str | None = None, top: int | None = None) -> str:
+        """The text table and its footer (the options: :class:`torchcost.render.layout.TableOptions`)."""
+        from torchcost.render.layout import TableOptions  # the one upward import: a report prints itself
         from torchcost.render.text import render_text
 
-        return render_text(self, depth=depth, width=width, fold=fold, color=color, sort=sort, top=top)
+        return render_text(self, TableOptions(depth=depth, width=width, fold=fold, color=color, sort=sort, top=top))
 
     def __str__(self) -> str:
+        """``print(report)`` shows :meth:`table` with its defaults."""
         return self.table()
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,7 +302,8 @@ def _encode(value: Any) -> Any:
     if isinstance(value, MemoryReport):
         return value.to_dict()
     if isinstance(value, TensorSpec):
-        return {"shape": list(value.shape), "dtype": value.dtype}
+        spec = {"shape": list(value.shape), "dtype": value.dtype}
+        return {**spec, "kind": value.kind} if value.kind else spec
     if isinstance(value, OpCount):
         return {"op": value.op, "calls": value.calls, "macs": value.macs, "flops": value.flops}
     if isinstance(value, dict):
@@ -300,7 +317,7 @@ def _decode_shape(value: Any) -> ShapeTree:
     if value is None:
         return None
     if isinstance(value, dict) and "shape" in value:
-        return TensorSpec(tuple(value["shape"]), value["dtype"])
+        return TensorSpec(tuple(value["shape"]), value["dtype"], value.get("kind", ""))
     if isinstance(value, dict) and "mapping" in value:
         return {k: _decode_shape(v) for k, v in value["mapping"].items()}
     return tuple(_decode_shape(v) for v in value)

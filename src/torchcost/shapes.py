@@ -11,18 +11,23 @@ __all__ = ["ShapeTree", "TensorSpec", "describe"]
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """A tensor's shape and dtype. ``kind`` names a structure shown as this one tensor ("PackedSequence": the
+    spec is of its ``data``); "" for a plain tensor."""
+
     shape: tuple[int, ...]
     dtype: str
+    kind: str = ""
 
     def __str__(self) -> str:
-        return "[" + ", ".join(str(s) for s in self.shape) + "]"
+        return self.kind + "[" + ", ".join(str(s) for s in self.shape) + "]"
 
 
 ShapeTree = Union[TensorSpec, tuple["ShapeTree", ...], dict[str, "ShapeTree"], None]
 
 
 def describe(tree: ShapeTree, limit: int = 3) -> str:
-    """Short text for tables and messages: '[1, 3, 224, 224]', '[1, 5] [1, 5]', '{logits: [1, 128, 50257], ...}'."""
+    """Short text for tables and messages: '[1, 3, 224, 224]', '[1, 5] [1, 5]', '{logits: [1, 128, 50257], ...}',
+    'PackedSequence[12, 8]'."""
     if tree is None:
         return "-"
     if isinstance(tree, TensorSpec):

@@ -1,21 +1,27 @@
-"""The one walk over nested containers of tensors (tuples, namedtuples, lists, dicts and other mappings).
+"""The one walk over nested containers of tensors (tuples, namedtuples, lists, dicts and other mappings, dataclass
+instances).
 
 Everything that looks inside a model's inputs, outputs or an op's arguments goes through here: listing the tensors,
 copying them, their specs and bytes, finding the first one of a kind. Several of these run for every op of an
 analysed forward, so the cheap checks come first (lists and tuples are never Mappings; a Mapping isinstance goes
-through the ABC machinery).
+through the ABC machinery; whether a type is a dataclass is looked up once per type). A dataclass's fields are
+walked like a mapping's values (its spec is a mapping by field name); a PackedSequence's spec is one entry, its
+``data``'s spec marked ``kind="PackedSequence"``.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from torchcost.shapes import ShapeTree, TensorSpec
 
-__all__ = ["any_tensor", "first", "is_floating", "map_tensors", "spec_of", "tensor_bytes", "tensors_in"]
+__all__ = ["any_tensor", "first", "is_floating", "map_tensors", "matches", "spec_of", "tensor_bytes", "tensors_in"]
 
 Predicate = Callable[[torch.Tensor], bool]
 
@@ -29,6 +35,24 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+# the common leaves of an op's arguments: nothing inside, settled before the (slower) Mapping and dataclass checks
+_SCALARS = frozenset({int, float, bool, complex, str, type(None), torch.dtype, torch.device, torch.layout,
+                      torch.memory_format})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a type seen -> its dataclass fields' names; () for other types
+
+
+def _fields(obj: Any) -> tuple[str, ...]:
+    """The field names of a dataclass instance; () for anything else (and for a dataclass class itself)."""
+    kind = type(obj)
+    names = _FIELDS.get(kind)
+    if names is None:
+        if len(_FIELDS) > 4096:  # classes made on the fly: do not keep them all alive
+            _FIELDS.clear()
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(
+            kind) else ()
+    return names
+
+
 def is_floating(t: torch.Tensor) -> bool:
     """Floating point or complex: the tensors whose arithmetic counts."""
     return t.is_floating_point() or t.is_complex()
@@ -39,10 +63,27 @@ def spec_of(obj: Any) -> ShapeTree:
     if isinstance(obj, torch.Tensor):
         return TensorSpec(tuple(map(int, obj.shape)), _dtype_name(obj.dtype))
     if isinstance(obj, (list, tuple)):
+        if isinstance(obj, PackedSequence):
+            data = obj.data
+            return TensorSpec(tuple(map(int, data.shape)), _dtype_name(data.dtype), "PackedSequence")
         return tuple(spec_of(v) for v in obj)
     if isinstance(obj, Mapping):
         return {str(k): spec_of(v) for k, v in obj.items()}
-    return None
+    names = _fields(obj)
+    return {n: spec_of(getattr(obj, n)) for n in names} if names else None
+
+
+def matches(obj: Any, spec: ShapeTree) -> bool:
+    """Whether ``spec_of(obj) == spec``, without building the spec where a tensor or a tuple makes that quick."""
+    if isinstance(obj, torch.Tensor):
+        return (type(spec) is TensorSpec and not spec.kind and obj.shape == spec.shape
+                and _dtype_name(obj.dtype) == spec.dtype)
+    if type(obj) is tuple and type(spec) is tuple and len(obj) == len(spec):
+        for o, s in zip(obj, spec):
+            if not matches(o, s):
+                return False
+        return True
+    return spec_of(obj) == spec
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
@@ -58,9 +99,14 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
     elif isinstance(obj, (list, tuple)):
         for v in obj:
             _collect(v, out)
+    elif type(obj) in _SCALARS:
+        return
     elif isinstance(obj, Mapping):
         for v in obj.values():
             _collect(v, out)
+    else:
+        for n in _fields(obj):
+            _collect(getattr(obj, n), out)
 
 
 def first(obj: Any, predicate: Predicate | None = None) -> torch.Tensor | None:
@@ -69,10 +115,15 @@ def first(obj: Any, predicate: Predicate | None = None) -> torch.Tensor | None:
         return obj if predicate is None or predicate(obj) else None
     if isinstance(obj, (list, tuple)):
         values: Any = obj
+    elif type(obj) in _SCALARS:
+        return None
     elif isinstance(obj, Mapping):
         values = obj.values()
     else:
-        return None
+        names = _fields(obj)
+        if not names:
+            return None
+        values = [getattr(obj, n) for n in names]
     for v in values:
         found = first(v, predicate)
         if found is not None:
@@ -86,7 +137,8 @@ def any_tensor(obj: Any, predicate: Predicate) -> bool:
 
 
 def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """``obj`` with every tensor in it (nested in tuples, namedtuples, lists, dicts) replaced by ``fn(tensor)``.
+    """``obj`` with every tensor in it (nested in tuples, namedtuples, lists, dicts, dataclass instances) replaced by
+    ``fn(tensor)``; a dataclass instance becomes a shallow copy with its fields mapped (frozen ones too).
 
     A tensor that appears twice is mapped once, so ``model(x, x)`` still gets one tensor twice.
     """
@@ -104,6 +156,12 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
             return type(o)(*items) if hasattr(o, "_fields") else tuple(items)
         if isinstance(o, list):
             return [walk(v) for v in o]
+        names = _fields(o)
+        if names:
+            new = copy.copy(o)
+            for n in names:
+                object.__setattr__(new, n, walk(getattr(o, n)))
+            return new
         return o
 
     return walk(obj)

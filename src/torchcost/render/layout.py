@@ -66,18 +66,24 @@ class Row:
     folded: int = 1  # how many identical sibling blocks this row stands for
     activation_bytes: int = 0  # memory columns (0 when the report measured none); folded rows: the sum
     peak_memory: int = 0  # folded rows: the largest of the blocks folded
+    shapes_differ: bool = False  # a module whose later calls took or returned other shapes than the first
 
 
 # -- which rows --------------------------------------------------------------------------------------------------------
 
-def _signature(m: ModuleCost) -> tuple[object, ...]:
-    return (m.type, m.params, m.macs, m.flops, describe(m.output_shape), m.calls,
-            tuple(_signature(c) for c in m.children))
+def _signature(m: ModuleCost, memo: dict[int, tuple[object, ...]]) -> tuple[object, ...]:
+    """What makes two sibling blocks identical (trainability included); ``memo`` keeps each block's for one table."""
+    sig = memo.get(id(m))
+    if sig is None:
+        sig = memo[id(m)] = (m.type, m.params, m.trainable_params, m.macs, m.flops, describe(m.output_shape),
+                             m.calls, m.shapes_differ, tuple(_signature(c, memo) for c in m.children))
+    return sig
 
 
 def _row(m: ModuleCost, depth: int) -> Row:
     return Row(m.name or "(model)", m.type, depth, describe(m.output_shape), m.params, m.shared_params,
-               m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory)
+               m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory,
+               shapes_differ=m.shapes_differ)
 
 
 def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
@@ -92,6 +98,7 @@ def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> lis
     """Pre-order rows down to ``depth`` (None: the default depth); runs of identical siblings folded to one row."""
     limit = default_depth(report, fold) if depth is None else depth
     out: list[Row] = [_row(report.root, 0)]
+    memo: dict[int, tuple[object, ...]] = {}
 
     def visit(m: ModuleCost, level: int) -> None:
         if level > limit:
@@ -104,8 +111,8 @@ def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> lis
             visit(child, level + 1)
             j = i + 1
             if fold:
-                sig = _signature(child)
-                while j < len(children) and _signature(children[j]) == sig:
+                sig = _signature(child, memo)
+                while j < len(children) and _signature(children[j], memo) == sig:
                     j += 1
                 if j - i > 2:  # fold the repeats after the first one shown in full
                     out.append(_folded(children[i + 1:j], child, level))
@@ -153,8 +160,11 @@ def select(report: CostReport, options: TableOptions) -> list[Row]:
 # -- what a row says -----------------------------------------------------------------------------------------------
 
 def calls_suffix(row: Row) -> str:
-    """`` xN`` for a module called N > 1 times (never on a folded row, which stands for several modules)."""
-    return f" x{row.calls}" if row.calls > 1 and row.folded == 1 else ""
+    """`` xN`` for a module called N > 1 times, `` xN, shapes differ`` when its calls took or returned other shapes
+    than the first (whose shapes the row shows); never on a folded row, which stands for several modules."""
+    if row.calls <= 1 or row.folded != 1:
+        return ""
+    return f" x{row.calls}, shapes differ" if row.shapes_differ else f" x{row.calls}"
 
 
 def row_label(row: Row, flat: bool) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 from torchcost._version import __version__
 from torchcost.collect.memory import MemoryTrace
 from torchcost.collect.ops import OpCollector
-from torchcost.collect.scope import ModuleCalls, ScopeTracker
+from torchcost.collect.scope import ModuleCalls, ScopeTracker, module_paths
 from torchcost.inputs import floating_dtype
 from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost
 from torchcost.run.execute import Ran
@@ -34,49 +34,51 @@ def _nbytes(tensors: Mapping[int, torch.Tensor]) -> int:
 
 @dataclass
 class _Tree:
-    """What building the module tree needs, gathered once for the whole model."""
+    """What building the module tree needs, gathered once for the whole model. ``paths`` is every (name, module) in
+    pre-order, a module held by several parents under each of its names (module_paths)."""
 
     scope: ScopeTracker
     ops: OpCollector
     trace: MemoryTrace | None
-    named: dict[str, nn.Module]
+    paths: list[tuple[str, nn.Module]]
     owners: dict[int, set[str]]  # id(parameter) -> every module name that holds it
 
     @classmethod
     def of(cls, model: nn.Module, scope: ScopeTracker, ops: OpCollector, trace: MemoryTrace | None) -> _Tree:
+        paths = module_paths(model)
         owners: dict[int, set[str]] = {}
-        for mod_name, module in model.named_modules(remove_duplicate=False):
+        for mod_name, module in paths:
             for p in module._parameters.values():
                 if p is not None:
                     owners.setdefault(id(p), set()).add(mod_name)
-        return cls(scope, ops, trace, dict(model.named_modules()), owners)
+        return cls(scope, ops, trace, paths, owners)
 
-    def build(self, name: str, module: nn.Module, depth: int) -> tuple[ModuleCost, _Tensors, _Tensors]:
-        """The node of ``module`` and its subtree's distinct parameters and buffers (gathered from the children's:
-        one pass over the tree, not a module.parameters() walk per module)."""
-        params: _Tensors = {id(p): p for p in module._parameters.values() if p is not None}
-        buffers: _Tensors = {id(b): b for b in module._buffers.values() if b is not None}
-        children = []
-        for child_name, child in module.named_children():
-            full = f"{name}.{child_name}" if name else child_name
-            if self.named.get(full) is child:
-                node, child_params, child_buffers = self.build(full, child, depth + 1)
-                children.append(node)
-            else:  # a module object already built under another name: its tensors still belong to this subtree
-                child_params = {id(p): p for p in child.parameters()}
-                child_buffers = {id(b): b for b in child.buffers()}
-            params.update(child_params)
-            buffers.update(child_buffers)
-        return self._node(name, module, depth, tuple(children), params, buffers), params, buffers
+    def build(self) -> ModuleCost:
+        """The root node. Children before parents (reversed pre-order, no recursion), each node's subtree's distinct
+        parameters and buffers gathered from its children's: one pass over the tree."""
+        built: dict[str, tuple[ModuleCost, _Tensors, _Tensors]] = {}
+        for name, module in reversed(self.paths):
+            params: _Tensors = {id(p): p for p in module._parameters.values() if p is not None}
+            buffers: _Tensors = {id(b): b for b in module._buffers.values() if b is not None}
+            children = []
+            prefix = name + "." if name else ""
+            for child_name in module._modules:
+                entry = built.pop(prefix + child_name, None)  # None: empty, or held inside itself (already counted)
+                if entry is not None:
+                    children.append(entry[0])
+                    params.update(entry[1])
+                    buffers.update(entry[2])
+            depth = name.count(".") + 1 if name else 0
+            built[name] = self._node(name, module, depth, tuple(children), params, buffers), params, buffers
+        return built[""][0]
 
     def _shared(self, name: str, params: _Tensors) -> int:
-        """Parameters of this subtree that some module outside it also holds."""
+        """Parameters of this subtree that some module outside it (under any of its names) also holds."""
+        if not name:
+            return 0
         prefix = name + "."
-
-        def inside(owner: str) -> bool:
-            return owner in self.named and (not name or owner == name or owner.startswith(prefix))
-
-        return sum(p.numel() for pid, p in params.items() if any(not inside(o) for o in self.owners.get(pid, ())))
+        return sum(p.numel() for pid, p in params.items()
+                   if any(o != name and not o.startswith(prefix) for o in self.owners.get(pid, ())))
 
     def _memory(self, name: str, children: tuple[ModuleCost, ...], params: _Tensors,
                 buffers: _Tensors) -> dict[str, int]:
@@ -106,12 +108,19 @@ class _Tree:
             macs=self_macs + sum(c.macs for c in children), flops=self_flops + sum(c.flops for c in children),
             self_macs=self_macs, self_flops=self_flops, ops=ops, uncounted=self.ops.module_uncounted(name),
             children=children, **self._memory(name, children, params, buffers),
+            shapes_differ=calls.shapes_differ, same_as=self.scope.canonical.get(name, ""),
         )
 
 
-def _uncalled(named: dict[str, nn.Module], calls: dict[str, ModuleCalls]) -> tuple[str, ...]:
-    """Modules that never ran, neither themselves nor any module below them."""
-    return tuple(n for n in named if n and n not in calls and not any(c.startswith(n + ".") for c in calls))
+def _uncalled(scope: ScopeTracker) -> tuple[str, ...]:
+    """Modules that never ran, neither themselves nor any module below them, under any of their names (listed by
+    their first name)."""
+    ran: set[str] = set()
+    for called in {*scope.calls, *(scope.canonical.get(n, n) for n in scope.calls)}:
+        while called and called not in ran:  # a name and all above it (ran stays closed upwards)
+            ran.add(called)
+            called = called.rpartition(".")[0]
+    return tuple(n for n in scope.names.values() if n and n not in ran)
 
 
 def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
@@ -119,10 +128,10 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
     model, scope, ops = ran.model, ran.recording.scope, ran.recording.ops
     trace = ran.recording.memory.trace() if ran.recording.memory is not None else None
     tree = _Tree.of(model, scope, ops, trace)
-    root = tree.build("", model, 0)[0]
+    root = tree.build()
     params = {id(p): p for p in model.parameters()}
     buffers: _Tensors = {id(b): b for b in model.buffers()}
-    leaves = {n for n, m in tree.named.items() if not any(True for _ in m.children())}
+    leaves = {n for n, m in tree.paths if all(c is None for c in m._modules.values())}
     inputs: ShapeTree = spec_of((*ran.args, *ran.kwargs.values())) if ran.kwargs else spec_of(ran.args)
     dtype = floating_dtype(model)
     return CostReport(
@@ -134,7 +143,7 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
         activation_bytes=sum(c.output_bytes for n, c in scope.calls.items() if n in leaves),
         ops=ops.totals(), uncounted=ops.uncounted_totals(), free_ops=ops.free_totals(),
         enclosed_ops=ops.enclosed_totals(), formula_errors=tuple(sorted(ops.formula_errors.items())),
-        uncalled=_uncalled(tree.named, scope.calls),
+        uncalled=_uncalled(scope),
         device=str(device), dtype=str(dtype).removeprefix("torch.") if dtype is not None else "none", mode=mode,
         torch_version=torch.__version__, torchcost_version=__version__,
         memory=_memory_report(trace, ran) if trace is not None else None,
