@@ -1,12 +1,11 @@
 """What analyze() promises under threads and signals (docs/architecture.md, "Guarantees: threads and signals").
 
-A run installs process-wide state: torch's global module hooks, the MultiheadAttention fast-path flag, the
-recursion limit. Two runs at once would see each other's module calls and restore each other's flags, so :func:`exclusive`
+A run installs process-wide state: torch's global module hooks, the MultiheadAttention fast-path flag, the recursion
+limit. Two runs at once would see each other's module calls and restore each other's flags, so :func:`exclusive`
 lets one analysis run at a time in the process; other threads wait their turn. An analysis started from inside
-another in the same thread (from a model's forward, a hook or a formula) is refused with a TorchcostError instead
-of deadlocking: it would be counted into the outer run. While it holds the lock a run defers Ctrl-C
-(collect/interrupts.py), so it is raised cleanly; a main thread waiting for its turn can be interrupted too.
-"""
+another in the same thread (from a model's forward, a hook or a formula) is refused with a TorchcostError instead of
+deadlocking: it would be counted into the outer run. While it holds the lock a run defers Ctrl-C
+(collect/interrupts.py), so it is raised cleanly; a main thread waiting for its turn can be interrupted too. """
 
 from __future__ import annotations
 
