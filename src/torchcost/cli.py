@@ -32,7 +32,7 @@ from typing import Any, Literal, NoReturn, TextIO
 
 import torch
 
-from torchcost import __version__
+from torchcost._version import __version__
 from torchcost.api import analyze
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import ModelError, TorchcostError

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost import inputs as _inputs
+import torchcost.inputs as _inputs
 from torchcost.errors import InputError, SpecError
 from torchcost.inputs import model_dtype
 from torchcost.units import format_bytes
