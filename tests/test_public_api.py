@@ -31,6 +31,7 @@ EXPECTED = {
     "max_batch_size",
     "profile",
     "register_formula",
+    "register_workspace",
     "summary",
 }
 

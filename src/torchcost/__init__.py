@@ -18,6 +18,7 @@ with warnings.catch_warnings():
 
 from torchcost._version import __version__
 from torchcost.api import analyze, compare
+from torchcost.collect.workspace import register_workspace
 from torchcost.compat import profile, summary
 from torchcost.errors import (
     DtypeError,
@@ -55,5 +56,6 @@ __all__ = [
     "max_batch_size",
     "profile",
     "register_formula",
+    "register_workspace",
     "summary",
 ]

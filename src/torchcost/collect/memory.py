@@ -7,8 +7,10 @@ the allocator sees it). Bytes alive after each op make the timeline; the op with
 Nothing is estimated from output shapes. The same code runs on real tensors, meta tensors and fake tensors (whose
 storages are meta storages with the real size), so a 70B-parameter model costs no memory to measure.
 
-What it cannot see: memory a kernel allocates and frees inside itself (workspaces), allocator caching and rounding
-beyond the 512-byte blocks it can be told to round to, and the CUDA context. docs/conventions.md, "Memory".
+Kernel memory the tensors do not show comes from data (collect/workspace.py): outputs a meta/fake kernel sizes
+wrongly get the real kernel's size, and an op's registered transient workspace counts while that op runs. Not seen:
+workspaces no entry describes, allocator caching and rounding beyond the 512-byte blocks it can be told to round to,
+and the CUDA context. docs/conventions.md, "Memory".
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.workspace import FIXED_OUTPUTS, WORKSPACES, true_output_bytes, workspace_bytes
 from torchcost.trees import tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "Phase", "module_tensors"]
@@ -33,7 +36,8 @@ __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", 
 # the parts of a run, in order: the forward is all of an inference; a training step adds the other three
 Phase = Literal["forward", "loss", "backward", "optimizer"]
 ALIVE = sys.maxsize  # "died" of a storage still alive when the run ended
-CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries")
+CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries",
+              "workspace")
 _SCOPE_KEY = "torchcost.module"
 
 
@@ -91,6 +95,8 @@ class MemoryTracker:
         self.round_to = max(1, round_to)
         self.device_type = device_type  # count only storages on this device type (None: all)
         self.phase: Phase = "forward"
+        self.target: str | None = None  # the device type meta tensors stand for (set by MemoryMode), None: unknown
+        self.workspace: dict[int, int] = {}  # op index -> bytes the kernel held inside itself while it ran
         self.closed = False
         self.current = 0
         self.sizes: list[int] = []
@@ -180,10 +186,43 @@ class MemoryTracker:
         key = self._keys.get(func)
         if key is None:
             key = self._keys[func] = func._schema.name if hasattr(func, "_schema") else str(func)
+        held = 0
+        if key in WORKSPACES or key in FIXED_OUTPUTS:
+            held = self._kernel_memory(key, func, args, kwargs, out, index)
         self.ops.append(key)
         self.modules.append(self._module())
         self.phases.append(self.phase)
-        self.alive.append(self.current)
+        self.alive.append(self.current + held)
+
+    def _target(self, tensors: list[torch.Tensor]) -> str | None:
+        """The device type whose kernels the op stands for: the tensors' own, or on meta the target (MemoryMode)."""
+        kind = tensors[0].device.type if tensors else None
+        return self.target if kind in (None, "meta") else kind
+
+    def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                       index: int) -> int:
+        """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes too small get
+        their real size; the op's registered transient workspace is returned (bytes alive during the op only)."""
+        tensors = tensors_in((args, kwargs))
+        target = self._target(tensors)
+        if target is None or (self.device_type is not None and target != self.device_type):
+            return 0
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
+            t = outs[i] if i < len(outs) else None
+            s = _storage(t) if isinstance(t, torch.Tensor) else None
+            if s is None or s.device.type != "meta" or s.nbytes() >= nbytes:
+                continue  # a real kernel's output is its own truth
+            uid = self._by_storage.get(id(s))
+            if uid is None:
+                uid = self._register(s, index, "")
+            size = self._size(nbytes)
+            self.current += size - self.sizes[uid]
+            self.sizes[uid] = size
+        held = self._size(workspace_bytes(key, func, args, kwargs, out, target))
+        if held:
+            self.workspace[index] = held
+        return held
 
     def _module(self) -> str:
         if self.phase != "backward":
@@ -248,6 +287,7 @@ class MemoryTracker:
         for uid, size in enumerate(self.sizes):
             if self.born[uid] <= peak_index < self.died[uid]:
                 breakdown[self.categorize(uid, graph_alive)] += size
+        breakdown["workspace"] = self.workspace.get(peak_index, 0)
         module_peak: dict[str, int] = {}
         for name, alive in zip(self.modules, self.alive):
             if alive > module_peak.get(name, -1):
@@ -292,6 +332,8 @@ class MemoryMode(TorchFunctionMode):
         self.tracker = tracker
         self.tag = tag
         self.target = target
+        if tracker is not None and target is not None:
+            tracker.target = target
         self._special: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {}
         if target is not None:
             self._special[_SDPA] = self._sdpa

@@ -1,0 +1,147 @@
+"""Kernel memory the twin's tensors do not show (collect/workspace.py).
+
+The CPU LSTM's ``aten::mkldnn_rnn_layer`` returns a uint8 workspace (oneDNN's forward-training workspace) that
+autograd keeps until backward; its fake/meta kernel returns an empty one. torchcost now gives it the real size,
+from a formula fitted to the real op; and a registry of transient per-op workspaces adds a ``workspace`` category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchcost
+from tests.memory.truth import train_truth
+from torchcost.collect import workspace as ws
+from torchcost.collect.memory import CATEGORIES
+from torchcost.collect.recording import MemorySettings, Recording
+from torchcost.formulas.registry import FormulaRegistry, OpCall
+from torchcost.report import MemoryBreakdown
+
+_RNN = torch.ops.aten.mkldnn_rnn_layer.default
+
+
+class _Workspaces(TorchDispatchMode):
+    """Records the byte size of every mkldnn_rnn_layer workspace the real kernel returns."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is _RNN and out[3] is not None:
+            self.sizes.append(out[3].untyped_storage().nbytes())
+        return out
+
+
+class _Net(nn.Module):
+    def __init__(self, i: int = 32, h: int = 64) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.LSTM(i, h)
+        self.head = nn.Linear(h, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.rnn(x)[0])
+        return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# T=20, N=4, I=32, H=64; S = good_ld(max(32, 64)) = 64, good_ld(4H = 256) = 272 (a multiple of 256 gets 16 more);
+# every part rounded up to a 4096-byte page:
+#   gates   20*4*272*4 =  87,040 -> 90,112     hidden   20*4*64*4 = 20,480 -> 20,480
+#   states, diff-layer, diff-iter: 2*21*4*64*4 = 43,008 -> 45,056 each (x3 = 135,168)
+#   cell, diff-cell:               2*21*4*64*4 = 43,008 -> 45,056 each (x2 =  90,112)
+# total 90,112 + 20,480 + 135,168 + 90,112 = 335,872
+HAND_LSTM = 335_872
+
+
+def test_lstm_workspace_formula_matches_the_real_op() -> None:
+    assert ws.lstm_workspace_bytes(20, 4, 32, 64) == HAND_LSTM
+    # the issue's figure: T=50, N=8, I=128, H=256
+    assert ws.lstm_workspace_bytes(50, 8, 128, 256) == 6_443_008
+    for steps, batch, i, h in ((20, 4, 32, 64), (13, 5, 16, 100), (7, 3, 300, 21)):
+        rec = _Workspaces()
+        with rec:
+            nn.LSTM(i, h)(torch.randn(steps, batch, i))
+        assert rec.sizes == [ws.lstm_workspace_bytes(steps, batch, i, h)]
+
+
+def _alive_after_rnn(fake: bool) -> int:
+    """Bytes alive right after the forward's mkldnn_rnn_layer, with grad enabled (training), real or fake."""
+    model, x = _Net(), torch.randn(20, 4, 32)
+    if fake:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with mode:
+            model, x = _Net(), torch.empty(20, 4, 32)
+    rec = Recording(model, FormulaRegistry(), memory=MemorySettings(), train=True)
+    with rec, rec.phase("forward"):
+        model(x)
+    assert rec.memory is not None
+    trace = rec.memory.trace()
+    return trace.alive[trace.ops.index("aten::mkldnn_rnn_layer")] - trace.start_bytes
+
+
+def test_fake_twin_holds_the_real_rnn_workspace() -> None:
+    # before: the fake run was 335,872 B short at this op (its workspace was empty)
+    assert _alive_after_rnn(fake=True) == _alive_after_rnn(fake=False)
+
+
+def test_lstm_train_step_counts_the_workspace() -> None:
+    model, x = _Net(), torch.randn(20, 4, 32)
+    r = torchcost.analyze(model, x, mode="train", optimizer="sgd")
+    assert r.memory is not None and r.memory.method == "fake"
+    truth = train_truth(model, x, make_optimizer=lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9))
+    # the workspace is saved for backward: alive at the backward peak
+    assert r.memory.at_peak.saved_activations >= HAND_LSTM
+    # measured here: 714,496 vs the allocator's 926,008 (-22.8 %; 378,624, -59 %, before). The rest is oneDNN's
+    # scratchpad inside mkldnn_rnn_layer_backward (reordered weights, gate gradients), not yet an entry.
+    assert 0.75 * truth <= r.peak_memory <= truth
+
+
+# -- the transient registry ------------------------------------------------------------------------------------------
+
+
+def test_registered_workspace_counts_at_its_op_only() -> None:
+    seen: list[str] = []
+
+    def fn(call: OpCall, target: str) -> int:
+        seen.append(target)
+        return 1000 * call.inputs[0].shape[0]
+
+    model, x = nn.Sequential(nn.Linear(8, 8)), torch.randn(4, 8)
+    base = torchcost.analyze(model, x).memory
+    ws.register_workspace("aten::addmm", fn)
+    try:
+        with pytest.raises(ValueError):
+            ws.register_workspace(torch.ops.aten.addmm, fn)
+        r = torchcost.analyze(model, x).memory
+    finally:
+        del ws.WORKSPACES["aten::addmm"]
+    assert base is not None and r is not None and seen == ["cpu"]
+    i = r.timeline.ops.index("aten::addmm")
+    # addmm(bias[8], x[4, 8], W^T): 1000 * bias.shape[0] = 8,000 B, at that op and nowhere else
+    assert r.timeline.bytes[i] == base.timeline.bytes[i] + 8_000
+    assert [b for j, b in enumerate(r.timeline.bytes) if j != i] == [
+        b for j, b in enumerate(base.timeline.bytes) if j != i]
+    assert r.end_bytes == base.end_bytes
+    if r.peak_index == i:
+        assert r.at_peak.workspace == 8_000 and r.at_peak.total == r.peak_bytes
+
+
+def test_workspace_category() -> None:
+    assert CATEGORIES[-1] == "workspace" and MemoryBreakdown().workspace == 0
