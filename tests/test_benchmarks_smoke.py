@@ -6,6 +6,8 @@ skip; with `.[bench]` each installed peer is run too.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from benchmarks import accuracy, report
@@ -103,3 +105,24 @@ def test_side_effects_are_seen_and_global_patches_undone() -> None:
     assert "torch functions left patched" in effects
     assert torch.nn.functional.relu is original  # put back
     assert built.model.training is False and not built.model._forward_hooks  # the tool had its own copy
+
+
+def test_memory_harness_one_small_case_and_its_docs_section(tmp_path: Path) -> None:
+    """The memory truth harness runs one small case in this process (an MLP's SGD step, about a second), and its
+    markdown section replaces an earlier one, keeping the rest of the file."""
+    from benchmarks import memory_accuracy as ma
+    from benchmarks.memory_cases import CASES as MEMORY_CASES
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        row = ma.measure_case(MEMORY_CASES["mlp-sgd-foreach-off"])
+    finally:
+        torch.set_num_threads(before)
+    assert row.truth > 0 and not row.error and abs(row.error_pct) <= ma.TOLERANCE, row
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\n{ma.HEADING}\n\nold table\n\n## Method\n\nkept\n")
+    ma.write_docs(ma.markdown_section([row], 1, 1.0, "torchcost test"), doc)
+    text = doc.read_text()
+    assert text.count(ma.HEADING) == 1 and "old table" not in text and "| mlp-sgd-foreach-off |" in text
+    assert text.startswith("# Title\n") and text.endswith("## Method\n\nkept\n")

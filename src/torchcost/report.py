@@ -13,7 +13,8 @@ from typing import Any
 from torchcost.errors import InputError
 from torchcost.shapes import ShapeTree, TensorSpec
 
-__all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount"]
+__all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount",
+           "PhaseCount"]
 
 SCHEMA_VERSION = 1
 
@@ -26,6 +27,18 @@ class OpCount:
     calls: int
     macs: int = 0
     flops: int = 0
+
+
+@dataclass(frozen=True)
+class PhaseCount:
+    """One phase of a training step ("forward", "loss", "backward", "recompute", "optimizer"): its MACs, FLOPs,
+    counted ops and uncounted ops (docs/conventions.md, "Training step")."""
+
+    name: str
+    macs: int
+    flops: int
+    ops: tuple[OpCount, ...] = ()
+    uncounted: tuple[OpCount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,11 @@ class ModuleCost:
     A module object held by several parents appears under each name, each charged with the calls made through it
     (by the parent running when it is called); ``same_as`` is then the first name (its ``named_modules()`` name) on
     every other one, "" on that one and on every module with a single name. Totals count its parameters once.
+
+    Training step (mode="train"; 0 otherwise): ``backward_macs``/``backward_flops`` are the backward ops of the
+    autograd nodes this module's forward made (``self_backward_*`` outside its children), ``recompute_*`` the
+    forward ops it ran again inside backward (activation checkpointing), ``optimizer_flops`` the optimizer's work on
+    its parameters; all but ``self_backward_*`` include the children.
     """
 
     name: str
@@ -76,6 +94,13 @@ class ModuleCost:
     peak_memory: int = 0
     shapes_differ: bool = False
     same_as: str = ""
+    backward_macs: int = 0
+    backward_flops: int = 0
+    self_backward_macs: int = 0
+    self_backward_flops: int = 0
+    recompute_macs: int = 0
+    recompute_flops: int = 0
+    optimizer_flops: int = 0
 
     @property
     def is_leaf(self) -> bool:
@@ -93,7 +118,8 @@ class ModuleCost:
 @dataclass(frozen=True)
 class MemoryBreakdown:
     """Bytes alive at one moment, by what holds them. ``temporaries`` is every other storage made during the run:
-    activations not saved for backward (all of them under no_grad), op outputs still referenced, the loss."""
+    activations not saved for backward (all of them under no_grad), op outputs still referenced, the loss.
+    ``workspace`` is memory the op running at that moment holds inside itself (a registered kernel workspace)."""
 
     parameters: int = 0
     buffers: int = 0
@@ -102,6 +128,7 @@ class MemoryBreakdown:
     optimizer_state: int = 0
     saved_activations: int = 0
     temporaries: int = 0
+    workspace: int = 0
 
     @property
     def total(self) -> int:
@@ -207,6 +234,16 @@ class CostReport:
     schema_version: int = SCHEMA_VERSION
     _index: dict[str, ModuleCost] = field(default_factory=dict, init=False, repr=False, compare=False)
     memory: MemoryReport | None = None
+    phases: tuple[PhaseCount, ...] = ()  # a training step's phases, in order; () in eval (the forward is all)
+    step_macs: int = 0  # the whole run: every phase (in eval, the forward: equal to macs)
+    step_flops: int = 0
+
+    def phase(self, name: str) -> PhaseCount:
+        """One phase's counts ("forward", "loss", "backward", "recompute", "optimizer"); zeros if it did not run."""
+        for p in self.phases:
+            if p.name == name:
+                return p
+        return PhaseCount(name, self.macs, self.flops) if name == "forward" else PhaseCount(name, 0, 0)
 
     def __post_init__(self) -> None:
         self._index.update({m.name: m for m in self.root.walk()})
@@ -285,6 +322,9 @@ class CostReport:
         top["formula_errors"] = tuple(tuple(e) for e in top["formula_errors"])
         top["uncalled"] = tuple(top["uncalled"])
         top["memory"] = MemoryReport.from_dict(top["memory"]) if top.get("memory") is not None else None
+        top["phases"] = tuple(PhaseCount(p["name"], p["macs"], p["flops"], tuple(OpCount(**o) for o in p["ops"]),
+                                         tuple(OpCount(**o) for o in p["uncounted"]))
+                              for p in top.get("phases", ()))
         return cls(**top)
 
     @classmethod
@@ -304,6 +344,9 @@ def _encode(value: Any) -> Any:
     if isinstance(value, TensorSpec):
         spec = {"shape": list(value.shape), "dtype": value.dtype}
         return {**spec, "kind": value.kind} if value.kind else spec
+    if isinstance(value, PhaseCount):
+        return {"name": value.name, "macs": value.macs, "flops": value.flops, "ops": _encode(value.ops),
+                "uncounted": _encode(value.uncounted)}
     if isinstance(value, OpCount):
         return {"op": value.op, "calls": value.calls, "macs": value.macs, "flops": value.flops}
     if isinstance(value, dict):

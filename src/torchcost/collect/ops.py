@@ -3,32 +3,43 @@ attributes it to the module scope it ran in.
 
 Each op lands in one of four tallies: counted (a formula priced it), free (it moves, views or allocates data, or
 does integer arithmetic only), enclosed (it ran inside a composite priced whole, collect/composites.py) or uncounted
-(floating-point arithmetic with no formula: reported, never dropped). Only ops of the forward are counted; the
-Recording switches ``counting`` off for the loss, backward and optimizer phases of a training step.
+(floating-point arithmetic with no formula: reported, never dropped).
+
+In a training step the other phases are counted too, each in its own tally (``steps``): "loss", "backward",
+"recompute" (activation checkpointing's re-run of the forward inside backward) and "optimizer". A
+:class:`StepScope` says where such an op belongs: a backward op to the module whose forward made its autograd node
+(the node's "torchcost.module" tag), a recomputed op to the module whose forward runs again (global module hooks,
+installed for the backward only), an optimizer op to the module holding the parameter it updates (a foreach op is
+split per tensor). Free and enclosed tallies are kept for the forward only.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+from torch.nn.modules import module as module_mod
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
 from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key
 from torchcost.report import OpCount
-from torchcost.trees import any_tensor, is_floating
+from torchcost.trees import any_tensor, is_floating, tensors_in
 
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
 
-__all__ = ["DispatchCollector", "OpCollector", "op_counts"]
+__all__ = ["STEP_PHASES", "DispatchCollector", "NodeTagger", "OpCollector", "StepScope", "op_counts"]
 
 _DEVICE = torch.ops.prim.device.default
+_SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key MemoryMode and NodeTagger write
+STEP_PHASES = ("forward", "loss", "backward", "recompute", "optimizer")  # the phases of a training step's counts
 
 
 @dataclass
@@ -54,6 +65,85 @@ def _calls(tally: dict[str, int]) -> tuple[OpCount, ...]:
 
 
 @dataclass
+class _Tally:
+    counted: dict[str, dict[str, _Stat]] = field(default_factory=dict)  # module -> op -> tally
+    uncounted: dict[str, dict[str, int]] = field(default_factory=dict)  # module -> op -> calls
+
+
+def _node_module(default: str) -> str:
+    """The module tag of the autograd node running now (backward), or ``default`` when it has none."""
+    node = torch._C._current_autograd_node()
+    if node is None:
+        return default
+    name = cast("dict[str, Any]", node.metadata).get(_SCOPE_KEY)
+    return name if isinstance(name, str) else default
+
+
+class StepScope:
+    """Where an op of a training step's later phases belongs (see the module docstring). ``owners`` maps id() of
+    parameters, gradients and optimizer state to their module (set by run/execute.py before the optimizer step)."""
+
+    def __init__(self, names: Mapping[int, str]) -> None:
+        self.names = names  # id(module) -> its first name
+        self.stack: list[str] = []
+        self.owners: dict[int, str] = {}
+        self.last = ""  # the module of the previous op: the fallback for untagged nodes and temporaries
+        self._handles: list[Any] = []
+        self._thread = 0
+
+    def install(self) -> None:
+        """Follow module forwards re-run inside backward (checkpointing's recompute)."""
+        if self._handles:
+            return
+        self._thread = threading.get_ident()
+        self._handles.append(module_mod.register_module_forward_pre_hook(self._pre))
+        self._handles.append(module_mod.register_module_forward_hook(self._post, always_call=True))
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+        self.stack.clear()
+
+    def _pre(self, module: torch.nn.Module, args: Any) -> None:
+        if threading.get_ident() == self._thread:
+            name = self.names.get(id(module))
+            self.stack.append(name if name is not None else (self.stack[-1] if self.stack else self.last))
+
+    def _post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if threading.get_ident() == self._thread and self.stack:
+            self.stack.pop()
+
+    def backward(self) -> tuple[str, str]:
+        """(phase, module) of an op run during backward: a recompute when a module's forward runs again or grad
+        mode is on (the engine runs backward with it off; checkpointing turns it on to recompute)."""
+        if self.stack:
+            self.last = self.stack[-1]
+            return "recompute", self.last
+        self.last = _node_module(self.last)
+        return ("recompute" if torch.is_grad_enabled() else "backward"), self.last
+
+    def owner(self, call: OpCall) -> str:
+        """The module of an optimizer op: the owner of its first tensor that has one, else the previous op's."""
+        for t in call.inputs:
+            name = self.owners.get(id(t))
+            if name is not None:
+                self.last = name
+                return name
+        return self.last
+
+
+def _foreach_parts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """A foreach call split into one call per tensor of its first list (list arguments of that length sliced)."""
+    first_list = args[0]
+    n = len(first_list)
+
+    def part(value: Any, i: int) -> Any:
+        return [value[i]] if isinstance(value, (list, tuple)) and len(value) == n else value
+
+    return [(tuple(part(a, i) for a in args), {k: part(v, i) for k, v in kwargs.items()}) for i in range(n)]
+
+
+@dataclass
 class OpCollector:
     """Prices the ops the dispatch mode hands it and tallies them per module (by state_dict name)."""
 
@@ -64,9 +154,15 @@ class OpCollector:
     free: dict[str, int] = field(default_factory=dict)
     enclosed: dict[str, int] = field(default_factory=dict)
     formula_errors: dict[str, str] = field(default_factory=dict)
-    counting: bool = True  # set by Recording.phase: true only in the forward
+    counting: bool = True  # set by Recording.phase: false in the phases not counted (the loss of an eval run)
+    phase: str = "forward"  # set by Recording.phase
+    step: StepScope | None = None  # a training step: where later phases' ops belong
+    steps: dict[str, _Tally] = field(default_factory=dict)  # phase (not "forward") -> its tally
     enclosed_depth: int = 0  # > 0 while a composite priced whole runs (its aten ops are enclosed)
     _cache: dict[Any, tuple[str, Formula | None, bool]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._forward = _Tally(self.counted, self.uncounted)
 
     @contextlib.contextmanager
     def enclosing(self) -> Iterator[None]:
@@ -89,14 +185,21 @@ class OpCollector:
         if not self.counting:
             return
         key, formula, free = self._lookup(func)
+        forward = self.phase == "forward"
         if self.enclosed_depth:
-            self.enclosed[key] = self.enclosed.get(key, 0) + 1
+            if forward:
+                self.enclosed[key] = self.enclosed.get(key, 0) + 1
         elif formula is not None:
-            self._price(key, formula, OpCall(key, args, kwargs, out, func._schema))
+            if self.phase == "optimizer" and key.startswith("aten::_foreach_") and args and isinstance(args[0], list):
+                for part_args, part_kwargs in _foreach_parts(args, kwargs):
+                    self._price(key, formula, OpCall(key, part_args, part_kwargs, None, func._schema))
+            else:
+                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema))
         elif free or not any_tensor((args, kwargs, out), is_floating):
-            self.free[key] = self.free.get(key, 0) + 1
+            if forward:
+                self.free[key] = self.free.get(key, 0) + 1
         else:
-            self.record_uncounted(key)
+            self.record_uncounted(key, OpCall(key, args, kwargs, out, func._schema))
 
     def on_composite(self, key: str, call: OpCall) -> None:
         formula = self.registry.get(key)
@@ -105,9 +208,25 @@ class OpCollector:
         else:
             self._price(key, formula, call)
 
-    def record_uncounted(self, key: str) -> None:
-        per_module = self.uncounted.setdefault(self.scope.current, {})
+    def record_uncounted(self, key: str, call: OpCall | None = None) -> None:
+        module, tally = self._where(call)
+        per_module = tally.uncounted.setdefault(module, {})
         per_module[key] = per_module.get(key, 0) + 1
+
+    def _where(self, call: OpCall | None) -> tuple[str, _Tally]:
+        """The module and the phase tally an op goes to: the running module's forward tally in the forward."""
+        if self.phase == "forward" or self.step is None:
+            return self.scope.current, self._forward
+        if self.phase == "backward":
+            phase, module = self.step.backward()
+        elif self.phase == "optimizer":
+            phase, module = "optimizer", self.step.owner(call) if call is not None else self.step.last
+        else:
+            phase, module = self.phase, self.scope.current
+        tally = self.steps.get(phase)
+        if tally is None:
+            tally = self.steps[phase] = _Tally()
+        return module, tally
 
     def _price(self, key: str, formula: Formula, call: OpCall) -> None:
         try:
@@ -120,12 +239,13 @@ class OpCollector:
             raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
         if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
                                                                        is_floating):
-            self.free[key] = self.free.get(key, 0) + 1  # integer/bool arithmetic: free, listed with the free ops
+            if self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
+                self.free[key] = self.free.get(key, 0) + 1
             return
-        current = self.scope.current
-        stats = self.counted.get(current)
+        current, tally = self._where(call)
+        stats = tally.counted.get(current)
         if stats is None:
-            stats = self.counted[current] = {}
+            stats = tally.counted[current] = {}
         stat = stats.get(key)
         if stat is None:
             stat = stats[key] = _Stat()
@@ -141,28 +261,65 @@ class OpCollector:
         return _calls(self.uncounted.get(name, {}))
 
     def totals(self) -> tuple[OpCount, ...]:
-        """Every counted op summed over the modules."""
-        summed: dict[str, _Stat] = {}
-        for per_module in self.counted.values():
-            for key, stat in per_module.items():
-                total = summed.setdefault(key, _Stat())
-                total.calls += stat.calls
-                total.macs += stat.macs
-                total.other_flops += stat.other_flops
-        return op_counts(summed)
+        """Every counted op of the forward summed over the modules."""
+        return _summed(self.counted)
+
+    def phase_module_ops(self, phase: str, name: str) -> tuple[OpCount, ...]:
+        """The ops of a later phase ("backward", ...) attributed to module ``name`` itself."""
+        tally = self.steps.get(phase)
+        return op_counts(tally.counted.get(name, {})) if tally is not None else ()
+
+    def phase_totals(self, phase: str) -> tuple[tuple[OpCount, ...], tuple[OpCount, ...]]:
+        """(counted, uncounted) ops of one phase, summed over the modules."""
+        tally = self._forward if phase == "forward" else self.steps.get(phase, _Tally())
+        return _summed(tally.counted), _summed_calls(tally.uncounted)
 
     def uncounted_totals(self) -> tuple[OpCount, ...]:
-        summed: dict[str, int] = {}
-        for per_module in self.uncounted.values():
-            for key, calls in per_module.items():
-                summed[key] = summed.get(key, 0) + calls
-        return _calls(summed)
+        return _summed_calls(self.uncounted)
 
     def free_totals(self) -> tuple[OpCount, ...]:
         return _calls(self.free)
 
     def enclosed_totals(self) -> tuple[OpCount, ...]:
         return _calls(self.enclosed)
+
+
+def _summed(counted: dict[str, dict[str, _Stat]]) -> tuple[OpCount, ...]:
+    summed: dict[str, _Stat] = {}
+    for per_module in counted.values():
+        for key, stat in per_module.items():
+            total = summed.setdefault(key, _Stat())
+            total.calls += stat.calls
+            total.macs += stat.macs
+            total.other_flops += stat.other_flops
+    return op_counts(summed)
+
+
+def _summed_calls(uncounted: dict[str, dict[str, int]]) -> tuple[OpCount, ...]:
+    summed: dict[str, int] = {}
+    for per_module in uncounted.values():
+        for key, calls in per_module.items():
+            summed[key] = summed.get(key, 0) + calls
+    return _calls(summed)
+
+
+class NodeTagger(TorchFunctionMode):
+    """Tags each autograd node a torch function makes with the module running it (metadata "torchcost.module"), so
+    backward ops find their module. MemoryMode does this when memory is measured; this one stands in when it is not."""
+
+    def __init__(self, scope: ScopeTracker) -> None:
+        super().__init__()
+        self.scope = scope
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if torch.is_grad_enabled():
+            scope = self.scope.current
+            for t in tensors_in(out):
+                node = t.grad_fn
+                if node is not None:
+                    cast("dict[str, Any]", node.metadata).setdefault(_SCOPE_KEY, scope)
+        return out
 
 
 class DispatchCollector(TorchDispatchMode):

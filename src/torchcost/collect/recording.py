@@ -12,8 +12,10 @@
 The order matters: the scope hooks go in first (every other collector asks the scope which module runs), then the
 modes from the outside in: MemoryMode (tags autograd nodes with their module, picks the target's kernels on meta),
 CompositeCatcher (prices attention and RNNs whole) and innermost DispatchCollector (sees every aten op). The
-phase decides what the collectors do with what they see: FLOPs are counted in the forward only, memory is followed
-through all phases, and module scope ends with the forward (backward ops take their module from autograd nodes).
+phase decides what the collectors do with what they see: FLOPs are counted in every phase, each phase in its own
+tally (a training step's loss, backward, recompute and optimizer apart from the forward), memory is followed
+through all phases, and module scope ends with the forward (backward ops take their module from autograd nodes; a
+forward re-run inside backward, checkpointing's recompute, is followed by the StepScope's own hooks).
 
 A Ctrl-C while recording is deferred (collect/interrupts.py): it is raised as KeyboardInterrupt at the next module
 boundary, phase boundary or at the end, never inside torch's C++ callbacks, and the collectors come off as for any
@@ -32,7 +34,7 @@ from torch import nn
 from torchcost.collect import interrupts
 from torchcost.collect.composites import CompositeCatcher
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
-from torchcost.collect.ops import DispatchCollector, OpCollector
+from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
 from torchcost.collect.scope import ScopeTracker
 from torchcost.formulas.registry import FormulaRegistry
 
@@ -60,6 +62,8 @@ class Recording:
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type)
                        if memory is not None else None)
+        if train:
+            self.ops.step = StepScope(self.scope.names)
         self._train = train
         self._emulate = emulate
         self._stack = contextlib.ExitStack()
@@ -76,6 +80,8 @@ class Recording:
             # kernels); otherwise it would be a pass-through costing a Python call per torch function.
             if self._train or self._emulate is not None:
                 stack.enter_context(MemoryMode(self.memory, tag=self._train, target=self._emulate))
+            if self._train and self.memory is None:  # MemoryMode tags autograd nodes only when it tracks memory
+                stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
             stack.enter_context(DispatchCollector(self.ops, self.memory))
             self._stack = stack.pop_all()
@@ -87,19 +93,31 @@ class Recording:
 
     def _finish(self) -> None:
         self.ops.counting = True
+        self.ops.phase = "forward"
+        if self.ops.step is not None:
+            self.ops.step.remove()
         self.scope.remove()
         if self.memory is not None:
             self.memory.close()
 
     @contextlib.contextmanager
     def phase(self, name: Phase) -> Iterator[None]:
-        """Run one phase: ops are counted in "forward" only; module scope ends when the forward and loss are over. A
-        Ctrl-C that arrived is raised when a phase starts or ends."""
+        """Run one phase: ops are counted in every phase of a training step, each in its own tally (an eval run has
+        the forward only); module scope ends when the forward and loss are over, and the backward follows forwards
+        run again inside it (recompute). A Ctrl-C that arrived is raised when a phase starts or ends."""
         interrupts.check()
-        self.ops.counting = name == "forward"
+        self.ops.counting = name == "forward" or self._train
+        self.ops.phase = name
         if self.memory is not None:
             self.memory.phase = name
         if name in ("backward", "optimizer"):
             self.scope.remove()
-        yield
+        step = self.ops.step
+        if step is not None and name == "backward":
+            step.install()
+        try:
+            yield
+        finally:
+            if step is not None:
+                step.remove()
         interrupts.check()

@@ -15,7 +15,9 @@
   their call counts in every report; they are never silently zero.
 * **Enclosed** ops ran inside an op priced as a whole (``F.scaled_dot_product_attention``, ``torch.lstm``): their cost
   is in the enclosing op's formula.
-* Backward is not counted: the counts are those of one forward pass.
+* Backward: ``mode="train"`` counts the whole step by phase (forward, loss, backward, recompute, optimizer); the
+  backward kernels are priced in :mod:`backward`, the optimizer's foreach ops in :mod:`optimizer`; ``macs``/``flops``
+  of a report stay those of one forward pass.
 
 Formulas read shapes, dtypes and scalar arguments, never tensor values, so real and meta runs count the same.
 Formulas are keyed by aten op name without overload (``aten::addmm``); :func:`register_formula` adds one for a custom
@@ -27,10 +29,12 @@ from __future__ import annotations
 
 from torchcost.formulas import (  # noqa: F401  (registration)
     attention,
+    backward,
     conv,
     loss,
     matmul,
     norm,
+    optimizer,
     pointwise,
     pool,
     resample,

@@ -212,6 +212,7 @@ def footer_lines(report: CostReport) -> list[str]:
         f"MACs: {format_int(report.macs)} ({format_count(report.macs)})",
         f"FLOPs: {format_int(report.flops)} ({format_count(report.flops)}) = 2 x MACs + other floating-point ops",
     ]
+    lines += _phase_lines(report)
     if report.uncounted:
         ops = ", ".join(f"{o.op} x{o.calls}" for o in report.uncounted)
         lines.append(f"Uncounted ops (arithmetic with no formula, not in the totals): {ops}")
@@ -234,9 +235,22 @@ def footer_lines(report: CostReport) -> list[str]:
     return lines
 
 
+def _phase_lines(report: CostReport) -> list[str]:
+    """A training step's FLOPs by phase (nothing in eval), and the ops of its later phases that have no formula."""
+    if not report.phases:
+        return []
+    shown = ", ".join(f"{p.name} {format_count(p.flops)}" for p in report.phases if p.name != "recompute" or p.flops)
+    lines = [f"Training step FLOPs: {shown}; total {format_int(report.step_flops)} "
+             f"({format_count(report.step_flops)})"]
+    later = [f"{p.name}: {o.op} x{o.calls}" for p in report.phases if p.name != "forward" for o in p.uncounted]
+    if later:
+        lines.append("Uncounted in the step (not in its total): " + ", ".join(later))
+    return lines
+
+
 _PARTS = (("parameters", "parameters"), ("buffers", "buffers"), ("inputs", "inputs"), ("gradients", "gradients"),
           ("optimizer_state", "optimizer state"), ("saved_activations", "saved activations"),
-          ("temporaries", "temporaries"))
+          ("temporaries", "temporaries"), ("workspace", "workspace"))
 
 
 def memory_lines(report: CostReport) -> list[str]:

@@ -11,10 +11,10 @@ from torch import nn
 
 from torchcost._version import __version__
 from torchcost.collect.memory import MemoryTrace
-from torchcost.collect.ops import OpCollector
+from torchcost.collect.ops import STEP_PHASES, OpCollector
 from torchcost.collect.scope import ModuleCalls, ScopeTracker, module_paths
 from torchcost.inputs import floating_dtype
-from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost
+from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost, PhaseCount
 from torchcost.run.execute import Ran
 from torchcost.shapes import ShapeTree
 from torchcost.trees import spec_of, tensor_bytes
@@ -109,7 +109,25 @@ class _Tree:
             self_macs=self_macs, self_flops=self_flops, ops=ops, uncounted=self.ops.module_uncounted(name),
             children=children, **self._memory(name, children, params, buffers),
             shapes_differ=calls.shapes_differ, same_as=self.scope.canonical.get(name, ""),
+            **self._step(name, children),
         )
+
+    def _step(self, name: str, children: tuple[ModuleCost, ...]) -> dict[str, int]:
+        """The training step's later phases attributed to this module (none in eval)."""
+        if not self.ops.steps:
+            return {}
+        back = self.ops.phase_module_ops("backward", name)
+        again = self.ops.phase_module_ops("recompute", name)
+        opt = self.ops.phase_module_ops("optimizer", name)
+        self_macs, self_flops = sum(o.macs for o in back), sum(o.flops for o in back)
+        return {
+            "self_backward_macs": self_macs, "self_backward_flops": self_flops,
+            "backward_macs": self_macs + sum(c.backward_macs for c in children),
+            "backward_flops": self_flops + sum(c.backward_flops for c in children),
+            "recompute_macs": sum(o.macs for o in again) + sum(c.recompute_macs for c in children),
+            "recompute_flops": sum(o.flops for o in again) + sum(c.recompute_flops for c in children),
+            "optimizer_flops": sum(o.flops for o in opt) + sum(c.optimizer_flops for c in children),
+        }
 
 
 def _uncalled(scope: ScopeTracker) -> tuple[str, ...]:
@@ -134,6 +152,7 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
     leaves = {n for n, m in tree.paths if all(c is None for c in m._modules.values())}
     inputs: ShapeTree = spec_of((*ran.args, *ran.kwargs.values())) if ran.kwargs else spec_of(ran.args)
     dtype = floating_dtype(model)
+    phases = _phases(ops) if mode == "train" else ()
     return CostReport(
         model_type=type(model).__name__, root=root,
         params=_numel(params), trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
@@ -147,7 +166,19 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
         device=str(device), dtype=str(dtype).removeprefix("torch.") if dtype is not None else "none", mode=mode,
         torch_version=torch.__version__, torchcost_version=__version__,
         memory=_memory_report(trace, ran) if trace is not None else None,
+        phases=phases, step_macs=sum(p.macs for p in phases) if phases else root.macs,
+        step_flops=sum(p.flops for p in phases) if phases else root.flops,
     )
+
+
+def _phases(ops: OpCollector) -> tuple[PhaseCount, ...]:
+    """A training step's phase counts, in order."""
+    phases = []
+    for name in STEP_PHASES:
+        counted, uncounted = ops.phase_totals(name)
+        phases.append(PhaseCount(name, sum(o.macs for o in counted), sum(o.flops for o in counted), counted,
+                                 uncounted))
+    return tuple(phases)
 
 
 def _memory_report(trace: MemoryTrace, ran: Ran) -> MemoryReport:

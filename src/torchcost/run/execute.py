@@ -101,6 +101,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
                 with rec.phase("backward"), step_failures("backward"):
                     if isinstance(loss, torch.Tensor) and loss.requires_grad:
                         loss.backward()
+                if rec.ops.step is not None:
+                    rec.ops.step.owners = _owners(model, opt)
                 with rec.phase("optimizer"), step_failures("optimizer"):
                     if opt is not None:
                         opt.step()
@@ -108,6 +110,19 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
             _account_step(ran, opt, counted)
         del out, loss
     return ran
+
+
+def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, str]:
+    """id() of each parameter, its gradient and its optimizer state -> the module holding the parameter (its first
+    name), so the optimizer's FLOPs are attributed to the parameters' modules."""
+    owners: dict[int, str] = {}
+    state = opt.state if opt is not None else {}
+    for name, p in model.named_parameters():
+        module = name.rpartition(".")[0]
+        for t in (p, p.grad, *tensors_in(dict(state.get(p, {})))):
+            if t is not None:
+                owners.setdefault(id(t), module)
+    return owners
 
 
 def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],

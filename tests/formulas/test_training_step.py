@@ -1,0 +1,138 @@
+"""The whole training step's counts (issue 11), each expected number derived by hand beside it, and an independent
+oracle: torch.utils.flop_counter.FlopCounterMode run with the real forward and backward inside it."""
+
+from __future__ import annotations
+
+import torch
+import torch.utils.checkpoint as cp
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import torchcost
+
+
+def _op_macs(report: torchcost.CostReport, phase: str, op: str) -> int:
+    return sum(o.macs for o in report.phase(phase).ops if o.op == op)
+
+
+def test_linear_backward_weight_gradient_only() -> None:
+    r = torchcost.analyze(nn.Linear(1000, 1000), input_size=(8, 1000), mode="train", memory=False)
+    # forward: addmm (8, 1000) @ (1000, 1000): 8 * 1000 * 1000 = 8,000,000 MACs
+    assert r.macs == r.phase("forward").macs == 8_000_000
+    # backward: the input does not require grad, so only grad_W = grad_out^T @ x: 1000 * 8 * 1000 = 8,000,000
+    assert r.phase("backward").macs == 8_000_000
+    assert _op_macs(r, "backward", "aten::mm") == 8_000_000
+    # attributed to the Linear (the root here) whose forward made the AddmmBackward node
+    assert r.root.backward_macs == r.root.self_backward_macs == 8_000_000
+    assert r.root.backward_flops == r.phase("backward").flops
+    # step = forward + loss + backward + recompute (0) + optimizer
+    assert r.step_flops == sum(p.flops for p in r.phases)
+    assert r.phase("recompute").flops == 0
+    # AdamW (single-tensor path) over 1,001,000 parameter elements: every op's FLOPs attributed to the module
+    assert r.root.optimizer_flops == r.phase("optimizer").flops > 0
+
+
+def test_linear_backward_with_input_gradient() -> None:
+    x = torch.randn(8, 1000, requires_grad=True)
+    r = torchcost.analyze(nn.Linear(1000, 1000), x, mode="train", memory=False)
+    # grad_W 8,000,000 + grad_x = grad_out (8, 1000) @ W (1000, 1000): 8 * 1000 * 1000 = 8,000,000
+    assert r.phase("backward").macs == 16_000_000
+
+
+class _Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(100, 200), nn.Linear(200, 300), nn.Linear(300, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_mlp_with_frozen_middle_layer() -> None:
+    model = _Mlp()
+    model.b.requires_grad_(False)
+    r = torchcost.analyze(model, input_size=(4, 100), mode="train", memory=False)
+    # c: grad_W 10*4*300 = 12,000 and grad_x 4*10*300 = 12,000
+    assert r.module("c").backward_macs == 24_000
+    # b frozen: no weight gradient, but its input gradient flows to a: 4*300*200 = 240,000
+    assert r.module("b").backward_macs == 240_000
+    # a: the first layer, input without grad: grad_W only, 200*4*100 = 80,000
+    assert r.module("a").backward_macs == 80_000
+    assert r.phase("backward").macs == 24_000 + 240_000 + 80_000
+    # per-module backward sums to the phase total exactly
+    assert r.root.backward_flops == r.phase("backward").flops
+    assert r.module("b").optimizer_flops == 0
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class _Net(nn.Module):
+    def __init__(self, checkpoint: bool) -> None:
+        super().__init__()
+        self.stem, self.block, self.head = nn.Conv2d(3, 8, 3, padding=1), _Block(), nn.Linear(8 * 16 * 16, 10)
+        self.checkpoint = checkpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = cp.checkpoint(self.block, x, use_reentrant=False) if self.checkpoint else self.block(x)
+        return self.head(x.flatten(1))
+
+
+def test_checkpointed_block_recomputes_its_forward() -> None:
+    r = torchcost.analyze(_Net(True), input_size=(2, 3, 16, 16), mode="train", memory=False)
+    block = r.module("block")
+    # the block's conv: 2*8*16*16 output positions x 8*3*3 weights = 4096 * 72 = 294,912 MACs, run again
+    assert block.macs == 294_912
+    assert r.phase("recompute").macs == block.recompute_macs == 294_912
+    assert r.phase("recompute").flops == block.recompute_flops == block.flops
+    plain = torchcost.analyze(_Net(False), input_size=(2, 3, 16, 16), mode="train", memory=False)
+    assert plain.phase("recompute").flops == 0
+    assert plain.phase("backward").flops == r.phase("backward").flops
+    # conv backward: stem weight grad only (input needs no grad) 2*8*16*16 * 3*9 = 110,592; block conv input and
+    # weight grads 2 x 294,912; head grad_W 10*2*2048 = 40,960 and grad_x 2*10*2048 = 40,960
+    assert r.phase("backward").macs == 110_592 + 2 * 294_912 + 2 * 40_960
+
+
+def _oracle(model: nn.Module, x: torch.Tensor) -> int:
+    """FlopCounterMode's forward + backward FLOPs (mm/addmm/bmm/convolution/convolution_backward: 2 x MACs)."""
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().pow(2).mean().backward()
+    return int(counter.get_total_flops())
+
+
+def _mac_ops(report: torchcost.CostReport) -> int:
+    """The same ops in torchcost's forward and backward: 2 x the MACs (the MAC-based ops are exactly those)."""
+    return 2 * (report.phase("forward").macs + report.phase("backward").macs)
+
+
+def test_oracle_mlp() -> None:
+    torch.manual_seed(0)
+    model, x = _Mlp(), torch.randn(4, 100)
+    r = torchcost.analyze(model, x, mode="train", memory=False)
+    assert _mac_ops(r) == _oracle(model, x)
+
+
+def test_oracle_conv_net() -> None:
+    torch.manual_seed(0)
+    model, x = _Net(False), torch.randn(2, 3, 16, 16)
+    r = torchcost.analyze(model, x, mode="train", memory=False)
+    assert _mac_ops(r) == _oracle(model, x)
+
+
+def test_eval_has_no_phases() -> None:
+    r = torchcost.analyze(_Mlp(), input_size=(4, 100))
+    assert r.phases == () and r.step_flops == r.flops and r.root.backward_flops == 0
+
+
+def test_json_round_trip_keeps_phases() -> None:
+    r = torchcost.analyze(_Net(True), input_size=(2, 3, 16, 16), mode="train", memory=False)
+    back = torchcost.CostReport.from_json(r.to_json())
+    assert back.phases == r.phases and back.step_flops == r.step_flops
+    assert back.module("block").recompute_flops == r.module("block").recompute_flops
