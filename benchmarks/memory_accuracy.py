@@ -1,42 +1,312 @@
-"""Memory: torchcost's predicted peak against the CPU allocator, with torchsummary's and torchinfo's formulas beside it.
+"""Memory truth harness: torchcost's predicted peak against the CPU allocator, case by case, each in a fresh process.
 
-    python -m benchmarks.memory_accuracy            # resnet18 and GPT-2 small, inference and an AdamW step
-    python -m benchmarks.memory_accuracy --llama    # also the llama-3-70b timing and RSS check (meta, no memory)
+    python -m benchmarks.memory_accuracy                       # every case; prints the table and writes it into
+                                                               # docs/benchmarks.md ("Memory: prediction vs the CPU
+                                                               # allocator")
+    python -m benchmarks.memory_accuracy --cases lstm,gru      # only cases whose name contains one of these
+                                                               # (fnmatch patterns work too); prints, no docs
+    python -m benchmarks.memory_accuracy --list                # the case names
+    python -m benchmarks.memory_accuracy --peers               # resnet18 and GPT-2 small beside torchsummary's and
+                                                               # torchinfo's formulas
+    python -m benchmarks.memory_accuracy --llama               # the llama-3-70b timing and RSS check (meta tensors)
 
-Truth: the model really runs on the CPU under torch.profiler(profile_memory=True), which records every allocation
-and free of the CPU allocator; the running maximum plus the bytes alive before (parameters, buffers, inputs, and for
-a training step the optimizer state) is the real peak (tests/memory/truth.py). The training step is the steady-state
-one: AdamW state already there, gradients None, ``out = model(x); loss = out.float().pow(2).mean(); loss.backward();
-opt.step()``. torchcost predicts it on fake tensors, allocating nothing.
+What it measures. The cases (benchmarks/memory_cases.py) span CNNs with depthwise and grouped convolutions,
+BatchNorm, activation checkpointing, LSTM and GRU, a transformer with SDPA and tied weights, nn.MultiheadAttention
+(eval fast path and training), a small Llama with its KV cache, a bf16 model and bf16 autocast, SGD/Adam/AdamW with
+foreach on and off, at batch 1 and larger. Each runs in its own process (``--one NAME``), on one thread by default:
 
-The peer columns are the peers' formulas computed here from torchcost's own report (the peer tools are not needed):
-torchsummary: input + parameters + 2 x (sum of every module's output elements) x 4 bytes (its "forward/backward pass
-size"; computed at the real batch size, as its docs describe); torchinfo: input + parameters + 2 x the output bytes of
-every leaf module that has parameters. Neither depends on the mode or the optimizer.
+- **truth**: the model really runs on the CPU under torch.profiler(profile_memory=True), which records every
+  allocation and free of the CPU allocator; the running maximum plus the bytes alive before (parameters, buffers,
+  inputs, and for a training step the optimizer state) is the real peak (``tests.memory.truth.cpu_peak``).
+  Inference: ``model(*args, **kwargs)`` in eval mode under no_grad. Training: the steady-state step on a copy of the
+  model: one warm-up step, ``zero_grad(set_to_none=True)``, then the measured ``out = model(...); loss =
+  out.float().pow(2).mean(); loss.backward(); opt.step()`` (the forward and loss under bf16 autocast where the case
+  says so);
+- **predicted**: ``torchcost.analyze`` on the same model and inputs (fake tensors, nothing allocated), with the
+  case's optimizer instance and ``amp="bf16"`` where it autocasts;
+- **error**: (predicted - truth) / truth.
+
+oneDNN picks its kernels (and so the memory they allocate inside themselves) by the CPU's ISA, so the CPU's model
+name and flags are printed and written with the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import fnmatch
 import json
+import platform
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from math import prod
+from pathlib import Path
 from typing import Any
 
 import torch
-from tests.memory.truth import eval_truth, train_truth
+from tests.memory.truth import cpu_peak, eval_truth, storage_bytes, train_truth
 from torch import nn
 
 import torchcost
+from benchmarks.memory_cases import CASES, Case
 from torchcost.report import CostReport
 from torchcost.shapes import ShapeTree, TensorSpec
 
 MiB = 2**20
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+HEADING = "## Memory: prediction vs the CPU allocator"
+TOLERANCE = 2.0  # percent: the goal for every case
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
+
+# -- truth, with keyword inputs ------------------------------------------------------------------------------------
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+def _first_float(obj: Any) -> torch.Tensor | None:
+    """The output's first floating tensor, depth first (a Hugging Face output is a dict: its logits)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_floating_point() else None
+    values: Iterable[Any] = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    for v in values:
+        t = _first_float(v)
+        if t is not None:
+            return t
+    return None
+
+
+def _loss(out: Any) -> torch.Tensor:
+    """torchcost's default loss: the first floating output tensor's mean square in float32."""
+    t = _first_float(out)
+    assert t is not None, "the output holds no floating tensor"
+    return t if t.dim() == 0 else t.float().pow(2).mean()
+
+
+def _autocast(amp: torch.dtype | None) -> Any:
+    return torch.autocast("cpu", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False)
+
+
+def inference_truth(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    amp: torch.dtype | None = None) -> int:
+    """Peak bytes alive during ``model(*args, **kwargs)`` in eval mode under no_grad, parameters, buffers and inputs
+    included (tests.memory.truth.eval_truth, with keyword inputs and autocast)."""
+    model.eval()
+    base = storage_bytes([*model.parameters(), *model.buffers(), *_tensors(args), *_tensors(kwargs)])
+    with torch.no_grad(), _autocast(amp):
+        peak, _ = cpu_peak(lambda: model(*args, **kwargs))
+    return base + peak
+
+
+def step_truth(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+               make_optimizer: Callable[[Any], torch.optim.Optimizer], amp: torch.dtype | None = None) -> int:
+    """Peak bytes alive during a steady-state training step on a copy of ``model``: a warm-up step, gradients set to
+    None, then forward, loss, backward and step profiled, with the output and the loss referenced until the step
+    ends (tests.memory.truth.train_truth, with keyword inputs)."""
+    model = copy.deepcopy(model).train()
+    opt = make_optimizer(model.parameters())
+
+    def step() -> None:
+        with _autocast(amp):
+            out = model(*args, **kwargs)
+            loss = _loss(out)
+        loss.backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    base = storage_bytes([*model.parameters(), *model.buffers(), *_tensors(args), *_tensors(kwargs), *state])
+    peak, _ = cpu_peak(step)
+    return base + peak
+
+
+# -- one case, in this process -----------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    case: str
+    family: str
+    run: str
+    truth: int = 0
+    predicted: int = 0
+    peak_at: str = ""  # torchcost's peak: phase, op, module
+    seconds: float = 0.0  # the whole case, truth included
+    why: str = ""  # the case's known reason, kept for any case that misses by more than TOLERANCE
+    error: str = ""  # a crash, if the case could not run
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted - self.truth) / self.truth if self.truth else float("nan")
+
+    @property
+    def misses(self) -> bool:
+        return bool(self.error) or abs(self.error_pct) > TOLERANCE
+
+
+def measure_case(case: Case) -> Result:
+    """Build the case, predict its peak with torchcost, then measure the truth on the real model."""
+    start = time.perf_counter()
+    model, args, kwargs = case.build()
+    train = case.mode == "train"
+    optimizer = case.optimizer(model.parameters()) if train and case.optimizer is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = torchcost.analyze(model, *args, kwargs=kwargs, mode=case.mode, optimizer=optimizer,
+                              amp="bf16" if case.amp is torch.bfloat16 else None)
+        if train:
+            assert case.optimizer is not None
+            truth = step_truth(model, args, kwargs, case.optimizer, case.amp)
+        else:
+            truth = inference_truth(model, args, kwargs, case.amp)
+    m = r.memory
+    assert m is not None
+    return Result(case.name, case.family, case.run, truth, r.peak_memory,
+                  f"{m.peak_phase}: {m.peak_op} in {m.peak_module or '(model)'}",
+                  time.perf_counter() - start, case.why)
+
+
+def run_case(name: str, threads: int) -> Result:
+    """One case in a fresh Python process (``--one NAME``), so that no allocator, oneDNN or autograd state of an
+    earlier case is alive."""
+    case = CASES[name]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.memory_accuracy", "--one", name, "--threads",
+                           str(threads)], capture_output=True, text=True, cwd=ROOT)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return Result(case.name, case.family, case.run, why=case.why, error=tail[:200])
+    return Result(**json.loads(lines[-1]))
+
+
+def select(patterns: str | None) -> list[str]:
+    """Case names matching any of the comma-separated patterns (a substring, or an fnmatch pattern)."""
+    if not patterns:
+        return list(CASES)
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    names = [n for n in CASES if any(p in n or fnmatch.fnmatch(n, p) for p in wanted)]
+    if not names:
+        raise SystemExit(f"no case matches {patterns!r}; --list shows them")
+    return names
+
+
+# -- the machine ---------------------------------------------------------------------------------------------------
+
+def cpu_description() -> str:
+    """The CPU's model name and the ISA flags oneDNN's kernel choices depend on, present or not."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = found.group(1).strip() if found else model
+        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(found.group(1).split()) if found else set()
+    except OSError:
+        pass
+    isa = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ISA_FLAGS)
+    onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
+    return (f"{model}; {isa}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+            f"{f', oneDNN {onednn.group(1)}' if onednn else ''}")
+
+
+# -- output ----------------------------------------------------------------------------------------------------------
+
+def _why(row: Result) -> str:
+    if row.error:
+        return f"crashed: {row.error}"
+    if not row.misses:
+        return ""
+    return row.why or "not diagnosed"
+
+
+def case_table(rows: list[Result]) -> str:
+    head = (f"{'case':26} {'run':30} {'truth B':>13} {'predicted B':>13} {'error':>8}  "
+            f"{'peak at (torchcost)':60} why")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        err = "crash" if r.error else f"{r.error_pct:+.2f}%"
+        lines.append(f"{r.case:26} {r.run:30} {r.truth:13,} {r.predicted:13,} {err:>8}  {r.peak_at[:60]:60} "
+                     f"{_why(r)}")
+    ok = sum(not r.misses for r in rows)
+    lines.append(f"{ok} of {len(rows)} cases within {TOLERANCE:g} %")
+    return "\n".join(lines)
+
+
+def torchcost_source() -> str:
+    """torchcost's version and, for this checkout, its git commit (and whether src/ has uncommitted changes)."""
+    where = Path(torchcost.__file__).resolve()
+    if not where.is_relative_to(ROOT):
+        return f"torchcost {torchcost.__version__} from {where.parent}"
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+    return f"torchcost {torchcost.__version__} (git {head}{' + uncommitted changes in src/' if dirty else ''})"
+
+
+def markdown_section(rows: list[Result], threads: int, seconds: float, source: str) -> str:
+    ok = sum(not r.misses for r in rows)
+    out = [
+        HEADING,
+        "",
+        f"Generated on {time.strftime('%Y-%m-%d')} by `python -m benchmarks.memory_accuracy` ({seconds:.0f} s; "
+        f"torch {torch.__version__}, {source}, {threads} thread(s), each case in a fresh "
+        "process). Cases: [benchmarks/memory_cases.py](../benchmarks/memory_cases.py).",
+        "",
+        f"CPU: {cpu_description()}. oneDNN picks its kernels, and so the memory they allocate inside themselves, by "
+        "these flags: the figures below hold for this CPU.",
+        "",
+        "**truth**: the CPU allocator's peak under `torch.profiler(profile_memory=True)` (its running maximum plus "
+        "the bytes alive before: parameters, buffers, inputs, optimizer state). Inference runs in eval mode under "
+        "no_grad; a step is the steady-state one (a warm-up step, `zero_grad(set_to_none=True)`, then the measured "
+        "forward, `out.float().pow(2).mean()`, backward and optimizer step). **predicted**: `torchcost.analyze` on "
+        "the same model and inputs. **error**: (predicted - truth) / truth. **why**: the known cause, for each case "
+        f"that misses by more than {TOLERANCE:g} %.",
+        "",
+        f"{ok} of {len(rows)} cases are within {TOLERANCE:g} %.",
+        "",
+        "| case | family | run | truth (B) | predicted (B) | error | torchcost's peak at | why |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        err = "crash" if r.error else f"{r.error_pct:+.2f}%"
+        out.append(f"| {r.case} | {r.family} | {r.run} | {r.truth:,} | {r.predicted:,} | {err} | "
+                   f"{r.peak_at.replace('|', '/')} | {_why(r)} |")
+    return "\n".join(out) + "\n"
+
+
+def write_docs(section: str, path: Path = DOCS) -> None:
+    """Put ``section`` into ``path``: in place of an existing section with the same heading (up to the next level-2
+    heading), else before "## Method", else at the end. The rest of the file is kept."""
+    text = path.read_text() if path.exists() else ""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == HEADING]
+    if starts:
+        start = starts[0]
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = next((i for i, line in enumerate(lines) if line.rstrip("\n") == "## Method"), len(lines))
+        if start == len(lines) and lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+    block = section if end == len(lines) else section + "\n"
+    if start > 0 and lines[start - 1].strip():
+        block = "\n" + block
+    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
+
+
+# -- the peers' formulas (--peers) ----------------------------------------------------------------------------
 
 @dataclass
 class Row:
@@ -73,7 +343,7 @@ def torchinfo_formula(r: CostReport) -> int:
     return r.input_bytes + r.param_bytes + 2 * leaves
 
 
-def _cases() -> dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]]:
+def _peer_cases() -> dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]]:
     def resnet18() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
         import torchvision
 
@@ -89,9 +359,10 @@ def _cases() -> dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]
     return {"resnet18 (batch 16, 224x224)": resnet18, "GPT-2 small (batch 1, seq 128)": gpt2}
 
 
-def measure() -> list[Row]:
+def measure_peers() -> list[Row]:
+    """resnet18 and GPT-2 small, inference and an AdamW step: truth, torchcost and the peers' formulas."""
     out = []
-    for name, build in _cases().items():
+    for name, build in _peer_cases().items():
         model, inputs = build()
         for mode in ("eval", "train"):
             start = time.perf_counter()
@@ -109,7 +380,7 @@ def measure() -> list[Row]:
     return out
 
 
-def table(rows: list[Row]) -> str:
+def peer_table(rows: list[Row]) -> str:
     head = (f"{'model':32} {'what':11} {'truth MiB':>10} {'torchcost':>10} {'ratio':>7} {'torchsummary':>13} "
             f"{'ratio':>6} {'torchinfo':>10} {'ratio':>6}  peak at (torchcost)")
     lines = [head, "-" * len(head)]
@@ -120,6 +391,8 @@ def table(rows: list[Row]) -> str:
             f"{row.torchinfo / MiB:10.2f} {row.torchinfo / row.truth:6.2f}  {row.where}")
     return "\n".join(lines)
 
+
+# -- llama-3-70b on meta tensors (--llama) ---------------------------------------------------------------------
 
 _LLAMA = """
 import json, resource, sys, time
@@ -158,16 +431,52 @@ def llama() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", help="comma-separated name fragments or fnmatch patterns; the docs are then not "
+                                        "written (unless --write-docs)")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the real runs (1)")
+    parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--write-docs", action="store_true", help="write the docs section even with --cases")
+    parser.add_argument("--source-label", help="how to name the torchcost that ran (default: its git commit)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--peers", action="store_true", help="also resnet18 and GPT-2 small against the peers' "
+                                                             "formulas (in this process)")
     parser.add_argument("--llama", action="store_true", help="also time llama-3-70b on meta tensors")
-    parser.add_argument("--skip-accuracy", action="store_true", help="only the llama check")
+    parser.add_argument("--skip-accuracy", action="store_true", help="skip the cases (with --peers or --llama)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case here, print its row as JSON
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(asdict(measure_case(CASES[args.one]))))
+        return
+    if args.list:
+        for case in CASES.values():
+            print(f"{case.name:26} {case.family:26} {case.run}")
+        return
     llama_result = llama() if args.llama else None  # first, while this process is small
     if not args.skip_accuracy:
-        print(f"torch {torch.__version__}, torchcost {torchcost.__version__}, CPU, {args.threads} thread(s); "
-              f"no GPU was available, so no torch.cuda.max_memory_allocated comparison")
-        print(table(measure()))
+        names = select(args.cases)
+        source = args.source_label or torchcost_source()
+        print(f"torch {torch.__version__}, {source}, {args.threads} thread(s)")
+        print(f"CPU: {cpu_description()}")
+        start = time.perf_counter()
+        rows = []
+        for name in names:
+            rows.append(run_case(name, args.threads))
+            r = rows[-1]
+            print(f"  {name:26} {'crash: ' + r.error if r.error else f'{r.error_pct:+.2f}%'} ({r.seconds:.1f} s)",
+                  flush=True)
+        seconds = time.perf_counter() - start
+        print()
+        print(case_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        if not args.no_docs and (args.cases is None or args.write_docs):
+            write_docs(markdown_section(rows, args.threads, seconds, source))
+            print(f"\nwritten: {DOCS.relative_to(ROOT)}, section \"{HEADING[3:]}\"")
+    if args.peers:
+        print()
+        print(peer_table(measure_peers()))
     if llama_result is not None:
         GiB = 2**30
         res = llama_result
