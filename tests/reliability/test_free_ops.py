@@ -40,3 +40,18 @@ def test_linear_on_a_vector_lists_nothing_uncounted() -> None:
     r = torchcost.analyze(nn.Linear(4, 3, bias=False), torch.randn(4))
     assert r.uncounted == ()
     assert r.macs == 4 * 3  # = 12: one output row of 3, each a 4-term dot product
+
+
+def test_backward_of_a_slice_is_free() -> None:
+    # slice_backward / select_backward place the gradient into zeros: no arithmetic
+    class Halves(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.lin(x)
+            return y[:, :2] * y[:, 2:] + y[:, 0:1]
+
+    r = torchcost.analyze(Halves(), torch.randn(3, 4), mode="train")
+    assert all(o.op not in ("aten::slice_backward", "aten::select_backward") for p in r.phases for o in p.uncounted)

@@ -248,6 +248,7 @@ FREE: frozenset[str] = frozenset(
     _has_compatible_shallow_copy_type is_nonzero is_same_size equal _assert_async _assert_tensor_metadata
     sym_size sym_stride sym_numel sym_storage_offset _unsafe_split detach_ alias_copy view_copy as_strided_
     _pack_padded_sequence _pad_packed_sequence max_unpool2d max_unpool3d narrow_copy diag_embed block_diag
+    slice_backward select_backward diagonal_backward
     """.split()
 )
 
