@@ -174,14 +174,14 @@ _RNN_WHY = ("oneDNN RNN: scratch and reordered weights inside mkldnn_rnn_layer(_
 CASES: dict[str, Case] = {c.name: c for c in [
     # CNNs: depthwise (mobilenet_v2), grouped, BatchNorm, checkpointing, batch 1 and larger
     Case("mobilenet_v2-b1", "CNN, depthwise", _mobilenet_v2(1, 64),
-         why="oneDNN depthwise conv reorders its input into a blocked copy inside the kernel"),
+         why="oneDNN depthwise conv: blocked copies inside the kernel (an entry covers the f32 shapes measured)"),
     Case("mobilenet_v2-b8", "CNN, depthwise", _mobilenet_v2(8, 64),
-         why="oneDNN depthwise conv reorders its input into a blocked copy inside the kernel"),
+         why="oneDNN depthwise conv: blocked copies inside the kernel (an entry covers the f32 shapes measured)"),
     Case("mobilenet_v2-b4-sgd", "CNN, depthwise", _mobilenet_v2(4, 64), "train", _sgd(False), "SGD",
          why="oneDNN conv backward: blocked copies of src and diff_dst inside the kernel"),
     Case("grouped-b8", "CNN, grouped conv", _grouped(8),
-         why="oneDNN grouped conv reorders its input into a blocked copy inside the kernel (one 4 MiB "
-             "activation)"),
+         why="oneDNN grouped conv: blocked copies of input, weight and output inside the kernel (an entry "
+             "covers the f32 shapes measured)"),
     Case("grouped-b8-adamw", "CNN, grouped conv", _grouped(8), "train", _adamw(False), "AdamW",
          why="oneDNN conv backward: blocked copies of src and diff_dst inside the kernel"),
     Case("cnn_bn-b8", "CNN, BatchNorm", _cnn_bn),

@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost
-from tests.memory.truth import train_truth
+from tests.memory.truth import eval_truth, train_truth
 from torchcost.collect import workspace as ws
 from torchcost.collect.memory import CATEGORIES
 from torchcost.collect.recording import MemorySettings, Recording
@@ -145,3 +145,41 @@ def test_registered_workspace_counts_at_its_op_only() -> None:
 
 def test_workspace_category() -> None:
     assert CATEGORIES[-1] == "workspace" and MemoryBreakdown().workspace == 0
+
+
+# -- built-in: oneDNN's blocked copies in grouped and depthwise f32 convolutions (measured on AVX512, no AMX) -------
+
+_AVX512 = ws._measured_isa(ws.GROUPED_CONV_ISA)
+
+
+def _conv_call(n: int, c: int, hw: int, c_out: int, groups: int, k: int = 3) -> OpCall:
+    x, w = torch.empty(n, c, hw, hw, device="meta"), torch.empty(c_out, c // groups, k, k, device="meta")
+    out = torch.nn.functional.conv2d(x, w, None, 1, k // 2, 1, groups)
+    args = (x, w, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], groups)
+    return OpCall("aten::convolution", args, {}, out, torch.ops.aten.convolution.default._schema)
+
+
+@pytest.mark.skipif(not _AVX512, reason="measured on an AVX512 CPU without AMX; 0 elsewhere")
+def test_grouped_conv_workspace_formula() -> None:
+    # depthwise, x[2, 20, 15, 15], w[20, 1, 3, 3]: channels padded to 32
+    #   blocked input 2*32*225*4 = 57,600, weight 32*9*4 = 1,152, blocked output 57,600; plain output 36,000
+    #   max(57,600 + 1,152 + 57,600, 57,600 + 36,000) - 36,000 = 116,352 - 36,000 = 80,352 (the allocator: 80,352)
+    assert ws.grouped_conv_workspace(_conv_call(2, 20, 15, 20, 20), "cpu") == 80_352
+    # grouped, x[2, 64, 16, 16], 8 groups of 8 channels, w[64, 8, 3, 3]: plain sizes
+    #   input 131,072 + weight 18,432 + blocked output 131,072 = 280,576, less the output 131,072 = 149,504
+    assert ws.grouped_conv_workspace(_conv_call(2, 64, 16, 64, 8), "cpu") == 149_504
+    # not claimed: other devices, 2 channels per group, 1x1 depthwise, groups = 1
+    assert ws.grouped_conv_workspace(_conv_call(2, 20, 15, 20, 20), "cuda") == 0
+    assert ws.grouped_conv_workspace(_conv_call(2, 64, 16, 64, 32), "cpu") == 0
+    assert ws.grouped_conv_workspace(_conv_call(2, 64, 16, 64, 64, k=1), "cpu") == 0
+    assert ws.grouped_conv_workspace(_conv_call(2, 64, 16, 64, 1), "cpu") == 0
+
+
+@pytest.mark.skipif(not _AVX512, reason="measured on an AVX512 CPU without AMX; 0 elsewhere")
+@pytest.mark.parametrize(("c", "groups"), [(20, 20), (64, 8)])
+def test_grouped_conv_matches_the_allocator(c: int, groups: int) -> None:
+    torch.manual_seed(0)
+    model, x = nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), torch.randn(2, c, 15, 15)
+    r = torchcost.analyze(model, x)
+    assert r.memory is not None and r.memory.at_peak.workspace > 0
+    assert r.peak_memory == eval_truth(model, x)

@@ -15,6 +15,7 @@ Every entry was measured against the allocator on the machine named in docs/conv
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +25,10 @@ from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
     "FIXED_OUTPUTS",
+    "GROUPED_CONV_ISA",
     "WORKSPACES",
     "WorkspaceFn",
+    "grouped_conv_workspace",
     "lstm_workspace_bytes",
     "register_workspace",
     "true_output_bytes",
@@ -57,6 +60,62 @@ def workspace_bytes(key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str
     if fn is None:
         return 0
     return max(0, int(fn(OpCall(key, args, kwargs, out, getattr(func, "_schema", None)), target)))
+
+
+# -- built-in transient workspaces (CPU, measured on the machine of docs/conventions.md, "Memory") -----------------
+
+GROUPED_CONV_ISA = "AVX512"  # torch.backends.cpu.get_cpu_capability() the convolution entry was measured on
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.split(":", 1)[-1].split())
+
+
+def _measured_isa(capability: str) -> bool:
+    """True on a CPU like the one an entry was measured on: that torch CPU capability and no AMX."""
+    return torch.backends.cpu.get_cpu_capability() == capability and "amx_tile" not in _cpu_flags()
+
+
+def _pad16(c: int) -> int:
+    return -(-c // 16) * 16
+
+
+def grouped_conv_workspace(call: OpCall, target: str) -> int:
+    """Bytes oneDNN holds inside an f32 grouped or depthwise 2-D convolution on CPU (AVX512, no AMX): it reorders the
+    NCHW input, the weight and the output into channel-blocked copies, all alive at once, then writes the plain
+    output while the blocked one is alive. With plain output bytes O, the blocked input I', weight W' and output O':
+    depthwise (groups = C_in = C_out, kernel not 1x1) pads the channels to a multiple of 16 in all three; grouped
+    (groups > 1, C_in/groups and C_out/groups multiples of 4, kernel not 1x1) keeps the plain sizes. The op holds
+    max(I' + W' + O', O' + O) - O beyond its output. Other shapes (2 or 3 channels per group, a channel multiplier,
+    1x1 depthwise, channels-last) take other oneDNN kernels and get 0."""
+    x, w, out = call.arg("input"), call.arg("weight"), call.out
+    groups = int(call.arg("groups") or 1)
+    if not (target == "cpu" and groups > 1 and isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
+            and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4 and x.dtype == torch.float32
+            and w.dtype == torch.float32 and not call.arg("transposed") and x.is_contiguous()
+            and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1) and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
+        return 0
+    c_in, c_out = x.size(1), w.size(0)
+    n, spatial_in, spatial_out = x.size(0), x.size(2) * x.size(3), out.size(2) * out.size(3)
+    if groups == c_in == c_out:
+        c_in = c_out = _pad16(c_in)
+        blocked_w = c_out * w.size(2) * w.size(3) * 4
+    elif (c_in // groups) % 4 == 0 and (c_out // groups) % 4 == 0:
+        blocked_w = w.numel() * 4
+    else:
+        return 0
+    blocked_in, blocked_out, plain_out = n * c_in * spatial_in * 4, n * c_out * spatial_out * 4, out.numel() * 4
+    return max(blocked_in + blocked_w + blocked_out, blocked_out + plain_out) - plain_out
+
+
+register_workspace("aten::convolution", grouped_conv_workspace)
 
 
 # -- outputs sized wrongly by the fake/meta kernels ----------------------------------------------------------------
