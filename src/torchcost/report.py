@@ -32,13 +32,17 @@ class OpCount:
 @dataclass(frozen=True)
 class PhaseCount:
     """One phase of a training step ("forward", "loss", "backward", "recompute", "optimizer"): its MACs, FLOPs,
-    counted ops and uncounted ops (docs/conventions.md, "Training step")."""
+    counted ops and uncounted ops (docs/conventions.md, "Training step"). In the backward, ``input_grad_macs`` and
+    ``weight_grad_macs`` split the MACs of its convolutions, matrix products and recurrent layers into those that make
+    gradients of activations (inputs) and of parameters (weights); the rest of ``macs`` is in neither."""
 
     name: str
     macs: int
     flops: int
     ops: tuple[OpCount, ...] = ()
     uncounted: tuple[OpCount, ...] = ()
+    input_grad_macs: int = 0
+    weight_grad_macs: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class ModuleCost:
     Training step (mode="train"; 0 otherwise): ``backward_macs``/``backward_flops`` are the backward ops of the
     autograd nodes this module's forward made (``self_backward_*`` outside its children), ``recompute_*`` the
     forward ops it ran again inside backward (activation checkpointing), ``optimizer_flops`` the optimizer's work on
-    its parameters; all but ``self_backward_*`` include the children.
+    its parameters; all but ``self_backward_*`` include the children. ``input_grad_macs``/``weight_grad_macs`` split
+    the backward MACs of its convolutions, matrix products and recurrent layers (PhaseCount), children included.
     """
 
     name: str
@@ -101,6 +106,8 @@ class ModuleCost:
     recompute_macs: int = 0
     recompute_flops: int = 0
     optimizer_flops: int = 0
+    input_grad_macs: int = 0
+    weight_grad_macs: int = 0
 
     @property
     def is_leaf(self) -> bool:
@@ -323,7 +330,8 @@ class CostReport:
         top["uncalled"] = tuple(top["uncalled"])
         top["memory"] = MemoryReport.from_dict(top["memory"]) if top.get("memory") is not None else None
         top["phases"] = tuple(PhaseCount(p["name"], p["macs"], p["flops"], tuple(OpCount(**o) for o in p["ops"]),
-                                         tuple(OpCount(**o) for o in p["uncounted"]))
+                                         tuple(OpCount(**o) for o in p["uncounted"]), p.get("input_grad_macs", 0),
+                                         p.get("weight_grad_macs", 0))
                               for p in top.get("phases", ()))
         return cls(**top)
 
@@ -346,7 +354,8 @@ def _encode(value: Any) -> Any:
         return {**spec, "kind": value.kind} if value.kind else spec
     if isinstance(value, PhaseCount):
         return {"name": value.name, "macs": value.macs, "flops": value.flops, "ops": _encode(value.ops),
-                "uncounted": _encode(value.uncounted)}
+                "uncounted": _encode(value.uncounted), "input_grad_macs": value.input_grad_macs,
+                "weight_grad_macs": value.weight_grad_macs}
     if isinstance(value, OpCount):
         return {"op": value.op, "calls": value.calls, "macs": value.macs, "flops": value.flops}
     if isinstance(value, dict):

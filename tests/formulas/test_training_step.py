@@ -3,9 +3,11 @@ oracle: torch.utils.flop_counter.FlopCounterMode run with the real forward and b
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.utils.checkpoint as cp
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import torchcost
@@ -30,6 +32,9 @@ def test_linear_backward_weight_gradient_only() -> None:
     assert r.phase("recompute").flops == 0
     # AdamW (single-tensor path) over 1,001,000 parameter elements: every op's FLOPs attributed to the module
     assert r.root.optimizer_flops == r.phase("optimizer").flops > 0
+    # the split: all of it is the weight gradient
+    assert (r.phase("backward").input_grad_macs, r.phase("backward").weight_grad_macs) == (0, 8_000_000)
+    assert (r.root.input_grad_macs, r.root.weight_grad_macs) == (0, 8_000_000)
 
 
 def test_linear_backward_with_input_gradient() -> None:
@@ -37,6 +42,7 @@ def test_linear_backward_with_input_gradient() -> None:
     r = torchcost.analyze(nn.Linear(1000, 1000), x, mode="train", memory=False)
     # grad_W 8,000,000 + grad_x = grad_out (8, 1000) @ W (1000, 1000): 8 * 1000 * 1000 = 8,000,000
     assert r.phase("backward").macs == 16_000_000
+    assert (r.phase("backward").input_grad_macs, r.phase("backward").weight_grad_macs) == (8_000_000, 8_000_000)
 
 
 class _Mlp(nn.Module):
@@ -136,3 +142,70 @@ def test_json_round_trip_keeps_phases() -> None:
     back = torchcost.CostReport.from_json(r.to_json())
     assert back.phases == r.phases and back.step_flops == r.step_flops
     assert back.module("block").recompute_flops == r.module("block").recompute_flops
+
+
+def test_conv_net_input_and_weight_gradients() -> None:
+    r = torchcost.analyze(_Net(False), input_size=(2, 3, 16, 16), mode="train", memory=False)
+    back = r.phase("backward")
+    # stem (the first conv): weight gradient only, 2*8*16*16 * 3*9 = 110,592; no input gradient (the input needs none)
+    assert (r.module("stem").input_grad_macs, r.module("stem").weight_grad_macs) == (0, 110_592)
+    # block conv: both, 294,912 each; head: grad_W 10*2*2048 = 40,960 and grad_x 2*10*2048 = 40,960
+    assert (r.module("block").input_grad_macs, r.module("block").weight_grad_macs) == (294_912, 294_912)
+    assert (r.module("head").input_grad_macs, r.module("head").weight_grad_macs) == (40_960, 40_960)
+    assert back.input_grad_macs == 294_912 + 40_960
+    assert back.weight_grad_macs == 110_592 + 294_912 + 40_960
+    # every backward MAC here is a conv's or a matrix product's: the split covers them all
+    assert back.input_grad_macs + back.weight_grad_macs == back.macs
+    assert r.root.input_grad_macs == back.input_grad_macs and r.root.weight_grad_macs == back.weight_grad_macs
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(50, 16), nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids))
+
+
+def test_tied_embedding_and_lm_head_accumulate() -> None:
+    r = torchcost.analyze(_Tied(), torch.zeros(2, 5, dtype=torch.long), mode="train", memory=False)
+    # N = 10 tokens, E = 16, V = 50. Forward: the head's mm 10*16*50 = 8,000 MACs (the lookup is free)
+    assert r.macs == 8_000
+    head = r.module("head")
+    # head backward: grad_W = grad^T @ h, 50*10*16 = 8,000 (weight); grad_h = grad @ W, 10*50*16 = 8,000 (input:
+    # the embedding's output needs a gradient because the shared weight trains)
+    assert (head.input_grad_macs, head.weight_grad_macs) == (8_000, 8_000) == (head.backward_macs // 2,) * 2
+    # the embedding's own gradient: embedding_dense_backward adds 10*16 = 160 elements into its rows; the two
+    # gradients of the one weight then accumulate: 50*16 = 800 additions
+    assert _op_flops(r, "backward", "aten::embedding_dense_backward") == 160
+    assert _op_flops(r, "backward", "aten::add") == 800
+    assert r.module("emb").backward_macs == 0 and r.module("emb").backward_flops == 160 + 800
+    assert r.params == 50 * 16  # the tied weight once
+
+
+def _op_flops(report: torchcost.CostReport, phase: str, op: str) -> int:
+    return sum(o.flops for o in report.phase(phase).ops if o.op == op)
+
+
+def test_oracle_gpt2() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    for attention in ("eager", "sdpa"):
+        config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16,
+                                         bos_token_id=0, eos_token_id=0, attn_implementation=attention)
+        model, ids = transformers.GPT2LMHeadModel(config), torch.randint(0, 100, (2, 8))
+        with sdpa_kernel(SDPBackend.MATH):
+            r = torchcost.analyze(model, ids, mode="train", memory=False)
+            with FlopCounterMode(display=False) as counter:
+                model(ids).logits.float().pow(2).mean().backward()
+        assert _mac_ops(r) == counter.get_total_flops(), attention
+        back = r.phase("backward")
+        # N = 16 tokens, E = 32: weight gradients of c_attn 16*32*96, c_proj 16*32*32, c_fc and mlp.c_proj
+        # 16*32*128 each, and the tied lm_head/wte 16*32*100
+        assert back.weight_grad_macs == 16 * 32 * (96 + 32 + 128 + 128 + 100) == 247_808
+        # input gradients: the same products but the first (c_attn's input is wte + wpe, so it needs one too),
+        # plus the attention's two bmm per forward bmm: 2 x 2 x (2*2 heads * 8*8*16 = 4,096)
+        assert back.input_grad_macs == 247_808 + 4 * 4_096 == 264_192
+        assert back.input_grad_macs + back.weight_grad_macs == back.macs

@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
+from torchcost.formulas.backward import GRAD_SPLITS
 from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key
 from torchcost.report import OpCount
 from torchcost.trees import any_tensor, is_floating, tensors_in
@@ -68,6 +69,83 @@ def _calls(tally: dict[str, int]) -> tuple[OpCount, ...]:
 class _Tally:
     counted: dict[str, dict[str, _Stat]] = field(default_factory=dict)  # module -> op -> tally
     uncounted: dict[str, dict[str, int]] = field(default_factory=dict)  # module -> op -> calls
+    name: str = "forward"
+    grads: dict[str, list[int]] = field(default_factory=dict)  # module -> [input-gradient, weight-gradient] MACs
+
+
+# Backward nodes of matrix products -> the next_functions slots of their two factors, whose gradients the node
+# computes in this order (torch's derivatives.yaml), each with one mm/bmm
+_MATMUL_NODES = {"MmBackward0": (0, 1), "AddmmBackward0": (1, 2), "BmmBackward0": (0, 1), "BaddbmmBackward0": (1, 2)}
+_MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
+# Nodes a parameter passes through on its way into a matrix product (transposes, views, expands, casts)
+_PASS_THROUGH = frozenset({
+    "TBackward0", "TransposeBackward0", "TransposeBackward1", "PermuteBackward0", "ViewBackward0",
+    "UnsafeViewBackward0", "ReshapeAliasBackward0", "ExpandBackward0", "ToCopyBackward0", "CloneBackward0",
+    "AliasBackward0", "UnsqueezeBackward0", "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2",
+    "ConjBackward0"})
+_SEEN_KEY = "torchcost.matmuls"  # node metadata: the matrix products this node has run so far
+
+
+def _from_parameter(node: Any) -> bool:
+    """Whether a gradient sent to ``node`` ends in a parameter's .grad (through pass-through nodes only)."""
+    while node is not None:
+        name = node.name()
+        if name == "torch::autograd::AccumulateGrad":
+            return isinstance(node.variable, torch.nn.Parameter)
+        if name not in _PASS_THROUGH or not node.next_functions:
+            return False
+        node = node.next_functions[0][0]
+    return False
+
+
+def _matmul_split(macs: int) -> tuple[int, int]:
+    """(input-gradient, weight-gradient) MACs of a matrix product run in backward by a matmul node: the k-th product
+    the node runs makes the gradient of its k-th factor that needs one; a weight gradient when that factor is a
+    parameter. A product run by any other node is in neither."""
+    node = torch._C._current_autograd_node()
+    slots = _MATMUL_NODES.get(node.name()) if node is not None else None
+    if node is None or slots is None:
+        return 0, 0
+    wanted = [node.next_functions[s][0] for s in slots if node.next_functions[s][0] is not None]
+    meta = cast("dict[str, Any]", node.metadata)
+    seen = int(meta.get(_SEEN_KEY, 0))
+    meta[_SEEN_KEY] = seen + 1
+    if seen >= len(wanted):
+        return 0, 0
+    return (0, macs) if _from_parameter(wanted[seen]) else (macs, 0)
+
+
+def grad_split(key: str, call: OpCall, macs: int) -> tuple[int, int]:
+    """(input-gradient, weight-gradient) MACs of one backward op (0, 0 for ops that are neither)."""
+    split = GRAD_SPLITS.get(key)
+    if split is not None:
+        return split(call)
+    return _matmul_split(macs) if key in _MATMUL_OPS else (0, 0)
+
+
+_SPREAD_KEY = "torchcost.spread"  # node metadata: its tag was handed on to the nodes below it
+_ACCUMULATE = "torch::autograd::AccumulateGrad"
+
+
+def _spread(node: Any) -> None:
+    """Hand each node's module tag on to the untagged nodes below it (those made inside a C++ composite such as
+    matmul, whose outermost node alone was tagged), once per node: walked from the first node of backward seen."""
+    if _SPREAD_KEY in node.metadata:
+        return
+    node.metadata[_SPREAD_KEY] = True
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        tag = current.metadata.get(_SCOPE_KEY)
+        for child, _ in current.next_functions:
+            if child is None:
+                continue
+            meta = cast("dict[str, Any]", child.metadata)
+            if tag is not None and _SCOPE_KEY not in meta and child.name() != _ACCUMULATE:
+                meta[_SCOPE_KEY] = tag
+            if _SPREAD_KEY not in meta:
+                meta[_SPREAD_KEY] = True
+                todo.append(child)
 
 
 def _node_module(default: str) -> str:
@@ -75,6 +153,7 @@ def _node_module(default: str) -> str:
     node = torch._C._current_autograd_node()
     if node is None:
         return default
+    _spread(node)
     name = cast("dict[str, Any]", node.metadata).get(_SCOPE_KEY)
     return name if isinstance(name, str) else default
 
@@ -225,7 +304,7 @@ class OpCollector:
             phase, module = self.phase, self.scope.current
         tally = self.steps.get(phase)
         if tally is None:
-            tally = self.steps[phase] = _Tally()
+            tally = self.steps[phase] = _Tally(name=phase)
         return module, tally
 
     def _price(self, key: str, formula: Formula, call: OpCall) -> None:
@@ -250,6 +329,12 @@ class OpCollector:
         if stat is None:
             stat = stats[key] = _Stat()
         stat.add(cost)
+        if tally.name == "backward" and cost.macs:
+            into, weight = grad_split(key, call, cost.macs)
+            if into or weight:
+                split = tally.grads.setdefault(current, [0, 0])
+                split[0] += into
+                split[1] += weight
 
     # -- results --------------------------------------------------------------------------------------------------
 
@@ -268,6 +353,19 @@ class OpCollector:
         """The ops of a later phase ("backward", ...) attributed to module ``name`` itself."""
         tally = self.steps.get(phase)
         return op_counts(tally.counted.get(name, {})) if tally is not None else ()
+
+    def phase_module_grads(self, phase: str, name: str) -> tuple[int, int]:
+        """(input-gradient, weight-gradient) MACs of a phase's convolutions and matrix products in module ``name``
+        itself (backward only; (0, 0) elsewhere)."""
+        tally = self.steps.get(phase)
+        split = tally.grads.get(name) if tally is not None else None
+        return (split[0], split[1]) if split is not None else (0, 0)
+
+    def phase_grads(self, phase: str) -> tuple[int, int]:
+        """(input-gradient, weight-gradient) MACs of a phase, summed over the modules."""
+        tally = self.steps.get(phase)
+        splits = tally.grads.values() if tally is not None else ()
+        return sum(s[0] for s in splits), sum(s[1] for s in splits)
 
     def phase_totals(self, phase: str) -> tuple[tuple[OpCount, ...], tuple[OpCount, ...]]:
         """(counted, uncounted) ops of one phase, summed over the modules."""

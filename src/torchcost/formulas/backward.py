@@ -21,14 +21,23 @@ formulas are element-wise ops priced in :mod:`pointwise`. The fused backward ker
   the kernels keep no attention matrix, so they compute it again: MACs = 3 R S E + 2 R S E_v (Q K^T again, dV, dP,
   dQ, dK); other FLOPs per score 6 (scale, subtract log-sum-exp, exp, dP - D, times P, scale) + 1 with a mask + 2 with
   dropout, plus 2 per output element (D = rowsum(dO * O)).
+
+``GRAD_SPLITS`` splits a kernel's MACs into input-gradient and weight-gradient parts (convolution_backward here,
+the CPU LSTM's mkldnn_rnn_layer_backward in :mod:`rnn`); matrix products are split by their node (collect/ops.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torchcost.formulas._util import first_tensor, is_floating
 from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
+
+GradSplit = Callable[[OpCall], tuple[int, int]]
+# Backward kernels whose MACs split into input-gradient and weight-gradient parts, read from the call itself
+# (matrix products are split by the autograd node that runs them: collect/ops.py)
+GRAD_SPLITS: dict[str, GradSplit] = {}
 
 
 def _mask(call: OpCall, n: int = 3) -> list[bool]:
@@ -36,16 +45,25 @@ def _mask(call: OpCall, n: int = 3) -> list[bool]:
     return [bool(m) for m in mask] if mask is not None else [True] * n
 
 
-def convolution_backward_cost(call: OpCall) -> Cost:
+def _conv_forward_macs(call: OpCall) -> int:
     # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
     # output_padding, groups, output_mask)
-    grad_out = call.arg("grad_output")
-    x = call.arg("input")
-    weight = call.arg("weight")
+    grad_out, x, weight = call.arg("grad_output"), call.arg("input"), call.arg("weight")
     positions = x.numel() if bool(call.arg("transposed", False)) else grad_out.numel()
-    forward_macs = positions * (weight.numel() // weight.size(0))  # the forward's MACs (formulas/conv.py)
+    return int(positions * (weight.numel() // weight.size(0)))  # the forward's MACs (formulas/conv.py)
+
+
+def convolution_backward_split(call: OpCall) -> tuple[int, int]:
+    """(input-gradient, weight-gradient) MACs of a convolution_backward call, by its output_mask."""
+    forward_macs = _conv_forward_macs(call)
+    want_input, want_weight, _ = _mask(call)
+    return forward_macs * int(want_input), forward_macs * int(want_weight)
+
+
+def convolution_backward_cost(call: OpCall) -> Cost:
+    grad_out = call.arg("grad_output")
     want_input, want_weight, want_bias = _mask(call)
-    macs = forward_macs * (int(want_input) + int(want_weight))
+    macs = _conv_forward_macs(call) * (int(want_input) + int(want_weight))
     channels = int(grad_out.shape[1]) if grad_out.dim() > 1 else 1
     bias = grad_out.numel() - channels if want_bias and call.arg("bias_sizes") is not None else 0
     return Cost(macs=macs, other_flops=bias)
@@ -148,3 +166,4 @@ register_many(["aten::_scaled_dot_product_flash_attention_for_cpu_backward",
                "aten::_scaled_dot_product_flash_attention_backward",
                "aten::_scaled_dot_product_efficient_attention_backward",
                "aten::_scaled_dot_product_cudnn_attention_backward"], sdpa_backward_cost)
+GRAD_SPLITS["aten::convolution_backward"] = convolution_backward_split

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
+from torchcost.formulas.backward import GRAD_SPLITS
 from torchcost.formulas.registry import Cost, Formula, OpCall, register_many
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -92,3 +93,50 @@ def _cell(kind: str) -> Formula:
 for _kind in _GATES:
     register_many([f"aten::{_kind}"], _full(_kind))
     register_many([f"aten::{_kind}_cell"], _cell(_kind))
+
+
+# -- backward ---------------------------------------------------------------------------------------------------------
+# The CPU LSTM's backward runs one oneDNN kernel per layer and direction, aten::mkldnn_rnn_layer_backward; elsewhere
+# (meta, GRU and RNN on CPU) the LSTM's backward is that of its decomposition into addmm and element-wise ops, which
+# this formula counts op for op (docs/conventions.md, "Training step", derives each term), so both agree exactly.
+GATE_BACKWARD = 15  # per hidden element and step: 3 sigmoid_backward x 3 (i, f, o) + 2 tanh_backward x 3 (g, c')
+GATE_MULS = 5  # per hidden element and step: dI = dc*g, dG = dc*i, dF = dc*c_prev, dO = dh*tanh(c'), dtanh = dh*o
+
+
+def _requires_grad(t: object) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+def _lstm_layer_backward_parts(call: OpCall) -> tuple[int, int, int]:
+    """(input-gradient MACs, weight-gradient MACs, other FLOPs) of one LSTM layer and direction's backward."""
+    x, w_ih, w_hh = call.arg("input"), call.arg("weight1"), call.arg("weight2")
+    steps, batch, inp = (int(s) for s in x.shape)  # (T, B, I): the kernel takes the sequence first
+    gates, hidden = int(w_ih.shape[0]), int(w_hh.shape[1])  # 4H, H
+    bh = batch * hidden
+    weight = steps * batch * gates * (inp + hidden)  # dW_ih, dW_hh per step
+    into = int(_requires_grad(x)) * steps * batch * gates * inp  # dx per step
+    into += (steps - 1 + int(_requires_grad(call.arg("hx_")))) * batch * gates * hidden  # dh_prev per step
+    out_grad = call.arg("grad_output") is not None
+    other = GATE_BACKWARD * steps * bh
+    other += (GATE_MULS * steps + steps - 1 + int(_requires_grad(call.arg("cx_tmp")))) * bh  # + dc_prev = dc*f
+    other += (steps - 1) * gates * (inp + hidden)  # the weight gradients summed over the steps
+    if bool(call.arg("has_biases", True)):  # per step two bias gradients summed over the batch, then over the steps
+        other += 2 * steps * (batch - 1) * gates + 2 * (steps - 1) * gates
+    # gradients meeting: h_t from the output and the next step (and h_T from hy), c_t from tanh and the next step
+    other += ((steps - 1) * int(out_grad) + int(out_grad and call.arg("grad_hy") is not None)) * bh
+    other += (steps - 1 + int(call.arg("grad_cy") is not None)) * bh
+    return into, weight, other
+
+
+def lstm_layer_backward_cost(call: OpCall) -> Cost:
+    into, weight, other = _lstm_layer_backward_parts(call)
+    return Cost(macs=into + weight, other_flops=other)
+
+
+def lstm_layer_backward_split(call: OpCall) -> tuple[int, int]:
+    into, weight, _ = _lstm_layer_backward_parts(call)
+    return into, weight
+
+
+register_many(["aten::mkldnn_rnn_layer_backward"], lstm_layer_backward_cost)
+GRAD_SPLITS["aten::mkldnn_rnn_layer_backward"] = lstm_layer_backward_split

@@ -120,6 +120,7 @@ class _Tree:
         again = self.ops.phase_module_ops("recompute", name)
         opt = self.ops.phase_module_ops("optimizer", name)
         self_macs, self_flops = sum(o.macs for o in back), sum(o.flops for o in back)
+        into, weight = self.ops.phase_module_grads("backward", name)
         return {
             "self_backward_macs": self_macs, "self_backward_flops": self_flops,
             "backward_macs": self_macs + sum(c.backward_macs for c in children),
@@ -127,6 +128,8 @@ class _Tree:
             "recompute_macs": sum(o.macs for o in again) + sum(c.recompute_macs for c in children),
             "recompute_flops": sum(o.flops for o in again) + sum(c.recompute_flops for c in children),
             "optimizer_flops": sum(o.flops for o in opt) + sum(c.optimizer_flops for c in children),
+            "input_grad_macs": into + sum(c.input_grad_macs for c in children),
+            "weight_grad_macs": weight + sum(c.weight_grad_macs for c in children),
         }
 
 
@@ -176,8 +179,9 @@ def _phases(ops: OpCollector) -> tuple[PhaseCount, ...]:
     phases = []
     for name in STEP_PHASES:
         counted, uncounted = ops.phase_totals(name)
+        into, weight = ops.phase_grads(name)
         phases.append(PhaseCount(name, sum(o.macs for o in counted), sum(o.flops for o in counted), counted,
-                                 uncounted))
+                                 uncounted, into, weight))
     return tuple(phases)
 
 
