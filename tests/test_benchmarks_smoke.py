@@ -126,3 +126,28 @@ def test_memory_harness_one_small_case_and_its_docs_section(tmp_path: Path) -> N
     text = doc.read_text()
     assert text.count(ma.HEADING) == 1 and "old table" not in text and "| mlp-sgd-foreach-off |" in text
     assert text.startswith("# Title\n") and text.endswith("## Method\n\nkept\n")
+
+
+def test_training_step_benchmark_one_small_case_and_its_docs_section(tmp_path: Path) -> None:
+    """The training-step benchmark on its LoRA-style case (under a second): the frozen base computes no weight
+    gradient, so the backward is less than the forward and 3 x forward overshoots; its section replaces an earlier
+    one and keeps the rest of the file."""
+    from benchmarks import training_step as ts
+
+    case = next(c for c in ts.CASES if c.name == "lora-stack")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = ts.measure(case)
+    finally:
+        torch.set_num_threads(before)
+    # adapters only: 8 x (1024 x 8 + 8 x 1024) = 131,072 trainable; input_ids 4 x 128 = 512 tokens
+    assert (r.trainable, r.tokens, r.recompute) == (131_072, 512, 0)
+    assert 0 < r.backward < r.forward and r.step > r.forward + r.backward
+    assert r.rule_3x > r.step and r.rule_6nd == 6 * 131_072 * 512 and r.rule_deepspeed == r.rule_3x
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Title\n\n{ts.HEADING}\n\nold table\n\n## Method\n\nkept\n")
+    ts.write_docs(ts.markdown_section([r], 1.0), doc)
+    text = doc.read_text()
+    assert text.count(ts.HEADING) == 1 and "old table" not in text and "| lora-stack |" in text
+    assert text.startswith("# Title\n") and text.endswith("## Method\n\nkept\n")

@@ -143,3 +143,89 @@ def test_sort_and_top() -> None:
     text = torchcost.analyze(model, *inputs).table(sort="flops", top=2)
     body = [line for line in text.splitlines() if "(Conv1d)" in line or "(Linear)" in line]
     assert [line.split()[0] for line in body] == ["conv2", "conv1"]
+
+
+# -- a training step: FLOPs by phase -----------------------------------------------------------------------------
+
+def _linear_step() -> torchcost.CostReport:
+    # Linear(1000, 1000, bias=False) on 8 x 1000, SGD with momentum: forward 8 x 1000 x 1000 = 8,000,000 MACs =
+    # 16,000,000 FLOPs; backward only the weight gradient (the input needs none): 8,000,000 MACs = 16,000,000 FLOPs;
+    # SGD: buf = buf * m + g (2 FLOPs), p -= lr * buf (2): 4 x 1,000,000 = 4,000,000; the step of the Linear:
+    # 36,000,000. The loss (outside every module) and its backward are in the model's row and the total only.
+    model = nn.Sequential(nn.Linear(1000, 1000, bias=False))
+    return torchcost.analyze(model, torch.randn(8, 1000), mode="train", optimizer="sgd", memory=False)
+
+
+def test_train_table_shows_flops_by_phase() -> None:
+    r = _linear_step()
+    lines = r.table(width=120).splitlines()
+    # two-line headers, so the columns are as narrow as their figures; no recompute column: nothing checkpointed
+    assert lines[0].split() == ["Fwd", "Bwd", "Opt", "Step", "%"]
+    assert lines[1].split() == ["Layer", "(type)", "Output", "shape", "Params", "FLOPs", "FLOPs", "FLOPs", "FLOPs",
+                                "step"]
+    linear = next(line for line in lines if "0 (Linear)" in line)
+    share = f"{100 * 36_000_000 / r.step_flops:.2f}%"
+    assert linear.split() == ["0", "(Linear)", "[8,", "1000]", "1.00", "M", "16.00", "M", "16.00", "M", "4.00", "M",
+                              "36.00", "M", share]
+    assert r.module("0").backward_flops == 16_000_000 and r.module("0").optimizer_flops == 4_000_000
+    assert any(line.startswith("Training step FLOPs: forward 16.00 M,") for line in lines)
+    assert not any(line.startswith("Per token") for line in lines)  # a float input: no tokens
+
+
+def test_train_table_too_wide_drops_output_shapes_not_figures() -> None:
+    text = _linear_step().table(width=80)
+    assert "Output shape" not in text and "[8, 1000]" not in text.split("Total params")[0]
+    linear = next(line for line in text.splitlines() if "0 (Linear)" in line)
+    assert "36.00 M" in linear and "…" not in text
+
+
+def test_train_table_recompute_column_when_checkpointed() -> None:
+    class Ckpt(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Sequential(nn.Linear(100, 100, bias=False), nn.ReLU())  # ReLU saves its output
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=False)
+            return out
+
+    r = torchcost.analyze(Ckpt(), torch.randn(4, 100), mode="train", optimizer="sgd", memory=False)
+    lines = r.table(width=120).splitlines()
+    assert lines[0].split() == ["Fwd", "Bwd", "Recomp", "Opt", "Step", "%"]
+    linear = next(line for line in lines if "block.0 (Linear)" in line).split()
+    # its forward again in backward (ReLU's saved output is re-made from it): 4 x 100 x 100 = 40,000 MACs =
+    # 80,000 FLOPs, the same in the Fwd and Recomp columns; backward: weight gradient only, 80,000 FLOPs too
+    assert linear[4:12] == ["10.00", "K", "80.00", "K", "80.00", "K", "80.00", "K"]  # params 100 x 100
+
+
+def test_train_footer_per_token_and_the_6nd_rule() -> None:
+    # Embedding(100, 10) + Linear(10, 100): 1,000 + 1,000 = 2,000 trainable params; input_ids 2 x 8 = 16 tokens.
+    # 6ND a token: 6 x 2,000 = 12,000 FLOPs; the exact step a token: step_flops / 16.
+    model = nn.Sequential(nn.Embedding(100, 10), nn.Linear(10, 100, bias=False))
+    r = torchcost.analyze(model, torch.randint(0, 100, (2, 8)), mode="train", optimizer="sgd", memory=False)
+    assert r.flops == 32_000 and r.phase("optimizer").flops == 4 * 2_000  # 16 x 10 x 100 MACs; SGD 4 a param
+    off = 100 * (12_000 * 16 - r.step_flops) / r.step_flops
+    expected = (f"Per token (16 tokens): {r.step_flops / 16 / 1000:.2f} K FLOPs; 6ND rule: 12.00 K "
+                f"(6 x 2.00 K, off by {off:+.1f}%)")
+    assert expected in r.table().splitlines()
+    from torchcost.render.markdown import render_markdown
+
+    md = render_markdown(r)
+    assert f"- {expected}" in md.splitlines()
+
+
+def test_train_markdown_and_csv_columns() -> None:
+    from torchcost.render.csv import COLUMNS, TRAIN_COLUMNS, render_csv
+    from torchcost.render.markdown import render_markdown
+
+    r = _linear_step()
+    md = render_markdown(r).splitlines()
+    assert md[0] == "| Layer | Type | Output shape | Params | Fwd FLOPs | Bwd FLOPs | Opt FLOPs | Step FLOPs | % step |"
+    assert md[1] == "|:--|:--|:--|--:|--:|--:|--:|--:|--:|"
+    assert md[3].startswith("| `0` | Linear | [8, 1000] | 1.00 M | 16.00 M | 16.00 M | 4.00 M | 36.00 M |")
+    csv_lines = render_csv(r).splitlines()
+    assert csv_lines[0] == ",".join(COLUMNS + TRAIN_COLUMNS)
+    # forward macs/flops as in eval, then backward 8,000,000 MACs / 16,000,000 FLOPs, no recompute, SGD 4,000,000
+    assert csv_lines[2] == '0,Linear,1,1,"[8, 1000]",1000000,0,8000000,16000000,1,8000000,16000000,0,0,4000000,36000000'
+    eval_csv = render_csv(torchcost.analyze(nn.Sequential(nn.Linear(1000, 1000, bias=False)), torch.randn(8, 1000)))
+    assert eval_csv.splitlines()[0] == ",".join(COLUMNS)

@@ -175,8 +175,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _memory_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("memory (docs/conventions.md, Memory)")
     g.add_argument("--train", action="store_true",
-                   help="measure a training step (forward, loss, backward, optimizer step) instead of inference; "
-                        "FLOPs still count the forward")
+                   help="measure a training step (forward, loss, backward, optimizer step) instead of inference: "
+                        "FLOPs and memory of every phase, per module")
     g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), metavar="NAME",
                    help=f"the step's optimizer: {' | '.join(OPTIMIZERS)} (default adamw; implies --train)")
     g.add_argument("--amp", choices=("bf16", "fp16"), help="run the forward under torch.autocast with this dtype")

@@ -2,7 +2,9 @@
 
 By default every module of the tree, unfolded, in pre-order (``depth=None`` means every level here); ``depth``,
 ``fold``, ``sort`` and ``top`` select rows exactly as they do for the table. The model itself is the row named
-``(model)``; a folded row (``folded`` > 1) stands for that many identical sibling blocks and holds their sums.
+``(model)``; a folded row (``folded`` > 1) stands for that many identical sibling blocks and holds their sums. A
+training step's report adds TRAIN_COLUMNS (each module's backward, recompute and optimizer counts and its step FLOPs);
+``macs``/``flops`` stay the forward's.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import replace
 from torchcost.render.layout import EVERY_LEVEL, TableOptions, select
 from torchcost.report import CostReport
 
-__all__ = ["COLUMNS", "render_csv"]
+__all__ = ["COLUMNS", "TRAIN_COLUMNS", "render_csv"]
 
 COLUMNS = ("name", "type", "depth", "calls", "output_shape", "params", "shared_params", "macs", "flops", "folded")
+TRAIN_COLUMNS = ("backward_macs", "backward_flops", "recompute_macs", "recompute_flops", "optimizer_flops",
+                 "step_flops")  # after COLUMNS, only for a training step (macs/flops: its forward)
 
 
 def render_csv(report: CostReport, options: TableOptions | None = None) -> str:
@@ -26,7 +30,8 @@ def render_csv(report: CostReport, options: TableOptions | None = None) -> str:
         options = replace(options, depth=EVERY_LEVEL)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    columns = COLUMNS + TRAIN_COLUMNS if report.phases else COLUMNS
+    writer.writerow(columns)
     for row in select(report, options):
-        writer.writerow([getattr(row, c) for c in COLUMNS])
+        writer.writerow([getattr(row, c) for c in columns])
     return buf.getvalue()

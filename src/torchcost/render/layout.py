@@ -8,6 +8,7 @@ The text table, Markdown, CSV and the comparison read these and only format them
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,12 +16,12 @@ from rich.console import Console
 
 from torchcost.errors import InputError
 from torchcost.report import CostReport, ModuleCost
-from torchcost.shapes import describe
+from torchcost.shapes import ShapeTree, TensorSpec, describe
 from torchcost.units import format_count, format_int, format_mib
 
 __all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
-           "count_cells", "default_depth", "footer_lines", "memory_lines", "row_label", "rows", "select",
-           "table_lines"]
+           "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "row_label", "rows",
+           "select", "table_lines", "tokens"]
 
 SortKey = Literal["flops", "macs", "params"]
 SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params")
@@ -67,6 +68,16 @@ class Row:
     activation_bytes: int = 0  # memory columns (0 when the report measured none); folded rows: the sum
     peak_memory: int = 0  # folded rows: the largest of the blocks folded
     shapes_differ: bool = False  # a module whose later calls took or returned other shapes than the first
+    backward_macs: int = 0  # a training step's later phases (0 in eval); folded rows: the sums
+    backward_flops: int = 0
+    recompute_macs: int = 0
+    recompute_flops: int = 0
+    optimizer_flops: int = 0
+
+    @property
+    def step_flops(self) -> int:
+        """The module's part of a training step: forward, backward, recompute and optimizer FLOPs (eval: forward)."""
+        return self.flops + self.backward_flops + self.recompute_flops + self.optimizer_flops
 
 
 # -- which rows --------------------------------------------------------------------------------------------------------
@@ -76,14 +87,16 @@ def _signature(m: ModuleCost, memo: dict[int, tuple[object, ...]]) -> tuple[obje
     sig = memo.get(id(m))
     if sig is None:
         sig = memo[id(m)] = (m.type, m.params, m.trainable_params, m.macs, m.flops, describe(m.output_shape),
-                             m.calls, m.shapes_differ, tuple(_signature(c, memo) for c in m.children))
+                             m.calls, m.shapes_differ, m.backward_flops, m.recompute_flops, m.optimizer_flops,
+                             tuple(_signature(c, memo) for c in m.children))
     return sig
 
 
 def _row(m: ModuleCost, depth: int) -> Row:
     return Row(m.name or "(model)", m.type, depth, describe(m.output_shape), m.params, m.shared_params,
                m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory,
-               shapes_differ=m.shapes_differ)
+               shapes_differ=m.shapes_differ, backward_macs=m.backward_macs, backward_flops=m.backward_flops,
+               recompute_macs=m.recompute_macs, recompute_flops=m.recompute_flops, optimizer_flops=m.optimizer_flops)
 
 
 def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
@@ -91,7 +104,11 @@ def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
     return Row(f"{rest[0].name} ... {rest[-1].name}", f"{len(rest)} x {first.type}", level,
                f"identical to {first.name}", sum(r.params for r in rest), sum(r.shared_params for r in rest),
                sum(r.macs for r in rest), sum(r.flops for r in rest), sum(r.calls for r in rest), folded=len(rest),
-               activation_bytes=sum(r.activation_bytes for r in rest), peak_memory=max(r.peak_memory for r in rest))
+               activation_bytes=sum(r.activation_bytes for r in rest), peak_memory=max(r.peak_memory for r in rest),
+               backward_macs=sum(r.backward_macs for r in rest), backward_flops=sum(r.backward_flops for r in rest),
+               recompute_macs=sum(r.recompute_macs for r in rest),
+               recompute_flops=sum(r.recompute_flops for r in rest),
+               optimizer_flops=sum(r.optimizer_flops for r in rest))
 
 
 def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> list[Row]:
@@ -175,11 +192,36 @@ def row_label(row: Row, flat: bool) -> str:
     return f"{indent}{row.name} ({row.type}){calls_suffix(row)}"
 
 
+_EVAL_HEADERS = ("Params", "MACs", "FLOPs", "% FLOPs")
+
+
+def _recomputes(report: CostReport) -> bool:
+    return report.phase("recompute").flops > 0
+
+
+def count_headers(report: CostReport) -> tuple[str, ...]:
+    """The count columns' headers: in eval Params, MACs, FLOPs, % FLOPs; for a training step Params, then FLOPs by
+    phase (forward, backward, recompute when any block is checkpointed, optimizer), the step's and % of the step,
+    each on two lines ("Fwd\nFLOPs") so the columns stay as narrow as their figures (Markdown joins the lines)."""
+    if not report.phases:
+        return _EVAL_HEADERS
+    return ("Params", "Fwd\nFLOPs", "Bwd\nFLOPs", *(("Recomp\nFLOPs",) if _recomputes(report) else ()),
+            "Opt\nFLOPs", "Step\nFLOPs", "%\nstep")
+
+
 def count_cells(row: Row, report: CostReport) -> list[str]:
-    """Params (`` (shared)`` when some are used outside the module), MACs, FLOPs, and % of the model's FLOPs."""
+    """The cells under :func:`count_headers`: Params (`` (shared)`` when some are used outside the module), then in
+    eval MACs, FLOPs and % of the model's FLOPs; for a training step the module's FLOPs by phase, its step FLOPs and
+    their % of the whole step's (the loss, outside every module, is in the total only)."""
     shared = " (shared)" if row.shared_params and row.folded == 1 else ""
-    share = f"{100 * row.flops / report.flops:.2f}%" if report.flops else "-"
-    return [format_count(row.params) + shared, format_count(row.macs), format_count(row.flops), share]
+    params = format_count(row.params) + shared
+    if not report.phases:
+        share = f"{100 * row.flops / report.flops:.2f}%" if report.flops else "-"
+        return [params, format_count(row.macs), format_count(row.flops), share]
+    step = f"{100 * row.step_flops / report.step_flops:.2f}%" if report.step_flops else "-"
+    recompute = [format_count(row.recompute_flops)] if _recomputes(report) else []
+    return [params, format_count(row.flops), format_count(row.backward_flops), *recompute,
+            format_count(row.optimizer_flops), format_count(row.step_flops), step]
 
 
 def _cell(text: str) -> str:
@@ -242,10 +284,40 @@ def _phase_lines(report: CostReport) -> list[str]:
     shown = ", ".join(f"{p.name} {format_count(p.flops)}" for p in report.phases if p.name != "recompute" or p.flops)
     lines = [f"Training step FLOPs: {shown}; total {format_int(report.step_flops)} "
              f"({format_count(report.step_flops)})"]
+    lines += _token_lines(report)
     later = [f"{p.name}: {o.op} x{o.calls}" for p in report.phases if p.name != "forward" for o in p.uncounted]
     if later:
         lines.append("Uncounted in the step (not in its total): " + ", ".join(later))
     return lines
+
+
+_INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def tokens(report: CostReport) -> int:
+    """The tokens a model is fed: the element count of its first input when that is an integer tensor (input_ids,
+    by position or by keyword, comes first); 0 when the first input is not."""
+    first: ShapeTree = report.input_shape
+    while isinstance(first, (tuple, dict)):
+        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
+        if not leaves:
+            return 0
+        first = leaves[0]
+    if not isinstance(first, TensorSpec) or first.dtype not in _INTEGER:
+        return 0
+    return math.prod(first.shape)
+
+
+def _token_lines(report: CostReport) -> list[str]:
+    """For a model fed tokens: the step's FLOPs per token, and what the 6ND rule (6 x N trainable params a token)
+    says, off by how much (negative: the rule says less)."""
+    count = tokens(report)
+    if not count or not report.step_flops:
+        return []
+    rule = 6 * report.trainable_params
+    off = 100 * (rule * count - report.step_flops) / report.step_flops
+    return [f"Per token ({format_int(count)} tokens): {format_count(report.step_flops / count)} FLOPs; "
+            f"6ND rule: {format_count(rule)} (6 x {format_count(report.trainable_params)}, off by {off:+.1f}%)"]
 
 
 _PARTS = (("parameters", "parameters"), ("buffers", "buffers"), ("inputs", "inputs"), ("gradients", "gradients"),

@@ -1,8 +1,17 @@
-"""Markdown: the table as a GitHub table (the same rows and columns as the text table), the footer as a list."""
+"""Markdown: the table as a GitHub table (the same rows and count columns as the text table, so for a training step
+the FLOPs by phase), the footer as a list."""
 
 from __future__ import annotations
 
-from torchcost.render.layout import TableOptions, calls_suffix, count_cells, footer_lines, select, table_lines
+from torchcost.render.layout import (
+    TableOptions,
+    calls_suffix,
+    count_cells,
+    count_headers,
+    footer_lines,
+    select,
+    table_lines,
+)
 from torchcost.report import CostReport
 
 __all__ = ["HEADER", "render_markdown"]
@@ -16,5 +25,7 @@ def render_markdown(report: CostReport, options: TableOptions | None = None) -> 
     options = options or TableOptions()
     body = [[f"`{row.name}`{calls_suffix(row)}", row.type, row.output_shape, *count_cells(row, report)]
             for row in select(report, options)]
-    lines = [*table_lines(HEADER, _ALIGN, body), "", *(f"- {line}" for line in footer_lines(report))]
+    header = (*HEADER[:3], *count_headers(report))
+    align = (*_ALIGN[:3], *("--:",) * (len(header) - 3))
+    lines = [*table_lines(header, align, body), "", *(f"- {line}" for line in footer_lines(report))]
     return "\n".join(lines) + "\n"
