@@ -209,3 +209,15 @@ def test_oracle_gpt2() -> None:
         # plus the attention's two bmm per forward bmm: 2 x 2 x (2*2 heads * 8*8*16 = 4,096)
         assert back.input_grad_macs == 247_808 + 4 * 4_096 == 264_192
         assert back.input_grad_macs + back.weight_grad_macs == back.macs
+
+
+def test_foreach_optimizer_temporaries_stay_with_their_parameters() -> None:
+    # AdamW's foreach path makes temporaries (the denominator sqrt(v) + eps, one per parameter, in a list); their
+    # work belongs to the parameter's module, not to the module of the list's last parameter
+    model = nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 10))
+    r = torchcost.analyze(model, torch.randn(4, 100), mode="train", optimizer="adamw", target="cuda")
+    first, last = r.module("0"), r.module("2")
+    assert (first.params, last.params) == (100 * 200 + 200, 200 * 10 + 10)  # 20,200 and 2,010
+    per_param = first.optimizer_flops / first.params
+    assert abs(last.optimizer_flops / last.params - per_param) < 0.01  # the same work per parameter in both
+    assert first.optimizer_flops + last.optimizer_flops == r.phase("optimizer").flops

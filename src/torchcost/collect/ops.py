@@ -270,10 +270,15 @@ class OpCollector:
                 self.enclosed[key] = self.enclosed.get(key, 0) + 1
         elif formula is not None:
             if self.phase == "optimizer" and key.startswith("aten::_foreach_") and args and isinstance(args[0], list):
-                for part_args, part_kwargs in _foreach_parts(args, kwargs):
+                outs = out if isinstance(out, (list, tuple)) and len(out) == len(args[0]) else None
+                for i, (part_args, part_kwargs) in enumerate(_foreach_parts(args, kwargs)):
                     self._price(key, formula, OpCall(key, part_args, part_kwargs, None, func._schema))
+                    if outs is not None:
+                        self._adopt(outs[i])
             else:
                 self._price(key, formula, OpCall(key, args, kwargs, out, func._schema))
+                if self.phase == "optimizer" and isinstance(out, torch.Tensor):
+                    self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
             if forward:
                 self.free[key] = self.free.get(key, 0) + 1
@@ -286,6 +291,12 @@ class OpCollector:
             self.record_uncounted(key)
         else:
             self._price(key, formula, call)
+
+    def _adopt(self, temporary: torch.Tensor) -> None:
+        """An optimizer temporary (Adam's denominator, one per parameter in a foreach list) belongs to the module of
+        the parameter it was made for, so later ops on it are charged there too."""
+        if self.step is not None:
+            self.step.owners[id(temporary)] = self.step.last
 
     def record_uncounted(self, key: str, call: OpCall | None = None) -> None:
         module, tally = self._where(call)
