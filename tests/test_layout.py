@@ -65,10 +65,46 @@ def test_sort_and_top_select_the_leaves(tied: CostReport) -> None:
 
 
 def test_bad_sort_is_an_input_error(tied: CostReport) -> None:
-    with pytest.raises(torchcost.InputError, match="sort must be one of flops, macs, params, got 'bogus'"):
+    with pytest.raises(torchcost.InputError,
+                       match="sort must be one of flops, macs, params, step, backward, got 'bogus'"):
         select(tied, TableOptions(sort="bogus"))
     with pytest.raises(torchcost.TorchcostError):
         tied.table(sort="bogus")
+
+
+def test_step_and_backward_sorts_need_a_training_step(tied: CostReport) -> None:
+    for key in ("step", "backward"):
+        with pytest.raises(torchcost.InputError, match=f"sort='{key}' needs a training step.*flops, macs, params"):
+            select(tied, TableOptions(sort=key))
+
+
+@pytest.fixture(scope="module")
+def three() -> CostReport:
+    # a = Linear(100, 300), b = Linear(300, 80), c = Linear(80, 250), no bias, on 4 x 100 (no grad); SGD with momentum,
+    # 4 FLOPs a parameter. a: 30,000 params, forward 4 x 30,000 = 120,000 MACs = 240,000 FLOPs, backward the weight
+    # gradient only (its input needs none) 240,000, optimizer 120,000, step 600,000. b: 24,000 params, forward 96,000
+    # MACs = 192,000, backward input + weight gradients 384,000, optimizer 96,000, step 672,000. c: 20,000 params,
+    # forward 80,000 MACs = 160,000, backward 320,000, optimizer 80,000, step 560,000. The loss is the model's own.
+    model = torch.nn.Sequential()
+    model.add_module("a", torch.nn.Linear(100, 300, bias=False))
+    model.add_module("b", torch.nn.Linear(300, 80, bias=False))
+    model.add_module("c", torch.nn.Linear(80, 250, bias=False))
+    return torchcost.analyze(model, torch.randn(4, 100), mode="train", optimizer="sgd", memory=False)
+
+
+def test_train_sorts_by_step_backward_and_forward(three: CostReport) -> None:
+    figures = {r.name: (r.flops, r.backward_flops, r.optimizer_flops, r.step_flops)
+               for r in select(three, TableOptions(sort="flops"))}
+    assert figures == {"a": (240_000, 240_000, 120_000, 600_000), "b": (192_000, 384_000, 96_000, 672_000),
+                       "c": (160_000, 320_000, 80_000, 560_000)}
+
+    def order(**options: object) -> list[str]:
+        return [r.name for r in select(three, TableOptions(**options))]  # type: ignore[arg-type]
+
+    assert order(sort="flops") == order(sort="macs") == order(sort="params") == ["a", "b", "c"]
+    assert order(sort="step") == ["b", "a", "c"]
+    assert order(sort="backward") == ["b", "c", "a"]
+    assert order(top=2) == ["b", "a"]  # top alone, in a training step: by step FLOPs
 
 
 def test_defaults_table_folds_csv_does_not() -> None:

@@ -214,6 +214,24 @@ def test_train_footer_per_token_and_the_6nd_rule() -> None:
     assert f"- {expected}" in md.splitlines()
 
 
+def test_tokens_are_the_integer_first_inputs_elements() -> None:
+    from dataclasses import replace
+
+    model = nn.Sequential(nn.Embedding(100, 10), nn.Linear(10, 100, bias=False))
+    ids = torch.randint(0, 100, (2, 8))
+    r = torchcost.analyze(model, ids, mode="train", optimizer="sgd", memory=False)
+    assert r.tokens == 16  # input_ids 2 x 8
+    assert torchcost.analyze(model, ids).tokens == 16  # eval reports it too (its table has no per-token line)
+    assert torchcost.analyze(nn.Linear(4, 4), torch.randn(3, 4)).tokens == 0  # a float input: no tokens
+    assert torchcost.CostReport.from_json(r.to_json()) == r and r.to_dict()["tokens"] == 16
+    old = {k: v for k, v in r.to_dict().items() if k != "tokens"}  # a document written before the field
+    assert torchcost.CostReport.from_dict(old).tokens == 0
+    # the table reads the field, it does not recount: 32 tokens halve the per-token figure, 0 drops the line
+    lines = replace(r, tokens=32).table().splitlines()
+    assert any(line.startswith(f"Per token (32 tokens): {r.step_flops / 32 / 1000:.2f} K FLOPs;") for line in lines)
+    assert not any(line.startswith("Per token") for line in replace(r, tokens=0).table().splitlines())
+
+
 def test_train_markdown_and_csv_columns() -> None:
     from torchcost.render.csv import COLUMNS, TRAIN_COLUMNS, render_csv
     from torchcost.render.markdown import render_markdown

@@ -217,9 +217,11 @@ def _analyze_parser() -> _Parser:
     g.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     g.add_argument("--depth", type=_non_negative, metavar="N",
                    help="show modules down to depth N (table, markdown, csv)")
-    g.add_argument("--sort", choices=SORT_KEYS, help="list the leaf layers, most expensive first")
+    g.add_argument("--sort", choices=SORT_KEYS,
+                   help="list the leaf layers, most expensive first: by forward flops, macs or params; with --train "
+                        "also by step (forward + backward + recompute + optimizer FLOPs) or backward FLOPs")
     g.add_argument("--top", type=_positive, metavar="K",
-                   help="only the K most expensive leaf layers (by --sort, default flops)")
+                   help="only the K most expensive leaf layers (by --sort; default flops, with --train step)")
     g.add_argument("--no-fold", action="store_true", help="show identical repeated blocks one by one")
     g.add_argument("--width", type=_positive, metavar="N", help="table width in characters")
     _common_options(p)

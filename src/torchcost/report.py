@@ -176,6 +176,12 @@ class MemoryReport:
     the last. ``target`` is the device type whose allocation behaviour the figures follow; ``method`` how they were
     obtained: "real" (the analysed run itself), "meta" or "fake" (a copy of the model on meta or fake tensors, no
     memory allocated), "copy" (a real copy, when the model could not run on fake tensors).
+
+    ``measured_peak_bytes`` is the allocator's own peak for a run on real tensors ("real" or "copy"), beside the
+    prediction: the prediction's ``start_bytes`` plus the most the allocator handed out above what it held when the
+    run started (None: not measured; a run on a twin never is). ``measured_by`` says which allocator: "cuda
+    allocator" (``torch.cuda.max_memory_allocated``) or "cpu allocator (profiler)" (torch.profiler's allocation
+    events); "" when not measured.
     """
 
     mode: str
@@ -196,11 +202,16 @@ class MemoryReport:
     method: str = ""
     round_to: int = 1
     timeline: MemoryTimeline = field(default_factory=MemoryTimeline)
+    measured_peak_bytes: int | None = None
+    measured_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field; the two ``measured_`` ones only when measured (a report without them reads back the same)."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["at_peak"] = self.at_peak.to_dict()
         data["timeline"] = self.timeline.to_dict()
+        if self.measured_peak_bytes is None:
+            del data["measured_peak_bytes"], data["measured_by"]
         return data
 
     @classmethod
@@ -213,7 +224,12 @@ class MemoryReport:
 
 @dataclass(frozen=True)
 class CostReport:
-    """What analyze() found. Totals are ints; ``module(name)`` finds a node by its state_dict name."""
+    """What analyze() found. Totals are ints; ``module(name)`` finds a node by its state_dict name.
+
+    ``tokens`` is what the per-token figures divide by (the table's "Per token" line in a training step:
+    ``step_flops / tokens`` against the 6ND rule's ``6 * trainable_params``): the element count of the first input
+    (input_ids, by position or by keyword) when it is an integer tensor, 0 otherwise.
+    """
 
     model_type: str
     root: ModuleCost
@@ -244,6 +260,7 @@ class CostReport:
     phases: tuple[PhaseCount, ...] = ()  # a training step's phases, in order; () in eval (the forward is all)
     step_macs: int = 0  # the whole run: every phase (in eval, the forward: equal to macs)
     step_flops: int = 0
+    tokens: int = 0  # the tokens the model is fed: numel of its first input when that is an integer tensor, else 0
 
     def phase(self, name: str) -> PhaseCount:
         """One phase's counts ("forward", "loss", "backward", "recompute", "optimizer"); zeros if it did not run."""

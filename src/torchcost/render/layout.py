@@ -8,7 +8,7 @@ The text table, Markdown, CSV and the comparison read these and only format them
 from __future__ import annotations
 
 import io
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,15 +16,16 @@ from rich.console import Console
 
 from torchcost.errors import InputError
 from torchcost.report import CostReport, ModuleCost
-from torchcost.shapes import ShapeTree, TensorSpec, describe
+from torchcost.shapes import describe
 from torchcost.units import format_count, format_int, format_mib
 
 __all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
            "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "row_label", "rows",
            "select", "table_lines", "tokens"]
 
-SortKey = Literal["flops", "macs", "params"]
-SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params")
+SortKey = Literal["flops", "macs", "params", "step", "backward"]
+SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params", "step", "backward")
+_STEP_KEYS: tuple[SortKey, ...] = ("step", "backward")  # a training step's figures: mode="train" only
 MAX_ROWS = 60  # the default depth keeps a table within this many rows
 EVERY_LEVEL = 10**6  # a depth no model reaches
 
@@ -35,7 +36,8 @@ class TableOptions:
 
     ``depth``: modules down to this depth (None: the default depth; CSV: every level). ``fold``: runs of identical
     sibling blocks as one row. ``sort``/``top``: instead of the tree, the leaf layers most expensive first by ``sort``
-    (default flops), only the first ``top``. ``width`` (None: 120) and ``color``: the text tables only.
+    (one of SORT_KEYS; default flops, and in a training step step FLOPs), only the first ``top``. ``width`` (None:
+    120) and ``color``: the text tables only.
     """
 
     depth: int | None = None
@@ -150,11 +152,22 @@ def default_depth(report: CostReport, fold: bool = True) -> int:
     return 1
 
 
-def _sort_key(sort: str | None) -> SortKey:
+_SORT_VALUE: dict[SortKey, Callable[[Row], int]] = {
+    "flops": lambda r: r.flops, "macs": lambda r: r.macs, "params": lambda r: r.params,
+    "step": lambda r: r.step_flops, "backward": lambda r: r.backward_flops,
+}
+
+
+def _sort_key(sort: str | None, train: bool) -> SortKey:
+    """``sort`` checked: a key of SORT_KEYS ("step" and "backward" in a training step only); None or "": step FLOPs
+    in a training step, forward FLOPs otherwise."""
     if not sort:
-        return "flops"
+        return "step" if train else "flops"
     for key in SORT_KEYS:
         if key == sort:
+            if key in _STEP_KEYS and not train:
+                others = ", ".join(k for k in SORT_KEYS if k not in _STEP_KEYS)
+                raise InputError(f"sort={sort!r} needs a training step (mode='train'); otherwise sort by {others}")
             return key
     raise InputError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
 
@@ -164,13 +177,15 @@ def select(report: CostReport, options: TableOptions) -> list[Row]:
 
     Without ``sort``/``top``: :func:`rows` (the tree to ``depth``, repeats folded). With either: the leaf modules
     (those that ran ops themselves, never a parent that double-counts its children), most expensive first by
-    ``sort`` (default flops; ties by name), the first ``top`` of them. A ``sort`` not in SORT_KEYS is an InputError.
+    ``sort`` (ties by name), the first ``top`` of them. ``sort`` None: by FLOPs, in a training step by step FLOPs
+    (forward + backward + recompute + optimizer). A ``sort`` not in SORT_KEYS, or "step"/"backward" outside a
+    training step, is an InputError.
     """
     if not options.flat:
         return rows(report, options.depth, options.fold)
-    key = _sort_key(options.sort)
+    value = _SORT_VALUE[_sort_key(options.sort, train=bool(report.phases))]
     leaves = [r for r in rows(report, EVERY_LEVEL, fold=False)[1:] if report.module(r.name).is_leaf]
-    leaves.sort(key=lambda r: (-int(getattr(r, key)), r.name))
+    leaves.sort(key=lambda r: (-value(r), r.name))
     return leaves[:options.top] if options.top else leaves
 
 
@@ -291,27 +306,15 @@ def _phase_lines(report: CostReport) -> list[str]:
     return lines
 
 
-_INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-
-
 def tokens(report: CostReport) -> int:
-    """The tokens a model is fed: the element count of its first input when that is an integer tensor (input_ids,
-    by position or by keyword, comes first); 0 when the first input is not."""
-    first: ShapeTree = report.input_shape
-    while isinstance(first, (tuple, dict)):
-        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
-        if not leaves:
-            return 0
-        first = leaves[0]
-    if not isinstance(first, TensorSpec) or first.dtype not in _INTEGER:
-        return 0
-    return math.prod(first.shape)
+    """The tokens a model is fed (``report.tokens``, set when the report is built; 0: not a token model)."""
+    return report.tokens
 
 
 def _token_lines(report: CostReport) -> list[str]:
-    """For a model fed tokens: the step's FLOPs per token, and what the 6ND rule (6 x N trainable params a token)
-    says, off by how much (negative: the rule says less)."""
-    count = tokens(report)
+    """For a model fed ``report.tokens`` tokens: the step's FLOPs per token, and what the 6ND rule (6 x N trainable
+    params a token) says, off by how much (negative: the rule says less)."""
+    count = report.tokens
     if not count or not report.step_flops:
         return []
     rule = 6 * report.trainable_params
@@ -333,8 +336,10 @@ def memory_lines(report: CostReport) -> list[str]:
     what = "training step" if m.mode == "train" else "inference"
     where = f"{m.peak_phase}, {m.peak_op} in {m.peak_module or '(model)'}" if m.peak_op else "before the first op"
     parts = [f"{label} {format_mib(getattr(m.at_peak, key))}" for key, label in _PARTS if getattr(m.at_peak, key)]
-    lines = [f"Peak memory, {what} (MiB): {format_mib(m.peak_bytes)} ({format_int(m.peak_bytes)} B)",
-             f"  where: {where}"]
+    lines = [f"Peak memory, {what} (MiB): {format_mib(m.peak_bytes)} ({format_int(m.peak_bytes)} B)"]
+    if m.measured_peak_bytes is not None:
+        lines.append(_measured_line(m.peak_bytes, m.measured_peak_bytes, m.measured_by))
+    lines.append(f"  where: {where}")
     lines += _wrap("  at the peak (MiB): ", parts or ["0"])
     if m.mode == "train":
         lines.append(f"  optimizer: {m.optimizer or 'none'}")
@@ -345,6 +350,13 @@ def memory_lines(report: CostReport) -> list[str]:
     lines.append(f"  from tensor lifetimes ({m.method} run, {m.target}{rounding}); not included: kernel workspaces,")
     lines.append("  allocator cache and fragmentation, CUDA context (docs/conventions.md, Memory)")
     return lines
+
+
+def _measured_line(predicted: int, measured: int, by: str) -> str:
+    """The allocator's peak beside the prediction, and how far off the prediction is, as a share of the measured."""
+    gap = (predicted - measured) / measured * 100 if measured else float("inf")
+    verdict = "exact" if predicted == measured else f"{abs(gap):.1f} % {'high' if gap > 0 else 'low'}"
+    return f"  measured by the allocator: {format_mib(measured)} MiB (prediction {verdict}; {by})"
 
 
 def _wrap(head: str, parts: list[str], width: int = 96) -> list[str]:

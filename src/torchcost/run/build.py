@@ -3,6 +3,7 @@ module's own and rolled-up counts, parameters, shapes and memory, the op totals,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from torchcost.collect.scope import ModuleCalls, ScopeTracker, module_paths
 from torchcost.inputs import floating_dtype
 from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost, PhaseCount
 from torchcost.run.execute import Ran
-from torchcost.shapes import ShapeTree
+from torchcost.shapes import ShapeTree, TensorSpec
 from torchcost.trees import spec_of, tensor_bytes
 
 __all__ = ["build_report"]
@@ -170,8 +171,25 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
         torch_version=torch.__version__, torchcost_version=__version__,
         memory=_memory_report(trace, ran) if trace is not None else None,
         phases=phases, step_macs=sum(p.macs for p in phases) if phases else root.macs,
-        step_flops=sum(p.flops for p in phases) if phases else root.flops,
+        step_flops=sum(p.flops for p in phases) if phases else root.flops, tokens=_tokens(inputs),
     )
+
+
+_INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _tokens(inputs: ShapeTree) -> int:
+    """The tokens a model is fed: the element count of its first input (positional ones first, then keyword ones;
+    None skipped) when that is an integer tensor (input_ids); 0 when it is not."""
+    first = inputs
+    while isinstance(first, (tuple, dict)):
+        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
+        if not leaves:
+            return 0
+        first = leaves[0]
+    if not isinstance(first, TensorSpec) or first.dtype not in _INTEGER:
+        return 0
+    return math.prod(first.shape)
 
 
 def _phases(ops: OpCollector) -> tuple[PhaseCount, ...]:
@@ -205,6 +223,7 @@ def _memory_report(trace: MemoryTrace, ran: Ran) -> MemoryReport:
         target=ran.options.target,
         method=ran.method,
         round_to=ran.options.round_to,
+        measured_peak_bytes=ran.measured.peak(trace.start_bytes), measured_by=ran.measured.by,
         timeline=MemoryTimeline(trace.ops, trace.modules, trace.phases, trace.alive),
     )
 

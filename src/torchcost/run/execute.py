@@ -1,15 +1,22 @@
 """One pass under the collectors: the forward (eval), or forward + loss + backward + optimizer step (train), on the
-model itself or on its twin, as run/plan.py decides. What it saw is returned as a :class:`Ran` for run/build.py."""
+model itself or on its twin, as run/plan.py decides. What it saw is returned as a :class:`Ran` for run/build.py.
+
+A run on real tensors ("real", or a "copy") can also be measured by the allocator, beside the prediction
+(:class:`Measured`): on CUDA always (``torch.cuda`` peak statistics cost nothing), on the CPU when asked
+(``measure_cpu``: a torch.profiler session with ``profile_memory=True`` around the run)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.autograd.profiler
 from torch import nn
+from torch._C._profiler import _ExtraFields_Allocation
+from torch.profiler import ProfilerActivity, profile
 
 from torchcost.collect.memory import module_tensors
 from torchcost.collect.recording import MemorySettings, Recording
@@ -33,7 +40,26 @@ from torchcost.run.step import (
 )
 from torchcost.trees import tensors_in
 
-__all__ = ["Ran", "execute", "run"]
+__all__ = ["Measured", "Ran", "allocator_meter", "execute", "run"]
+
+
+@dataclass
+class Measured:
+    """The allocator's own peak for a run on real tensors, beside torchcost's prediction.
+
+    ``above_start`` is the most bytes the allocator had handed out at once during the run beyond what it had
+    handed out when the run started (None: not measured); ``by`` says which allocator ("cuda allocator", "cpu
+    allocator (profiler)"). :meth:`peak` adds what torchcost counts as alive at the start (parameters, buffers,
+    inputs, optimizer state: the prediction's ``start_bytes``), so the two peaks compare like for like: memory the
+    process held before the run for other things (other models, the caller's tensors) is in neither.
+    """
+
+    above_start: int | None = None
+    by: str = ""
+
+    def peak(self, start_bytes: int) -> int | None:
+        """The measured peak on the prediction's footing: ``start_bytes`` + the allocator's rise during the run."""
+        return None if self.above_start is None else start_bytes + self.above_start
 
 
 @dataclass
@@ -51,21 +77,23 @@ class Ran:
     loss: str = ""
     gradient_bytes: int = 0
     optimizer_state_bytes: int = 0
+    measured: Measured = field(default_factory=Measured)
 
 
 def run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
-        options: StepOptions, memory: bool, run_device: torch.device) -> Ran:
+        options: StepOptions, memory: bool, run_device: torch.device, *, measure_cpu: bool = False) -> Ran:
     """The run plan.choose_method picks, retried once on a real copy where plan.retry_on_copy says so; outside the
-    caller's inference_mode, if any."""
+    caller's inference_mode, if any. ``measure_cpu``: a run on real CPU tensors is also measured by the allocator
+    (a profiler session; CUDA runs on real tensors always are)."""
     with outside_inference_mode():
-        return _run(model, args, kwargs, registry, options, memory, run_device)
+        return _run(model, args, kwargs, registry, options, memory, run_device, measure_cpu)
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
-         options: StepOptions, memory: bool, run_device: torch.device) -> Ran:
+         options: StepOptions, memory: bool, run_device: torch.device, measure_cpu: bool) -> Ran:
     method = choose_method(run_device, options, model)
     if method == "real":
-        return execute(model, args, kwargs, registry, options, memory, run_device, None)
+        return execute(model, args, kwargs, registry, options, memory, run_device, None, measure_cpu=measure_cpu)
     twin = make_twin(model, args, kwargs, method, twin_device(method, run_device))
     try:
         return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin)
@@ -74,12 +102,15 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
             raise
         check_room_for_copy(model, options, exc)
         twin = make_twin(model, args, kwargs, "copy", run_device)
-        return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin)
+        return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin,
+                       measure_cpu=measure_cpu)
 
 
 def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
-            options: StepOptions, memory: bool, run_device: torch.device, twin: Twin | None) -> Ran:
-    """One pass of ``model`` (the user's, or ``twin``'s) under a fresh Recording."""
+            options: StepOptions, memory: bool, run_device: torch.device, twin: Twin | None, *,
+            measure_cpu: bool = False) -> Ran:
+    """One pass of ``model`` (the user's, or ``twin``'s) under a fresh Recording; on real tensors, with memory on,
+    under the allocator's meter too (:func:`allocator_meter`)."""
     train = options.mode == "train"
     tensors_device = twin.device if twin is not None else run_device
     counted = None if twin is not None and twin.method == "fake" else tensors_device.type
@@ -95,7 +126,9 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
             warm_optimizer(opt)
             ran.optimizer = describe_optimizer(opt)
         _add_baselines(rec, model, args, kwargs, opt)
-        with rec, torch.enable_grad() if train else torch.no_grad():
+        real = memory and method in ("real", "copy")
+        meter = allocator_meter(ran.measured, tensors_device, measure_cpu) if real else contextlib.nullcontext()
+        with meter, rec, torch.enable_grad() if train else torch.no_grad():
             out, loss = _forward(rec, ran, tensors_device)
             if train:
                 with rec.phase("backward"), step_failures("backward"):
@@ -110,6 +143,56 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
             _account_step(ran, opt, counted)
         del out, loss
     return ran
+
+
+@contextlib.contextmanager
+def allocator_meter(measured: Measured, device: torch.device, measure_cpu: bool) -> Iterator[None]:
+    """Measure the allocator's peak over the block into ``measured`` (left unmeasured if the block raises).
+
+    CUDA: ``reset_peak_memory_stats`` then ``max_memory_allocated`` - ``memory_allocated`` at the start (this resets
+    the caller's own peak statistics for ``device``; every allocation on the device during the block counts, other
+    threads' and streams' included). CPU, when ``measure_cpu``: the running peak of torch.profiler's allocation
+    events (profile_memory=True), as tests/memory/truth.py measures it; not while the caller profiles already (a
+    second session would cancel theirs). Any other device: nothing.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield
+        measured.above_start = torch.cuda.max_memory_allocated(device) - before
+        measured.by = "cuda allocator"
+    elif device.type == "cpu" and measure_cpu and not torch.autograd.profiler._is_profiler_enabled:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            yield
+        measured.above_start = running_peak(_allocations(prof, "cpu"))
+        measured.by = "cpu allocator (profiler)"
+    else:
+        yield
+
+
+def _allocations(prof: profile, device_type: str) -> list[tuple[int, int]]:
+    """(time, signed size) of each allocation (+) and free (-) on ``device_type`` that ``prof`` recorded, in the
+    event tree's depth-first order (the order the sort in :func:`running_peak` keeps for events at the same time)."""
+    events: list[tuple[int, int]] = []
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    stack = list(reversed(results.experimental_event_tree())) if results is not None else []
+    while stack:
+        ev = stack.pop()
+        fields = ev.extra_fields
+        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == device_type:
+            events.append((ev.start_time_ns, fields.alloc_size))
+        stack.extend(reversed(ev.children))
+    return events
+
+
+def running_peak(events: list[tuple[int, int]]) -> int:
+    """The highest running sum of (time, signed size) events taken in time order, a stable sort (0 if it never
+    rises)."""
+    current = peak = 0
+    for _, size in sorted(events, key=lambda e: e[0]):
+        current += size
+        peak = max(peak, current)
+    return peak
 
 
 def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, str]:
