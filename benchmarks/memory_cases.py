@@ -168,6 +168,7 @@ def _mlp() -> Built:
     return small_mlp(), (torch.randn(32, 256),), {}
 
 
+_BF16_MM_WHY = "oneDNN bf16 matmul: scratchpad inside mm/addmm (an entry covers it on avx512_bf16, one thread)"
 _RNN_WHY = ("oneDNN RNN: scratch and reordered weights inside mkldnn_rnn_layer(_backward), not modelled (the uint8 "
             "workspace kept for backward, empty on meta, is counted once torchcost has its workspace entry)")
 
@@ -190,7 +191,8 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("checkpoint-b8-adam", "CNN, checkpointing", _checkpointed, "train", _adam(False), "Adam",
          why="oneDNN conv backward: blocked copies of src and diff_dst inside the kernel"),
     Case("resnet18-bf16-b2", "bf16 model", _resnet18_bf16,
-         why="bf16 convolution: buffers inside the kernel (oneDNN reorders / im2col columns), not modelled"),
+         why="oneDNN bf16 conv: blocked copies of input and weight inside the kernel (an entry covers groups = 1, "
+             "channels multiples of 16 or a 3-channel input, kernels not 1x1, on avx512_bf16)"),
     # RNNs
     Case("lstm-eval", "RNN", _rnn(nn.LSTM),
          why="oneDNN LSTM: reordered weight copies and scratch inside the kernel, not modelled"),
@@ -208,13 +210,13 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("llama-adamw", "Llama (HF)", _llama(False), "train", _adamw(False), "AdamW"),
     # reduced precision
     Case("gpt-bf16-model-b4", "bf16 model", _gpt(4, torch.bfloat16),
-         why="oneDNN bf16 matmul packs a weight copy inside the kernel"),
+         why=_BF16_MM_WHY),
     Case("gpt-bf16-model-b4-adamw", "bf16 model", _gpt(4, torch.bfloat16), "train", _adamw(False), "AdamW",
-         why="oneDNN bf16 matmul packs a weight copy inside the kernel"),
+         why=_BF16_MM_WHY),
     Case("gpt-autocast-b4", "bf16 autocast", _gpt(4), amp=torch.bfloat16,
-         why="oneDNN bf16 matmul (avx512_bf16) packs a copy of the head weight inside the kernel (about 73 KiB)"),
+         why=_BF16_MM_WHY),
     Case("mlp-autocast-adamw", "bf16 autocast", _mlp, "train", _adamw(False), "AdamW", amp=torch.bfloat16,
-         why="oneDNN bf16 matmul packs a weight copy inside the kernel"),
+         why=_BF16_MM_WHY),
     # optimizers, foreach on and off
     *(Case(f"mlp-{name.lower()}-foreach-{'on' if fe else 'off'}", "MLP, optimizers", _mlp, "train", make(fe),
            f"{name} (foreach={fe})")

@@ -82,19 +82,6 @@ def test_autocast_bf16_step() -> None:
     _close(r.peak_memory, truth)
 
 
-def _native_bf16_cpu() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
-
-
-# On CPUs with native bf16 (avx512_bf16) oneDNN's bf16 matmul takes a path that allocates about 73 KiB more here
-# (a packed copy of the 64 KiB head weight, by its size) inside the kernel, which torchcost does not model yet: the
-# kernel-workspace issue. Elsewhere the prediction is within 2 %.
-@pytest.mark.xfail(_native_bf16_cpu(), reason="kernel workspace of oneDNN bf16 matmul on avx512_bf16 CPUs",
-                   strict=False)
 def test_autocast_bf16_inference() -> None:
     model, inputs = CASES["tiny_gpt"]()
     predicted = torchcost.analyze(model, *inputs, amp="bf16").peak_memory

@@ -125,13 +125,14 @@ def test_registered_workspace_counts_at_its_op_only() -> None:
 
     model, x = nn.Sequential(nn.Linear(8, 8)), torch.randn(4, 8)
     base = torchcost.analyze(model, x).memory
-    ws.register_workspace("aten::addmm", fn)
+    builtin = ws.WORKSPACES["aten::addmm"]  # the bf16 matmul entry: 0 for this f32 addmm
+    with pytest.raises(ValueError):
+        ws.register_workspace(torch.ops.aten.addmm, fn)
+    ws.register_workspace("aten::addmm", fn, replace=True)
     try:
-        with pytest.raises(ValueError):
-            ws.register_workspace(torch.ops.aten.addmm, fn)
         r = torchcost.analyze(model, x).memory
     finally:
-        del ws.WORKSPACES["aten::addmm"]
+        ws.register_workspace("aten::addmm", builtin, replace=True)
     assert base is not None and r is not None and seen == ["cpu"]
     i = r.timeline.ops.index("aten::addmm")
     # addmm(bias[8], x[4, 8], W^T): 1000 * bias.shape[0] = 8,000 B, at that op and nowhere else
@@ -182,4 +183,88 @@ def test_grouped_conv_matches_the_allocator(c: int, groups: int) -> None:
     model, x = nn.Conv2d(c, c, 3, padding=1, groups=groups, bias=False), torch.randn(2, c, 15, 15)
     r = torchcost.analyze(model, x)
     assert r.memory is not None and r.memory.at_peak.workspace > 0
+    assert r.peak_memory == eval_truth(model, x)
+
+
+# -- built-in: oneDNN's bf16 brgemm matmul scratchpad (measured on avx512_bf16, no AMX, one thread) ------------------
+
+_BF16 = _AVX512 and "avx512_bf16" in ws._cpu_flags()
+
+
+def _mm_call(m: int, k: int, n: int, *, addmm: bool = False, dtype: torch.dtype = torch.bfloat16,
+             a_transposed: bool = False) -> OpCall:
+    a = torch.empty(k, m, dtype=dtype, device="meta").t() if a_transposed else torch.empty(m, k, dtype=dtype,
+                                                                                             device="meta")
+    b = torch.empty(n, k, dtype=dtype, device="meta").t()
+    if addmm:
+        return OpCall("aten::addmm", (torch.empty(n, dtype=dtype, device="meta"), a, b), {}, None,
+                      torch.ops.aten.addmm.default._schema)
+    return OpCall("aten::mm", (a, b), {}, None, torch.ops.aten.mm.default._schema)
+
+
+@pytest.mark.skipif(not _BF16, reason="measured on an avx512_bf16 CPU without AMX; 0 elsewhere")
+def test_bf16_matmul_workspace_formula() -> None:
+    # the GPT head, x[256, 64] @ W^T[64, 512]: K_blk = 64 (K up to 512, rounded to 32), M_blk = 256
+    #   B copy 64*64*2 = 8,192 + f32 accumulator 256*64*4 = 65,536 + 1,024 = 74,752 (the allocator: 74,752)
+    assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512), "cpu") == 74_752
+    assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512, addmm=True), "cpu") == 74_752
+    # x[1000, 1100] @ W^T[1100, 20]: K_blk = 1024 (K > 1024), M_blk = 250 (largest divisor of 1000 up to 256),
+    #   N = 20 < 64: 1024*64*2 = 131,072 + 250*20*4 = 20,000 + 1,024 = 152,096
+    assert ws.bf16_matmul_workspace(_mm_call(1000, 1100, 20), "cpu") == 152_096
+    # not claimed: f32, a transposed A, M*K*N <= 4096 (torch's own kernel), M = 257 (divisor 1), other devices
+    assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512, dtype=torch.float32), "cpu") == 0
+    assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512, a_transposed=True), "cpu") == 0
+    assert ws.bf16_matmul_workspace(_mm_call(16, 16, 16), "cpu") == 0
+    assert ws.bf16_matmul_workspace(_mm_call(257, 64, 64), "cpu") == 0
+    assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512), "cuda") == 0
+
+
+@pytest.mark.skipif(not _BF16, reason="measured on an avx512_bf16 CPU without AMX; 0 elsewhere")
+def test_bf16_linear_matches_the_allocator() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Linear(1100, 20).to(torch.bfloat16), torch.randn(1000, 1100, dtype=torch.bfloat16)
+    r = torchcost.analyze(model, x)
+    # the addmm's scratchpad, 152,096 B (above), is at the peak beside its 40,000 B output
+    assert r.memory is not None and r.memory.at_peak.workspace == 152_096
+    assert r.peak_memory == eval_truth(model, x)
+
+
+# -- built-in: oneDNN's blocked copies in bf16 convolutions, groups = 1 (measured on avx512_bf16, no AMX) -------------
+
+
+def _bf16_conv_call(n: int, c: int, hw: int, c_out: int, k: int, stride: int, pad: int) -> OpCall:
+    x = torch.empty(n, c, hw, hw, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(c_out, c, k, k, dtype=torch.bfloat16, device="meta")
+    out = torch.nn.functional.conv2d(x, w, None, stride, pad)
+    args = (x, w, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1)
+    return OpCall("aten::convolution", args, {}, out, torch.ops.aten.convolution.default._schema)
+
+
+@pytest.mark.skipif(not _BF16, reason="measured on an avx512_bf16 CPU without AMX; 0 elsewhere")
+def test_bf16_conv_workspace_formula() -> None:
+    # x[2, 64, 16, 16], w[128, 64, 3, 3], stride 2: blocked input 2*64*256*2 = 65,536, weight 128*64*9*2 = 147,456,
+    #   output 2*128*8*8*2 = 32,768: max(65,536 + 147,456 + 32,768, 2*32,768) - 32,768 = 212,992 (the allocator's)
+    assert ws.bf16_conv_workspace(_bf16_conv_call(2, 64, 16, 128, 3, 2, 1), "cpu") == 212_992
+    # a first conv, x[2, 3, 64, 64], w[64, 3, 7, 7], stride 2: input read as it is, weight 64*4*49*2 = 25,088,
+    #   output 2*64*32*32*2 = 262,144: max(25,088 + 262,144, 2*262,144) - 262,144 = 262,144 (the allocator's)
+    assert ws.bf16_conv_workspace(_bf16_conv_call(2, 3, 64, 64, 7, 2, 3), "cpu") == 262_144
+    # the aten::convolution entry routes bf16 groups = 1 here
+    assert ws.WORKSPACES["aten::convolution"](_bf16_conv_call(2, 64, 16, 128, 3, 2, 1), "cpu") == 212_992
+    # not claimed: 1x1 kernels, channels not multiples of 16, other devices
+    assert ws.bf16_conv_workspace(_bf16_conv_call(2, 64, 16, 128, 1, 1, 0), "cpu") == 0
+    assert ws.bf16_conv_workspace(_bf16_conv_call(2, 20, 16, 32, 3, 1, 1), "cpu") == 0
+    assert ws.bf16_conv_workspace(_bf16_conv_call(2, 64, 16, 128, 3, 2, 1), "cuda") == 0
+
+
+@pytest.mark.skipif(not _BF16, reason="measured on an avx512_bf16 CPU without AMX; 0 elsewhere")
+def test_bf16_convnet_matches_the_allocator() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1)).to(torch.bfloat16)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
+    r = torchcost.analyze(model, x)
+    # first conv: weight 16*4*9*2 = 1,152, output 2*16*32*32*2 = 65,536: holds max(66,688, 131,072) - 65,536 = 65,536
+    # second conv: input 65,536, weight 32*16*9*2 = 9,216, output 2*32*32*32*2 = 131,072:
+    #   max(65,536 + 9,216 + 131,072, 2*131,072) - 131,072 = 131,072, the peak's workspace
+    assert r.memory is not None and r.memory.at_peak.workspace == 131_072
     assert r.peak_memory == eval_truth(model, x)

@@ -24,10 +24,14 @@ import torch
 from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
+    "BF16_MATMUL_ISA",
     "FIXED_OUTPUTS",
     "GROUPED_CONV_ISA",
     "WORKSPACES",
     "WorkspaceFn",
+    "bf16_conv_workspace",
+    "bf16_matmul_workspace",
+    "convolution_workspace",
     "grouped_conv_workspace",
     "lstm_workspace_bytes",
     "register_workspace",
@@ -115,7 +119,83 @@ def grouped_conv_workspace(call: OpCall, target: str) -> int:
     return max(blocked_in + blocked_w + blocked_out, blocked_out + plain_out) - plain_out
 
 
-register_workspace("aten::convolution", grouped_conv_workspace)
+def bf16_conv_workspace(call: OpCall, target: str) -> int:
+    """Bytes oneDNN holds inside a bf16 2-D convolution (groups = 1) on a CPU with avx512_bf16 (AVX512, no AMX): it
+    reorders the NCHW input and the weight into channel-blocked copies, computes a blocked output, then writes the
+    plain output while the blocked one is alive. With plain output bytes O, blocked input I', weight W', output O'
+    (O' = O): when C_in and C_out are multiples of 16, I' and W' are the plain sizes; when C_in = 3 (a first conv,
+    C_out a multiple of 16) the input is read as it is (I' = 0) and W' pads C_in to 4. The op holds
+    max(I' + W' + O', O' + O) - O beyond its output; bias, stride, padding, dilation, a non-square kernel and the
+    thread count do not change it. Other channel counts and 1x1 kernels (another kernel, with more scratch) get 0."""
+    x, w, out = call.arg("input"), call.arg("weight"), call.out
+    if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
+            and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
+            and x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16 and not call.arg("transposed")
+            and x.is_contiguous() and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and "avx512_bf16" in _cpu_flags() and _measured_isa(GROUPED_CONV_ISA)):
+        return 0
+    c_in, c_out, kernel = x.size(1), w.size(0), w.size(2) * w.size(3)
+    if c_out % 16:
+        return 0
+    if c_in % 16 == 0:
+        blocked_in, blocked_w = x.numel() * 2, w.numel() * 2
+    elif c_in == 3:
+        blocked_in, blocked_w = 0, c_out * 4 * kernel * 2
+    else:
+        return 0
+    plain_out = out.numel() * 2
+    return max(blocked_in + blocked_w + plain_out, 2 * plain_out) - plain_out
+
+
+def convolution_workspace(call: OpCall, target: str) -> int:
+    """The ``aten::convolution`` entry: :func:`grouped_conv_workspace` (f32, groups > 1) or
+    :func:`bf16_conv_workspace` (bf16, groups = 1); the two claim disjoint calls."""
+    return grouped_conv_workspace(call, target) or bf16_conv_workspace(call, target)
+
+
+register_workspace("aten::convolution", convolution_workspace)
+
+
+BF16_MATMUL_ISA = "AVX512"  # the capability the bf16 matmul entry was measured on (with avx512_bf16, no AMX)
+_MKLDNN_GEMM_MIN = 16 * 16 * 16  # torch sends a bf16 mm to oneDNN only when M*K*N exceeds this (checksize)
+
+
+def _m_block(m: int) -> int:
+    """oneDNN's row block of a bf16 brgemm matmul (avx512_bf16, one thread): M itself up to 256, else the largest
+    divisor of M up to 256 (measured: 300 -> 150, 511 -> 73, 777 -> 111, 1030 -> 206); 0 (not claimed) when that
+    divisor is under 64, where another rule applies (257 -> 129)."""
+    if m <= 256:
+        return m
+    d = next(d for d in range(256, 0, -1) if m % d == 0)
+    return d if d >= 64 else 0
+
+
+def bf16_matmul_workspace(call: OpCall, target: str) -> int:
+    """Bytes of the scratchpad oneDNN's bf16 brgemm matmul allocates inside ``aten::mm`` / ``aten::addmm`` on a CPU
+    with avx512_bf16 (no AMX), one thread: a VNNI copy of a block of B, K_blk x 64 bf16 (2 bytes), an f32
+    accumulator of M_blk x min(N, 64), and 1,024 bytes more. K_blk is K rounded up to 32 up to K = 512, 512 up to
+    K = 1024, then 1024; M_blk as :func:`_m_block`. Claimed when both operands are bf16 2-D, A is row-major
+    (a transposed A adds a copy of A: not claimed) and M*K*N > 4096 (below, torch does not call oneDNN); the
+    layout of B (plain or transposed) and the bias do not change it. f32 matmuls allocate nothing inside. The
+    scratchpad grows with the thread count (not proportionally), so with more than one thread it gives 0."""
+    a, b = call.arg("self" if call.key == "aten::mm" else "mat1"), call.arg("mat2")
+    if not (target == "cpu" and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2
+            and b.dim() == 2 and a.dtype == torch.bfloat16 and b.dtype == torch.bfloat16 and a.stride(1) == 1
+            and torch.get_num_threads() == 1 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and "avx512_bf16" in _cpu_flags()
+            and _measured_isa(BF16_MATMUL_ISA)):
+        return 0
+    m, k, n = a.size(0), a.size(1), b.size(1)
+    m_blk = _m_block(m)
+    if m * k * n <= _MKLDNN_GEMM_MIN or m_blk == 0:
+        return 0
+    k_blk = -(-k // 32) * 32 if k <= 512 else 512 if k <= 1024 else 1024
+    return k_blk * 64 * 2 + m_blk * min(n, 64) * 4 + 1024
+
+
+register_workspace("aten::mm", bf16_matmul_workspace)
+register_workspace("aten::addmm", bf16_matmul_workspace)
 
 
 # -- outputs sized wrongly by the fake/meta kernels ----------------------------------------------------------------
