@@ -53,6 +53,7 @@ from tests.memory.truth import cpu_peak, eval_truth, storage_bytes, train_truth
 from torch import nn
 
 import torchcost
+from benchmarks.docs import replace_section
 from benchmarks.memory_cases import CASES, Case
 from torchcost.report import CostReport
 from torchcost.shapes import ShapeTree, TensorSpec
@@ -288,22 +289,8 @@ def markdown_section(rows: list[Result], threads: int, seconds: float, source: s
 
 
 def write_docs(section: str, path: Path = DOCS) -> None:
-    """Put ``section`` into ``path``: in place of an existing section with the same heading (up to the next level-2
-    heading), else before "## Method", else at the end. The rest of the file is kept."""
-    text = path.read_text() if path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == HEADING]
-    if starts:
-        start = starts[0]
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = next((i for i, line in enumerate(lines) if line.rstrip("\n") == "## Method"), len(lines))
-        if start == len(lines) and lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-    block = section if end == len(lines) else section + "\n"
-    if start > 0 and lines[start - 1].strip():
-        block = "\n" + block
-    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
+    """Replace this benchmark's section of ``path`` (docs/benchmarks.md) with ``section``."""
+    replace_section(path, HEADING, section)
 
 
 # -- the peers' formulas (--peers) ----------------------------------------------------------------------------

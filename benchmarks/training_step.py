@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import torchcost
-from torchcost.render.layout import tokens
+from benchmarks.docs import replace_section
 from torchcost.report import CostReport
 from torchcost.resolve import resolve
 from torchcost.resolve.common import Resolved
@@ -184,7 +184,7 @@ def measure(case: TrainCase) -> Result:
     start = time.perf_counter()
     r: CostReport = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train", memory=False)
     seconds = time.perf_counter() - start
-    return Result(case.name, case.input, r.trainable_params, tokens(r), r.flops, r.phase("backward").flops,
+    return Result(case.name, case.input, r.trainable_params, r.tokens, r.flops, r.phase("backward").flops,
                   r.phase("recompute").flops, r.phase("optimizer").flops, r.step_flops, seconds, case.checkpointed)
 
 
@@ -242,21 +242,8 @@ def markdown_section(results: Sequence[Result], seconds: float, extra: str = "")
 
 
 def write_docs(section: str, path: Path = DOCS) -> None:
-    """Put ``section`` into ``path`` in place of the section with the same heading (up to the next level-2 heading),
-    else before "## Method", else at the end; the rest of the file is kept."""
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == HEADING]
-    if starts:
-        start = starts[0]
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = next((i for i, line in enumerate(lines) if line.rstrip("\n") == "## Method"), len(lines))
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-    block = section if end == len(lines) else section + "\n"
-    if start > 0 and lines[start - 1].strip():
-        block = "\n" + block
-    path.write_text("".join(lines[:start]) + block + "".join(lines[end:]))
+    """Replace this benchmark's section of ``path`` (docs/benchmarks.md) with ``section``."""
+    replace_section(path, HEADING, section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from torchcost.units import format_count, format_int, format_mib
 
 __all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
            "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "row_label", "rows",
-           "select", "table_lines", "tokens"]
+           "select", "table_lines"]
 
 SortKey = Literal["flops", "macs", "params", "step", "backward"]
 SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params", "step", "backward")
@@ -304,11 +304,6 @@ def _phase_lines(report: CostReport) -> list[str]:
     if later:
         lines.append("Uncounted in the step (not in its total): " + ", ".join(later))
     return lines
-
-
-def tokens(report: CostReport) -> int:
-    """The tokens a model is fed (``report.tokens``, set when the report is built; 0: not a token model)."""
-    return report.tokens
 
 
 def _token_lines(report: CostReport) -> list[str]:
