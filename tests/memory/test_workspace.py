@@ -268,3 +268,49 @@ def test_bf16_convnet_matches_the_allocator() -> None:
     #   max(65,536 + 9,216 + 131,072, 2*131,072) - 131,072 = 131,072, the peak's workspace
     assert r.memory is not None and r.memory.at_peak.workspace == 131_072
     assert r.peak_memory == eval_truth(model, x)
+
+
+# -- built-in: torch's native Slow2d im2col buffer, f32 groups = 1 convolutions torch keeps from oneDNN ---------------
+
+
+def _f32_conv_call(n: int, c: int, hw: int, c_out: int, k: int, stride: int, pad: int,
+                   dilation: int = 1) -> OpCall:
+    x, w = torch.empty(n, c, hw, hw, device="meta"), torch.empty(c_out, c, k, k, device="meta")
+    out = torch.nn.functional.conv2d(x, w, None, stride, pad, dilation)
+    args = (x, w, None, [stride, stride], [pad, pad], [dilation, dilation], False, [0, 0], 1)
+    return OpCall("aten::convolution", args, {}, out, torch.ops.aten.convolution.default._schema)
+
+
+@pytest.mark.skipif(not _AVX512, reason="measured on an AVX512 CPU without AMX; 0 elsewhere")
+def test_slow_conv2d_workspace_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    # standard_conv, x[1, 3, 64, 64] (12,288 elements <= 20,480, batch 1, 3x3): Slow2d, im2col buffer
+    #   1 * (3*3*3) * (64*64) * 4 = 442,368 (the allocator: 442,368)
+    assert ws.slow_conv2d_workspace(_f32_conv_call(1, 3, 64, 4, 3, 1, 1), "cpu") == 442_368
+    assert ws.WORKSPACES["aten::convolution"](_f32_conv_call(1, 3, 64, 4, 3, 1, 1), "cpu") == 442_368
+    # x[2, 8, 10, 10], 1x1, padding 1, one thread: Slow2d; output 12x12: 2 * 8 * 144 * 4 = 9,216
+    assert ws.slow_conv2d_workspace(_f32_conv_call(2, 8, 10, 4, 1, 1, 1), "cpu") == 9_216
+    # not claimed: 1x1 stride 1 no padding (no buffer), oneDNN's shapes (over 20,480 elements, batch 2 with 3x3,
+    #   a 5x5 kernel), dilation, other devices
+    assert ws.slow_conv2d_workspace(_f32_conv_call(2, 8, 10, 4, 1, 1, 0), "cpu") == 0
+    assert ws.slow_conv2d_workspace(_f32_conv_call(1, 3, 83, 4, 3, 1, 1), "cpu") == 0
+    assert ws.slow_conv2d_workspace(_f32_conv_call(2, 3, 64, 4, 3, 1, 1), "cpu") == 0
+    assert ws.slow_conv2d_workspace(_f32_conv_call(1, 3, 64, 4, 5, 1, 2), "cpu") == 0
+    assert ws.slow_conv2d_workspace(_f32_conv_call(1, 3, 64, 4, 3, 1, 2, dilation=2), "cpu") == 0
+    assert ws.slow_conv2d_workspace(_f32_conv_call(1, 3, 64, 4, 3, 1, 1), "cuda") == 0
+
+
+@pytest.mark.skipif(not _AVX512, reason="measured on an AVX512 CPU without AMX; 0 elsewhere")
+def test_standard_conv_matches_the_allocator() -> None:
+    from torchcost.examples import build
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, (x,) = build("standard_conv")
+        r = torchcost.analyze(model, x)
+        # the 3x3 conv's im2col buffer, 442,368 B (above), is at the peak: 115,120 B without it
+        assert r.memory is not None and r.memory.at_peak.workspace == 442_368
+        assert r.peak_memory == eval_truth(model, x) == 557_488
+    finally:
+        torch.set_num_threads(threads)

@@ -35,6 +35,7 @@ __all__ = [
     "grouped_conv_workspace",
     "lstm_workspace_bytes",
     "register_workspace",
+    "slow_conv2d_workspace",
     "true_output_bytes",
     "workspace_bytes",
 ]
@@ -148,10 +149,48 @@ def bf16_conv_workspace(call: OpCall, target: str) -> int:
     return max(blocked_in + blocked_w + plain_out, 2 * plain_out) - plain_out
 
 
+def _slow2d_chosen(n: int, c_in: int, h: int, w: int, kh: int, kw: int, strided: bool) -> bool:
+    """True when torch's CPU backend selection (``use_mkldnn`` in aten's Convolution.cpp) leaves an f32, groups = 1,
+    undilated 2-D convolution to its native ``Slow2d`` kernel instead of oneDNN. Checked against
+    ``torch._C._select_conv_backend`` at 26,016 shapes (batch 1 to 16, one and two threads, channels-last too)."""
+    mkldnn = ((strided or n >= 16 or kw != 1 or kh != 1 or torch.get_num_threads() > 1)
+              and ((kw > 3 and kh > 3) or n > 1 or n * c_in * h * w > 20480))
+    return not mkldnn
+
+
+def slow_conv2d_workspace(call: OpCall, target: str) -> int:
+    """Bytes torch's native ``Slow2d`` kernel (``_slow_conv2d_forward``) holds inside an f32, groups = 1 2-D
+    convolution that torch does not send to oneDNN (small inputs: batch 1, a kernel up to 3 wide or tall, at most
+    20,480 input elements; or an unstrided 1x1 kernel, batch under 16, one thread): the im2col buffer,
+    N x (C_in*kh*kw) x (H_out*W_out) floats, unless the kernel is 1x1 with stride 1 and no padding (then none). Not
+    claimed: dilation (``SlowDilated2d``), channels-last input (a channels-last copy of the weight more)."""
+    x, w, out = call.arg("input"), call.arg("weight"), call.out
+    if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
+            and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
+            and x.dtype == torch.float32 and w.dtype == torch.float32 and not call.arg("transposed")
+            and x.is_contiguous() and w.is_contiguous() and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
+        return 0
+    stride, padding = list(call.arg("stride") or [1, 1]), list(call.arg("padding") or [0, 0])
+    dilation = list(call.arg("dilation") or [1, 1])
+    stride, padding, dilation = (v * 2 if len(v) == 1 else v for v in (stride, padding, dilation))
+    if any(int(d) != 1 for d in dilation):
+        return 0
+    n, c_in, kh, kw = x.size(0), x.size(1), w.size(2), w.size(3)
+    strided = any(int(s) != 1 for s in stride)
+    if not _slow2d_chosen(n, c_in, x.size(2), x.size(3), kh, kw, strided):
+        return 0
+    if (kh, kw) == (1, 1) and not strided and all(int(p) == 0 for p in padding):
+        return 0
+    return n * c_in * kh * kw * out.size(2) * out.size(3) * 4
+
+
 def convolution_workspace(call: OpCall, target: str) -> int:
-    """The ``aten::convolution`` entry: :func:`grouped_conv_workspace` (f32, groups > 1) or
-    :func:`bf16_conv_workspace` (bf16, groups = 1); the two claim disjoint calls."""
-    return grouped_conv_workspace(call, target) or bf16_conv_workspace(call, target)
+    """The ``aten::convolution`` entry: :func:`grouped_conv_workspace` (f32, groups > 1),
+    :func:`slow_conv2d_workspace` (f32, groups = 1, torch's native kernel) or :func:`bf16_conv_workspace` (bf16,
+    groups = 1); the three claim disjoint calls."""
+    return (grouped_conv_workspace(call, target) or slow_conv2d_workspace(call, target)
+            or bf16_conv_workspace(call, target))
 
 
 register_workspace("aten::convolution", convolution_workspace)
