@@ -33,7 +33,6 @@ name and flags are printed and written with the table.
 from __future__ import annotations
 
 import argparse
-import copy
 import fnmatch
 import json
 import platform
@@ -49,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tests.memory.truth import cpu_peak, eval_truth, storage_bytes, train_truth
+from tests.memory.truth import eval_truth, train_truth
 from torch import nn
 
 import torchcost
@@ -68,16 +67,6 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_b
 
 # -- truth, with keyword inputs ------------------------------------------------------------------------------------
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensors(v)]
-    return []
-
-
 def _first_float(obj: Any) -> torch.Tensor | None:
     """The output's first floating tensor, depth first (a Hugging Face output is a dict: its logits)."""
     if isinstance(obj, torch.Tensor):
@@ -95,44 +84,6 @@ def _loss(out: Any) -> torch.Tensor:
     t = _first_float(out)
     assert t is not None, "the output holds no floating tensor"
     return t if t.dim() == 0 else t.float().pow(2).mean()
-
-
-def _autocast(amp: torch.dtype | None) -> Any:
-    return torch.autocast("cpu", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False)
-
-
-def inference_truth(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    amp: torch.dtype | None = None) -> int:
-    """Peak bytes alive during ``model(*args, **kwargs)`` in eval mode under no_grad, parameters, buffers and inputs
-    included (tests.memory.truth.eval_truth, with keyword inputs and autocast)."""
-    model.eval()
-    base = storage_bytes([*model.parameters(), *model.buffers(), *_tensors(args), *_tensors(kwargs)])
-    with torch.no_grad(), _autocast(amp):
-        peak, _ = cpu_peak(lambda: model(*args, **kwargs))
-    return base + peak
-
-
-def step_truth(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-               make_optimizer: Callable[[Any], torch.optim.Optimizer], amp: torch.dtype | None = None) -> int:
-    """Peak bytes alive during a steady-state training step on a copy of ``model``: a warm-up step, gradients set to
-    None, then forward, loss, backward and step profiled, with the output and the loss referenced until the step
-    ends (tests.memory.truth.train_truth, with keyword inputs)."""
-    model = copy.deepcopy(model).train()
-    opt = make_optimizer(model.parameters())
-
-    def step() -> None:
-        with _autocast(amp):
-            out = model(*args, **kwargs)
-            loss = _loss(out)
-        loss.backward()
-        opt.step()
-
-    step()
-    opt.zero_grad(set_to_none=True)
-    state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-    base = storage_bytes([*model.parameters(), *model.buffers(), *_tensors(args), *_tensors(kwargs), *state])
-    peak, _ = cpu_peak(step)
-    return base + peak
 
 
 # -- one case, in this process -----------------------------------------------------------------------------------
@@ -170,9 +121,10 @@ def measure_case(case: Case) -> Result:
                               amp="bf16" if case.amp is torch.bfloat16 else None)
         if train:
             assert case.optimizer is not None
-            truth = step_truth(model, args, kwargs, case.optimizer, case.amp)
+            truth = train_truth(model, *args, kwargs=kwargs, make_optimizer=case.optimizer, loss_fn=_loss,
+                                amp=case.amp)
         else:
-            truth = inference_truth(model, args, kwargs, case.amp)
+            truth = eval_truth(model, *args, kwargs=kwargs, amp=case.amp)
     m = r.memory
     assert m is not None
     return Result(case.name, case.family, case.run, truth, r.peak_memory,

@@ -7,6 +7,7 @@ caller adds from the storages it holds. torchcost is not imported here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,13 +55,29 @@ def _model_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
-def eval_truth(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Peak bytes alive during ``model(*inputs)`` in eval mode under no_grad, parameters, buffers and inputs
-    included."""
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in nested tuples, lists and dicts of inputs."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    return [t for v in values for t in _tensors(v)]
+
+
+def _autocast(amp: torch.dtype | None) -> Any:
+    return torch.autocast("cpu", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False)
+
+
+def eval_truth(model: nn.Module, *inputs: Any, kwargs: dict[str, Any] | None = None,
+               amp: torch.dtype | None = None) -> int:
+    """Peak bytes alive during ``model(*inputs, **kwargs)`` in eval mode under no_grad (and CPU autocast to ``amp``
+    when given), parameters, buffers and inputs included."""
+    kwargs = kwargs or {}
     model.eval()
-    base = storage_bytes([*_model_tensors(model), *inputs])
-    with torch.no_grad():
-        peak, _ = cpu_peak(lambda: model(*inputs))
+    base = storage_bytes([*_model_tensors(model), *_tensors(inputs), *_tensors(kwargs)])
+    # no amp: leave autocast as the caller set it (a caller may run the whole measurement under autocast)
+    autocast = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        peak, _ = cpu_peak(lambda: model(*inputs, **kwargs))
     return base + peak
 
 
@@ -72,20 +89,22 @@ def _default_loss(out: Any) -> torch.Tensor:
 
 def train_truth(
     model: nn.Module,
-    *inputs: torch.Tensor,
+    *inputs: Any,
     make_optimizer: Callable[[Any], torch.optim.Optimizer],
     loss_fn: Callable[[Any], torch.Tensor] = _default_loss,
     amp: torch.dtype | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> int:
     """Peak bytes alive during a steady-state training step on a copy of ``model``: one step first (so the optimizer
     state exists), gradients set to None, then forward, loss, backward and step profiled, with the output and the
     loss referenced until the step ends."""
+    kwargs = kwargs or {}
     model = copy.deepcopy(model).train()
     opt = make_optimizer(model.parameters())
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=amp) if amp is not None else torch.autocast("cpu", enabled=False):
-            out = model(*inputs)
+        with _autocast(amp):
+            out = model(*inputs, **kwargs)
             loss = loss_fn(out)
         loss.backward()
         opt.step()
@@ -93,6 +112,6 @@ def train_truth(
     step()
     opt.zero_grad(set_to_none=True)
     state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-    base = storage_bytes([*_model_tensors(model), *inputs, *state])
+    base = storage_bytes([*_model_tensors(model), *_tensors(inputs), *_tensors(kwargs), *state])
     peak, _ = cpu_peak(step)
     return base + peak
