@@ -24,11 +24,11 @@ def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
     """(peak, end): the most bytes the call had allocated at once beyond what was alive before it, and what it left."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events: list[tuple[int, int]] = []
+    events: list[tuple[int, int, int]] = []
 
     def walk(ev: Any) -> None:
         if ev.tag == _EventType.Allocation:
-            events.append((ev.start_time_ns, ev.extra_fields.alloc_size))
+            events.append((ev.start_time_ns, ev.extra_fields.alloc_size, ev.extra_fields.ptr))
         for child in ev.children:
             walk(child)
 
@@ -36,7 +36,14 @@ def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
         walk(root)
     events.sort(key=lambda e: e[0])  # a stable sort keeps the recorded order of same-time events
     current = peak = 0
-    for _, size in events:
+    mine: set[int] = set()
+    for _, size, ptr in events:
+        if size < 0 and ptr not in mine:
+            continue  # made before the call (an unrelated object the garbage collector frees now): not the call's
+        if size > 0:
+            mine.add(ptr)
+        else:
+            mine.discard(ptr)
         current += size
         peak = max(peak, current)
     return peak, current
