@@ -5,7 +5,6 @@ stand-in for torch.cuda's statistics."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import pytest
 import torch
@@ -21,13 +20,7 @@ from torchcost.run.concurrency import exclusive
 from torchcost.run.execute import Measured, allocator_meter, running_peak
 from torchcost.run.step import StepOptions
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _measured_run(model: torch.nn.Module, x: torch.Tensor, mode: str, measure_cpu: bool) -> tuple[int, int | None]:

@@ -3,7 +3,6 @@ never an internal error, and never the end of the program (sys.exit in a spec or
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,8 @@ import pytest
 import torch
 
 import torchcost
+from tests.reliability.configs import hf_config
 from torchcost.resolve import resolve
-
-GPT2 = Path(torchcost.__file__).parent / "configs" / "gpt2.json"
-
-
-def _config(tmp_path: Path, **changes: Any) -> str:
-    data = json.loads(GPT2.read_text())
-    data.update({"n_layer": 1, **changes})
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(data))
-    return f"hf:{path}"
 
 
 @pytest.mark.parametrize("changes, says", [
@@ -34,12 +24,12 @@ def _config(tmp_path: Path, **changes: Any) -> str:
 ])
 def test_hf_config_errors_are_spec_errors(tmp_path: Path, changes: dict[str, Any], says: str) -> None:
     with pytest.raises(torchcost.SpecError, match=says) as info:
-        resolve(_config(tmp_path, **changes))
+        resolve(hf_config(tmp_path, **changes))
     assert "\n" not in str(info.value)
 
 
 def test_trust_remote_code_is_refused(tmp_path: Path) -> None:
-    spec = _config(tmp_path, auto_map={"AutoModel": "evil.modeling.Evil"}, _name_or_path="someone/evil")
+    spec = hf_config(tmp_path, auto_map={"AutoModel": "evil.modeling.Evil"}, _name_or_path="someone/evil")
     with pytest.raises(torchcost.SpecError, match="trust_remote_code is refused"):
         resolve(spec, kwargs={"trust_remote_code": True})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ import torch
 
 import torchcost
 import torchcost.inputs
+from tests.reliability.configs import hf_config
 from torchcost import cli
-
-GPT2 = Path(torchcost.__file__).parent / "configs" / "gpt2.json"
 
 TOKENS = """\
 from torch import nn
@@ -127,12 +125,6 @@ def test_a_forward_that_exits(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 # -- hf configs the user wrote --------------------------------------------------------------------------------------
 
-def _config(tmp_path: Path, **changes: Any) -> str:
-    data = json.loads(GPT2.read_text())
-    data.update({"n_layer": 1, **changes})
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(data))
-    return f"hf:{path}"
 
 
 @pytest.mark.parametrize(("changes", "says"), [
@@ -142,26 +134,26 @@ def _config(tmp_path: Path, **changes: Any) -> str:
 def test_hf_config_with_a_bad_field(capsys: pytest.CaptureFixture[str], tmp_path: Path, changes: dict[str, Any],
                                     says: str) -> None:
     # was: internal error, exit 1
-    assert says in _refused(capsys, _config(tmp_path, **changes), "--meta")
+    assert says in _refused(capsys, hf_config(tmp_path, **changes), "--meta")
 
 
 def test_hf_config_whose_architecture_is_not_a_model_class(capsys: pytest.CaptureFixture[str],
                                                            tmp_path: Path) -> None:
-    line = _refused(capsys, _config(tmp_path, architectures=["GPT2Config"]), "--meta")
+    line = _refused(capsys, hf_config(tmp_path, architectures=["GPT2Config"]), "--meta")
     assert "GPT2Config" in line and "not a transformers model class" in line
 
 
 def test_hf_config_with_a_dtype_that_does_not_exist(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert "float17" in _refused(capsys, _config(tmp_path, torch_dtype="float17"), "--meta")
+    assert "float17" in _refused(capsys, hf_config(tmp_path, torch_dtype="float17"), "--meta")
 
 
 def test_hf_config_with_a_mismatched_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = _refused(capsys, _config(tmp_path, architectures=["LlamaForCausalLM"]), "--meta")
+    line = _refused(capsys, hf_config(tmp_path, architectures=["LlamaForCausalLM"]), "--meta")
     assert "config.json: transformers cannot build the model from this config" in line
 
 
 def test_trust_remote_code_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    spec = _config(tmp_path, auto_map={"AutoModel": "evil.modeling.Evil"}, _name_or_path="someone/evil")
+    spec = hf_config(tmp_path, auto_map={"AutoModel": "evil.modeling.Evil"}, _name_or_path="someone/evil")
     assert "trust_remote_code is refused" in _refused(capsys, spec, "--kwargs", "trust_remote_code=True")
 
 
