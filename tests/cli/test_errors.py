@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import torchcost.inputs
 from tests.cli.conftest import python
 from tests.cli.conftest import torchcost as run
 from torchcost import cli
-from torchcost.resolve import hf
 
 
 def _one_line(text: str) -> str:
@@ -136,7 +136,8 @@ def test_file_spec_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
 
 def test_huge_model_without_meta_is_refused(capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hf, "_available_bytes", lambda: 16 * 2**30)  # whatever this machine has, say 16 GiB
+    # whatever this machine has, say 16 GiB
+    monkeypatch.setattr(torchcost.inputs, "available_memory", lambda device: 16 * 2**30)
     rc, out, err = _main(capsys, "hf:llama-3-70b")
     assert (rc, out) == (2, "")
     # 70,553,706,496 params * 2 bytes (bfloat16, the config's dtype) = 131.4 GiB

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import torchcost.inputs as _input_rules
 from torchcost.errors import InputError, SpecError
 from torchcost.resolve.common import (
     BuildOptions,
@@ -171,17 +172,6 @@ def _refuse_remote_code(data: dict[str, Any], opts: BuildOptions, spec: str) -> 
                         f"build the model in a .py file and give path/to/file.py:Name")
 
 
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def build(name: str, opts: BuildOptions) -> Resolved:
     spec = f"hf:{name}"
     data, label = load_config(name)
@@ -220,7 +210,7 @@ def build(name: str, opts: BuildOptions) -> Resolved:
         with torch.device("meta"):
             probe = _call(make, spec, opts)
         need = sum(p.numel() * p.element_size() for p in {id(p): p for p in probe.parameters()}.values())
-        available = _available_bytes()
+        available = _input_rules.available_memory(opts.device)
         if available is not None and need > MEMORY_FRACTION * available:
             raise SpecError(f"{spec} needs {need / 2**30:.1f} GiB for its parameters in {_dtype_name(dtype)}, more "
                             f"than this machine can spare ({available / 2**30:.1f} GiB available); add --meta to "
