@@ -247,3 +247,18 @@ def test_train_markdown_and_csv_columns() -> None:
     assert csv_lines[2] == '0,Linear,1,1,"[8, 1000]",1000000,0,8000000,16000000,1,8000000,16000000,0,0,4000000,36000000'
     eval_csv = render_csv(torchcost.analyze(nn.Sequential(nn.Linear(1000, 1000, bias=False)), torch.randn(8, 1000)))
     assert eval_csv.splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_train_footer_splits_backward_macs_into_input_and_weight_gradients() -> None:
+    # Linear(1000, 1000, bias=False) on 8 x 1000: the weight gradient g^T x is 8 x 1000 x 1000 = 8,000,000 MACs; the
+    # input needs no gradient, so none is made for it; the loss's backward is element-wise (no MACs)
+    assert "Backward MACs: 8.00 M = input gradients 0 + weight gradients 8.00 M" in _linear_step().table().splitlines()
+    # with an input that requires grad, g W is another 8 x 1000 x 1000 = 8,000,000 MACs, an input gradient
+    x = torch.randn(8, 1000, requires_grad=True)
+    r = torchcost.analyze(nn.Sequential(nn.Linear(1000, 1000, bias=False)), x, mode="train", optimizer="sgd",
+                          memory=False)
+    back = r.phase("backward")
+    assert (back.macs, back.input_grad_macs, back.weight_grad_macs) == (16_000_000, 8_000_000, 8_000_000)
+    assert "Backward MACs: 16.00 M = input gradients 8.00 M + weight gradients 8.00 M" in r.table().splitlines()
+    assert not any(line.startswith("Backward MACs") for line in torchcost.analyze(nn.Linear(4, 4), torch.randn(2, 4))
+                   .table().splitlines())  # eval: no backward

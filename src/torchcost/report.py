@@ -16,7 +16,8 @@ from torchcost.shapes import ShapeTree, TensorSpec
 __all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount",
            "PhaseCount"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 lacks the training-step fields: they read back as 0 / empty
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,9 @@ class CostReport:
             if f.name in ("root", "schema_version", "_index"):
                 continue
             data[f.name] = _encode(getattr(self, f.name))
+        if self.phases and self.tokens:  # a training step's derived figures, for readers; from_dict drops them
+            data["per_token"] = {"tokens": self.tokens, "step_flops_per_token": self.step_flops / self.tokens,
+                                 "six_nd_flops": 6 * self.trainable_params * self.tokens}
         data["modules"] = [_module_dict(m) for m in self.root.walk()]
         return data
 
@@ -326,8 +330,9 @@ class CostReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CostReport:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise InputError(f"report schema version {version!r} is not {SCHEMA_VERSION}, the one this torchcost reads")
+        if version not in READABLE_VERSIONS:
+            raise InputError(f"report schema version {version!r} is not one this torchcost reads "
+                             f"({', '.join(map(str, READABLE_VERSIONS))})")
         modules = data["modules"]
         built: dict[str, ModuleCost] = {}
         for entry in reversed(modules):  # children come after their parent in pre-order
@@ -338,7 +343,10 @@ class CostReport:
             kwargs["uncounted"] = tuple(OpCount(**o) for o in kwargs["uncounted"])
             kwargs["children"] = tuple(built[c] for c in entry["children"])
             built[entry["name"]] = ModuleCost(**kwargs)
-        top = {k: v for k, v in data.items() if k != "modules"}
+        top = {k: v for k, v in data.items() if k not in ("modules", "per_token")}
+        top["schema_version"] = SCHEMA_VERSION  # a version-1 document reads back as this version's report
+        top.setdefault("step_macs", top["macs"])  # version 1 had no phases: the run was the forward
+        top.setdefault("step_flops", top["flops"])
         top["root"] = built[modules[0]["name"]]
         top["input_shape"] = _decode_shape(top["input_shape"])
         for key in ("ops", "uncounted", "free_ops", "enclosed_ops"):

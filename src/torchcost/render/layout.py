@@ -299,11 +299,24 @@ def _phase_lines(report: CostReport) -> list[str]:
     shown = ", ".join(f"{p.name} {format_count(p.flops)}" for p in report.phases if p.name != "recompute" or p.flops)
     lines = [f"Training step FLOPs: {shown}; total {format_int(report.step_flops)} "
              f"({format_count(report.step_flops)})"]
+    lines += _split_lines(report)
     lines += _token_lines(report)
     later = [f"{p.name}: {o.op} x{o.calls}" for p in report.phases if p.name != "forward" for o in p.uncounted]
     if later:
         lines.append("Uncounted in the step (not in its total): " + ", ".join(later))
     return lines
+
+
+def _split_lines(report: CostReport) -> list[str]:
+    """The backward's MACs split into those that make input (activation) gradients and weight gradients; the rest
+    (attention's products, products run by other nodes) in neither."""
+    back = report.phase("backward")
+    if not back.macs:
+        return []
+    rest = back.macs - back.input_grad_macs - back.weight_grad_macs
+    other = f" + other {format_count(rest)}" if rest else ""
+    return [f"Backward MACs: {format_count(back.macs)} = input gradients {format_count(back.input_grad_macs)}"
+            f" + weight gradients {format_count(back.weight_grad_macs)}{other}"]
 
 
 def _token_lines(report: CostReport) -> list[str]:
