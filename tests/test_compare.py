@@ -16,3 +16,16 @@ def test_compare_takes_modules_and_reports() -> None:
     assert c.names == ("std", "dws") and c.row("macs").values == (STANDARD_MACS, SEPARABLE_MACS)  # test_conv.py
     with pytest.raises(torchcost.InputError, match="without inputs"):
         torchcost.compare(StandardConv())
+
+
+def test_compare_makes_token_inputs_with_input_dtype() -> None:
+    import torch
+    from torch import nn
+
+    # Embedding(100, 16) + Linear(16, 4) on 2 x 8 token ids: 2 x 8 x 16 x 4 = 1,024 MACs; with 32 outputs: 2,048
+    small = nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 4))
+    wide = nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 8))
+    c = torchcost.compare(small, wide, input_size=(2, 8), input_dtype=torch.int64)
+    assert c.row("macs").values == (1_024, 2_048)
+    with pytest.raises(torchcost.errors.DtypeError, match=r"layer '0' \(Embedding\)"):  # float ids: named
+        torchcost.compare(small, wide, input_size=(2, 8), dtype=torch.float32)

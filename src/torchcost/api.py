@@ -102,13 +102,15 @@ def compare(
     meta: bool = False,
     config: Mapping[str, Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    input_dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     **analyze_kwargs: Any,
 ) -> Comparison:
     """Analyse each model and put them side by side.
 
     Each model is a spec string (``"torchvision:resnet50"``, built by :func:`torchcost.resolve.resolve` with
-    ``input_size``, ``batch_size``, ``seq_len``, ``dtype``, ``device``, ``meta``, ``config`` and ``kwargs``), an
-    ``nn.Module`` (analysed with ``input_size``, which it then needs), a ``(module, input, ...)`` tuple, a
+    ``input_size``, ``batch_size``, ``seq_len``, ``dtype``, ``device``, ``meta``, ``config``, ``kwargs`` and
+    ``input_dtype``), an ``nn.Module`` (analysed with ``input_size``, which it then needs, and inputs of
+    ``input_dtype``, else ``dtype``), a ``(module, input, ...)`` tuple, a
     :class:`~torchcost.resolve.Resolved`, or a :class:`CostReport` already made. ``analyze_kwargs`` go to every
     :func:`torchcost.analyze` call. ``names`` label the columns (default: the spec's model name or the class name).
     """
@@ -117,7 +119,7 @@ def compare(
     if names is not None and len(names) != len(models):
         raise InputError(f"{len(models)} models but {len(names)} names")
     build = {"input_size": input_size, "batch_size": batch_size, "seq_len": seq_len, "dtype": dtype,
-             "device": device, "meta": meta, "config": config, "kwargs": kwargs}
+             "device": device, "meta": meta, "config": config, "kwargs": kwargs, "input_dtype": input_dtype}
     done = [_compared(item, build, analyze_kwargs) for item in models]
     labels = [label for _, label, _ in done]
     return build_comparison([r for r, _, _ in done], list(names) if names is not None else labels,
@@ -136,8 +138,8 @@ def _compared(item: object, build: dict[str, Any], analyze_kwargs: dict[str, Any
         if build["input_size"] is None:
             raise InputError(f"compare() got a {type(item).__name__} module without inputs: give input_size, "
                              f"or pass (module, input) instead")
-        report = analyze(item, input_size=build["input_size"], dtype=build["dtype"], device=build["device"],
-                         **analyze_kwargs)
+        dtypes = build["input_dtype"] if build["input_dtype"] is not None else build["dtype"]
+        report = analyze(item, input_size=build["input_size"], dtype=dtypes, device=build["device"], **analyze_kwargs)
         return report, type(item).__name__, ""
     if isinstance(item, tuple) and item and isinstance(item[0], nn.Module):
         return analyze(item[0], *item[1:], **analyze_kwargs), type(item[0]).__name__, ""
