@@ -1,5 +1,6 @@
 """Loss functions that reach the dispatcher as one op: nll_loss (cross-entropy lowers to log_softmax + nll_loss),
-mse, smooth L1, Huber, binary cross-entropy (on probabilities and on logits).
+mse, smooth L1, Huber, soft margin, binary cross-entropy (on probabilities and on logits). Their backward kernels
+are priced in :mod:`backward`.
 
 Each is priced per element of the element-wise loss, then reduced: ``reduction="none"`` adds nothing, ``"sum"``
 n - 1 additions and ``"mean"`` n (n - 1 additions and one divide), as :mod:`pointwise` prices sum and mean.
@@ -15,6 +16,7 @@ smooth_l1_loss                    6             subtract, abs, compare, then 0.5
                                                 branch (|d| - 0.5 * beta) is cheaper: the larger is charged
 huber_loss                        5             subtract, abs, compare, then 0.5 * d * d (2) or
                                                 delta * (|d| - 0.5 * delta) (2)
+soft_margin_loss                  4             log1p(exp(-y * x)): neg, mul, exp, log1p
 binary_cross_entropy              9 (+1)        (y - 1) * max(log1p(-x), -100) - y * max(log(x), -100):
                                                 neg, log1p, max, sub, mul, log, max, mul, sub; weight: +1
 binary_cross_entropy_with_logits  9 (+3) (+1)   (1 - y) * x - log_sigmoid(x): sub, mul, log_sigmoid (6), sub;
@@ -24,8 +26,9 @@ binary_cross_entropy_with_logits  9 (+3) (+1)   (1 - y) * x - log_sigmoid(x): su
 ================================  ============  =============================================================
 
 Which targets are ignored (``ignore_index``) is data, unknown on the meta device: every target is counted.
-Losses that torch decomposes (l1, kl_div, cross-entropy with probabilities or label smoothing, margin losses) are
-priced op by op.
+Losses that torch decomposes (l1, kl_div, cross-entropy with probabilities or label smoothing, hinge, cosine and
+triplet margin losses) are priced op by op. multi_margin_loss, multilabel_margin_loss and ctc_loss (CPU kernels only,
+with data-dependent work) have no formula: they are reported as uncounted.
 """
 
 from __future__ import annotations
@@ -78,5 +81,6 @@ register_many(["aten::nll_loss_forward", "aten::nll_loss2d_forward", "aten::nll_
 register_many(["aten::mse_loss"], _elementwise_loss(2))
 register_many(["aten::smooth_l1_loss"], _elementwise_loss(6))
 register_many(["aten::huber_loss"], _elementwise_loss(5))
+register_many(["aten::soft_margin_loss"], _elementwise_loss(4))
 register_many(["aten::binary_cross_entropy"], _elementwise_loss(9))
 register_many(["aten::binary_cross_entropy_with_logits"], _elementwise_loss(9))

@@ -20,7 +20,8 @@ from torchcost.formulas._util import first_tensor
 from torchcost.formulas.registry import Cost, Formula, OpCall, register_many
 
 
-def _expand(value: int | Sequence[int], dims: int) -> list[int]:
+def per_dim(value: int | Sequence[int], dims: int) -> list[int]:
+    """A kernel_size (stride, padding) argument as one int per dimension."""
     if isinstance(value, int):
         return [value] * dims
     values = [int(v) for v in value]
@@ -30,14 +31,14 @@ def _expand(value: int | Sequence[int], dims: int) -> list[int]:
 def _pool(dims: int, is_max: bool) -> Formula:
     def cost(call: OpCall) -> Cost:
         out = first_tensor(call.out)
-        window = math.prod(_expand(call.arg("kernel_size"), dims))
+        window = math.prod(per_dim(call.arg("kernel_size"), dims))
         per_output = window - 1 if is_max else window
         return Cost(other_flops=per_output * out.numel())
 
     return cost
 
 
-def _window_sum(length: int, out: int) -> int:
+def window_sum(length: int, out: int) -> int:
     """Sum over output positions of the adaptive window size along one dimension."""
     return sum(-(-((i + 1) * length) // out) - (i * length) // out for i in range(out))
 
@@ -49,7 +50,7 @@ def _adaptive(dims: int, is_max: bool) -> Formula:
         in_sizes = [int(s) for s in x.shape[-dims:]]
         out_sizes = [int(s) for s in out.shape[-dims:]]
         planes = out.numel() // math.prod(out_sizes) if math.prod(out_sizes) else 0
-        window_total = math.prod(_window_sum(i, o) for i, o in zip(in_sizes, out_sizes))
+        window_total = math.prod(window_sum(i, o) for i, o in zip(in_sizes, out_sizes))
         per_plane = window_total - math.prod(out_sizes) if is_max else window_total
         return Cost(other_flops=planes * per_plane)
 
