@@ -9,6 +9,7 @@
     python -m benchmarks.memory_accuracy --peers               # resnet18 and GPT-2 small beside torchsummary's and
                                                                # torchinfo's formulas
     python -m benchmarks.memory_accuracy --llama               # the llama-3-70b timing and RSS check (meta tensors)
+    python -m benchmarks.memory_accuracy --kernel-memory table # without probes (collect/probe.py): the table alone
 
 What it measures. The cases (benchmarks/memory_cases.py) span CNNs with depthwise and grouped convolutions,
 BatchNorm, activation checkpointing, LSTM and GRU, a transformer with SDPA and tied weights, nn.MultiheadAttention
@@ -23,7 +24,8 @@ foreach on and off, at batch 1 and larger. Each runs in its own process (``--one
   out.float().pow(2).mean(); loss.backward(); opt.step()`` (the forward and loss under bf16 autocast where the case
   says so);
 - **predicted**: ``torchcost.analyze`` on the same model and inputs (fake tensors, nothing allocated), with the
-  case's optimizer instance and ``amp="bf16"`` where it autocasts;
+  case's optimizer instance and ``amp="bf16"`` where it autocasts, under the kernel-memory policy of
+  ``--kernel-memory`` (default "auto": the workspace table, and a probe of the real kernel where it knows nothing);
 - **error**: (predicted - truth) / truth.
 
 oneDNN picks its kernels (and so the memory they allocate inside themselves) by the CPU's ISA, so the CPU's model
@@ -54,6 +56,7 @@ from torch import nn
 import torchcost
 from benchmarks.docs import replace_section
 from benchmarks.memory_cases import CASES, Case
+from torchcost.collect import probe
 from torchcost.report import CostReport
 from torchcost.shapes import ShapeTree, TensorSpec
 
@@ -97,6 +100,7 @@ class Result:
     predicted: int = 0
     peak_at: str = ""  # torchcost's peak: phase, op, module
     seconds: float = 0.0  # the whole case, truth included
+    analyze_s: float = 0.0  # torchcost.analyze alone (probes included)
     why: str = ""  # the case's known reason, kept for any case that misses by more than TOLERANCE
     error: str = ""  # a crash, if the case could not run
 
@@ -117,8 +121,10 @@ def measure_case(case: Case) -> Result:
     optimizer = case.optimizer(model.parameters()) if train and case.optimizer is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        began = time.perf_counter()
         r = torchcost.analyze(model, *args, kwargs=kwargs, mode=case.mode, optimizer=optimizer,
                               amp="bf16" if case.amp is torch.bfloat16 else None)
+        analyze_s = time.perf_counter() - began
         if train:
             assert case.optimizer is not None
             truth = train_truth(model, *args, kwargs=kwargs, make_optimizer=case.optimizer, loss_fn=_loss,
@@ -129,15 +135,15 @@ def measure_case(case: Case) -> Result:
     assert m is not None
     return Result(case.name, case.family, case.run, truth, r.peak_memory,
                   f"{m.peak_phase}: {m.peak_op} in {m.peak_module or '(model)'}",
-                  time.perf_counter() - start, case.why)
+                  time.perf_counter() - start, analyze_s, case.why)
 
 
-def run_case(name: str, threads: int) -> Result:
+def run_case(name: str, threads: int, kernel_memory: str = "auto") -> Result:
     """One case in a fresh Python process (``--one NAME``), so that no allocator, oneDNN or autograd state of an
-    earlier case is alive."""
+    earlier case is alive (and no probe is cached)."""
     case = CASES[name]
     done = subprocess.run([sys.executable, "-m", "benchmarks.memory_accuracy", "--one", name, "--threads",
-                           str(threads)], capture_output=True, text=True, cwd=ROOT)
+                           str(threads), "--kernel-memory", kernel_memory], capture_output=True, text=True, cwd=ROOT)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -186,13 +192,13 @@ def _why(row: Result) -> str:
 
 
 def case_table(rows: list[Result]) -> str:
-    head = (f"{'case':26} {'run':30} {'truth B':>13} {'predicted B':>13} {'error':>8}  "
+    head = (f"{'case':26} {'run':30} {'truth B':>13} {'predicted B':>13} {'error':>8} {'analyze s':>9}  "
             f"{'peak at (torchcost)':60} why")
     lines = [head, "-" * len(head)]
     for r in rows:
         err = "crash" if r.error else f"{r.error_pct:+.2f}%"
-        lines.append(f"{r.case:26} {r.run:30} {r.truth:13,} {r.predicted:13,} {err:>8}  {r.peak_at[:60]:60} "
-                     f"{_why(r)}")
+        lines.append(f"{r.case:26} {r.run:30} {r.truth:13,} {r.predicted:13,} {err:>8} {r.analyze_s:9.2f}  "
+                     f"{r.peak_at[:60]:60} {_why(r)}")
     ok = sum(not r.misses for r in rows)
     lines.append(f"{ok} of {len(rows)} cases within {TOLERANCE:g} %")
     return "\n".join(lines)
@@ -209,14 +215,15 @@ def torchcost_source() -> str:
     return f"torchcost {torchcost.__version__} (git {head}{' + uncommitted changes in src/' if dirty else ''})"
 
 
-def markdown_section(rows: list[Result], threads: int, seconds: float, source: str) -> str:
+def markdown_section(rows: list[Result], threads: int, seconds: float, source: str,
+                     kernel_memory: str = "auto") -> str:
     ok = sum(not r.misses for r in rows)
     out = [
         HEADING,
         "",
         f"Generated on {time.strftime('%Y-%m-%d')} by `python -m benchmarks.memory_accuracy` ({seconds:.0f} s; "
-        f"torch {torch.__version__}, {source}, {threads} thread(s), each case in a fresh "
-        "process). Cases: [benchmarks/memory_cases.py](../benchmarks/memory_cases.py).",
+        f"torch {torch.__version__}, {source}, {threads} thread(s), each case in a fresh process, kernel memory "
+        f"{kernel_memory!r}). Cases: [benchmarks/memory_cases.py](../benchmarks/memory_cases.py).",
         "",
         f"CPU: {cpu_description()}. oneDNN picks its kernels, and so the memory they allocate inside themselves, by "
         "these flags: the figures below hold for this CPU.",
@@ -225,17 +232,18 @@ def markdown_section(rows: list[Result], threads: int, seconds: float, source: s
         "the bytes alive before: parameters, buffers, inputs, optimizer state). Inference runs in eval mode under "
         "no_grad; a step is the steady-state one (a warm-up step, `zero_grad(set_to_none=True)`, then the measured "
         "forward, `out.float().pow(2).mean()`, backward and optimizer step). **predicted**: `torchcost.analyze` on "
-        "the same model and inputs. **error**: (predicted - truth) / truth. **why**: the known cause, for each case "
-        f"that misses by more than {TOLERANCE:g} %.",
+        "the same model and inputs (the oneDNN calls the workspace table does not claim measured by probes of the "
+        "real kernel, collect/probe.py; **analyze s**: its wall time, probes included). **error**: (predicted - "
+        f"truth) / truth. **why**: the known cause, for each case that misses by more than {TOLERANCE:g} %.",
         "",
         f"{ok} of {len(rows)} cases are within {TOLERANCE:g} %.",
         "",
-        "| case | family | run | truth (B) | predicted (B) | error | torchcost's peak at | why |",
-        "|---|---|---|---:|---:|---:|---|---|",
+        "| case | family | run | truth (B) | predicted (B) | error | analyze s | torchcost's peak at | why |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         err = "crash" if r.error else f"{r.error_pct:+.2f}%"
-        out.append(f"| {r.case} | {r.family} | {r.run} | {r.truth:,} | {r.predicted:,} | {err} | "
+        out.append(f"| {r.case} | {r.family} | {r.run} | {r.truth:,} | {r.predicted:,} | {err} | {r.analyze_s:.2f} | "
                    f"{r.peak_at.replace('|', '/')} | {_why(r)} |")
     return "\n".join(out) + "\n"
 
@@ -374,6 +382,9 @@ def main(argv: list[str] | None = None) -> None:
                                         "written (unless --write-docs)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the real runs (1)")
+    parser.add_argument("--kernel-memory", choices=("auto", "measure", "table"), default="auto",
+                        help="torchcost's kernel-memory policy (collect/probe.py): auto (default), measure, or table "
+                             "(no probes)")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--write-docs", action="store_true", help="write the docs section even with --cases")
     parser.add_argument("--source-label", help="how to name the torchcost that ran (default: its git commit)")
@@ -385,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case here, print its row as JSON
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    probe.set_kernel_memory(args.kernel_memory)
     if args.one:
         print(json.dumps(asdict(measure_case(CASES[args.one]))))
         return
@@ -396,22 +408,22 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_accuracy:
         names = select(args.cases)
         source = args.source_label or torchcost_source()
-        print(f"torch {torch.__version__}, {source}, {args.threads} thread(s)")
+        print(f"torch {torch.__version__}, {source}, {args.threads} thread(s), kernel memory {args.kernel_memory!r}")
         print(f"CPU: {cpu_description()}")
         start = time.perf_counter()
         rows = []
         for name in names:
-            rows.append(run_case(name, args.threads))
+            rows.append(run_case(name, args.threads, args.kernel_memory))
             r = rows[-1]
-            print(f"  {name:26} {'crash: ' + r.error if r.error else f'{r.error_pct:+.2f}%'} ({r.seconds:.1f} s)",
-                  flush=True)
+            print(f"  {name:26} {'crash: ' + r.error if r.error else f'{r.error_pct:+.2f}%'} ({r.seconds:.1f} s, "
+                  f"analyze {r.analyze_s:.2f} s)", flush=True)
         seconds = time.perf_counter() - start
         print()
         print(case_table(rows))
         if args.json:
             args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
         if not args.no_docs and (args.cases is None or args.write_docs):
-            write_docs(markdown_section(rows, args.threads, seconds, source))
+            write_docs(markdown_section(rows, args.threads, seconds, source, args.kernel_memory))
             print(f"\nwritten: {DOCS.relative_to(ROOT)}, section \"{HEADING[3:]}\"")
     if args.peers:
         print()

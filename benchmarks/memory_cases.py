@@ -72,6 +72,15 @@ def _resnet18_bf16() -> Built:
     return model, (torch.randn(2, 3, 64, 64, dtype=torch.bfloat16),), {}
 
 
+def _resnet18(batch: int, size: int) -> Callable[[], Built]:
+    def build() -> Built:
+        import torchvision
+
+        torch.manual_seed(0)
+        return torchvision.models.resnet18(), (torch.randn(batch, 3, size, size),), {}
+    return build
+
+
 class GroupedBlock(nn.Module):
     """A ResNeXt-style bottleneck: 1x1 conv, 3x3 conv in 8 groups, 1x1 conv, each with BatchNorm, and a residual."""
 
@@ -190,6 +199,12 @@ CASES: dict[str, Case] = {c.name: c for c in [
          why="oneDNN conv backward: blocked copies of src and diff_dst inside the kernel"),
     Case("checkpoint-b8-adam", "CNN, checkpointing", _checkpointed, "train", _adam(False), "Adam",
          why="oneDNN conv backward: blocked copies of src and diff_dst inside the kernel"),
+    Case("resnet18-b1-224", "CNN, oneDNN f32 conv", _resnet18(1, 224),
+         why="oneDNN f32 conv (groups = 1): blocked copies inside the kernel (measured by a probe on a cpu target)"),
+    Case("resnet18-b2-112-sgd", "CNN, oneDNN f32 conv", _resnet18(2, 112), "train", _sgd(False), "SGD",
+         why="oneDNN conv forward and backward: blocked copies inside the kernel (measured by a probe)"),
+    Case("resnet18-b2-112-adamw", "CNN, oneDNN f32 conv", _resnet18(2, 112), "train", _adamw(False), "AdamW",
+         why="oneDNN conv forward and backward: blocked copies inside the kernel (measured by a probe)"),
     Case("resnet18-bf16-b2", "bf16 model", _resnet18_bf16,
          why="oneDNN bf16 conv: blocked copies of input and weight inside the kernel (an entry covers groups = 1, "
              "channels multiples of 16 or a 3-channel input, kernels not 1x1, on avx512_bf16)"),

@@ -122,8 +122,10 @@ def test_bf16_model() -> None:
     model = model.to(torch.bfloat16)
     x = x.to(torch.bfloat16)
     r = torchcost.analyze(model, x)
-    # everything at 2 bytes: parameters 2,002,000, input 16,000, output 16,000
-    assert r.peak_memory == 2_002_000 + 16_000 + 16_000
+    # everything at 2 bytes: parameters 2,002,000, input 16,000, output 16,000 (and oneDNN's bf16 matmul scratchpad,
+    # which depends on the CPU and the thread count: the workspace entry or a probe, collect/probe.py)
+    assert r.memory is not None
+    assert r.peak_memory - r.memory.at_peak.workspace == 2_002_000 + 16_000 + 16_000
     r = torchcost.analyze(model, x, mode="train", optimizer="adamw")
     assert r.memory is not None
     assert r.memory.gradient_bytes == 2_002_000

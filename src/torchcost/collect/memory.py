@@ -8,9 +8,11 @@ Nothing is estimated from output shapes. The same code runs on real tensors, met
 storages are meta storages with the real size), so a 70B-parameter model costs no memory to measure.
 
 Kernel memory the tensors do not show comes from data (collect/workspace.py): outputs a meta/fake kernel sizes
-wrongly get the real kernel's size, and an op's registered transient workspace counts while that op runs. Not seen:
-workspaces no entry describes, allocator caching and rounding beyond the 512-byte blocks it can be told to round to,
-and the CUDA context. docs/conventions.md, "Memory".
+wrongly get the real kernel's size, and an op's registered transient workspace counts while that op runs. For a
+"cpu" target, a call of a oneDNN op the table does not claim is measured instead (collect/probe.py): its real kernel
+runs once per distinct call, after the run, under the CPU allocator. Not seen: workspaces neither describes (CUDA
+kernels), allocator caching and rounding beyond the 512-byte blocks it can be told to round to, and the CUDA
+context. docs/conventions.md, "Memory".
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from torchcost.collect import probe
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import FIXED_OUTPUTS, WORKSPACES, true_output_bytes, workspace_bytes
 from torchcost.trees import tensors_in
@@ -88,10 +91,17 @@ class MemoryTracker:
     ``round_to`` rounds every storage up to a multiple of that many bytes (512 mirrors the CUDA caching allocator's
     blocks, so the figures compare with ``torch.cuda.max_memory_allocated``). ``device_type`` restricts the count
     to storages on one device type (the accelerator's memory, not the CPU scalars beside it); others count 0 bytes.
+    ``kernel_memory`` says where the transient bytes of a "cpu" call come from (collect/probe.py): "auto" (the
+    workspace table where it claims the call, else a probe of the real kernel for the ops of ``probe.PROBED``),
+    "measure" (a probe for every call of those ops), "table" (the table alone); None: the process-wide
+    ``probe.get_kernel_memory()``. Probes asked for during the run are measured when :meth:`trace` is made.
     """
 
-    def __init__(self, scope: ScopeTracker, *, round_to: int = 1, device_type: str | None = None) -> None:
+    def __init__(self, scope: ScopeTracker, *, round_to: int = 1, device_type: str | None = None,
+                 kernel_memory: probe.KernelMemory | None = None) -> None:
         self.scope = scope
+        self.kernel_memory = kernel_memory or probe.get_kernel_memory()
+        self._probes: list[tuple[int, probe.Probe, int]] = []  # (op index, probe, the table's bytes or 0)
         self.round_to = max(1, round_to)
         self.device_type = device_type  # count only storages on this device type (None: all)
         self.phase: Phase = "forward"
@@ -187,7 +197,7 @@ class MemoryTracker:
         if key is None:
             key = self._keys[func] = func._schema.name if hasattr(func, "_schema") else str(func)
         held = 0
-        if key in WORKSPACES or key in FIXED_OUTPUTS:
+        if key in WORKSPACES or key in FIXED_OUTPUTS or key in probe.PROBED:
             held = self._kernel_memory(key, func, args, kwargs, out, index)
         self.ops.append(key)
         self.modules.append(self._module())
@@ -202,11 +212,12 @@ class MemoryTracker:
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                        index: int) -> int:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes too small get
-        their real size; the op's registered transient workspace is returned (bytes alive during the op only)."""
+        their real size; the op's transient workspace is returned (bytes alive during the op only): the table's,
+        the probe's from the cache, or 0 for now and a probe to run when the trace is made."""
         tensors = tensors_in((args, kwargs))
         target = self._target(tensors)
-        if target is None or (self.device_type is not None and target != self.device_type):
-            return 0
+        if target is None or (self.device_type not in (None, "meta") and target != self.device_type):
+            return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
             t = outs[i] if i < len(outs) else None
@@ -219,10 +230,32 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
-        held = self._size(workspace_bytes(key, func, args, kwargs, out, target))
+        table = workspace_bytes(key, func, args, kwargs, out, target)
+        if target == "cpu" and (self.kernel_memory == "measure" or (self.kernel_memory == "auto" and table is None)):
+            wanted = probe.request(key, func, args, kwargs, out)
+            if wanted is not None:
+                measured = probe.cached(wanted)
+                if measured is None:
+                    self._probes.append((index, wanted, table or 0))
+                    return 0
+                table = measured
+        held = self._size(table or 0)
         if held:
             self.workspace[index] = held
         return held
+
+    def _run_probes(self) -> None:
+        """Measure the probes asked for during the run (outside it: their allocations are not the run's) and add
+        each one's bytes at its op; a probe without a figure leaves the table's bytes (or 0)."""
+        pending, self._probes = self._probes, []
+        if not pending:
+            return
+        measured = probe.measure([p for _, p, _ in pending])
+        for index, wanted, table in pending:
+            held = self._size(measured.get(wanted.key, table))
+            if held:
+                self.workspace[index] = held
+                self.alive[index] += held
 
     def _module(self) -> str:
         if self.phase != "backward":
@@ -272,6 +305,7 @@ class MemoryTracker:
 
     def trace(self) -> MemoryTrace:
         self.close()
+        self._run_probes()
         n = len(self.alive)
         start = sum(s for s, b in zip(self.sizes, self.born) if b < 0)
         if n:

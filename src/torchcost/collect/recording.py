@@ -35,6 +35,7 @@ from torchcost.collect import interrupts
 from torchcost.collect.composites import CompositeCatcher
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
+from torchcost.collect.probe import KernelMemory
 from torchcost.collect.scope import ScopeTracker
 from torchcost.formulas.registry import FormulaRegistry
 
@@ -45,22 +46,24 @@ __all__ = ["MemorySettings", "Phase", "Recording"]
 class MemorySettings:
     round_to: int = 1
     device_type: str | None = None
+    kernel_memory: KernelMemory | None = None  # None: collect.probe.get_kernel_memory()
 
 
 class Recording:
     """The collectors of one run: ``scope`` (module calls), ``ops`` (FLOPs) and ``memory`` (None: not measured).
 
-    ``memory`` holds the memory tracker's settings: ``round_to`` (allocator block size) and ``device_type`` (count
-    storages on that device type only; None: all). ``train`` says a training step runs (backward ops get tagged
-    with their module); ``emulate`` names the device type whose kernels meta tensors stand in for ("cpu"/"cuda";
-    None on real and fake tensors).
+    ``memory`` holds the memory tracker's settings: ``round_to`` (allocator block size), ``device_type`` (count
+    storages on that device type only; None: all) and ``kernel_memory`` (table or probes, collect/probe.py).
+    ``train`` says a training step runs (backward ops get tagged with their module); ``emulate`` names the device
+    type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors).
     """
 
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
                  train: bool = False, emulate: str | None = None) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
-        self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type)
+        self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
+                                     kernel_memory=memory.kernel_memory)
                        if memory is not None else None)
         if train:
             self.ops.step = StepScope(self.scope.names)

@@ -40,13 +40,14 @@ __all__ = [
     "workspace_bytes",
 ]
 
-WorkspaceFn = Callable[[OpCall, str], int]
-WORKSPACES: dict[str, WorkspaceFn] = {}  # "aten::name" -> fn(call, target) -> bytes held inside the op
+WorkspaceFn = Callable[[OpCall, str], "int | None"]
+WORKSPACES: dict[str, WorkspaceFn] = {}  # "aten::name" -> fn(call, target) -> bytes held inside the op, None: unknown
 _PAGE = 4096
 
 
 def register_workspace(op: object, fn: WorkspaceFn, *, replace: bool = False) -> WorkspaceFn:
-    """Say how many bytes ``op`` allocates and frees inside itself: ``fn(call, target) -> bytes`` (0: none).
+    """Say how many bytes ``op`` allocates and frees inside itself: ``fn(call, target) -> bytes`` (0: none; None:
+    this entry does not know the call, so a probe may measure it on the CPU, collect/probe.py).
 
     ``op`` is an aten op or its name ("aten::mkldnn_convolution"); every overload shares the entry. The bytes are
     counted while the op runs (in the timeline at that op, and as ``workspace`` at the peak), never after it.
@@ -59,12 +60,14 @@ def register_workspace(op: object, fn: WorkspaceFn, *, replace: bool = False) ->
 
 
 def workspace_bytes(key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                    target: str) -> int:
-    """The registered transient bytes of one call (0 when the op has no entry)."""
+                    target: str) -> int | None:
+    """The registered transient bytes of one call; None when the op has no entry or its entry does not claim the
+    call (unknown: not measured for these shapes, this dtype or this CPU)."""
     fn = WORKSPACES.get(key)
     if fn is None:
-        return 0
-    return max(0, int(fn(OpCall(key, args, kwargs, out, getattr(func, "_schema", None)), target)))
+        return None
+    held = fn(OpCall(key, args, kwargs, out, getattr(func, "_schema", None)), target)
+    return None if held is None else max(0, int(held))
 
 
 # -- built-in transient workspaces (CPU, measured on the machine of docs/conventions.md, "Memory") -----------------
@@ -91,14 +94,14 @@ def _pad16(c: int) -> int:
     return -(-c // 16) * 16
 
 
-def grouped_conv_workspace(call: OpCall, target: str) -> int:
+def grouped_conv_workspace(call: OpCall, target: str) -> int | None:
     """Bytes oneDNN holds inside an f32 grouped or depthwise 2-D convolution on CPU (AVX512, no AMX): it reorders the
     NCHW input, the weight and the output into channel-blocked copies, all alive at once, then writes the plain
     output while the blocked one is alive. With plain output bytes O, the blocked input I', weight W' and output O':
     depthwise (groups = C_in = C_out, kernel not 1x1) pads the channels to a multiple of 16 in all three; grouped
     (groups > 1, C_in/groups and C_out/groups multiples of 4, kernel not 1x1) keeps the plain sizes. The op holds
     max(I' + W' + O', O' + O) - O beyond its output. Other shapes (2 or 3 channels per group, a channel multiplier,
-    1x1 depthwise, channels-last) take other oneDNN kernels and get 0."""
+    1x1 depthwise, channels-last), other CPUs and groups = 1 take other kernels: None (not claimed)."""
     x, w, out = call.arg("input"), call.arg("weight"), call.out
     groups = int(call.arg("groups") or 1)
     if not (target == "cpu" and groups > 1 and isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
@@ -106,7 +109,7 @@ def grouped_conv_workspace(call: OpCall, target: str) -> int:
             and w.dtype == torch.float32 and not call.arg("transposed") and x.is_contiguous()
             and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1) and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
-        return 0
+        return None
     c_in, c_out = x.size(1), w.size(0)
     n, spatial_in, spatial_out = x.size(0), x.size(2) * x.size(3), out.size(2) * out.size(3)
     if groups == c_in == c_out:
@@ -115,19 +118,20 @@ def grouped_conv_workspace(call: OpCall, target: str) -> int:
     elif (c_in // groups) % 4 == 0 and (c_out // groups) % 4 == 0:
         blocked_w = w.numel() * 4
     else:
-        return 0
+        return None
     blocked_in, blocked_out, plain_out = n * c_in * spatial_in * 4, n * c_out * spatial_out * 4, out.numel() * 4
     return max(blocked_in + blocked_w + blocked_out, blocked_out + plain_out) - plain_out
 
 
-def bf16_conv_workspace(call: OpCall, target: str) -> int:
+def bf16_conv_workspace(call: OpCall, target: str) -> int | None:
     """Bytes oneDNN holds inside a bf16 2-D convolution (groups = 1) on a CPU with avx512_bf16 (AVX512, no AMX): it
     reorders the NCHW input and the weight into channel-blocked copies, computes a blocked output, then writes the
     plain output while the blocked one is alive. With plain output bytes O, blocked input I', weight W', output O'
     (O' = O): when C_in and C_out are multiples of 16, I' and W' are the plain sizes; when C_in = 3 (a first conv,
     C_out a multiple of 16) the input is read as it is (I' = 0) and W' pads C_in to 4. The op holds
     max(I' + W' + O', O' + O) - O beyond its output; bias, stride, padding, dilation, a non-square kernel and the
-    thread count do not change it. Other channel counts and 1x1 kernels (another kernel, with more scratch) get 0."""
+    thread count do not change it. Other channel counts, 1x1 kernels (another kernel, with more scratch) and other
+    CPUs: None (not claimed)."""
     x, w, out = call.arg("input"), call.arg("weight"), call.out
     if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
             and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
@@ -135,16 +139,16 @@ def bf16_conv_workspace(call: OpCall, target: str) -> int:
             and x.is_contiguous() and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1)
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and "avx512_bf16" in _cpu_flags() and _measured_isa(GROUPED_CONV_ISA)):
-        return 0
+        return None
     c_in, c_out, kernel = x.size(1), w.size(0), w.size(2) * w.size(3)
     if c_out % 16:
-        return 0
+        return None
     if c_in % 16 == 0:
         blocked_in, blocked_w = x.numel() * 2, w.numel() * 2
     elif c_in == 3:
         blocked_in, blocked_w = 0, c_out * 4 * kernel * 2
     else:
-        return 0
+        return None
     plain_out = out.numel() * 2
     return max(blocked_in + blocked_w + plain_out, 2 * plain_out) - plain_out
 
@@ -158,39 +162,44 @@ def _slow2d_chosen(n: int, c_in: int, h: int, w: int, kh: int, kw: int, strided:
     return not mkldnn
 
 
-def slow_conv2d_workspace(call: OpCall, target: str) -> int:
+def slow_conv2d_workspace(call: OpCall, target: str) -> int | None:
     """Bytes torch's native ``Slow2d`` kernel (``_slow_conv2d_forward``) holds inside an f32, groups = 1 2-D
     convolution that torch does not send to oneDNN (small inputs: batch 1, a kernel up to 3 wide or tall, at most
     20,480 input elements; or an unstrided 1x1 kernel, batch under 16, one thread): the im2col buffer,
-    N x (C_in*kh*kw) x (H_out*W_out) floats, unless the kernel is 1x1 with stride 1 and no padding (then none). Not
-    claimed: dilation (``SlowDilated2d``), channels-last input (a channels-last copy of the weight more)."""
+    N x (C_in*kh*kw) x (H_out*W_out) floats, unless the kernel is 1x1 with stride 1 and no padding (then 0). Not
+    claimed (None): the convolutions torch sends to oneDNN, dilation (``SlowDilated2d``), channels-last input (a
+    channels-last copy of the weight more), other CPUs."""
     x, w, out = call.arg("input"), call.arg("weight"), call.out
     if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
             and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
             and x.dtype == torch.float32 and w.dtype == torch.float32 and not call.arg("transposed")
             and x.is_contiguous() and w.is_contiguous() and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
-        return 0
+        return None
     stride, padding = list(call.arg("stride") or [1, 1]), list(call.arg("padding") or [0, 0])
     dilation = list(call.arg("dilation") or [1, 1])
     stride, padding, dilation = (v * 2 if len(v) == 1 else v for v in (stride, padding, dilation))
     if any(int(d) != 1 for d in dilation):
-        return 0
+        return None
     n, c_in, kh, kw = x.size(0), x.size(1), w.size(2), w.size(3)
     strided = any(int(s) != 1 for s in stride)
     if not _slow2d_chosen(n, c_in, x.size(2), x.size(3), kh, kw, strided):
-        return 0
+        return None
     if (kh, kw) == (1, 1) and not strided and all(int(p) == 0 for p in padding):
         return 0
     return n * c_in * kh * kw * out.size(2) * out.size(3) * 4
 
 
-def convolution_workspace(call: OpCall, target: str) -> int:
+def convolution_workspace(call: OpCall, target: str) -> int | None:
     """The ``aten::convolution`` entry: :func:`grouped_conv_workspace` (f32, groups > 1),
     :func:`slow_conv2d_workspace` (f32, groups = 1, torch's native kernel) or :func:`bf16_conv_workspace` (bf16,
-    groups = 1); the three claim disjoint calls."""
-    return (grouped_conv_workspace(call, target) or slow_conv2d_workspace(call, target)
-            or bf16_conv_workspace(call, target))
+    groups = 1); the three claim disjoint calls. None where none claims the call (oneDNN's f32 groups = 1
+    convolutions, bf16 1x1, other CPUs...)."""
+    for fn in (grouped_conv_workspace, slow_conv2d_workspace, bf16_conv_workspace):
+        held = fn(call, target)
+        if held is not None:
+            return held
+    return None
 
 
 register_workspace("aten::convolution", convolution_workspace)
@@ -210,25 +219,31 @@ def _m_block(m: int) -> int:
     return d if d >= 64 else 0
 
 
-def bf16_matmul_workspace(call: OpCall, target: str) -> int:
+def bf16_matmul_workspace(call: OpCall, target: str) -> int | None:
     """Bytes of the scratchpad oneDNN's bf16 brgemm matmul allocates inside ``aten::mm`` / ``aten::addmm`` on a CPU
     with avx512_bf16 (no AMX), one thread: a VNNI copy of a block of B, K_blk x 64 bf16 (2 bytes), an f32
     accumulator of M_blk x min(N, 64), and 1,024 bytes more. K_blk is K rounded up to 32 up to K = 512, 512 up to
     K = 1024, then 1024; M_blk as :func:`_m_block`. Claimed when both operands are bf16 2-D, A is row-major
     (a transposed A adds a copy of A: not claimed) and M*K*N > 4096 (below, torch does not call oneDNN); the
-    layout of B (plain or transposed) and the bias do not change it. f32 matmuls allocate nothing inside. The
-    scratchpad grows with the thread count (not proportionally), so with more than one thread it gives 0."""
+    layout of B (plain or transposed) and the bias do not change it. f32 matmuls allocate nothing inside (0). Not
+    claimed (None): a transposed A, M = 257 and the like, more than one thread (the scratchpad grows with the
+    thread count, not proportionally), other dtypes, other CPUs."""
     a, b = call.arg("self" if call.key == "aten::mm" else "mat1"), call.arg("mat2")
-    if not (target == "cpu" and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2
-            and b.dim() == 2 and a.dtype == torch.bfloat16 and b.dtype == torch.bfloat16 and a.stride(1) == 1
-            and torch.get_num_threads() == 1 and torch.backends.mkldnn.is_available()
+    if not (target == "cpu" and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return None
+    if a.dtype == torch.float32 and b.dtype == torch.float32:
+        return 0
+    if not (a.dim() == 2 and b.dim() == 2 and a.dtype == torch.bfloat16 and b.dtype == torch.bfloat16
+            and a.stride(1) == 1 and torch.get_num_threads() == 1 and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and "avx512_bf16" in _cpu_flags()
             and _measured_isa(BF16_MATMUL_ISA)):
-        return 0
+        return None
     m, k, n = a.size(0), a.size(1), b.size(1)
     m_blk = _m_block(m)
-    if m * k * n <= _MKLDNN_GEMM_MIN or m_blk == 0:
+    if m * k * n <= _MKLDNN_GEMM_MIN:
         return 0
+    if m_blk == 0:
+        return None
     k_blk = -(-k // 32) * 32 if k <= 512 else 512 if k <= 1024 else 1024
     return k_blk * 64 * 2 + m_blk * min(n, 64) * 4 + 1024
 

@@ -1,0 +1,375 @@
+"""Kernel memory measured: run an op's real CPU kernel once under the allocator and keep what it held inside itself.
+
+The workspace table (collect/workspace.py) is exact where it was derived: one CPU (its ISA flags), one oneDNN. Where
+it does not know a call (oneDNN's f32 groups = 1 convolutions, the LSTM's scratch, bf16 1x1 and backward
+convolutions, any call on another CPU), the :class:`~torchcost.collect.memory.MemoryTracker` asks this module
+instead. A **probe** builds real CPU tensors with the call's shapes, strides and dtypes (random values; the ops whose
+inputs depend on values have a builder: ``mkldnn_rnn_layer_backward`` gets its ``workspace`` and outputs from a real
+``mkldnn_rnn_layer`` forward run first), runs the op once under the CPU allocator (a ``torch.autograd.profiler``
+session with ``profile_memory=True``) and returns the most bytes alive inside the op beyond what was alive before it,
+less the bytes of its outputs still alive when it returns: the same meaning as a table entry.
+
+Probes are asked for while the run goes on (:func:`request`, which keeps the call's specs, never its tensors) and run
+after it (:func:`measure`, one profiler session for all of them, each delimited by a ``record_function``), so the
+probes' allocations never reach the run's own allocator measurement, its tensors or its state. They run with every
+dispatch and torch-function mode off and autocast off, in the call's own grad mode, draw their random values from a
+generator of their own (the default generators are never touched), and never see the run's (possibly fake)
+tensors. Results are cached for the process by (op, every argument's shape, stride and dtype, the other arguments,
+``torch.get_num_threads()``, whether mkldnn is enabled, grad mode). A probe that fails, or that would build more
+than :data:`MAX_PROBE_BYTES` (or an eighth of the CPU's available memory), gives nothing: the table's figure (or 0)
+stands; so does every probe while the caller runs a profiler (a second session would end theirs).
+``kernel_memory("table")`` turns probing off. docs/conventions.md, "Memory".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.autograd.profiler
+from torch._C._profiler import _ExtraFields_Allocation
+from torch.utils import _pytree as pytree
+
+__all__ = [
+    "BUILDERS",
+    "CACHE",
+    "MAX_PROBE_BYTES",
+    "PROBED",
+    "KernelMemory",
+    "Probe",
+    "cached",
+    "get_kernel_memory",
+    "kernel_memory",
+    "measure",
+    "request",
+    "runs",
+    "set_kernel_memory",
+]
+
+KernelMemory = Literal["table", "auto", "measure"]
+_POLICIES: tuple[KernelMemory, ...] = ("table", "auto", "measure")
+_policy: list[KernelMemory] = ["auto"]
+
+MAX_PROBE_BYTES = 256 * 2**20  # the most bytes a probe may build (inputs and outputs); an eighth of MemAvailable too
+_MATMULS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
+# the ops a probe may measure: oneDNN kernels whose scratch and blocked copies depend on the CPU and the library
+PROBED = frozenset({"aten::convolution", "aten::convolution_backward", "aten::mkldnn_rnn_layer",
+                    "aten::mkldnn_rnn_layer_backward", *_MATMULS})
+_MARK = "torchcost.probe."
+
+CacheKey = tuple[Any, ...]
+CACHE: dict[CacheKey, int] = {}  # probe key -> bytes measured (only successful probes are kept)
+_RUNS = [0]  # probes run in this process (tests read it through runs())
+
+
+def get_kernel_memory() -> KernelMemory:
+    """The process-wide policy new analyses take: "auto" (default: the table where it claims a call, a probe
+    where it does not), "measure" (a probe for every call of :data:`PROBED`, the table for the rest) or "table"
+    (no probe: the table alone, 0 where it does not claim a call)."""
+    return _policy[0]
+
+
+def set_kernel_memory(policy: KernelMemory) -> KernelMemory:
+    """Set the policy of :func:`get_kernel_memory`; returns the previous one."""
+    if policy not in _POLICIES:
+        raise ValueError(f"kernel memory policy must be one of {', '.join(_POLICIES)}; got {policy!r}")
+    before = _policy[0]
+    _policy[0] = policy
+    return before
+
+
+@contextlib.contextmanager
+def kernel_memory(policy: KernelMemory) -> Iterator[None]:
+    """``with kernel_memory("table"): analyze(...)``: the policy for the analyses inside the block."""
+    before = set_kernel_memory(policy)
+    try:
+        yield
+    finally:
+        set_kernel_memory(before)
+
+
+def runs() -> int:
+    """How many probes have run in this process (cache hits excluded)."""
+    return _RUNS[0]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A tensor argument: what the probe needs to build its real CPU twin."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def elements(self) -> int:
+        """Elements of the smallest storage that holds the strided tensor."""
+        if any(s == 0 for s in self.shape):
+            return 0
+        return 1 + sum((s - 1) * st for s, st in zip(self.shape, self.stride))
+
+    @property
+    def nbytes(self) -> int:
+        return self.elements * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One call to measure: the op, its arguments with every tensor replaced by a :class:`_Spec`, and the cache key."""
+
+    key: CacheKey
+    func: Any
+    name: str
+    spec: Any  # pytree.TreeSpec of (args, kwargs)
+    leaves: tuple[Any, ...]
+    mkldnn: bool
+    grad: bool  # grad mode of the call: some kernels look at it (mkldnn_rnn_layer keeps its workspace only with grad)
+
+
+_LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.layout, torch.memory_format)
+_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8,
+                     torch.int16, torch.int32, torch.int64, torch.bool})
+
+
+def _leaf(value: Any) -> Any:
+    """A hashable stand-in for one argument leaf; raises TypeError for anything a probe cannot rebuild."""
+    if isinstance(value, torch.Tensor):
+        if (value.layout != torch.strided or value.is_sparse or value.is_nested or value.is_quantized
+                or value.device.type not in ("cpu", "meta") or value.dtype not in _DTYPES):
+            raise TypeError("not a plain CPU or meta tensor")
+        return _Spec(tuple(map(int, value.shape)), tuple(map(int, value.stride())), value.dtype)
+    if isinstance(value, torch.device):
+        return torch.device("cpu")
+    if isinstance(value, torch.SymInt):
+        return int(value)
+    if isinstance(value, _LEAVES):
+        return value
+    raise TypeError(f"cannot rebuild a {type(value).__name__} argument")
+
+
+def _wanted(name: str, leaves: tuple[Any, ...]) -> bool:
+    """Whether the call is one to probe: a matmul only in a dtype other than float32 (f32 matmuls allocate nothing
+    inside)."""
+    if name not in PROBED:
+        return False
+    if name in _MATMULS:
+        return any(isinstance(v, _Spec) and v.dtype.is_floating_point and v.dtype != torch.float32 for v in leaves)
+    return True
+
+
+def _cap() -> int:
+    from torchcost.inputs import available_memory  # late: inputs imports the collectors' floor lazily too
+
+    available = available_memory(torch.device("cpu"))
+    return MAX_PROBE_BYTES if available is None else min(MAX_PROBE_BYTES, available // 8)
+
+
+def request(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Probe | None:
+    """The probe for one call of ``func`` (``name``: its "aten::" key), or None when the call is not one to probe
+    (not in :data:`PROBED`, an f32 matmul, an argument a probe cannot rebuild, more than the size cap to build).
+    Keeps the arguments' specs only, so the run's tensors live and die as they would."""
+    if name not in PROBED:
+        return None
+    try:
+        flat, spec = pytree.tree_flatten((args, kwargs))
+        leaves = tuple(_leaf(v) for v in flat)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return None
+    if not _wanted(name, leaves):
+        return None
+    outs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    need = sum(v.nbytes for v in leaves if isinstance(v, _Spec)) + sum(t.numel() * t.element_size() for t in outs)
+    if need > _cap():
+        return None
+    mkldnn = bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+    grad = torch.is_grad_enabled()
+    key = (str(func), str(spec), leaves, torch.get_num_threads(), mkldnn, grad)
+    return Probe(key, func, name, spec, leaves, mkldnn, grad)
+
+
+def cached(probe: Probe) -> int | None:
+    """The bytes measured for this call before in this process, or None."""
+    return CACHE.get(probe.key)
+
+
+# -- running probes --------------------------------------------------------------------------------------------------
+
+
+def _build(spec: _Spec, gen: torch.Generator) -> torch.Tensor:
+    """A real CPU tensor with the spec's shape, strides and dtype; random values in [-1, 1) for floats, 0 else."""
+    base = torch.empty(spec.elements, dtype=spec.dtype)
+    if spec.dtype.is_floating_point:
+        base.uniform_(-1.0, 1.0, generator=gen)
+    else:
+        base.zero_()
+    return base.as_strided(spec.shape, spec.stride)
+
+
+def _arguments(probe: Probe, gen: torch.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    leaves = [_build(v, gen) if isinstance(v, _Spec) else v for v in probe.leaves]
+    args, kwargs = pytree.tree_unflatten(leaves, probe.spec)
+    return tuple(args), dict(kwargs)
+
+
+def _rnn_backward(names: list[str], args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """mkldnn_rnn_layer_backward reads the forward's workspace (oneDNN's, sized by the real kernel; empty on a
+    twin) and outputs: run the training forward on the same inputs first and pass what it returned."""
+    b = dict(zip(names, args))
+    b.update(kwargs)
+    with torch.enable_grad():  # the kernel returns its workspace only in grad mode (backward runs without it)
+        output, hy, cy, workspace = torch.ops.aten.mkldnn_rnn_layer.default(
+            b["input"], b["weight1"], b["weight2"], b["weight3"], b["weight4"], b["hx_"], b["cx_tmp"], b["reverse"],
+            b["batch_sizes"], b["mode"], b["hidden_size"], b["num_layers"], b["has_biases"], b["bidirectional"],
+            b["batch_first"], True)
+    b.update(output=output, hy_=hy, cy_=cy, workspace=workspace, train=True)
+    return tuple(b[n] for n in names), {}
+
+
+# op -> fn(schema argument names, args, kwargs): the real arguments the call needs, from the spec-built ones
+# (run before the measured window)
+Builder = Callable[[list[str], tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]]
+BUILDERS: dict[str, Builder] = {
+    "aten::mkldnn_rnn_layer_backward": _rnn_backward,
+}
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Kineto prints its start and stop lines (and a failed GPU query) on file descriptor 2: send them nowhere for
+    the moment a session starts or stops."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    """Real kernels only: no dispatch mode (a fake mode, the caller's), no torch-function mode, no autocast,
+    inference mode off, warnings silenced. Grad mode stays the call's own (:func:`_run_one`; the probe's tensors do
+    not require grad, so nothing is recorded). The RNG is not touched: the values come from a generator of the
+    probes' own and the probed ops draw nothing (forking the default generator would rewind another thread's
+    draws)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_disable_current_modes())
+        stack.enter_context(torch._C.DisableTorchFunction())
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _peak_minus_kept(root: Any, kept: int) -> int:
+    """The running peak of the allocations under ``root`` (an event of the tree), less ``kept`` bytes. A free of a
+    block allocated before the window is left out."""
+    events: list[tuple[int, int, int]] = []
+    stack = [root]
+    while stack:
+        ev = stack.pop()
+        fields = ev.extra_fields
+        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == "cpu":
+            events.append((ev.start_time_ns, fields.alloc_size, fields.ptr))
+        stack.extend(ev.children)
+    events.sort(key=lambda e: e[0])
+    current = peak = 0
+    mine: set[int] = set()
+    for _, size, ptr in events:
+        if size > 0:
+            mine.add(ptr)
+        elif ptr in mine:
+            mine.discard(ptr)
+        else:
+            continue
+        current += size
+        peak = max(peak, current)
+    return max(0, peak - kept)
+
+
+def _kept_bytes(out: Any, inputs: list[torch.Tensor]) -> int:
+    """Bytes of the op's output storages that are not its inputs' (an in-place or view result adds nothing)."""
+    theirs = {t.untyped_storage().data_ptr() for t in inputs}
+    mine: dict[int, int] = {}
+    for t in pytree.tree_leaves(out):
+        if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+            s = t.untyped_storage()
+            if s.data_ptr() not in theirs:
+                mine[s.data_ptr()] = s.nbytes()
+    return sum(mine.values())
+
+
+def measure(probes: list[Probe]) -> dict[CacheKey, int]:
+    """Run the probes not cached yet, in one profiler session, and cache what they measured; returns the bytes of
+    every probe that has a figure (cached or new). Nothing is measured while the caller profiles already (a second
+    session would end theirs) or on a machine without the profiler's memory events: those probes get no figure."""
+    found = {p.key: CACHE[p.key] for p in probes if p.key in CACHE}
+    todo = list({p.key: p for p in probes if p.key not in CACHE}.values())
+    if not todo or torch.autograd.profiler._is_profiler_enabled:
+        return found
+    gen = torch.Generator().manual_seed(0)
+    kept: dict[str, tuple[CacheKey, int]] = {}
+    results: Any = None
+    with contextlib.suppress(Exception), _isolated():
+        prof = torch.autograd.profiler.profile(use_cpu=True, profile_memory=True)
+        with _quiet_stderr():
+            prof.__enter__()
+        try:
+            for i, probe in enumerate(todo):
+                with contextlib.suppress(Exception):
+                    kept.update(_run_one(probe, f"{_MARK}{i}", gen))
+        finally:
+            with _quiet_stderr():
+                prof.__exit__(None, None, None)
+        results = prof.kineto_results
+    if results is None:
+        return found
+    with contextlib.suppress(Exception):
+        for root in _marked(results.experimental_event_tree()):
+            entry = kept.get(root.name)
+            if entry is not None:
+                CACHE[entry[0]] = found[entry[0]] = _peak_minus_kept(root, entry[1])
+    return found
+
+
+def _run_one(probe: Probe, mark: str, gen: torch.Generator) -> dict[str, tuple[CacheKey, int]]:
+    """Build the probe's arguments (outside the window), run the op once inside ``record_function(mark)``, and
+    return {mark: (its key, its output bytes kept)}."""
+    _RUNS[0] += 1
+    with torch.backends.mkldnn.flags(enabled=probe.mkldnn), torch.set_grad_enabled(probe.grad):
+        args, kwargs = _arguments(probe, gen)
+        builder = BUILDERS.get(probe.name)
+        if builder is not None:
+            args, kwargs = builder([a.name for a in probe.func._schema.arguments], args, kwargs)
+        inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        with torch.autograd.profiler.record_function(mark):
+            out = probe.func(*args, **kwargs)
+        kept = _kept_bytes(out, inputs)
+        del out, args, kwargs, inputs
+    return {mark: (probe.key, kept)}
+
+
+def _marked(roots: list[Any]) -> Iterator[Any]:
+    """The probes' record_function events of an event tree (top-level, or anywhere below)."""
+    stack = list(roots)
+    while stack:
+        ev = stack.pop()
+        if ev.name.startswith(_MARK):
+            yield ev
+        else:
+            stack.extend(ev.children)

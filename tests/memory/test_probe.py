@@ -1,0 +1,260 @@
+"""Kernel memory measured by probes (collect/probe.py): the real CPU kernel of a call the workspace table does not
+claim runs once under the allocator, after the run, and its transient bytes count at that op.
+
+The truths are the CPU allocator's (tests/memory/truth.py). Shapes are small: every test takes well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchcost
+from tests.memory.truth import eval_truth, train_truth
+from torchcost.collect import probe
+from torchcost.collect import workspace as ws
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+_AVX512 = ws._measured_isa(ws.GROUPED_CONV_ISA)
+A = torch.ops.aten
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Each test measures for itself: the process-wide cache starts empty and is put back afterwards."""
+    saved = dict(probe.CACHE)
+    probe.CACHE.clear()
+    yield
+    probe.CACHE.clear()
+    probe.CACHE.update(saved)
+
+
+def _conv() -> tuple[nn.Module, torch.Tensor]:
+    """A 3x3 f32 conv, groups = 1, large enough for oneDNN (batch 2): no table entry claims it."""
+    torch.manual_seed(0)
+    return nn.Conv2d(64, 64, 3, padding=1), torch.randn(2, 64, 56, 56)
+
+
+def _lstm() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.LSTM(32, 64), torch.randn(20, 4, 32)
+
+
+def _conv_args(x: torch.Tensor, w: torch.Tensor) -> tuple[Any, ...]:
+    return (x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+
+
+# -- the probe itself -----------------------------------------------------------------------------------------------
+
+
+def test_an_op_without_internal_memory_measures_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # f32 mm is not probed (not in the policy); measured anyway, it holds nothing beyond its output
+    a, b = torch.randn(64, 32), torch.randn(32, 48)
+    assert probe.request("aten::mm", A.mm.default, (a, b), {}, None) is None
+    monkeypatch.setattr(probe, "_wanted", lambda name, leaves: True)
+    wanted = probe.request("aten::mm", A.mm.default, (a, b), {}, None)
+    assert wanted is not None
+    assert probe.measure([wanted]) == {wanted.key: 0}
+
+
+def test_a_conv_probe_is_the_blocked_copies() -> None:
+    # x[2, 64, 56, 56], w[64, 64, 3, 3], f32: oneDNN reorders the input into a channel-blocked copy (64 channels are
+    # a multiple of 16: the plain size, 2*64*56*56*4 = 1,605,632) and the weight (64*64*9*4 = 147,456), both alive
+    # while the output is computed: 1,753,088 bytes beyond the output
+    x, w = torch.randn(2, 64, 56, 56), torch.randn(64, 64, 3, 3)
+    wanted = probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None)
+    assert wanted is not None
+    held = probe.measure([wanted])[wanted.key]
+    if _AVX512:
+        assert held == 1_753_088
+    # the same call on meta and on fake tensors is the same probe (same key, a cache hit)
+    runs = probe.runs()
+    with FakeTensorMode() as fake:
+        fx, fw = fake.from_tensor(x), fake.from_tensor(w)
+    for args in (_conv_args(x.to("meta"), w.to("meta")), _conv_args(fx, fw)):
+        again = probe.request("aten::convolution", A.convolution.default, args, {}, None)
+        assert again is not None and again.key == wanted.key and probe.cached(again) == held
+    assert probe.measure([wanted]) == {wanted.key: held} and probe.runs() == runs
+
+
+def test_the_key_holds_strides_dtype_and_threads() -> None:
+    x, w = torch.randn(2, 8, 16, 16), torch.randn(8, 8, 3, 3)
+    key = probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None)
+    last = probe.request("aten::convolution", A.convolution.default,
+                         _conv_args(x.to(memory_format=torch.channels_last), w), {}, None)
+    half = probe.request("aten::convolution", A.convolution.default,
+                         _conv_args(x.bfloat16(), w.bfloat16()), {}, None)
+    torch.set_num_threads(2)
+    two = probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None)
+    assert key is not None and last is not None and half is not None and two is not None
+    assert len({key.key, last.key, half.key, two.key}) == 4
+
+
+def test_the_size_cap_and_failures_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, w = torch.randn(2, 8, 16, 16), torch.randn(8, 8, 3, 3)
+    monkeypatch.setattr(probe, "MAX_PROBE_BYTES", 1000)
+    assert probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None) is None
+    monkeypatch.undo()
+    # a probe that raises gives no figure (and is not cached): the analysis goes on with the table's
+    wanted = probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None)
+    assert wanted is not None
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setitem(probe.BUILDERS, "aten::convolution", broken)
+    assert probe.measure([wanted]) == {} and probe.cached(wanted) is None
+    model, x = nn.Conv2d(8, 8, 3, padding=1), torch.randn(2, 8, 16, 16)
+    with probe.kernel_memory("table"):
+        table = torchcost.analyze(model, x)
+    assert torchcost.analyze(model, x).peak_memory == table.peak_memory
+
+
+def test_no_probe_while_the_caller_profiles() -> None:
+    x, w = torch.randn(2, 8, 16, 16), torch.randn(8, 8, 3, 3)
+    wanted = probe.request("aten::convolution", A.convolution.default, _conv_args(x, w), {}, None)
+    assert wanted is not None
+    with torch.autograd.profiler.profile(profile_memory=True):
+        assert probe.measure([wanted]) == {}
+    assert wanted.key in probe.measure([wanted])
+
+
+# -- in an analysis ----------------------------------------------------------------------------------------------------
+
+
+def test_lstm_inference_matches_the_allocator() -> None:
+    model, x = _lstm()
+    truth = eval_truth(model, x)
+    with probe.kernel_memory("table"):
+        before = torchcost.analyze(model, x).peak_memory
+    r = torchcost.analyze(model, x)
+    # measured here: 137,216 B with the table alone (-60 %), 341,768 with the probe, the allocator's 341,768
+    assert before < 0.5 * truth
+    assert r.memory is not None and r.memory.at_peak.workspace > 0
+    assert abs(r.peak_memory - truth) <= 0.02 * truth
+
+
+def test_lstm_train_step_matches_the_allocator() -> None:
+    # the forward's and the backward's probes (the backward's inputs from a real training forward)
+    model, x = _lstm()
+    r = torchcost.analyze(model, x, mode="train", optimizer="sgd")
+    truth = train_truth(model, x, make_optimizer=lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9))
+    assert r.memory is not None and r.memory.method == "fake"
+    assert abs(r.peak_memory - truth) <= 0.02 * truth  # 705,544 B (-23 %) with the table alone
+
+
+def test_onednn_f32_conv_matches_the_allocator() -> None:
+    model, x = _conv()
+    r = torchcost.analyze(model, x)
+    truth = eval_truth(model, x)
+    assert r.memory is not None and r.memory.at_peak.workspace > 0
+    assert abs(r.peak_memory - truth) <= 0.02 * truth
+    if _AVX512:
+        assert r.memory.at_peak.workspace == 1_753_088 and r.peak_memory == truth
+
+
+def test_probes_are_cached_across_analyses() -> None:
+    model, x = _conv()
+    runs = probe.runs()
+    first = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1
+    second = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1  # a cache hit: nothing ran again
+    assert second.peak_memory == first.peak_memory
+    assert first.memory is not None and second.memory is not None
+    assert second.memory.timeline.bytes == first.memory.timeline.bytes
+
+
+def test_the_table_policy_is_the_old_behaviour() -> None:
+    model, x = _conv()
+    runs = probe.runs()
+    with probe.kernel_memory("table"):
+        r = torchcost.analyze(model, x)
+    assert probe.runs() == runs and r.memory is not None and r.memory.at_peak.workspace == 0
+    # weights, bias, input and output, nothing inside the kernel: 147,456 + 256 + 1,605,632 + 1,605,632
+    assert r.peak_memory == 3_358_976
+    with pytest.raises(ValueError):
+        probe.set_kernel_memory("always")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not _AVX512, reason="the table's entries are measured on an AVX512 CPU without AMX")
+def test_measure_policy_agrees_with_the_table_where_both_know() -> None:
+    # a depthwise conv the table claims: "auto" takes the table (no probe), "measure" the probe; they agree
+    torch.manual_seed(0)
+    model, x = nn.Conv2d(20, 20, 3, padding=1, groups=20, bias=False), torch.randn(2, 20, 15, 15)
+    runs = probe.runs()
+    auto = torchcost.analyze(model, x)
+    assert probe.runs() == runs
+    with probe.kernel_memory("measure"):
+        measured = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1
+    assert auto.memory is not None and measured.memory is not None
+    assert measured.memory.at_peak.workspace == auto.memory.at_peak.workspace == 80_352
+
+
+def test_a_meta_model_with_a_cpu_target_is_probed_too() -> None:
+    model, x = _conv()
+    real = torchcost.analyze(model, x)
+    meta = torchcost.analyze(model.to("meta"), x.to("meta"), target="cpu")
+    assert meta.peak_memory == real.peak_memory
+    assert torchcost.analyze(model, x.to("meta"), target="cuda").memory.at_peak.workspace == 0  # type: ignore[union-attr]
+
+
+# -- what a probe leaves alone ---------------------------------------------------------------------------------------
+
+
+class _Seen(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_model_rng_and_callers_modes_are_left_alone() -> None:
+    model, x = _lstm()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with probe.kernel_memory("table"):
+        table = torchcost.analyze(model, x, mode="train", optimizer="sgd").peak_memory
+    probe.CACHE.clear()
+    r = torchcost.analyze(model, x, mode="train", optimizer="sgd")
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert r.peak_memory > table
+    # under the caller's no_grad, inference_mode, autocast and dispatch mode, the allocator's figures (the probes
+    # ran with all of them off: the caller's mode sees no probe op; under autocast the model runs in bf16, and so
+    # do the probes, from the bf16 arguments they were asked for). The truth is measured in an autocast region of
+    # its own: the analysis leaves the region's cache of cast weights filled
+    plain, bf16 = eval_truth(model, x), eval_truth(model, x, amp=torch.bfloat16)
+    for outer, truth in ((torch.no_grad(), plain), (torch.inference_mode(), plain),
+                         (torch.autocast("cpu", dtype=torch.bfloat16), bf16)):
+        probe.CACHE.clear()
+        with outer:
+            assert torchcost.analyze(model, x).peak_memory == truth
+    probe.CACHE.clear()
+    seen, without = _Seen(), _Seen()
+    with seen:
+        assert torchcost.analyze(model, x).peak_memory == plain
+    with without, probe.kernel_memory("table"):
+        torchcost.analyze(model, x)
+    assert seen.ops == without.ops  # the run's own ops, not one of the probe's
+
+
+def test_the_measured_peak_leaves_the_probes_out() -> None:
+    # measure_memory=True runs the allocator meter around the run: the probes run after it
+    model, x = _conv()
+    r = torchcost.analyze(model, x, measure_memory=True)
+    assert r.memory is not None and r.memory.measured_peak_bytes is not None
+    assert r.memory.measured_peak_bytes == eval_truth(model, x)
+    assert abs(r.peak_memory - r.memory.measured_peak_bytes) <= 0.02 * r.memory.measured_peak_bytes
