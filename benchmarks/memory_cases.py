@@ -219,10 +219,12 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("gpt-sdpa-tied-b8-adamw", "transformer, SDPA, tied", _gpt(8), "train", _adamw(False), "AdamW"),
     Case("mha-fastpath-eval", "nn.MultiheadAttention", _mha),
     Case("mha-adamw", "nn.MultiheadAttention", _mha, "train", _adamw(False), "AdamW",
-         why="over, not diagnosed: about one activation more alive at the backward peak in attn (x is q, k and v: "
-             "likely the order or in-place use of autograd's gradient accumulation)"),
+         why="x is q, k and v: autograd sums their gradients in place on real tensors (followed since the gradient-sum "
+             "rule); the CPU flash-attention backward's own copy of grad_out is probed"),
     Case("llama-kvcache-eval", "Llama (HF), KV cache", _llama(True)),
-    Case("llama-adamw", "Llama (HF)", _llama(False), "train", _adamw(False), "AdamW"),
+    Case("llama-adamw", "Llama (HF)", _llama(False), "train", _adamw(False), "AdamW",
+         why="over: on fake tensors HF's mask code believes it is being traced and builds an explicit causal mask "
+             "and repeats the key/value heads (extra tensors saved for backward); the real run uses is_causal"),
     # reduced precision
     Case("gpt-bf16-model-b4", "bf16 model", _gpt(4, torch.bfloat16),
          why=_BF16_MM_WHY),

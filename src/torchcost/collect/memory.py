@@ -53,6 +53,17 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense (``TensorImpl::is_non_overlapping_and_dense``): some order of the dimensions makes
+    ``t`` contiguous."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def _metadata(node: Any) -> dict[str, Any]:
     """An autograd node's metadata dict, kept by the node for its lifetime."""
     return cast("dict[str, Any]", node.metadata)
@@ -123,6 +134,8 @@ class MemoryTracker:
         self._keys: dict[Any, str] = {}
         self._back_scope = ""
         self._activation: dict[str, int] = {}
+        self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
+        self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -148,6 +161,13 @@ class MemoryTracker:
             return
         self.current -= self.sizes[uid]
         self.died[uid] = len(self.alive)
+        pending = self._pending.pop(uid, None)
+        if pending is not None and pending[0] == len(self.alive) - 1:
+            # the engine's buffer held the last reference to the old gradient: on plain tensors it would have added
+            # into it in place, so the sum's storage is the old one going on, not a second one beside it
+            index, new = pending
+            self.alive[index] -= self.sizes[new]
+            self.born[new] = index + 1
         if self._by_storage.get(key) == uid:
             del self._by_storage[key]
         self._refs.pop(uid, None)
@@ -176,6 +196,7 @@ class MemoryTracker:
         if self.closed:
             return
         index = len(self.alive)
+        self._pending.clear()
         for t in tensors_in(out):
             s = _storage(t)
             if s is None:
@@ -199,10 +220,47 @@ class MemoryTracker:
         held = 0
         if key in WORKSPACES or key in FIXED_OUTPUTS or key in probe.PROBED:
             held = self._kernel_memory(key, func, args, kwargs, out, index)
+        if self._posted is not None and self.phase == "backward":
+            self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
         self.modules.append(self._module())
         self.phases.append(self.phase)
         self.alive.append(self.current + held)
+
+    def _accumulation(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Note autograd's sum of two gradients for one input (``InputBuffer::accumulate``, run by the engine right
+        after the node that made the second one returned, :meth:`post_hook`). On plain tensors the engine adds in
+        place into the first (``old.add_(new)``) when grad mode is off, the first is non-overlapping and dense and
+        the buffer holds the last reference to it and to its storage (so not a view: its base holds the storage
+        too). On fake or meta tensors, and on any tensor while a dispatch mode is active (torchcost's own),
+        ``isTensorSubclassLike`` is true, so it never does and ``old + new`` makes a new storage: noted here, and
+        taken back by :meth:`_dead` if the old storage dies before the next op (the buffer held the last
+        reference)."""
+        node = torch._C._current_autograd_node()
+        if node is not self._posted:
+            self._posted = None  # another node runs: the sums of the last one are over
+            return
+        if func is not _ADD or len(args) != 2 or kwargs.get("alpha", 1) != 1 or torch.is_grad_enabled():
+            return
+        old, new = args
+        if not (isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and isinstance(out, torch.Tensor)):
+            return
+        # a view (``grad.t()`` from TBackward0, ``sum_to``'s reshape of a bias gradient) keeps its base, which holds a
+        # second reference to the storage: summed out of place
+        if out.shape != old.shape or out.dtype != old.dtype or old._is_view() or not _dense(old):
+            return
+        uid_old, uid_new = self.uid_of(old), self.uid_of(out)
+        index = len(self.alive)
+        # ``new`` on the old storage (the same gradient twice, as from ``h + h``) is a second reference: out of place
+        if (uid_old is not None and uid_new is not None and self.born[uid_new] == index
+                and uid_old not in (uid_new, self.uid_of(new))):
+            self._pending[uid_old] = (index, uid_new)
+
+    def post_hook(self, grad_inputs: Any, grad_outputs: Any) -> None:
+        """An autograd node's post-hook (MemoryMode hooks every node of a training step): the node returned, and
+        the engine now adds its gradients into the buffers of the nodes they go to (:meth:`_accumulation`)."""
+        if not self.closed:
+            self._posted = torch._C._current_autograd_node()
 
     def _target(self, tensors: list[torch.Tensor]) -> str | None:
         """The device type whose kernels the op stands for: the tensors' own, or on meta the target (MemoryMode)."""
@@ -297,6 +355,8 @@ class MemoryTracker:
         """Stop listening: storages still alive stay alive in the record."""
         self.closed = True
         self._refs.clear()
+        self._posted = None
+        self._pending.clear()
 
     def categorize(self, uid: int, graph_alive: bool = True) -> str:
         if self.category[uid]:
@@ -336,6 +396,18 @@ class MemoryTracker:
 
 # -- the function-level side: backward scopes, and the target device's kernels on meta tensors ----------------------
 
+_ADD = torch.ops.aten.add.Tensor
+
+
+def _next_sequence_nr() -> int:
+    """The sequence number the next autograd node made on this thread gets (they count up per thread)."""
+    with torch.enable_grad(), torch._C._DisableTorchDispatch():
+        node = (torch.zeros((), requires_grad=True) * 1).grad_fn
+    assert node is not None
+    return int(node._sequence_nr()) + 1
+
+_HOOKED_KEY = "torchcost.post_hook"
+_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 _SDPA = torch._C._nn.scaled_dot_product_attention
 _DROPOUT = torch._C._VariableFunctions.dropout
 _SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -369,6 +441,7 @@ class MemoryMode(TorchFunctionMode):
         if tracker is not None and target is not None:
             tracker.target = target
         self._special: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {}
+        self._first_node = _next_sequence_nr()  # nodes made before the run (the caller's graph) are never hooked
         if target is not None:
             self._special[_SDPA] = self._sdpa
             if target == "cuda":
@@ -384,7 +457,28 @@ class MemoryMode(TorchFunctionMode):
                 node = t.grad_fn
                 if node is not None:
                     _metadata(node).setdefault(_SCOPE_KEY, scope)
+                    self._hook(node)
         return out
+
+    def _hook(self, node: Any) -> None:
+        """Give ``node``, and the nodes below it not yet seen (those a C++ composite made inside itself), the
+        tracker's post-hook, which tells it when the engine sums a node's gradients (MemoryTracker._accumulation).
+        Each node once; AccumulateGrad passes no gradient on; a node made before the run (an input's own graph,
+        the caller's) is left as it is."""
+        assert self.tracker is not None
+        todo = [node]
+        while todo:
+            current = todo.pop()
+            if current._sequence_nr() < self._first_node:
+                continue
+            meta = _metadata(current)
+            if _HOOKED_KEY in meta:
+                continue
+            meta[_HOOKED_KEY] = True
+            if current.name() == _ACCUMULATE_GRAD:
+                continue
+            current.register_hook(self.tracker.post_hook)
+            todo.extend(child for child, _ in current.next_functions if child is not None)
 
     def _sdpa(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         b = _bind(_SDPA_NAMES, args, kwargs)

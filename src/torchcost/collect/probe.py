@@ -58,8 +58,11 @@ _policy: list[KernelMemory] = ["auto"]
 MAX_PROBE_BYTES = 256 * 2**20  # the most bytes a probe may build (inputs and outputs); an eighth of MemAvailable too
 _MATMULS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 # the ops a probe may measure: oneDNN kernels whose scratch and blocked copies depend on the CPU and the library
+# (and the CPU flash attention, whose backward copies a grad_out that is not in its [B, L, H, E] layout and keeps
+# per-thread score blocks)
 PROBED = frozenset({"aten::convolution", "aten::convolution_backward", "aten::mkldnn_rnn_layer",
-                    "aten::mkldnn_rnn_layer_backward", *_MATMULS})
+                    "aten::mkldnn_rnn_layer_backward", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                    "aten::_scaled_dot_product_flash_attention_for_cpu_backward", *_MATMULS})
 _MARK = "torchcost.probe."
 
 CacheKey = tuple[Any, ...]
