@@ -16,6 +16,7 @@ Every entry was measured against the allocator on the machine named in docs/conv
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -255,50 +256,80 @@ register_workspace("aten::addmm", bf16_matmul_workspace)
 # -- outputs sized wrongly by the fake/meta kernels ----------------------------------------------------------------
 
 
-def _good_ld(dim: int) -> int:
-    """oneDNN's leading dimension for f32 RNN buffers: a multiple of 16 floats (64 bytes), plus 16 more when it is a
-    multiple of 256 (to avoid 4K aliasing)."""
-    ld = -(-dim // 16) * 16
-    return ld + 16 if ld % 256 == 0 else ld
+def _good_ld(dim: int, itemsize: int = 4) -> int:
+    """oneDNN's leading dimension for RNN buffers (``get_good_ld``): a multiple of 64 bytes' worth of elements, plus
+    one such block more when it is a multiple of 256 (to avoid 4K aliasing)."""
+    align = 64 // itemsize
+    ld = -(-dim // align) * align
+    return ld + align if ld % 256 == 0 else ld
 
 
 def _page(nbytes: int) -> int:
     return -(-nbytes // _PAGE) * _PAGE
 
 
-def lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden: int) -> int:
-    """Bytes of the uint8 workspace ``aten::mkldnn_rnn_layer`` returns for one f32 LSTM layer and direction in
-    training (oneDNN's forward-training workspace; every part starts on a 4096-byte page). With T steps, N batch,
-    I input, H hidden, S = good_ld(max(I, H)), 4 bytes a float:
+def lstm_workspace_bytes(steps: int, batch: int, input_size: int, hidden: int, itemsize: int = 4) -> int:
+    """Bytes of the uint8 workspace ``aten::mkldnn_rnn_layer`` returns for one LSTM layer and direction in training
+    (oneDNN's forward-training workspace; every part starts on a 4096-byte page). With T steps, N batch, I input,
+    H hidden, m = max(I, H), b the element size of the layer's dtype (4 for float32, 2 for bfloat16), ld_b(x) =
+    :func:`_good_ld` for elements of b bytes:
 
-    gates T*N*good_ld(4H), hidden states T*N*good_ld(H), states (T+1)*2*N*S, cell states (T+1)*2*N*H, and the
-    diff states of layer and iteration (T+1)*2*N*S each and of the cell (T+1)*2*N*H (2: the layer and the one
-    after it). Fitted exactly to ``workspace.numel()`` of the real op at 34 shapes on torch 2.14.1.
+    gates T*N*ld_b(4H)*b, hidden states T*N*ld_b(H)*b, states 2(T+1)*N*ld_b(m)*b, cell states 2(T+1)*N*H*b, and the
+    diff states of layer and iteration 2(T+1)*N*ld_4(m)*4 each and of the cell 2(T+1)*N*H*4, always float32 (2: the
+    layer and the one after it). Fitted exactly to ``workspace.numel()`` of the real op at 34 float32 shapes and 14
+    bfloat16 shapes (plain, batch_first, bidirectional 2-layer) on torch 2.14.1.
     """
-    t, n, s = steps, batch, _good_ld(max(input_size, hidden))
+    t, n, h, m, b = steps, batch, hidden, max(input_size, hidden), itemsize
     parts = (
-        t * n * _good_ld(4 * hidden), t * n * _good_ld(hidden),
-        2 * (t + 1) * n * s, 2 * (t + 1) * n * hidden,
-        2 * (t + 1) * n * s, 2 * (t + 1) * n * s, 2 * (t + 1) * n * hidden,
+        t * n * _good_ld(4 * h, b) * b, t * n * _good_ld(h, b) * b,
+        2 * (t + 1) * n * _good_ld(m, b) * b, 2 * (t + 1) * n * h * b,
+        2 * (t + 1) * n * _good_ld(m) * 4, 2 * (t + 1) * n * _good_ld(m) * 4, 2 * (t + 1) * n * h * 4,
     )
-    return sum(_page(4 * p) for p in parts)
+    return sum(_page(p) for p in parts)
+
+
+_RNN_LAYER_ARGS = ("input", "weight0", "weight1", "weight2", "weight3", "hx_", "cx_", "reverse", "batch_sizes",
+                   "mode", "hidden_size", "num_layers", "has_biases", "bidirectional", "batch_first", "train")
 
 
 def _rnn_layer_outputs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> dict[int, int]:
-    names = ("input", "weight0", "weight1", "weight2", "weight3", "hx_", "cx_", "reverse", "batch_sizes", "mode",
-             "hidden_size", "num_layers", "has_biases", "bidirectional", "batch_first", "train")
-    bound = dict(zip(names, args))
+    bound = dict(zip(_RNN_LAYER_ARGS, args))
     bound.update(kwargs)
     x = bound.get("input")
-    if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.dtype == torch.float32 and bound.get("train")
-            and not bound.get("batch_sizes") and isinstance(out, (tuple, list)) and len(out) == 4):
+    if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.dtype in (torch.float32, torch.bfloat16)
+            and bound.get("train") and not bound.get("batch_sizes") and isinstance(out, (tuple, list))
+            and len(out) == 4):
         return {}
-    steps, batch = (x.size(1), x.size(0)) if bound.get("batch_first") else (x.size(0), x.size(1))
-    return {3: lstm_workspace_bytes(steps, batch, x.size(2), int(bound["hidden_size"]))}
+    # the input reaches the op time-major whatever batch_first says (torch transposes it before the call)
+    return {3: lstm_workspace_bytes(x.size(0), x.size(1), x.size(2), int(bound["hidden_size"]), x.element_size())}
+
+
+def _reduced_loss(reduction_at: int, tensors: tuple[str, ...]) -> Callable[..., dict[int, int]]:
+    """A loss whose CPU kernel computes the element-wise loss and reduces it into the first element of that same
+    storage: the scalar a "mean" or "sum" returns keeps the whole element-wise storage (broadcast shape x element
+    size) alive for as long as the loss lives, through backward. Fake and meta kernels return one element. Checked
+    at 342 calls (float32, bfloat16, float64; broadcast targets; weights)."""
+    names = ("self", *tensors)
+
+    def fn(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> dict[int, int]:
+        bound = dict(zip(names, args))
+        bound.update({k: v for k, v in kwargs.items() if k in names})
+        reduction = args[reduction_at] if len(args) > reduction_at else kwargs.get("reduction", 1)
+        if not (isinstance(bound.get("self"), torch.Tensor) and isinstance(out, torch.Tensor) and int(reduction)):
+            return {}
+        shape = torch.broadcast_shapes(*(t.shape for t in map(bound.get, names) if isinstance(t, torch.Tensor)))
+        numel = math.prod(int(d) for d in shape)
+        return {0: numel * out.element_size()} if numel > 1 else {}
+
+    return fn
 
 
 FIXED_OUTPUTS: dict[str, Callable[[tuple[Any, ...], dict[str, Any], Any], dict[int, int]]] = {
     "aten::mkldnn_rnn_layer": _rnn_layer_outputs,
+    "aten::mse_loss": _reduced_loss(2, ("target",)),  # (self, target, reduction)
+    "aten::smooth_l1_loss": _reduced_loss(2, ("target",)),  # (self, target, reduction, beta)
+    "aten::soft_margin_loss": _reduced_loss(2, ("target",)),  # (self, target, reduction)
+    "aten::binary_cross_entropy": _reduced_loss(3, ("target", "weight")),  # (self, target, weight, reduction)
 }
 
 
