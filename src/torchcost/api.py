@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
@@ -46,6 +47,7 @@ def analyze(
     target: str | None = None,
     memory: bool = True,
     measure_memory: bool = False,
+    kernel_memory: KernelMemory | None = None,
 ) -> CostReport:
     """Analyse one forward pass of ``model`` (or a training step) and return a :class:`CostReport`.
 
@@ -68,8 +70,12 @@ def analyze(
         memory: False skips the memory measurement.
         measure_memory: on the CPU, also measure the allocator's peak for a run on real tensors (a profiler
             session, about +17 % time), shown beside the prediction; CUDA runs on real tensors are always measured.
+        kernel_memory: memory CPU kernels allocate inside themselves: "auto" (default: the workspace table where it
+            knows a call, else the real kernel run once per shape under the allocator, cached), "measure" (always
+            run it), "table" (never). Only for target "cpu"; docs/conventions.md, "Memory".
 
-    FLOPs and MACs count the forward only, also in train mode. docs/conventions.md says what is counted and how.
+    ``macs``/``flops`` are the forward's; in train mode ``phases`` and ``step_macs``/``step_flops`` count the whole
+    step (forward, loss, backward, recompute, optimizer). docs/conventions.md says what is counted and how.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"analyze() needs an nn.Module as its first argument, got {type(model).__name__}")
@@ -77,8 +83,10 @@ def analyze(
         raise InputError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
     run_device = run_device_for(device, model)
     check_options(mode, optimizer, loss_fn, amp, target)
+    if kernel_memory is not None and kernel_memory not in KERNEL_MEMORY:
+        raise InputError(f"kernel_memory must be one of {', '.join(KERNEL_MEMORY)}; got {kernel_memory!r}")
     step_optimizer = (optimizer if optimizer is not None else "adamw") if mode == "train" else None
-    options = StepOptions(mode, step_optimizer, loss_fn, amp, target or default_target(run_device))
+    options = StepOptions(mode, step_optimizer, loss_fn, amp, target or default_target(run_device), kernel_memory)
     refuse_unsupported(model, options)
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
     with exclusive():

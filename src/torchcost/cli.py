@@ -34,6 +34,7 @@ import torch
 
 from torchcost._version import __version__
 from torchcost.api import analyze
+from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import ModelError, TorchcostError
 from torchcost.examples import DEFAULT, EXAMPLES
@@ -185,6 +186,9 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-budget", type=_budget, metavar="SIZE",
                    help="also report the largest batch whose predicted peak plus an allowance fits SIZE "
                         "(e.g. 24GiB, 80GB)")
+    g.add_argument("--kernel-memory", choices=KERNEL_MEMORY,
+                   help="memory CPU kernels allocate inside themselves: auto (default: the workspace table, else run "
+                        "the kernel once per shape and measure it), measure (always), table (never run it)")
 
 
 def _budget(text: str) -> int:
@@ -281,19 +285,22 @@ class AnalysisOptions:
     amp: str | None = None
     target: str | None = None
     memory_budget: int | None = None
+    kernel_memory: KernelMemory | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AnalysisOptions:
         train = args.train or args.optimizer is not None  # --optimizer implies --train
-        return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget)
+        return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget,
+                   args.kernel_memory)
 
     def analyze(self, resolved: Resolved) -> CostReport:
         return analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, mode=self.mode,
-                       optimizer=self.optimizer, amp=self.amp, target=self.target)
+                       optimizer=self.optimizer, amp=self.amp, target=self.target, kernel_memory=self.kernel_memory)
 
     def max_batch_size(self, resolved: Resolved, budget: int) -> BatchFit:
         return max_batch_size(resolved.model, *resolved.args, kwargs=resolved.kwargs, budget=budget, mode=self.mode,
-                              optimizer=self.optimizer, amp=self.amp, target=self.target or "cuda")
+                              optimizer=self.optimizer, amp=self.amp, target=self.target or "cuda",
+                              kernel_memory=self.kernel_memory)
 
 
 def _screen(args: argparse.Namespace) -> TableOptions:

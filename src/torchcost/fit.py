@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from torchcost.api import analyze
+from torchcost.collect.probe import KernelMemory
 from torchcost.errors import InputError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.run.step import Mode, make_twin
@@ -94,6 +95,7 @@ def max_batch_size(
     reserve: int | str | None = None,
     fragmentation: float | None = None,
     limit: int = 1 << 20,
+    kernel_memory: KernelMemory | None = None,
 ) -> BatchFit:
     """The largest batch size whose predicted peak memory, plus the allowance, fits in ``budget``.
 
@@ -101,7 +103,8 @@ def max_batch_size(
     of every input whose dimension 0 equals the first input's is the batch dimension, rescaled for each probe.
     ``mode="train"`` with ``optimizer``/``loss_fn``/``amp`` sizes a training step. ``budget`` and ``reserve`` are
     bytes or text ("24GiB", "80GB"); a bad one is an InputError. The peak is assumed not to shrink as the batch
-    grows; :func:`search_largest` says how the batch sizes to analyze are chosen.
+    grows; :func:`search_largest` says how the batch sizes to analyze are chosen. ``kernel_memory`` as for
+    :func:`torchcost.analyze` (target "cpu" only: each probe then runs the CPU kernels it has not measured yet).
     """
     budget_bytes = _bytes("budget", budget)
     allowance = _allowance(target, reserve, fragmentation)
@@ -120,7 +123,7 @@ def max_batch_size(
         if batch not in peaks:
             peaks[batch] = analyze(meta_model, *_rebatch(args, base, batch), kwargs=_rebatch(kw, base, batch),
                                    mode=mode, optimizer=optimizer, loss_fn=loss_fn, amp=amp,
-                                   target=target).peak_memory
+                                   target=target, kernel_memory=kernel_memory).peak_memory
         return peaks[batch]
 
     def fits(batch: int) -> bool:

@@ -258,3 +258,19 @@ def test_the_measured_peak_leaves_the_probes_out() -> None:
     assert r.memory is not None and r.memory.measured_peak_bytes is not None
     assert r.memory.measured_peak_bytes == eval_truth(model, x)
     assert abs(r.peak_memory - r.memory.measured_peak_bytes) <= 0.02 * r.memory.measured_peak_bytes
+
+
+def test_the_analyze_keyword_and_the_cli_flag_choose_the_policy() -> None:
+    model, x = _conv()
+    runs = probe.runs()
+    table = torchcost.analyze(model, x, kernel_memory="table")
+    assert probe.runs() == runs and table.peak_memory == 3_358_976  # as test_the_table_policy_is_the_old_behaviour
+    auto = torchcost.analyze(model, x, kernel_memory="auto")
+    assert probe.runs() == runs + 1 and auto.memory is not None and auto.memory.at_peak.workspace > 0
+    assert probe.get_kernel_memory() == "auto"  # the keyword is for that run only
+    with pytest.raises(torchcost.InputError, match="kernel_memory must be one of auto, measure, table"):
+        torchcost.analyze(model, x, kernel_memory="sometimes")  # type: ignore[arg-type]
+    from torchcost.cli import main
+
+    assert main(["example:conv1d_series", "--kernel-memory", "table", "--format", "json", "--no-progress",
+                 "-o", "/dev/null"]) == 0

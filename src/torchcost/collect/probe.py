@@ -38,6 +38,7 @@ from torch.utils import _pytree as pytree
 __all__ = [
     "BUILDERS",
     "CACHE",
+    "KERNEL_MEMORY",
     "MAX_PROBE_BYTES",
     "PROBED",
     "KernelMemory",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 KernelMemory = Literal["table", "auto", "measure"]
-_POLICIES: tuple[KernelMemory, ...] = ("table", "auto", "measure")
+KERNEL_MEMORY: tuple[KernelMemory, ...] = ("auto", "measure", "table")
 _policy: list[KernelMemory] = ["auto"]
 
 MAX_PROBE_BYTES = 256 * 2**20  # the most bytes a probe may build (inputs and outputs); an eighth of MemAvailable too
@@ -79,8 +80,8 @@ def get_kernel_memory() -> KernelMemory:
 
 def set_kernel_memory(policy: KernelMemory) -> KernelMemory:
     """Set the policy of :func:`get_kernel_memory`; returns the previous one."""
-    if policy not in _POLICIES:
-        raise ValueError(f"kernel memory policy must be one of {', '.join(_POLICIES)}; got {policy!r}")
+    if policy not in KERNEL_MEMORY:
+        raise ValueError(f"kernel memory policy must be one of {', '.join(KERNEL_MEMORY)}; got {policy!r}")
     before = _policy[0]
     _policy[0] = policy
     return before

@@ -115,7 +115,7 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     tensors_device = twin.device if twin is not None else run_device
     counted = None if twin is not None and twin.method == "fake" else tensors_device.type
     emulate = options.target if tensors_device.type == "meta" else None
-    settings = MemorySettings(options.round_to, counted) if memory else None
+    settings = MemorySettings(options.round_to, counted, options.kernel_memory) if memory else None
     rec = Recording(model, registry, memory=settings, train=train, emulate=emulate)
     method: Method = twin.method if twin is not None else ("meta" if run_device.type == "meta" else "real")
     ran = Ran(model, args, kwargs, rec, options, method)

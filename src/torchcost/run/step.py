@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from torchcost.collect.probe import KernelMemory
 from torchcost.errors import InputError, first_line
 from torchcost.trees import first, map_tensors, tensors_in
 
@@ -71,6 +72,7 @@ class StepOptions:
     loss_fn: Callable[[Any], torch.Tensor] | None = None
     amp: str | None = None
     target: str = "cpu"
+    kernel_memory: KernelMemory | None = None  # None: collect.probe.get_kernel_memory() (default "auto")
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
