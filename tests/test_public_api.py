@@ -21,6 +21,9 @@ EXPECTED = {
     "ModuleCost",
     "OpCall",
     "OpCount",
+    "Parallel",  # issue 12: simulated distributed training
+    "ParallelInfo",
+    "CollectiveCount",
     "ShapeError",
     "SpecError",
     "TensorSpec",

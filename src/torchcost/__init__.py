@@ -31,11 +31,13 @@ from torchcost.errors import (
 )
 from torchcost.fit import BatchFit, max_batch_size
 from torchcost.formulas import Cost, OpCall, register_formula
-from torchcost.report import CostReport, MemoryReport, ModuleCost, OpCount
+from torchcost.parallel import Parallel
+from torchcost.report import CollectiveCount, CostReport, MemoryReport, ModuleCost, OpCount, ParallelInfo
 from torchcost.shapes import TensorSpec
 
 __all__ = [
     "BatchFit",
+    "CollectiveCount",
     "Cost",
     "CostReport",
     "DtypeError",
@@ -46,6 +48,8 @@ __all__ = [
     "ModuleCost",
     "OpCall",
     "OpCount",
+    "Parallel",
+    "ParallelInfo",
     "ShapeError",
     "SpecError",
     "TensorSpec",

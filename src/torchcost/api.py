@@ -18,6 +18,7 @@ from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.inputs import model_dtype, prepare_inputs, run_device_for
+from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
 from torchcost.resolve import Resolved, resolve
 from torchcost.run.build import build_report
@@ -48,6 +49,7 @@ def analyze(
     memory: bool = True,
     measure_memory: bool = False,
     kernel_memory: KernelMemory | None = None,
+    parallel: Parallel | None = None,
 ) -> CostReport:
     """Analyse one forward pass of ``model`` (or a training step) and return a :class:`CostReport`.
 
@@ -74,6 +76,11 @@ def analyze(
             knows a call, else the real kernel run once per shape under the allocator, cached), "measure" (always
             run it), "table" (never). Only for target "cpu"; docs/conventions.md, "Memory".
 
+        parallel: a :class:`torchcost.Parallel` simulates one rank of a distributed world (FSDP2, DDP, tensor
+            parallelism) on a fake process group and fake tensors: the report is that rank's (local shards, FLOPs,
+            peak memory) with ``collectives`` and ``parallel`` filled in. The inputs are the rank's own batch.
+            docs/conventions.md, "Distributed training".
+
     ``macs``/``flops`` are the forward's; in train mode ``phases`` and ``step_macs``/``step_flops`` count the whole
     step (forward, loss, backward, recompute, optimizer). docs/conventions.md says what is counted and how.
     """
@@ -86,13 +93,28 @@ def analyze(
     if kernel_memory is not None and kernel_memory not in KERNEL_MEMORY:
         raise InputError(f"kernel_memory must be one of {', '.join(KERNEL_MEMORY)}; got {kernel_memory!r}")
     step_optimizer = (optimizer if optimizer is not None else "adamw") if mode == "train" else None
-    options = StepOptions(mode, step_optimizer, loss_fn, amp, target or default_target(run_device), kernel_memory)
+    # a simulated rank stands for a GPU of a cluster: its memory follows CUDA's allocator unless told otherwise
+    chosen_target = target or ("cuda" if parallel is not None else default_target(run_device))
+    options = StepOptions(mode, step_optimizer, loss_fn, amp, chosen_target, kernel_memory)
+    if parallel is not None:
+        if not isinstance(parallel, Parallel):
+            raise InputError(f"parallel must be a torchcost.Parallel, got {type(parallel).__name__}")
+        parallel.check(model, mode)
+        if measure_memory:
+            raise InputError("measure_memory= measures a run on real tensors; a parallel run is simulated on fake ones")
+        if kernel_memory is None and options.target == "cuda":  # no CPU kernel probes for a CUDA target's rank
+            options = StepOptions(mode, step_optimizer, loss_fn, amp, options.target, "table")
     refuse_unsupported(model, options)
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
     with exclusive():
         call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
-        ran = run(model, call_args, call_kwargs, registry, options, memory, run_device,
-                  measure_cpu=measure_memory)
+        if parallel is not None:
+            from torchcost.parallel.runner import run_parallel
+
+            ran = run_parallel(model, call_args, call_kwargs, registry, options, memory, run_device, parallel)
+        else:
+            ran = run(model, call_args, call_kwargs, registry, options, memory, run_device,
+                      measure_cpu=measure_memory)
         report = build_report(ran, run_device, mode)
         # the run's tensors die here, while a Ctrl-C is still deferred: torch's clean-up callbacks would drop it
         del ran, call_args, call_kwargs

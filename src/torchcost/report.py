@@ -13,8 +13,8 @@ from typing import Any
 from torchcost.errors import InputError
 from torchcost.shapes import ShapeTree, TensorSpec
 
-__all__ = ["SCHEMA_VERSION", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline", "ModuleCost", "OpCount",
-           "PhaseCount"]
+__all__ = ["SCHEMA_VERSION", "CollectiveCount", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline",
+           "ModuleCost", "OpCount", "ParallelInfo", "PhaseCount"]
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 lacks the training-step fields: they read back as 0 / empty
@@ -28,6 +28,71 @@ class OpCount:
     calls: int
     macs: int = 0
     flops: int = 0
+
+
+@dataclass(frozen=True)
+class CollectiveCount:
+    """One collective of a simulated rank's step (``parallel=``): an op of the ``c10d``/``_c10d_functional``
+    namespaces (or DDP's modelled bucket all-reduce, ``ddp::bucket_all_reduce``), in one phase, on groups of one size.
+
+    ``bytes`` is the payload by the convention of docs/conventions.md, "Distributed training": all-gather the
+    gathered (output) size, reduce-scatter the input size, all-reduce / broadcast / send / recv the tensor's size.
+    ``wire_bytes`` is what one rank sends with ring algorithms: (n-1)/n of the payload for all-gather and
+    reduce-scatter, 2(n-1)/n for all-reduce, the payload otherwise."""
+
+    op: str
+    kind: str  # all_gather | reduce_scatter | all_reduce | broadcast | all_to_all | send | recv | barrier | other
+    calls: int
+    bytes: int
+    group_size: int
+    phase: str
+
+    @property
+    def wire_bytes(self) -> int:
+        n = max(self.group_size, 1)
+        if self.kind in ("all_gather", "reduce_scatter"):
+            return self.bytes * (n - 1) // n
+        if self.kind == "all_reduce":
+            return 2 * self.bytes * (n - 1) // n
+        return self.bytes
+
+
+@dataclass(frozen=True)
+class ParallelInfo:
+    """How a ``parallel=`` run was simulated: ``strategy`` ("fsdp2", "ddp", "tp", "fsdp2+tp", "ddp+tp", or "custom"
+    for the user's own ``apply``), ``world`` ranks on a mesh of ``mesh_shape`` (dimension names ``mesh_dims``),
+    the rank the report is about (``rank``, at ``coordinate`` on the mesh), every rank analysed with its peak
+    (``ranks_analyzed``/``rank_peaks``) and whether their peaks or collectives differ (``ranks_differ``).
+    ``fsdp_units`` are the modules given their own ``fully_shard`` ("" the root), ``buckets`` DDP's bucket sizes in
+    bytes, in the order their all-reduces run."""
+
+    strategy: str
+    world: int
+    mesh_shape: tuple[int, ...]
+    mesh_dims: tuple[str, ...]
+    rank: int
+    coordinate: tuple[int, ...] = ()
+    ranks_analyzed: tuple[int, ...] = ()
+    rank_peaks: tuple[int, ...] = ()
+    ranks_differ: bool = False
+    fsdp: int = 1
+    tp: int = 1
+    ddp: int = 1
+    reshard_after_forward: bool = True
+    param_dtype: str = ""
+    reduce_dtype: str = ""
+    bucket_cap_mb: float = 0.0
+    buckets: tuple[int, ...] = ()
+    fsdp_units: tuple[str, ...] = ()
+    tp_plan: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParallelInfo:
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -74,6 +139,10 @@ class ModuleCost:
     forward ops it ran again inside backward (activation checkpointing), ``optimizer_flops`` the optimizer's work on
     its parameters; all but ``self_backward_*`` include the children. ``input_grad_macs``/``weight_grad_macs`` split
     the backward MACs of its convolutions, matrix products and recurrent layers (PhaseCount), children included.
+
+    Simulated distributed runs (``parallel=``): ``comm_bytes``/``comm_calls`` are the payload bytes and calls of the
+    collectives run in the module's forward, backward (like backward ops) and optimizer step, children included
+    (CollectiveCount); 0 otherwise.
     """
 
     name: str
@@ -109,6 +178,8 @@ class ModuleCost:
     optimizer_flops: int = 0
     input_grad_macs: int = 0
     weight_grad_macs: int = 0
+    comm_bytes: int = 0
+    comm_calls: int = 0
 
     @property
     def is_leaf(self) -> bool:
@@ -127,7 +198,12 @@ class ModuleCost:
 class MemoryBreakdown:
     """Bytes alive at one moment, by what holds them. ``temporaries`` is every other storage made during the run:
     activations not saved for backward (all of them under no_grad), op outputs still referenced, the loss.
-    ``workspace`` is memory the op running at that moment holds inside itself (a registered kernel workspace)."""
+    ``workspace`` is memory the op running at that moment holds inside itself (a registered kernel workspace).
+
+    Simulated distributed runs (``parallel=``) add two: ``unsharded_params``, FSDP's all-gathered (unsharded)
+    parameters alive at that moment, and ``comm_buffers``, the flat buffers of collectives (FSDP's all-gather input and
+    output, its reduce-scatter input and output until they become the sharded gradients; DDP's gradient buckets).
+    ``parameters`` are then the local shards (padded). Both are left out of ``to_dict`` when 0."""
 
     parameters: int = 0
     buffers: int = 0
@@ -137,13 +213,19 @@ class MemoryBreakdown:
     saved_activations: int = 0
     temporaries: int = 0
     workspace: int = 0
+    unsharded_params: int = 0
+    comm_buffers: int = 0
 
     @property
     def total(self) -> int:
         return sum(getattr(self, f.name) for f in fields(self))
 
     def to_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) or f.name not in _OPTIONAL_BREAKDOWN}
+
+
+_OPTIONAL_BREAKDOWN = ("unsharded_params", "comm_buffers")
 
 
 @dataclass(frozen=True)
@@ -230,6 +312,10 @@ class CostReport:
     ``tokens`` is what the per-token figures divide by (the table's "Per token" line in a training step:
     ``step_flops / tokens`` against the 6ND rule's ``6 * trainable_params``): the element count of the first input
     (input_ids, by position or by keyword) when it is an integer tensor, 0 otherwise.
+
+    A simulated distributed run (``analyze(..., parallel=Parallel(...))``) reports one rank: every figure is that
+    rank's (local shards, local FLOPs, its peak), ``parallel`` says which rank of which world, and ``collectives``
+    lists the step's communication; both are absent from the JSON of a single-device run.
     """
 
     model_type: str
@@ -262,6 +348,8 @@ class CostReport:
     step_macs: int = 0  # the whole run: every phase (in eval, the forward: equal to macs)
     step_flops: int = 0
     tokens: int = 0  # the tokens the model is fed: numel of its first input when that is an integer tensor, else 0
+    collectives: tuple[CollectiveCount, ...] = ()  # a simulated rank's collectives (parallel=); () otherwise
+    parallel: ParallelInfo | None = None  # how the rank was simulated (parallel=); None for a single-device run
 
     def phase(self, name: str) -> PhaseCount:
         """One phase's counts ("forward", "loss", "backward", "recompute", "optimizer"); zeros if it did not run."""
@@ -317,6 +405,8 @@ class CostReport:
         for f in fields(self):
             if f.name in ("root", "schema_version", "_index"):
                 continue
+            if f.name in ("collectives", "parallel") and self.parallel is None:
+                continue
             data[f.name] = _encode(getattr(self, f.name))
         if self.phases and self.tokens:  # a training step's derived figures, for readers; from_dict drops them
             data["per_token"] = {"tokens": self.tokens, "step_flops_per_token": self.step_flops / self.tokens,
@@ -354,6 +444,8 @@ class CostReport:
         top["formula_errors"] = tuple(tuple(e) for e in top["formula_errors"])
         top["uncalled"] = tuple(top["uncalled"])
         top["memory"] = MemoryReport.from_dict(top["memory"]) if top.get("memory") is not None else None
+        top["collectives"] = tuple(CollectiveCount(**c) for c in top.get("collectives", ()))
+        top["parallel"] = ParallelInfo.from_dict(top["parallel"]) if top.get("parallel") is not None else None
         top["phases"] = tuple(PhaseCount(p["name"], p["macs"], p["flops"], tuple(OpCount(**o) for o in p["ops"]),
                                          tuple(OpCount(**o) for o in p["uncounted"]), p.get("input_grad_macs", 0),
                                          p.get("weight_grad_macs", 0))
@@ -364,16 +456,39 @@ class CostReport:
     def from_json(cls, text: str) -> CostReport:
         return cls.from_dict(json.loads(text))
 
+    # notebook and HTML views (render/html.py, imported late like table())
+    def to_html(self, *, memory_budget: int | str | None = None) -> str:
+        """One self-contained HTML page (no network): headline, icicle, memory timeline, module table."""
+        from torchcost.render.html import render_html
+        from torchcost.units import parse_bytes
+
+        return render_html(self, budget=None if memory_budget is None else parse_bytes(memory_budget))
+
+    def _repr_html_(self) -> str:
+        from torchcost.render.html import report_repr_html
+
+        return report_repr_html(self)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per module indexed by name (needs pandas)."""
+        from torchcost.render.html import report_frame
+
+        return report_frame(self)
+
 
 def _module_dict(m: ModuleCost) -> dict[str, Any]:
-    data = {f.name: _encode(getattr(m, f.name)) for f in fields(m) if f.name != "children"}
+    data = {f.name: _encode(getattr(m, f.name)) for f in fields(m)
+            if f.name != "children" and (f.name not in ("comm_bytes", "comm_calls") or getattr(m, f.name))}
     data["children"] = [c.name for c in m.children]
     return data
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, MemoryReport):
+    if isinstance(value, (MemoryReport, ParallelInfo)):
         return value.to_dict()
+    if isinstance(value, CollectiveCount):
+        return {"op": value.op, "kind": value.kind, "calls": value.calls, "bytes": value.bytes,
+                "group_size": value.group_size, "phase": value.phase}
     if isinstance(value, TensorSpec):
         spec = {"shape": list(value.shape), "dtype": value.dtype}
         return {**spec, "kind": value.kind} if value.kind else spec

@@ -40,11 +40,24 @@ __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
 ALIVE = sys.maxsize  # "died" of a storage still alive when the run ended
 CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state", "saved_activations", "temporaries",
-              "workspace")
+              "unsharded_params", "comm_buffers", "workspace")
+# ops whose tensors are collective buffers (simulated distributed runs): FSDP2's copy-in/out kernels and its in-place
+# c10d collectives; the storages they make or fill, not otherwise categorised, are "comm_buffers"
+_COMM_BUFFER_OPS = frozenset({
+    "fsdp::all_gather_copy_in", "fsdp::chunk_cat", "c10d::_allgather_base_", "c10d::_reduce_scatter_base_",
+    "c10d::allgather_into_tensor_coalesced_", "c10d::reduce_scatter_tensor_coalesced_"})
 _SCOPE_KEY = "torchcost.module"
 
 
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor holding the data: a DTensor's local shard, any other tensor itself."""
+    local = getattr(t, "_local_tensor", None) if type(t).__name__ == "DTensor" else None
+    return local if isinstance(local, torch.Tensor) else t
+
+
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    if type(t).__name__ == "DTensor":
+        t = local_tensor(t)
     if t.is_sparse or t.is_nested or t.layout != torch.strided:
         return None
     try:
@@ -172,6 +185,25 @@ class MemoryTracker:
             del self._by_storage[key]
         self._refs.pop(uid, None)
 
+    def resized(self, t: torch.Tensor, category: str) -> None:
+        """``t``'s storage was resized outside any op (FSDP2 frees and re-allocates its unsharded parameters with
+        ``storage.resize_``): the old size dies here and the new one, if any, is born, in ``category``."""
+        s = _storage(t)
+        if s is None or self.closed:
+            return
+        uid = self._by_storage.get(id(s))
+        if uid is not None:
+            if self.sizes[uid] == self._size(s.nbytes()) and s.nbytes() > 0:
+                if not self.category[uid] and self.born[uid] >= 0:
+                    self.category[uid] = category
+                return
+            self.current -= self.sizes[uid]
+            self.died[uid] = len(self.alive)
+            del self._by_storage[id(s)]
+            self._refs.pop(uid, None)
+        if s.nbytes() > 0:
+            self._register(s, len(self.alive), category)
+
     def uid_of(self, t: torch.Tensor) -> int | None:
         s = _storage(t)
         return None if s is None else self._by_storage.get(id(s))
@@ -217,6 +249,11 @@ class MemoryTracker:
         key = self._keys.get(func)
         if key is None:
             key = self._keys[func] = func._schema.name if hasattr(func, "_schema") else str(func)
+        if key in _COMM_BUFFER_OPS:
+            for t in tensors_in((args, out)):
+                uid = self.uid_of(t)
+                if uid is not None and self.born[uid] >= 0 and not self.category[uid]:
+                    self.category[uid] = "comm_buffers"
         held = 0
         if key in WORKSPACES or key in FIXED_OUTPUTS or key in probe.PROBED:
             held = self._kernel_memory(key, func, args, kwargs, out, index)

@@ -36,11 +36,88 @@ from torchcost.trees import any_tensor, is_floating, tensors_in
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
 
-__all__ = ["STEP_PHASES", "DispatchCollector", "NodeTagger", "OpCollector", "StepScope", "op_counts"]
+__all__ = ["COMM_NAMESPACES", "STEP_PHASES", "DispatchCollector", "NodeTagger", "OpCollector", "StepScope",
+           "collective_kind", "forget_groups", "op_counts"]
 
 _DEVICE = torch.ops.prim.device.default
 _SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key MemoryMode and NodeTagger write
 STEP_PHASES = ("forward", "loss", "backward", "recompute", "optimizer")  # the phases of a training step's counts
+
+
+# -- collectives (simulated distributed runs; docs/conventions.md, "Distributed training") ----------------------------
+
+COMM_NAMESPACES = frozenset({"c10d", "_c10d_functional", "c10d_functional"})
+_COPY_NAMESPACES = frozenset({"fsdp"})  # FSDP2's copy-in / copy-out / chunk-cat kernels: copies, free of FLOPs
+_NOT_COLLECTIVES = frozenset({"wait_tensor", "wait", "work_wait"})
+_KINDS = (("reduce_scatter", "reduce_scatter"), ("allgather", "all_gather"), ("all_gather", "all_gather"),
+          ("allreduce", "all_reduce"), ("all_reduce", "all_reduce"), ("broadcast", "broadcast"),
+          ("alltoall", "all_to_all"), ("all_to_all", "all_to_all"), ("barrier", "barrier"), ("send", "send"),
+          ("recv", "recv"), ("reduce", "reduce"), ("gather", "gather"), ("scatter", "scatter"))
+_GROUP_ARGS = ("group_name", "process_group", "group")
+
+
+def collective_kind(func: torch._ops.OpOverload) -> str:
+    """"" for an op that is no collective, "free" for FSDP's copies and the waits, else the collective's kind."""
+    namespace = func.namespace
+    if namespace in _COPY_NAMESPACES:
+        return "free"
+    if namespace not in COMM_NAMESPACES:
+        return ""
+    name = func._schema.name.split("::")[-1]
+    if name in _NOT_COLLECTIVES:
+        return "free"
+    return next((kind for word, kind in _KINDS if word in name), "other")
+
+
+def _nbytes(value: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors_in(value))
+
+
+def collective_bytes(func: torch._ops.OpOverload, kind: str, args: tuple[Any, ...], out: Any) -> int:
+    """The payload of one collective call: all-gather its output (the gathered size), reduce-scatter and all-to-all
+    its input, every other kind its (first) tensor argument."""
+    if kind == "all_gather":
+        return _nbytes(out)
+    if kind in ("reduce_scatter", "all_to_all"):  # c10d's in-place ops take (outputs, inputs, ...)
+        return _nbytes(args[1] if func.namespace == "c10d" and len(args) > 1 else args[0] if args else ())
+    if kind == "barrier":
+        return 0
+    return _nbytes(args[0]) if args else 0
+
+
+_GROUP_SIZES: dict[object, int] = {}
+
+
+def forget_groups() -> None:
+    """Drop the cached group sizes (a simulated world ended: its group names may come back with other sizes)."""
+    _GROUP_SIZES.clear()
+
+
+def group_size(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The size of the group a collective runs on: from its process-group or group-name argument (0: unknown)."""
+    for i, argument in enumerate(func._schema.arguments):
+        if argument.name not in _GROUP_ARGS and argument.name != "group_size":
+            continue
+        value = args[i] if i < len(args) else kwargs.get(argument.name)
+        if argument.name == "group_size" and isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            size = _GROUP_SIZES.get(value)
+            if size is None:
+                try:
+                    from torch.distributed import distributed_c10d as c10d
+
+                    resolve = getattr(c10d, "_resolve_process_group")  # noqa: B009  # private, untyped
+                    size = _GROUP_SIZES[value] = int(resolve(value).size())
+                except Exception:  # an unknown name: the size stays unknown
+                    size = 0
+            return size
+        if isinstance(value, torch.ScriptObject):  # a c10d op's boxed ProcessGroup
+            try:
+                return int(torch.distributed.ProcessGroup.unbox(value).size())
+            except Exception:
+                return 0
+    return 0
 
 
 @dataclass
@@ -238,7 +315,10 @@ class OpCollector:
     step: StepScope | None = None  # a training step: where later phases' ops belong
     steps: dict[str, _Tally] = field(default_factory=dict)  # phase (not "forward") -> its tally
     enclosed_depth: int = 0  # > 0 while a composite priced whole runs (its aten ops are enclosed)
-    _cache: dict[Any, tuple[str, Formula | None, bool]] = field(default_factory=dict)
+    # collectives: (op, kind, group size, phase) -> [calls, bytes]; module -> [calls, bytes]
+    comm: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
+    comm_modules: dict[str, list[int]] = field(default_factory=dict)
+    _cache: dict[Any, tuple[str, Formula | None, bool, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._forward = _Tally(self.counted, self.uncounted)
@@ -252,20 +332,24 @@ class OpCollector:
         finally:
             self.enclosed_depth -= 1
 
-    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool]:
+    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str]:
         hit = self._cache.get(func)
         if hit is None:
             key = op_key(func)
-            hit = (key, self.registry.get(key), is_free(func, key))
+            comm = collective_kind(func)
+            formula = self.registry.get(key)
+            hit = (key, formula if not comm else None, is_free(func, key) or comm == "free", comm)
             self._cache[func] = hit
         return hit
 
     def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         if not self.counting:
             return
-        key, formula, free = self._lookup(func)
+        key, formula, free, comm = self._lookup(func)
         forward = self.phase == "forward"
-        if self.enclosed_depth:
+        if comm and comm != "free":
+            self.record_collective(key, comm, collective_bytes(func, comm, args, out), group_size(func, args, kwargs))
+        elif self.enclosed_depth:
             if forward:
                 self.enclosed[key] = self.enclosed.get(key, 0) + 1
         elif formula is not None:
@@ -297,6 +381,21 @@ class OpCollector:
         the parameter it was made for, so later ops on it are charged there too."""
         if self.step is not None:
             self.step.owners[id(temporary)] = self.step.last
+
+    def record_collective(self, key: str, kind: str, nbytes: int, size: int, module: str | None = None,
+                          phase: str | None = None) -> None:
+        """One collective call of ``nbytes`` payload on a group of ``size``: in its phase's and its module's tally
+        (``module``/``phase`` given: a modelled call, DDP's bucket all-reduce)."""
+        if module is None or phase is None:
+            where, tally = self._where(None)
+            module = where if module is None else module
+            phase = tally.name if phase is None else phase
+        entry = self.comm.setdefault((key, kind, size, phase), [0, 0])
+        entry[0] += 1
+        entry[1] += nbytes
+        per_module = self.comm_modules.setdefault(module, [0, 0])
+        per_module[0] += 1
+        per_module[1] += nbytes
 
     def record_uncounted(self, key: str, call: OpCall | None = None) -> None:
         module, tally = self._where(call)
@@ -445,7 +544,14 @@ class DispatchCollector(TorchDispatchMode):
         self.ops = ops
         self.memory = memory
 
+    paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if self.paused:
+            return func(*args, **(kwargs or {}))
+        for kind in types:
+            if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
+                return NotImplemented
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran

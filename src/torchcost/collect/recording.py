@@ -70,6 +70,21 @@ class Recording:
         self._train = train
         self._emulate = emulate
         self._stack = contextlib.ExitStack()
+        self.dispatch: DispatchCollector | None = None
+
+    @contextlib.contextmanager
+    def unseen(self) -> Iterator[None]:
+        """Ops run inside are not the model's: neither counted nor tracked (a simulated rank's DTensor shape
+        propagation, which runs each op once on fake tensors of the global shapes)."""
+        dispatch = self.dispatch
+        if dispatch is None or dispatch.paused:
+            yield
+            return
+        dispatch.paused = True
+        try:
+            yield
+        finally:
+            dispatch.paused = False
 
     def __enter__(self) -> Recording:
         with contextlib.ExitStack() as stack:  # what went in comes off again if installing the rest fails
@@ -86,7 +101,7 @@ class Recording:
             if self._train and self.memory is None:  # MemoryMode tags autograd nodes only when it tracks memory
                 stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
-            stack.enter_context(DispatchCollector(self.ops, self.memory))
+            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory))
             self._stack = stack.pop_all()
         return self
 

@@ -20,8 +20,8 @@ from torchcost.shapes import describe
 from torchcost.units import format_count, format_int, format_mib
 
 __all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
-           "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "row_label", "rows",
-           "select", "table_lines"]
+           "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "parallel_lines",
+           "row_label", "rows", "select", "table_lines"]
 
 SortKey = Literal["flops", "macs", "params", "step", "backward"]
 SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params", "step", "backward")
@@ -288,7 +288,45 @@ def footer_lines(report: CostReport) -> list[str]:
         f"Total of the above (MiB): {format_mib(report.total_bytes)}",
     ]
     lines += memory_lines(report)
+    lines += parallel_lines(report)
     lines.append(f"({report.mode} mode, {report.dtype}, {report.device}; counts per docs/conventions.md)")
+    return lines
+
+
+_KIND_ORDER = ("all_gather", "reduce_scatter", "all_reduce", "broadcast", "all_to_all", "send", "recv")
+
+
+def parallel_lines(report: CostReport) -> list[str]:
+    """A simulated rank's world and collectives (nothing for a single-device run)."""
+    p = report.parallel
+    if p is None:
+        return []
+    parts = []
+    if p.fsdp > 1:
+        reshard = "reshard after forward" if p.reshard_after_forward else "no reshard after forward"
+        mp = f", params {p.param_dtype or 'as is'} / reduce {p.reduce_dtype or 'as is'}" if (
+            p.param_dtype or p.reduce_dtype) else ""
+        parts.append(f"FSDP2 x {p.fsdp} ({reshard}{mp})")
+    if p.ddp > 1:
+        parts.append(f"DDP x {p.ddp} ({len(p.buckets)} buckets, cap {p.bucket_cap_mb:g} MB)")
+    parts.append(f"TP {p.tp}")
+    if p.strategy == "custom":
+        parts = [f"custom apply= on a mesh {' x '.join(map(str, p.mesh_shape))} ({', '.join(p.mesh_dims)})"]
+    differ = "ranks differ" if p.ranks_differ else "ranks alike"
+    analysed = ", ".join(map(str, p.ranks_analyzed))
+    lines = [f"Parallel: {', '.join(parts)}; rank {p.rank} of {p.world} (analysed {analysed}; {differ})"]
+    kinds: dict[str, list[int]] = {}
+    for c in report.collectives:
+        entry = kinds.setdefault(c.kind, [0, 0, 0])
+        entry[0] += c.calls
+        entry[1] += c.bytes
+        entry[2] += c.wire_bytes
+    order = sorted(kinds, key=lambda k: (_KIND_ORDER.index(k) if k in _KIND_ORDER else 99, k))
+    shown = [f"{k} {kinds[k][0]} x, {format_mib(kinds[k][1])} MiB" for k in order]
+    wire = sum(v[2] for v in kinds.values())
+    lines += _wrap(f"Collectives per step (rank {p.rank}): ", shown or ["none"])
+    if kinds:
+        lines.append(f"  payload per docs/conventions.md; sent by this rank over ring links: {format_mib(wire)} MiB")
     return lines
 
 
@@ -333,7 +371,8 @@ def _token_lines(report: CostReport) -> list[str]:
 
 _PARTS = (("parameters", "parameters"), ("buffers", "buffers"), ("inputs", "inputs"), ("gradients", "gradients"),
           ("optimizer_state", "optimizer state"), ("saved_activations", "saved activations"),
-          ("temporaries", "temporaries"), ("workspace", "workspace"))
+          ("temporaries", "temporaries"), ("workspace", "workspace"), ("unsharded_params", "unsharded params"),
+          ("comm_buffers", "comm buffers"))
 
 
 def memory_lines(report: CostReport) -> list[str]:

@@ -11,11 +11,19 @@ import torch
 from torch import nn
 
 from torchcost._version import __version__
-from torchcost.collect.memory import MemoryTrace
+from torchcost.collect.memory import MemoryTrace, local_tensor
 from torchcost.collect.ops import STEP_PHASES, OpCollector
 from torchcost.collect.scope import ModuleCalls, ScopeTracker, module_paths
 from torchcost.inputs import floating_dtype
-from torchcost.report import CostReport, MemoryBreakdown, MemoryReport, MemoryTimeline, ModuleCost, PhaseCount
+from torchcost.report import (
+    CollectiveCount,
+    CostReport,
+    MemoryBreakdown,
+    MemoryReport,
+    MemoryTimeline,
+    ModuleCost,
+    PhaseCount,
+)
 from torchcost.run.execute import Ran
 from torchcost.shapes import ShapeTree, TensorSpec
 from torchcost.trees import spec_of, tensor_bytes
@@ -30,7 +38,8 @@ def _numel(tensors: Mapping[int, torch.Tensor]) -> int:
 
 
 def _nbytes(tensors: Mapping[int, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    """Bytes of the tensors' data: a DTensor's local shard (a simulated rank's own)."""
+    return sum(local_tensor(t).numel() * t.element_size() for t in tensors.values())
 
 
 @dataclass
@@ -110,8 +119,16 @@ class _Tree:
             self_macs=self_macs, self_flops=self_flops, ops=ops, uncounted=self.ops.module_uncounted(name),
             children=children, **self._memory(name, children, params, buffers),
             shapes_differ=calls.shapes_differ, same_as=self.scope.canonical.get(name, ""),
-            **self._step(name, children),
+            **self._step(name, children), **self._comm(name, children),
         )
+
+    def _comm(self, name: str, children: tuple[ModuleCost, ...]) -> dict[str, int]:
+        """The collectives charged to this module and its children (simulated distributed runs only)."""
+        if not self.ops.comm_modules:
+            return {}
+        calls, nbytes = self.ops.comm_modules.get(name, (0, 0))
+        return {"comm_calls": calls + sum(c.comm_calls for c in children),
+                "comm_bytes": nbytes + sum(c.comm_bytes for c in children)}
 
     def _step(self, name: str, children: tuple[ModuleCost, ...]) -> dict[str, int]:
         """The training step's later phases attributed to this module (none in eval)."""
@@ -172,7 +189,18 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
         memory=_memory_report(trace, ran) if trace is not None else None,
         phases=phases, step_macs=sum(p.macs for p in phases) if phases else root.macs,
         step_flops=sum(p.flops for p in phases) if phases else root.flops, tokens=_tokens(inputs),
+        collectives=_collectives(ops) if ran.parallel is not None else (), parallel=ran.parallel,
     )
+
+
+_PHASE_ORDER = {name: i for i, name in enumerate(STEP_PHASES)}
+
+
+def _collectives(ops: OpCollector) -> tuple[CollectiveCount, ...]:
+    """The run's collectives, in phase order, then by payload (largest first) and name."""
+    counts = [CollectiveCount(op, kind, calls, nbytes, size, phase)
+              for (op, kind, size, phase), (calls, nbytes) in ops.comm.items()]
+    return tuple(sorted(counts, key=lambda c: (_PHASE_ORDER.get(c.phase, 9), -c.bytes, c.op, c.group_size)))
 
 
 _INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")

@@ -18,11 +18,12 @@ from torch import nn
 from torch._C._profiler import _ExtraFields_Allocation
 from torch.profiler import ProfilerActivity, profile
 
-from torchcost.collect.memory import module_tensors
+from torchcost.collect.memory import local_tensor, module_tensors
 from torchcost.collect.recording import MemorySettings, Recording
 from torchcost.errors import InputError, ModelError
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
+from torchcost.report import ParallelInfo
 from torchcost.run.failures import forward_failures, step_failures
 from torchcost.run.guard import guarded
 from torchcost.run.plan import check_room_for_copy, choose_method, retry_on_copy, twin_device
@@ -78,6 +79,7 @@ class Ran:
     gradient_bytes: int = 0
     optimizer_state_bytes: int = 0
     measured: Measured = field(default_factory=Measured)
+    parallel: ParallelInfo | None = None  # a simulated distributed rank (torchcost.parallel)
 
 
 def run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
@@ -125,10 +127,14 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         if opt is not None:
             warm_optimizer(opt)
             ran.optimizer = describe_optimizer(opt)
+        extras = twin.extras if twin is not None else None
+        if extras is not None:
+            extras.prepare(rec, model, opt)
         _add_baselines(rec, model, args, kwargs, opt)
         real = memory and method in ("real", "copy")
         meter = allocator_meter(ran.measured, tensors_device, measure_cpu) if real else contextlib.nullcontext()
-        with meter, rec, torch.enable_grad() if train else torch.no_grad():
+        around = extras.during(rec) if extras is not None else contextlib.nullcontext()
+        with meter, rec, around, torch.enable_grad() if train else torch.no_grad():
             out, loss = _forward(rec, ran, tensors_device)
             if train:
                 with rec.phase("backward"), step_failures("backward"):
@@ -141,6 +147,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
                         opt.step()
         if train:
             _account_step(ran, opt, counted)
+        if extras is not None:
+            extras.finish(rec, model, opt)
         del out, loss
     return ran
 
@@ -291,7 +299,7 @@ def _dense_parts(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _storage_bytes(tensors: list[torch.Tensor], device_type: str | None, round_to: int) -> int:
     """Bytes of the distinct storages behind ``tensors`` on ``device_type`` (None: all), in allocator blocks."""
-    storages = {id(s): s for s in (t.untyped_storage() for t in tensors)
+    storages = {id(s): s for s in (local_tensor(t).untyped_storage() for t in tensors)
                 if device_type in (None, s.device.type)}
     return sum(-(-s.nbytes() // round_to) * round_to for s in storages.values())
 

@@ -114,6 +114,10 @@ class Twin:
     device: torch.device  # the device its tensors claim
     params: dict[int, nn.Parameter] = field(default_factory=dict)  # id(user's parameter) -> twin's
     fake_mode: Any = None
+    # a simulated distributed rank (torchcost.parallel): its hooks around the run (TwinExtras), and whether a named
+    # optimizer may use the foreach implementation (None: torch's default for the target)
+    extras: Any = None
+    foreach: bool | None = None
 
     def context(self) -> contextlib.AbstractContextManager[Any]:
         return self.fake_mode if self.fake_mode is not None else contextlib.nullcontext()
@@ -205,14 +209,16 @@ def make_optimizer(spec: Any, model: nn.Module, twin: Twin, target: str) -> torc
     if spec is None:
         return None
     foreach = True if target == "cuda" else None  # torch's own default on CUDA is the foreach implementation
+    if twin.foreach is not None:
+        foreach = twin.foreach
     if isinstance(spec, str):
         cls, defaults = OPTIMIZERS[spec.lower()]
         params = [p for p in twin.model.parameters() if p.requires_grad]
         if not params:
             return None
         kwargs = dict(defaults)
-        if foreach:
-            kwargs["foreach"] = True
+        if foreach is not None:
+            kwargs["foreach"] = foreach
         return cls(params, **kwargs)
     groups = []
     for group in spec.param_groups:
@@ -225,6 +231,8 @@ def make_optimizer(spec: Any, model: nn.Module, twin: Twin, target: str) -> torc
         options = {k: v for k, v in group.items() if k != "params"}
         if options.get("foreach") is None and foreach:
             options["foreach"] = True
+        if twin.foreach is False:
+            options["foreach"] = False
         if twin.method == "meta" and options.get("fused"):
             options["fused"] = None  # no fused kernel for meta tensors; its memory is the foreach path's, less temps
             options["foreach"] = True
@@ -235,7 +243,7 @@ def make_optimizer(spec: Any, model: nn.Module, twin: Twin, target: str) -> torc
     for group, twin_group in zip(spec.param_groups, twin_opt.param_groups):
         for p, twin_p in zip(group["params"], twin_group["params"]):
             state = spec.state.get(p)
-            if state:
+            if state and twin.extras is None:  # a simulated rank's parameters are shards: state made afresh
                 twin_opt.state[twin_p] = {k: _like(v, twin) for k, v in state.items()}
     made: torch.optim.Optimizer = twin_opt
     return made

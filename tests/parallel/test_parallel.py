@@ -1,0 +1,245 @@
+"""Simulated distributed training (parallel=): one rank of FSDP2 / DDP / TP worlds on a fake process group.
+
+Every expected number is derived by hand beside it. Sizes: fp32 (4 B an element); target "cpu" (no 512-B
+rounding) unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+
+import pytest
+import torch
+from torch import nn
+
+import torchcost
+from torchcost import CostReport, InputError, Parallel
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():  # pragma: no cover
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+
+def mlp(n: int = 3, d: int = 64) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers.append(nn.Linear(d, d))
+        if i < n - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def by_kind(report: CostReport, kind: str, phase: str | None = None) -> tuple[int, int]:
+    found = [c for c in report.collectives if c.kind == kind and (phase is None or c.phase == phase)]
+    return sum(c.calls for c in found), sum(c.bytes for c in found)
+
+
+X = torch.randn(8, 64)
+# one Linear(64, 64): weight 64 x 64 + bias 64 = 4160 elements = 16640 B
+LINEAR_BYTES = (64 * 64 + 64) * 4
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_fsdp_shards_and_collectives(ranks: int) -> None:
+    r = torchcost.analyze(mlp(), X, mode="train", target="cpu", parallel=Parallel(fsdp=ranks, rank=ranks - 1))
+    # each rank holds ceil(64 / ranks) rows of every weight and bias: 64/ranks * (64 + 1) elements per Linear
+    shard = (64 // ranks) * 64 * 4 + (64 // ranks) * 4
+    assert r.param_bytes == 3 * shard
+    assert r.memory is not None and r.memory.at_peak.parameters == 3 * shard
+    # all-gather: one per unit (each Linear; the root holds no parameter of its own) in the forward, and again in
+    # the backward (resharded after forward); payload = the gathered size = the unit's full parameters
+    assert by_kind(r, "all_gather", "forward") == (3, 3 * LINEAR_BYTES)
+    assert by_kind(r, "all_gather", "backward") == (3, 3 * LINEAR_BYTES)
+    # reduce-scatter: one per unit, input = the unit's full (unsharded) gradients
+    assert by_kind(r, "reduce_scatter") == (3, 3 * LINEAR_BYTES)
+    assert all(c.group_size == ranks for c in r.collectives)
+    assert r.parallel is not None and r.parallel.world == ranks and r.parallel.rank == ranks - 1
+    assert r.parallel.fsdp_units == ("0", "2", "4", "")
+    # FLOPs are the local batch's, as on one device: 3 products of 8 x 64 x 64 MACs in the forward
+    assert r.macs == 3 * 8 * 64 * 64
+    single = torchcost.analyze(mlp(), X, mode="train", target="cpu")
+    assert r.step_macs == single.step_macs
+    assert r.phase("backward").macs == single.phase("backward").macs
+    assert sum(c.calls for c in r.collectives) == 9
+    # per module: every collective lands in some module of the tree; the root's rolled-up bytes are the total
+    assert r.root.comm_bytes == sum(c.bytes for c in r.collectives)
+
+
+def test_fsdp_no_reshard_gathers_once() -> None:
+    r = torchcost.analyze(mlp(), X, mode="train", target="cpu",
+                          parallel=Parallel(fsdp=2, reshard_after_forward=False, rank=0))
+    # parameters stay unsharded from the forward to the backward: no second all-gather
+    assert by_kind(r, "all_gather", "forward") == (3, 3 * LINEAR_BYTES)
+    assert by_kind(r, "all_gather", "backward") == (0, 0)
+    assert by_kind(r, "reduce_scatter") == (3, 3 * LINEAR_BYTES)
+
+
+def test_fsdp_eval_forward_only() -> None:
+    r = torchcost.analyze(mlp(), X, target="cpu", parallel=Parallel(fsdp=2, rank=1))
+    assert by_kind(r, "all_gather") == (3, 3 * LINEAR_BYTES)
+    assert by_kind(r, "reduce_scatter") == (0, 0)
+
+
+def test_uneven_shard_is_padded_on_the_last_rank() -> None:
+    model = nn.Sequential(nn.Linear(64, 37), nn.ReLU(), nn.Linear(37, 64))
+    r = torchcost.analyze(model, X, mode="train", target="cpu", parallel=Parallel(fsdp=4, rank=3))
+    # Linear(64, 37): 37 rows on 4 ranks -> chunks of ceil(37/4) = 10 rows: 10, 10, 10, 7. Rank 3 holds 7 rows of
+    # the weight and 7 of the bias, in storages padded to 10 rows: 10*64*4 = 2560 B and 10*4 = 40 B.
+    # Linear(37, 64): 64 rows -> 16 a rank: 16*37*4 = 2368 B and 16*4 = 64 B.
+    assert r.memory is not None and r.memory.at_peak.parameters == 2560 + 40 + 2368 + 64
+    # the local (unpadded) bytes: 7*64*4 + 7*4 + 2368 + 64
+    assert r.param_bytes == 7 * 64 * 4 + 7 * 4 + 2368 + 64
+    # the all-gather moves the padded shards: 4 ranks x (10*64 + 10 + 16*37 + 16) elements... per unit
+    assert by_kind(r, "all_gather", "forward") == (2, 4 * (10 * 64 + 10) * 4 + 4 * (16 * 37 + 16) * 4)
+
+
+def test_worst_rank_is_found_when_shards_differ() -> None:
+    model = nn.Sequential(nn.Linear(64, 37), nn.ReLU(), nn.Linear(37, 64))
+    r = torchcost.analyze(model, X, mode="train", target="cpu", parallel=Parallel(fsdp=4))
+    assert r.parallel is not None
+    # ranks 0-2 hold 10 rows, rank 3 holds 7: two layouts, so rank 0 and the last rank are analysed
+    assert r.parallel.ranks_analyzed == (0, 3)
+    assert r.parallel.ranks_differ
+    # rank 3's optimizer state is smaller (7-row moments): rank 0 is the worst
+    assert r.parallel.rank == 0
+    assert r.peak_memory == max(r.parallel.rank_peaks)
+
+
+def test_even_shards_analyse_one_rank_for_all() -> None:
+    # every Linear(64, 64) weight and bias splits into 4 equal chunks: every rank holds the same shard sizes
+    r = torchcost.analyze(mlp(), X, mode="train", target="cpu", parallel=Parallel(fsdp=4))
+    assert r.parallel is not None and r.parallel.ranks_analyzed == (0,) and not r.parallel.ranks_differ
+
+
+def test_tensor_parallel_halves_the_products() -> None:
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64))
+    plan = {"0": ColwiseParallel(), "2": RowwiseParallel()}
+    r = torchcost.analyze(model, X, mode="train", target="cpu", parallel=Parallel(tp=2, tp_plan=plan, rank=1))
+    # colwise: 8 x 64 x (128/2) MACs; rowwise: 8 x (128/2) x 64: half of the 2 x 8 x 64 x 128 on one device
+    assert r.macs == 8 * 64 * 64 + 8 * 64 * 64
+    # the rowwise layer's partial sums are all-reduced once in the forward: its output, 8 x 64 fp32 = 2048 B;
+    # the input does not require grad, so the colwise layer's input gradient needs no all-reduce in the backward
+    assert by_kind(r, "all_reduce", "forward") == (1, 8 * 64 * 4)
+    assert by_kind(r, "all_reduce") == (1, 8 * 64 * 4)
+    # the local parameters: colwise 64 rows of 64 + 64 bias; rowwise 64 x 64 columns + the full bias (replicated)
+    assert r.param_bytes == (64 * 64 + 64 + 64 * 64 + 64) * 4
+
+
+def test_ddp_buckets_and_all_reduce() -> None:
+    cap = 20971 / 2**20  # 20971 B
+    r = torchcost.analyze(mlp(), X, mode="train", target="cpu", parallel=Parallel(ddp=2, bucket_cap_mb=cap))
+    # gradients become ready in reverse order: b2 256 B, w2 16384 B, b1 256 B (16896 < cap), w1 -> 33280 >= cap:
+    # the first bucket closes with 33280 B; then b0 + w0 = 16640 B
+    assert r.parallel is not None and r.parallel.buckets == (33280, 16640)
+    # one all-reduce per bucket; together every gradient's bytes: 3 x 16640
+    assert by_kind(r, "all_reduce") == (2, 3 * LINEAR_BYTES)
+    assert r.parallel.ranks_analyzed == (0,) and not r.parallel.ranks_differ  # replicas: all alike
+    # DDP keeps its bucket buffers through the step, beside the gradients
+    assert r.memory is not None and r.memory.at_peak.comm_buffers == 3 * LINEAR_BYTES
+    assert r.memory.at_peak.parameters == 3 * LINEAR_BYTES
+    default = torchcost.analyze(mlp(), X, mode="train", target="cpu", parallel=Parallel(ddp=2, rank=0))
+    assert default.parallel is not None and default.parallel.buckets == (3 * LINEAR_BYTES,)  # all under 25 MB
+
+
+def test_json_round_trip_and_footer() -> None:
+    r = torchcost.analyze(mlp(), X, mode="train", parallel=Parallel(fsdp=2))
+    back = CostReport.from_json(r.to_json())
+    assert back.parallel == r.parallel
+    assert back.collectives == r.collectives
+    assert back.memory == r.memory
+    assert back.to_dict() == r.to_dict()
+    text = r.table()
+    assert "Parallel: FSDP2 x 2 (reshard after forward), TP 1; rank 0 of 2" in text
+    assert "Collectives per step (rank 0): all_gather 6 x" in text
+    single = torchcost.analyze(mlp(), X, mode="train").to_dict()
+    assert "parallel" not in single and "collectives" not in single
+
+
+def test_model_rng_and_process_group_untouched() -> None:
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tmp = tempfile.NamedTemporaryFile(delete=False)
+    tmp.close()
+    store = dist.FileStore(tmp.name, 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        group = dist.group.WORLD
+        rng = torch.get_rng_state()
+        r = torchcost.analyze(model, X, mode="train", parallel=Parallel(fsdp=2, rank=1))
+        assert r.parallel is not None and r.parallel.rank == 1
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert dist.is_initialized() and dist.group.WORLD is group
+        assert dist.get_world_size() == 1 and dist.get_backend() == "gloo"
+        t = torch.ones(3)
+        dist.all_reduce(t)
+        assert torch.equal(t, torch.ones(3))
+        import torch.distributed._functional_collectives as fc
+
+        assert torch.equal(fc.all_reduce(torch.ones(2), "sum", group), torch.ones(2))  # names still resolve
+    finally:
+        dist.destroy_process_group()
+        os.unlink(tmp.name)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(type(p) is nn.Parameter for p in model.parameters())
+    assert not dist.is_initialized()
+
+
+def test_world_is_torn_down_when_the_forward_raises() -> None:
+    class Bad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    with pytest.raises(torchcost.ModelError):
+        torchcost.analyze(Bad(), X, mode="train", parallel=Parallel(fsdp=2))
+    assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"fsdp": 2, "ddp": 2}, "cannot be combined"),
+    ({}, "world of 1"),
+    ({"fsdp": 0}, "positive integer"),
+    ({"fsdp": 2, "rank": 2}, "0..1"),
+    ({"ddp": 2, "bucket_cap_mb": 0}, "bucket_cap_mb"),
+    ({"tp": 2}, "no built-in tensor-parallel plan"),
+])
+def test_bad_input_is_one_line(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(InputError) as info:
+        torchcost.analyze(mlp(), X, mode="train", parallel=Parallel(**kwargs))  # type: ignore[arg-type]
+    assert words in str(info.value) and "\n" not in str(info.value)
+    assert not dist.is_initialized()
+
+
+def test_bad_models_are_refused() -> None:
+    with pytest.raises(InputError, match="no parameters"):
+        torchcost.analyze(nn.ReLU(), X, mode="train", parallel=Parallel(fsdp=2))
+    heads = mlp()
+    heads.config = types.SimpleNamespace(num_attention_heads=6)  # type: ignore[assignment]
+    with pytest.raises(InputError, match="does not divide"):
+        torchcost.analyze(heads, X, mode="train", parallel=Parallel(tp=4))
+    with pytest.raises(InputError, match=r"torchcost\.Parallel"):
+        torchcost.analyze(mlp(), X, mode="train", parallel={"fsdp": 2})  # type: ignore[arg-type]
+
+
+def test_json_matches_the_schema() -> None:
+    import json
+    from importlib import resources
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((resources.files("torchcost") / "schema" / "report.schema.json").read_text())
+    data = torchcost.analyze(mlp(), X, mode="train", parallel=Parallel(fsdp=2)).to_dict()
+    jsonschema.Draft202012Validator(schema).validate(data)
+    defs = schema["$defs"]
+    assert set(data) <= set(schema["properties"])
+    assert all(set(m) <= set(defs["module"]["properties"]) for m in data["modules"])
+    assert set(data["memory"]["at_peak"]) <= set(defs["memoryBreakdown"]["properties"])
+    assert {"unsharded_params", "comm_buffers"} <= set(data["memory"]["at_peak"])
+    assert set(data["parallel"]) <= set(defs["parallel"]["properties"])
+    assert all(set(c) <= set(defs["collective"]["properties"]) for c in data["collectives"])
