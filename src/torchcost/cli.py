@@ -47,6 +47,7 @@ from torchcost.render.compare import (
 )
 from torchcost.render.csv import render_csv
 from torchcost.render.fit import fit_lines
+from torchcost.render.html import render_compare_html, render_html
 from torchcost.render.json import render_json
 from torchcost.render.layout import SORT_KEYS, TableOptions
 from torchcost.render.markdown import render_markdown
@@ -61,7 +62,8 @@ from torchcost.units import format_bytes, parse_bytes
 __all__ = ["DTYPES", "FORMATS", "INPUT_DTYPES", "AnalysisOptions", "main", "render_comparison", "render_report",
            "resolve_options", "table_options"]
 
-FORMATS = ("table", "json", "csv", "markdown")
+FORMATS = ("table", "json", "csv", "markdown", "html")
+NO_WRAP_WIDTH = 10_000  # the text table's width off a terminal: as wide as its rows, so no row wraps
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -217,8 +219,11 @@ def _analyze_parser() -> _Parser:
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default) | json (the whole report, docs/json-schema.md) | csv (one row per module) | "
-                        "markdown (a GitHub table)")
+                        "markdown (a GitHub table) | html (one self-contained page: charts, sortable table; use -o)")
     g.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="also draw the costliest layers' FLOPs and params and the memory timeline into an image "
+                        "(png, svg or pdf; needs matplotlib: pip install 'torchcost[plot]')")
     g.add_argument("--depth", type=_non_negative, metavar="N",
                    help="show modules down to depth N (table, markdown, csv)")
     g.add_argument("--sort", choices=SORT_KEYS,
@@ -227,7 +232,8 @@ def _analyze_parser() -> _Parser:
     g.add_argument("--top", type=_positive, metavar="K",
                    help="only the K most expensive leaf layers (by --sort; default flops, with --train step)")
     g.add_argument("--no-fold", action="store_true", help="show identical repeated blocks one by one")
-    g.add_argument("--width", type=_positive, metavar="N", help="table width in characters")
+    g.add_argument("--width", type=_positive, metavar="N",
+                   help="table width in characters (default: the terminal's; off a terminal, as wide as the rows)")
     _common_options(p)
     p.add_argument("--version", action="version", version=f"torchcost {__version__}")
     return p
@@ -241,9 +247,11 @@ def _compare_parser() -> _Parser:
     p.add_argument("--names", metavar="A,B,...", help="column labels, one per model, joined by commas")
     _model_options(p)
     g = p.add_argument_group("output")
-    g.add_argument("--format", choices=FORMATS, default="table")
+    g.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default) | json | csv | markdown | html (one self-contained page; use -o)")
     g.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
-    g.add_argument("--width", type=_positive, metavar="N", help="table width in characters")
+    g.add_argument("--width", type=_positive, metavar="N",
+                   help="table width in characters (default: the terminal's; off a terminal, as wide as the rows)")
     _common_options(p)
     return p
 
@@ -304,9 +312,11 @@ class AnalysisOptions:
 
 
 def _screen(args: argparse.Namespace) -> TableOptions:
-    """--width, else the terminal's width in colour when the output goes to one, else 120 columns without colour."""
+    """--width, else the terminal's width in colour when the output goes to one, else (a pipe, a file) without
+    colour and as wide as the table's rows: no row is ever wrapped over several lines (like torchinfo's output), and
+    the memory columns are always there."""
     to_terminal = args.output is None and sys.stdout.isatty()
-    width = args.width or (shutil.get_terminal_size().columns if to_terminal else 120)
+    width = args.width or (shutil.get_terminal_size().columns if to_terminal else NO_WRAP_WIDTH)
     return TableOptions(width=width, color=to_terminal)
 
 
@@ -318,6 +328,8 @@ def table_options(args: argparse.Namespace) -> TableOptions:
 def render_report(report: CostReport, fmt: str, options: TableOptions, *, description: str = "",
                   fit: BatchFit | None = None) -> str:
     """``report`` in format ``fmt``, with the --memory-budget answer ``fit`` when there is one (never with csv)."""
+    if fmt == "html":
+        return render_html(report, description=description, fit=fit)
     if fmt == "json":
         return render_json(report, fit=fit)
     if fmt == "csv":
@@ -333,6 +345,8 @@ def render_report(report: CostReport, fmt: str, options: TableOptions, *, descri
 
 def render_comparison(comparison: Comparison, fmt: str, options: TableOptions) -> str:
     """``comparison`` in format ``fmt`` (of ``options``, the text table takes its width and colour)."""
+    if fmt == "html":
+        return render_compare_html(comparison)
     if fmt == "json":
         return render_compare_json(comparison)
     if fmt == "csv":
@@ -422,8 +436,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             fit = options.max_batch_size(resolved, options.memory_budget)
         progress.update("rendering")
         text = render_report(report, args.format, table_options(args), description=resolved.description, fit=fit)
+        if args.plot:
+            progress.update(f"drawing {args.plot}")
+            _plot(report, args.plot, resolved.description)
     _emit(text, args.output)
     return EXIT_OK
+
+
+def _plot(report: CostReport, path: str, title: str) -> None:
+    from torchcost.render.plot import plot_report  # matplotlib only when asked for
+
+    try:
+        plot_report(report, path, title=title)
+    except OSError as exc:
+        raise _OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -83,6 +83,12 @@ class Comparison:
     def __str__(self) -> str:
         return self.table()
 
+    def to_html(self) -> str:
+        """The models side by side as one self-contained HTML page (render/html.py)."""
+        from torchcost.render.html import render_compare_html
+
+        return render_compare_html(self)
+
 
 def build_comparison(reports: Sequence[CostReport], names: Sequence[str], specs: Sequence[str]) -> Comparison:
     """The table for reports already made (the CLI's path: it resolves and analyses each model itself)."""
