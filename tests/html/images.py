@@ -53,7 +53,31 @@ def main(argv: list[str]) -> int:
             page = Path(tmp) / f"{name}.html"
             page.write_text(case_html(name, report, description), encoding="utf-8")
             print(screenshot(browser, page, out / f"report_{name}.png"))
+        # the module table of resnet50's page, scrolled to, and a comparison page
+        report, description = build_case("resnet50")
+        page = Path(tmp) / "table.html"
+        page.write_text(case_html("resnet50", report, description), encoding="utf-8")
+        tab = browser.page(WIDTH, HEIGHT)
+        try:
+            tab.open(page)
+            # hide what is above the module table, so the top of the page is the table
+            tab.evaluate("for (const el of document.querySelectorAll('main.tc-page > *')) {"
+                         " if (!el.querySelector('table')) el.style.display = 'none'; }")
+            print(tab.screenshot(out / "report_table.png"))
+        finally:
+            tab.close()
+        page = Path(tmp) / "compare.html"
+        page.write_text(_compare_html(), encoding="utf-8")
+        print(screenshot(browser, page, out / "report_compare.png"))
     return 0
+
+
+def _compare_html() -> str:
+    import torchcost
+
+    c = torchcost.compare("torchvision:resnet18", "torchvision:mobilenet_v3_large", "torchvision:efficientnet_b0",
+                          meta=True)
+    return c.to_html()
 
 
 if __name__ == "__main__":
