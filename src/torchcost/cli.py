@@ -38,7 +38,8 @@ from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import ModelError, TorchcostError
 from torchcost.examples import DEFAULT, EXAMPLES
-from torchcost.fit import BatchFit, max_batch_size
+from torchcost.fit import BatchFit, SweepPoint, fsdp_sweep, max_batch_size
+from torchcost.parallel import Parallel
 from torchcost.render.compare import (
     render_compare_csv,
     render_compare_json,
@@ -46,7 +47,7 @@ from torchcost.render.compare import (
     render_compare_text,
 )
 from torchcost.render.csv import render_csv
-from torchcost.render.fit import fit_lines
+from torchcost.render.fit import fit_lines, render_sweep
 from torchcost.render.html import render_compare_html, render_html
 from torchcost.render.json import render_json
 from torchcost.render.layout import SORT_KEYS, TableOptions
@@ -137,6 +138,31 @@ def _dtype(text: str) -> str:
     return text.lower()
 
 
+def _float_dtype(text: str) -> torch.dtype:
+    return DTYPES[_dtype(text)]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
+def _degrees(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"not a list of positive ints: {text!r}; give degrees joined by commas, "
+                                         f"such as 8,16,32,64")
+    return values
+
+
 def _input_dtypes(text: str) -> tuple[torch.dtype, ...]:
     names = [n.strip().lower() for n in text.split(",")]
     unknown = [n for n in names if n not in INPUT_DTYPES]
@@ -193,6 +219,74 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
                         "the kernel once per shape and measure it), measure (always), table (never run it)")
 
 
+def _parallel_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "distributed (docs/conventions.md, Distributed training)",
+        "Simulate one rank of a world of --fsdp x --tp (or --ddp x --tp) ranks: the inputs are that rank's own "
+        "batch and every figure is that rank's (local shards, FLOPs, peak memory, collectives).")
+    g.add_argument("--fsdp", type=_positive, metavar="N", help="FSDP2 (fully_shard) over N ranks")
+    g.add_argument("--tp", type=_positive, metavar="N",
+                   help="tensor parallelism over N ranks (built-in plan for HF Llama/Mistral/Qwen2-style models); "
+                        "with --fsdp or --ddp a 2-D mesh (dp, tp)")
+    g.add_argument("--ddp", type=_positive, metavar="N", help="DistributedDataParallel over N replicas (modelled)")
+    g.add_argument("--world", type=_positive, metavar="N",
+                   help="the world size: a check, or a shorthand for the data-parallel degree: --world 8 --tp 2 is "
+                        "--fsdp 4 --tp 2; it must equal fsdp x tp (or ddp x tp)")
+    g.add_argument("--no-reshard", action="store_true",
+                   help="FSDP2's reshard_after_forward=False: keep parameters unsharded from forward to backward")
+    g.add_argument("--param-dtype", type=_float_dtype, metavar="DTYPE",
+                   help="FSDP2 MixedPrecisionPolicy param_dtype (bf16, fp16, fp32, ...)")
+    g.add_argument("--reduce-dtype", type=_float_dtype, metavar="DTYPE",
+                   help="FSDP2 MixedPrecisionPolicy reduce_dtype (the gradients' reduce-scatter)")
+    g.add_argument("--bucket-cap-mb", type=_positive_float, metavar="MB", help="DDP's bucket cap (default 25)")
+    g.add_argument("--rank", type=_non_negative, metavar="R",
+                   help="the rank to analyse (default: the worst one, the highest peak)")
+    g.add_argument("--fsdp-sweep", type=_degrees, metavar="N,N,...",
+                   help="instead of the module table, one row per FSDP2 degree (world = degree x --tp): one rank's "
+                        "peak and its breakdown, step FLOPs, collective bytes per step and, with --memory-budget, "
+                        "the largest per-rank batch that fits")
+
+
+def _parallel(args: argparse.Namespace) -> Parallel | None:
+    """The Parallel the distributed flags ask for (None: none given); a flag without its strategy, or a --world that
+    does not factor, is a UsageError. Degrees the library refuses (a TP degree not dividing the heads) are its
+    InputErrors."""
+    sweep = args.fsdp_sweep is not None
+    if sweep and (args.fsdp is not None or args.ddp is not None or args.world is not None):
+        raise UsageError("--fsdp-sweep gives the FSDP degrees itself: not with --fsdp, --ddp or --world", "torchcost")
+    if args.fsdp is not None and args.ddp is not None:
+        raise UsageError("--fsdp and --ddp cannot be combined (FSDP2 already replicates what it shards)", "torchcost")
+    tp = args.tp or 1
+    fsdp, ddp = args.fsdp or 1, args.ddp or 1
+    if args.world is not None:
+        dp = fsdp * ddp
+        if args.fsdp is None and args.ddp is None:
+            if args.world % tp:
+                raise UsageError(f"--world {args.world} does not factor as fsdp x tp with --tp {tp}", "torchcost")
+            fsdp = dp = args.world // tp
+        if dp * tp != args.world:
+            name = "ddp" if args.ddp is not None else "fsdp"
+            raise UsageError(f"--world {args.world} is not {name} x tp = {dp} x {tp} = {dp * tp}", "torchcost")
+    given = sweep or args.world is not None or any(v is not None for v in (args.fsdp, args.tp, args.ddp))
+    if not given:
+        for flag, value in (("--no-reshard", args.no_reshard or None), ("--param-dtype", args.param_dtype),
+                            ("--reduce-dtype", args.reduce_dtype), ("--bucket-cap-mb", args.bucket_cap_mb),
+                            ("--rank", args.rank)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --fsdp, --tp, --ddp, --world or --fsdp-sweep", "torchcost")
+        return None
+    sharded = sweep or fsdp > 1
+    for flag, value in (("--no-reshard", args.no_reshard or None), ("--param-dtype", args.param_dtype),
+                        ("--reduce-dtype", args.reduce_dtype)):
+        if value is not None and not sharded:
+            raise UsageError(f"{flag} is an FSDP2 option: it goes with --fsdp (or --world, --fsdp-sweep)", "torchcost")
+    if args.bucket_cap_mb is not None and ddp <= 1:
+        raise UsageError("--bucket-cap-mb is DDP's: it goes with --ddp", "torchcost")
+    return Parallel(fsdp=fsdp, tp=tp, ddp=ddp, reshard_after_forward=not args.no_reshard,
+                    param_dtype=args.param_dtype, reduce_dtype=args.reduce_dtype,
+                    bucket_cap_mb=args.bucket_cap_mb if args.bucket_cap_mb is not None else 25.0, rank=args.rank)
+
+
 def _budget(text: str) -> int:
     try:
         return parse_bytes(text)
@@ -216,6 +310,7 @@ def _analyze_parser() -> _Parser:
     p.add_argument("spec", nargs="?", default=f"example:{DEFAULT}", metavar="SPEC", help=_SPEC_HELP)
     _model_options(p)
     _memory_options(p)
+    _parallel_options(p)
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default) | json (the whole report, docs/json-schema.md) | csv (one row per module) | "
@@ -294,21 +389,35 @@ class AnalysisOptions:
     target: str | None = None
     memory_budget: int | None = None
     kernel_memory: KernelMemory | None = None
+    parallel: Parallel | None = None  # --fsdp/--tp/--ddp/--world and their options (with --fsdp-sweep: its tp)
+    fsdp_sweep: tuple[int, ...] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AnalysisOptions:
         train = args.train or args.optimizer is not None  # --optimizer implies --train
         return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget,
-                   args.kernel_memory)
+                   args.kernel_memory, _parallel(args), args.fsdp_sweep)
 
     def analyze(self, resolved: Resolved) -> CostReport:
         return analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, mode=self.mode,
-                       optimizer=self.optimizer, amp=self.amp, target=self.target, kernel_memory=self.kernel_memory)
+                       optimizer=self.optimizer, amp=self.amp, target=self.target, kernel_memory=self.kernel_memory,
+                       parallel=self.parallel)
 
-    def max_batch_size(self, resolved: Resolved, budget: int) -> BatchFit:
+    def max_batch_size(self, resolved: Resolved, budget: int, rank: int | None = None) -> BatchFit:
+        """The --memory-budget search; a parallel one analyses ``rank`` (the report's) in every probe."""
+        parallel = self.parallel
+        if parallel is not None and parallel.rank is None and rank is not None:
+            parallel = replace(parallel, rank=rank)
         return max_batch_size(resolved.model, *resolved.args, kwargs=resolved.kwargs, budget=budget, mode=self.mode,
                               optimizer=self.optimizer, amp=self.amp, target=self.target or "cuda",
-                              kernel_memory=self.kernel_memory)
+                              kernel_memory=self.kernel_memory, parallel=parallel)
+
+    def sweep(self, resolved: Resolved) -> tuple[SweepPoint, ...]:
+        assert self.fsdp_sweep is not None
+        return fsdp_sweep(resolved.model, *resolved.args, kwargs=resolved.kwargs, degrees=self.fsdp_sweep,
+                          parallel=self.parallel, budget=self.memory_budget, mode=self.mode,
+                          optimizer=self.optimizer, amp=self.amp, target=self.target or "cuda",
+                          kernel_memory=self.kernel_memory)
 
 
 def _screen(args: argparse.Namespace) -> TableOptions:
@@ -425,20 +534,39 @@ class _OutputError(Exception):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    options = AnalysisOptions.from_args(args)
+    if options.fsdp_sweep is not None:
+        return _cmd_sweep(args, options)
     if args.memory_budget is not None and args.format == "csv":
         raise UsageError("--memory-budget goes with --format table, json or markdown, not csv", "torchcost")
-    options = AnalysisOptions.from_args(args)
     with Progress(_progress_enabled(args)) as progress:
         resolved, report = _build_and_analyze(args.spec, args, options, progress)
         fit: BatchFit | None = None
         if options.memory_budget is not None:
             progress.update(f"searching the largest batch within {format_bytes(options.memory_budget)}")
-            fit = options.max_batch_size(resolved, options.memory_budget)
+            rank = report.parallel.rank if report.parallel is not None else None
+            fit = options.max_batch_size(resolved, options.memory_budget, rank)
         progress.update("rendering")
         text = render_report(report, args.format, table_options(args), description=resolved.description, fit=fit)
         if args.plot:
             progress.update(f"drawing {args.plot}")
             _plot(report, args.plot, resolved.description)
+    _emit(text, args.output)
+    return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace, options: AnalysisOptions) -> int:
+    if args.format == "html" or args.plot:
+        raise UsageError("--fsdp-sweep prints a table: --format table, markdown, csv or json, no --plot", "torchcost")
+    with Progress(_progress_enabled(args)) as progress:
+        progress.update(f"building {args.spec}")
+        resolved = resolve(args.spec, **resolve_options(args))
+        progress.update(f"analysing {resolved.spec} at FSDP2 degrees {', '.join(map(str, options.fsdp_sweep or ()))}")
+        points = options.sweep(resolved)
+        tp = f" x TP {options.parallel.tp}" if options.parallel is not None and options.parallel.tp > 1 else ""
+        what = "training step" if options.mode == "train" else "forward"
+        description = f"{resolved.description}: one rank's {what}, FSDP2{tp}"
+        text = render_sweep(points, args.format, description=description)
     _emit(text, args.output)
     return EXIT_OK
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,11 +24,14 @@ from torchcost.api import analyze
 from torchcost.collect.probe import KernelMemory
 from torchcost.errors import InputError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
+from torchcost.parallel.config import Parallel
+from torchcost.report import CostReport
 from torchcost.run.step import Mode, make_twin
 from torchcost.trees import first, map_tensors
 from torchcost.units import parse_bytes
 
-__all__ = ["DEFAULT_FRAGMENTATION", "DEFAULT_RESERVE", "Allowance", "BatchFit", "max_batch_size", "search_largest"]
+__all__ = ["DEFAULT_FRAGMENTATION", "DEFAULT_RESERVE", "Allowance", "BatchFit", "SweepPoint", "fsdp_sweep",
+           "max_batch_size", "search_largest"]
 
 DEFAULT_RESERVE = {"cuda": 2**30, "cpu": 0}
 DEFAULT_FRAGMENTATION = {"cuda": 0.05, "cpu": 0.0}
@@ -65,6 +68,8 @@ class BatchFit:
     target: str
     probes: tuple[tuple[int, int], ...]  # (batch size, predicted peak) of every analysis run, in order
     limit_reached: bool = False  # the search stopped at ``limit`` with room to spare
+    rank: int | None = None  # parallel=: the rank every probe analysed (the batch is that rank's own); else None
+    world: int = 1  # parallel=: the simulated world's ranks
 
     def __int__(self) -> int:
         return self.batch_size
@@ -96,6 +101,7 @@ def max_batch_size(
     fragmentation: float | None = None,
     limit: int = 1 << 20,
     kernel_memory: KernelMemory | None = None,
+    parallel: Parallel | None = None,
 ) -> BatchFit:
     """The largest batch size whose predicted peak memory, plus the allowance, fits in ``budget``.
 
@@ -105,34 +111,153 @@ def max_batch_size(
     bytes or text ("24GiB", "80GB"); a bad one is an InputError. The peak is assumed not to shrink as the batch
     grows; :func:`search_largest` says how the batch sizes to analyze are chosen. ``kernel_memory`` as for
     :func:`torchcost.analyze` (target "cpu" only: each probe then runs the CPU kernels it has not measured yet).
+
+    ``parallel`` (a :class:`torchcost.Parallel`): the largest batch of one rank of that simulated world (the inputs
+    and the answer are that rank's own batch). Every probe analyses one rank: ``parallel.rank``, else the rank the
+    first probe finds worst (the ranks differ only in their shards, which do not depend on the batch).
     """
-    budget_bytes = _bytes("budget", budget)
+    if parallel is not None and not isinstance(parallel, Parallel):
+        raise InputError(f"parallel must be a torchcost.Parallel, got {type(parallel).__name__}")
+    probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
+                                                                     amp=amp, target=target,
+                                                                     kernel_memory=kernel_memory))
+    return probe.largest(_bytes("budget", budget), _allowance(target, reserve, fragmentation), limit, parallel)
+
+
+@dataclass
+class _Probe:
+    """The analyses a batch search (or a sweep) runs: one meta copy of the model, the inputs rebatched per probe."""
+
+    model: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    base: int  # the inputs' own batch size
+    options: dict[str, Any]  # analyze()'s other keyword arguments
+    given: tuple[nn.Module, tuple[Any, ...], dict[str, Any]]  # the model and inputs as given
+
+    @classmethod
+    def make(cls, model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, input_size: object,
+             dtype: object, options: dict[str, Any]) -> _Probe:
+        args = _meta_inputs(model, args, input_size, dtype)
+        kw = dict(kwargs or {})
+        batched = first((args, kw), lambda t: t.dim() > 0)
+        if batched is None:
+            raise InputError("max_batch_size needs inputs with a batch dimension (dimension 0)")
+        # one meta copy serves every probe (a model on the meta device is used as it is)
+        on_meta = all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
+        meta_model = model if on_meta else make_twin(model, (), {}, "meta", torch.device("cpu")).model
+        return cls(meta_model, args, kw, int(batched.shape[0]), options, (model, args, kw))
+
+    def report(self, parallel: Parallel | None) -> CostReport:
+        """The analysis of the model and inputs as given (a parallel one runs on a meta twin anyway)."""
+        model, args, kwargs = self.given
+        return analyze(model, *args, kwargs=kwargs, parallel=parallel, **self.options)
+
+    def run(self, batch: int, parallel: Parallel | None) -> CostReport:
+        return analyze(self.model, *_rebatch(self.args, self.base, batch),
+                       kwargs=_rebatch(self.kwargs, self.base, batch), parallel=parallel, **self.options)
+
+    def largest(self, budget_bytes: int, allowance: Allowance, limit: int, parallel: Parallel | None,
+                known: Mapping[int, int] | None = None, hint: tuple[int, float] | None = None) -> BatchFit:
+        """The search of :func:`max_batch_size`; ``known``: peaks already predicted (batch -> peak) with ``parallel``
+        as given (its rank fixed); ``hint``: a batch near the answer and the peak's slope per sample there (a
+        sweep's previous answer): tried first, the full search only when it does not settle the answer."""
+        peaks: dict[int, int] = dict(known or {})  # every probe's predicted peak, in the order they ran
+        plan = [parallel]  # after the first probe: the rank it reported, fixed for the others
+
+        def peak(batch: int) -> int:
+            if batch not in peaks:
+                report = self.run(batch, plan[0])
+                if plan[0] is not None and plan[0].rank is None and report.parallel is not None:
+                    plan[0] = replace(plan[0], rank=report.parallel.rank)
+                peaks[batch] = report.peak_memory
+            return peaks[batch]
+
+        def fits(batch: int) -> bool:
+            return allowance.needed(peak(batch)) <= budget_bytes
+
+        found = _try_hint(fits, peak, allowance.room(budget_bytes), limit, hint) if hint is not None else None
+        batch, at_limit = (found, False) if found else search_largest(fits, peak, allowance.room(budget_bytes), limit)
+        best = peaks.get(batch, 0)
+        return BatchFit(batch, best, allowance.needed(best) if batch else 0, budget_bytes, allowance.reserve,
+                        allowance.fragmentation, self.options["mode"], self.options["target"], tuple(peaks.items()),
+                        at_limit, rank=plan[0].rank if plan[0] is not None else None,
+                        world=parallel.world if parallel is not None else 1)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One world size of :func:`fsdp_sweep`: its plan (``rank``: the rank reported), that rank's report at the inputs'
+    batch, and the largest batch of that rank within the budget (None: no budget given)."""
+
+    parallel: Parallel
+    report: CostReport
+    fit: BatchFit | None = None
+
+    @property
+    def world(self) -> int:
+        return self.parallel.world
+
+
+def fsdp_sweep(
+    model: nn.Module,
+    *args: Any,
+    degrees: Sequence[int],
+    parallel: Parallel | None = None,
+    budget: int | str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    input_size: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+    mode: Mode = "train",
+    optimizer: str | torch.optim.Optimizer | None = None,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    amp: str | None = None,
+    target: str = "cuda",
+    reserve: int | str | None = None,
+    fragmentation: float | None = None,
+    limit: int = 1 << 20,
+    kernel_memory: KernelMemory | None = None,
+) -> tuple[SweepPoint, ...]:
+    """One rank's cost at each FSDP2 degree of ``degrees``: ``parallel`` (default ``Parallel()``) with ``fsdp`` set to
+    each degree (its ``tp``, dtypes and options kept; the world is ``degree * tp``). Every point is an
+    :func:`torchcost.analyze` of one rank at the inputs' batch (the worst rank unless ``parallel.rank`` is given),
+    and, with ``budget``, :func:`max_batch_size` of that rank. The other arguments as for :func:`max_batch_size`;
+    the inputs are one rank's batch."""
+    plan = Parallel() if parallel is None else parallel
+    if not isinstance(plan, Parallel):
+        raise InputError(f"parallel must be a torchcost.Parallel, got {type(plan).__name__}")
+    if plan.ddp > 1:
+        raise InputError("an FSDP sweep shards with FSDP2: give parallel= without ddp")
+    if not degrees or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in degrees):
+        raise InputError(f"degrees must be positive integers, got {list(degrees)!r}")
+    budget_bytes = _bytes("budget", budget) if budget is not None else None
     allowance = _allowance(target, reserve, fragmentation)
-    args = _meta_inputs(model, args, input_size, dtype)
-    kw = dict(kwargs or {})
-    batched = first((args, kw), lambda t: t.dim() > 0)
-    if batched is None:
-        raise InputError("max_batch_size needs inputs with a batch dimension (dimension 0)")
-    base = int(batched.shape[0])
-    # one meta copy serves every probe (a model on the meta device is used as it is)
-    on_meta = all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
-    meta_model = model if on_meta else make_twin(model, (), {}, "meta", torch.device("cpu")).model
-    peaks: dict[int, int] = {}  # every probe's predicted peak, in the order they ran
+    probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
+                                                                     amp=amp, target=target,
+                                                                     kernel_memory=kernel_memory))
+    points: list[SweepPoint] = []
+    for degree in degrees:
+        report = probe.report(replace(plan, fsdp=degree))
+        assert report.parallel is not None
+        fixed = replace(plan, fsdp=degree, rank=report.parallel.rank)
+        fit = None
+        if budget_bytes is not None:
+            before = next((p.fit for p in reversed(points) if p.fit is not None and p.fit.batch_size), None)
+            fit = probe.largest(budget_bytes, allowance, limit, fixed, known={probe.base: report.peak_memory},
+                                hint=_slope_at_answer(before) if before is not None else None)
+        points.append(SweepPoint(fixed, report, fit))
+    return tuple(points)
 
-    def peak(batch: int) -> int:
-        if batch not in peaks:
-            peaks[batch] = analyze(meta_model, *_rebatch(args, base, batch), kwargs=_rebatch(kw, base, batch),
-                                   mode=mode, optimizer=optimizer, loss_fn=loss_fn, amp=amp,
-                                   target=target, kernel_memory=kernel_memory).peak_memory
-        return peaks[batch]
 
-    def fits(batch: int) -> bool:
-        return allowance.needed(peak(batch)) <= budget_bytes
-
-    batch, at_limit = search_largest(fits, peak, allowance.room(budget_bytes), limit)
-    best = peaks.get(batch, 0)
-    return BatchFit(batch, best, allowance.needed(best) if batch else 0, budget_bytes, allowance.reserve,
-                    allowance.fragmentation, mode, target, tuple(peaks.items()), at_limit)
+def _slope_at_answer(fit: BatchFit) -> tuple[int, float] | None:
+    """``fit``'s answer and the peak's slope per sample there (from its probes next to it), if it has them."""
+    peaks = dict(fit.probes)
+    below = max((b for b in peaks if b < fit.batch_size), default=None)
+    above = min((b for b in peaks if b > fit.batch_size), default=None)
+    for a, b in ((fit.batch_size, above), (below, fit.batch_size)):
+        if a is not None and b is not None and peaks[b] > peaks[a]:
+            return fit.batch_size, (peaks[b] - peaks[a]) / (b - a)
+    return None
 
 
 def _allowance(target: str, reserve: int | str | None, fragmentation: float | None) -> Allowance:
@@ -171,6 +296,20 @@ def _bytes(label: str, value: int | str) -> int:
         return parse_bytes(value)
     except ValueError as exc:
         raise InputError(f"{label}: {exc}") from None
+
+
+def _try_hint(fits: Fits, peak_at: PeakAt, room: float, limit: int, hint: tuple[int, float] | None) -> int | None:
+    """The answer, when the line of slope ``hint[1]`` through the peak at ``hint[0]`` lands on it (a batch that fits
+    whose successor does not); None when it does not (the full search then runs, its probes cached)."""
+    if hint is None:
+        return None
+    start, slope = min(max(1, hint[0]), limit), hint[1]
+    if slope <= 0 or not fits(start):
+        return None
+    guess = max(start, min(limit - 1, start + int((room - peak_at(start)) // slope)))
+    if guess >= limit or not fits(guess):
+        return None
+    return guess if not fits(guess + 1) else None
 
 
 # --- the search: no torch below this line --------------------------------------------------------------------------

@@ -6,8 +6,8 @@ it rebuilds its buckets), so the rank's step runs without it and DDP's own work 
   buckets DDP rebuilds after its first step (the feasibility study reproduced real DDP's buckets exactly this way).
 * **Communication**: one all-reduce per bucket in the backward (payload: the bucket's bytes; together, every
   gradient's bytes), charged to the modules whose parameters the bucket holds (calls to the module of the bucket's
-  last-ready parameter); one coalesced broadcast of the buffers in each forward when the model has buffers
-  (``broadcast_buffers=True``, DDP's default).
+  last-ready parameter); the coalesced broadcast of the buffers in each forward when the model has buffers
+  (``broadcast_buffers=True``, DDP's default): one call per dtype (per 250 MB of it), as c10d groups them.
 * **Memory**: DDP allocates one flat buffer per bucket when it is built and keeps it (``gradient_as_bucket_view``
   off, the default): alive through the whole step, "comm_buffers", beside the gradients.
 """
@@ -29,6 +29,23 @@ __all__ = ["DDPModel"]
 
 BUCKET_OP = "ddp::bucket_all_reduce"
 BROADCAST_OP = "ddp::broadcast_buffers"
+
+
+BROADCAST_CAP = 250 * 1024 * 1024  # DDP's broadcast_bucket_size
+
+
+def broadcast_groups(buffers: list[torch.Tensor], cap: int = BROADCAST_CAP) -> list[int]:
+    """The bytes of each broadcast DDP's ``_broadcast_coalesced`` issues for ``buffers``: c10d's ``take_tensors``
+    groups the tensors by type (dtype), closes a group once it reaches ``cap`` bytes, and broadcasts each group
+    flattened (BatchNorm's float statistics and its int64 ``num_batches_tracked``: two calls)."""
+    done: list[int] = []
+    open_groups: dict[torch.dtype, int] = {}
+    for b in buffers:
+        nbytes = local_tensor(b).numel() * b.element_size()
+        open_groups[b.dtype] = open_groups.get(b.dtype, 0) + nbytes
+        if open_groups[b.dtype] >= cap:
+            done.append(open_groups.pop(b.dtype))
+    return done + [n for n in open_groups.values()]
 
 
 class DDPModel:
@@ -66,8 +83,7 @@ class DDPModel:
         backward (when one ran)."""
         size = self.plan.ddp
         buffers = [b for b in model.buffers()]
-        if buffers:
-            nbytes = sum(local_tensor(b).numel() * b.element_size() for b in buffers)
+        for nbytes in broadcast_groups(buffers):
             ops.record_collective(BROADCAST_OP, "broadcast", nbytes, size, module="", phase="forward")
         if not training:
             return

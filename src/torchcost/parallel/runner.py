@@ -39,9 +39,12 @@ def _chunk(n: int, parts: int, i: int) -> int:
 
 
 def ranks_to_run(model: nn.Module, plan: Parallel) -> list[int]:
-    """The ranks whose analysis can differ: the first rank of every layout of the local shards (each parameter's
-    rows of its data-parallel chunk, and of its tensor-parallel chunks along dims 0 and 1; an over-approximation of
-    what FSDP2 and the TP styles shard). One rank when ``plan.rank`` is given."""
+    """The ranks whose analysis can differ: the first rank of every layout of the local shards. A rank's layout is,
+    for each parameter, the sizes its shards can take there: the tensor-parallel chunk of each dimension the TP
+    styles may shard (dim 0, and dim 1 of a matrix), and FSDP2's data-parallel chunk of dim 0 of the whole parameter
+    and of its TP-local rows (FSDP2 shards the TP-local tensor). A superset of what tells two ranks apart, so ranks
+    merged here hold shards of the same sizes; exact when every dimension divides evenly. One rank when
+    ``plan.rank`` is given."""
     if plan.rank is not None:
         return [plan.rank]
     last = plan.world - 1
@@ -56,11 +59,15 @@ def ranks_to_run(model: nn.Module, plan: Parallel) -> list[int]:
         sig = []
         for shape in shapes:
             rows = shape[0] if shape else 1
-            cols = shape[1] if len(shape) > 1 else 1
+            tp_rows = _chunk(rows, plan.tp, tp_i) if plan.tp > 1 and shape else rows
+            if plan.tp > 1 and shape:
+                sig.append(tp_rows)
+                if len(shape) > 1:
+                    sig.append(_chunk(shape[1], plan.tp, tp_i))
             if plan.fsdp > 1:
                 sig.append(_chunk(rows, plan.fsdp, dp_i))
-            if plan.tp > 1:
-                sig.extend((_chunk(rows, plan.tp, tp_i), _chunk(cols, plan.tp, tp_i)))
+                if plan.tp > 1:
+                    sig.append(_chunk(tp_rows, plan.fsdp, dp_i))
         seen.setdefault(tuple(sig), rank)
     # one rank of each layout (rank 0's first): where every rank holds the same shard sizes, one run answers for all
     return sorted(seen.values())
@@ -151,17 +158,50 @@ def _fake_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
         moved = converter.from_meta_and_device(fake_mode, t, _CPU)
         return moved.requires_grad_(t.requires_grad) if t.is_floating_point() else moved
 
+    ties = _tied_parameters(twin.model)  # to_empty replaces each registration of a shared parameter on its own
     with fake_mode, torch.no_grad():
         twin.model.to_empty(device=_CPU)
         for module in twin.model.modules():  # tensors held as plain attributes, not parameters or buffers
             for attr, value in list(vars(module).items()):
                 if isinstance(value, torch.Tensor) and value.device.type == "meta" and attr != "_local_tensor":
                     setattr(module, attr, convert(value))
+    _retie(ties)
     twin_args, twin_kwargs = map_tensors((twin.args, twin.kwargs), convert)
-    by_name = dict(twin.model.named_parameters())
+    # apply= may wrap blocks (checkpoint_wrapper): the optimizer's parameters are found under their clean names
+    by_name = {_clean_name(n): p for n, p in twin.model.named_parameters()}
+    names = {pid: _clean_name(n) for pid, n in names.items()}
     params = {pid: by_name[name] for pid, name in names.items() if name in by_name}
     foreach = False if plan.tp > 1 and plan.fsdp <= 1 else None  # plain norms beside DTensors: no foreach lists
     return Twin(twin.model, twin_args, twin_kwargs, "fake", _CPU, params, fake_mode, foreach=foreach), units
+
+
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod.")
+
+
+def _clean_name(name: str) -> str:
+    """A parameter's name without the prefixes wrapper modules insert (checkpoint_wrapper, FSDP1, torch.compile)."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def _tied_parameters(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+    """The registrations (module, name) of each parameter registered more than once (tied weights: GPT-2's lm_head
+    and wte)."""
+    seen: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None:
+                seen.setdefault(id(p), []).append((module, name))
+    return [where for where in seen.values() if len(where) > 1]
+
+
+def _retie(ties: list[list[tuple[nn.Module, str]]]) -> None:
+    """Register the first registration's (new) parameter in the others' places again, as the model had it."""
+    for (module, name), *others in ties:
+        shared = module._parameters[name]
+        for other, other_name in others:
+            other._parameters[other_name] = shared
 
 
 def _one_rank(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
