@@ -43,13 +43,46 @@ COMPOSITES: dict[Callable[..., Any], tuple[str, Any]] = {
 class _Kind(enum.Enum):
     PLAIN = "plain"  # neither: passed straight on (nearly every function a forward calls)
     COMPOSITE = "composite"  # in COMPOSITES: priced whole
-    REENTER = "reenter"  # a Python function of torch.nn.functional: its body runs with this mode back on
+    REENTER = "reenter"  # a Python function of torch.nn.functional that may call a composite: its body runs with
+    # this mode back on
+
+
+# the names under which the composites' functions are reached from Python code
+_COMPOSITE_NAMES = frozenset(getattr(f, "__name__", "") for f in COMPOSITES) - {""}
+
+
+def _may_call_composite(func: Callable[..., Any], seen: set[int] | None = None) -> bool:
+    """Whether a Python function of torch.nn.functional names a composite in its code (its own, its nested
+    functions' and lambdas', and transitively that of the torch.nn.functional functions it names). Functions that
+    do not (F.relu, F.batch_norm, F.hardtanh, F.layer_norm, ...) reach no composite, so their body need not be
+    re-entered: with torch's mode popped they would only run plain aten ops, which the dispatch mode counts."""
+    seen = set() if seen is None else seen
+    code = getattr(func, "__code__", None)
+    if code is None or id(func) in seen:
+        return False
+    seen.add(id(func))
+    names: set[str] = set()
+    todo = [code]
+    while todo:
+        current = todo.pop()
+        names.update(current.co_names)
+        todo.extend(c for c in current.co_consts if inspect.iscode(c))
+    if names & _COMPOSITE_NAMES:
+        return True
+    namespace = getattr(func, "__globals__", {})
+    for name in names:
+        value = namespace.get(name)
+        if (inspect.isfunction(value) and getattr(value, "__module__", None) == "torch.nn.functional"
+                and _may_call_composite(value, seen)):
+            return True
+    return False
 
 
 def _classify(func: Callable[..., Any]) -> _Kind:
     if func in COMPOSITES:
         return _Kind.COMPOSITE
-    if inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional":
+    if (inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional"
+            and _may_call_composite(func)):
         return _Kind.REENTER
     return _Kind.PLAIN
 

@@ -18,7 +18,6 @@ context. docs/conventions.md, "Memory".
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import weakref
 from collections.abc import Callable, Iterable
@@ -55,15 +54,36 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
     return local if isinstance(local, torch.Tensor) else t
 
 
+_STRIDED = torch.strided
+
+
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
-    if type(t).__name__ == "DTensor":
+    if type(t) is not torch.Tensor and type(t).__name__ == "DTensor":
         t = local_tensor(t)
-    if t.is_sparse or t.is_nested or t.layout != torch.strided:
+    if t.layout is not _STRIDED or t.is_nested:  # (sparse layouts are not strided)
         return None
     try:
         return t.untyped_storage()
     except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
         return None
+
+
+_LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+
+
+def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """``tensors_in((args, kwargs))`` for an op's arguments: the common cases (a tensor, a scalar, a flat list of
+    tensors or ints) without the general walk, the rest through it; the same tensors in the same order."""
+    found: list[torch.Tensor] = []
+    for values in (args, kwargs.values()) if kwargs else (args,):
+        for v in values:
+            if isinstance(v, torch.Tensor):
+                found.append(v)
+            elif type(v) in _LEAVES:
+                continue
+            else:
+                found.extend(tensors_in(v))
+    return found
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -143,7 +163,8 @@ class MemoryTracker:
         self.phases: list[str] = []
         self.alive: list[int] = []
         self._by_storage: dict[int, int] = {}  # id(storage) -> uid, while the storage lives
-        self._refs: dict[int, weakref.ref[Any]] = {}
+        self._refs: dict[int, weakref.ref[Any]] = {}  # uid -> the weak reference on its storage, while it lives
+        self._ref_ids: dict[int, tuple[int, int]] = {}  # id() of such a weak reference -> (uid, id(storage))
         self._keys: dict[Any, str] = {}
         self._back_scope = ""
         self._activation: dict[str, int] = {}
@@ -165,11 +186,19 @@ class MemoryTracker:
         self.died.append(ALIVE)
         self.category.append(category)
         self._by_storage[key] = uid
-        self._refs[uid] = weakref.ref(storage, functools.partial(self._dead, uid, key))
+        ref = weakref.ref(storage, self._died)
+        self._refs[uid] = ref
+        self._ref_ids[id(ref)] = (uid, key)
         self.current += size
         return uid
 
-    def _dead(self, uid: int, key: int, _ref: object = None) -> None:
+    def _died(self, ref: object) -> None:
+        """The weak reference callback of every storage registered: one bound method for all of them."""
+        entry = self._ref_ids.pop(id(ref), None)
+        if entry is not None:
+            self._dead(*entry)
+
+    def _dead(self, uid: int, key: int) -> None:
         if self.closed:
             return
         self.current -= self.sizes[uid]
@@ -183,7 +212,12 @@ class MemoryTracker:
             self.born[new] = index + 1
         if self._by_storage.get(key) == uid:
             del self._by_storage[key]
-        self._refs.pop(uid, None)
+        self._forget(uid)
+
+    def _forget(self, uid: int) -> None:
+        ref = self._refs.pop(uid, None)
+        if ref is not None:
+            self._ref_ids.pop(id(ref), None)
 
     def resized(self, t: torch.Tensor, category: str) -> None:
         """``t``'s storage was resized outside any op (FSDP2 frees and re-allocates its unsharded parameters with
@@ -200,7 +234,7 @@ class MemoryTracker:
             self.current -= self.sizes[uid]
             self.died[uid] = len(self.alive)
             del self._by_storage[id(s)]
-            self._refs.pop(uid, None)
+            self._forget(uid)
         if s.nbytes() > 0:
             self._register(s, len(self.alive), category)
 
@@ -228,12 +262,14 @@ class MemoryTracker:
         if self.closed:
             return
         index = len(self.alive)
-        self._pending.clear()
-        for t in tensors_in(out):
+        if self._pending:
+            self._pending.clear()
+        by_storage = self._by_storage
+        for t in (out,) if isinstance(out, torch.Tensor) else tensors_in(out):
             s = _storage(t)
             if s is None:
                 continue
-            uid = self._by_storage.get(id(s))
+            uid = by_storage.get(id(s))
             if uid is None:
                 if s.nbytes() > 0:
                     self._register(s, index, "")
@@ -242,9 +278,9 @@ class MemoryTracker:
                 if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
                     self.current += size - self.sizes[uid]
                     self.sizes[uid] = size
-        for t in tensors_in((args, kwargs)):
+        for t in _op_tensors(args, kwargs):
             s = _storage(t)
-            if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
+            if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers")  # made outside every op we saw: counted from here on
         key = self._keys.get(func)
         if key is None:
@@ -392,6 +428,7 @@ class MemoryTracker:
         """Stop listening: storages still alive stay alive in the record."""
         self.closed = True
         self._refs.clear()
+        self._ref_ids.clear()
         self._posted = None
         self._pending.clear()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -539,20 +539,24 @@ class DispatchCollector(TorchDispatchMode):
         # (about 5 s). This handler compiles nothing, so the wrapper buys nothing and costs every process 5 s.
         return False
 
-    def __init__(self, ops: OpCollector, memory: MemoryTracker | None = None) -> None:
+    def __init__(self, ops: OpCollector, memory: MemoryTracker | None = None,
+                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.ops = ops
         self.memory = memory
+        self.watch = watch  # told of each op before it runs (run/guard.py's copy-on-write), or None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.watch is not None:
+            self.watch(func, args, kwargs)
         if self.paused:
-            return func(*args, **(kwargs or {}))
+            return func(*args, **kwargs)
         for kind in types:
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
                 return NotImplemented
-        kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out

@@ -25,9 +25,10 @@ error.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from torch import nn
 
@@ -55,11 +56,13 @@ class Recording:
     ``memory`` holds the memory tracker's settings: ``round_to`` (allocator block size), ``device_type`` (count
     storages on that device type only; None: all) and ``kernel_memory`` (table or probes, collect/probe.py).
     ``train`` says a training step runs (backward ops get tagged with their module); ``emulate`` names the device
-    type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors).
+    type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors). ``watch`` is called
+    with ``(func, args, kwargs)`` before every aten op runs (run/guard.py's copy-on-write of the model's tensors).
     """
 
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
-                 train: bool = False, emulate: str | None = None) -> None:
+                 train: bool = False, emulate: str | None = None,
+                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
@@ -69,6 +72,7 @@ class Recording:
             self.ops.step = StepScope(self.scope.names)
         self._train = train
         self._emulate = emulate
+        self._watch = watch
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
 
@@ -101,7 +105,7 @@ class Recording:
             if self._train and self.memory is None:  # MemoryMode tags autograd nodes only when it tracks memory
                 stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
-            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory))
+            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch))
             self._stack = stack.pop_all()
         return self
 

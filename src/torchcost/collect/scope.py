@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from threading import get_ident
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 from torch.nn.modules import module as module_mod
 
@@ -87,6 +88,7 @@ class _RecursionHeadroom:
 
 
 _HEADROOM = _RecursionHeadroom()
+_NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
 
 
 @dataclass(frozen=True)
@@ -204,13 +206,17 @@ class ScopeTracker:
                 break
         raised = len(rest) != 2
         kwargs, output = ({}, rest[0]) if raised else (rest[0], rest[1])
-        if raised:
-            exc = sys.exc_info()[1]
-            if self._failure_exc != id(exc):  # the innermost module sees the exception first
-                self._failure_exc = id(exc)
-                self.failure = Failure(name, self.types[name], spec_of(tuple(args)), tuple(self.completed))
-            return
-        self._record(name, args, kwargs, output)
+        # the hooks run inside the model, under torchcost's function modes: read shapes, dtypes and sizes past them,
+        # or each read is a full __torch_function__ round trip (DisableTorchFunction also passes by a subclass's own
+        # __torch_function__: the metadata read is the tensor's own)
+        with _NO_TORCH_FUNCTION():
+            if raised:
+                exc = sys.exc_info()[1]
+                if self._failure_exc != id(exc):  # the innermost module sees the exception first
+                    self._failure_exc = id(exc)
+                    self.failure = Failure(name, self.types[name], spec_of(tuple(args)), tuple(self.completed))
+                return
+            self._record(name, args, kwargs, output)
         self.completed.append(name)
 
     def _record(self, name: str, args: Any, kwargs: dict[str, Any], output: Any) -> None:
@@ -224,4 +230,7 @@ class ScopeTracker:
         elif not record.shapes_differ:
             record.shapes_differ = not matches(output, record.output_spec) or not matches(
                 (*args, *kwargs.values()) if kwargs else tuple(args), record.input_spec)
-        record.output_bytes += tensor_bytes(output)
+        if type(output) is torch.Tensor:  # the common case, without a walk
+            record.output_bytes += output.numel() * output.element_size()
+        else:
+            record.output_bytes += tensor_bytes(output)

@@ -4,7 +4,6 @@ module's own and rolled-up counts, parameters, shapes and memory, the op totals,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,13 +32,43 @@ __all__ = ["build_report"]
 _Tensors = dict[int, torch.Tensor]
 
 
-def _numel(tensors: Mapping[int, torch.Tensor]) -> int:
-    return sum(t.numel() for t in tensors.values())
+_NO_CALLS = ModuleCalls()  # (never changed: a module that never ran)
 
 
-def _nbytes(tensors: Mapping[int, torch.Tensor]) -> int:
-    """Bytes of the tensors' data: a DTensor's local shard (a simulated rank's own)."""
-    return sum(local_tensor(t).numel() * t.element_size() for t in tensors.values())
+class _Sums:
+    """A subtree's distinct tensors (by id) and their sums: elements, trainable elements, bytes."""
+
+    __slots__ = ("nbytes", "numel", "tensors", "trainable")
+
+    def __init__(self, tensors: _Tensors) -> None:
+        self.tensors = tensors
+        self.numel = self.trainable = self.nbytes = 0
+        for t in tensors.values():
+            self._add(t)
+
+    def _add(self, t: torch.Tensor) -> None:
+        n = t.numel()
+        self.numel += n
+        if t.requires_grad:
+            self.trainable += n
+        self.nbytes += (local_tensor(t).numel() if type(t) is not torch.Tensor and type(t) is not nn.Parameter
+                        else n) * t.element_size()
+
+    def merge(self, child: _Sums) -> None:
+        """Add a child subtree's tensors: its sums at once when none of them is here already, else one by one."""
+        mine, theirs = self.tensors, child.tensors
+        if not theirs:
+            return
+        if mine.keys().isdisjoint(theirs.keys()):
+            mine.update(theirs)
+            self.numel += child.numel
+            self.trainable += child.trainable
+            self.nbytes += child.nbytes
+            return
+        for key, t in theirs.items():
+            if key not in mine:
+                mine[key] = t
+                self._add(t)
 
 
 @dataclass
@@ -51,7 +80,7 @@ class _Tree:
     ops: OpCollector
     trace: MemoryTrace | None
     paths: list[tuple[str, nn.Module]]
-    owners: dict[int, set[str]]  # id(parameter) -> every module name that holds it
+    owners: dict[int, set[str]]  # id(parameter) -> every module name that holds it, for parameters held by several
 
     @classmethod
     def of(cls, model: nn.Module, scope: ScopeTracker, ops: OpCollector, trace: MemoryTrace | None) -> _Tree:
@@ -61,58 +90,66 @@ class _Tree:
             for p in module._parameters.values():
                 if p is not None:
                     owners.setdefault(id(p), set()).add(mod_name)
-        return cls(scope, ops, trace, paths, owners)
+        # a parameter held by one module name only can never be shared outside a subtree holding it
+        return cls(scope, ops, trace, paths, {k: v for k, v in owners.items() if len(v) > 1})
 
-    def build(self) -> ModuleCost:
-        """The root node. Children before parents (reversed pre-order, no recursion), each node's subtree's distinct
-        parameters and buffers gathered from its children's: one pass over the tree."""
-        built: dict[str, tuple[ModuleCost, _Tensors, _Tensors]] = {}
+    def build(self) -> tuple[ModuleCost, _Sums, _Sums]:
+        """The root node, with the distinct parameters and buffers of the whole tree. Children before parents
+        (reversed pre-order, no recursion), each node's subtree's distinct parameters and buffers gathered from its
+        children's: one pass over the tree."""
+        built: dict[str, tuple[ModuleCost, _Sums, _Sums]] = {}
         for name, module in reversed(self.paths):
-            params: _Tensors = {id(p): p for p in module._parameters.values() if p is not None}
-            buffers: _Tensors = {id(b): b for b in module._buffers.values() if b is not None}
+            params = _Sums({id(p): p for p in module._parameters.values() if p is not None})
+            buffers = _Sums({id(b): b for b in module._buffers.values() if b is not None})
             children = []
             prefix = name + "." if name else ""
             for child_name in module._modules:
                 entry = built.pop(prefix + child_name, None)  # None: empty, or held inside itself (already counted)
                 if entry is not None:
                     children.append(entry[0])
-                    params.update(entry[1])
-                    buffers.update(entry[2])
+                    params.merge(entry[1])
+                    buffers.merge(entry[2])
             depth = name.count(".") + 1 if name else 0
             built[name] = self._node(name, module, depth, tuple(children), params, buffers), params, buffers
-        return built[""][0]
+        return built[""]
 
     def _shared(self, name: str, params: _Tensors) -> int:
         """Parameters of this subtree that some module outside it (under any of its names) also holds."""
-        if not name:
+        if not name or not self.owners:
             return 0
         prefix = name + "."
-        return sum(p.numel() for pid, p in params.items()
-                   if any(o != name and not o.startswith(prefix) for o in self.owners.get(pid, ())))
+        # walk the smaller of the two: this subtree's parameters, or the parameters held by several modules
+        held = ((pid, params.get(pid)) for pid in self.owners) if len(self.owners) < len(params) else params.items()
+        return sum(p.numel() for pid, p in held
+                   if p is not None and any(o != name and not o.startswith(prefix) for o in self.owners.get(pid, ())))
 
-    def _memory(self, name: str, children: tuple[ModuleCost, ...], params: _Tensors,
-                buffers: _Tensors) -> dict[str, int]:
+    def _memory(self, name: str, children: tuple[ModuleCost, ...], params: _Sums,
+                buffers: _Sums) -> dict[str, int]:
         if self.trace is None:
             return {}
+        peak = self.trace.module_peak.get(name, 0)
+        for c in children:
+            if c.peak_memory > peak:
+                peak = c.peak_memory
         return {
-            "param_bytes": _nbytes(params),
-            "buffer_bytes": _nbytes(buffers),
+            "param_bytes": params.nbytes,
+            "buffer_bytes": buffers.nbytes,
             "activation_bytes": self.trace.module_activation.get(name, 0),
-            "peak_memory": max((self.trace.module_peak.get(name, 0), *(c.peak_memory for c in children))),
+            "peak_memory": peak,
         }
 
-    def _node(self, name: str, module: nn.Module, depth: int, children: tuple[ModuleCost, ...], params: _Tensors,
-              buffers: _Tensors) -> ModuleCost:
+    def _node(self, name: str, module: nn.Module, depth: int, children: tuple[ModuleCost, ...], params: _Sums,
+              buffers: _Sums) -> ModuleCost:
         ops = self.ops.module_ops(name)
-        self_macs = sum(o.macs for o in ops)
-        self_flops = sum(o.flops for o in ops)
-        calls = self.scope.calls.get(name, ModuleCalls())
+        self_macs = sum(o.macs for o in ops) if ops else 0
+        self_flops = sum(o.flops for o in ops) if ops else 0
+        calls = self.scope.calls.get(name) or _NO_CALLS
         return ModuleCost(
             name=name, type=type(module).__name__, depth=depth,
-            params=_numel(params),
-            trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
-            shared_params=self._shared(name, params),
-            buffers=_numel(buffers),
+            params=params.numel,
+            trainable_params=params.trainable,
+            shared_params=self._shared(name, params.tensors),
+            buffers=buffers.numel,
             calls=calls.calls, input_shape=calls.input_spec, output_shape=calls.output_spec,
             output_bytes=calls.output_bytes,
             macs=self_macs + sum(c.macs for c in children), flops=self_flops + sum(c.flops for c in children),
@@ -167,19 +204,17 @@ def build_report(ran: Ran, device: torch.device, mode: str) -> CostReport:
     model, scope, ops = ran.model, ran.recording.scope, ran.recording.ops
     trace = ran.recording.memory.trace() if ran.recording.memory is not None else None
     tree = _Tree.of(model, scope, ops, trace)
-    root = tree.build()
-    params = {id(p): p for p in model.parameters()}
-    buffers: _Tensors = {id(b): b for b in model.buffers()}
-    leaves = {n for n, m in tree.paths if all(c is None for c in m._modules.values())}
+    root, all_params, all_buffers = tree.build()  # (the same distinct tensors as model.parameters()/.buffers())
+    leaves = {n for n, m in tree.paths if not m._modules or all(c is None for c in m._modules.values())}
     inputs: ShapeTree = spec_of((*ran.args, *ran.kwargs.values())) if ran.kwargs else spec_of(ran.args)
     dtype = floating_dtype(model)
     phases = _phases(ops) if mode == "train" else ()
     return CostReport(
         model_type=type(model).__name__, root=root,
-        params=_numel(params), trainable_params=sum(p.numel() for p in params.values() if p.requires_grad),
-        buffers=_numel(buffers), macs=root.macs, flops=root.flops,
+        params=all_params.numel, trainable_params=all_params.trainable,
+        buffers=all_buffers.numel, macs=root.macs, flops=root.flops,
         input_shape=inputs, input_bytes=tensor_bytes((ran.args, list(ran.kwargs.values()))),
-        param_bytes=_nbytes(params), buffer_bytes=_nbytes(buffers),
+        param_bytes=all_params.nbytes, buffer_bytes=all_buffers.nbytes,
         activation_bytes=sum(c.output_bytes for n, c in scope.calls.items() if n in leaves),
         ops=ops.totals(), uncounted=ops.uncounted_totals(), free_ops=ops.free_totals(),
         enclosed_ops=ops.enclosed_totals(), formula_errors=tuple(sorted(ops.formula_errors.items())),

@@ -18,7 +18,7 @@ from torch import nn
 from torch._C._profiler import _ExtraFields_Allocation
 from torch.profiler import ProfilerActivity, profile
 
-from torchcost.collect.memory import local_tensor, module_tensors
+from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import MemorySettings, Recording
 from torchcost.errors import InputError, ModelError
 from torchcost.formulas.registry import FormulaRegistry
@@ -118,10 +118,10 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     counted = None if twin is not None and twin.method == "fake" else tensors_device.type
     emulate = options.target if tensors_device.type == "meta" else None
     settings = MemorySettings(options.round_to, counted, options.kernel_memory) if memory else None
-    rec = Recording(model, registry, memory=settings, train=train, emulate=emulate)
     method: Method = twin.method if twin is not None else ("meta" if run_device.type == "meta" else "real")
-    ran = Ran(model, args, kwargs, rec, options, method)
-    with guarded(model, twin, run_device):
+    with guarded(model, twin, run_device) as watch:
+        rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch)
+        ran = Ran(model, args, kwargs, rec, options, method)
         model.train(train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
         if opt is not None:
@@ -231,12 +231,27 @@ def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, st
 
 def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                    opt: torch.optim.Optimizer | None) -> None:
-    """What is alive before the first op: parameters, buffers (and tensors held as attributes), inputs, state."""
+    """What is alive before the first op: parameters, buffers (and tensors held as attributes), inputs, state.
+    One walk over the modules gathers the first three (in the order of ``model.parameters()``, ``model.buffers()``
+    and ``module_tensors(model)``, each category before the next, so a storage in two keeps the first one's)."""
     if rec.memory is None:
         return
-    rec.memory.add_baseline(model.parameters(), "parameters")
-    rec.memory.add_baseline(model.buffers(), "buffers")
-    rec.memory.add_baseline(module_tensors(model), "buffers")
+    params: dict[int, torch.Tensor] = {}
+    buffers: dict[int, torch.Tensor] = {}
+    attributes: list[torch.Tensor] = []
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None:
+                params.setdefault(id(p), p)
+        for b in module._buffers.values():
+            if b is not None:
+                buffers.setdefault(id(b), b)
+        for name, value in module.__dict__.items():
+            if isinstance(value, torch.Tensor) and name not in ("_parameters", "_buffers"):
+                attributes.append(value)
+    rec.memory.add_baseline(params.values(), "parameters")
+    rec.memory.add_baseline(buffers.values(), "buffers")
+    rec.memory.add_baseline(attributes, "buffers")
     rec.memory.add_baseline(tensors_in((args, kwargs)), "inputs")
     rec.memory.add_baseline(optimizer_tensors(opt), "optimizer_state")
 

@@ -4,9 +4,10 @@ model", lists what is restored; tests/test_safety.py and tests/reliability/test_
 A run on the model itself restores, for every module of ``model.modules()``: each attribute of ``module.__dict__``
 (reassigned, added or deleted), the contents of its list, dict and set attributes (one level: ``_parameters``,
 ``_buffers``, ``_modules`` and the hook dicts among them), the ``requires_grad`` flag of its parameters, and the values
-of its parameters, buffers and tensor attributes. Values are copied on write: :class:`_RunWatch`, a dispatch mode below
-the collectors, saves a tensor's values the first time an operator is about to write into its storage, so a forward
-that writes nothing costs no copy. A run on a twin needs none of this: the user's module is only read.
+of its parameters, buffers and tensor attributes. Values are copied on write: :class:`RunWatch`, called by the
+collectors' dispatch mode before each op (one dispatch mode, not a second one: a mode costs every op a Python round
+trip), saves a tensor's values the first time an operator is about to write into its storage, so a forward that writes
+nothing costs no copy. A run on a twin needs none of this: the user's module is only read.
 
 The RNG: a twin of meta or fake tensors draws nothing from torch's generators, so its run leaves them alone (other
 threads' draws are never rewound). A run on real tensors (the model itself, or a real copy) saves the states of the
@@ -22,11 +23,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.run.step import Twin
 
-__all__ = ["guarded", "preserved", "quiet_fastpaths"]
+__all__ = ["RunWatch", "guarded", "preserved", "quiet_fastpaths"]
 
 _MISSING = object()
 # ops that write batch norm's running statistics (arguments 3 and 4) when ``training`` (argument 5) is true,
@@ -126,23 +126,18 @@ def _uses_default_generator(args: Any, kwargs: dict[str, Any]) -> bool:
     return not generators or any(g is torch.default_generator for g in generators)
 
 
-class _RunWatch(TorchDispatchMode):
-    """Below the collectors, during a run on real tensors: saves the values of the watched tensors on a storage the
-    first time an operator is about to write into it, and notes whether a random op drew from a default generator."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:  # as DispatchCollector: the dynamo wrapper costs a 5 s import, buys nothing
-        return False
+class RunWatch:
+    """During a run on real tensors, told of each op before it runs (by the Recording's dispatch mode): saves the
+    values of the watched tensors on a storage the first time an operator is about to write into it, and notes
+    whether a random op drew from a default generator."""
 
     def __init__(self, watched: dict[int, list[torch.Tensor]]) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.watched = watched  # storage address -> the tensors on it
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.drew = False
         self._ops: dict[torch._ops.OpOverload, tuple[tuple[tuple[int, str], ...], bool, bool]] = {}
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
+    def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         known = self._ops.get(func)
         if known is None:
             known = self._ops[func] = (_written_arguments(func), torch.Tag.nondeterministic_seeded in func.tags,
@@ -158,7 +153,6 @@ class _RunWatch(TorchDispatchMode):
                 for t in (value if isinstance(value, (list, tuple)) else (value,)):
                     if isinstance(t, torch.Tensor):
                         self._save(t)
-        return func(*args, **kwargs)
 
     def _save(self, t: torch.Tensor) -> None:
         tensors = self.watched.pop(_storage_key(t), None)
@@ -203,16 +197,16 @@ def _rng_put_back(device: torch.device) -> Callable[[], None]:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module | None, device: torch.device) -> Iterator[None]:
+def preserved(model: nn.Module | None, device: torch.device) -> Iterator[RunWatch | None]:
     """Around a run on real tensors: restore every module's attributes, container contents, grad flags and tensor
     values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
-    states where the run drew from them."""
+    states where the run drew from them. Yields the :class:`RunWatch` the run's dispatch mode must call before
+    each op (None: nothing to watch)."""
     states = [_state(module) for module in model.modules()] if model is not None else []
-    watch = _RunWatch(_watched(states))
+    watch = RunWatch(_watched(states))
     put_back = _rng_put_back(device)
     try:
-        with watch if watch.watched or device.type != "meta" else contextlib.nullcontext():
-            yield
+        yield watch if watch.watched or device.type != "meta" else None
     finally:
         try:
             watch.restore()
@@ -240,11 +234,13 @@ def quiet_fastpaths() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device) -> Iterator[None]:
+def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device) -> Iterator[RunWatch | None]:
     """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
-    quiet fast paths, and the twin's fake tensor mode. Meta and fake twins touch neither the model nor the RNG."""
+    quiet fast paths, and the twin's fake tensor mode. Meta and fake twins touch neither the model nor the RNG.
+    Yields the :class:`RunWatch` to hand to the Recording (None for a meta or fake twin): only ops it is told of
+    are copied on write, so every op of the run must run under that Recording."""
     real = twin is None or twin.method == "copy"
     preserve = preserved(model if twin is None else None, run_device) if real else contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
-    with preserve, quiet_fastpaths(), fake:
-        yield
+    with preserve as watch, quiet_fastpaths(), fake:
+        yield watch
