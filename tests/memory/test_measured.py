@@ -12,12 +12,13 @@ import torch
 import torchcost
 from tests.memory.models import small_mlp
 from tests.memory.truth import eval_truth
+from torchcost.collect.allocator import running_peak
 from torchcost.formulas import REGISTRY
 from torchcost.render.layout import memory_lines
 from torchcost.report import CostReport, MemoryReport
 from torchcost.run import execute
 from torchcost.run.concurrency import exclusive
-from torchcost.run.execute import Measured, allocator_meter, running_peak
+from torchcost.run.execute import Measured, allocator_meter
 from torchcost.run.step import StepOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")

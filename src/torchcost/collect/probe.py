@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 import torch
 import torch.autograd.profiler
-from torch._C._profiler import _ExtraFields_Allocation
 from torch.utils import _pytree as pytree
+
+from torchcost.collect.allocator import allocations, running_peak
 
 __all__ = [
     "BUILDERS",
@@ -281,29 +282,9 @@ def _isolated() -> Iterator[None]:
 
 
 def _peak_minus_kept(root: Any, kept: int) -> int:
-    """The running peak of the allocations under ``root`` (an event of the tree), less ``kept`` bytes. A free of a
-    block allocated before the window is left out."""
-    events: list[tuple[int, int, int]] = []
-    stack = [root]
-    while stack:
-        ev = stack.pop()
-        fields = ev.extra_fields
-        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == "cpu":
-            events.append((ev.start_time_ns, fields.alloc_size, fields.ptr))
-        stack.extend(ev.children)
-    events.sort(key=lambda e: e[0])
-    current = peak = 0
-    mine: set[int] = set()
-    for _, size, ptr in events:
-        if size > 0:
-            mine.add(ptr)
-        elif ptr in mine:
-            mine.discard(ptr)
-        else:
-            continue
-        current += size
-        peak = max(peak, current)
-    return max(0, peak - kept)
+    """The running peak of the CPU allocations under ``root`` (an event of the tree), less ``kept`` bytes
+    (collect/allocator.py: a free of a block allocated before the window is left out)."""
+    return max(0, running_peak(allocations([root], "cpu")) - kept)
 
 
 def _kept_bytes(out: Any, inputs: list[torch.Tensor]) -> int:

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.autograd.profiler
 from torch import nn
-from torch._C._profiler import _ExtraFields_Allocation
 from torch.profiler import ProfilerActivity, profile
 
+from torchcost.collect.allocator import allocations, running_peak
 from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import MemorySettings, Recording
 from torchcost.errors import InputError, ModelError
@@ -179,41 +179,9 @@ def allocator_meter(measured: Measured, device: torch.device, measure_cpu: bool)
 
 
 def _allocations(prof: profile, device_type: str) -> list[tuple[int, int]]:
-    """(time, signed size) of each allocation (+) and free (-) on ``device_type`` that ``prof`` recorded, in time
-    order, events at the same time in the event tree's depth-first order. A free of a block allocated before the
-    window is left out: it is not the run's memory (the cyclic garbage collector may free an unrelated object
-    mid-run), and counting it would lower the measured peak."""
-    events: list[tuple[int, int, int]] = []
+    """The allocations and frees ``prof`` recorded on ``device_type`` (collect/allocator.py)."""
     results = prof.profiler.kineto_results if prof.profiler is not None else None
-    stack = list(reversed(results.experimental_event_tree())) if results is not None else []
-    while stack:
-        ev = stack.pop()
-        fields = ev.extra_fields
-        if isinstance(fields, _ExtraFields_Allocation) and fields.device.type == device_type:
-            events.append((ev.start_time_ns, fields.alloc_size, fields.ptr))
-        stack.extend(reversed(ev.children))
-    events.sort(key=lambda e: e[0])
-    allocated: set[int] = set()
-    kept: list[tuple[int, int]] = []
-    for time, size, ptr in events:
-        if size > 0:
-            allocated.add(ptr)
-        elif ptr in allocated:
-            allocated.discard(ptr)
-        else:
-            continue
-        kept.append((time, size))
-    return kept
-
-
-def running_peak(events: list[tuple[int, int]]) -> int:
-    """The highest running sum of (time, signed size) events taken in time order, a stable sort (0 if it never
-    rises)."""
-    current = peak = 0
-    for _, size in sorted(events, key=lambda e: e[0]):
-        current += size
-        peak = max(peak, current)
-    return peak
+    return allocations(results.experimental_event_tree() if results is not None else (), device_type)
 
 
 def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, str]:
