@@ -76,6 +76,20 @@ def test_fsdp_no_reshard_gathers_once() -> None:
     assert by_kind(r, "reduce_scatter") == (3, 3 * LINEAR_BYTES)
 
 
+def test_collectives_hold_the_backends_buffers() -> None:
+    # gloo (target "cpu") holds a buffer inside each collective: a reduce-scatter all-reduces a clone of its whole
+    # input (one unit's flat gradients, LINEAR_BYTES), an all-gather fills a buffer of the gathered size
+    # (LINEAR_BYTES) first; counted at the op only. NCCL (target "cuda") holds nothing of the step's.
+    kinds = ("c10d::_allgather_base_", "c10d::_reduce_scatter_base_")
+    for target, held in (("cpu", LINEAR_BYTES), ("cuda", 0)):
+        r = torchcost.analyze(mlp(), X, mode="train", target=target, parallel=Parallel(fsdp=2, rank=0))
+        assert r.memory is not None
+        t = r.memory.timeline
+        at = [i for i, op in enumerate(t.ops) if op in kinds]
+        assert len(at) == 9  # 3 units: all-gather in the forward and the backward, reduce-scatter in the backward
+        assert [t.bytes[i] - t.bytes[i - 1] for i in at] == [held] * 9
+
+
 def test_fsdp_eval_forward_only() -> None:
     r = torchcost.analyze(mlp(), X, target="cpu", parallel=Parallel(fsdp=2, rank=1))
     assert by_kind(r, "all_gather") == (3, 3 * LINEAR_BYTES)

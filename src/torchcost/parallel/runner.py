@@ -80,6 +80,7 @@ class ParallelExtras:
 
     plan: Parallel
     ddp: DDPModel | None = None
+    target: str | None = None  # the analysis target: which backend the collectives stand for ("cpu": gloo)
     _kept: list[torch.Tensor] = field(default_factory=list)
 
     def prepare(self, rec: Recording, model: nn.Module, opt: torch.optim.Optimizer | None) -> None:
@@ -88,6 +89,8 @@ class ParallelExtras:
         if isinstance(model, FSDPModule):
             state = model._get_fsdp_state()
             state._lazy_init()
+        if rec.memory is not None:
+            rec.memory.comm_target = self.target  # the collectives' transient buffers follow the target's backend
         if self.ddp is not None and rec.memory is not None:
             self._kept = self.ddp.bucket_buffers(model)
             rec.memory.add_baseline(self._kept, "comm_buffers")
@@ -211,7 +214,7 @@ def _one_rank(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], r
         mesh = make_mesh(plan.mesh_shape, plan.mesh_dims)
         twin, units = _fake_twin(model, args, kwargs, plan, mesh)
         ddp = DDPModel(plan) if plan.ddp > 1 else None
-        twin.extras = ParallelExtras(plan, ddp)
+        twin.extras = ParallelExtras(plan, ddp, options.target)
         ran = execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin)
         if ddp is not None:
             ran.parallel = ParallelInfo(strategy="", world=0, mesh_shape=(), mesh_dims=(), rank=rank,
