@@ -32,6 +32,9 @@ BUDGET_S = 35.0
 
 CHILD = r"""
 import signal, sys
+# a child started by a shell that ignores SIGINT (a background job without job control) inherits SIG_IGN, and
+# Python then installs no handler of its own: every Ctrl-C would be ignored. Ctrl-C at a terminal is what is tested
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 import torch
 import torch._dynamo  # torch imports it on the first dispatch; import it now so every trial is the same
