@@ -40,6 +40,7 @@ import torch
 
 from benchmarks.distributed_cases import CASES, DistCase, _apply_ckpt, apply_strategy
 from benchmarks.docs import replace_section
+from benchmarks.report import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = ROOT / "benchmarks" / "distributed_truth.json"
@@ -406,16 +407,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def _why(row: Row) -> str:
     if not row.miss:
         return ""
@@ -430,7 +421,7 @@ def markdown(rows: list[Row], truth_meta: dict[str, Any], seconds: float, llama:
         HEADING,
         "",
         f"Generated on {time.strftime('%Y-%m-%d')} by `python -m benchmarks.distributed_accuracy` ({seconds:.0f} s for "
-        f"the predictions; torch {torch.__version__}). CPU: {cpu_name()}, {os.cpu_count()} cores. Cases: "
+        f"the predictions; torch {torch.__version__}). CPU: {cpu_model()}, {os.cpu_count()} cores. Cases: "
         "[benchmarks/distributed_cases.py](../benchmarks/distributed_cases.py); the real runs: "
         "[benchmarks/distributed_truth.py](../benchmarks/distributed_truth.py), stored in "
         "[benchmarks/distributed_truth.json](../benchmarks/distributed_truth.json).",
@@ -489,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     data = json.loads(a.truth.read_text())
     pats = [p for p in a.cases.split(",") if p]
     names = [n for n in data["cases"] if not pats or any(fnmatch.fnmatch(n, p) for p in pats)]
-    print(f"torch {torch.__version__}; CPU {cpu_name()}; truth: {a.truth.name} ({data['meta']})")
+    print(f"torch {torch.__version__}; CPU {cpu_model()}; truth: {a.truth.name} ({data['meta']})")
     start = time.perf_counter()
     if a.from_json:
         earlier = json.loads(a.from_json.read_text())

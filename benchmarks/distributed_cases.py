@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from tests.memory.truth import first_float
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -205,20 +206,9 @@ def make_optimizer(case: DistCase, params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, foreach=case.foreach)
 
 
-def _first_float(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.is_floating_point() else None
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    for v in values:
-        t = _first_float(v)
-        if t is not None:
-            return t
-    return None
-
-
 def loss_fn(out: Any) -> torch.Tensor:
     """torchcost's default loss: the first floating output (HF: the logits) as float32, squared, mean."""
-    t = _first_float(out)
+    t = first_float(out)
     assert t is not None, "the output holds no floating tensor"
     return t.float().pow(2).mean()
 

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tests.memory.truth import alloc_events, tensors_in
 
 from benchmarks.distributed_cases import (
     CASES,
@@ -77,23 +78,6 @@ MB = 1e6
 
 
 # -- memory ----------------------------------------------------------------------------------------------------------
-
-def _alloc_events(prof: Any) -> list[tuple[int, int, int]]:
-    from torch._C._profiler import _EventType
-
-    events: list[tuple[int, int, int]] = []
-
-    def walk(ev: Any) -> None:
-        if ev.tag == _EventType.Allocation:
-            events.append((ev.start_time_ns, ev.extra_fields.alloc_size, ev.extra_fields.ptr))
-        for child in ev.children:
-            walk(child)
-
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        walk(root)
-    events.sort(key=lambda e: e[0])
-    return events
-
 
 def _peak(events: list[tuple[int, int, int]]) -> tuple[int, int, int, int]:
     """tests/memory/truth.py's cpu_peak on recorded events: (peak above the start, end), and the same with a missed
@@ -130,17 +114,10 @@ def _storages(tensors: Any) -> dict[int, int]:
     return seen
 
 
-def _flat(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    return [t for v in values for t in _flat(v)]
-
-
 # -- collectives -----------------------------------------------------------------------------------------------------
 
 def _nbytes(obj: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in _flat(obj))
+    return sum(t.numel() * t.element_size() for t in tensors_in(obj))
 
 
 def _group_label(args: Any, labels: dict[str, str]) -> str:
@@ -265,7 +242,7 @@ def _rank_main(rank: int, case: DistCase, steps: int, port: int) -> dict[str, An
             state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             return {**_storages([*model.parameters(), *model.buffers(), *grads, *state, *args,
-                                 *_flat(kwargs)]), **bucket_storages}
+                                 *tensors_in(kwargs)]), **bucket_storages}
 
         warmup = 2 if case.strategy == "ddp" else 1  # DDP rebuilds its buckets at the second step's forward
         for _ in range(warmup):
@@ -289,7 +266,7 @@ def _rank_main(rank: int, case: DistCase, steps: int, port: int) -> dict[str, An
             with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
                 step()
             seconds = time.perf_counter() - t0
-            above, end, fixed_above, fixed_end = _peak(_alloc_events(prof))
+            above, end, fixed_above, fixed_end = _peak(alloc_events(prof))
             after = alive()
             new_alive = sum(n for p, n in after.items() if p not in before)
             base = sum(before.values())

@@ -43,14 +43,14 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from math import prod
 from pathlib import Path
 from typing import Any
 
 import torch
-from tests.memory.truth import eval_truth, train_truth
+from tests.memory.truth import eval_truth, first_float, train_truth
 from torch import nn
 
 import torchcost
@@ -70,21 +70,9 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_b
 
 # -- truth, with keyword inputs ------------------------------------------------------------------------------------
 
-def _first_float(obj: Any) -> torch.Tensor | None:
-    """The output's first floating tensor, depth first (a Hugging Face output is a dict: its logits)."""
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.is_floating_point() else None
-    values: Iterable[Any] = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    for v in values:
-        t = _first_float(v)
-        if t is not None:
-            return t
-    return None
-
-
 def _loss(out: Any) -> torch.Tensor:
     """torchcost's default loss: the first floating output tensor's mean square in float32."""
-    t = _first_float(out)
+    t = first_float(out)
     assert t is not None, "the output holds no floating tensor"
     return t if t.dim() == 0 else t.float().pow(2).mean()
 

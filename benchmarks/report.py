@@ -29,7 +29,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -61,7 +61,7 @@ def environment(threads: int) -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": _cpu(), "cores": os.cpu_count(), "memory": mem, "os": platform.platform(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "memory": mem, "os": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__, "torchcost": torchcost.__version__,
         "git": _git(), "threads": threads, "versions": {d: _version(d) for d in PEER_DISTS},
     }

@@ -17,13 +17,12 @@ from torch import nn
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["cpu_peak", "eval_truth", "storage_bytes", "train_truth"]
+__all__ = ["alloc_events", "cpu_peak", "eval_truth", "first_float", "storage_bytes", "tensors_in", "train_truth"]
 
 
-def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
-    """(peak, end): the most bytes the call had allocated at once beyond what was alive before it, and what it left."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+def alloc_events(prof: Any) -> list[tuple[int, int, int]]:
+    """(time, signed size, pointer) of every allocation (+) and free (-) ``prof`` recorded, in time order (a stable
+    sort keeps the recorded order of same-time events)."""
     events: list[tuple[int, int, int]] = []
 
     def walk(ev: Any) -> None:
@@ -34,10 +33,17 @@ def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
 
     for root in prof.profiler.kineto_results.experimental_event_tree():
         walk(root)
-    events.sort(key=lambda e: e[0])  # a stable sort keeps the recorded order of same-time events
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+def cpu_peak(fn: Callable[[], Any]) -> tuple[int, int]:
+    """(peak, end): the most bytes the call had allocated at once beyond what was alive before it, and what it left."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
     current = peak = 0
     mine: set[int] = set()
-    for _, size, ptr in events:
+    for _, size, ptr in alloc_events(prof):
         if size < 0 and ptr not in mine:
             continue  # made before the call (an unrelated object the garbage collector frees now): not the call's
         if size > 0:
@@ -62,12 +68,24 @@ def _model_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
+def tensors_in(obj: Any) -> list[torch.Tensor]:
     """Every tensor in nested tuples, lists and dicts of inputs."""
     if isinstance(obj, torch.Tensor):
         return [obj]
     values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    return [t for v in values for t in _tensors(v)]
+    return [t for v in values for t in tensors_in(v)]
+
+
+def first_float(obj: Any) -> torch.Tensor | None:
+    """The first floating tensor of a nested output, depth first (a Hugging Face output is a dict: its logits)."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_floating_point() else None
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    for v in values:
+        t = first_float(v)
+        if t is not None:
+            return t
+    return None
 
 
 def _autocast(amp: torch.dtype | None) -> Any:
@@ -80,7 +98,7 @@ def eval_truth(model: nn.Module, *inputs: Any, kwargs: dict[str, Any] | None = N
     when given), parameters, buffers and inputs included."""
     kwargs = kwargs or {}
     model.eval()
-    base = storage_bytes([*_model_tensors(model), *_tensors(inputs), *_tensors(kwargs)])
+    base = storage_bytes([*_model_tensors(model), *tensors_in(inputs), *tensors_in(kwargs)])
     # no amp: leave autocast as the caller set it (a caller may run the whole measurement under autocast)
     autocast = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -119,6 +137,6 @@ def train_truth(
     step()
     opt.zero_grad(set_to_none=True)
     state = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-    base = storage_bytes([*_model_tensors(model), *_tensors(inputs), *_tensors(kwargs), *state])
+    base = storage_bytes([*_model_tensors(model), *tensors_in(inputs), *tensors_in(kwargs), *state])
     peak, _ = cpu_peak(step)
     return base + peak
