@@ -56,14 +56,14 @@ _KINDS = (("reduce_scatter", "reduce_scatter"), ("allgather", "all_gather"), ("a
 _GROUP_ARGS = ("group_name", "process_group", "group")
 
 
-def collective_kind(func: torch._ops.OpOverload) -> str:
-    """"" for an op that is no collective, "free" for FSDP's copies and the waits, else the collective's kind."""
-    namespace = func.namespace
+def collective_kind(key: str) -> str:
+    """"" for an op (its "namespace::name" key) that is no collective, "free" for FSDP's copies and the waits, else
+    the collective's kind."""
+    namespace, _, name = key.partition("::")
     if namespace in _COPY_NAMESPACES:
         return "free"
     if namespace not in COMM_NAMESPACES:
         return ""
-    name = func._schema.name.split("::")[-1]
     if name in _NOT_COLLECTIVES:
         return "free"
     return next((kind for word, kind in _KINDS if word in name), "other")
@@ -73,13 +73,14 @@ def _nbytes(value: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors_in(value))
 
 
-def collective_bytes(func: torch._ops.OpOverload, kind: str, args: tuple[Any, ...], out: Any) -> int:
-    """The payload of one collective call: all-gather its output (the gathered size), reduce-scatter and all-to-all
-    its input, every other kind its (first) tensor argument."""
+def collective_bytes(key: str, kind: str, args: tuple[Any, ...], out: Any) -> int:
+    """The payload of one collective call (``key`` its "namespace::name"): all-gather its output (the gathered size),
+    reduce-scatter and all-to-all its input, every other kind its (first) tensor argument."""
     if kind == "all_gather":
         return _nbytes(out)
     if kind in ("reduce_scatter", "all_to_all"):  # c10d's in-place ops take (outputs, inputs, ...)
-        return _nbytes(args[1] if func.namespace == "c10d" and len(args) > 1 else args[0] if args else ())
+        in_place = key.startswith("c10d::")
+        return _nbytes(args[1] if in_place and len(args) > 1 else args[0] if args else ())
     if kind == "barrier":
         return 0
     return _nbytes(args[0]) if args else 0
@@ -336,7 +337,7 @@ class OpCollector:
         hit = self._cache.get(func)
         if hit is None:
             key = op_key(func)
-            comm = collective_kind(func)
+            comm = collective_kind(key)
             formula = self.registry.get(key)
             hit = (key, formula if not comm else None, is_free(func, key) or comm == "free", comm)
             self._cache[func] = hit
@@ -348,7 +349,7 @@ class OpCollector:
         key, formula, free, comm = self._lookup(func)
         forward = self.phase == "forward"
         if comm and comm != "free":
-            self.record_collective(key, comm, collective_bytes(func, comm, args, out), group_size(func, args, kwargs))
+            self.record_collective(key, comm, collective_bytes(key, comm, args, out), group_size(func, args, kwargs))
         elif self.enclosed_depth:
             if forward:
                 self.enclosed[key] = self.enclosed.get(key, 0) + 1

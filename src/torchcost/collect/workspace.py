@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from torchcost.collect.ops import collective_bytes, collective_kind
 from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
@@ -257,11 +258,6 @@ register_workspace("aten::addmm", bf16_matmul_workspace)
 # -- collectives: the process group's own transient buffers (simulated ranks, parallel=) ------------------------------
 
 
-def _tensor_bytes(obj: Any) -> int:
-    items = obj if isinstance(obj, (list, tuple)) else (obj,)
-    return sum(t.numel() * t.element_size() for t in items if isinstance(t, torch.Tensor))
-
-
 def collective_workspace(call: OpCall, target: str) -> int | None:
     """Bytes the process group's backend holds inside a collective beyond the tensors it is given. The target says
     which backend a simulated rank stands for (MemoryTracker.comm_target): "cpu" is gloo, "cuda" NCCL.
@@ -279,12 +275,8 @@ def collective_workspace(call: OpCall, target: str) -> int | None:
         return 0
     if target != "cpu":
         return None
-    op = call.key.partition("::")[2]
-    if "reduce_scatter" in op:
-        return _tensor_bytes(call.args[1] if call.key.startswith("c10d::") else call.args[0])
-    if "allgather" in op or "all_gather" in op:
-        return _tensor_bytes(call.args[0] if call.key.startswith("c10d::") else call.out)
-    return 0
+    kind = collective_kind(call.key)  # gloo's copy is the payload: the input it reduces, the output it gathers
+    return collective_bytes(call.key, kind, call.args, call.out) if kind in ("reduce_scatter", "all_gather") else 0
 
 
 for _op in ("c10d::_reduce_scatter_base_", "c10d::reduce_scatter_tensor_coalesced_", "c10d::_allgather_base_",
