@@ -152,7 +152,7 @@ class MemoryTracker:
         self.target: str | None = None  # the device type meta tensors stand for (set by MemoryMode), None: unknown
         # the device type a simulated rank's ops stand for: the analysis target (set by parallel/runner.py), so the
         # collectives' backend ("cpu": gloo, "cuda": NCCL) and the kernels' workspaces follow it; None: the tensors' own
-        self.comm_target: str | None = None
+        self.stands_for: str | None = None
         self.workspace: dict[int, int] = {}  # op index -> bytes the kernel held inside itself while it ran
         self.closed = False
         self.current = 0
@@ -350,10 +350,10 @@ class MemoryTracker:
         the probe's from the cache, or 0 for now and a probe to run when the trace is made."""
         tensors = tensors_in((args, kwargs))
         target = self._target(tensors)
-        if self.comm_target is not None:
+        if self.stands_for is not None:
             # a simulated rank's fake CPU twin stands for the target: its collectives for the target's backend (gloo
             # or NCCL), its kernels' memory for the target's kernels (no CPU entry or probe for a "cuda" target)
-            target = self.comm_target
+            target = self.stands_for
         if target is None or (self.device_type not in (None, "meta") and target != self.device_type):
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         outs = out if isinstance(out, (tuple, list)) else (out,)

@@ -260,7 +260,7 @@ register_workspace("aten::addmm", bf16_matmul_workspace)
 
 def collective_workspace(call: OpCall, target: str) -> int | None:
     """Bytes the process group's backend holds inside a collective beyond the tensors it is given. The target says
-    which backend a simulated rank stands for (MemoryTracker.comm_target): "cpu" is gloo, "cuda" NCCL.
+    which backend a simulated rank stands for (MemoryTracker.stands_for): "cpu" is gloo, "cuda" NCCL.
 
     gloo (ProcessGroupGloo, measured with torch 2.14.1's profiler on 2- and 4-process runs, fp32 and bf16):
     reduce-scatter is an all-reduce of a clone of the whole input, whose chunk is then copied into the output, so it

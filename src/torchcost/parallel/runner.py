@@ -90,7 +90,7 @@ class ParallelExtras:
             state = model._get_fsdp_state()
             state._lazy_init()
         if rec.memory is not None:
-            rec.memory.comm_target = self.target  # the collectives' transient buffers follow the target's backend
+            rec.memory.stands_for = self.target  # the fake CPU twin's ops (and collectives) stand for the target
         if self.ddp is not None and rec.memory is not None:
             self._kept = self.ddp.bucket_buffers(model)
             rec.memory.add_baseline(self._kept, "comm_buffers")
