@@ -88,6 +88,7 @@ CASES: dict[str, DistCase] = {c.name: c for c in (
     _C("gpt2_fsdp_w2", "gpt2", "fsdp", 2, batch=4, seq=64),
     _C("gpt2_fsdp_bf16_ckpt_w2", "gpt2", "fsdp_bf16", 2, batch=4, seq=64, ckpt="wrapper"),
     _C("gpt2_ddp_ckpt_w2", "gpt2", "ddp", 2, batch=4, seq=64, ckpt="fn", bucket_cap_mb=1.0),
+    _C("gpt2_tp_w2", "gpt2", "tp", 2, batch=4, seq=64, tp=2, foreach=False, note="torchcost's built-in Conv1D plan"),
     # -- Llama, 2 layers, hidden 256, 8 heads, 2 kv heads (GQA), sdpa
     _C("llama_fsdp_bf16_w4", "llama", "fsdp_bf16", 4, batch=2, seq=64),
     _C("llama_fsdp_noreshard_w2", "llama", "fsdp_noreshard", 2, batch=2, seq=64),
@@ -231,6 +232,12 @@ def _tp_plan(model: nn.Module, case: DistCase, tp_mesh: Any) -> None:
     if case.model == "mlp":
         for b in blocks_of(model):
             parallelize_module(b, tp_mesh, {"fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
+        return
+    if case.model == "gpt2":  # torchcost's built-in plan (Conv1D styles, local split_size, tied wte/lm_head)
+        import torchcost
+        from torchcost.parallel.strategy import apply_strategy as builtin
+
+        builtin(model, torchcost.Parallel(tp=case.tp), tp_mesh)
         return
     if case.model != "llama":
         raise ValueError(f"no TP plan for {case.model}")

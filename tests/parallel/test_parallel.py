@@ -257,3 +257,26 @@ def test_json_matches_the_schema() -> None:
     assert {"unsharded_params", "comm_buffers"} <= set(data["memory"]["at_peak"])
     assert set(data["parallel"]) <= set(defs["parallel"]["properties"])
     assert all(set(c) <= set(defs["collective"]["properties"]) for c in data["collectives"])
+
+
+def test_gpt2_built_in_plan_shards_conv1d_and_keeps_the_tie() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=32, use_cache=False)
+    model = transformers.GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 101, (2, 16))
+    full = sum(p.numel() for p in model.parameters())  # wte and lm_head tied: counted once
+    r = torchcost.analyze(model, kwargs={"input_ids": ids}, mode="train", parallel=Parallel(tp=2, rank=0))
+    assert r.params == full
+    # c_attn colwise: rank 0 computes 3*64/2 = 96 of the 192 output columns: 2*16 tokens * 64 * 96 = 196,608 MACs
+    assert r.module("transformer.h.0.attn.c_attn").macs == 2 * 16 * 64 * 96
+    # c_proj rowwise: 32 of the 64 input rows: 2*16 * 32 * 64 = 65,536 MACs
+    assert r.module("transformer.h.0.attn.c_proj").macs == 2 * 16 * 32 * 64
+    by = {(c.kind, c.phase): c for c in r.collectives}
+    # forward all-reduces: two rowwise c_proj per block * 2 blocks + the rowwise wte = 5, each 2*16*64*4 = 8,192 B
+    assert (by["all_reduce", "forward"].calls, by["all_reduce", "forward"].bytes) == (5, 5 * 8192)
+    # backward all-reduces: the input gradients of the colwise c_attn and c_fc (2 blocks) and lm_head = 5
+    assert (by["all_reduce", "backward"].calls, by["all_reduce", "backward"].bytes) == (5, 5 * 8192)
+    # the logits gathered from vocabulary shards of ceil(101/2) = 51 rows, padded: 2*16 * 102 * 4 = 13,056 B
+    assert (by["all_gather", "forward"].calls, by["all_gather", "forward"].bytes) == (1, 13056)
+    assert type(model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
+    assert model.transformer.h[0].attn.split_size == 64 and model.lm_head.weight is model.transformer.wte.weight

@@ -37,7 +37,7 @@ class Parallel:
         apply: ``apply(model, mesh)`` wraps the model itself (``fully_shard``, ``parallelize_module``) instead;
             ``fsdp``/``tp``/``ddp`` then only size the mesh, whose dimensions are named "dp" and "tp".
         tp_plan: a ``parallelize_module`` plan (module name, wildcards allowed -> ParallelStyle) applied to the
-            root; default: the built-in plan for HF Llama/Mistral/Qwen2-style models.
+            root; default: the built-in plan for HF Llama/Mistral/Qwen2-style models and GPT-2.
     """
 
     fsdp: int = 1

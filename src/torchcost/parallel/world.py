@@ -14,6 +14,8 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+
 __all__ = ["make_mesh", "simulated_world"]
 
 _NAMES = itertools.count()
@@ -71,7 +73,7 @@ def simulated_world(rank: int, world: int) -> Iterator[None]:
 
 def _clear_dtensor_caches() -> None:
     """DTensor caches sharding decisions by op schema, and a schema's mesh compares equal across worlds: a cached
-    decision of this world would hand the next one this world's (destroyed) groups."""
+    decision of this world would hand the next one this world's (destroyed) groups, or another rank's shard sizes."""
     with contextlib.suppress(Exception):
         from torch.distributed.tensor import DTensor
 
@@ -80,6 +82,16 @@ def _clear_dtensor_caches() -> None:
             cache_clear = getattr(getattr(propagator, name, None), "cache_clear", None)
             if callable(cache_clear):
                 cache_clear()
+    # DTensor's C++ fast path keeps its own cache of the same decisions
+    clear_native = getattr(torch._C, "_clear_DTensor_sharding_propagator_cache", None)
+    if callable(clear_native):
+        with contextlib.suppress(Exception):
+            clear_native()
+    # redistribute's plans hold the shapes of this rank's shards: an uneven shard differs from rank to rank
+    with contextlib.suppress(Exception):
+        from torch.distributed.tensor import _redistribute
+
+        _redistribute._gen_transform_infos.cache_clear()
 
 
 def make_mesh(shape: tuple[int, ...], dims: tuple[str, ...]) -> Any:
