@@ -226,14 +226,17 @@ def _parallel_options(p: argparse.ArgumentParser) -> None:
         "batch and every figure is that rank's (local shards, FLOPs, peak memory, collectives).")
     g.add_argument("--fsdp", type=_positive, metavar="N", help="FSDP2 (fully_shard) over N ranks")
     g.add_argument("--tp", type=_positive, metavar="N",
-                   help="tensor parallelism over N ranks (built-in plan for HF Llama/Mistral/Qwen2-style models); "
-                        "with --fsdp or --ddp a 2-D mesh (dp, tp)")
+                   help="tensor parallelism over N ranks (built-in plans for HF Llama/Mistral/Qwen2-style models "
+                        "and GPT-2); with --fsdp or --ddp a 2-D mesh (dp, tp)")
     g.add_argument("--ddp", type=_positive, metavar="N", help="DistributedDataParallel over N replicas (modelled)")
     g.add_argument("--world", type=_positive, metavar="N",
                    help="the world size: a check, or a shorthand for the data-parallel degree: --world 8 --tp 2 is "
                         "--fsdp 4 --tp 2; it must equal fsdp x tp (or ddp x tp)")
     g.add_argument("--no-reshard", action="store_true",
                    help="FSDP2's reshard_after_forward=False: keep parameters unsharded from forward to backward")
+    g.add_argument("--offload", action="store_true",
+                   help="FSDP2's CPU offload: sharded parameters, gradients and optimizer state in host memory, the "
+                        "optimizer step on the CPU (the device's peak leaves them out; the footer shows the host's)")
     g.add_argument("--param-dtype", type=_float_dtype, metavar="DTYPE",
                    help="FSDP2 MixedPrecisionPolicy param_dtype (bf16, fp16, fp32, ...)")
     g.add_argument("--reduce-dtype", type=_float_dtype, metavar="DTYPE",
@@ -269,20 +272,20 @@ def _parallel(args: argparse.Namespace) -> Parallel | None:
             raise UsageError(f"--world {args.world} is not {name} x tp = {dp} x {tp} = {dp * tp}", "torchcost")
     given = sweep or args.world is not None or any(v is not None for v in (args.fsdp, args.tp, args.ddp))
     if not given:
-        for flag, value in (("--no-reshard", args.no_reshard or None), ("--param-dtype", args.param_dtype),
-                            ("--reduce-dtype", args.reduce_dtype), ("--bucket-cap-mb", args.bucket_cap_mb),
-                            ("--rank", args.rank)):
+        for flag, value in (("--no-reshard", args.no_reshard or None), ("--offload", args.offload or None),
+                            ("--param-dtype", args.param_dtype), ("--reduce-dtype", args.reduce_dtype),
+                            ("--bucket-cap-mb", args.bucket_cap_mb), ("--rank", args.rank)):
             if value is not None:
                 raise UsageError(f"{flag} goes with --fsdp, --tp, --ddp, --world or --fsdp-sweep", "torchcost")
         return None
     sharded = sweep or fsdp > 1
-    for flag, value in (("--no-reshard", args.no_reshard or None), ("--param-dtype", args.param_dtype),
-                        ("--reduce-dtype", args.reduce_dtype)):
+    for flag, value in (("--no-reshard", args.no_reshard or None), ("--offload", args.offload or None),
+                        ("--param-dtype", args.param_dtype), ("--reduce-dtype", args.reduce_dtype)):
         if value is not None and not sharded:
             raise UsageError(f"{flag} is an FSDP2 option: it goes with --fsdp (or --world, --fsdp-sweep)", "torchcost")
     if args.bucket_cap_mb is not None and ddp <= 1:
         raise UsageError("--bucket-cap-mb is DDP's: it goes with --ddp", "torchcost")
-    return Parallel(fsdp=fsdp, tp=tp, ddp=ddp, reshard_after_forward=not args.no_reshard,
+    return Parallel(fsdp=fsdp, tp=tp, ddp=ddp, reshard_after_forward=not args.no_reshard, offload=args.offload,
                     param_dtype=args.param_dtype, reduce_dtype=args.reduce_dtype,
                     bucket_cap_mb=args.bucket_cap_mb if args.bucket_cap_mb is not None else 25.0, rank=args.rank)
 

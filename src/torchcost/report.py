@@ -79,6 +79,7 @@ class ParallelInfo:
     tp: int = 1
     ddp: int = 1
     reshard_after_forward: bool = True
+    offload: bool = False
     param_dtype: str = ""
     reduce_dtype: str = ""
     bucket_cap_mb: float = 0.0
@@ -260,6 +261,10 @@ class MemoryReport:
     obtained: "real" (the analysed run itself), "meta" or "fake" (a copy of the model on meta or fake tensors, no
     memory allocated), "copy" (a real copy, when the model could not run on fake tensors).
 
+    ``host_bytes``: with FSDP2's CPU offload (``Parallel(offload=True)``), the most bytes held at once in host memory
+    (the sharded parameters, their gradients, the optimizer state and the optimizer step's temporaries); they are in
+    none of the other figures, which are the device's. 0 otherwise.
+
     ``measured_peak_bytes`` is the allocator's own peak for a run on real tensors ("real" or "copy"), beside the
     prediction: the prediction's ``start_bytes`` plus the most the allocator handed out above what it held when the
     run started (None: not measured; a run on a twin never is). ``measured_by`` says which allocator: "cuda
@@ -287,14 +292,18 @@ class MemoryReport:
     timeline: MemoryTimeline = field(default_factory=MemoryTimeline)
     measured_peak_bytes: int | None = None
     measured_by: str = ""
+    host_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field; the two ``measured_`` ones only when measured (a report without them reads back the same)."""
+        """Every field; the two ``measured_`` ones only when measured, ``host_bytes`` only when some memory is offloaded
+        (a report without them reads back the same)."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["at_peak"] = self.at_peak.to_dict()
         data["timeline"] = self.timeline.to_dict()
         if self.measured_peak_bytes is None:
             del data["measured_peak_bytes"], data["measured_by"]
+        if not self.host_bytes:
+            del data["host_bytes"]
         return data
 
     @classmethod

@@ -280,3 +280,66 @@ def test_gpt2_built_in_plan_shards_conv1d_and_keeps_the_tie() -> None:
     assert (by["all_gather", "forward"].calls, by["all_gather", "forward"].bytes) == (1, 13056)
     assert type(model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"
     assert model.transformer.h[0].attn.split_size == 64 and model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_cpu_offload_moves_shards_gradients_and_optimizer_state_to_the_host() -> None:
+    model = mlp(3, 64)
+    on_device = torchcost.analyze(model, X, mode="train", parallel=Parallel(fsdp=2, rank=0))
+    offloaded = torchcost.analyze(model, X, mode="train", parallel=Parallel(fsdp=2, rank=0, offload=True))
+    assert on_device.memory is not None and offloaded.memory is not None
+    at = offloaded.memory.at_peak
+    assert (at.parameters, at.gradients, at.optimizer_state) == (0, 0, 0)
+    assert offloaded.parallel is not None and offloaded.parallel.offload
+    # rank 0's shard of each (64, 64) weight is 32 rows and of each bias 32 values, in 512-byte blocks (target
+    # cuda): 3 * (32*64*4 = 8,192 + 512) = 26,112 B; on the host: the shard, its gradient and AdamW's two moments
+    shard = 3 * (32 * 64 * 4 + 512)
+    assert offloaded.memory.host_bytes >= 4 * shard
+    assert offloaded.peak_memory < on_device.peak_memory and on_device.memory.host_bytes == 0
+    back = CostReport.from_json(offloaded.to_json())
+    assert back.memory is not None and back.memory.host_bytes == offloaded.memory.host_bytes
+    assert "host_bytes" not in on_device.to_dict()["memory"]
+    with pytest.raises(InputError, match="fsdp"):
+        torchcost.analyze(model, X, mode="train", parallel=Parallel(ddp=2, offload=True))
+
+
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")  # torch's warning on the twin (unpadded logits: a view)
+def test_fsdp_x_tp_with_uneven_shards_runs_every_layout_in_one_call() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=101)
+    model = transformers.LlamaForCausalLM(cfg)
+    ids = torch.randint(0, 101, (2, 8))
+    r = torchcost.analyze(model, kwargs={"input_ids": ids}, mode="train", parallel=Parallel(fsdp=2, tp=2))
+    assert r.parallel is not None and len(r.parallel.ranks_analyzed) > 1  # vocab 101 and 172/2 = 86 rows split unevenly
+    for rank, peak in zip(r.parallel.ranks_analyzed, r.parallel.rank_peaks):
+        alone = torchcost.analyze(model, kwargs={"input_ids": ids}, mode="train",
+                                  parallel=Parallel(fsdp=2, tp=2, rank=rank))
+        assert alone.peak_memory == peak  # one world after another gives each rank what it gives alone
+
+
+def test_a_user_plan_with_sequence_parallel() -> None:
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.fc1, self.fc2 = nn.LayerNorm(64), nn.Linear(64, 256), nn.Linear(256, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+
+    plan: dict[str, object] = {}
+    for i in range(2):
+        plan |= {f"{i}.norm": SequenceParallel(), f"{i}.fc1": ColwiseParallel(input_layouts=Shard(1)),
+                 f"{i}.fc2": RowwiseParallel(output_layouts=Shard(1))}
+    x = torch.randn(2, 16, 64)  # the rank's sequence shard: 16 of 32 positions
+    r = torchcost.analyze(nn.Sequential(Block(), Block()), x, mode="train", parallel=Parallel(tp=2, tp_plan=plan))
+    # per block, fc1's input gathered to the whole sequence and fc2's partial output reduce-scattered back:
+    # each 2 * 32 * 64 * 4 = 16,384 B, 2 blocks
+    assert by_kind(r, "all_gather", "forward") == (2, 2 * 16384)
+    assert by_kind(r, "reduce_scatter", "forward") == (2, 2 * 16384)
+    assert by_kind(r, "all_gather", "backward") == (2, 2 * 16384)
+    assert by_kind(r, "reduce_scatter", "backward") == (2, 2 * 16384)
+    # fc1 on the whole sequence, its 128 local columns: 2 * 32 * 64 * 128 = 524,288 MACs
+    assert r.module("0.fc1").macs == 2 * 32 * 64 * 128

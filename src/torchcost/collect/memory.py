@@ -127,6 +127,7 @@ class MemoryTrace:
     breakdown: dict[str, int]
     module_peak: dict[str, int]  # bytes alive at the worst op run in the module itself (not its children)
     module_activation: dict[str, int]
+    host_bytes: int = 0  # the most bytes alive at once in host memory (host_categories), left out of the rest
 
 
 class MemoryTracker:
@@ -153,6 +154,9 @@ class MemoryTracker:
         # the device type a simulated rank's ops stand for: the analysis target (set by parallel/runner.py), so the
         # collectives' backend ("cpu": gloo, "cuda": NCCL) and the kernels' workspaces follow it; None: the tensors' own
         self.stands_for: str | None = None
+        # storages that live in host memory (FSDP2's CPU offload): "parameters", "gradients", "optimizer_state", and
+        # "optimizer" for every storage the optimizer step makes; left out of the device's timeline and peak
+        self.host_categories: frozenset[str] = frozenset()
         self.workspace: dict[int, int] = {}  # op index -> bytes the kernel held inside itself while it ran
         self.closed = False
         self.current = 0
@@ -444,14 +448,46 @@ class MemoryTracker:
             return self.category[uid]
         return "saved_activations" if graph_alive and uid in self.saved else "temporaries"
 
+    def _on_host(self, uid: int, category: str) -> bool:
+        """Whether storage ``uid`` (of ``category``) lives in host memory: FSDP2's CPU offload (``host_categories``)."""
+        if category in self.host_categories:
+            return True
+        born = self.born[uid]
+        return ("optimizer" in self.host_categories and category == "temporaries" and 0 <= born < len(self.phases)
+                and self.phases[born] == "optimizer")
+
+    def _host(self) -> tuple[list[int], int, int, int]:
+        """Per op, the bytes alive in host memory; the most at once; those alive at the start and at the end."""
+        n = len(self.alive)
+        delta = [0] * (n + 1)
+        start = end = 0
+        for uid, size in enumerate(self.sizes):
+            if not size or not self._on_host(uid, self.categorize(uid)):
+                continue
+            start += size if self.born[uid] < 0 else 0
+            end += size if self.died[uid] == ALIVE else 0
+            delta[max(self.born[uid], 0)] += size
+            delta[min(self.died[uid], n)] -= size
+        host, alive = [], 0
+        for i in range(n):
+            alive += delta[i]
+            host.append(alive)
+        return host, max([start, *host]), start, end
+
     def trace(self) -> MemoryTrace:
         self.close()
         self._run_probes()
-        n = len(self.alive)
+        alive_after = self.alive
         start = sum(s for s, b in zip(self.sizes, self.born) if b < 0)
+        end, host_bytes = self.current, 0
+        if self.host_categories:  # the device's timeline: what lives in host memory leaves it
+            host, host_bytes, host_start, host_end = self._host()
+            alive_after = [a - h for a, h in zip(self.alive, host)]
+            start, end = start - host_start, end - host_end
+        n = len(alive_after)
         if n:
-            peak_index = max(range(n), key=self.alive.__getitem__)
-            peak = self.alive[peak_index]
+            peak_index = max(range(n), key=alive_after.__getitem__)
+            peak = alive_after[peak_index]
             if start > peak:
                 peak_index, peak = -1, start
         else:
@@ -461,17 +497,19 @@ class MemoryTracker:
         graph_alive = peak_index < 0 or self.phases[peak_index] in ("forward", "loss", "backward")
         for uid, size in enumerate(self.sizes):
             if self.born[uid] <= peak_index < self.died[uid]:
-                breakdown[self.categorize(uid, graph_alive)] += size
+                category = self.categorize(uid, graph_alive)
+                if not self.host_categories or not self._on_host(uid, category):
+                    breakdown[category] += size
         breakdown["workspace"] = self.workspace.get(peak_index, 0)
         module_peak: dict[str, int] = {}
-        for name, alive in zip(self.modules, self.alive):
+        for name, alive in zip(self.modules, alive_after):
             if alive > module_peak.get(name, -1):
                 module_peak[name] = alive
         return MemoryTrace(
-            ops=tuple(self.ops), modules=tuple(self.modules), phases=tuple(self.phases), alive=tuple(self.alive),
-            start_bytes=start, end_bytes=self.current, peak_bytes=peak, peak_index=peak_index,
+            ops=tuple(self.ops), modules=tuple(self.modules), phases=tuple(self.phases), alive=tuple(alive_after),
+            start_bytes=start, end_bytes=end, peak_bytes=peak, peak_index=peak_index,
             breakdown=breakdown, module_peak=module_peak,
-            module_activation=dict(self._activation),
+            module_activation=dict(self._activation), host_bytes=host_bytes,
         )
 
 

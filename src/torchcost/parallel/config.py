@@ -27,6 +27,8 @@ class Parallel:
         tp: tensor-parallel degree; with ``fsdp`` or ``ddp`` > 1 the mesh is 2-D, ``(dp, tp)``.
         ddp: DistributedDataParallel replicas (not with ``fsdp``); modelled, not run (see the conventions).
         reshard_after_forward: FSDP2's option, for every unit.
+        offload: FSDP2's ``CPUOffloadPolicy``: the sharded parameters, their gradients and the optimizer state live
+            in host memory and the optimizer steps on the CPU; they leave the device's peak (``memory.host_bytes``).
         param_dtype, reduce_dtype: FSDP2's ``MixedPrecisionPolicy`` (None: off).
         bucket_cap_mb: DDP's bucket cap.
         rank: the rank to analyse; None: the worst one (rank 0, the last rank and one rank of every other distinct
@@ -51,6 +53,7 @@ class Parallel:
     wrap: Callable[[nn.Module], Iterable[nn.Module]] | None = None
     apply: Callable[[nn.Module, Any], None] | None = None
     tp_plan: Mapping[str, Any] | None = None
+    offload: bool = False
 
     @property
     def world(self) -> int:
@@ -100,6 +103,8 @@ class Parallel:
         if self.rank is not None and (not isinstance(self.rank, int) or not 0 <= self.rank < self.world):
             raise InputError(f"Parallel.rank must be in 0..{self.world - 1} for a world of {self.world}, "
                              f"got {self.rank!r}")
+        if self.offload and self.fsdp <= 1 and self.apply is None:
+            raise InputError("Parallel: offload is FSDP2's CPUOffloadPolicy; it needs fsdp= > 1")
         if self.bucket_cap_mb <= 0:
             raise InputError(f"Parallel.bucket_cap_mb must be positive, got {self.bucket_cap_mb!r}")
         for name in ("param_dtype", "reduce_dtype"):

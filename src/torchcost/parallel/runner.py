@@ -15,7 +15,6 @@ from torch import nn
 
 from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import Recording
-from torchcost.errors import InputError
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.parallel.config import Parallel
@@ -73,6 +72,10 @@ def ranks_to_run(model: nn.Module, plan: Parallel) -> list[int]:
     return sorted(seen.values())
 
 
+# FSDP2's CPUOffloadPolicy keeps these in host memory, and steps the optimizer there
+_OFFLOADED = frozenset({"parameters", "gradients", "optimizer_state", "optimizer"})
+
+
 @dataclass
 class ParallelExtras:
     """The hooks run/execute.py calls around a simulated rank's step: FSDP2's lazy initialisation before it, its
@@ -91,6 +94,8 @@ class ParallelExtras:
             state._lazy_init()
         if rec.memory is not None:
             rec.memory.stands_for = self.target  # the fake CPU twin's ops (and collectives) stand for the target
+            if self.plan.offload:
+                rec.memory.host_categories = _OFFLOADED
         if self.ddp is not None and rec.memory is not None:
             self._kept = self.ddp.bucket_buffers(model)
             rec.memory.add_baseline(self._kept, "comm_buffers")
@@ -232,10 +237,6 @@ def run_parallel(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     """Run the ranks :func:`ranks_to_run` picks; return the one with the highest peak (ties: the later rank), its
     ``parallel`` field saying which ranks were run and whether they differ."""
     ranks = ranks_to_run(model, plan)
-    if len(ranks) > 1 and plan.fsdp > 1 and plan.tp > 1:
-        # torch keeps the first simulated world's 2-D groups in a cache a second world cannot resolve
-        raise InputError(f"with fsdp x tp the ranks hold different shard sizes (ranks {', '.join(map(str, ranks))} "
-                         f"differ): analyse one at a time with Parallel(rank=R)")
     runs: list[tuple[int, Ran, int, list[str]]] = []
     with outside_inference_mode():
         for rank in ranks:
@@ -250,7 +251,7 @@ def run_parallel(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         strategy=plan.strategy, world=plan.world, mesh_shape=plan.mesh_shape, mesh_dims=plan.mesh_dims, rank=rank,
         coordinate=plan.coordinate(rank), ranks_analyzed=tuple(r for r, _, _, _ in runs),
         rank_peaks=tuple(p for _, _, p, _ in runs), ranks_differ=differ, fsdp=plan.fsdp, tp=plan.tp, ddp=plan.ddp,
-        reshard_after_forward=plan.reshard_after_forward,
+        reshard_after_forward=plan.reshard_after_forward, offload=plan.offload,
         param_dtype=_dtype_name(plan.param_dtype), reduce_dtype=_dtype_name(plan.reduce_dtype),
         bucket_cap_mb=float(plan.bucket_cap_mb) if plan.ddp > 1 else 0.0, buckets=buckets,
         fsdp_units=tuple(units), tp_plan=_plan_name(model, plan))
@@ -267,7 +268,10 @@ def _dtype_name(dtype: torch.dtype | None) -> str:
 def _plan_name(model: nn.Module, plan: Parallel) -> str:
     if plan.tp <= 1 or plan.apply is not None:
         return ""
-    return "custom" if plan.tp_plan is not None else "built-in (HF Llama-style)"
+    if plan.tp_plan is not None:
+        return "custom"
+    gpt2 = any(type(m).__name__ == "Conv1D" for m in model.modules())
+    return "built-in (HF GPT-2)" if gpt2 else "built-in (HF Llama-style)"
 
 
 def local_bytes(tensors: list[torch.Tensor]) -> int:

@@ -181,6 +181,10 @@ def apply_strategy(model: nn.Module, plan: Parallel, mesh: Any) -> list[str]:
     kwargs: dict[str, Any] = {"mesh": dp_mesh, "reshard_after_forward": plan.reshard_after_forward}
     if plan.param_dtype is not None or plan.reduce_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=plan.reduce_dtype)
+    if plan.offload:  # pinned memory needs CUDA; the twin's host copies are fake either way
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=False)
     done = []
     for unit in (*[u for u in units if u is not model], model):
         fully_shard(unit, **kwargs)

@@ -306,7 +306,8 @@ def parallel_lines(report: CostReport) -> list[str]:
         reshard = "reshard after forward" if p.reshard_after_forward else "no reshard after forward"
         mp = f", params {p.param_dtype or 'as is'} / reduce {p.reduce_dtype or 'as is'}" if (
             p.param_dtype or p.reduce_dtype) else ""
-        parts.append(f"FSDP2 x {p.fsdp} ({reshard}{mp})")
+        offload = ", CPU offload" if p.offload else ""
+        parts.append(f"FSDP2 x {p.fsdp} ({reshard}{mp}{offload})")
     if p.ddp > 1:
         parts.append(f"DDP x {p.ddp} ({len(p.buckets)} buckets, cap {p.bucket_cap_mb:g} MB)")
     parts.append(f"TP {p.tp}")
@@ -388,6 +389,9 @@ def memory_lines(report: CostReport) -> list[str]:
         lines.append(_measured_line(m.peak_bytes, m.measured_peak_bytes, m.measured_by))
     lines.append(f"  where: {where}")
     lines += _wrap("  at the peak (MiB): ", parts or ["0"])
+    if m.host_bytes:
+        lines.append(f"  offloaded to host memory (FSDP2 CPU offload; not in the peak): {format_mib(m.host_bytes)} "
+                     f"MiB at most")
     if m.mode == "train":
         lines.append(f"  optimizer: {m.optimizer or 'none'}")
         lines.append(f"  gradients (MiB): {format_mib(m.gradient_bytes)}, optimizer state (MiB): "

@@ -287,6 +287,7 @@ def _memory_report(trace: MemoryTrace, ran: Ran) -> MemoryReport:
         method=ran.method,
         round_to=ran.options.round_to,
         measured_peak_bytes=ran.measured.peak(trace.start_bytes), measured_by=ran.measured.by,
+        host_bytes=trace.host_bytes,
         timeline=MemoryTimeline(trace.ops, trace.modules, trace.phases, trace.alive),
     )
 
