@@ -1,0 +1,1 @@
+"""How long a model takes: measured on its own device (measure.py), predicted for named hardware."""
