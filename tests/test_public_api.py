@@ -36,6 +36,16 @@ EXPECTED = {
     "register_formula",
     "register_workspace",
     "summary",
+    "MeasuredTime",  # issue 13: measured time
+    "ModuleTime",
+    "TimeOptions",
+    "Hardware",  # issue 13: predicted time
+    "TimePrediction",
+    "analyze_generation",  # issue 14: serving an LLM
+    "GenerationReport",
+    "ServingFit",
+    "max_context",
+    "max_serving_batch",
 }
 
 

@@ -32,8 +32,21 @@ from torchcost.errors import (
 from torchcost.fit import BatchFit, max_batch_size
 from torchcost.formulas import Cost, OpCall, register_formula
 from torchcost.parallel import Parallel
-from torchcost.report import CollectiveCount, CostReport, MemoryReport, ModuleCost, OpCount, ParallelInfo
+from torchcost.report import (
+    CollectiveCount,
+    CostReport,
+    MeasuredTime,
+    MemoryReport,
+    ModuleCost,
+    ModuleTime,
+    OpCount,
+    ParallelInfo,
+    TimePrediction,
+)
+from torchcost.serve import GenerationReport, ServingFit, analyze_generation, max_context, max_serving_batch
 from torchcost.shapes import TensorSpec
+from torchcost.timing.hardware import Hardware
+from torchcost.timing.measure import TimeOptions
 
 __all__ = [
     "BatchFit",
@@ -42,22 +55,32 @@ __all__ = [
     "CostReport",
     "DtypeError",
     "FormulaError",
+    "GenerationReport",
+    "Hardware",
     "InputError",
+    "MeasuredTime",
     "MemoryReport",
     "ModelError",
     "ModuleCost",
+    "ModuleTime",
     "OpCall",
     "OpCount",
     "Parallel",
     "ParallelInfo",
+    "ServingFit",
     "ShapeError",
     "SpecError",
     "TensorSpec",
+    "TimeOptions",
+    "TimePrediction",
     "TorchcostError",
     "__version__",
     "analyze",
+    "analyze_generation",
     "compare",
     "max_batch_size",
+    "max_context",
+    "max_serving_batch",
     "profile",
     "register_formula",
     "register_workspace",

@@ -8,6 +8,7 @@ report (run/build.py). It computes nothing itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
-from torchcost.inputs import model_dtype, prepare_inputs, run_device_for
+from torchcost.inputs import model_dtype, outside_inference_mode, prepare_inputs, run_device_for
 from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
 from torchcost.resolve import Resolved, resolve
@@ -27,6 +28,9 @@ from torchcost.run.concurrency import exclusive
 from torchcost.run.execute import run
 from torchcost.run.plan import default_target
 from torchcost.run.step import Mode, StepOptions, check_options
+from torchcost.timing.hardware import Hardware, get_hardware
+from torchcost.timing.measure import TimeOptions, check_timeable, measure_time, time_options
+from torchcost.timing.roofline import predict
 
 __all__ = ["analyze", "compare"]
 
@@ -50,6 +54,9 @@ def analyze(
     measure_memory: bool = False,
     kernel_memory: KernelMemory | None = None,
     parallel: Parallel | None = None,
+    time: bool | int | TimeOptions = False,
+    hardware: str | Hardware | None = None,
+    step_time: float | None = None,
 ) -> CostReport:
     """Analyse one forward pass of ``model`` (or a training step) and return a :class:`CostReport`.
 
@@ -80,6 +87,15 @@ def analyze(
             parallelism) on a fake process group and fake tensors: the report is that rank's (local shards, FLOPs,
             peak memory) with ``collectives`` and ``parallel`` filled in. The inputs are the rank's own batch.
             docs/conventions.md, "Distributed training".
+        time: also time the real model on its device after counting (``measured_time``): True (20 repeats after 3
+            warm-up runs), a number of repeats, or a :class:`torchcost.TimeOptions`. Median and spread of the whole
+            forward (with ``mode="train"`` the whole step and its phases, on a real copy) and each module's time.
+            Needs real weights: a meta model is refused. docs/conventions.md, "Time", "Measured".
+        hardware: predict the run's time on this hardware (``predicted_time``): a name of
+            ``torchcost.timing.hardware_names()`` ("h100-sxm", "a100-80gb", ..., "cpu": this machine, measured once)
+            or a :class:`torchcost.Hardware`. A roofline per op (docs/conventions.md, "Time"); works on meta models.
+        step_time: seconds one step (a forward in eval) took, for the model FLOP utilisation on ``hardware``
+            (``predicted_time.mfu``); without it, a measured time (``time=``) is used.
 
     ``macs``/``flops`` are the forward's; in train mode ``phases`` and ``step_macs``/``step_flops`` count the whole
     step (forward, loss, backward, recompute, optimizer). docs/conventions.md says what is counted and how.
@@ -104,6 +120,12 @@ def analyze(
             raise InputError("measure_memory= measures a run on real tensors; a parallel run is simulated on fake ones")
         if kernel_memory is None and options.target == "cuda":  # no CPU kernel probes for a CUDA target's rank
             options = StepOptions(mode, step_optimizer, loss_fn, amp, options.target, "table")
+    timing = time_options(time)
+    chip = get_hardware(hardware) if hardware is not None else None
+    if step_time is not None and (chip is None or not step_time > 0):
+        raise InputError("step_time= needs hardware= (whose peak the MFU divides by) and positive seconds")
+    if timing is not None:
+        check_timeable(run_device, parallel)
     refuse_unsupported(model, options)
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
     with exclusive():
@@ -116,8 +138,20 @@ def analyze(
             ran = run(model, call_args, call_kwargs, registry, options, memory, run_device,
                       measure_cpu=measure_memory)
         report = build_report(ran, run_device, mode)
+        calls = ran.recording.ops.calls if chip is not None else None  # every priced call, for the prediction
         # the run's tensors die here, while a Ctrl-C is still deferred: torch's clean-up callbacks would drop it
-        del ran, call_args, call_kwargs
+        del ran
+        if timing is not None:  # after the counts, on real tensors: they do not change the report's counts
+            with outside_inference_mode():
+                measured = measure_time(model, call_args, call_kwargs, report, options, timing, run_device)
+            report = replace(report, measured_time=measured)
+        if chip is not None and calls is not None:
+            measured_run = report.measured_time
+            measured_step = None if measured_run is None else (
+                measured_run.step_s if mode == "train" else measured_run.forward_s)
+            report = replace(report, predicted_time=predict(calls, report, chip, step_time=step_time,
+                                                            measured_step=measured_step))
+        del call_args, call_kwargs
     return report
 
 

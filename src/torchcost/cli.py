@@ -50,7 +50,7 @@ from torchcost.render.csv import render_csv
 from torchcost.render.fit import fit_lines, render_sweep
 from torchcost.render.html import render_compare_html, render_html
 from torchcost.render.json import render_json
-from torchcost.render.layout import SORT_KEYS, TableOptions
+from torchcost.render.layout import COLUMNS, SORT_KEYS, TableOptions
 from torchcost.render.markdown import render_markdown
 from torchcost.render.text import render_text
 from torchcost.report import CostReport
@@ -58,6 +58,9 @@ from torchcost.resolve import SOURCES, Resolved, list_names, resolve
 from torchcost.resolve.common import ZOO_HINT, parse_value
 from torchcost.resolve.hf import shipped
 from torchcost.run.step import OPTIMIZERS
+from torchcost.serve import cli as serving
+from torchcost.timing.hardware import hardware_key, hardware_names
+from torchcost.timing.measure import TimeOptions
 from torchcost.units import format_bytes, parse_bytes
 
 __all__ = ["DTYPES", "FORMATS", "INPUT_DTYPES", "AnalysisOptions", "main", "render_comparison", "render_report",
@@ -250,6 +253,61 @@ def _parallel_options(p: argparse.ArgumentParser) -> None:
                         "the largest per-rank batch that fits")
 
 
+def _time_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("measured time (docs/conventions.md, Time)")
+    g.add_argument("--time", action="store_true",
+                   help="also time the real model on its device after counting: median and spread of the whole "
+                        "forward (with --train the whole step and its phases, on a copy), and each module's time "
+                        "(the Time column of --columns time); needs real weights (not --meta)")
+    g.add_argument("--repeats", type=_positive, metavar="N", help="timed runs of each kind for --time (default 20)")
+    g.add_argument("--warmup", type=_non_negative, metavar="N", help="untimed runs first for --time (default 3)")
+
+
+def _step_time(args: argparse.Namespace) -> float | None:
+    if args.step_time is not None and args.hardware is None:
+        raise UsageError("--step-time goes with --gpu (whose dense peak the MFU divides by)", "torchcost")
+    return float(args.step_time) if args.step_time is not None else None
+
+
+def _timing(args: argparse.Namespace) -> TimeOptions | None:
+    if not args.time:
+        for flag, value in (("--repeats", args.repeats), ("--warmup", args.warmup)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --time", "torchcost")
+        return None
+    defaults = TimeOptions()
+    return TimeOptions(repeats=args.repeats if args.repeats is not None else defaults.repeats,
+                       warmup=args.warmup if args.warmup is not None else defaults.warmup)
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown column {unknown[0] if unknown else text!r}; choose from "
+                                         f"{', '.join(COLUMNS)} (joined by commas)")
+    return names
+
+
+def _hardware_name(text: str) -> str:
+    try:
+        return hardware_key(text)
+    except TorchcostError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _prediction_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("predicted time (docs/conventions.md, Time)")
+    g.add_argument("--gpu", "--hardware", dest="hardware", type=_hardware_name, metavar="NAME",
+                   help=f"predict the time on this hardware with a roofline per op (dense peaks, documented "
+                        f"efficiencies; works with --meta): {' | '.join(hardware_names())} (cpu: this machine, "
+                        f"measured once and cached). Shows the forward, the step with --train, tokens/s or "
+                        f"samples/s, and which modules are memory-bound (--columns predicted,bound)")
+    g.add_argument("--step-time", type=_positive_float, metavar="SECONDS",
+                   help="a measured step time (a forward without --train) for the model FLOP utilisation (MFU) on "
+                        "--gpu; without it, --time's measurement is used")
+
+
 def _parallel(args: argparse.Namespace) -> Parallel | None:
     """The Parallel the distributed flags ask for (None: none given); a flag without its strategy, or a --world that
     does not factor, is a UsageError. Degrees the library refuses (a TP degree not dividing the heads) are its
@@ -314,6 +372,9 @@ def _analyze_parser() -> _Parser:
     _model_options(p)
     _memory_options(p)
     _parallel_options(p)
+    _time_options(p)
+    serving.add_options(p)
+    _prediction_options(p)
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default) | json (the whole report, docs/json-schema.md) | csv (one row per module) | "
@@ -330,6 +391,10 @@ def _analyze_parser() -> _Parser:
     g.add_argument("--top", type=_positive, metavar="K",
                    help="only the K most expensive leaf layers (by --sort; default flops, with --train step)")
     g.add_argument("--no-fold", action="store_true", help="show identical repeated blocks one by one")
+    g.add_argument("--columns", type=_columns, default=(), metavar="NAME[,NAME...]",
+                   help=f"optional columns after the counts (table, markdown, csv): {' | '.join(COLUMNS)}: bytes "
+                        f"read + written by the forward's ops, FLOPs per byte, the predicted seconds of --gpu (the "
+                        f"step's with --train) and whether compute- or memory-bound, the measured seconds of --time")
     g.add_argument("--width", type=_positive, metavar="N",
                    help="table width in characters (default: the terminal's; off a terminal, as wide as the rows)")
     _common_options(p)
@@ -394,17 +459,22 @@ class AnalysisOptions:
     kernel_memory: KernelMemory | None = None
     parallel: Parallel | None = None  # --fsdp/--tp/--ddp/--world and their options (with --fsdp-sweep: its tp)
     fsdp_sweep: tuple[int, ...] | None = None
+    time: TimeOptions | None = None  # --time, --repeats, --warmup
+    hardware: str | None = None  # --gpu / --hardware
+    step_time: float | None = None  # --step-time
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AnalysisOptions:
         train = args.train or args.optimizer is not None  # --optimizer implies --train
         return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget,
-                   args.kernel_memory, _parallel(args), args.fsdp_sweep)
+                   args.kernel_memory, _parallel(args), args.fsdp_sweep, _timing(args), args.hardware,
+                   _step_time(args))
 
     def analyze(self, resolved: Resolved) -> CostReport:
         return analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, mode=self.mode,
                        optimizer=self.optimizer, amp=self.amp, target=self.target, kernel_memory=self.kernel_memory,
-                       parallel=self.parallel)
+                       parallel=self.parallel, time=self.time or False, hardware=self.hardware,
+                       step_time=self.step_time)
 
     def max_batch_size(self, resolved: Resolved, budget: int, rank: int | None = None) -> BatchFit:
         """The --memory-budget search; a parallel one analyses ``rank`` (the report's) in every probe."""
@@ -434,7 +504,8 @@ def _screen(args: argparse.Namespace) -> TableOptions:
 
 def table_options(args: argparse.Namespace) -> TableOptions:
     """The analyze parser's output options as one TableOptions."""
-    return replace(_screen(args), depth=args.depth, fold=not args.no_fold, sort=args.sort, top=args.top)
+    return replace(_screen(args), depth=args.depth, fold=not args.no_fold, sort=args.sort, top=args.top,
+                   columns=args.columns)
 
 
 def render_report(report: CostReport, fmt: str, options: TableOptions, *, description: str = "",
@@ -517,6 +588,8 @@ def _build_and_analyze(spec: str, args: argparse.Namespace, options: AnalysisOpt
     progress.update(f"building {spec}")
     resolved = resolve(spec, **resolve_options(args))
     progress.update(f"analysing {resolved.spec} (one forward pass)")
+    if options.time is not None:  # the timed runs say which run is going on
+        options = replace(options, time=replace(options.time, progress=progress.update))
     return resolved, options.analyze(resolved)
 
 
@@ -537,6 +610,8 @@ class _OutputError(Exception):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    if serving.asked(args):
+        return _cmd_serve(args)
     options = AnalysisOptions.from_args(args)
     if options.fsdp_sweep is not None:
         return _cmd_sweep(args, options)
@@ -558,9 +633,26 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """A generation's prefill, decode steps and KV cache (serve/cli.py), and the --max-context/--max-batch search."""
+    problem = serving.check(args)
+    if problem is not None:
+        raise UsageError(problem, "torchcost")
+    with Progress(_progress_enabled(args)) as progress:
+        progress.update(f"building {args.spec}")
+        resolved = resolve(args.spec, **resolve_options(args))
+        text = serving.run(resolved, args, None, progress.update)
+    _emit(text, args.output)
+    return EXIT_OK
+
+
 def _cmd_sweep(args: argparse.Namespace, options: AnalysisOptions) -> int:
     if args.format == "html" or args.plot:
         raise UsageError("--fsdp-sweep prints a table: --format table, markdown, csv or json, no --plot", "torchcost")
+    if options.time is not None:
+        raise UsageError("--time measures one real run; --fsdp-sweep simulates ranks: not together", "torchcost")
+    if options.hardware is not None:
+        raise UsageError("--gpu predicts one run's time; --fsdp-sweep shows several: not together", "torchcost")
     with Progress(_progress_enabled(args)) as progress:
         progress.update(f"building {args.spec}")
         resolved = resolve(args.spec, **resolve_options(args))

@@ -13,21 +13,25 @@ from typing import Any
 from torchcost.errors import InputError
 from torchcost.shapes import ShapeTree, TensorSpec
 
-__all__ = ["SCHEMA_VERSION", "CollectiveCount", "CostReport", "MemoryBreakdown", "MemoryReport", "MemoryTimeline",
-           "ModuleCost", "OpCount", "ParallelInfo", "PhaseCount"]
+__all__ = ["SCHEMA_VERSION", "CollectiveCount", "CostReport", "MeasuredTime", "MemoryBreakdown", "MemoryReport",
+           "MemoryTimeline", "ModuleCost", "ModulePrediction", "ModuleTime", "OpCount", "ParallelInfo", "PhaseCount",
+           "PhasePrediction", "TimePrediction"]
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 lacks the training-step fields: they read back as 0 / empty
+SCHEMA_VERSION = 3
+# version 1 lacks the training-step fields, versions 1-2 the bytes moved and the time fields: they read back as 0/None
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
 class OpCount:
-    """One op's calls and cost, in one module (self) or in the whole model. ``flops`` includes ``2 * macs``."""
+    """One op's calls and cost, in one module (self) or in the whole model. ``flops`` includes ``2 * macs``.
+    ``bytes`` is what its calls read and wrote (docs/conventions.md, "Time"; 0 for uncounted and free ops)."""
 
     op: str
     calls: int
     macs: int = 0
     flops: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class PhaseCount:
     uncounted: tuple[OpCount, ...] = ()
     input_grad_macs: int = 0
     weight_grad_macs: int = 0
+    bytes: int = 0  # read + written by the phase's counted ops (docs/conventions.md, "Time")
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,9 @@ class ModuleCost:
     Simulated distributed runs (``parallel=``): ``comm_bytes``/``comm_calls`` are the payload bytes and calls of the
     collectives run in the module's forward, backward (like backward ops) and optimizer step, children included
     (CollectiveCount); 0 otherwise.
+
+    Bytes moved (docs/conventions.md, "Time"): ``bytes`` is what the counted ops of the forward read and wrote,
+    children included, ``self_bytes`` those of its own ops; ``intensity`` is FLOPs per byte.
     """
 
     name: str
@@ -181,10 +189,17 @@ class ModuleCost:
     weight_grad_macs: int = 0
     comm_bytes: int = 0
     comm_calls: int = 0
+    bytes: int = 0
+    self_bytes: int = 0
 
     @property
     def is_leaf(self) -> bool:
         return not self.children
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity of the forward: FLOPs per byte read or written (0.0 when no bytes moved)."""
+        return self.flops / self.bytes if self.bytes else 0.0
 
     def walk(self) -> Iterator[ModuleCost]:
         """This module and all below it, in pre-order (iterative: no limit on depth)."""
@@ -315,6 +330,155 @@ class MemoryReport:
 
 
 @dataclass(frozen=True)
+class ModuleTime:
+    """One module's measured time (``analyze(..., time=True)``): ``seconds`` is the median over the hooked repeats
+    of its inclusive time per forward (from its forward pre-hook to its forward hook, children included, every call
+    of the forward summed; ``calls`` per forward). ``flops_per_s``/``bytes_per_s`` are its forward FLOPs and bytes
+    (ModuleCost) divided by ``seconds`` (0.0 when ``seconds`` is 0)."""
+
+    name: str
+    calls: int
+    seconds: float
+    flops_per_s: float = 0.0
+    bytes_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class MeasuredTime:
+    """Wall time of the real model on its own device, measured after the counting run (docs/conventions.md, "Time",
+    "Measured"). Every figure is in seconds, a median over ``repeats`` timed runs after ``warmup`` untimed ones,
+    with the fastest and slowest run as the spread (``*_min_s``/``*_max_s``). ``clock`` is "perf_counter" (CPU)
+    or "cuda events" (CUDA, synchronised); ``threads`` is torch's intra-op thread count.
+
+    ``forward_s`` is the forward without any hook (in a training step: the step's forward phase);
+    ``hooked_forward_s`` the same with torchcost's module-boundary hooks on (``hooked_repeats`` runs), the runs the
+    per-module figures (``modules``) come from: the hooks cost a little, so the two differ slightly. A training step
+    (``mode`` "train") adds ``step_s`` (zero_grad excluded) and its phases: ``forward_s``, ``backward_s`` (the loss
+    and backward) and ``optimizer_s``, each the median of its own. ``flops_per_s``/``bytes_per_s``: the report's
+    forward FLOPs/bytes over ``forward_s``; ``step_flops_per_s``: the step's FLOPs over ``step_s``."""
+
+    device: str
+    mode: str
+    clock: str
+    threads: int
+    repeats: int
+    warmup: int
+    forward_s: float
+    forward_min_s: float
+    forward_max_s: float
+    hooked_forward_s: float
+    hooked_repeats: int
+    flops_per_s: float = 0.0
+    bytes_per_s: float = 0.0
+    step_s: float | None = None
+    step_min_s: float | None = None
+    step_max_s: float | None = None
+    backward_s: float | None = None
+    optimizer_s: float | None = None
+    step_flops_per_s: float | None = None
+    modules: tuple[ModuleTime, ...] = ()
+
+    def module(self, name: str) -> ModuleTime | None:
+        """The entry of the module named ``name`` (None: not timed, e.g. never called)."""
+        for m in self.modules:
+            if m.name == name:
+                return m
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["modules"] = [{f.name: getattr(m, f.name) for f in fields(m)} for m in self.modules]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasuredTime:
+        values = dict(data)
+        values["modules"] = tuple(ModuleTime(**m) for m in values.get("modules", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PhasePrediction:
+    """One phase's predicted seconds (TimePrediction), and the part of them spent in memory-bound calls."""
+
+    name: str
+    seconds: float
+    memory_bound_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModulePrediction:
+    """One module's predicted seconds, children included: ``seconds`` its forward, ``step_seconds`` every phase of a
+    training step charged to it (its forward in eval). ``bound`` is "memory" when more than half of those (the
+    step's in a training step, else the forward's) are in calls whose bytes take longer than their FLOPs,
+    "compute" otherwise, "" for a module with no counted op."""
+
+    name: str
+    seconds: float
+    step_seconds: float
+    memory_bound_seconds: float
+    bound: str
+
+
+@dataclass(frozen=True)
+class TimePrediction:
+    """A roofline prediction of the run's time on named hardware (docs/conventions.md, "Time").
+
+    Each counted call takes max(2 MACs / (matrix peak x matmul_efficiency) + other FLOPs / (vector peak x
+    vector_efficiency), bytes / (memory_bandwidth x memory_efficiency)) at the peaks of its dtype; calls add up.
+    ``peak_flops``/``vector_flops`` are the dense peaks of ``dtype`` (the report's compute dtype) used for the
+    headline and MFU; ``forward_s`` the forward, ``step_s`` the whole step (the forward in eval), computation only:
+    ``comm_s`` is the collectives' wire bytes over ``interconnect_bandwidth`` alone, shown beside it (overlap with
+    compute is not modelled). ``per_s`` is ``tokens`` (or ``samples``, the first input's batch) over ``step_s``.
+    ``mfu``: FLOPs of the step over (``step_time`` x ``peak_flops``) when a step time was given or measured
+    (``step_time_source``: "given" or "measured"), else 0."""
+
+    hardware: str
+    hardware_name: str
+    dtype: str
+    peak_flops: float
+    vector_flops: float
+    memory_bandwidth: float
+    matmul_efficiency: float
+    vector_efficiency: float
+    memory_efficiency: float
+    forward_s: float
+    step_s: float
+    memory_bound_share: float
+    phases: tuple[PhasePrediction, ...] = ()
+    modules: tuple[ModulePrediction, ...] = ()
+    samples: int = 0
+    tokens: int = 0
+    per_s: float = 0.0
+    per_s_unit: str = ""  # "tokens/s" or "samples/s"
+    comm_s: float = 0.0
+    interconnect: str = ""
+    interconnect_bandwidth: float = 0.0
+    step_time: float = 0.0
+    step_time_source: str = ""
+    mfu: float = 0.0
+    source: str = ""
+    call_overhead: float = 0.0  # seconds added to every call (the "cpu" entry's measured dispatch cost; else 0)
+
+    def module(self, name: str) -> ModulePrediction | None:
+        """The entry of module ``name`` (None when it has none)."""
+        return next((m for m in self.modules if m.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["phases"] = [{f.name: getattr(p, f.name) for f in fields(p)} for p in self.phases]
+        data["modules"] = [{f.name: getattr(m, f.name) for f in fields(m)} for m in self.modules]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimePrediction:
+        values = dict(data)
+        values["phases"] = tuple(PhasePrediction(**p) for p in values.get("phases", ()))
+        values["modules"] = tuple(ModulePrediction(**m) for m in values.get("modules", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class CostReport:
     """What analyze() found. Totals are ints; ``module(name)`` finds a node by its state_dict name.
 
@@ -359,6 +523,8 @@ class CostReport:
     tokens: int = 0  # the tokens the model is fed: numel of its first input when that is an integer tensor, else 0
     collectives: tuple[CollectiveCount, ...] = ()  # a simulated rank's collectives (parallel=); () otherwise
     parallel: ParallelInfo | None = None  # how the rank was simulated (parallel=); None for a single-device run
+    measured_time: MeasuredTime | None = None  # analyze(..., time=True): the real model timed; None otherwise
+    predicted_time: TimePrediction | None = None  # analyze(..., hardware=): the roofline prediction; None otherwise
 
     def phase(self, name: str) -> PhaseCount:
         """One phase's counts ("forward", "loss", "backward", "recompute", "optimizer"); zeros if it did not run."""
@@ -398,12 +564,14 @@ class CostReport:
             raise InputError(f"no module named {name!r} in {self.model_type}{hint}") from None
 
     def table(self, *, depth: int | None = None, width: int | None = 120, fold: bool = True,
-              color: bool = False, sort: str | None = None, top: int | None = None) -> str:
+              color: bool = False, sort: str | None = None, top: int | None = None,
+              columns: tuple[str, ...] = ()) -> str:
         """The text table and its footer (the options: :class:`torchcost.render.layout.TableOptions`)."""
         from torchcost.render.layout import TableOptions  # the one upward import: a report prints itself
         from torchcost.render.text import render_text
 
-        return render_text(self, TableOptions(depth=depth, width=width, fold=fold, color=color, sort=sort, top=top))
+        return render_text(self, TableOptions(depth=depth, width=width, fold=fold, color=color, sort=sort, top=top,
+                                              columns=tuple(columns)))
 
     def __str__(self) -> str:
         """``print(report)`` shows :meth:`table` with its defaults."""
@@ -415,6 +583,10 @@ class CostReport:
             if f.name in ("root", "schema_version", "_index"):
                 continue
             if f.name in ("collectives", "parallel") and self.parallel is None:
+                continue
+            if f.name == "measured_time" and self.measured_time is None:
+                continue
+            if f.name == "predicted_time" and self.predicted_time is None:
                 continue
             data[f.name] = _encode(getattr(self, f.name))
         if self.phases and self.tokens:  # a training step's derived figures, for readers; from_dict drops them
@@ -455,9 +627,13 @@ class CostReport:
         top["memory"] = MemoryReport.from_dict(top["memory"]) if top.get("memory") is not None else None
         top["collectives"] = tuple(CollectiveCount(**c) for c in top.get("collectives", ()))
         top["parallel"] = ParallelInfo.from_dict(top["parallel"]) if top.get("parallel") is not None else None
+        top["measured_time"] = (MeasuredTime.from_dict(top["measured_time"]) if top.get("measured_time") is not None
+                                else None)
+        top["predicted_time"] = (TimePrediction.from_dict(top["predicted_time"])
+                                 if top.get("predicted_time") is not None else None)
         top["phases"] = tuple(PhaseCount(p["name"], p["macs"], p["flops"], tuple(OpCount(**o) for o in p["ops"]),
                                          tuple(OpCount(**o) for o in p["uncounted"]), p.get("input_grad_macs", 0),
-                                         p.get("weight_grad_macs", 0))
+                                         p.get("weight_grad_macs", 0), p.get("bytes", 0))
                               for p in top.get("phases", ()))
         return cls(**top)
 
@@ -493,7 +669,7 @@ def _module_dict(m: ModuleCost) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, (MemoryReport, ParallelInfo)):
+    if isinstance(value, (MemoryReport, ParallelInfo, MeasuredTime, TimePrediction)):
         return value.to_dict()
     if isinstance(value, CollectiveCount):
         return {"op": value.op, "kind": value.kind, "calls": value.calls, "bytes": value.bytes,
@@ -504,9 +680,9 @@ def _encode(value: Any) -> Any:
     if isinstance(value, PhaseCount):
         return {"name": value.name, "macs": value.macs, "flops": value.flops, "ops": _encode(value.ops),
                 "uncounted": _encode(value.uncounted), "input_grad_macs": value.input_grad_macs,
-                "weight_grad_macs": value.weight_grad_macs}
+                "weight_grad_macs": value.weight_grad_macs, "bytes": value.bytes}
     if isinstance(value, OpCount):
-        return {"op": value.op, "calls": value.calls, "macs": value.macs, "flops": value.flops}
+        return {"op": value.op, "calls": value.calls, "macs": value.macs, "flops": value.flops, "bytes": value.bytes}
     if isinstance(value, dict):
         return {"mapping": {k: _encode(v) for k, v in value.items()}}
     if isinstance(value, (list, tuple)):

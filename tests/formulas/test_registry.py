@@ -52,7 +52,7 @@ def test_register_formula_makes_it_counted(tanh_registered: None) -> None:
     r = analyze_both(TwiceCustom(), torch.randn(3, 4))
     assert r.uncounted == ()
     assert r.flops == 2 * 48 + 12 + 2 * (2 * 12)  # two calls on 12 elements, 2 FLOPs each
-    assert OpCount(KEY, 2, 0, 48) in r.ops
+    assert OpCount(KEY, 2, 0, 48, 2 * (12 * 4 + 12 * 4)) in r.ops  # bytes: each call reads and writes 12 floats
     assert r.root.self_flops == 48  # counted where it ran: the model's own forward, not the Linear
 
 

@@ -31,6 +31,7 @@ def _llama_like(d: int, ff: int, layers: int, heads: int, kv: int, vocab: int, t
     return (1 if tied else 2) * vocab * d + layers * per_layer + d
 
 
+_MLA = 2048 * 16 * 192 + 2048 * (512 + 64) + 512 + 512 * 16 * 256 + 16 * 128 * 2048  # DeepSeek-V2-Lite attention
 PUBLISHED = {
     # name: (params derived by hand, published figure)
     "llama-3-70b": (_llama_like(8192, 28672, 80, 64, 8, 128256), 70_553_706_496),  # "70.6B"
@@ -46,6 +47,23 @@ PUBLISHED = {
     "bert-base-uncased": (None, 109_514_298),  # BertForMaskedLM: 109,482,240 encoder+embeddings + MLM head
     "t5-base": (None, 222_903_552),  # "220M"
     "vit-base-patch16-224": (None, 86_567_656),  # "86.6M", as torchvision's vit_b_16
+    # issue 14. Gemma 2 9B (google/gemma-2-9b, "9.24B"): tied embeddings; per layer q, o 3584 x 4096 (16 heads x 256),
+    # k, v 3584 x 2048 (8 x 256), the gated MLP, four norms; a final norm
+    "gemma-2-9b": (256000 * 3584 + 42 * (2 * 3584 * 4096 + 2 * 3584 * 2048 + 3 * 3584 * 14336 + 4 * 3584) + 3584,
+                   9_241_705_984),
+    # Gemma 3 1B (google/gemma-3-1b-pt, 999,885,952): as Gemma 2 with 4 heads and 1 KV head of 256, q/k norms
+    "gemma-3-1b": (262144 * 1152 + 26 * (2 * 1152 * 1024 + 2 * 1152 * 256 + 2 * 256 + 3 * 1152 * 6912 + 4 * 1152)
+                   + 1152, 999_885_952),
+    # DeepSeek-V2-Lite ("15.7B"): untied embeddings; latent attention per layer q 2048 x 16 x 192, kv_a 2048 x (512
+    # + 64), its norm 512, kv_b 512 x 16 x 256, o 16 x 128 x 2048; layer 0 a dense MLP (10944), layers 1-26 64
+    # routed experts of 3 x 2048 x 1408, 2 shared (3 x 2048 x 2816) and a 64 x 2048 gate; two norms a layer
+    "deepseek-v2-lite": (2 * 102400 * 2048 + _MLA + 3 * 2048 * 10944 + 2 * 2048
+                         + 26 * (_MLA + 64 * 3 * 2048 * 1408 + 3 * 2048 * 2816 + 64 * 2048 + 2 * 2048) + 2048,
+                         15_706_484_224),
+    # Qwen3-30B-A3B ("30.5B"): untied; q, o 2048 x 4096 (32 x 128), k, v 2048 x 512, q/k norms, 128 experts of
+    # 3 x 2048 x 768 and a 128 x 2048 router, two norms a layer
+    "qwen3-30b-a3b": (2 * 151936 * 2048 + 48 * (2 * 2048 * 4096 + 2 * 2048 * 512 + 2 * 128 + 128 * 3 * 2048 * 768
+                                                + 128 * 2048 + 2 * 2048) + 2048, 30_532_122_624),
 }
 
 

@@ -609,14 +609,15 @@ class MemoryMode(TorchFunctionMode):
             and (q.size(-3) == k.size(-3) or b.get("enable_gqa", False))
             and q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
         )
-        if usable and self.target == "cpu" and not dropout and q.dtype in _FLOATS:
+        same_dim = isinstance(v, torch.Tensor) and q.size(-1) == v.size(-1)  # flash kernels need E == E_v (MLA: not)
+        if usable and self.target == "cpu" and not dropout and q.dtype in _FLOATS and same_dim:
             # the CPU selector's choice: the flash kernel (no dropout), keeping output and log-sum-exp
             with contextlib.suppress(RuntimeError, NotImplementedError):
                 return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     q, k, v, 0.0, causal, attn_mask=mask, scale=b.get("scale"))[0]
         if usable and self.target == "cuda":
             scale = b.get("scale")
-            if mask is None and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) <= 256:
+            if mask is None and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) <= 256 and same_dim:
                 with contextlib.suppress(RuntimeError, NotImplementedError):  # FlashAttention-2
                     return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout, causal, False,
                                                                               scale=scale)[0]

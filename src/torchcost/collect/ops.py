@@ -36,8 +36,8 @@ from torchcost.trees import any_tensor, is_floating, tensors_in
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
 
-__all__ = ["COMM_NAMESPACES", "STEP_PHASES", "DispatchCollector", "NodeTagger", "OpCollector", "StepScope",
-           "collective_kind", "forget_groups", "op_counts"]
+__all__ = ["COMM_NAMESPACES", "STEP_PHASES", "CallKey", "DispatchCollector", "IOPlan", "NodeTagger", "OpCollector",
+           "StepScope", "call_bytes", "collective_kind", "forget_groups", "io_plan", "op_counts"]
 
 _DEVICE = torch.ops.prim.device.default
 _SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key MemoryMode and NodeTagger write
@@ -121,22 +121,137 @@ def group_size(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[
     return 0
 
 
+# -- bytes moved (docs/conventions.md, "Time") ------------------------------------------------------------------------
+
+# An op's arguments that it writes (schema alias annotation ``(a!)``): (position, name, write-only). An ``out=``
+# argument (keyword-only) is written, never read; an in-place op's ``self`` is read and written. And which of its
+# returns are fresh tensors (no alias annotation: not a view or the written argument handed back).
+IOPlan = tuple[tuple[tuple[int, str, bool], ...], tuple[bool, ...]]
+_NO_PLAN: IOPlan = ((), ())
+
+
+# Ops that return, beside their output, what they keep for backward, sized by the kernel's choices: batch norm's
+# batch statistics (C floats each, empty in eval on the CPU but sized on meta) and embedding_bag's bag offsets,
+# sizes and argmax indices (empty or not depending on the mode and the device). Only the output counts, so that
+# real and meta runs agree.
+_OUTPUT_ONLY = frozenset({"aten::native_batch_norm", "aten::_native_batch_norm_legit",
+                          "aten::_native_batch_norm_legit_no_training", "aten::_native_batch_norm_legit_functional",
+                          "aten::cudnn_batch_norm", "aten::miopen_batch_norm", "aten::_batch_norm_with_update",
+                          "aten::_batch_norm_no_update", "aten::_embedding_bag", "aten::_embedding_bag_forward_only"})
+
+
+def io_plan(schema: Any) -> IOPlan:
+    """The written arguments and fresh returns of an op's schema (read once per op, cached by the collector)."""
+    if schema is None:
+        return _NO_PLAN
+    written = tuple((i, a.name, bool(a.kwarg_only)) for i, a in enumerate(schema.arguments)
+                    if a.alias_info is not None and a.alias_info.is_write)
+    fresh = tuple(r.alias_info is None for r in schema.returns)
+    if schema.name in _OUTPUT_ONLY:
+        fresh = fresh[:1] + (False,) * (len(fresh) - 1)
+    return written, fresh
+
+
+_Tensor = torch.Tensor
+_NO_FUNCTION_MODES = torch._C.DisableTorchFunction
+
+
+def _tensor_nbytes(t: torch.Tensor) -> int:
+    """A tensor's bytes: numel x element size of a strided tensor (its view); a sparse one's constituent tensors."""
+    try:
+        return int(t.nbytes)
+    except (RuntimeError, NotImplementedError):  # sparse layouts have no nbytes
+        parts: tuple[torch.Tensor, ...] = ()
+        try:
+            if t.layout == torch.sparse_coo:
+                parts = (t._indices(), t._values())
+            elif t.layout in (torch.sparse_csr, torch.sparse_bsr):
+                parts = (t.crow_indices(), t.col_indices(), t.values())
+            elif t.layout in (torch.sparse_csc, torch.sparse_bsc):
+                parts = (t.ccol_indices(), t.row_indices(), t.values())
+            return sum(int(p.nbytes) for p in parts)
+        except (RuntimeError, NotImplementedError):
+            return 0
+
+
+def call_bytes(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any,
+               plan: IOPlan = _NO_PLAN) -> tuple[int, torch.dtype | None]:
+    """(bytes read + bytes written, dtype of the first floating-point tensor read) of one op call, from metadata only.
+
+    Read: every distinct tensor argument (by identity: ``x * x`` reads x once), at its own size (numel x element
+    size of the view); an ``out=`` argument is not read. Written: the fresh outputs (a returned alias of an argument,
+    an in-place op's ``self`` handed back, is not a second write) and the arguments the schema marks written, once
+    each. Lists and tuples of tensors are looked into one level deep (the shapes aten ops take)."""
+    written, fresh = plan
+    skip: tuple[str, ...] = ()
+    total = 0
+    dtype: torch.dtype | None = None
+    seen: set[int] = set()
+    if written:
+        skip = tuple(name for _, name, write_only in written if write_only)
+        for i, name, write_only in written:
+            value = args[i] if i < len(args) and not write_only else kwargs.get(name)
+            for t in (value,) if isinstance(value, _Tensor) else value if isinstance(value, (list, tuple)) else ():
+                if isinstance(t, _Tensor):
+                    total += _tensor_nbytes(t)
+    values = (*args, *(v for k, v in kwargs.items() if k not in skip)) if kwargs else args
+    for value in values:
+        if isinstance(value, _Tensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                total += _tensor_nbytes(value)
+                if dtype is None and value.is_floating_point():
+                    dtype = value.dtype
+        elif isinstance(value, (list, tuple)):
+            for t in value:
+                if isinstance(t, _Tensor) and id(t) not in seen:
+                    seen.add(id(t))
+                    total += _tensor_nbytes(t)
+                    if dtype is None and t.is_floating_point():
+                        dtype = t.dtype
+    if out is None:
+        return total, dtype
+    if isinstance(out, _Tensor):
+        if not fresh or fresh[0]:
+            total += _tensor_nbytes(out)
+        return total, dtype
+    if isinstance(out, (list, tuple)):
+        outs: set[int] = set()
+        single = len(fresh) == 1  # one return that is a list (Tensor[]): each element is fresh as the return is
+        for i, t in enumerate(out):
+            if isinstance(t, _Tensor):
+                if id(t) in outs or (fresh and not fresh[0 if single else min(i, len(fresh) - 1)]):
+                    continue
+                outs.add(id(t))
+                total += _tensor_nbytes(t)
+            elif isinstance(t, (list, tuple)):
+                total += sum(_tensor_nbytes(x) for x in t if isinstance(x, _Tensor) and id(x) not in outs)
+    return total, dtype
+
+
 @dataclass
 class _Stat:
     calls: int = 0
     macs: int = 0
     other_flops: int = 0
+    bytes: int = 0
 
-    def add(self, cost: Cost) -> None:
+    def add(self, cost: Cost, nbytes: int) -> None:
         self.calls += 1
         self.macs += cost.macs
         self.other_flops += cost.other_flops
+        self.bytes += nbytes
 
 
 def op_counts(stats: dict[str, _Stat]) -> tuple[OpCount, ...]:
     """Per-op tallies as report records, most FLOPs first (ties by name)."""
-    counts = (OpCount(k, s.calls, s.macs, Cost(s.macs, s.other_flops).flops) for k, s in stats.items())
+    counts = (OpCount(k, s.calls, s.macs, Cost(s.macs, s.other_flops).flops, s.bytes) for k, s in stats.items())
     return tuple(sorted(counts, key=lambda o: (-o.flops, o.op)))
+
+
+# One priced call as the time prediction needs it (timing/roofline.py): (phase, module, op, dtype of its first
+# floating input, MACs, other FLOPs, bytes); the collector counts how many calls had each.
+CallKey = tuple[str, str, str, "torch.dtype | None", int, int, int]
 
 
 def _calls(tally: dict[str, int]) -> tuple[OpCount, ...]:
@@ -319,7 +434,8 @@ class OpCollector:
     # collectives: (op, kind, group size, phase) -> [calls, bytes]; module -> [calls, bytes]
     comm: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     comm_modules: dict[str, list[int]] = field(default_factory=dict)
-    _cache: dict[Any, tuple[str, Formula | None, bool, str]] = field(default_factory=dict)
+    calls: dict[CallKey, int] = field(default_factory=dict)  # every priced call, for the time prediction
+    _cache: dict[Any, tuple[str, Formula | None, bool, str, IOPlan]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._forward = _Tally(self.counted, self.uncounted)
@@ -333,20 +449,21 @@ class OpCollector:
         finally:
             self.enclosed_depth -= 1
 
-    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str]:
+    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan]:
         hit = self._cache.get(func)
         if hit is None:
             key = op_key(func)
             comm = collective_kind(key)
             formula = self.registry.get(key)
-            hit = (key, formula if not comm else None, is_free(func, key) or comm == "free", comm)
+            hit = (key, formula if not comm else None, is_free(func, key) or comm == "free", comm,
+                   io_plan(func._schema))
             self._cache[func] = hit
         return hit
 
     def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         if not self.counting:
             return
-        key, formula, free, comm = self._lookup(func)
+        key, formula, free, comm, plan = self._lookup(func)
         forward = self.phase == "forward"
         if comm and comm != "free":
             self.record_collective(key, comm, collective_bytes(key, comm, args, out), group_size(func, args, kwargs))
@@ -357,11 +474,12 @@ class OpCollector:
             if self.phase == "optimizer" and key.startswith("aten::_foreach_") and args and isinstance(args[0], list):
                 outs = out if isinstance(out, (list, tuple)) and len(out) == len(args[0]) else None
                 for i, (part_args, part_kwargs) in enumerate(_foreach_parts(args, kwargs)):
-                    self._price(key, formula, OpCall(key, part_args, part_kwargs, None, func._schema))
+                    self._price(key, formula, OpCall(key, part_args, part_kwargs, None, func._schema), plan,
+                                [outs[i]] if outs is not None else None)
                     if outs is not None:
                         self._adopt(outs[i])
             else:
-                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema))
+                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
@@ -418,7 +536,9 @@ class OpCollector:
             tally = self.steps[phase] = _Tally(name=phase)
         return module, tally
 
-    def _price(self, key: str, formula: Formula, call: OpCall) -> None:
+    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None) -> None:
+        """Price one call and tally it (``part_out``: the output of one tensor's part of a foreach call, whose
+        OpCall carries none, for its bytes)."""
         try:
             cost = formula(call)
         except Exception as exc:  # a formula that cannot price this call: report it as uncounted, with why
@@ -439,7 +559,11 @@ class OpCollector:
         stat = stats.get(key)
         if stat is None:
             stat = stats[key] = _Stat()
-        stat.add(cost)
+        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
+            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
+        stat.add(cost, nbytes)
+        one = (tally.name, current, key, dtype, cost.macs, cost.other_flops, nbytes)
+        self.calls[one] = self.calls.get(one, 0) + 1
         if tally.name == "backward" and cost.macs:
             into, weight = grad_split(key, call, cost.macs)
             if into or weight:
@@ -501,6 +625,7 @@ def _summed(counted: dict[str, dict[str, _Stat]]) -> tuple[OpCount, ...]:
             total.calls += stat.calls
             total.macs += stat.macs
             total.other_flops += stat.other_flops
+            total.bytes += stat.bytes
     return op_counts(summed)
 
 

@@ -23,6 +23,10 @@ TRAIN_COLUMNS = ("backward_macs", "backward_flops", "recompute_macs", "recompute
                  "step_flops")  # after COLUMNS, only for a training step (macs/flops: its forward)
 
 
+_CSV_OPTIONAL = {"bytes": "bytes", "intensity": "intensity", "predicted": "predicted_s", "bound": "bound",
+                 "time": "measured_s"}
+
+
 def render_csv(report: CostReport, options: TableOptions | None = None) -> str:
     """The rows ``options`` select (default: every module, unfolded; ``width`` and ``color`` do not apply)."""
     options = options or TableOptions(fold=False)
@@ -30,7 +34,8 @@ def render_csv(report: CostReport, options: TableOptions | None = None) -> str:
         options = replace(options, depth=EVERY_LEVEL)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = COLUMNS + TRAIN_COLUMNS if report.phases else COLUMNS
+    columns: tuple[str, ...] = COLUMNS + TRAIN_COLUMNS if report.phases else COLUMNS
+    columns += tuple(_CSV_OPTIONAL[c] for c in options.columns)  # --columns: bytes, intensity, predicted_s, ...
     writer.writerow(columns)
     for row in select(report, options):
         writer.writerow([getattr(row, c) for c in columns])

@@ -17,16 +17,21 @@ from rich.console import Console
 from torchcost.errors import InputError
 from torchcost.report import CostReport, ModuleCost
 from torchcost.shapes import describe
-from torchcost.units import format_count, format_int, format_mib
+from torchcost.units import format_bytes, format_count, format_int, format_mib, format_seconds
 
-__all__ = ["EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix", "console",
-           "count_cells", "count_headers", "default_depth", "footer_lines", "memory_lines", "parallel_lines",
-           "row_label", "rows", "select", "table_lines"]
+__all__ = ["COLUMNS", "EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix",
+           "console", "count_cells", "count_headers", "default_depth", "footer_lines", "measured_time_lines",
+           "memory_lines", "parallel_lines", "predicted_time_lines", "row_label", "rows", "select", "table_lines"]
 
 SortKey = Literal["flops", "macs", "params", "step", "backward"]
 SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params", "step", "backward")
 _STEP_KEYS: tuple[SortKey, ...] = ("step", "backward")  # a training step's figures: mode="train" only
 MAX_ROWS = 60  # the default depth keeps a table within this many rows
+# optional columns (TableOptions.columns, --columns): bytes moved, FLOPs per byte, predicted seconds (hardware=),
+# compute- or memory-bound, measured seconds (time=)
+COLUMNS = ("bytes", "intensity", "predicted", "bound", "time")
+_COLUMN_HEADERS = {"bytes": "Bytes", "intensity": "FLOP/\nbyte", "predicted": "Predicted", "bound": "Bound",
+                   "time": "Time"}
 EVERY_LEVEL = 10**6  # a depth no model reaches
 
 
@@ -37,7 +42,9 @@ class TableOptions:
     ``depth``: modules down to this depth (None: the default depth; CSV: every level). ``fold``: runs of identical
     sibling blocks as one row. ``sort``/``top``: instead of the tree, the leaf layers most expensive first by ``sort``
     (one of SORT_KEYS; default flops, and in a training step step FLOPs), only the first ``top``. ``width`` (None:
-    120) and ``color``: the text tables only.
+    120) and ``color``: the text tables only. ``columns``: optional columns of COLUMNS after the counts ("bytes"
+    read + written, "intensity" FLOPs per byte, "predicted" seconds and "bound" of ``hardware=``, "time" measured
+    seconds of ``time=``; in a training step bytes and intensity stay the forward's, predicted is the step's).
     """
 
     depth: int | None = None
@@ -46,6 +53,12 @@ class TableOptions:
     color: bool = False
     sort: str | None = None
     top: int | None = None
+    columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.columns if c not in COLUMNS]
+        if unknown:
+            raise InputError(f"unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
 
     @property
     def flat(self) -> bool:
@@ -75,6 +88,11 @@ class Row:
     recompute_macs: int = 0
     recompute_flops: int = 0
     optimizer_flops: int = 0
+    bytes: int = 0  # read + written by the forward's counted ops; folded rows: the sum
+    intensity: float = 0.0  # FLOPs per byte (ModuleCost.intensity)
+    predicted_s: float = 0.0  # predicted seconds (hardware=; the step's in a training step); folded rows: the sum
+    bound: str = ""  # "compute" / "memory" (hardware=)
+    measured_s: float = 0.0  # measured seconds (time=); folded rows: the sum
 
     @property
     def step_flops(self) -> int:
@@ -94,15 +112,39 @@ def _signature(m: ModuleCost, memo: dict[int, tuple[object, ...]]) -> tuple[obje
     return sig
 
 
-def _row(m: ModuleCost, depth: int) -> Row:
+_Times = dict[str, tuple[float, str, float]]  # module name -> (predicted seconds, bound, measured seconds)
+
+
+def _times(report: CostReport) -> _Times:
+    """Each module's predicted seconds (the step's in a training step) and bound, and its measured seconds."""
+    out: _Times = {}
+    predicted = report.predicted_time
+    if predicted is not None:
+        for p in predicted.modules:
+            out[p.name] = (p.step_seconds, p.bound, 0.0)
+    measured = report.measured_time
+    if measured is not None:
+        for t in measured.modules:
+            seconds, bound, _ = out.get(t.name, (0.0, "", 0.0))
+            out[t.name] = (seconds, bound, t.seconds)
+    return out
+
+
+_NO_TIME = (0.0, "", 0.0)
+
+
+def _row(m: ModuleCost, depth: int, times: _Times | None = None) -> Row:
+    predicted_s, bound, measured_s = times.get(m.name, _NO_TIME) if times else _NO_TIME
     return Row(m.name or "(model)", m.type, depth, describe(m.output_shape), m.params, m.shared_params,
                m.macs, m.flops, m.calls, activation_bytes=m.activation_bytes, peak_memory=m.peak_memory,
                shapes_differ=m.shapes_differ, backward_macs=m.backward_macs, backward_flops=m.backward_flops,
-               recompute_macs=m.recompute_macs, recompute_flops=m.recompute_flops, optimizer_flops=m.optimizer_flops)
+               recompute_macs=m.recompute_macs, recompute_flops=m.recompute_flops, optimizer_flops=m.optimizer_flops,
+               bytes=m.bytes, intensity=m.intensity, predicted_s=predicted_s, bound=bound, measured_s=measured_s)
 
 
-def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
+def _folded(rest: list[ModuleCost], first: ModuleCost, level: int, times: _Times | None = None) -> Row:
     """One row for the repeats ``rest`` of the block ``first``: their sums (the peak: the largest)."""
+    timed = [times.get(r.name, _NO_TIME) for r in rest] if times else [_NO_TIME]
     return Row(f"{rest[0].name} ... {rest[-1].name}", f"{len(rest)} x {first.type}", level,
                f"identical to {first.name}", sum(r.params for r in rest), sum(r.shared_params for r in rest),
                sum(r.macs for r in rest), sum(r.flops for r in rest), sum(r.calls for r in rest), folded=len(rest),
@@ -110,13 +152,16 @@ def _folded(rest: list[ModuleCost], first: ModuleCost, level: int) -> Row:
                backward_macs=sum(r.backward_macs for r in rest), backward_flops=sum(r.backward_flops for r in rest),
                recompute_macs=sum(r.recompute_macs for r in rest),
                recompute_flops=sum(r.recompute_flops for r in rest),
-               optimizer_flops=sum(r.optimizer_flops for r in rest))
+               optimizer_flops=sum(r.optimizer_flops for r in rest), bytes=sum(r.bytes for r in rest),
+               intensity=first.intensity, predicted_s=sum(t[0] for t in timed), bound=timed[0][1],
+               measured_s=sum(t[2] for t in timed))
 
 
 def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> list[Row]:
     """Pre-order rows down to ``depth`` (None: the default depth); runs of identical siblings folded to one row."""
     limit = default_depth(report, fold) if depth is None else depth
-    out: list[Row] = [_row(report.root, 0)]
+    times = _times(report)
+    out: list[Row] = [_row(report.root, 0, times)]
     memo: dict[int, tuple[object, ...]] = {}
 
     def visit(m: ModuleCost, level: int) -> None:
@@ -126,7 +171,7 @@ def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> lis
         i = 0
         while i < len(children):
             child = children[i]
-            out.append(_row(child, level))
+            out.append(_row(child, level, times))
             visit(child, level + 1)
             j = i + 1
             if fold:
@@ -134,7 +179,7 @@ def rows(report: CostReport, depth: int | None = None, fold: bool = True) -> lis
                 while j < len(children) and _signature(children[j], memo) == sig:
                     j += 1
                 if j - i > 2:  # fold the repeats after the first one shown in full
-                    out.append(_folded(children[i + 1:j], child, level))
+                    out.append(_folded(children[i + 1:j], child, level, times))
                 else:
                     j = i + 1
             i = j
@@ -214,29 +259,45 @@ def _recomputes(report: CostReport) -> bool:
     return report.phase("recompute").flops > 0
 
 
-def count_headers(report: CostReport) -> tuple[str, ...]:
+def count_headers(report: CostReport, columns: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The count columns' headers: in eval Params, MACs, FLOPs, % FLOPs; for a training step Params, then FLOPs by
     phase (forward, backward, recompute when any block is checkpointed, optimizer), the step's and % of the step,
-    each on two lines ("Fwd\nFLOPs") so the columns stay as narrow as their figures (Markdown joins the lines)."""
+    each on two lines ("Fwd\nFLOPs") so the columns stay as narrow as their figures (Markdown joins the lines);
+    then the optional ``columns`` (COLUMNS) asked for."""
+    extra = tuple(_COLUMN_HEADERS[c] for c in columns)
     if not report.phases:
-        return _EVAL_HEADERS
+        return (*_EVAL_HEADERS, *extra)
     return ("Params", "Fwd\nFLOPs", "Bwd\nFLOPs", *(("Recomp\nFLOPs",) if _recomputes(report) else ()),
-            "Opt\nFLOPs", "Step\nFLOPs", "%\nstep")
+            "Opt\nFLOPs", "Step\nFLOPs", "%\nstep", *extra)
 
 
-def count_cells(row: Row, report: CostReport) -> list[str]:
+def _optional_cell(row: Row, column: str) -> str:
+    if column == "bytes":
+        return format_bytes(row.bytes)
+    if column == "intensity":
+        return f"{row.intensity:.1f}" if row.bytes else "-"
+    if column == "predicted":
+        return format_seconds(row.predicted_s) if row.predicted_s else "-"
+    if column == "bound":
+        return row.bound or "-"
+    return format_seconds(row.measured_s) if row.measured_s else "-"
+
+
+def count_cells(row: Row, report: CostReport, columns: tuple[str, ...] = ()) -> list[str]:
     """The cells under :func:`count_headers`: Params (`` (shared)`` when some are used outside the module), then in
     eval MACs, FLOPs and % of the model's FLOPs; for a training step the module's FLOPs by phase, its step FLOPs and
-    their % of the whole step's (the loss, outside every module, is in the total only)."""
+    their % of the whole step's (the loss, outside every module, is in the total only); then the optional
+    ``columns``."""
     shared = " (shared)" if row.shared_params and row.folded == 1 else ""
     params = format_count(row.params) + shared
+    extra = [_optional_cell(row, c) for c in columns]
     if not report.phases:
         share = f"{100 * row.flops / report.flops:.2f}%" if report.flops else "-"
-        return [params, format_count(row.macs), format_count(row.flops), share]
+        return [params, format_count(row.macs), format_count(row.flops), share, *extra]
     step = f"{100 * row.step_flops / report.step_flops:.2f}%" if report.step_flops else "-"
     recompute = [format_count(row.recompute_flops)] if _recomputes(report) else []
     return [params, format_count(row.flops), format_count(row.backward_flops), *recompute,
-            format_count(row.optimizer_flops), format_count(row.step_flops), step]
+            format_count(row.optimizer_flops), format_count(row.step_flops), step, *extra]
 
 
 def _cell(text: str) -> str:
@@ -289,7 +350,80 @@ def footer_lines(report: CostReport) -> list[str]:
     ]
     lines += memory_lines(report)
     lines += parallel_lines(report)
+    lines += measured_time_lines(report)
+    lines += predicted_time_lines(report)
     lines.append(f"({report.mode} mode, {report.dtype}, {report.device}; counts per docs/conventions.md)")
+    return lines
+
+
+def _rate(value: float, unit: str) -> str:
+    """A rate with a decimal prefix: 1.23e12, "FLOP/s" -> '1.23 TFLOP/s'."""
+    text = format_count(value)
+    return f"{text}{unit}" if text[-1].isalpha() else f"{text} {unit}"
+
+
+def _span(median: float, low: float | None, high: float | None) -> str:
+    spread = f" (min {format_seconds(low)}, max {format_seconds(high)})" if low is not None and high is not None else ""
+    return f"{format_seconds(median)} median{spread}"
+
+
+def measured_time_lines(report: CostReport) -> list[str]:
+    """The measured time (``analyze(..., time=True)``; nothing otherwise): where and how it was measured, the
+    forward's median and spread and achieved rates, a training step's phases, and the hooked runs'."""
+    t = report.measured_time
+    if t is None:
+        return []
+    threads = f"{t.threads} threads, " if t.device.startswith("cpu") else ""
+    rates = ", ".join(_rate(v, u) for v, u in ((t.flops_per_s, "FLOP/s"), (t.bytes_per_s, "B/s")) if v)
+    what = "forward in the step" if t.step_s is not None else "forward"
+    lines = [f"Measured time on {t.device} ({threads}{t.repeats} repeats after {t.warmup} warm-up; {t.clock}):",
+             f"  {what} {_span(t.forward_s, t.forward_min_s, t.forward_max_s)}" + (f"; {rates}" if rates else "")]
+    if t.step_s is not None:
+        rate = f"; {_rate(t.step_flops_per_s, 'FLOP/s')}" if t.step_flops_per_s else ""
+        lines.append(f"  training step {_span(t.step_s, t.step_min_s, t.step_max_s)}{rate}")
+        lines.append("    by phase (medians): " + ", ".join(
+            f"{label} {format_seconds(v)}" for label, v in (
+                ("forward", t.forward_s), ("loss + backward", t.backward_s), ("optimizer", t.optimizer_s))
+            if v is not None))
+    if t.hooked_repeats:
+        lines.append(f"  with module hooks (the per-module times, {t.hooked_repeats} repeats): {what} "
+                     f"{format_seconds(t.hooked_forward_s)} median")
+    return lines
+
+
+def _tflops(value: float) -> str:
+    return f"{value / 1e12:.3g} TFLOP/s" if value >= 1e12 else f"{value / 1e9:.3g} GFLOP/s"
+
+
+def predicted_time_lines(report: CostReport) -> list[str]:
+    """The roofline prediction (``analyze(..., hardware=)``; nothing otherwise): the hardware and the peaks and
+    efficiencies used, the forward (and step, by phase), throughput, the memory-bound share, communication and MFU."""
+    p = report.predicted_time
+    if p is None:
+        return []
+    bandwidth = f"{p.memory_bandwidth / 1e12:.3g} TB/s" if p.memory_bandwidth >= 1e12 else \
+        f"{p.memory_bandwidth / 1e9:.3g} GB/s"
+    head = [f"forward {format_seconds(p.forward_s)}"]
+    if report.phases:
+        head.append(f"training step {format_seconds(p.step_s)}")
+    if p.per_s:
+        head.append(f"{format_int(round(p.per_s))} {p.per_s_unit}")
+    head.append(f"{100 * p.memory_bound_share:.0f}% of the time memory-bound")
+    lines = [f"Predicted on {p.hardware_name} ({p.dtype} dense {_tflops(p.peak_flops)} at "
+             f"{100 * p.matmul_efficiency:.0f}%, {bandwidth} at {100 * p.memory_efficiency:.0f}%):",
+             "  " + ", ".join(head)]
+    if report.phases:
+        lines += _wrap("  by phase: ", [f"{x.name} {format_seconds(x.seconds)}" for x in p.phases
+                                         if x.seconds or x.name != "recompute"])
+    if p.comm_s:
+        lines.append(f"  collectives {format_seconds(p.comm_s)} per step at {p.interconnect_bandwidth / 1e9:.0f} GB/s "
+                     f"per direction ({p.interconnect}): bandwidth only, overlap with compute not modelled")
+    if p.mfu:
+        lines.append(f"  MFU {100 * p.mfu:.1f}% ({format_count(report.step_flops)} FLOPs in "
+                     f"{format_seconds(p.step_time)}, {p.step_time_source}, over the {p.dtype} dense peak)")
+    launch = (f"+ {p.call_overhead * 1e6:.1f} us per op for dispatch" if p.call_overhead
+              else "no launch overhead")
+    lines.append(f"  roofline per op, {launch}, no fusion or overlap (docs/conventions.md, Time)")
     return lines
 
 

@@ -23,9 +23,9 @@ _ALIGN = (":--", ":--", ":--", "--:", "--:", "--:", "--:")
 def render_markdown(report: CostReport, options: TableOptions | None = None) -> str:
     """The rows ``options`` select (``width`` and ``color`` do not apply), then the footer."""
     options = options or TableOptions()
-    body = [[f"`{row.name}`{calls_suffix(row)}", row.type, row.output_shape, *count_cells(row, report)]
-            for row in select(report, options)]
-    header = (*HEADER[:3], *count_headers(report))
+    body = [[f"`{row.name}`{calls_suffix(row)}", row.type, row.output_shape,
+             *count_cells(row, report, options.columns)] for row in select(report, options)]
+    header = (*HEADER[:3], *count_headers(report, options.columns))
     align = (*_ALIGN[:3], *("--:",) * (len(header) - 3))
     lines = [*table_lines(header, align, body), "", *(f"- {line}" for line in footer_lines(report))]
     return "\n".join(lines) + "\n"

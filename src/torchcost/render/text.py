@@ -25,9 +25,9 @@ def render_text(report: CostReport, options: TableOptions | None = None) -> str:
     cuts the layer names."""
     options = options or TableOptions()
     width = options.width or 120
-    body = [[row_label(row, options.flat), row.output_shape, *count_cells(row, report),
+    body = [[row_label(row, options.flat), row.output_shape, *count_cells(row, report, options.columns),
              format_bytes(row.activation_bytes), format_bytes(row.peak_memory)] for row in select(report, options)]
-    columns = _LABELS + [(header, "right") for header in count_headers(report)]
+    columns = _LABELS + [(header, "right") for header in count_headers(report, options.columns)]
     if report.memory is not None and _natural_width(columns + _MEMORY_COLUMNS, body) <= width:
         columns = columns + _MEMORY_COLUMNS
     label_width = None

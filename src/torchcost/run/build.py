@@ -143,6 +143,7 @@ class _Tree:
         ops = self.ops.module_ops(name)
         self_macs = sum(o.macs for o in ops) if ops else 0
         self_flops = sum(o.flops for o in ops) if ops else 0
+        self_bytes = sum(o.bytes for o in ops) if ops else 0
         calls = self.scope.calls.get(name) or _NO_CALLS
         return ModuleCost(
             name=name, type=type(module).__name__, depth=depth,
@@ -157,6 +158,7 @@ class _Tree:
             children=children, **self._memory(name, children, params, buffers),
             shapes_differ=calls.shapes_differ, same_as=self.scope.canonical.get(name, ""),
             **self._step(name, children), **self._comm(name, children),
+            bytes=self_bytes + sum(c.bytes for c in children), self_bytes=self_bytes,
         )
 
     def _comm(self, name: str, children: tuple[ModuleCost, ...]) -> dict[str, int]:
@@ -262,7 +264,7 @@ def _phases(ops: OpCollector) -> tuple[PhaseCount, ...]:
         counted, uncounted = ops.phase_totals(name)
         into, weight = ops.phase_grads(name)
         phases.append(PhaseCount(name, sum(o.macs for o in counted), sum(o.flops for o in counted), counted,
-                                 uncounted, into, weight))
+                                 uncounted, into, weight, sum(o.bytes for o in counted)))
     return tuple(phases)
 
 
