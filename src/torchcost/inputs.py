@@ -7,6 +7,7 @@ inputs the same way, because they all come here.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ def normalize_sizes(input_size: object) -> tuple[Shape, ...]:
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's first floating parameter or buffer lives (else its first tensor's device; else cpu)."""
     device = None
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # (stops at the first floating one)
         if t.is_floating_point():
             return t.device
         device = device or t.device
@@ -52,7 +53,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 def floating_dtype(model: nn.Module) -> torch.dtype | None:
     """The dtype of the model's first floating parameter, else of its first floating buffer; None if it has none."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):  # (stops at the first floating one)
         if t.is_floating_point():
             return t.dtype
     return None

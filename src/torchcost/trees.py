@@ -11,6 +11,7 @@ walked like a mapping's values (its spec is a mapping by field name); a PackedSe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Callable, Mapping
@@ -58,10 +59,28 @@ def is_floating(t: torch.Tensor) -> bool:
     return t.is_floating_point() or t.is_complex()
 
 
+_SPECS: dict[tuple[Any, torch.dtype], TensorSpec] = {}  # (shape, dtype) -> its spec: specs are immutable, so shared
+
+
+def _tensor_spec(t: torch.Tensor) -> TensorSpec:
+    shape, dtype = t.shape, t.dtype
+    try:
+        spec = _SPECS.get((shape, dtype))
+    except TypeError:  # a symbolic size does not hash
+        spec = None
+    if spec is None:
+        spec = TensorSpec(tuple(map(int, shape)), _dtype_name(dtype))
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        with contextlib.suppress(TypeError):
+            _SPECS[(shape, dtype)] = spec
+    return spec
+
+
 def spec_of(obj: Any) -> ShapeTree:
     """The shapes and dtypes of every tensor in ``obj``, in its nesting; anything else is None."""
     if isinstance(obj, torch.Tensor):
-        return TensorSpec(tuple(map(int, obj.shape)), _dtype_name(obj.dtype))
+        return _tensor_spec(obj)
     if isinstance(obj, (list, tuple)):
         if isinstance(obj, PackedSequence):
             data = obj.data

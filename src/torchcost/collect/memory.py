@@ -18,6 +18,7 @@ context. docs/conventions.md, "Memory".
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import weakref
 from collections.abc import Callable, Iterable
@@ -31,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 from torchcost.collect import probe
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import FIXED_OUTPUTS, WORKSPACES, true_output_bytes, workspace_bytes
-from torchcost.trees import tensors_in
+from torchcost.trees import first, tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "Phase", "module_tensors"]
 
@@ -79,11 +80,50 @@ def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Ten
         for v in values:
             if isinstance(v, torch.Tensor):
                 found.append(v)
-            elif type(v) in _LEAVES:
                 continue
+            kind = type(v)
+            if kind in _LEAVES:
+                continue
+            if kind is list or kind is tuple:  # int[] and Tensor[] arguments: one level, without the general walk
+                for item in v:
+                    if isinstance(item, torch.Tensor):
+                        found.append(item)
+                    elif type(item) not in _LEAVES:
+                        found.extend(tensors_in(item))
             else:
                 found.extend(tensors_in(v))
     return found
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable stand-in for one argument of an op, fine enough for everything a probe reads of it: a tensor's
+    shape, strides, storage offset, dtype, device, layout and grad flag; a list or tuple item by item; a scalar with
+    its type (True and 1 apart). Raises TypeError for anything else."""
+    if isinstance(value, torch.Tensor):
+        return (value.shape, value.stride(), value.storage_offset(), value.dtype, value.device, value.layout,
+                value.requires_grad, type(value))
+    kind = type(value)
+    if kind in _LEAVES:
+        return kind, value
+    if kind is list or kind is tuple:
+        return (kind, *map(_value_key, value))
+    raise TypeError(kind.__name__)
+
+
+# a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
+_MEASURED: dict[tuple[Any, ...], probe.Probe] = {}
+
+
+def _call_signature(func: Any, target: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    out: Any) -> tuple[Any, ...] | None:
+    """The metadata one op call's probe depends on (:meth:`MemoryTracker._probe_for`), or None when an argument
+    cannot be keyed (a nested tensor, a symbolic size, an object of the user's)."""
+    try:
+        return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled,
+                tuple(map(_value_key, args)), tuple((k, _value_key(v)) for k, v in kwargs.items()),
+                _value_key(out))
+    except (TypeError, RuntimeError, NotImplementedError):  # (a nested or sparse tensor has no strides)
+        return None
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -172,11 +212,13 @@ class MemoryTracker:
         self._by_storage: dict[int, int] = {}  # id(storage) -> uid, while the storage lives
         self._refs: dict[int, weakref.ref[Any]] = {}  # uid -> the weak reference on its storage, while it lives
         self._ref_ids: dict[int, tuple[int, int]] = {}  # id() of such a weak reference -> (uid, id(storage))
-        self._keys: dict[Any, str] = {}
+        # id(op) -> (its key, a collective's buffers?, kernel memory to look up?, the op: kept, so no id is reused)
+        self._keys: dict[int, tuple[str, bool, bool, Any]] = {}
         self._back_scope = ""
         self._activation: dict[str, int] = {}
         self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
         self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
+        self._requests: dict[tuple[Any, ...], probe.Probe | None] = {}  # a call's metadata -> its probe: _probe_for
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -289,16 +331,19 @@ class MemoryTracker:
             s = _storage(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers")  # made outside every op we saw: counted from here on
-        key = self._keys.get(func)
-        if key is None:
-            key = self._keys[func] = func._schema.name if hasattr(func, "_schema") else str(func)
-        if key in _COMM_BUFFER_OPS:
+        known = self._keys.get(id(func))  # (by id(): an OpOverload hashes in Python)
+        if known is None:
+            name = func._schema.name if hasattr(func, "_schema") else str(func)
+            known = self._keys[id(func)] = (name, name in _COMM_BUFFER_OPS, name in WORKSPACES
+                                            or name in FIXED_OUTPUTS or name in probe.PROBED, func)
+        key, comm, kernel = known[0], known[1], known[2]
+        if comm:
             for t in tensors_in((args, out)):
                 uid = self.uid_of(t)
                 if uid is not None and self.born[uid] >= 0 and not self.category[uid]:
                     self.category[uid] = "comm_buffers"
         held = 0
-        if key in WORKSPACES or key in FIXED_OUTPUTS or key in probe.PROBED:
+        if kernel:
             held = self._kernel_memory(key, func, args, kwargs, out, index)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
@@ -342,9 +387,10 @@ class MemoryTracker:
         if not self.closed:
             self._posted = torch._C._current_autograd_node()
 
-    def _target(self, tensors: list[torch.Tensor]) -> str | None:
-        """The device type whose kernels the op stands for: the tensors' own, or on meta the target (MemoryMode)."""
-        kind = tensors[0].device.type if tensors else None
+    def _target(self, tensor: torch.Tensor | None) -> str | None:
+        """The device type whose kernels the op stands for: its first tensor's own, or on meta the target
+        (MemoryMode)."""
+        kind = tensor.device.type if tensor is not None else None
         return self.target if kind in (None, "meta") else kind
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
@@ -352,8 +398,7 @@ class MemoryTracker:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes too small get
         their real size; the op's transient workspace is returned (bytes alive during the op only): the table's,
         the probe's from the cache, or 0 for now and a probe to run when the trace is made."""
-        tensors = tensors_in((args, kwargs))
-        target = self._target(tensors)
+        target = self._target(first((args, kwargs)))
         if self.stands_for is not None:
             # a simulated rank's fake CPU twin stands for the target: its collectives for the target's backend (gloo
             # or NCCL), its kernels' memory for the target's kernels (no CPU entry or probe for a "cuda" target)
@@ -372,19 +417,48 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
-        table = workspace_bytes(key, func, args, kwargs, out, target)
-        if target == "cpu" and (self.kernel_memory == "measure" or (self.kernel_memory == "auto" and table is None)):
-            wanted = probe.request(key, func, args, kwargs, out)
-            if wanted is not None:
-                measured = probe.cached(wanted)
-                if measured is None:
-                    self._probes.append((index, wanted, table or 0))
-                    return 0
-                table = measured
+        table, wanted = self._workspace_source(key, func, args, kwargs, out, target)
+        if wanted is not None:
+            measured = probe.cached(wanted)
+            if measured is None:
+                self._probes.append((index, wanted, table or 0))
+                return 0
+            table = measured
         held = self._size(table or 0)
         if held:
             self.workspace[index] = held
         return held
+
+    def _workspace_source(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                          target: str) -> tuple[int | None, probe.Probe | None]:
+        """The table's bytes for one call (None: not claimed) and the probe it needs (None: none)."""
+        table = workspace_bytes(key, func, args, kwargs, out, target)
+        if target == "cpu" and (self.kernel_memory == "measure" or (self.kernel_memory == "auto" and table is None)):
+            return table, self._probe_for(key, func, args, kwargs, out, target)
+        return table, None
+
+    def _probe_for(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                   target: str) -> probe.Probe | None:
+        """``probe.request`` for one call, remembered: the probe is a function of the call's metadata (the op, every
+        tensor's shape, strides and dtype, the other arguments, grad mode, the thread count) and of the memory
+        available (a probe too big to build is refused), and asking costs about 100 us (flattening the arguments,
+        reading the memory available). Models repeat their shapes: a call like one seen before in this run gets
+        the same answer, and one seen in an earlier run the same probe when that probe was measured (then nothing
+        is built again). A call whose metadata cannot be keyed is asked afresh."""
+        signature = _call_signature(func, target, args, kwargs, out)
+        if signature is None:
+            return probe.request(key, func, args, kwargs, out)
+        if signature in self._requests:
+            return self._requests[signature]
+        wanted = _MEASURED.get(signature)
+        if wanted is None or probe.cached(wanted) is None:
+            wanted = probe.request(key, func, args, kwargs, out)
+            if wanted is not None:
+                if len(_MEASURED) > 4096:
+                    _MEASURED.clear()
+                _MEASURED[signature] = wanted
+        self._requests[signature] = wanted
+        return wanted
 
     def _run_probes(self) -> None:
         """Measure the probes asked for during the run (outside it: their allocations are not the run's) and add
@@ -430,7 +504,7 @@ class MemoryTracker:
         """The module returned or raised: its activation bytes are the storages it made that are still alive."""
         if not isinstance(first, int):
             return
-        kept = sum(self.sizes[u] for u in range(first, len(self.sizes)) if self.died[u] == ALIVE)
+        kept = sum(itertools.compress(self.sizes[first:], map(ALIVE.__eq__, self.died[first:])))
         self._activation[name] = self._activation.get(name, 0) + kept
 
     # -- result -------------------------------------------------------------------------------------------------------

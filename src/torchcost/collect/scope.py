@@ -186,7 +186,7 @@ class ScopeTracker:
         if name is not None:
             if self.aliases and key in self.aliases:
                 name = self._alias(self.aliases[key])
-            self.stack.append((key, name, tuple(listener.enter(name) for listener in self.listeners)))
+            self.stack.append((key, name, tuple([listener.enter(name) for listener in self.listeners])))
 
     def _post(self, module: nn.Module, args: Any, *rest: Any) -> None:
         # torch calls (module, args, kwargs, output) normally, and (module, args, output) when forward raised. Tell

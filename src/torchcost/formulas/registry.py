@@ -75,7 +75,7 @@ class OpCall:
     ``call.arg("stride")`` binds the positional and keyword arguments to the op's schema, defaults included.
     """
 
-    __slots__ = ("_bound", "_schema", "args", "key", "kwargs", "out")
+    __slots__ = ("_schema", "args", "key", "kwargs", "out")
 
     def __init__(
         self, key: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any, schema: Any = None
@@ -85,12 +85,25 @@ class OpCall:
         self.kwargs = kwargs
         self.out = out
         self._schema = schema
-        self._bound: dict[str, Any] | None = None
 
     def arg(self, name: str, default: Any = None) -> Any:
-        if self._bound is None:
-            self._bound = _bind(self._schema, self.args, self.kwargs)
-        return self._bound.get(name, default)
+        """The argument ``name`` as the schema binds it (given by position or keyword, else its default); ``default``
+        when the schema has no such argument or it has no default. One name is looked up, not the whole schema
+        bound: formulas read two or three arguments of an op's ten."""
+        schema = self._schema
+        if schema is None:
+            return self.kwargs.get(name, default)
+        entry = _index(schema).get(name)
+        if entry is None:
+            return default
+        position, kwarg_only, has_default, value = entry
+        if position < len(self.args) and not kwarg_only:
+            return self.args[position]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if has_default:
+            return list(value) if isinstance(value, list) else value
+        return default
 
     @property
     def outputs(self) -> list[torch.Tensor]:
@@ -117,20 +130,19 @@ def _plan(schema: Any) -> _Plan:
     return plan
 
 
-def _bind(schema: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    bound: dict[str, Any] = {}
-    if schema is None:
-        bound.update(kwargs)
-        return bound
-    n = len(args)
+_INDEXES: dict[int, tuple[Any, dict[str, tuple[int, bool, bool, Any]]]] = {}
+
+
+def _index(schema: Any) -> dict[str, tuple[int, bool, bool, Any]]:
+    """name -> (position, kwarg_only, has_default, default) of a schema's arguments (the first of a repeated name)."""
+    hit = _INDEXES.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    index: dict[str, tuple[int, bool, bool, Any]] = {}
     for i, (name, kwarg_only, has_default, default) in enumerate(_plan(schema)):
-        if i < n and not kwarg_only:
-            bound[name] = args[i]
-        elif name in kwargs:
-            bound[name] = kwargs[name]
-        elif has_default:
-            bound[name] = list(default) if isinstance(default, list) else default
-    return bound
+        index.setdefault(name, (i, kwarg_only, has_default, default))
+    _INDEXES[id(schema)] = (schema, index)  # the schema is kept alive, so its id cannot be reused
+    return index
 
 
 Formula = Callable[[OpCall], Cost]

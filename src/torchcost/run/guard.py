@@ -17,6 +17,8 @@ CPU's and the run device's default generators, and puts them back only where a r
 from __future__ import annotations
 
 import contextlib
+import operator
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,12 +49,20 @@ class _ModuleState:
     grad_flags: list[tuple[nn.Parameter, bool]]
 
 
+_PLAIN = frozenset({bool, int, float, str, type(None), tuple})  # attribute types with no contents to keep
+
+
 def _state(module: nn.Module) -> _ModuleState:
     attrs = module.__dict__.copy()
     contents: dict[str, _Container | None] = {}
     tensors = [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
     for attr, value in attrs.items():
-        if isinstance(value, list):  # the builtin methods, not a subclass's own (they may refuse, or do more)
+        kind = type(value)
+        if kind is dict or kind is OrderedDict:  # the common cases first: torch's own dicts, and plain values
+            contents[attr] = dict.copy(value) if value else None
+        elif kind in _PLAIN:
+            continue
+        elif isinstance(value, list):  # the builtin methods, not a subclass's own (they may refuse, or do more)
             contents[attr] = list.copy(value) if value else None
         elif isinstance(value, dict):
             contents[attr] = dict.copy(value) if value else None
@@ -66,12 +76,14 @@ def _state(module: nn.Module) -> _ModuleState:
 
 def _restore(s: _ModuleState) -> None:
     now = s.module.__dict__
-    if now.keys() != s.attrs.keys():
-        for attr in now.keys() - s.attrs.keys():
-            del now[attr]
-    for attr, value in s.attrs.items():
-        if now.get(attr, _MISSING) is not value:
-            now[attr] = value
+    # the common case, checked at C speed: the same attributes, in the same order, holding the same objects
+    if not (now.keys() == s.attrs.keys() and all(map(operator.is_, now.values(), s.attrs.values()))):
+        if now.keys() != s.attrs.keys():
+            for attr in now.keys() - s.attrs.keys():
+                del now[attr]
+        for attr, value in s.attrs.items():
+            if now.get(attr, _MISSING) is not value:
+                now[attr] = value
     for attr, saved in s.contents.items():
         container = s.attrs[attr]
         if saved is None and container:
@@ -88,11 +100,10 @@ def _same(container: object, saved: _Container) -> bool:
     if not isinstance(container, (list, dict, set)) or len(container) != len(saved):
         return False
     if isinstance(container, dict) and isinstance(saved, dict):
-        return (list(container) == list(saved)
-                and all(a is b for a, b in zip(container.values(), saved.values())))
+        return list(container) == list(saved) and all(map(operator.is_, container.values(), saved.values()))
     if isinstance(container, set):
         return {id(x) for x in container} == {id(x) for x in saved}
-    return all(a is b for a, b in zip(container, saved))
+    return all(map(operator.is_, container, saved))
 
 
 def _refill(container: object, saved: _Container) -> None:
@@ -120,6 +131,9 @@ def _written_arguments(func: torch._ops.OpOverload) -> tuple[tuple[int, str], ..
                  if a.alias_info is not None and a.alias_info.is_write)
 
 
+_IDLE: tuple[tuple[tuple[int, str], ...], bool, bool] = ((), False, False)  # writes nothing, draws nothing
+
+
 def _uses_default_generator(args: Any, kwargs: dict[str, Any]) -> bool:
     """Whether a random op draws from torch's default generator (it was given no generator of its own)."""
     generators = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Generator)]
@@ -135,13 +149,20 @@ class RunWatch:
         self.watched = watched  # storage address -> the tensors on it
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.drew = False
-        self._ops: dict[torch._ops.OpOverload, tuple[tuple[tuple[int, str], ...], bool, bool]] = {}
+        self._keep: list[Any] = []  # the ops keyed by id() in _ops, held so that no id is reused
+        # id(op) -> what the op may do to the watched tensors (the ops are torch's own objects, alive for the process;
+        # keyed by id() because OpOverload hashes in Python), or _IDLE for an op that neither writes nor draws
+        self._ops: dict[int, tuple[tuple[tuple[int, str], ...], bool, bool]] = {}
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        known = self._ops.get(func)
+        known = self._ops.get(id(func))
+        if known is _IDLE:  # the hot path: most ops
+            return
         if known is None:
-            known = self._ops[func] = (_written_arguments(func), torch.Tag.nondeterministic_seeded in func.tags,
-                                       func._schema.name in _BATCH_NORMS)
+            known = (_written_arguments(func), torch.Tag.nondeterministic_seeded in func.tags,
+                     func._schema.name in _BATCH_NORMS)
+            self._ops[id(func)] = _IDLE if known == _IDLE else known
+            self._keep.append(func)
         writes, seeded, batch_norm = known
         if seeded and not self.drew:
             self.drew = _uses_default_generator(args, kwargs)

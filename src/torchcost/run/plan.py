@@ -18,6 +18,8 @@ Twins are made in :mod:`torchcost.run.step`.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -41,13 +43,17 @@ def choose_method(device: torch.device, options: StepOptions, model: nn.Module) 
     autocast is needed and meta cannot autocast) or "meta"."""
     same = device.type == options.target
     if options.mode == "eval":
-        holds_data = any(t.device.type != "meta" for t in (*model.parameters(), *model.buffers()))
-        if same or (device.type == "meta" and not options.amp and not holds_data):
+        if same or (device.type == "meta" and not options.amp and not _holds_data(model)):
             return "real"
         return "fake" if options.amp else "meta"
     if same and device.type in ("cpu", "cuda"):
         return "fake"
     return "fake" if options.amp else "meta"
+
+
+def _holds_data(model: nn.Module) -> bool:
+    """Whether some parameter or buffer of ``model`` is off the meta device (stops at the first one)."""
+    return any(t.device.type != "meta" for t in itertools.chain(model.parameters(), model.buffers()))
 
 
 def twin_device(method: TwinMethod, run_device: torch.device) -> torch.device:

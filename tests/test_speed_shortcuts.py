@@ -1,0 +1,123 @@
+"""The shortcuts of the second speed round (issue 16) give what the long ways gave: one schema argument looked up
+instead of the whole schema bound, a probe remembered per call metadata, the full garbage collection held off during
+a run and the threshold put back."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import torchcost
+from torchcost.collect import memory, probe
+from torchcost.collect.memory import _call_signature, _op_tensors
+from torchcost.formulas.registry import OpCall, _plan
+from torchcost.trees import tensors_in
+
+A = torch.ops.aten
+
+
+def _bound(schema: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The whole schema bound, as OpCall.arg did it before: positional, else keyword, else the default."""
+    bound: dict[str, Any] = {}
+    for i, (name, kwarg_only, has_default, default) in enumerate(_plan(schema)):
+        if i < len(args) and not kwarg_only:
+            bound[name] = args[i]
+        elif name in kwargs:
+            bound[name] = kwargs[name]
+        elif has_default:
+            bound[name] = default
+    return bound
+
+
+@pytest.mark.parametrize(("op", "args", "kwargs"), [
+    (A.convolution.default, (torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3), None, [1, 1], [0, 0], [1, 1], False,
+                             [0, 0], 1), {}),
+    (A.add.Tensor, (torch.ones(2), torch.ones(2)), {"alpha": 2}),
+    (A.add.Tensor, (torch.ones(2), torch.ones(2)), {}),
+    (A.sum.dim_IntList, (torch.ones(2, 3), [1]), {"keepdim": True}),
+    (A.native_layer_norm.default, (torch.ones(2, 4), [4], None, None, 1e-5), {}),
+])
+def test_arg_looks_up_what_binding_the_schema_gave(op: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    call = OpCall(op._schema.name, args, kwargs, None, op._schema)
+    bound = _bound(op._schema, args, kwargs)
+    for argument in op._schema.arguments:
+        expected = bound.get(argument.name, "missing")
+        got = call.arg(argument.name, "missing")
+        assert got is expected or got == expected, argument.name
+    assert call.arg("no_such_argument", 7) == 7
+    assert OpCall("x::y", args, {"a": 1}, None, None).arg("a") == 1
+
+
+def test_op_tensors_walks_lists_of_tensors_as_the_general_walk() -> None:
+    a, b, c = torch.ones(1), torch.ones(2), torch.ones(3)
+    cases = [((a, [b, None, c], (1, 2)), {}), (([a, [b, (c,)]],), {"k": [a, 3]}), (((), []), {"d": {"e": b}})]
+    for args, kwargs in cases:
+        assert [id(t) for t in _op_tensors(args, kwargs)] == [id(t) for t in tensors_in((args, kwargs))]
+
+
+def test_call_signature_tells_apart_what_a_probe_keys_on() -> None:
+    conv = A.convolution.default
+    x, w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3)
+    base = (x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    same = (torch.zeros(1, 2, 5, 5), torch.zeros(3, 2, 3, 3), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    assert _call_signature(conv, "cpu", base, {}, None) == _call_signature(conv, "cpu", same, {}, None)
+    others = [
+        (x.transpose(2, 3), w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),  # strides
+        (x.double(), w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),  # dtype
+        (x, w, None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1),  # an int argument
+        (x, w, None, [1, 1], [0, 0], [1, 1], True, [0, 0], 1),  # a bool argument
+        (x, w, None, (1, 1), [0, 0], [1, 1], False, [0, 0], 1),  # a tuple for a list
+    ]
+    for args in others:
+        assert _call_signature(conv, "cpu", args, {}, None) != _call_signature(conv, "cpu", base, {}, None)
+    with torch.no_grad():
+        quiet = _call_signature(conv, "cpu", base, {}, None)
+    assert quiet != _call_signature(conv, "cpu", base, {}, None)  # grad mode
+    assert _call_signature(conv, "cpu", (object(),), {}, None) is None
+
+
+def test_a_repeated_call_asks_for_its_probe_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    real = probe.request
+
+    def counting(name: str, *rest: Any) -> Any:
+        asked.append(name)
+        return real(name, *rest)
+
+    monkeypatch.setattr(probe, "request", counting)
+    monkeypatch.setattr(memory, "_MEASURED", {})
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(4)]).eval()
+    x = torch.randn(1, 8, 12, 12)
+    with probe.kernel_memory("measure"):
+        first = torchcost.analyze(model, x)
+        assert asked.count("aten::convolution") == 1  # four calls with one metadata
+        again = torchcost.analyze(model, x)
+    assert again.to_dict() == first.to_dict()
+    assert asked.count("aten::convolution") <= 2  # the probe measured in the first run serves the second
+
+
+def test_full_collections_wait_for_the_end_of_the_run_and_the_threshold_comes_back() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    class Peek(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(gc.get_threshold())
+            return x * 2
+
+    torchcost.analyze(Peek(), torch.ones(2))
+    assert gc.get_threshold() == before
+    assert seen and seen[0][:2] == before[:2] and seen[0][2] > 10**6
+
+    class Fails(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("boom")
+
+    with pytest.raises(Exception, match="boom"):
+        torchcost.analyze(Fails(), torch.ones(2))
+    assert gc.get_threshold() == before
