@@ -19,7 +19,7 @@ from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.parallel.config import Parallel
 from torchcost.parallel.ddp import DDPModel
-from torchcost.parallel.strategy import apply_strategy
+from torchcost.parallel.strategy import apply_strategy, tied_parameters
 from torchcost.parallel.world import make_mesh, simulated_world
 from torchcost.report import ParallelInfo
 from torchcost.run.execute import Ran, execute
@@ -166,7 +166,7 @@ def _fake_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
         moved = converter.from_meta_and_device(fake_mode, t, _CPU)
         return moved.requires_grad_(t.requires_grad) if t.is_floating_point() else moved
 
-    ties = _tied_parameters(twin.model)  # to_empty replaces each registration of a shared parameter on its own
+    ties = tied_parameters(twin.model)  # to_empty replaces each registration of a shared parameter on its own
     with fake_mode, torch.no_grad():
         twin.model.to_empty(device=_CPU)
         for module in twin.model.modules():  # tensors held as plain attributes, not parameters or buffers
@@ -191,17 +191,6 @@ def _clean_name(name: str) -> str:
     for prefix in _WRAPPER_PREFIXES:
         name = name.replace(prefix, "")
     return name
-
-
-def _tied_parameters(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
-    """The registrations (module, name) of each parameter registered more than once (tied weights: GPT-2's lm_head
-    and wte)."""
-    seen: dict[int, list[tuple[nn.Module, str]]] = {}
-    for module in model.modules():
-        for name, p in module._parameters.items():
-            if p is not None:
-                seen.setdefault(id(p), []).append((module, name))
-    return [where for where in seen.values() if len(where) > 1]
 
 
 def _retie(ties: list[list[tuple[nn.Module, str]]]) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from torchcost.errors import InputError, first_line
 from torchcost.parallel.config import Parallel
 
-__all__ = ["apply_strategy", "default_tp_plan", "default_units"]
+__all__ = ["apply_strategy", "default_tp_plan", "default_units", "prepare_twin", "tied_parameters"]
 
 
 def default_units(model: nn.Module) -> list[nn.Module]:
@@ -34,7 +34,6 @@ def default_tp_plan(model: nn.Module) -> dict[str, Any]:
     """The built-in plans. HF Llama/Mistral/Qwen2-style decoders (torchtitan's plan without sequence parallel:
     q/k/v/gate/up colwise, o/down rowwise, the embedding rowwise and the LM head colwise, both replicated outside).
     HF GPT-2 (its Conv1D layers, below). Anything else is refused: give ``tp_plan=`` or ``apply=``."""
-    from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
     names = dict(model.named_modules())
@@ -45,13 +44,7 @@ def default_tp_plan(model: nn.Module) -> dict[str, Any]:
         attn = all(isinstance(names.get(f"{first}.self_attn.{p}"), nn.Linear) for p in _LLAMA_ATTN)
         mlp = all(isinstance(names.get(f"{first}.mlp.{p}"), nn.Linear) for p in _LLAMA_MLP)
         if attn and mlp:
-            plan: dict[str, Any] = {}
-            root = prefix.rpartition(".")[0]
-            embed = f"{root}.embed_tokens" if root else "embed_tokens"
-            if isinstance(names.get(embed), nn.Embedding):
-                plan[embed] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
-            if isinstance(names.get("lm_head"), nn.Linear):
-                plan["lm_head"] = ColwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+            plan = _ends(names, prefix, "embed_tokens")
             for p in _LLAMA_ATTN:
                 plan[f"{prefix}.*.self_attn.{p}"] = RowwiseParallel() if p == "o_proj" else ColwiseParallel()
             for p in _LLAMA_MLP:
@@ -79,16 +72,24 @@ def _gpt2_plan(names: dict[str, nn.Module]) -> dict[str, Any] | None:
     h = [n for n, m in names.items() if n.endswith(".h") and isinstance(m, nn.ModuleList)]
     if not h or not all(type(names.get(f"{h[0]}.0.{p}")).__name__ == "Conv1D" for p, _ in _GPT2_BLOCK):
         return None
+    prefix = h[0]
+    plan = _ends(names, prefix, "wte")
+    plan.update({f"{prefix}.*.{p}": _conv1d_colwise() if kind == "col" else _conv1d_rowwise()
+                 for p, kind in _GPT2_BLOCK})
+    return plan
+
+
+def _ends(names: dict[str, nn.Module], blocks: str, embedding: str) -> dict[str, Any]:
+    """Both built-in plans' ends: the token embedding (``embedding``, beside the ``blocks`` list) rowwise and the
+    LM head colwise, each with replicated input and output."""
     from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
-    prefix = h[0]
-    plan: dict[str, Any] = {f"{prefix}.*.{p}": _conv1d_colwise() if kind == "col" else _conv1d_rowwise()
-                            for p, kind in _GPT2_BLOCK}
-    root = prefix.rpartition(".")[0]
-    wte = f"{root}.wte" if root else "wte"
-    if isinstance(names.get(wte), nn.Embedding):
-        plan[wte] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+    plan: dict[str, Any] = {}
+    root = blocks.rpartition(".")[0]
+    embed = f"{root}.{embedding}" if root else embedding
+    if isinstance(names.get(embed), nn.Embedding):
+        plan[embed] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
     if isinstance(names.get("lm_head"), nn.Linear):
         plan["lm_head"] = ColwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
     return plan
@@ -163,7 +164,7 @@ def apply_strategy(model: nn.Module, plan: Parallel, mesh: Any) -> list[str]:
         tp_plan = dict(plan.tp_plan) if plan.tp_plan is not None else default_tp_plan(model)
         if plan.tp_plan is None:
             prepare_twin(model, plan.tp)
-        tied = _tied(model)
+        tied = tied_parameters(model)
         try:
             parallelize_module(model, tp_mesh, tp_plan)
         except Exception as exc:
@@ -192,8 +193,9 @@ def apply_strategy(model: nn.Module, plan: Parallel, mesh: Any) -> list[str]:
     return done
 
 
-def _tied(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
-    """Each parameter registered in more than one place (GPT-2's wte and lm_head), as its registrations."""
+def tied_parameters(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+    """The registrations (module, name) of each parameter registered more than once (tied weights: GPT-2's lm_head
+    and wte)."""
     seen: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
         for name, param in module._parameters.items():
