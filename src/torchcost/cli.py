@@ -373,7 +373,7 @@ def _analyze_parser() -> _Parser:
     _memory_options(p)
     _parallel_options(p)
     _time_options(p)
-    serving.add_options(p)
+    serving.add_options(p, _positive)
     _prediction_options(p)
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table",

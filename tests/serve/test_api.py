@@ -82,7 +82,7 @@ def test_cli_generation_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--prompt-len", "0"], "argument --prompt-len: not a whole number >= 1"),
+    (["--prompt-len", "0"], "argument --prompt-len: not a positive int"),
     (["--prompt-len", "8", "--max-batch"], "--max-context and --max-batch need --memory-budget SIZE"),
     (["--prompt-len", "8", "--fsdp", "2"], "--fsdp does not go with a serving analysis"),
     (["--prompt-len", "8", "--format", "csv"], "a serving analysis prints --format table, markdown or json"),

@@ -29,23 +29,13 @@ _OTHER_FLAGS = (("train", "--train"), ("optimizer", "--optimizer"), ("amp", "--a
                 ("columns", "--columns"))
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a whole number >= 1: {text!r}")
-    return value
-
-
-def add_options(p: argparse.ArgumentParser) -> None:
+def add_options(p: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
     g = p.add_argument_group(
         "serving a language model (docs/conventions.md, Serving: prefill, decode and the KV cache)",
         "A causal LM's generation: the prefill over the prompt and the decode steps with the model's own KV cache, "
         "on meta tensors; --batch-size sequences (default 1); with --tp N one rank of N-way tensor parallelism.")
-    g.add_argument("--prompt-len", type=_count, metavar="N", help="tokens in each prompt: analyse a generation")
-    g.add_argument("--new-tokens", type=_count, metavar="N", help="tokens generated per sequence (default 1)")
+    g.add_argument("--prompt-len", type=count, metavar="N", help="tokens in each prompt: analyse a generation")
+    g.add_argument("--new-tokens", type=count, metavar="N", help="tokens generated per sequence (default 1)")
     g.add_argument("--max-context", action="store_true",
                    help="with --memory-budget: the longest prompt (to one token) whose generation of --new-tokens "
                         "at --batch-size fits")
