@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["ShapeTree", "TensorSpec", "describe"]
+__all__ = ["ShapeTree", "TensorSpec", "describe", "first_spec"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,14 @@ def describe(tree: ShapeTree, limit: int = 3) -> str:
     parts = [describe(v, limit) for v in tree[:limit] if v is not None]
     more = " ..." if len(tree) > limit else ""
     return " ".join(parts) + more if parts else "-"
+
+
+def first_spec(tree: ShapeTree) -> TensorSpec | None:
+    """The first tensor of a shape tree: positional entries before keyword ones, None entries skipped."""
+    first = tree
+    while isinstance(first, (tuple, dict)):
+        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
+        if not leaves:
+            return None
+        first = leaves[0]
+    return first if isinstance(first, TensorSpec) else None

@@ -24,7 +24,7 @@ from torchcost.report import (
     PhaseCount,
 )
 from torchcost.run.execute import Ran
-from torchcost.shapes import ShapeTree, TensorSpec
+from torchcost.shapes import ShapeTree, first_spec
 from torchcost.trees import spec_of, tensor_bytes
 
 __all__ = ["build_report"]
@@ -246,13 +246,8 @@ _INTEGER = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uin
 def _tokens(inputs: ShapeTree) -> int:
     """The tokens a model is fed: the element count of its first input (positional ones first, then keyword ones;
     None skipped) when that is an integer tensor (input_ids); 0 when it is not."""
-    first = inputs
-    while isinstance(first, (tuple, dict)):
-        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
-        if not leaves:
-            return 0
-        first = leaves[0]
-    if not isinstance(first, TensorSpec) or first.dtype not in _INTEGER:
+    first = first_spec(inputs)
+    if first is None or first.dtype not in _INTEGER:
         return 0
     return math.prod(first.shape)
 

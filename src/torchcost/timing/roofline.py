@@ -25,7 +25,7 @@ import torch
 from torchcost.collect.ops import CallKey
 from torchcost.errors import InputError
 from torchcost.report import CostReport, ModulePrediction, PhasePrediction, TimePrediction
-from torchcost.shapes import ShapeTree, TensorSpec
+from torchcost.shapes import ShapeTree, first_spec
 from torchcost.timing.hardware import Hardware, dtype_key
 
 __all__ = ["call_seconds", "compute_dtype", "mfu", "predict"]
@@ -57,13 +57,8 @@ def compute_dtype(report: CostReport) -> str:
 
 def _samples(shape: ShapeTree) -> int:
     """The first input's leading dimension (0 when there is no input tensor)."""
-    first = shape
-    while isinstance(first, (tuple, dict)):
-        leaves = [v for v in (first.values() if isinstance(first, dict) else first) if v is not None]
-        if not leaves:
-            return 0
-        first = leaves[0]
-    return first.shape[0] if isinstance(first, TensorSpec) and first.shape else 0
+    first = first_spec(shape)
+    return first.shape[0] if first is not None and first.shape else 0
 
 
 def mfu(step_flops: int, step_time: float, peak_flops: float) -> float:
