@@ -30,8 +30,8 @@ from torchcost.run.step import Mode, make_twin
 from torchcost.trees import first, map_tensors
 from torchcost.units import parse_bytes
 
-__all__ = ["DEFAULT_FRAGMENTATION", "DEFAULT_RESERVE", "Allowance", "BatchFit", "SweepPoint", "fsdp_sweep",
-           "max_batch_size", "search_largest"]
+__all__ = ["DEFAULT_FRAGMENTATION", "DEFAULT_RESERVE", "Allowance", "BatchFit", "SweepPoint", "allowance_for",
+           "fsdp_sweep", "max_batch_size", "parse_budget", "search_largest"]
 
 DEFAULT_RESERVE = {"cuda": 2**30, "cpu": 0}
 DEFAULT_FRAGMENTATION = {"cuda": 0.05, "cpu": 0.0}
@@ -121,7 +121,8 @@ def max_batch_size(
     probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
                                                                      amp=amp, target=target,
                                                                      kernel_memory=kernel_memory))
-    return probe.largest(_bytes("budget", budget), _allowance(target, reserve, fragmentation), limit, parallel)
+    return probe.largest(parse_budget("budget", budget), allowance_for(target, reserve, fragmentation), limit,
+                         parallel)
 
 
 @dataclass
@@ -230,8 +231,8 @@ def fsdp_sweep(
         raise InputError("an FSDP sweep shards with FSDP2: give parallel= without ddp")
     if not degrees or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in degrees):
         raise InputError(f"degrees must be positive integers, got {list(degrees)!r}")
-    budget_bytes = _bytes("budget", budget) if budget is not None else None
-    allowance = _allowance(target, reserve, fragmentation)
+    budget_bytes = parse_budget("budget", budget) if budget is not None else None
+    allowance = allowance_for(target, reserve, fragmentation)
     probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
                                                                      amp=amp, target=target,
                                                                      kernel_memory=kernel_memory))
@@ -260,9 +261,9 @@ def _slope_at_answer(fit: BatchFit) -> tuple[int, float] | None:
     return None
 
 
-def _allowance(target: str, reserve: int | str | None, fragmentation: float | None) -> Allowance:
+def allowance_for(target: str, reserve: int | str | None, fragmentation: float | None) -> Allowance:
     """The allowance asked for, or ``target``'s default; a bad reserve or a negative fragmentation is an InputError."""
-    reserve_bytes = _bytes("reserve", reserve) if reserve is not None else DEFAULT_RESERVE.get(target, 0)
+    reserve_bytes = parse_budget("reserve", reserve) if reserve is not None else DEFAULT_RESERVE.get(target, 0)
     frag = DEFAULT_FRAGMENTATION.get(target, 0.0) if fragmentation is None else float(fragmentation)
     if frag < 0:
         raise InputError(f"fragmentation must be >= 0, got {fragmentation!r}")
@@ -291,7 +292,8 @@ def _rebatch(obj: Any, old: int, new: int) -> Any:
     return map_tensors(obj, resize)
 
 
-def _bytes(label: str, value: int | str) -> int:
+def parse_budget(label: str, value: int | str) -> int:
+    """``value`` (bytes, or text such as "24GiB") as bytes; a bad one is an InputError naming ``label``."""
     try:
         return parse_bytes(value)
     except ValueError as exc:

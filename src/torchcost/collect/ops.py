@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
-from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key
+from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key, written_arguments
 from torchcost.report import OpCount
 from torchcost.trees import any_tensor, is_floating, tensors_in
 
@@ -144,8 +144,7 @@ def io_plan(schema: Any) -> IOPlan:
     """The written arguments and fresh returns of an op's schema (read once per op, cached by the collector)."""
     if schema is None:
         return _NO_PLAN
-    written = tuple((i, a.name, bool(a.kwarg_only)) for i, a in enumerate(schema.arguments)
-                    if a.alias_info is not None and a.alias_info.is_write)
+    written = written_arguments(schema)
     fresh = tuple(r.alias_info is None for r in schema.returns)
     if schema.name in _OUTPUT_ONLY:
         fresh = fresh[:1] + (False,) * (len(fresh) - 1)

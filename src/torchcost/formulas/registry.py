@@ -27,6 +27,7 @@ __all__ = [
     "op_key",
     "register_formula",
     "registered",
+    "written_arguments",
 ]
 
 
@@ -46,6 +47,13 @@ class Cost:
 
 
 ZERO = Cost()
+
+
+def written_arguments(schema: Any) -> tuple[tuple[int, str, bool], ...]:
+    """(position, name, keyword-only) of each argument an op's schema declares it writes into (alias annotation
+    ``(a!)``): an in-place op's ``self``, an ``out=`` argument (keyword-only)."""
+    return tuple((i, a.name, bool(a.kwarg_only)) for i, a in enumerate(schema.arguments)
+                 if a.alias_info is not None and a.alias_info.is_write)
 
 
 def op_key(op: object) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.formulas.registry import written_arguments
 from torchcost.run.step import Twin
 
 __all__ = ["RunWatch", "guarded", "preserved", "quiet_fastpaths"]
@@ -125,13 +126,7 @@ def _storage_key(t: torch.Tensor) -> int:
         return 0
 
 
-def _written_arguments(func: torch._ops.OpOverload) -> tuple[tuple[int, str], ...]:
-    """(position, name) of the arguments ``func`` declares it writes into."""
-    return tuple((i, a.name) for i, a in enumerate(func._schema.arguments)
-                 if a.alias_info is not None and a.alias_info.is_write)
-
-
-_IDLE: tuple[tuple[tuple[int, str], ...], bool, bool] = ((), False, False)  # writes nothing, draws nothing
+_IDLE: tuple[tuple[tuple[int, str, bool], ...], bool, bool] = ((), False, False)  # writes nothing, draws nothing
 
 
 def _uses_default_generator(args: Any, kwargs: dict[str, Any]) -> bool:
@@ -152,14 +147,14 @@ class RunWatch:
         self._keep: list[Any] = []  # the ops keyed by id() in _ops, held so that no id is reused
         # id(op) -> what the op may do to the watched tensors (the ops are torch's own objects, alive for the process;
         # keyed by id() because OpOverload hashes in Python), or _IDLE for an op that neither writes nor draws
-        self._ops: dict[int, tuple[tuple[tuple[int, str], ...], bool, bool]] = {}
+        self._ops: dict[int, tuple[tuple[tuple[int, str, bool], ...], bool, bool]] = {}
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         known = self._ops.get(id(func))
         if known is _IDLE:  # the hot path: most ops
             return
         if known is None:
-            known = (_written_arguments(func), torch.Tag.nondeterministic_seeded in func.tags,
+            known = (written_arguments(func._schema), torch.Tag.nondeterministic_seeded in func.tags,
                      func._schema.name in _BATCH_NORMS)
             self._ops[id(func)] = _IDLE if known == _IDLE else known
             self._keep.append(func)
@@ -167,7 +162,7 @@ class RunWatch:
         if seeded and not self.drew:
             self.drew = _uses_default_generator(args, kwargs)
         if writes or batch_norm:
-            written = [args[p] if p < len(args) else kwargs.get(name) for p, name in writes]
+            written = [args[p] if p < len(args) else kwargs.get(name) for p, name, _ in writes]
             if batch_norm and len(args) > 5 and args[5]:
                 written += args[3:5]
             for value in written:

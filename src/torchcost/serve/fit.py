@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 from torchcost.errors import InputError
-from torchcost.fit import DEFAULT_FRAGMENTATION, DEFAULT_RESERVE, Allowance, search_largest
+from torchcost.fit import allowance_for, parse_budget, search_largest
 from torchcost.inputs import model_device
 from torchcost.run.plan import default_target
 from torchcost.serve.cache import text_config
 from torchcost.serve.generation import analyze_generation
 from torchcost.serve.report import GenerationReport
-from torchcost.units import parse_bytes
 
 __all__ = ["ServingFit", "max_context", "max_serving_batch"]
 
@@ -116,12 +115,9 @@ def _search(what: str, model: nn.Module, budget: int | str, limit: int, options:
         raise InputError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InputError(f"limit must be a whole number >= 1, got {limit!r}")
-    budget_bytes = parse_bytes(budget)
+    budget_bytes = parse_budget("budget", budget)
     target = options.get("target") or default_target(model_device(model))
-    reserve = options.get("reserve")
-    fragmentation = options.get("fragmentation")
-    allowance = Allowance(DEFAULT_RESERVE.get(target, 0) if reserve is None else parse_bytes(reserve),
-                          DEFAULT_FRAGMENTATION.get(target, 0.0) if fragmentation is None else float(fragmentation))
+    allowance = allowance_for(target, options.get("reserve"), options.get("fragmentation"))
     dtype: torch.dtype | None = options.get("dtype")
     runs: dict[int, GenerationReport] = {}
     order: list[int] = []

@@ -76,11 +76,11 @@ def predict(calls: Mapping[CallKey, int], report: CostReport, hw: Hardware, *, s
     # (module, phase) -> [seconds, memory-bound seconds]
     own: dict[tuple[str, str], list[float]] = {}
     phases: dict[str, list[float]] = {}
-    cache: dict[tuple[object, str], str] = {}
+    keys: dict[object, str] = {}  # a call's dtype -> its key in the hardware table
     for (phase, module, op, dtype, macs, other, nbytes), count in calls.items():
-        name = cache.get((dtype, ""))
+        name = keys.get(dtype)
         if name is None:
-            name = cache[(dtype, "")] = dtype_key(dtype) if dtype is not None else default
+            name = keys[dtype] = dtype_key(dtype) if dtype is not None else default
         seconds, memory_bound = call_seconds(hw, name, macs, other, nbytes, conv="conv" in op)
         seconds *= count
         entry = own.setdefault((module, phase), [0.0, 0.0])
