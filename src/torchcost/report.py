@@ -534,7 +534,13 @@ class CostReport:
         return PhaseCount(name, self.macs, self.flops) if name == "forward" else PhaseCount(name, 0, 0)
 
     def __post_init__(self) -> None:
-        self._index.update({m.name: m for m in self.root.walk()})
+        index = self._index  # every module by name, in pre-order (root.walk()'s order, walked here without a generator)
+        todo = [self.root]
+        while todo:
+            module = todo.pop()
+            index[module.name] = module
+            if module.children:
+                todo.extend(reversed(module.children))
 
     @property
     def non_trainable_params(self) -> int:

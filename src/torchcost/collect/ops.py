@@ -244,8 +244,25 @@ class _Stat:
 
 def op_counts(stats: dict[str, _Stat]) -> tuple[OpCount, ...]:
     """Per-op tallies as report records, most FLOPs first (ties by name)."""
-    counts = (OpCount(k, s.calls, s.macs, Cost(s.macs, s.other_flops).flops, s.bytes) for k, s in stats.items())
-    return tuple(sorted(counts, key=lambda o: (-o.flops, o.op)))
+    counts = []
+    for k, s in stats.items():
+        # OpCount(k, s.calls, s.macs, Cost(s.macs, s.other_flops).flops, s.bytes) without the frozen dataclass's
+        # __init__ (a report holds one per op and module; their __init__ was a tenth of building it)
+        count = _new(OpCount)
+        _set(count, "__dict__", {"op": k, "calls": s.calls, "macs": s.macs, "flops": 2 * s.macs + s.other_flops,
+                                 "bytes": s.bytes})
+        counts.append(count)
+    if len(counts) > 1:
+        counts.sort(key=_most_flops_first)
+    return tuple(counts)
+
+
+def _most_flops_first(o: OpCount) -> tuple[int, str]:
+    return -o.flops, o.op
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 # One priced call as the time prediction needs it (timing/roofline.py): (phase, module, op, dtype of its first
@@ -588,6 +605,15 @@ class OpCollector:
         tally = self.steps.get(phase)
         return op_counts(tally.counted.get(name, {})) if tally is not None else ()
 
+    def phase_module_sums(self, phase: str) -> dict[str, tuple[int, int]]:
+        """Module name -> (MACs, FLOPs) of a later phase's ops attributed to that module itself: the sums of
+        :meth:`phase_module_ops`, for every module at once."""
+        tally = self.steps.get(phase)
+        if tally is None:
+            return {}
+        return {name: (sum(s.macs for s in stats.values()), sum(2 * s.macs + s.other_flops for s in stats.values()))
+                for name, stats in tally.counted.items()}
+
     def phase_module_grads(self, phase: str, name: str) -> tuple[int, int]:
         """(input-gradient, weight-gradient) MACs of a phase's convolutions and matrix products in module ``name``
         itself (backward only; (0, 0) elsewhere)."""
@@ -620,7 +646,9 @@ def _summed(counted: dict[str, dict[str, _Stat]]) -> tuple[OpCount, ...]:
     summed: dict[str, _Stat] = {}
     for per_module in counted.values():
         for key, stat in per_module.items():
-            total = summed.setdefault(key, _Stat())
+            total = summed.get(key)
+            if total is None:
+                total = summed[key] = _Stat()
             total.calls += stat.calls
             total.macs += stat.macs
             total.other_flops += stat.other_flops
