@@ -79,8 +79,11 @@ def _tensor_spec(t: torch.Tensor) -> TensorSpec:
 
 def spec_of(obj: Any) -> ShapeTree:
     """The shapes and dtypes of every tensor in ``obj``, in its nesting; anything else is None."""
-    if isinstance(obj, torch.Tensor):
+    kind = type(obj)
+    if kind is torch.Tensor or isinstance(obj, torch.Tensor):
         return _tensor_spec(obj)
+    if kind is tuple:  # the common case (a module's arguments), without the checks below
+        return tuple(map(spec_of, obj))
     if isinstance(obj, (list, tuple)):
         if isinstance(obj, PackedSequence):
             data = obj.data

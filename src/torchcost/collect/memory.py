@@ -348,7 +348,7 @@ class MemoryTracker:
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
-        self.modules.append(self._module())
+        self.modules.append(self.scope.current if self.phase != "backward" else self._module())
         self.phases.append(self.phase)
         self.alive.append(self.current + held)
 

@@ -228,6 +228,60 @@ def call_bytes(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any,
     return total, dtype
 
 
+# -- prices remembered by call metadata (models repeat their shapes: mobilenet_v2 runs 206 ops of 72 kinds) ----------
+
+# A priced call's outcome: (cost, "", bytes, dtype); (None, why, 0, None) for a formula that failed; (None, "", 0,
+# None) for a call that is free (no FLOPs and no floating-point tensor).
+_Outcome = tuple["Cost | None", str, int, "torch.dtype | None"]
+# (op, formula, metadata key) -> outcome, for torchcost's own formulas in the forward, whose price depends on the
+# call's metadata alone (shapes, dtypes, layouts, which arguments are the same tensor, the other arguments)
+_PRICES: dict[tuple[Any, ...], _Outcome] = {}
+_PRICES_MAX = 1 << 16
+_SCALARS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+
+
+def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
+    """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
+    dtype, layout and the position of its first appearance in the call (``x * x`` is not ``x * y``), each scalar
+    with its type, lists and tuples item by item. Raises TypeError for anything else (an object of the user's, a
+    symbolic size)."""
+    for v in values:
+        kind = type(v)
+        if kind in _SCALARS:
+            parts.append((kind, v))
+        elif isinstance(v, _Tensor):
+            parts.append((v.shape, v.dtype, v.layout, seen.setdefault(id(v), len(seen))))
+        elif kind is list or kind is tuple:
+            inner: list[Any] = []
+            _key_of(v, seen, inner)
+            parts.append(tuple(inner))
+        else:
+            raise TypeError(kind.__name__)
+
+
+def metadata_key(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> tuple[Any, ...] | None:
+    """A hashable key of everything a built-in formula and :func:`call_bytes` read of one call (the tensors'
+    metadata, never their values); None when some argument cannot be keyed."""
+    seen: dict[int, int] = {}
+    parts: list[Any] = []
+    try:
+        _key_of(args, seen, parts)
+        if kwargs:
+            parts.append(tuple(kwargs))
+            _key_of(tuple(kwargs.values()), seen, parts)
+        _key_of((out,), seen, parts)
+        key = tuple(parts)
+        hash(key)
+    except TypeError:  # (also a SymInt in a shape: unhashable)
+        return None
+    return key
+
+
+def _builtin(formula: Formula | None) -> bool:
+    """Whether a formula is one of torchcost's own (formulas/): a function of the call's metadata alone."""
+    return getattr(formula, "__module__", "").startswith("torchcost.formulas.")
+
+
 @dataclass
 class _Stat:
     calls: int = 0
@@ -451,7 +505,7 @@ class OpCollector:
     comm: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     comm_modules: dict[str, list[int]] = field(default_factory=dict)
     calls: dict[CallKey, int] = field(default_factory=dict)  # every priced call, for the time prediction
-    _cache: dict[Any, tuple[str, Formula | None, bool, str, IOPlan]] = field(default_factory=dict)
+    _cache: dict[Any, tuple[str, Formula | None, bool, str, IOPlan, bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._forward = _Tally(self.counted, self.uncounted)
@@ -465,21 +519,21 @@ class OpCollector:
         finally:
             self.enclosed_depth -= 1
 
-    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan]:
+    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan, bool]:
         hit = self._cache.get(func)
         if hit is None:
             key = op_key(func)
             comm = collective_kind(key)
-            formula = self.registry.get(key)
-            hit = (key, formula if not comm else None, is_free(func, key) or comm == "free", comm,
-                   io_plan(func._schema))
+            formula = self.registry.get(key) if not comm else None
+            hit = (key, formula, is_free(func, key) or comm == "free", comm, io_plan(func._schema),
+                   _builtin(formula))
             self._cache[func] = hit
         return hit
 
     def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         if not self.counting:
             return
-        key, formula, free, comm, plan = self._lookup(func)
+        key, formula, free, comm, plan, builtin = self._lookup(func)
         forward = self.phase == "forward"
         if comm and comm != "free":
             self.record_collective(key, comm, collective_bytes(key, comm, args, out), group_size(func, args, kwargs))
@@ -495,7 +549,12 @@ class OpCollector:
                     if outs is not None:
                         self._adopt(outs[i])
             else:
-                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
+                memo = None
+                if forward and builtin:
+                    with _NO_FUNCTION_MODES():
+                        meta = metadata_key(args, kwargs, out)
+                    memo = None if meta is None else (func, formula, meta)
+                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan, memo=memo)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
@@ -552,20 +611,24 @@ class OpCollector:
             tally = self.steps[phase] = _Tally(name=phase)
         return module, tally
 
-    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None) -> None:
+    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None,
+               memo: tuple[Any, ...] | None = None) -> None:
         """Price one call and tally it (``part_out``: the output of one tensor's part of a foreach call, whose
-        OpCall carries none, for its bytes)."""
-        try:
-            cost = formula(call)
-        except Exception as exc:  # a formula that cannot price this call: report it as uncounted, with why
-            self.formula_errors.setdefault(key, f"{type(exc).__name__}: {exc}")
-            self.record_uncounted(key)
-            return
-        if not isinstance(cost, Cost):
-            raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
-        if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
-                                                                       is_floating):
-            if self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
+        OpCall carries none, for its bytes). ``memo``: the call's key in the remembered prices (:func:`metadata_key`),
+        for a built-in formula in the forward; None: price it afresh."""
+        outcome = _PRICES.get(memo) if memo is not None else None
+        if outcome is None:
+            outcome = self._evaluate(key, formula, call, plan, part_out)
+            if memo is not None:
+                if len(_PRICES) >= _PRICES_MAX:
+                    _PRICES.clear()
+                _PRICES[memo] = outcome
+        cost, error, nbytes, dtype = outcome
+        if cost is None:
+            if error:  # a formula that cannot price this call: reported as uncounted, with why
+                self.formula_errors.setdefault(key, error)
+                self.record_uncounted(key)
+            elif self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
                 self.free[key] = self.free.get(key, 0) + 1
             return
         current, tally = self._where(call)
@@ -575,8 +638,6 @@ class OpCollector:
         stat = stats.get(key)
         if stat is None:
             stat = stats[key] = _Stat()
-        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
-            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
         stat.add(cost, nbytes)
         one = (tally.name, current, key, dtype, cost.macs, cost.other_flops, nbytes)
         self.calls[one] = self.calls.get(one, 0) + 1
@@ -586,6 +647,22 @@ class OpCollector:
                 split = tally.grads.setdefault(current, [0, 0])
                 split[0] += into
                 split[1] += weight
+
+    @staticmethod
+    def _evaluate(key: str, formula: Formula, call: OpCall, plan: IOPlan, part_out: Any) -> _Outcome:
+        """One call's outcome (see ``_Outcome``) from its formula and :func:`call_bytes`."""
+        try:
+            cost = formula(call)
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}", 0, None
+        if not isinstance(cost, Cost):
+            raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
+        if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
+                                                                       is_floating):
+            return None, "", 0, None
+        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
+            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
+        return cost, "", nbytes, dtype
 
     # -- results --------------------------------------------------------------------------------------------------
 

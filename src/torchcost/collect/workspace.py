@@ -97,6 +97,22 @@ def _pad16(c: int) -> int:
     return -(-c // 16) * 16
 
 
+_ConvArgs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]  # input, weight, output, groups
+
+
+def _conv_args(call: OpCall, target: str) -> _ConvArgs | None:
+    """What every CPU convolution entry needs, read once per call: (input, weight, output, groups) of a plain 2-D
+    convolution (not transposed, contiguous NCHW input and weight) on the CPU the entries were measured on (oneDNN
+    available and enabled, the measured capability, no AMX); None for any other call."""
+    x, w, out = call.arg("input"), call.arg("weight"), call.out
+    if not (target == "cpu" and isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
+            and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4 and not call.arg("transposed")
+            and x.is_contiguous() and w.is_contiguous() and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
+        return None
+    return x, w, out, int(call.arg("groups") or 1)
+
+
 def grouped_conv_workspace(call: OpCall, target: str) -> int | None:
     """Bytes oneDNN holds inside an f32 grouped or depthwise 2-D convolution on CPU (AVX512, no AMX): it reorders the
     NCHW input, the weight and the output into channel-blocked copies, all alive at once, then writes the plain
@@ -105,13 +121,12 @@ def grouped_conv_workspace(call: OpCall, target: str) -> int | None:
     (groups > 1, C_in/groups and C_out/groups multiples of 4, kernel not 1x1) keeps the plain sizes. The op holds
     max(I' + W' + O', O' + O) - O beyond its output. Other shapes (2 or 3 channels per group, a channel multiplier,
     1x1 depthwise, channels-last), other CPUs and groups = 1 take other kernels: None (not claimed)."""
-    x, w, out = call.arg("input"), call.arg("weight"), call.out
-    groups = int(call.arg("groups") or 1)
-    if not (target == "cpu" and groups > 1 and isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor)
-            and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4 and x.dtype == torch.float32
-            and w.dtype == torch.float32 and not call.arg("transposed") and x.is_contiguous()
-            and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1) and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
+    conv = _conv_args(call, target)
+    return _grouped(*conv) if conv is not None else None
+
+
+def _grouped(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> int | None:
+    if not (groups > 1 and x.dtype == torch.float32 and w.dtype == torch.float32 and tuple(w.shape[2:]) != (1, 1)):
         return None
     c_in, c_out = x.size(1), w.size(0)
     n, spatial_in, spatial_out = x.size(0), x.size(2) * x.size(3), out.size(2) * out.size(3)
@@ -135,13 +150,13 @@ def bf16_conv_workspace(call: OpCall, target: str) -> int | None:
     max(I' + W' + O', O' + O) - O beyond its output; bias, stride, padding, dilation, a non-square kernel and the
     thread count do not change it. Other channel counts, 1x1 kernels (another kernel, with more scratch) and other
     CPUs: None (not claimed)."""
-    x, w, out = call.arg("input"), call.arg("weight"), call.out
-    if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
-            and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
-            and x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16 and not call.arg("transposed")
-            and x.is_contiguous() and w.is_contiguous() and tuple(w.shape[2:]) != (1, 1)
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-            and "avx512_bf16" in _cpu_flags() and _measured_isa(GROUPED_CONV_ISA)):
+    conv = _conv_args(call, target)
+    return _bf16(*conv) if conv is not None else None
+
+
+def _bf16(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> int | None:
+    if not (groups == 1 and x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16
+            and tuple(w.shape[2:]) != (1, 1) and "avx512_bf16" in _cpu_flags()):
         return None
     c_in, c_out, kernel = x.size(1), w.size(0), w.size(2) * w.size(3)
     if c_out % 16:
@@ -172,12 +187,12 @@ def slow_conv2d_workspace(call: OpCall, target: str) -> int | None:
     N x (C_in*kh*kw) x (H_out*W_out) floats, unless the kernel is 1x1 with stride 1 and no padding (then 0). Not
     claimed (None): the convolutions torch sends to oneDNN, dilation (``SlowDilated2d``), channels-last input (a
     channels-last copy of the weight more), other CPUs."""
-    x, w, out = call.arg("input"), call.arg("weight"), call.out
-    if not (target == "cpu" and int(call.arg("groups") or 1) == 1 and isinstance(x, torch.Tensor)
-            and isinstance(w, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4 and w.dim() == 4
-            and x.dtype == torch.float32 and w.dtype == torch.float32 and not call.arg("transposed")
-            and x.is_contiguous() and w.is_contiguous() and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and _measured_isa(GROUPED_CONV_ISA)):
+    conv = _conv_args(call, target)
+    return _slow2d(call, *conv) if conv is not None else None
+
+
+def _slow2d(call: OpCall, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> int | None:
+    if not (groups == 1 and x.dtype == torch.float32 and w.dtype == torch.float32):
         return None
     stride, padding = list(call.arg("stride") or [1, 1]), list(call.arg("padding") or [0, 0])
     dilation = list(call.arg("dilation") or [1, 1])
@@ -197,12 +212,14 @@ def convolution_workspace(call: OpCall, target: str) -> int | None:
     """The ``aten::convolution`` entry: :func:`grouped_conv_workspace` (f32, groups > 1),
     :func:`slow_conv2d_workspace` (f32, groups = 1, torch's native kernel) or :func:`bf16_conv_workspace` (bf16,
     groups = 1); the three claim disjoint calls. None where none claims the call (oneDNN's f32 groups = 1
-    convolutions, bf16 1x1, other CPUs...)."""
-    for fn in (grouped_conv_workspace, slow_conv2d_workspace, bf16_conv_workspace):
-        held = fn(call, target)
-        if held is not None:
-            return held
-    return None
+    convolutions, bf16 1x1, other CPUs...). The call's arguments are read once for the three."""
+    conv = _conv_args(call, target)
+    if conv is None:
+        return None
+    held = _grouped(*conv)
+    if held is None:
+        held = _slow2d(call, *conv)
+    return held if held is not None else _bf16(*conv)
 
 
 register_workspace("aten::convolution", convolution_workspace)

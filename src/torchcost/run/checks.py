@@ -28,22 +28,23 @@ _SPARSE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD, 
 
 def refuse_unsupported(model: nn.Module, options: StepOptions) -> None:
     """Raise an InputError for a model or option combination torchcost cannot analyse."""
-    for name, module in model.named_modules():
-        where = _where(name, module)
+    train = options.mode == "train"
+    for module in model.modules():  # (a module's name is looked up only to refuse it: most models pass)
         if isinstance(module, torch.jit.ScriptModule):
-            raise InputError(f"{where} is TorchScript, whose forward hides its layers from torchcost: analyse the "
-                             f"eager module it was scripted or traced from")
-        tensors = (*module._parameters.values(), *module._buffers.values())
-        if any(t is not None and is_lazy(t) for t in tensors):
-            raise InputError(f"{where} is a lazy module whose parameters are not initialized yet: call the model "
-                             f"once (model(x)) so they take their shapes, then analyse it")
-        if options.mode == "train" and _sparse_trainable(module) and not _takes_sparse(options.optimizer):
-            raise InputError(f"{where} makes sparse gradients (sparse=True), which the {_optimizer_name(options)} "
-                             f"optimizer cannot take: pass optimizer='sgd' (it supports sparse gradients)")
+            raise InputError(f"{_where(model, module)} is TorchScript, whose forward hides its layers from "
+                             f"torchcost: analyse the eager module it was scripted or traced from")
+        if any(t is not None and is_lazy(t) for t in (*module._parameters.values(), *module._buffers.values())):
+            raise InputError(f"{_where(model, module)} is a lazy module whose parameters are not initialized yet: "
+                             f"call the model once (model(x)) so they take their shapes, then analyse it")
+        if train and _sparse_trainable(module) and not _takes_sparse(options.optimizer):
+            raise InputError(f"{_where(model, module)} makes sparse gradients (sparse=True), which the "
+                             f"{_optimizer_name(options)} optimizer cannot take: pass optimizer='sgd' (it supports "
+                             f"sparse gradients)")
 
 
-def _where(name: str, module: nn.Module) -> str:
+def _where(model: nn.Module, module: nn.Module) -> str:
     """``module 'a.b' (Type)``, or ``the model (Type)`` for the root; a TorchScript module names its eager class."""
+    name = next((n for n, m in model.named_modules() if m is module), "")
     kind = type(module).__name__
     original = getattr(module, "original_name", None) if isinstance(module, torch.jit.ScriptModule) else None
     if original and original != kind:
