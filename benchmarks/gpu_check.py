@@ -16,13 +16,21 @@ table entry NAME that ``torch.cuda.get_device_name()`` maps to (:func:`hardware_
 only, and the table says so. The error is (predicted - measured) / measured, of the whole forward (eval) or the
 whole step (train).
 
-(b) **Peak memory.** resnet50 and gpt2, inference and a training step (AdamW, its state made by a warm-up step, then
-``zero_grad(set_to_none=True)``): torchcost's predicted peak (``analyze`` on the model on cuda: target cuda)
-against ``torch.cuda.max_memory_allocated()`` around the real run, reset just before it. The allocator also holds
-what the process made before the run and torchcost does not predict (cuBLAS workspaces, the warm-up's leftovers),
-so the truth compared is the prediction's ``start_bytes`` (parameters, buffers, inputs, optimizer state) plus the
-allocator's rise during the run, as run/execute.py's ``Measured`` does; the absolute maximum is reported beside it.
-The goal: within 2 %, and never above the truth by more than the 512-byte rounding.
+(b) **Peak memory.** resnet50, gpt2, an MLP (matrix products only: the cuBLAS workspaces) and an
+attention block around ``F.scaled_dot_product_attention`` (float16: flash attention forward and backward, with equal
+and with grouped key/value heads; float32: memory-efficient attention), inference and a training step (AdamW, its
+state made by a warm-up step, then ``zero_grad(set_to_none=True)``): torchcost's predicted peak (``analyze`` on the
+model on cuda: target cuda, ``hardware=`` this GPU's compute capability and SM count, which the CUDA entries of
+collect/workspace_cuda.py read) against ``torch.cuda.max_memory_allocated()`` around the real run, reset just before
+it. The prediction counts the cuBLAS workspaces (one for the calling thread, one for autograd's device thread) from
+the run's start, as every step of a loop but the process's first holds them; the warm-up made them, so both sides
+count them among what was alive at the start. The allocator also holds what the process made before the run and
+torchcost does not predict (the warm-up's leftovers), so the truth compared is the prediction's ``start_bytes``
+(parameters, buffers, inputs, optimizer state, the cuBLAS workspaces) plus the allocator's rise during the run, as
+run/execute.py's ``Measured`` does; the absolute maximum is reported beside it, and the predicted ``workspace`` at
+the peak (cuBLAS, attention buffers). The goal: within 2 %, and never above the truth by more than the 512-byte
+rounding. Nothing here has been run on a GPU yet: the CUDA entries are from PyTorch's source (docs/conventions.md,
+"Memory", "CUDA kernels").
 
 Each case runs in its own try/except (a failure is a row with its error, the others go on) and within a total time
 budget (``--budget`` seconds, default 420): a case that would start after it is skipped and marked so.
@@ -38,18 +46,21 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import torchcost
 from torchcost.resolve import Resolved, resolve
 from torchcost.run.step import default_loss
+from torchcost.timing.hardware import Hardware, get_hardware
 from torchcost.timing.measure import TimeOptions
 
-__all__ = ["MEMORY_CASES", "TIME_CASES", "hardware_for", "main"]
+__all__ = ["MEMORY_CASES", "TIME_CASES", "AttentionBlock", "hardware_for", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "gpu_check"
@@ -72,7 +83,7 @@ class Spec:
 
 
 _RESNET = Spec("resnet50", "torchvision:resnet50", {"batch_size": 32},
-               {"input_size": (1, 3, 32, 32)})
+               {"input_size": (2, 3, 32, 32)})
 _GPT2 = Spec("gpt2", "hf:gpt2", {"batch_size": 8, "seq_len": 512},
              {"batch_size": 1, "seq_len": 32, "config": {"n_layer": 1, "n_embd": 64, "n_head": 4,
                                                          "vocab_size": 512}})
@@ -82,8 +93,48 @@ _LLAMA = Spec("llama-3-8b, 2 layers, bf16", "hf:llama-3-8b",
                "config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128,
                           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
                           "bos_token_id": 1, "eos_token_id": 2}})
+
+
+class AttentionBlock(nn.Module):
+    """x -> q, k, v projections -> causal ``F.scaled_dot_product_attention`` -> output projection. On a GPU in half
+    precision SDPA takes flash attention (``kv_heads < heads``: grouped heads, flash's expanded dK/dV buffers), in
+    float32 memory-efficient attention. Its first op is a matmul."""
+
+    def __init__(self, dim: int = 1024, heads: int = 16, kv_heads: int | None = None) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads or heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * self.kv_heads * self.head_dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, dim = x.shape
+        q = self.q(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(x).view(b, s, 2, self.kv_heads, self.head_dim).unbind(2)
+        y = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                           enable_gqa=self.kv_heads != self.heads)
+        out: torch.Tensor = self.out(y.transpose(1, 2).reshape(b, s, dim))
+        return out
+
+
+def _block_spec(name: str, dtype: torch.dtype, kv_heads: int | None = None) -> Spec:
+    return Spec(name, "benchmarks.gpu_check:AttentionBlock",
+                {"input_size": (8, 1024, 1024), "dtype": dtype, "kwargs": {"kv_heads": kv_heads}},
+                {"input_size": (1, 32, 64), "kwargs": {"dim": 64, "heads": 4, "kv_heads": kv_heads and 2}})
+
+
+_MLP = Spec("mlp, matmul first", "benchmarks.gpu_check:mlp", {"input_size": (64, 4096)},
+            {"input_size": (2, 64), "kwargs": {"width": 64}})
+_FLASH = _block_spec("sdpa block, fp16 (flash)", torch.float16)
+_FLASH_GQA = _block_spec("sdpa block, fp16, 4 kv heads (flash)", torch.float16, kv_heads=4)
+_EFFICIENT = _block_spec("sdpa block, fp32 (mem-efficient)", torch.float32)
 TIME_CASES: tuple[Spec, ...] = (_RESNET, _GPT2, _LLAMA)
-MEMORY_CASES: tuple[Spec, ...] = (_RESNET, _GPT2)
+MEMORY_CASES: tuple[Spec, ...] = (_RESNET, _GPT2, _MLP, _FLASH, _FLASH_GQA, _EFFICIENT)
+
+
+def mlp(width: int = 4096) -> nn.Module:
+    """Linear -> GELU -> Linear: the cuBLAS workspace is made by the very first op."""
+    return nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
 
 
 def hardware_for(device_name: str, total_memory: int = 0) -> str | None:
@@ -138,6 +189,7 @@ class MemoryRow:
     truth: int = 0  # start_bytes + the allocator's rise during the run
     max_allocated: int = 0  # torch.cuda.max_memory_allocated() as it is
     torchcost_measured: int | None = None  # analyze's own allocator measurement (eval runs on the model itself)
+    workspace: int = 0  # the predicted peak's ``workspace``: cuBLAS workspaces alive, the op's own buffers
     error_pct: float | None = None
     within_goal: bool = False
     seconds: float = 0.0
@@ -211,28 +263,38 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def memory_case(case: Spec, mode: str, device: str, smoke: bool) -> MemoryRow:
+def this_gpu(hardware: str | None) -> Hardware:
+    """The hardware entry to predict memory for: the table's (or an H100's figures) with this GPU's own compute
+    capability and SM count, the two things the CUDA workspace entries read."""
+    props = torch.cuda.get_device_properties(0)
+    return replace(get_hardware(hardware or "h100-sxm"), compute_capability=(props.major, props.minor),
+                   sm_count=props.multi_processor_count)
+
+
+def memory_case(case: Spec, mode: str, device: str, smoke: bool, hardware: str | None = None) -> MemoryRow:
     row = MemoryRow(case.name, mode)
     began = time.perf_counter()
     try:
         resolved = case.build(device, smoke)
         model, args, kwargs = resolved.model, resolved.args, resolved.kwargs
+        extra: dict[str, Any] = {"hardware": this_gpu(hardware)} if device.startswith("cuda") else {}
         if mode == "train":
             model.train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             default_loss(model(*args, **kwargs)).backward()  # a warm-up step: the optimizer's state exists
             opt.step()
             opt.zero_grad(set_to_none=True)
-            r = torchcost.analyze(model, *args, kwargs=kwargs, mode="train", optimizer=opt)
+            r = torchcost.analyze(model, *args, kwargs=kwargs, mode="train", optimizer=opt, **extra)
         else:
             model.eval()
             with torch.no_grad():
                 model(*args, **kwargs)  # a warm-up forward (kernels chosen, workspaces made)
-            r = torchcost.analyze(model, *args, kwargs=kwargs)
+            r = torchcost.analyze(model, *args, kwargs=kwargs, **extra)
         memory = r.memory
         assert memory is not None
         row.predicted = memory.peak_bytes
         row.torchcost_measured = memory.measured_peak_bytes
+        row.workspace = memory.at_peak.workspace
         _free(device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -307,14 +369,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"truth = predicted start (parameters, buffers, inputs, optimizer state) + the allocator's rise during the "
         f"run; goal: within {MEMORY_GOAL_PCT:g} % and never above the truth by more than {ROUNDING} B.",
         "",
-        "| model | mode | predicted B | truth B | max_memory_allocated B | analyze's own measure B | error | goal |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| model | mode | predicted B | of which workspace B | truth B | max_memory_allocated B | "
+        "analyze's own measure B | error | goal |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["memory"]:
         goal = r["error"] or ("yes" if r["within_goal"] else "no")
         own = f"{r['torchcost_measured']:,}" if r["torchcost_measured"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['mode']} | {r['predicted']:,} | {r['truth']:,} | {r['max_allocated']:,} | "
-                     f"{own} | {_pct(r['error_pct'])} | {goal} |")
+        lines.append(f"| {r['model']} | {r['mode']} | {r['predicted']:,} | {r.get('workspace', 0):,} | "
+                     f"{r['truth']:,} | {r['max_allocated']:,} | {own} | {_pct(r['error_pct'])} | {goal} |")
     return "\n".join(lines) + "\n"
 
 
@@ -358,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_ms(row.predicted_s)} ms, error {_pct(row.error_pct)} {row.error}", flush=True)
     for case in filter(chosen, MEMORY_CASES):
         for mode in ("eval", "train"):
-            mrow = memory_case(case, mode, device, args.smoke) if budget.left() > 0 else _skipped(MemoryRow, case, mode)
+            mrow = (memory_case(case, mode, device, args.smoke, hardware) if budget.left() > 0
+                    else _skipped(MemoryRow, case, mode))
             rows_memory.append(mrow)
-            print(f"memory {mrow.model:28} {mode:5} predicted {mrow.predicted:,} B, truth {mrow.truth:,} B, error "
+            print(f"memory {mrow.model:28} {mode:5} predicted {mrow.predicted:,} B (workspace {mrow.workspace:,}), "
+                  f"max_memory_allocated {mrow.max_allocated:,} B, truth {mrow.truth:,} B, error "
                   f"{_pct(mrow.error_pct)} {mrow.error}", flush=True)
     result = {
         "device_name": name, "hardware": hardware, "torch": torch.__version__, "cuda": torch.version.cuda,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
+from torchcost.collect.workspace_cuda import CudaDevice
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
@@ -94,6 +95,8 @@ def analyze(
         hardware: predict the run's time on this hardware (``predicted_time``): a name of
             ``torchcost.timing.hardware_names()`` ("h100-sxm", "a100-80gb", ..., "cpu": this machine, measured once)
             or a :class:`torchcost.Hardware`. A roofline per op (docs/conventions.md, "Time"); works on meta models.
+            For a "cuda" target it is also the GPU whose kernels' own memory is counted (the cuBLAS workspace's
+            size, flash attention's split-KV buffers); without it, an H100 SXM's (docs/conventions.md, "Memory").
         step_time: seconds one step (a forward in eval) took, for the model FLOP utilisation on ``hardware``
             (``predicted_time.mfu``); without it, a measured time (``time=``) is used.
 
@@ -111,7 +114,8 @@ def analyze(
     step_optimizer = (optimizer if optimizer is not None else "adamw") if mode == "train" else None
     # a simulated rank stands for a GPU of a cluster: its memory follows CUDA's allocator unless told otherwise
     chosen_target = target or ("cuda" if parallel is not None else default_target(run_device))
-    options = StepOptions(mode, step_optimizer, loss_fn, amp, chosen_target, kernel_memory)
+    chip = get_hardware(hardware) if hardware is not None else None
+    options = StepOptions(mode, step_optimizer, loss_fn, amp, chosen_target, kernel_memory, CudaDevice.of(chip))
     if parallel is not None:
         if not isinstance(parallel, Parallel):
             raise InputError(f"parallel must be a torchcost.Parallel, got {type(parallel).__name__}")
@@ -119,9 +123,8 @@ def analyze(
         if measure_memory:
             raise InputError("measure_memory= measures a run on real tensors; a parallel run is simulated on fake ones")
         if kernel_memory is None and options.target == "cuda":  # no CPU kernel probes for a CUDA target's rank
-            options = StepOptions(mode, step_optimizer, loss_fn, amp, options.target, "table")
+            options = replace(options, kernel_memory="table")
     timing = time_options(time)
-    chip = get_hardware(hardware) if hardware is not None else None
     if step_time is not None and (chip is None or not step_time > 0):
         raise InputError("step_time= needs hardware= (whose peak the MFU divides by) and positive seconds")
     if timing is not None:

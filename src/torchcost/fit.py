@@ -2,7 +2,8 @@
 
 Every probe is a full :func:`torchcost.analyze` run on a meta copy of the model (nothing is allocated, whatever the
 batch), so the search costs a few analyses and no memory. The allowance covers what the prediction leaves out on a
-GPU: the CUDA context and the cuBLAS/cuDNN workspaces (``reserve``, default 1 GiB on "cuda"), and the caching
+GPU: the CUDA context, cuDNN's workspaces and other kernel scratch (``reserve``, default 1 GiB on "cuda"; the cuBLAS
+workspaces and flash attention's buffers are predicted: collect/workspace_cuda.py), and the caching
 allocator's rounding and fragmentation (``fragmentation``, default 5 % of the predicted peak on "cuda"). Both are
 0 for a "cpu" target. docs/conventions.md, "Memory", says where these figures come from.
 

@@ -214,7 +214,8 @@ class ModuleCost:
 class MemoryBreakdown:
     """Bytes alive at one moment, by what holds them. ``temporaries`` is every other storage made during the run:
     activations not saved for backward (all of them under no_grad), op outputs still referenced, the loss.
-    ``workspace`` is memory the op running at that moment holds inside itself (a registered kernel workspace).
+    ``workspace`` is memory the op running at that moment holds inside itself (a registered kernel workspace), plus
+    the library workspaces of the run (cuBLAS's, on a "cuda" target, held from the run's start when it has a matmul).
 
     Simulated distributed runs (``parallel=``) add two: ``unsharded_params``, FSDP's all-gathered (unsharded)
     parameters alive at that moment, and ``comm_buffers``, the flat buffers of collectives (FSDP's all-gather input and

@@ -138,8 +138,11 @@ def test_cuda_target_rounds_to_512_byte_blocks() -> None:
     x = torch.empty(8, 1000, device="meta")
     r = torchcost.analyze(model, x)
     assert r.memory is not None and r.memory.target == "cuda" and r.memory.round_to == 512
-    # W 4,000,000 -> 7,813 blocks = 4,000,256; b 4,000 -> 4,096; x and the output 32,000 -> 63 blocks = 32,256
-    assert r.peak_memory == 4_000_256 + 4_096 + 32_256 + 32_256 == 4_068_864
+    # W 4,000,000 -> 7,813 blocks = 4,000,256; b 4,000 -> 4,096; x and the output 32,000 -> 63 blocks = 32,256;
+    # addmm's cuBLAS workspace, 4096 * 8 * 1024 = 33,554,432 on the H100 assumed without hardware=
+    # (tests/memory/test_workspace_cuda.py)
+    assert r.peak_memory == 4_000_256 + 4_096 + 32_256 + 32_256 + 33_554_432 == 37_623_296
+    assert r.memory.at_peak.workspace == 33_554_432
     r = torchcost.analyze(model, x, target="cpu")
     assert r.peak_memory == 4_068_000  # no rounding on the CPU
 

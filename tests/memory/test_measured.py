@@ -79,23 +79,29 @@ class _FakeCuda:
         return self.peak
 
 
-def test_cuda_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch) -> _FakeCuda:
     fake = _FakeCuda()
     for name in ("reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    # the cuBLAS workspaces made before the measurement (they need a GPU): noted instead
+    monkeypatch.setattr(execute, "_warm_cublas", lambda device, backward: fake.calls.append(("warm", backward)))
+    return fake
+
+
+def test_cuda_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_cuda(monkeypatch)
     measured, device = Measured(), torch.device("cuda", 0)
     with allocator_meter(measured, device, measure_cpu=False):
         fake.allocated, fake.peak = 3_048, 6_120  # the run rose 5,120 B above the 1,000 B held at its start
         fake.allocated = 1_512
-    assert fake.calls == [("reset", device), ("max", device)]
+    # the workspaces are made first (outside the rise), then the peak statistics reset
+    assert fake.calls == [("warm", False), ("reset", device), ("max", device)]
     assert measured.above_start == 5_120 and measured.by == "cuda allocator"
     assert measured.peak(40_960) == 46_080  # on the prediction's footing: its start_bytes + the rise
 
 
 def test_cuda_unmeasured_when_the_run_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeCuda()
-    for name in ("reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
-        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    _fake_cuda(monkeypatch)
     measured = Measured()
     with pytest.raises(RuntimeError), allocator_meter(measured, torch.device("cuda"), measure_cpu=False):
         raise RuntimeError("the model failed")

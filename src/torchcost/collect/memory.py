@@ -7,12 +7,13 @@ the allocator sees it). Bytes alive after each op make the timeline; the op with
 Nothing is estimated from output shapes. The same code runs on real tensors, meta tensors and fake tensors (whose
 storages are meta storages with the real size), so a 70B-parameter model costs no memory to measure.
 
-Kernel memory the tensors do not show comes from data (collect/workspace.py): outputs a meta/fake kernel sizes
-wrongly get the real kernel's size, and an op's registered transient workspace counts while that op runs. For a
-"cpu" target, a call of a oneDNN op the table does not claim is measured instead (collect/probe.py): its real kernel
-runs once per distinct call, after the run, under the CPU allocator. Not seen: workspaces neither describes (CUDA
-kernels), allocator caching and rounding beyond the 512-byte blocks it can be told to round to, and the CUDA
-context. docs/conventions.md, "Memory".
+Kernel memory the tensors do not show comes from data (collect/workspace.py, collect/workspace_cuda.py): outputs a
+meta/fake kernel sizes wrongly get the real kernel's size, an op's registered transient workspace counts while that
+op runs, and a library's persistent workspace (cuBLAS's, on a "cuda" target) counts for the whole run when an op of
+the run needs it (a training loop's step holds it from its start). For a "cpu" target, a call of a oneDNN op the
+table does not claim is measured instead (collect/probe.py): its real kernel runs once per distinct call, after the
+run, under the CPU allocator. Not seen: workspaces none of these describes (cuDNN's), allocator caching and rounding
+beyond the 512-byte blocks it can be told to round to, and the CUDA context. docs/conventions.md, "Memory".
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
 from torchcost.collect.scope import ScopeTracker
-from torchcost.collect.workspace import FIXED_OUTPUTS, WORKSPACES, true_output_bytes, workspace_bytes
+from torchcost.collect.workspace import (
+    FIXED_CUDA_OUTPUTS,
+    FIXED_OUTPUTS,
+    LIBRARY_WORKSPACES,
+    WORKSPACES,
+    library_workspace,
+    true_output_bytes,
+    workspace_bytes,
+)
+from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice, target_gpu
 from torchcost.trees import first, tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "Phase", "module_tensors"]
@@ -179,12 +189,14 @@ class MemoryTracker:
     ``kernel_memory`` says where the transient bytes of a "cpu" call come from (collect/probe.py): "auto" (the
     workspace table where it claims the call, else a probe of the real kernel for the ops of ``probe.PROBED``),
     "measure" (a probe for every call of those ops), "table" (the table alone); None: the process-wide
-    ``probe.get_kernel_memory()``. Probes asked for during the run are measured when :meth:`trace` is made.
+    ``probe.get_kernel_memory()``. Probes asked for during the run are measured when :meth:`trace` is made. ``gpu`` is
+    the GPU a "cuda" target's kernels run on, which some CUDA entries' sizes depend on (collect/workspace_cuda.py).
     """
 
     def __init__(self, scope: ScopeTracker, *, round_to: int = 1, device_type: str | None = None,
-                 kernel_memory: probe.KernelMemory | None = None) -> None:
+                 kernel_memory: probe.KernelMemory | None = None, gpu: CudaDevice = ASSUMED_GPU) -> None:
         self.scope = scope
+        self.gpu = gpu
         self.kernel_memory = kernel_memory or probe.get_kernel_memory()
         self._probes: list[tuple[int, probe.Probe, int]] = []  # (op index, probe, the table's bytes or 0)
         self.round_to = max(1, round_to)
@@ -198,6 +210,9 @@ class MemoryTracker:
         # "optimizer" for every storage the optimizer step makes; left out of the device's timeline and peak
         self.host_categories: frozenset[str] = frozenset()
         self.workspace: dict[int, int] = {}  # op index -> bytes the kernel held inside itself while it ran
+        # (library, thread) -> (index of the op it appeared at, bytes): kept to the end of the run; the thread is
+        # "backward" for autograd's device thread, which has its own cuBLAS handle, else "main"
+        self.library: dict[tuple[str, str], tuple[int, int]] = {}
         self.closed = False
         self.current = 0
         self.sizes: list[int] = []
@@ -335,7 +350,8 @@ class MemoryTracker:
         if known is None:
             name = func._schema.name if hasattr(func, "_schema") else str(func)
             known = self._keys[id(func)] = (name, name in _COMM_BUFFER_OPS, name in WORKSPACES
-                                            or name in FIXED_OUTPUTS or name in probe.PROBED, func)
+                                            or name in FIXED_OUTPUTS or name in probe.PROBED
+                                            or name in LIBRARY_WORKSPACES or name in FIXED_CUDA_OUTPUTS, func)
         key, comm, kernel = known[0], known[1], known[2]
         if comm:
             for t in tensors_in((args, out)):
@@ -395,9 +411,10 @@ class MemoryTracker:
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                        index: int) -> int:
-        """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes too small get
-        their real size; the op's transient workspace is returned (bytes alive during the op only): the table's,
-        the probe's from the cache, or 0 for now and a probe to run when the trace is made."""
+        """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
+        their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
+        transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
+        or 0 for now and a probe to run when the trace is made."""
         target = self._target(first((args, kwargs)))
         if self.stands_for is not None:
             # a simulated rank's fake CPU twin stands for the target: its collectives for the target's backend (gloo
@@ -405,11 +422,19 @@ class MemoryTracker:
             target = self.stands_for
         if target is None or (self.device_type not in (None, "meta") and target != self.device_type):
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
+        if target == "cuda":
+            with target_gpu(self.gpu):
+                return self._op_memory(key, func, args, kwargs, out, index, target)
+        return self._op_memory(key, func, args, kwargs, out, index, target)
+
+    def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
+                   target: str) -> int:
+        """:meth:`_kernel_memory` for one call on ``target``."""
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
             t = outs[i] if i < len(outs) else None
             s = _storage(t) if isinstance(t, torch.Tensor) else None
-            if s is None or s.device.type != "meta" or s.nbytes() >= nbytes:
+            if s is None or s.device.type != "meta" or s.nbytes() == nbytes:
                 continue  # a real kernel's output is its own truth
             uid = self._by_storage.get(id(s))
             if uid is None:
@@ -417,6 +442,12 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
+        library = library_workspace(key, func, args, kwargs, out, target)
+        if library is not None:
+            slot = (library[0], "backward" if self.phase == "backward" else "main")
+            if slot not in self.library:
+                self.library[slot] = (index, self._size(library[1]))
+                self.current += self.library[slot][1]
         table, wanted = self._workspace_source(key, func, args, kwargs, out, target)
         if wanted is not None:
             measured = probe.cached(wanted)
@@ -558,6 +589,15 @@ class MemoryTracker:
             host, host_bytes, host_start, host_end = self._host()
             alive_after = [a - h for a, h in zip(self.alive, host)]
             start, end = start - host_start, end - host_end
+        held = sum(size for _, size in self.library.values())
+        if held:
+            # a library keeps its workspace for the life of the process: every step of a loop but the process's
+            # first holds it from its start, so it counts from the run's start, not from the op that made it
+            alive_after = list(alive_after)
+            for born, size in self.library.values():
+                for i in range(born):
+                    alive_after[i] += size
+            start += held
         n = len(alive_after)
         if n:
             peak_index = max(range(n), key=alive_after.__getitem__)
@@ -574,7 +614,7 @@ class MemoryTracker:
                 category = self.categorize(uid, graph_alive)
                 if not self.host_categories or not self._on_host(uid, category):
                     breakdown[category] += size
-        breakdown["workspace"] = self.workspace.get(peak_index, 0)
+        breakdown["workspace"] = self.workspace.get(peak_index, 0) + held
         module_peak: dict[str, int] = {}
         for name, alive in zip(self.modules, alive_after):
             if alive > module_peak.get(name, -1):

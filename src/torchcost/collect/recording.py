@@ -38,6 +38,7 @@ from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.formulas.registry import FormulaRegistry
 
 __all__ = ["MemorySettings", "Phase", "Recording"]
@@ -48,13 +49,15 @@ class MemorySettings:
     round_to: int = 1
     device_type: str | None = None
     kernel_memory: KernelMemory | None = None  # None: collect.probe.get_kernel_memory()
+    gpu: CudaDevice = ASSUMED_GPU  # the GPU a "cuda" target's kernels run on (collect/workspace_cuda.py)
 
 
 class Recording:
     """The collectors of one run: ``scope`` (module calls), ``ops`` (FLOPs) and ``memory`` (None: not measured).
 
     ``memory`` holds the memory tracker's settings: ``round_to`` (allocator block size), ``device_type`` (count
-    storages on that device type only; None: all) and ``kernel_memory`` (table or probes, collect/probe.py).
+    storages on that device type only; None: all), ``kernel_memory`` (table or probes, collect/probe.py) and
+    ``gpu`` (the GPU whose CUDA kernels' own memory a "cuda" target counts).
     ``train`` says a training step runs (backward ops get tagged with their module); ``emulate`` names the device
     type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors). ``watch`` is called
     with ``(func, args, kwargs)`` before every aten op runs (run/guard.py's copy-on-write of the model's tensors).
@@ -66,7 +69,7 @@ class Recording:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
-                                     kernel_memory=memory.kernel_memory)
+                                     kernel_memory=memory.kernel_memory, gpu=memory.gpu)
                        if memory is not None else None)
         if train:
             self.ops.step = StepScope(self.scope.names)

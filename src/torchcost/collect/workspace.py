@@ -1,6 +1,6 @@
 """Memory kernels hold that the twin's tensors do not show: sized from shapes, as data, like the FLOP formulas.
 
-Two kinds, both consulted by the :class:`~torchcost.collect.memory.MemoryTracker`:
+Three kinds, all consulted by the :class:`~torchcost.collect.memory.MemoryTracker`:
 
 * **Kernel-internal transient memory** (``register_workspace``): bytes an op allocates and frees inside itself
   (blocked copies, packed weights, scratch). ``fn(call, target) -> bytes`` gets the op's :class:`OpCall` and the
@@ -9,8 +9,13 @@ Two kinds, both consulted by the :class:`~torchcost.collect.memory.MemoryTracker
 * **Outputs the fake/meta kernel sizes wrongly** (``true_output_bytes``): a tensor the op returns whose storage on a
   meta or fake tensor is smaller than the real kernel's. ``aten::mkldnn_rnn_layer`` (CPU LSTM) returns an empty
   uint8 ``workspace`` on meta, while the real one is oneDNN's RNN workspace, saved by autograd until backward.
+* **Library workspaces** (``register_library_workspace``): memory a library allocates at an op's first call and
+  keeps for the rest of the process (cuBLAS's workspace). ``fn(call, target) -> (library, bytes)``; the tracker
+  holds one block per library and thread for the whole run when an op of the run asks for it (a step of a loop
+  finds it made: it counts from the start).
 
-Every entry was measured against the allocator on the machine named in docs/conventions.md, "Memory".
+Every CPU entry here was measured against the allocator on the machine named in docs/conventions.md, "Memory". The
+CUDA entries (collect/workspace_cuda.py, registered when it is imported) are read from PyTorch's source.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
     "BF16_MATMUL_ISA",
+    "FIXED_CUDA_OUTPUTS",
     "FIXED_OUTPUTS",
     "GROUPED_CONV_ISA",
+    "LIBRARY_WORKSPACES",
     "WORKSPACES",
+    "LibraryWorkspaceFn",
     "WorkspaceFn",
     "bf16_conv_workspace",
     "bf16_matmul_workspace",
     "collective_workspace",
     "convolution_workspace",
     "grouped_conv_workspace",
+    "library_workspace",
     "lstm_workspace_bytes",
+    "register_library_workspace",
     "register_workspace",
     "slow_conv2d_workspace",
     "true_output_bytes",
@@ -71,6 +81,33 @@ def workspace_bytes(key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str
         return None
     held = fn(OpCall(key, args, kwargs, out, getattr(func, "_schema", None)), target)
     return None if held is None else max(0, int(held))
+
+
+LibraryWorkspaceFn = Callable[[OpCall, str], "tuple[str, int] | None"]
+# "aten::name" -> fn(call, target) -> (library, bytes) the library keeps from this call on; None: none
+LIBRARY_WORKSPACES: dict[str, LibraryWorkspaceFn] = {}
+
+
+def register_library_workspace(op: object, fn: LibraryWorkspaceFn, *, replace: bool = False) -> LibraryWorkspaceFn:
+    """Say that ``op`` makes a library allocate memory it keeps: ``fn(call, target) -> (library, bytes)`` (None:
+    nothing for this call). The first op of a run that names a library (on its thread: the calling one, or in
+    backward autograd's device thread) allocates ``bytes``; they stay alive to the end of the run, shown as
+    ``workspace``. Later ops naming the same library add nothing."""
+    key = op_key(op)
+    if key in LIBRARY_WORKSPACES and not replace:
+        raise ValueError(f"a library workspace entry for {key} exists; pass replace=True to change it")
+    LIBRARY_WORKSPACES[key] = fn
+    return fn
+
+
+def library_workspace(key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                      target: str) -> tuple[str, int] | None:
+    """The (library, bytes) one call asks for; None when the op has no entry or its entry names none."""
+    fn = LIBRARY_WORKSPACES.get(key)
+    if fn is None:
+        return None
+    found = fn(OpCall(key, args, kwargs, out, getattr(func, "_schema", None)), target)
+    return None if found is None else (found[0], max(0, int(found[1])))
 
 
 # -- built-in transient workspaces (CPU, measured on the machine of docs/conventions.md, "Memory") -----------------
@@ -383,11 +420,15 @@ FIXED_OUTPUTS: dict[str, Callable[[tuple[Any, ...], dict[str, Any], Any], dict[i
 }
 
 
+# the same for CUDA kernels (filled by collect/workspace_cuda.py): outputs the meta kernel places or sizes wrongly
+FIXED_CUDA_OUTPUTS: dict[str, Callable[[tuple[Any, ...], dict[str, Any], Any], dict[int, int]]] = {}
+
+
 def true_output_bytes(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                       target: str | None) -> dict[int, int]:
-    """{output index: bytes the real kernel's output has} for outputs a meta/fake kernel sizes wrongly; {} for
-    every other op. Only CPU kernels have entries."""
-    fn = FIXED_OUTPUTS.get(key)
-    if fn is None or target != "cpu":
-        return {}
-    return fn(args, kwargs, out)
+    """{output index: device bytes the real kernel's output has} for outputs a meta/fake kernel sizes wrongly (0: the
+    real output is a host tensor); {} for every other op. ``FIXED_OUTPUTS`` for "cpu", ``FIXED_CUDA_OUTPUTS`` for
+    "cuda"."""
+    table = FIXED_OUTPUTS if target == "cpu" else FIXED_CUDA_OUTPUTS if target == "cuda" else {}
+    fn = table.get(key)
+    return {} if fn is None else fn(args, kwargs, out)

@@ -141,7 +141,7 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     tensors_device = twin.device if twin is not None else run_device
     counted = None if twin is not None and twin.method == "fake" else tensors_device.type
     emulate = options.target if tensors_device.type == "meta" else None
-    settings = MemorySettings(options.round_to, counted, options.kernel_memory) if memory else None
+    settings = MemorySettings(options.round_to, counted, options.kernel_memory, options.gpu) if memory else None
     method: Method = twin.method if twin is not None else ("meta" if run_device.type == "meta" else "real")
     with guarded(model, twin, run_device) as watch:
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch)
@@ -156,7 +156,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
             extras.prepare(rec, model, opt)
         _add_baselines(rec, model, args, kwargs, opt)
         real = memory and method in ("real", "copy")
-        meter = allocator_meter(ran.measured, tensors_device, measure_cpu) if real else contextlib.nullcontext()
+        meter = (allocator_meter(ran.measured, tensors_device, measure_cpu, backward=train) if real
+                 else contextlib.nullcontext())
         around = extras.during(rec) if extras is not None else contextlib.nullcontext()
         with meter, rec, around, torch.enable_grad() if train else torch.no_grad():
             out, loss = _forward(rec, ran, tensors_device)
@@ -190,16 +191,20 @@ _MODULE_TRAIN = nn.Module.train
 
 
 @contextlib.contextmanager
-def allocator_meter(measured: Measured, device: torch.device, measure_cpu: bool) -> Iterator[None]:
+def allocator_meter(measured: Measured, device: torch.device, measure_cpu: bool,
+                    backward: bool = False) -> Iterator[None]:
     """Measure the allocator's peak over the block into ``measured`` (left unmeasured if the block raises).
 
     CUDA: ``reset_peak_memory_stats`` then ``max_memory_allocated`` - ``memory_allocated`` at the start (this resets
     the caller's own peak statistics for ``device``; every allocation on the device during the block counts, other
-    threads' and streams' included). CPU, when ``measure_cpu``: the running peak of torch.profiler's allocation
-    events (profile_memory=True), as tests/memory/truth.py measures it; not while the caller profiles already (a
-    second session would cancel theirs). Any other device: nothing.
+    threads' and streams' included). The cuBLAS workspaces are made first where they are missing
+    (:func:`_warm_cublas`): the prediction counts them from the run's start, as a step of a loop holds them, so they
+    belong to what was alive at the start on both sides (collect/workspace_cuda.py). CPU, when ``measure_cpu``: the
+    running peak of torch.profiler's allocation events (profile_memory=True), as tests/memory/truth.py measures it;
+    not while the caller profiles already (a second session would cancel theirs). Any other device: nothing.
     """
     if device.type == "cuda":
+        _warm_cublas(device, backward)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         yield
@@ -212,6 +217,18 @@ def allocator_meter(measured: Measured, device: torch.device, measure_cpu: bool)
         measured.by = "cpu allocator (profiler)"
     else:
         yield
+
+
+def _warm_cublas(device: torch.device, backward: bool) -> None:
+    """Make the cuBLAS workspaces a step of a training or serving loop already holds (each a block cuBLAS keeps per
+    handle and stream for the life of the process): a 2x2 matrix product on this thread's handle and current stream,
+    and for a training step one in a backward, which autograd runs on its device thread, with a handle of its own.
+    Where they exist already (any earlier matrix product), nothing is allocated."""
+    with torch.inference_mode(False), torch.enable_grad():
+        a = torch.ones(2, 2, device=device, requires_grad=backward)
+        product = a @ a
+        if backward:
+            product.sum().backward()
 
 
 def _allocations(prof: profile, device_type: str) -> list[tuple[int, int]]:

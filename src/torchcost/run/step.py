@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from torchcost.collect.probe import KernelMemory
+from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
 from torchcost.trees import first, map_tensors, tensors_in
 
@@ -73,6 +74,7 @@ class StepOptions:
     amp: str | None = None
     target: str = "cpu"
     kernel_memory: KernelMemory | None = None  # None: collect.probe.get_kernel_memory() (default "auto")
+    gpu: CudaDevice = ASSUMED_GPU  # the GPU a "cuda" target's kernels run on: analyze()'s hardware=, else an H100
 
     @property
     def amp_dtype(self) -> torch.dtype | None:

@@ -56,7 +56,9 @@ class Hardware:
     vector units; ``memory_bandwidth``: bytes/s; ``memory_bytes``: capacity; the efficiencies: the share of each
     peak a real kernel reaches (the prediction divides by peak x efficiency); ``interconnect_bandwidth``: bytes/s
     per direction to the other ranks (0: unknown); ``source``: where the figures come from; ``call_overhead``:
-    seconds added to every call (launch and dispatch; 0: not modelled, the GPU entries' default)."""
+    seconds added to every call (launch and dispatch; 0: not modelled, the GPU entries' default);
+    ``compute_capability`` and ``sm_count``: an NVIDIA GPU's, which some CUDA kernels' own memory depends on (the
+    cuBLAS workspace, flash attention's split-KV buffers: collect/workspace_cuda.py), None and 0 elsewhere."""
 
     name: str
     peak_flops: Mapping[str, float]
@@ -72,6 +74,8 @@ class Hardware:
     source: str = ""
     call_overhead: float = 0.0
     efficiency_source: str = field(default="assumed defaults (docs/conventions.md, Time)")
+    compute_capability: tuple[int, int] | None = None  # CUDA (major, minor); None: not an NVIDIA GPU
+    sm_count: int = 0  # streaming multiprocessors (0: unknown)
 
     def __post_init__(self) -> None:
         if not self.peak_flops or any(v <= 0 for v in self.peak_flops.values()):
@@ -132,41 +136,53 @@ _NV_4090 = "NVIDIA Ada Lovelace GPU architecture whitepaper, appendix (GeForce R
 _AMD_MI300X = "AMD Instinct MI300X accelerator datasheet (amd.com/.../instinct-mi300x-data-sheet.pdf): FP32 vector " \
               "163.4, FP32 matrix 163.4, TF32 653.7, FP16/BF16 1,307.4, FP8 2,614.9 dense TFLOP/s; 5.3 TB/s"
 
+# compute_capability and sm_count are from the same documents (the A100 and H100 whitepapers: 108 SMs, 132 for the
+# SXM5 H100 and the H200/NVL parts built on the same die, 114 for the PCIe card; the Ada whitepaper: L4 58, L40S 142,
+# RTX 4090 128 SMs, compute capability 8.9).
 _TABLE = (
     Hardware("NVIDIA A100 SXM 40GB", _peaks(float32=19.5 * T, tf32=156 * T, bfloat16=312 * T, float16=312 * T),
              19.5 * T, 1555 * GB, 40 * GIB, "a100-40gb", interconnect="NVLink 3 (600 GB/s bidirectional)",
-             interconnect_bandwidth=300 * GB, source=_NV_A100),
+             interconnect_bandwidth=300 * GB, source=_NV_A100,
+             compute_capability=(8, 0), sm_count=108),
     Hardware("NVIDIA A100 SXM 80GB", _peaks(float32=19.5 * T, tf32=156 * T, bfloat16=312 * T, float16=312 * T),
              19.5 * T, 2039 * GB, 80 * GIB, "a100-80gb", interconnect="NVLink 3 (600 GB/s bidirectional)",
-             interconnect_bandwidth=300 * GB, source=_NV_A100),
+             interconnect_bandwidth=300 * GB, source=_NV_A100,
+             compute_capability=(8, 0), sm_count=108),
     Hardware("NVIDIA H100 SXM", _peaks(float32=67 * T, tf32=494.7 * T, bfloat16=989.4 * T, float16=989.4 * T,
                                        float8=1978.9 * T),
              67 * T, 3350 * GB, 80 * GIB, "h100-sxm", interconnect="NVLink 4 (900 GB/s bidirectional)",
-             interconnect_bandwidth=450 * GB, source=_NV_H100),
+             interconnect_bandwidth=450 * GB, source=_NV_H100,
+             compute_capability=(9, 0), sm_count=132),
     Hardware("NVIDIA H100 PCIe", _peaks(float32=51 * T, tf32=378 * T, bfloat16=756 * T, float16=756 * T,
                                         float8=1513 * T),
              51 * T, 2000 * GB, 80 * GIB, "h100-pcie", interconnect="PCIe Gen5 x16 (128 GB/s bidirectional)",
-             interconnect_bandwidth=64 * GB, source=_NV_H100),
+             interconnect_bandwidth=64 * GB, source=_NV_H100,
+             compute_capability=(9, 0), sm_count=114),
     Hardware("NVIDIA H100 NVL", _peaks(float32=60 * T, tf32=417.5 * T, bfloat16=835.5 * T, float16=835.5 * T,
                                        float8=1670.5 * T),
              60 * T, 3900 * GB, 94 * GIB, "h100-nvl", interconnect="NVLink bridge (600 GB/s bidirectional)",
-             interconnect_bandwidth=300 * GB, source=_NV_H100),
+             interconnect_bandwidth=300 * GB, source=_NV_H100,
+             compute_capability=(9, 0), sm_count=132),
     Hardware("NVIDIA H200 SXM", _peaks(float32=67 * T, tf32=494.7 * T, bfloat16=989.4 * T, float16=989.4 * T,
                                        float8=1978.9 * T),
              67 * T, 4800 * GB, 141 * GIB, "h200", interconnect="NVLink 4 (900 GB/s bidirectional)",
-             interconnect_bandwidth=450 * GB, source=_NV_H200),
+             interconnect_bandwidth=450 * GB, source=_NV_H200,
+             compute_capability=(9, 0), sm_count=132),
     Hardware("NVIDIA L4", _peaks(float32=30.3 * T, tf32=60 * T, bfloat16=121 * T, float16=121 * T,
                                  float8=242.5 * T),
              30.3 * T, 300 * GB, 24 * GIB, "l4", memory_efficiency=GDDR_EFFICIENCY,
-             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_L4),
+             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_L4,
+             compute_capability=(8, 9), sm_count=58),
     Hardware("NVIDIA L40S", _peaks(float32=91.6 * T, tf32=183 * T, bfloat16=362.05 * T, float16=362.05 * T,
                                    float8=733 * T),
              91.6 * T, 864 * GB, 48 * GIB, "l40s", memory_efficiency=GDDR_EFFICIENCY,
-             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_L40S),
+             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_L40S,
+             compute_capability=(8, 9), sm_count=142),
     Hardware("NVIDIA GeForce RTX 4090", _peaks(float32=82.6 * T, tf32=82.6 * T, bfloat16=165.2 * T,
                                                float16=165.2 * T, float8=330.3 * T),
              82.6 * T, 1008 * GB, 24 * GIB, "rtx-4090", memory_efficiency=GDDR_EFFICIENCY,
-             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_4090),
+             interconnect="PCIe Gen4 x16 (64 GB/s bidirectional)", interconnect_bandwidth=32 * GB, source=_NV_4090,
+             compute_capability=(8, 9), sm_count=128),
     Hardware("AMD Instinct MI300X", _peaks(float32=163.4 * T, tf32=653.7 * T, bfloat16=1307.4 * T,
                                            float16=1307.4 * T, float8=2614.9 * T),
              163.4 * T, 5300 * GB, 192 * GIB, "mi300x", interconnect="Infinity Fabric (896 GB/s aggregate)",
