@@ -14,6 +14,7 @@ from torch import nn
 import torchcost
 from torchcost.collect import memory, probe
 from torchcost.collect.memory import _call_signature, _op_tensors
+from torchcost.collect.ops import metadata_key
 from torchcost.formulas.registry import OpCall, _plan
 from torchcost.trees import tensors_in
 
@@ -61,10 +62,14 @@ def test_op_tensors_walks_lists_of_tensors_as_the_general_walk() -> None:
 
 def test_call_signature_tells_apart_what_a_probe_keys_on() -> None:
     conv = A.convolution.default
+
+    def signature(args: tuple[Any, ...]) -> Any:
+        return _call_signature(conv, "cpu", metadata_key(args, {}, None))
+
     x, w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 3, 3)
     base = (x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
     same = (torch.zeros(1, 2, 5, 5), torch.zeros(3, 2, 3, 3), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
-    assert _call_signature(conv, "cpu", base, {}, None) == _call_signature(conv, "cpu", same, {}, None)
+    assert signature(base) == signature(same)
     others = [
         (x.transpose(2, 3), w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),  # strides
         (x.double(), w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1),  # dtype
@@ -73,11 +78,14 @@ def test_call_signature_tells_apart_what_a_probe_keys_on() -> None:
         (x, w, None, (1, 1), [0, 0], [1, 1], False, [0, 0], 1),  # a tuple for a list
     ]
     for args in others:
-        assert _call_signature(conv, "cpu", args, {}, None) != _call_signature(conv, "cpu", base, {}, None)
+        assert signature(args) != signature(base)
     with torch.no_grad():
-        quiet = _call_signature(conv, "cpu", base, {}, None)
-    assert quiet != _call_signature(conv, "cpu", base, {}, None)  # grad mode
-    assert _call_signature(conv, "cpu", (object(),), {}, None) is None
+        quiet = signature(base)
+    assert quiet != signature(base)  # grad mode
+    assert signature((object(),)) is None
+    # one tensor twice is not two tensors alike (x * x reads x once: call_bytes)
+    assert metadata_key((x, x), {}, None) != metadata_key((x, x.clone()), {}, None)
+    assert metadata_key((x, x.clone()), {}, None) == metadata_key((x.clone(), x.clone()), {}, None)
 
 
 def test_a_repeated_call_asks_for_its_probe_once(monkeypatch: pytest.MonkeyPatch) -> None:

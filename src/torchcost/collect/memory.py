@@ -31,6 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
+from torchcost.collect.ops import metadata_key
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
     FIXED_CUDA_OUTPUTS,
@@ -105,35 +106,27 @@ def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Ten
     return found
 
 
-def _value_key(value: Any) -> Any:
-    """A hashable stand-in for one argument of an op, fine enough for everything a probe reads of it: a tensor's
-    shape, strides, storage offset, dtype, device, layout and grad flag; a list or tuple item by item; a scalar with
-    its type (True and 1 apart). Raises TypeError for anything else."""
-    if isinstance(value, torch.Tensor):
-        return (value.shape, value.stride(), value.storage_offset(), value.dtype, value.device, value.layout,
-                value.requires_grad, type(value))
-    kind = type(value)
-    if kind in _LEAVES:
-        return kind, value
-    if kind is list or kind is tuple:
-        return (kind, *map(_value_key, value))
-    raise TypeError(kind.__name__)
-
-
 # a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
 _MEASURED: dict[tuple[Any, ...], probe.Probe] = {}
+# a call's metadata (and the GPU a "cuda" target's entries size for) -> a built-in workspace entry's bytes for it
+_TABLES: dict[tuple[Any, ...], int | None] = {}
+_CACHE_MAX = 4096
+_UNKNOWN = object()
 
 
-def _call_signature(func: Any, target: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    out: Any) -> tuple[Any, ...] | None:
-    """The metadata one op call's probe depends on (:meth:`MemoryTracker._probe_for`), or None when an argument
-    cannot be keyed (a nested tensor, a symbolic size, an object of the user's)."""
-    try:
-        return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled,
-                tuple(map(_value_key, args)), tuple((k, _value_key(v)) for k, v in kwargs.items()),
-                _value_key(out))
-    except (TypeError, RuntimeError, NotImplementedError):  # (a nested or sparse tensor has no strides)
+def _call_signature(func: Any, target: str, meta: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """What one call's kernel memory depends on: the op, the target, grad mode, the thread count, oneDNN's switch,
+    deterministic mode and the call's metadata (``meta``: collect.ops.metadata_key, every tensor's shape, strides,
+    dtype, device and grad flag and the other arguments); None when the call could not be keyed."""
+    if meta is None:
         return None
+    return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled,
+            torch.are_deterministic_algorithms_enabled(), meta)
+
+
+def _builtin_entry(fn: object) -> bool:
+    """Whether a workspace entry is one of torchcost's own (a function of the call's metadata alone)."""
+    return getattr(fn, "__module__", "").startswith("torchcost.collect.workspace")
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -322,7 +315,11 @@ class MemoryTracker:
 
     # -- feeding ------------------------------------------------------------------------------------------------------
 
-    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+              meta: tuple[Any, ...] | None = None) -> None:
+        """One op ran: register the storages it made (and those it read that no op made), note its kernel memory
+        (``meta``: the call's collect.ops.metadata_key when the op collector made one, else made here if needed),
+        and record the bytes alive after it."""
         if self.closed:
             return
         index = len(self.alive)
@@ -360,7 +357,7 @@ class MemoryTracker:
                     self.category[uid] = "comm_buffers"
         held = 0
         if kernel:
-            held = self._kernel_memory(key, func, args, kwargs, out, index)
+            held = self._kernel_memory(key, func, args, kwargs, out, index, meta)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
@@ -410,7 +407,7 @@ class MemoryTracker:
         return self.target if kind in (None, "meta") else kind
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                       index: int) -> int:
+                       index: int, meta: tuple[Any, ...] | None = None) -> int:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
         their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
         transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
@@ -424,11 +421,11 @@ class MemoryTracker:
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
-                return self._op_memory(key, func, args, kwargs, out, index, target)
-        return self._op_memory(key, func, args, kwargs, out, index, target)
+                return self._op_memory(key, func, args, kwargs, out, index, target, meta)
+        return self._op_memory(key, func, args, kwargs, out, index, target, meta)
 
     def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
-                   target: str) -> int:
+                   target: str, meta: tuple[Any, ...] | None) -> int:
         """:meth:`_kernel_memory` for one call on ``target``."""
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
@@ -448,7 +445,7 @@ class MemoryTracker:
             if slot not in self.library:
                 self.library[slot] = (index, self._size(library[1]))
                 self.current += self.library[slot][1]
-        table, wanted = self._workspace_source(key, func, args, kwargs, out, target)
+        table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
         if wanted is not None:
             measured = probe.cached(wanted)
             if measured is None:
@@ -461,22 +458,39 @@ class MemoryTracker:
         return held
 
     def _workspace_source(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                          target: str) -> tuple[int | None, probe.Probe | None]:
-        """The table's bytes for one call (None: not claimed) and the probe it needs (None: none)."""
-        table = workspace_bytes(key, func, args, kwargs, out, target)
-        if target == "cpu" and (self.kernel_memory == "measure" or (self.kernel_memory == "auto" and table is None)):
-            return table, self._probe_for(key, func, args, kwargs, out, target)
+                          target: str, meta: tuple[Any, ...] | None) -> tuple[int | None, probe.Probe | None]:
+        """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
+        answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
+        probe (:meth:`_probe_for`)."""
+        fn = WORKSPACES.get(key)
+        probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
+        signature = None
+        if (fn is not None and _builtin_entry(fn)) or probing:
+            signature = _call_signature(func, target, meta if meta is not None else metadata_key(args, kwargs, out))
+        if fn is None:
+            table = None
+        elif signature is None or not _builtin_entry(fn):
+            table = workspace_bytes(key, func, args, kwargs, out, target)
+        else:
+            remembered = (signature, self.gpu if target == "cuda" else None)
+            table = _TABLES.get(remembered, _UNKNOWN)  # type: ignore[arg-type]
+            if table is _UNKNOWN:
+                table = workspace_bytes(key, func, args, kwargs, out, target)
+                if len(_TABLES) > _CACHE_MAX:
+                    _TABLES.clear()
+                _TABLES[remembered] = table
+        if probing and (self.kernel_memory == "measure" or table is None):
+            return table, self._probe_for(key, func, args, kwargs, out, signature)
         return table, None
 
     def _probe_for(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                   target: str) -> probe.Probe | None:
-        """``probe.request`` for one call, remembered: the probe is a function of the call's metadata (the op, every
-        tensor's shape, strides and dtype, the other arguments, grad mode, the thread count) and of the memory
-        available (a probe too big to build is refused), and asking costs about 100 us (flattening the arguments,
-        reading the memory available). Models repeat their shapes: a call like one seen before in this run gets
-        the same answer, and one seen in an earlier run the same probe when that probe was measured (then nothing
-        is built again). A call whose metadata cannot be keyed is asked afresh."""
-        signature = _call_signature(func, target, args, kwargs, out)
+                   signature: tuple[Any, ...] | None) -> probe.Probe | None:
+        """``probe.request`` for one call, remembered: the probe is a function of the call's ``signature``
+        (:func:`_call_signature`) and of the memory available (a probe too big to build is refused), and asking
+        costs about 100 us (flattening the arguments, reading the memory available). Models repeat their shapes: a
+        call like one seen before in this run gets the same answer, and one seen in an earlier run the same probe
+        when that probe was measured (then nothing is built again). A call whose metadata cannot be keyed is asked
+        afresh."""
         if signature is None:
             return probe.request(key, func, args, kwargs, out)
         if signature in self._requests:
@@ -485,7 +499,7 @@ class MemoryTracker:
         if wanted is None or probe.cached(wanted) is None:
             wanted = probe.request(key, func, args, kwargs, out)
             if wanted is not None:
-                if len(_MEASURED) > 4096:
+                if len(_MEASURED) > _CACHE_MAX:
                     _MEASURED.clear()
                 _MEASURED[signature] = wanted
         self._requests[signature] = wanted

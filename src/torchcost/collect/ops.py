@@ -240,39 +240,48 @@ _PRICES_MAX = 1 << 16
 _SCALARS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
+_INTS = frozenset({int})
+
+
 def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
     """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
-    dtype, layout and the position of its first appearance in the call (``x * x`` is not ``x * y``), each scalar
-    with its type, lists and tuples item by item. Raises TypeError for anything else (an object of the user's, a
-    symbolic size)."""
+    strides, storage offset, dtype, device, layout, grad flag and type, and the position of its first appearance in
+    the call (``x * x`` is not ``x * y``); each scalar with its type (True and 1 apart); lists and tuples item by
+    item (a list of ints at once). Raises TypeError for anything else (an object of the user's, a symbolic size)."""
     for v in values:
         kind = type(v)
         if kind in _SCALARS:
             parts.append((kind, v))
         elif isinstance(v, _Tensor):
-            parts.append((v.shape, v.dtype, v.layout, seen.setdefault(id(v), len(seen))))
+            parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.device, v.layout, v.requires_grad,
+                          kind, seen.setdefault(id(v), len(seen))))
         elif kind is list or kind is tuple:
-            inner: list[Any] = []
-            _key_of(v, seen, inner)
-            parts.append(tuple(inner))
+            if _INTS.issuperset(map(type, v)):  # int[] arguments (sizes, strides, padding): the common case
+                parts.append((kind, *v))
+            else:
+                inner: list[Any] = [kind]
+                _key_of(v, seen, inner)
+                parts.append(tuple(inner))
         else:
             raise TypeError(kind.__name__)
 
 
 def metadata_key(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> tuple[Any, ...] | None:
-    """A hashable key of everything a built-in formula and :func:`call_bytes` read of one call (the tensors'
-    metadata, never their values); None when some argument cannot be keyed."""
+    """A hashable key of one call's metadata (:func:`_key_of`: the tensors' metadata, never their values): what a
+    built-in formula, :func:`call_bytes`, a built-in workspace entry and a kernel-memory probe read of it; None when
+    some argument cannot be keyed (a nested or sparse tensor has no strides). Read past the function modes."""
     seen: dict[int, int] = {}
     parts: list[Any] = []
     try:
-        _key_of(args, seen, parts)
-        if kwargs:
-            parts.append(tuple(kwargs))
-            _key_of(tuple(kwargs.values()), seen, parts)
-        _key_of((out,), seen, parts)
+        with _NO_FUNCTION_MODES():
+            _key_of(args, seen, parts)
+            if kwargs:
+                parts.append(tuple(kwargs))
+                _key_of(tuple(kwargs.values()), seen, parts)
+            _key_of((out,), seen, parts)
         key = tuple(parts)
         hash(key)
-    except TypeError:  # (also a SymInt in a shape: unhashable)
+    except (TypeError, RuntimeError, NotImplementedError):  # (also a SymInt in a shape: unhashable)
         return None
     return key
 
@@ -505,7 +514,7 @@ class OpCollector:
     comm: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     comm_modules: dict[str, list[int]] = field(default_factory=dict)
     calls: dict[CallKey, int] = field(default_factory=dict)  # every priced call, for the time prediction
-    _cache: dict[Any, tuple[str, Formula | None, bool, str, IOPlan, bool]] = field(default_factory=dict)
+    _cache: dict[int, tuple[str, Formula | None, bool, str, IOPlan, bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._forward = _Tally(self.counted, self.uncounted)
@@ -520,19 +529,23 @@ class OpCollector:
             self.enclosed_depth -= 1
 
     def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan, bool]:
-        hit = self._cache.get(func)
+        hit = self._cache.get(id(func))  # (by id(): an OpOverload hashes in Python; torch keeps each one for good)
         if hit is None:
             key = op_key(func)
             comm = collective_kind(key)
             formula = self.registry.get(key) if not comm else None
             hit = (key, formula, is_free(func, key) or comm == "free", comm, io_plan(func._schema),
                    _builtin(formula))
-            self._cache[func] = hit
+            self._cache[id(func)] = hit
         return hit
 
-    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any],
+                out: Any) -> tuple[Any, ...] | None:
+        """Tally one op; returns the call's :func:`metadata_key` when it made one (for the memory tracker's kernel
+        memory, which keys on the same), else None."""
         if not self.counting:
-            return
+            return None
+        meta = None
         key, formula, free, comm, plan, builtin = self._lookup(func)
         forward = self.phase == "forward"
         if comm and comm != "free":
@@ -551,9 +564,8 @@ class OpCollector:
             else:
                 memo = None
                 if forward and builtin:
-                    with _NO_FUNCTION_MODES():
-                        meta = metadata_key(args, kwargs, out)
-                    memo = None if meta is None else (func, formula, meta)
+                    meta = metadata_key(args, kwargs, out)
+                    memo = None if meta is None else (id(func), formula, meta)
                 self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan, memo=memo)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
@@ -562,6 +574,7 @@ class OpCollector:
                 self.free[key] = self.free.get(key, 0) + 1
         else:
             self.record_uncounted(key, OpCall(key, args, kwargs, out, func._schema))
+        return meta
 
     def on_composite(self, key: str, call: OpCall) -> None:
         formula = self.registry.get(key)
@@ -790,7 +803,7 @@ class DispatchCollector(TorchDispatchMode):
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
-        self.ops.on_aten(func, args, kwargs, out)
+        meta = self.ops.on_aten(func, args, kwargs, out)
         if self.memory is not None:
-            self.memory.on_op(func, args, kwargs, out)
+            self.memory.on_op(func, args, kwargs, out, meta)
         return out

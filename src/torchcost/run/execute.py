@@ -8,6 +8,7 @@ A run on real tensors ("real", or a "copy") can also be measured by the allocato
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -250,6 +251,9 @@ def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, st
     return owners
 
 
+_IS_TENSOR = functools.partial(type(torch.Tensor).__instancecheck__, torch.Tensor)  # isinstance(value, torch.Tensor)
+
+
 def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                    opt: torch.optim.Optimizer | None) -> None:
     """What is alive before the first op: parameters, buffers (and tensors held as attributes), inputs, state.
@@ -267,9 +271,7 @@ def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwar
         for b in module._buffers.values():
             if b is not None:
                 buffers.setdefault(id(b), b)
-        for name, value in module.__dict__.items():
-            if isinstance(value, torch.Tensor) and name not in ("_parameters", "_buffers"):
-                attributes.append(value)
+        attributes.extend(filter(_IS_TENSOR, module.__dict__.values()))  # (at C speed: ~30 attributes a module)
     rec.memory.add_baseline(params.values(), "parameters")
     rec.memory.add_baseline(buffers.values(), "buffers")
     rec.memory.add_baseline(attributes, "buffers")
