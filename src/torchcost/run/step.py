@@ -25,7 +25,7 @@ import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -154,7 +154,7 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     with torch.no_grad():
         for p in model.parameters():
             if id(p) not in memo:
-                twin_p = nn.Parameter(convert(p.detach()), requires_grad=p.requires_grad)
+                twin_p = _parameter(convert(p.detach()), p.requires_grad, method)
                 memo[id(p)] = params[id(p)] = twin_p
         for b in model.buffers():
             if id(b) not in memo:
@@ -172,6 +172,16 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     run_device = torch.device("meta") if method == "meta" else device
     twin_args, twin_kwargs = map_tensors((args, kwargs), move)
     return Twin(twin_model, twin_args, twin_kwargs, method, run_device, params, fake_mode)
+
+
+def _parameter(t: torch.Tensor, requires_grad: bool, method: TwinMethod) -> nn.Parameter:
+    """``nn.Parameter(t, requires_grad)``. For a fake tensor, which nn.Parameter detaches first (an op through the
+    fake mode, about 100 us), the same done on ``t`` itself: it is fresh, made for this parameter alone."""
+    if method != "fake":
+        return nn.Parameter(t, requires_grad=requires_grad)
+    t.requires_grad_(requires_grad)
+    t._is_param = True  # what nn.Parameter sets on a tensor subclass
+    return cast("nn.Parameter", t)
 
 
 _MODULE_MACHINERY = frozenset(vars(nn.Module()))  # what nn.Module.__init__ sets: parameters, submodules, hooks, ...
@@ -279,17 +289,153 @@ def describe_optimizer(opt: torch.optim.Optimizer | None) -> str:
 
 def warm_optimizer(opt: torch.optim.Optimizer) -> None:
     """Create the optimizer state a first step would (zero gradients, one step), then drop the gradients, so the
-    measured step is a steady-state one. On meta/fake tensors this allocates nothing."""
-    touched = []
-    for group in opt.param_groups:
-        for p in group["params"]:
-            if p.requires_grad and not opt.state.get(p) and p.grad is None:
-                p.grad = torch.zeros_like(p)
-                touched.append(p)
-    if touched:
-        _warm_step(opt)
+    measured step is a steady-state one. On meta/fake tensors this allocates nothing.
+
+    On a twin of meta or fake tensors, with one of torch's optimizers whose state is made per parameter from that
+    parameter alone (:data:`_PER_PARAMETER`), the step runs for one parameter of each kind (parameter group, shape,
+    strides, dtype, device) and the others get state of the same sizes, made directly (:func:`_state_like`): on fake
+    tensors each op costs tens of microseconds, and a model's parameters repeat a few shapes. The state is the one
+    a step over all parameters leaves: the same entries, sizes, dtypes and strides, the same values where tensors
+    hold values (the CPU step counters), in the same order in ``opt.state``."""
+    touched = list(dict.fromkeys(p for group in opt.param_groups for p in group["params"]
+                                 if p.requires_grad and not opt.state.get(p) and p.grad is None))
+    if not touched:
+        return
+    before = {id(p) for p in opt.state}
+    first, rest = _by_kind(opt, touched)
+    if not rest:  # every parameter stepped, as the optimizer lists them
+        for p in touched:
+            p.grad = torch.zeros_like(p)
+        try:
+            _warm_step(opt)
+        finally:
+            for p in touched:
+                p.grad = None
+        return
+    _step_only(opt, first)
+    if not _copy_state(opt, rest):
+        _step_only(opt, list(rest))
+    _reorder_state(opt, [p for p in touched if id(p) not in before])
+
+
+# torch's optimizers whose state for a parameter is made from that parameter (and its group's options) alone: the
+# same sizes for parameters of the same shape, strides, dtype and device (exact classes: a subclass may differ)
+_PER_PARAMETER = tuple(cls for cls in (getattr(torch.optim, name, None) for name in (
+    "SGD", "Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "ASGD", "Adadelta", "Rprop", "Adagrad",
+    "Adafactor")) if isinstance(cls, type))
+
+
+def _data_free(t: torch.Tensor) -> bool:
+    """A meta tensor, or a fake tensor (plain ones, not DTensors or other subclasses)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    kind = type(t)
+    return (kind is FakeTensor or (kind in (nn.Parameter, torch.Tensor) and t.device.type == "meta")) and \
+        t.layout == torch.strided
+
+
+def _by_kind(opt: torch.optim.Optimizer, touched: list[nn.Parameter]
+             ) -> tuple[list[nn.Parameter], dict[nn.Parameter, nn.Parameter]]:
+    """The parameters to step (the first of each kind), and each other parameter -> the first of its kind. All
+    parameters are stepped where the optimizer or the tensors do not allow it (real tensors, subclasses)."""
+    if type(opt) not in _PER_PARAMETER or not all(_data_free(p) for p in touched):
+        return touched, {}
+    group_of = {id(p): i for i, group in enumerate(opt.param_groups) for p in group["params"]}
+    firsts: dict[Any, nn.Parameter] = {}
+    rest: dict[nn.Parameter, nn.Parameter] = {}
     for p in touched:
-        p.grad = None
+        kind = (group_of[id(p)], type(p), p.shape, p.stride(), p.storage_offset(), p.dtype, p.device,
+                p.untyped_storage().nbytes())
+        found = firsts.setdefault(kind, p)
+        if found is not p:
+            rest[p] = found
+    return list(firsts.values()), rest
+
+
+def _step_only(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+    """The warm-up step over ``params`` alone: they get zero gradients, the optimizer's groups list only them for
+    the step, and both are put back."""
+    wanted = {id(p) for p in params}
+    saved = [group["params"] for group in opt.param_groups]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    try:
+        for group in opt.param_groups:
+            if any(id(p) not in wanted for p in group["params"]):
+                group["params"] = [p for p in group["params"] if id(p) in wanted]
+        _warm_step(opt)
+    finally:
+        for group, listed in zip(opt.param_groups, saved):
+            group["params"] = listed
+        for p in params:
+            p.grad = None
+
+
+def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Parameter]) -> bool:
+    """Give each parameter of ``rest`` state like its first-of-kind's; False (nothing given) where some entry
+    cannot be made that way."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    made: dict[nn.Parameter, dict[str, Any]] = {}
+    with unset_fake_temporarily():  # (a twin's fake mode may be on: the tensors are made here, not by it)
+        for p, like in rest.items():
+            if like not in opt.state:  # (the step made no state for it)
+                continue
+            state: dict[str, Any] = {}
+            for key, value in opt.state[like].items():
+                copied = _state_like(value)
+                if copied is None:
+                    return False
+                state[key] = copied
+            made[p] = state
+    for p, state in made.items():
+        opt.state[p] = state
+    return True
+
+
+_SMALL = 64  # bytes: real state tensors a step makes on a data-free twin are scalars (counters, rates)
+
+
+def _state_like(value: Any) -> Any:
+    """A new state entry like ``value``: a tensor of the same sizes, strides and dtype on its own storage (a real
+    one, small, with the same values; a meta or fake one), anything else copied; None when it cannot be made."""
+    if not isinstance(value, torch.Tensor):
+        return copy.deepcopy(value)
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    kind = type(value)
+    if value.layout != torch.strided or value.requires_grad or value.storage_offset() != 0:
+        return None
+    if kind is torch.Tensor and value.device.type != "meta":
+        return value.clone() if value.untyped_storage().nbytes() <= _SMALL and value.is_contiguous() else None
+    if kind is not FakeTensor and not (kind is torch.Tensor and value.device.type == "meta"):
+        return None
+    fake = cast("FakeTensor", value)
+    if kind is FakeTensor and fake.constant is not None:
+        # a fake tensor that carries its value (a step counter made from a Python number, as fake tensors keep
+        # small constants): a copy that carries it too, as the fake mode makes one, so .item() reads it
+        constant = fake.constant
+        if type(constant) is not torch.Tensor or constant.untyped_storage().nbytes() > _SMALL:
+            return None
+        converter = fake.fake_mode.fake_tensor_converter
+        made = converter.from_real_tensor(fake.fake_mode, constant.clone(), make_constant=True)
+        same = (made.shape, made.stride(), made.dtype, made.device) == (value.shape, value.stride(), value.dtype,
+                                                                         value.device)
+        return made if same else None
+    meta = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+    if meta.untyped_storage().nbytes() != value.untyped_storage().nbytes():
+        return None
+    if kind is torch.Tensor:
+        return meta
+    return fake.fake_mode.fake_tensor_converter.from_meta_and_device(fake.fake_mode, meta, fake.device)
+
+
+def _reorder_state(opt: torch.optim.Optimizer, touched: list[nn.Parameter]) -> None:
+    """``opt.state`` in the order a step over all parameters fills it: the state there was before, then that of
+    the parameters stepped (``touched``, those without state before), in the order of the groups."""
+    moved = [(p, opt.state.pop(p)) for p in touched if p in opt.state]
+    for p, state in moved:
+        opt.state[p] = state
 
 
 def _warm_step(opt: torch.optim.Optimizer) -> None:

@@ -1,0 +1,187 @@
+"""The training step's shortcuts (issue 16) leave what the long ways left: the optimizer's warm-up state made once
+per kind of parameter and copied to the others is the state a step over every parameter makes (entries, sizes,
+strides, dtypes, devices, storages, values the fake tensors carry, the order of ``opt.state``), and a fake twin's
+parameters made without nn.Parameter's detach are what nn.Parameter made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
+
+import torchcost
+from torchcost.run import step
+from torchcost.run.step import make_optimizer, make_twin, warm_optimizer
+
+
+class _Model(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.c = nn.Linear(8, 4, bias=False)
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        self.scale = nn.Parameter(torch.ones(4, dtype=torch.float64))
+        self.t = nn.Parameter(torch.ones(6, 3).t())  # strides (1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frozen(self.c(self.b(self.a(x)))) * self.scale.float() + self.t.sum()
+
+
+def _describe(value: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return ("value", value)
+    constant = getattr(value, "constant", None)
+    return (type(value).__name__, value.shape, value.stride(), value.dtype, value.device.type,
+            value.untyped_storage().nbytes(), value.untyped_storage().device.type, value.requires_grad,
+            None if constant is None else constant.tolist(),
+            value.tolist() if value.device.type == "cpu" and not isinstance(value, FakeTensor) else None)
+
+
+def _state(opt: torch.optim.Optimizer, twin: step.Twin) -> list[Any]:
+    names = {id(p): name for name, p in twin.model.named_parameters()}
+    storages = set()
+    described = []
+    for p, state in opt.state.items():
+        described.append((names.get(id(p)), [(k, _describe(v)) for k, v in state.items()]))
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                storages.add(v.untyped_storage()._cdata)
+    return [*described, ("storages", len(storages))]
+
+
+def _warmed(make: Callable[[list[nn.Parameter]], torch.optim.Optimizer], method: str, full: bool,
+            monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    torch.manual_seed(0)
+    model = _Model()
+    spec = make(list(model.parameters()))
+    twin = make_twin(model, (torch.randn(2, 8),), {}, method, torch.device("cpu"))  # type: ignore[arg-type]
+    opt = make_optimizer(spec, twin.model, twin, "cpu")
+    assert opt is not None
+    with monkeypatch.context() as m:
+        if full:
+            m.setattr(step, "_PER_PARAMETER", ())
+        try:
+            with twin.context():
+                warm_optimizer(opt)
+        except Exception as exc:  # (ASGD reads a fake tensor's value: either way)
+            return [type(exc).__name__]
+    assert all(p.grad is None for p in twin.model.parameters())
+    return _state(opt, twin)
+
+
+_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
+    "adamw": lambda p: torch.optim.AdamW(p),
+    "adam-amsgrad": lambda p: torch.optim.Adam(p, amsgrad=True, weight_decay=0.1),
+    "adam-foreach": lambda p: torch.optim.Adam(p, foreach=True),
+    "adamw-fused": lambda p: torch.optim.AdamW(p, fused=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p),
+    "asgd": lambda p: torch.optim.ASGD(p),
+    "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    "sgd-plain": lambda p: torch.optim.SGD(p, lr=0.1),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, momentum=0.5, centered=True),
+    "nadam": lambda p: torch.optim.NAdam(p),
+    "radam": lambda p: torch.optim.RAdam(p),
+    "adamax": lambda p: torch.optim.Adamax(p),
+    "adadelta": lambda p: torch.optim.Adadelta(p),
+    "rprop": lambda p: torch.optim.Rprop(p),
+    "two-groups": lambda p: torch.optim.AdamW([{"params": p[:3]}, {"params": p[3:], "lr": 0.1, "weight_decay": 0}]),
+}
+
+
+@pytest.mark.parametrize("method", ["fake", "meta"])
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_warm_state_made_per_kind_is_the_state_a_full_step_makes(name: str, method: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    make = _OPTIMIZERS[name]
+    assert _warmed(make, method, False, monkeypatch) == _warmed(make, method, True, monkeypatch)
+
+
+def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    class MyAdam(torch.optim.Adam):
+        pass
+
+    stepped: list[int] = []
+    original = step._warm_step
+
+    def counting(opt: torch.optim.Optimizer) -> None:
+        stepped.append(sum(len(g["params"]) for g in opt.param_groups))
+        original(opt)
+
+    monkeypatch.setattr(step, "_warm_step", counting)
+    model = _Model()
+    twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
+    opt = make_optimizer(MyAdam(model.parameters()), twin.model, twin, "cpu")
+    assert opt is not None
+    with twin.context():
+        warm_optimizer(opt)
+    assert stepped == [len(list(model.parameters()))]
+    trainable = [p for p in twin.model.parameters() if p.requires_grad]
+    assert all(set(opt.state[p]) == {"step", "exp_avg", "exp_avg_sq"} for p in trainable)
+
+
+def test_warm_up_steps_one_parameter_of_each_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    stepped: list[int] = []
+    original = step._warm_step
+
+    def counting(opt: torch.optim.Optimizer) -> None:
+        stepped.append(sum(len(g["params"]) for g in opt.param_groups))
+        original(opt)
+
+    monkeypatch.setattr(step, "_warm_step", counting)
+    model = _Model()
+    twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
+    opt = make_optimizer("adamw", twin.model, twin, "cpu")
+    assert opt is not None
+    with twin.context():
+        warm_optimizer(opt)
+    # a.weight and b.weight alike, a.bias and b.bias alike; c.weight, scale (float64), t (other strides) alone
+    assert stepped == [5]
+    assert len(opt.state) == 7
+
+
+def test_a_twin_keeps_the_state_the_users_optimizer_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _Model()
+    user = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 8)).sum().backward()
+    user.step()
+    model.a.weight.grad = None
+    user.state.pop(model.a.weight)  # one parameter without state: warmed alone, after the others
+    twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
+    opt = make_optimizer(user, twin.model, twin, "cpu")
+    assert opt is not None
+    with twin.context():
+        warm_optimizer(opt)
+    names = {id(p): n for n, p in twin.model.named_parameters()}
+    order = [names[id(p)] for p in opt.state]
+    assert order[-1] == "a.weight" and len(order) == len({*order})
+    assert opt.state[twin.params[id(model.a.weight)]]["step"].constant.item() == 1
+    assert opt.state[twin.params[id(model.b.weight)]]["step"].constant.item() == 1
+
+
+def test_fake_twin_parameters_are_what_nn_parameter_makes() -> None:
+    model = _Model()
+    twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
+    for (name, p), q in zip(model.named_parameters(), twin.model.parameters()):
+        assert type(q) is FakeTensor and isinstance(q, nn.Parameter), name
+        assert (q.shape, q.stride(), q.dtype, q.device, q.requires_grad, q.is_leaf, q.grad_fn) == \
+            (p.shape, p.stride(), p.dtype, p.device, p.requires_grad, True, None), name
+        made = nn.Parameter(q.detach(), requires_grad=p.requires_grad)
+        assert (type(made), made.requires_grad, made.untyped_storage().nbytes()) == \
+            (type(q), q.requires_grad, q.untyped_storage().nbytes())
+
+
+def test_training_step_report_is_the_same_with_the_full_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run() -> dict[str, Any]:
+        torch.manual_seed(0)
+        model = nn.Sequential(*(m for _ in range(4) for m in (nn.Linear(16, 16), nn.ReLU())))
+        return torchcost.analyze(model, torch.randn(2, 16), mode="train").to_dict()
+
+    shortcut = run()
+    monkeypatch.setattr(step, "_PER_PARAMETER", ())
+    assert run() == shortcut
