@@ -26,7 +26,7 @@ from torchcost.resolve import Resolved, resolve
 from torchcost.run.build import build_report
 from torchcost.run.checks import refuse_unsupported
 from torchcost.run.concurrency import exclusive
-from torchcost.run.execute import run
+from torchcost.run.execute import no_full_collections, run
 from torchcost.run.plan import default_target
 from torchcost.run.step import Mode, StepOptions, check_options
 from torchcost.timing.hardware import Hardware, get_hardware
@@ -133,17 +133,20 @@ def analyze(
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
     with exclusive():
         call_args, call_kwargs = prepare_inputs(args, kwargs, input_size, dtype, run_device, model_dtype(model))
-        if parallel is not None:
-            from torchcost.parallel.runner import run_parallel
+        # no full garbage collection from the run's start until its objects are freed (run/execute.py): one due
+        # then walks the process's objects without the run's, after this block, not inside the report's build
+        with no_full_collections():
+            if parallel is not None:
+                from torchcost.parallel.runner import run_parallel
 
-            ran = run_parallel(model, call_args, call_kwargs, registry, options, memory, run_device, parallel)
-        else:
-            ran = run(model, call_args, call_kwargs, registry, options, memory, run_device,
-                      measure_cpu=measure_memory)
-        report = build_report(ran, run_device, mode)
-        calls = ran.recording.ops.calls if chip is not None else None  # every priced call, for the prediction
-        # the run's tensors die here, while a Ctrl-C is still deferred: torch's clean-up callbacks would drop it
-        del ran
+                ran = run_parallel(model, call_args, call_kwargs, registry, options, memory, run_device, parallel)
+            else:
+                ran = run(model, call_args, call_kwargs, registry, options, memory, run_device,
+                          measure_cpu=measure_memory)
+            report = build_report(ran, run_device, mode)
+            calls = ran.recording.ops.calls if chip is not None else None  # every priced call, for the prediction
+            # the run's tensors die here, while a Ctrl-C is still deferred: torch's clean-up callbacks would drop it
+            del ran
         if timing is not None:  # after the counts, on real tensors: they do not change the report's counts
             with outside_inference_mode():
                 measured = measure_time(model, call_args, call_kwargs, report, options, timing, run_device)

@@ -43,7 +43,7 @@ from torchcost.run.step import (
 )
 from torchcost.trees import tensors_in
 
-__all__ = ["Measured", "Ran", "allocator_meter", "execute", "run"]
+__all__ = ["Measured", "Ran", "allocator_meter", "execute", "no_full_collections", "run"]
 
 
 @dataclass
@@ -89,12 +89,12 @@ def run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registr
     """The run plan.choose_method picks, retried once on a real copy where plan.retry_on_copy says so; outside the
     caller's inference_mode, if any. ``measure_cpu``: a run on real CPU tensors is also measured by the allocator
     (a profiler session; CUDA runs on real tensors always are)."""
-    with outside_inference_mode(), _no_full_collections():
+    with outside_inference_mode(), no_full_collections():
         return _run(model, args, kwargs, registry, options, memory, run_device, measure_cpu)
 
 
 @contextlib.contextmanager
-def _no_full_collections() -> Iterator[None]:
+def no_full_collections() -> Iterator[None]:
     """No full (oldest-generation) garbage collection starts during the run; young ones run as always.
 
     A full collection walks every object the process holds (the model's, torch's, the caller's: 0.3 to 0.5 s with
