@@ -145,6 +145,7 @@ class RunWatch:
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.drew = False
         self._keep: list[Any] = []  # the ops keyed by id() in _ops, held so that no id is reused
+        self.idle: set[int] = set()  # id() of the ops that neither write nor draw: the caller need not call for them
         # id(op) -> what the op may do to the watched tensors (the ops are torch's own objects, alive for the process;
         # keyed by id() because OpOverload hashes in Python), or _IDLE for an op that neither writes nor draws
         self._ops: dict[int, tuple[tuple[tuple[int, str, bool], ...], bool, bool]] = {}
@@ -158,6 +159,8 @@ class RunWatch:
                      func._schema.name in _BATCH_NORMS)
             self._ops[id(func)] = _IDLE if known == _IDLE else known
             self._keep.append(func)
+            if known == _IDLE:
+                self.idle.add(id(func))
         writes, seeded, batch_norm = known
         if seeded and not self.drew:
             self.drew = _uses_default_generator(args, kwargs)
