@@ -412,10 +412,56 @@ def ladder_main(argv: list[str]) -> int:
     return 0
 
 
+def meta_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed meta``: a packaged llama on the meta device, its forward, FlopCounterMode and
+    analyze() interleaved (thread CPU time, one thread, gc.collect() before each call): the issue-16 check that
+    torchcost costs no more than FlopCounterMode there."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import torchcost
+    from benchmarks.models import build_meta_llama
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed meta")
+    parser.add_argument("--model", default="llama-3-70b")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    built = build_meta_llama(args.model)
+
+    def forward() -> None:
+        with torch.no_grad():
+            built.model(*built.args, **built.kwargs)
+
+    def flop_counter() -> None:
+        with torch.no_grad(), FlopCounterMode(display=False):
+            built.model(*built.args, **built.kwargs)
+
+    def analyze() -> None:
+        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+
+    entries = {"forward": forward, "FlopCounterMode": flop_counter, "analyze()": analyze}
+    for run in entries.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {name: [] for name in entries}
+    for _ in range(args.rounds):
+        for name, run in entries.items():
+            gc.collect()
+            cpu = time.thread_time()
+            run()
+            times[name].append(time.thread_time() - cpu)
+    ratios = [a / b for a, b in zip(times["analyze()"], times["FlopCounterMode"])]
+    print(f"{args.model} on meta, {args.rounds} rounds: " + ", ".join(
+        f"{name} {statistics.median(t):.3f} s" for name, t in times.items())
+        + f"; analyze() / FlopCounterMode {statistics.median(ratios):.2f}x (median of the per-round ratios)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
         return ladder_main(argv[1:])
+    if argv[:1] == ["meta"]:
+        return meta_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")
