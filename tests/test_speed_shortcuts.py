@@ -13,8 +13,7 @@ from torch import nn
 
 import torchcost
 from torchcost.collect import memory, probe
-from torchcost.collect.memory import _call_signature, _op_tensors
-from torchcost.collect.ops import metadata_key
+from torchcost.collect.memory import _call_signature, _op_tensors, metadata_key
 from torchcost.formulas.registry import OpCall, _plan
 from torchcost.trees import tensors_in
 

@@ -31,7 +31,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
-from torchcost.collect.ops import metadata_key
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
     FIXED_CUDA_OUTPUTS,
@@ -106,6 +105,65 @@ def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Ten
     return found
 
 
+_INTS = frozenset({int})
+
+
+def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
+    """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
+    strides, storage offset, dtype, device, layout, grad flag and type, and the position of its first appearance in
+    the call (``x * x`` is not ``x * y``); each scalar with its type (True and 1 apart); lists and tuples item by
+    item (a list of ints at once). Raises TypeError for anything else (an object of the user's, a symbolic size)."""
+    for v in values:
+        kind = type(v)
+        if kind in _LEAVES:
+            parts.append((kind, v))
+        elif isinstance(v, torch.Tensor):
+            parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.device, v.layout, v.requires_grad,
+                          kind, seen.setdefault(id(v), len(seen))))
+        elif kind is list or kind is tuple:
+            if _INTS.issuperset(map(type, v)):  # int[] arguments (sizes, strides, padding): the common case
+                parts.append((kind, *v))
+            else:
+                inner: list[Any] = [kind]
+                _key_of(v, seen, inner)
+                parts.append(tuple(inner))
+        else:
+            raise TypeError(kind.__name__)
+
+
+# metadata keys seen -> their number: the caches keyed by a call's metadata hold this small int, not the nested
+# tuple, which Python would hash again at every lookup; numbers are never reused, so clearing this table leaves
+# those caches with entries nothing can hit any more (each cache has its own bound)
+_KEYS: dict[tuple[Any, ...], int] = {}
+_KEYS_MAX = 1 << 16
+_NUMBERS = itertools.count()
+
+
+def metadata_key(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int | None:
+    """The number of one call's metadata (:func:`_key_of`: the tensors' metadata, never their values): calls with
+    the same number are alike for everything a built-in workspace entry and a kernel-memory probe read of them; None
+    when some argument cannot be keyed (a nested or sparse tensor has no strides, a symbolic size does not hash).
+    Read past the function modes."""
+    seen: dict[int, int] = {}
+    parts: list[Any] = []
+    try:
+        with torch._C.DisableTorchFunction():
+            _key_of(args, seen, parts)
+            if kwargs:
+                parts.append(tuple(kwargs))
+                _key_of(tuple(kwargs.values()), seen, parts)
+            _key_of((out,), seen, parts)
+        key = tuple(parts)
+        number = _KEYS.get(key)
+    except (TypeError, RuntimeError, NotImplementedError):
+        return None
+    if number is None:
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        number = _KEYS[key] = next(_NUMBERS)
+    return number
+
+
 # a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
 _MEASURED: dict[tuple[Any, ...], probe.Probe] = {}
 # a call's metadata (and the GPU a "cuda" target's entries size for) -> a built-in workspace entry's bytes for it
@@ -114,7 +172,7 @@ _CACHE_MAX = 4096
 _UNKNOWN = object()
 
 
-def _call_signature(func: Any, target: str, meta: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...] | None:
     """What one call's kernel memory depends on: the op, the target, grad mode, the thread count, oneDNN's switch,
     deterministic mode and the call's metadata (``meta``: collect.ops.metadata_key, every tensor's shape, strides,
     dtype, device and grad flag and the other arguments); None when the call could not be keyed."""
@@ -315,10 +373,8 @@ class MemoryTracker:
 
     # -- feeding ------------------------------------------------------------------------------------------------------
 
-    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-              meta: tuple[Any, ...] | None = None) -> None:
-        """One op ran: register the storages it made (and those it read that no op made), note its kernel memory
-        (``meta``: the call's collect.ops.metadata_key when the op collector made one, else made here if needed),
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """One op ran: register the storages it made (and those it read that no op made), note its kernel memory,
         and record the bytes alive after it."""
         if self.closed:
             return
@@ -357,7 +413,7 @@ class MemoryTracker:
                     self.category[uid] = "comm_buffers"
         held = 0
         if kernel:
-            held = self._kernel_memory(key, func, args, kwargs, out, index, meta)
+            held = self._kernel_memory(key, func, args, kwargs, out, index)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
@@ -407,7 +463,7 @@ class MemoryTracker:
         return self.target if kind in (None, "meta") else kind
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                       index: int, meta: tuple[Any, ...] | None = None) -> int:
+                       index: int) -> int:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
         their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
         transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
@@ -421,11 +477,11 @@ class MemoryTracker:
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
-                return self._op_memory(key, func, args, kwargs, out, index, target, meta)
-        return self._op_memory(key, func, args, kwargs, out, index, target, meta)
+                return self._op_memory(key, func, args, kwargs, out, index, target)
+        return self._op_memory(key, func, args, kwargs, out, index, target)
 
     def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
-                   target: str, meta: tuple[Any, ...] | None) -> int:
+                   target: str) -> int:
         """:meth:`_kernel_memory` for one call on ``target``."""
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
@@ -445,7 +501,7 @@ class MemoryTracker:
             if slot not in self.library:
                 self.library[slot] = (index, self._size(library[1]))
                 self.current += self.library[slot][1]
-        table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
+        table, wanted = self._workspace_source(key, func, args, kwargs, out, target)
         if wanted is not None:
             measured = probe.cached(wanted)
             if measured is None:
@@ -458,7 +514,7 @@ class MemoryTracker:
         return held
 
     def _workspace_source(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                          target: str, meta: tuple[Any, ...] | None) -> tuple[int | None, probe.Probe | None]:
+                          target: str) -> tuple[int | None, probe.Probe | None]:
         """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
         probe (:meth:`_probe_for`)."""
@@ -466,7 +522,7 @@ class MemoryTracker:
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
         signature = None
         if (fn is not None and _builtin_entry(fn)) or probing:
-            signature = _call_signature(func, target, meta if meta is not None else metadata_key(args, kwargs, out))
+            signature = _call_signature(func, target, metadata_key(args, kwargs, out))
         if fn is None:
             table = None
         elif signature is None or not _builtin_entry(fn):

@@ -228,69 +228,9 @@ def call_bytes(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any,
     return total, dtype
 
 
-# -- prices remembered by call metadata (models repeat their shapes: mobilenet_v2 runs 206 ops of 72 kinds) ----------
-
-# A priced call's outcome: (cost, "", bytes, dtype); (None, why, 0, None) for a formula that failed; (None, "", 0,
+# One priced call's outcome: (cost, "", bytes, dtype); (None, why, 0, None) for a formula that failed; (None, "", 0,
 # None) for a call that is free (no FLOPs and no floating-point tensor).
 _Outcome = tuple["Cost | None", str, int, "torch.dtype | None"]
-# (op, formula, metadata key) -> outcome, for torchcost's own formulas in the forward, whose price depends on the
-# call's metadata alone (shapes, dtypes, layouts, which arguments are the same tensor, the other arguments)
-_PRICES: dict[tuple[Any, ...], _Outcome] = {}
-_PRICES_MAX = 1 << 16
-_SCALARS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
-
-
-_INTS = frozenset({int})
-
-
-def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
-    """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
-    strides, storage offset, dtype, device, layout, grad flag and type, and the position of its first appearance in
-    the call (``x * x`` is not ``x * y``); each scalar with its type (True and 1 apart); lists and tuples item by
-    item (a list of ints at once). Raises TypeError for anything else (an object of the user's, a symbolic size)."""
-    for v in values:
-        kind = type(v)
-        if kind in _SCALARS:
-            parts.append((kind, v))
-        elif isinstance(v, _Tensor):
-            parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.device, v.layout, v.requires_grad,
-                          kind, seen.setdefault(id(v), len(seen))))
-        elif kind is list or kind is tuple:
-            if _INTS.issuperset(map(type, v)):  # int[] arguments (sizes, strides, padding): the common case
-                parts.append((kind, *v))
-            else:
-                inner: list[Any] = [kind]
-                _key_of(v, seen, inner)
-                parts.append(tuple(inner))
-        else:
-            raise TypeError(kind.__name__)
-
-
-def metadata_key(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> tuple[Any, ...] | None:
-    """A hashable key of one call's metadata (:func:`_key_of`: the tensors' metadata, never their values): what a
-    built-in formula, :func:`call_bytes`, a built-in workspace entry and a kernel-memory probe read of it; None when
-    some argument cannot be keyed (a nested or sparse tensor has no strides). Read past the function modes."""
-    seen: dict[int, int] = {}
-    parts: list[Any] = []
-    try:
-        with _NO_FUNCTION_MODES():
-            _key_of(args, seen, parts)
-            if kwargs:
-                parts.append(tuple(kwargs))
-                _key_of(tuple(kwargs.values()), seen, parts)
-            _key_of((out,), seen, parts)
-        key = tuple(parts)
-        hash(key)
-    except (TypeError, RuntimeError, NotImplementedError):  # (also a SymInt in a shape: unhashable)
-        return None
-    return key
-
-
-def _builtin(formula: Formula | None) -> bool:
-    """Whether a formula is one of torchcost's own (formulas/): a function of the call's metadata alone."""
-    return getattr(formula, "__module__", "").startswith("torchcost.formulas.")
-
-
 @dataclass
 class _Stat:
     calls: int = 0
@@ -514,7 +454,7 @@ class OpCollector:
     comm: dict[tuple[str, str, int, str], list[int]] = field(default_factory=dict)
     comm_modules: dict[str, list[int]] = field(default_factory=dict)
     calls: dict[CallKey, int] = field(default_factory=dict)  # every priced call, for the time prediction
-    _cache: dict[int, tuple[str, Formula | None, bool, str, IOPlan, bool]] = field(default_factory=dict)
+    _cache: dict[int, tuple[str, Formula | None, bool, str, IOPlan]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._forward = _Tally(self.counted, self.uncounted)
@@ -528,25 +468,20 @@ class OpCollector:
         finally:
             self.enclosed_depth -= 1
 
-    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan, bool]:
+    def _lookup(self, func: torch._ops.OpOverload) -> tuple[str, Formula | None, bool, str, IOPlan]:
         hit = self._cache.get(id(func))  # (by id(): an OpOverload hashes in Python; torch keeps each one for good)
         if hit is None:
             key = op_key(func)
             comm = collective_kind(key)
             formula = self.registry.get(key) if not comm else None
-            hit = (key, formula, is_free(func, key) or comm == "free", comm, io_plan(func._schema),
-                   _builtin(formula))
+            hit = (key, formula, is_free(func, key) or comm == "free", comm, io_plan(func._schema))
             self._cache[id(func)] = hit
         return hit
 
-    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any],
-                out: Any) -> tuple[Any, ...] | None:
-        """Tally one op; returns the call's :func:`metadata_key` when it made one (for the memory tracker's kernel
-        memory, which keys on the same), else None."""
+    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         if not self.counting:
-            return None
-        meta = None
-        key, formula, free, comm, plan, builtin = self._lookup(func)
+            return
+        key, formula, free, comm, plan = self._lookup(func)
         forward = self.phase == "forward"
         if comm and comm != "free":
             self.record_collective(key, comm, collective_bytes(key, comm, args, out), group_size(func, args, kwargs))
@@ -562,11 +497,7 @@ class OpCollector:
                     if outs is not None:
                         self._adopt(outs[i])
             else:
-                memo = None
-                if forward and builtin:
-                    meta = metadata_key(args, kwargs, out)
-                    memo = None if meta is None else (id(func), formula, meta)
-                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan, memo=memo)
+                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
@@ -574,7 +505,6 @@ class OpCollector:
                 self.free[key] = self.free.get(key, 0) + 1
         else:
             self.record_uncounted(key, OpCall(key, args, kwargs, out, func._schema))
-        return meta
 
     def on_composite(self, key: str, call: OpCall) -> None:
         formula = self.registry.get(key)
@@ -624,19 +554,10 @@ class OpCollector:
             tally = self.steps[phase] = _Tally(name=phase)
         return module, tally
 
-    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None,
-               memo: tuple[Any, ...] | None = None) -> None:
+    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None) -> None:
         """Price one call and tally it (``part_out``: the output of one tensor's part of a foreach call, whose
-        OpCall carries none, for its bytes). ``memo``: the call's key in the remembered prices (:func:`metadata_key`),
-        for a built-in formula in the forward; None: price it afresh."""
-        outcome = _PRICES.get(memo) if memo is not None else None
-        if outcome is None:
-            outcome = self._evaluate(key, formula, call, plan, part_out)
-            if memo is not None:
-                if len(_PRICES) >= _PRICES_MAX:
-                    _PRICES.clear()
-                _PRICES[memo] = outcome
-        cost, error, nbytes, dtype = outcome
+        OpCall carries none, for its bytes)."""
+        cost, error, nbytes, dtype = self._evaluate(key, formula, call, plan, part_out)
         if cost is None:
             if error:  # a formula that cannot price this call: reported as uncounted, with why
                 self.formula_errors.setdefault(key, error)
@@ -805,7 +726,7 @@ class DispatchCollector(TorchDispatchMode):
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
-        meta = self.ops.on_aten(func, args, kwargs, out)
+        self.ops.on_aten(func, args, kwargs, out)
         if self.memory is not None:
-            self.memory.on_op(func, args, kwargs, out, meta)
+            self.memory.on_op(func, args, kwargs, out)
         return out
