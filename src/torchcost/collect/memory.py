@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import sys
 import weakref
 from collections.abc import Callable, Iterable
@@ -187,6 +188,17 @@ def _builtin_entry(fn: object) -> bool:
     return getattr(fn, "__module__", "").startswith("torchcost.collect.workspace")
 
 
+def _device_test(device_type: str | None) -> Callable[[torch.Tensor], bool]:
+    """A test of whether a tensor's data is on ``device_type`` (None: any device): its ``is_cpu``/``is_cuda``/
+    ``is_meta`` flag where there is one. A DTensor is tested by its local shard's device, which is its own."""
+    if device_type is None:
+        return lambda t: True
+    flag = {"cpu": "is_cpu", "cuda": "is_cuda", "meta": "is_meta"}.get(device_type)
+    if flag is not None:
+        return operator.attrgetter(flag)
+    return lambda t: bool(t.device.type == device_type)
+
+
 def _dense(t: torch.Tensor) -> bool:
     """Non-overlapping and dense (``TensorImpl::is_non_overlapping_and_dense``): some order of the dimensions makes
     ``t`` contiguous."""
@@ -252,6 +264,9 @@ class MemoryTracker:
         self._probes: list[tuple[int, probe.Probe, int]] = []  # (op index, probe, the table's bytes or 0)
         self.round_to = max(1, round_to)
         self.device_type = device_type  # count only storages on this device type (None: all)
+        # whether a tensor's data is on that device type, read from the tensor (Tensor.is_cpu and the like: a
+        # storage's .device builds a device object each time)
+        self._counted: Callable[[torch.Tensor], bool] = _device_test(device_type)
         self.phase: Phase = "forward"
         self.target: str | None = None  # the device type meta tensors stand for (set by MemoryMode), None: unknown
         # the device type a simulated rank's ops stand for: the analysis target (set by parallel/runner.py), so the
@@ -292,8 +307,12 @@ class MemoryTracker:
         r = self.round_to
         return -(-nbytes // r) * r
 
-    def _register(self, storage: torch.UntypedStorage, born: int, category: str) -> int:
-        size = self._size(storage.nbytes()) if self.device_type in (None, storage.device.type) else 0
+    def _register(self, storage: torch.UntypedStorage, born: int, category: str, counted: bool | None = None) -> int:
+        """Start following a storage (``counted``: whether it is on the device type counted, when the caller has
+        read it from the tensor, which is cheaper than the storage's device; None: read it here)."""
+        if counted is None:
+            counted = self.device_type in (None, storage.device.type)
+        size = self._size(storage.nbytes()) if counted else 0
         uid = len(self.sizes)
         key = id(storage)
         self.sizes.append(size)
@@ -362,7 +381,7 @@ class MemoryTracker:
         for t in tensors:
             s = _storage(t)
             if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
-                self._register(s, -1, category)
+                self._register(s, -1, category, self._counted(t))
 
     def label(self, tensors: Iterable[torch.Tensor], category: str) -> None:
         """Name the category of storages after the fact (the gradients left on parameters, optimizer state)."""
@@ -389,7 +408,7 @@ class MemoryTracker:
             uid = by_storage.get(id(s))
             if uid is None:
                 if s.nbytes() > 0:
-                    self._register(s, index, "")
+                    self._register(s, index, "", self._counted(t))
             elif self.sizes[uid]:
                 size = self._size(s.nbytes())
                 if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
@@ -398,7 +417,7 @@ class MemoryTracker:
         for t in _op_tensors(args, kwargs):
             s = _storage(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
-                self._register(s, index, "buffers")  # made outside every op we saw: counted from here on
+                self._register(s, index, "buffers", self._counted(t))  # made outside every op we saw: counted from here
         known = self._keys.get(id(func))  # (by id(): an OpOverload hashes in Python)
         if known is None:
             name = func._schema.name if hasattr(func, "_schema") else str(func)
