@@ -12,9 +12,11 @@ module or option and says what to do instead.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]  # not in __all__
 
 from torchcost.errors import InputError
 from torchcost.run.step import StepOptions
@@ -26,6 +28,11 @@ _SPARSE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD, 
                                                                 torch.optim.SparseAdam)
 
 
+# torch.nn.parameter.is_lazy, at C speed over a module's tensors (a lazy parameter or buffer is an
+# UninitializedTensorMixin; None is not)
+_IS_LAZY = functools.partial(type.__instancecheck__, UninitializedTensorMixin)
+
+
 def refuse_unsupported(model: nn.Module, options: StepOptions) -> None:
     """Raise an InputError for a model or option combination torchcost cannot analyse."""
     train = options.mode == "train"
@@ -33,7 +40,8 @@ def refuse_unsupported(model: nn.Module, options: StepOptions) -> None:
         if isinstance(module, torch.jit.ScriptModule):
             raise InputError(f"{_where(model, module)} is TorchScript, whose forward hides its layers from "
                              f"torchcost: analyse the eager module it was scripted or traced from")
-        if any(t is not None and is_lazy(t) for t in (*module._parameters.values(), *module._buffers.values())):
+        params, buffers = module._parameters, module._buffers
+        if (params and any(map(_IS_LAZY, params.values()))) or (buffers and any(map(_IS_LAZY, buffers.values()))):
             raise InputError(f"{_where(model, module)} is a lazy module whose parameters are not initialized yet: "
                              f"call the model once (model(x)) so they take their shapes, then analyse it")
         if train and _sparse_trainable(module) and not _takes_sparse(options.optimizer):
