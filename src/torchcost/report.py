@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from torchcost.errors import InputError
 from torchcost.shapes import ShapeTree, TensorSpec
@@ -20,6 +20,19 @@ __all__ = ["SCHEMA_VERSION", "CollectiveCount", "CostReport", "MeasuredTime", "M
 SCHEMA_VERSION = 3
 # version 1 lacks the training-step fields, versions 1-2 the bytes moved and the time fields: they read back as 0/None
 READABLE_VERSIONS = (1, 2, 3)
+
+
+_T = TypeVar("_T")
+
+
+def from_fields(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` made from ``values``, a dict of every one of its fields, without
+    its ``__init__`` (one frozen-attribute set per field: a report holds a node per module and a record per op and
+    module, and their ``__init__`` was a large part of building it). The instance is a plain one: equality, hash,
+    repr and ``replace()`` read its fields as for any other. The dict becomes the instance's: it is not copied."""
+    instance = object.__new__(cls)
+    object.__setattr__(instance, "__dict__", values)
+    return instance
 
 
 @dataclass(frozen=True)

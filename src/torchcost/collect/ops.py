@@ -29,8 +29,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
-from torchcost.formulas.registry import Cost, Formula, FormulaRegistry, OpCall, is_free, op_key, written_arguments
-from torchcost.report import OpCount
+from torchcost.formulas.registry import (
+    Cost,
+    Formula,
+    FormulaRegistry,
+    OpCall,
+    flops_of,
+    is_free,
+    op_key,
+    written_arguments,
+)
+from torchcost.report import OpCount, from_fields
 from torchcost.trees import any_tensor, is_floating, tensors_in
 
 if TYPE_CHECKING:
@@ -228,9 +237,6 @@ def call_bytes(args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any,
     return total, dtype
 
 
-# One priced call's outcome: (cost, "", bytes, dtype); (None, why, 0, None) for a formula that failed; (None, "", 0,
-# None) for a call that is free (no FLOPs and no floating-point tensor).
-_Outcome = tuple["Cost | None", str, int, "torch.dtype | None"]
 @dataclass
 class _Stat:
     calls: int = 0
@@ -247,14 +253,9 @@ class _Stat:
 
 def op_counts(stats: dict[str, _Stat]) -> tuple[OpCount, ...]:
     """Per-op tallies as report records, most FLOPs first (ties by name)."""
-    counts = []
-    for k, s in stats.items():
-        # OpCount(k, s.calls, s.macs, Cost(s.macs, s.other_flops).flops, s.bytes) without the frozen dataclass's
-        # __init__ (a report holds one per op and module; their __init__ was a tenth of building it)
-        count = _new(OpCount)
-        _set(count, "__dict__", {"op": k, "calls": s.calls, "macs": s.macs, "flops": 2 * s.macs + s.other_flops,
-                                 "bytes": s.bytes})
-        counts.append(count)
+    counts = [from_fields(OpCount, {"op": k, "calls": s.calls, "macs": s.macs,
+                                    "flops": flops_of(s.macs, s.other_flops), "bytes": s.bytes})
+              for k, s in stats.items()]
     if len(counts) > 1:
         counts.sort(key=_most_flops_first)
     return tuple(counts)
@@ -264,8 +265,6 @@ def _most_flops_first(o: OpCount) -> tuple[int, str]:
     return -o.flops, o.op
 
 
-_new = object.__new__
-_set = object.__setattr__
 
 
 # One priced call as the time prediction needs it (timing/roofline.py): (phase, module, op, dtype of its first
@@ -557,12 +556,17 @@ class OpCollector:
     def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None) -> None:
         """Price one call and tally it (``part_out``: the output of one tensor's part of a foreach call, whose
         OpCall carries none, for its bytes)."""
-        cost, error, nbytes, dtype = self._evaluate(key, formula, call, plan, part_out)
-        if cost is None:
-            if error:  # a formula that cannot price this call: reported as uncounted, with why
-                self.formula_errors.setdefault(key, error)
-                self.record_uncounted(key)
-            elif self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
+        try:
+            cost = formula(call)
+        except Exception as exc:  # a formula that cannot price this call: report it as uncounted, with why
+            self.formula_errors.setdefault(key, f"{type(exc).__name__}: {exc}")
+            self.record_uncounted(key)
+            return
+        if not isinstance(cost, Cost):
+            raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
+        if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
+                                                                       is_floating):
+            if self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
                 self.free[key] = self.free.get(key, 0) + 1
             return
         current, tally = self._where(call)
@@ -572,6 +576,8 @@ class OpCollector:
         stat = stats.get(key)
         if stat is None:
             stat = stats[key] = _Stat()
+        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
+            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
         stat.add(cost, nbytes)
         one = (tally.name, current, key, dtype, cost.macs, cost.other_flops, nbytes)
         self.calls[one] = self.calls.get(one, 0) + 1
@@ -582,27 +588,7 @@ class OpCollector:
                 split[0] += into
                 split[1] += weight
 
-    @staticmethod
-    def _evaluate(key: str, formula: Formula, call: OpCall, plan: IOPlan, part_out: Any) -> _Outcome:
-        """One call's outcome (see ``_Outcome``) from its formula and :func:`call_bytes`."""
-        try:
-            cost = formula(call)
-        except Exception as exc:
-            return None, f"{type(exc).__name__}: {exc}", 0, None
-        if not isinstance(cost, Cost):
-            raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
-        if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
-                                                                       is_floating):
-            return None, "", 0, None
-        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
-            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
-        return cost, "", nbytes, dtype
-
     # -- results --------------------------------------------------------------------------------------------------
-
-    def module_ops(self, name: str) -> tuple[OpCount, ...]:
-        """The ops counted in module ``name``'s own forward (outside its children)."""
-        return op_counts(self.counted.get(name, {}))
 
     def module_uncounted(self, name: str) -> tuple[OpCount, ...]:
         return _calls(self.uncounted.get(name, {}))
@@ -611,18 +597,14 @@ class OpCollector:
         """Every counted op of the forward summed over the modules."""
         return _summed(self.counted)
 
-    def phase_module_ops(self, phase: str, name: str) -> tuple[OpCount, ...]:
-        """The ops of a later phase ("backward", ...) attributed to module ``name`` itself."""
-        tally = self.steps.get(phase)
-        return op_counts(tally.counted.get(name, {})) if tally is not None else ()
-
     def phase_module_sums(self, phase: str) -> dict[str, tuple[int, int]]:
-        """Module name -> (MACs, FLOPs) of a later phase's ops attributed to that module itself: the sums of
-        :meth:`phase_module_ops`, for every module at once."""
+        """Module name -> (MACs, FLOPs) of a later phase's ops ("backward", ...) attributed to that module itself,
+        for every module at once."""
         tally = self.steps.get(phase)
         if tally is None:
             return {}
-        return {name: (sum(s.macs for s in stats.values()), sum(2 * s.macs + s.other_flops for s in stats.values()))
+        return {name: (sum(s.macs for s in stats.values()),
+                       sum(flops_of(s.macs, s.other_flops) for s in stats.values()))
                 for name, stats in tally.counted.items()}
 
     def phase_module_grads(self, phase: str, name: str) -> tuple[int, int]:

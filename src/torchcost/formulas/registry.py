@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+def flops_of(macs: int, other_flops: int) -> int:
+    """FLOPs of ``macs`` multiply-accumulates and ``other_flops`` other operations: 2 per MAC (docs/conventions.md)."""
+    return 2 * macs + other_flops
+
+
 @dataclass(frozen=True)
 class Cost:
     """What one op call costs. ``flops`` (the property) is always ``2 * macs + other_flops``."""
@@ -40,7 +45,7 @@ class Cost:
 
     @property
     def flops(self) -> int:
-        return 2 * self.macs + self.other_flops
+        return flops_of(self.macs, self.other_flops)
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.macs + other.macs, self.other_flops + other.other_flops)

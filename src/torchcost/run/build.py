@@ -23,6 +23,7 @@ from torchcost.report import (
     MemoryTimeline,
     ModuleCost,
     PhaseCount,
+    from_fields,
 )
 from torchcost.run.execute import Ran
 from torchcost.shapes import ShapeTree, first_spec
@@ -111,14 +112,11 @@ if _FIELDS != tuple(f.name for f in fields(ModuleCost)):  # pragma: no cover  (r
     raise ImportError("torchcost.run.build: ModuleCost's fields changed; update _FIELDS and _build")
 
 # Every field at its default (0, "" or None where it has none: a module that never ran). Each node's values are a
-# copy of this, filled in (quicker than a dict display of 37 keys), made into a ModuleCost without its __init__ (37
-# frozen-attribute sets: a quarter of building a report). The nodes are plain frozen dataclass instances: equality,
-# hash, repr and replace() read their fields as for any other.
+# copy of this, filled in (quicker than a dict display of 37 keys), made into a ModuleCost by report.from_fields
+# (without its 37 frozen-attribute sets: a quarter of building a report).
 _BLANK: dict[str, Any] = {**dict.fromkeys(_FIELDS, 0), "name": "", "type": "", "input_shape": None,
                           "output_shape": None,
                           **{f.name: f.default for f in fields(ModuleCost) if f.default is not MISSING}}
-_new = object.__new__
-_set = object.__setattr__
 
 
 class _Tree(NamedTuple):
@@ -228,7 +226,7 @@ def _build(paths: list[tuple[str, nn.Module]], scope: ScopeTracker, ops: OpColle
         self_macs = self_flops = self_bytes = 0
         stats = counted.get(name)
         if stats:
-            values["ops"] = node_ops = op_counts(stats)  # (ops.module_ops(name))
+            values["ops"] = node_ops = op_counts(stats)  # the ops run in its own forward, outside its children
             for o in node_ops:
                 self_macs += o.macs
                 self_flops += o.flops
@@ -290,8 +288,7 @@ def _build(paths: list[tuple[str, nn.Module]], scope: ScopeTracker, ops: OpColle
                 comm_bytes += c.comm_bytes
             values["comm_bytes"] = comm_bytes
             values["comm_calls"] = comm_calls
-        node = _new(ModuleCost)
-        _set(node, "__dict__", values)
+        node = from_fields(ModuleCost, values)
         if plain:
             built[name] = entry = (node, p_numel, p_trainable, p_bytes, b_numel, b_bytes)
         else:
