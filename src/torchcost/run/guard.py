@@ -144,23 +144,26 @@ class RunWatch:
         self.watched = watched  # storage address -> the tensors on it
         self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.drew = False
-        self._keep: list[Any] = []  # the ops keyed by id() in _ops, held so that no id is reused
-        self.idle: set[int] = set()  # id() of the ops that neither write nor draw: the caller need not call for them
-        # id(op) -> what the op may do to the watched tensors (the ops are torch's own objects, alive for the process;
-        # keyed by id() because OpOverload hashes in Python), or _IDLE for an op that neither writes nor draws
+        self._keep: list[Any] = []  # the ops keyed by id() in idle and _ops, held so that no id is reused
+        # id() of the ops that neither write nor draw (most of them): nothing to do; the dispatch mode reads this set
+        # to skip the call (ops are keyed by id() because OpOverload hashes in Python)
+        self.idle: set[int] = set()
+        # id(op) -> what any other op may do to the watched tensors: the arguments it writes, whether it draws random
+        # numbers, whether it is a batch norm (which writes its running statistics undeclared)
         self._ops: dict[int, tuple[tuple[tuple[int, str, bool], ...], bool, bool]] = {}
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        known = self._ops.get(id(func))
-        if known is _IDLE:  # the hot path: most ops
+        if id(func) in self.idle:  # the hot path: most ops
             return
+        known = self._ops.get(id(func))
         if known is None:
             known = (written_arguments(func._schema), torch.Tag.nondeterministic_seeded in func.tags,
                      func._schema.name in _BATCH_NORMS)
-            self._ops[id(func)] = _IDLE if known == _IDLE else known
             self._keep.append(func)
             if known == _IDLE:
                 self.idle.add(id(func))
+                return
+            self._ops[id(func)] = known
         writes, seeded, batch_norm = known
         if seeded and not self.drew:
             self.drew = _uses_default_generator(args, kwargs)
