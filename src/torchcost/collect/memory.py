@@ -170,7 +170,6 @@ _MEASURED: dict[tuple[Any, ...], probe.Probe] = {}
 # a call's metadata (and the GPU a "cuda" target's entries size for) -> a built-in workspace entry's bytes for it
 _TABLES: dict[tuple[Any, ...], int | None] = {}
 _CACHE_MAX = 4096
-_UNKNOWN = object()
 
 
 def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...] | None:
@@ -538,22 +537,21 @@ class MemoryTracker:
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
         probe (:meth:`_probe_for`)."""
         fn = WORKSPACES.get(key)
+        builtin = fn is not None and _builtin_entry(fn)
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
-        signature = None
-        if (fn is not None and _builtin_entry(fn)) or probing:
-            signature = _call_signature(func, target, metadata_key(args, kwargs, out))
-        if fn is None:
-            table = None
-        elif signature is None or not _builtin_entry(fn):
-            table = workspace_bytes(key, func, args, kwargs, out, target)
-        else:
+        signature = _call_signature(func, target, metadata_key(args, kwargs, out)) if builtin or probing else None
+        table: int | None = None
+        if builtin and signature is not None:
             remembered = (signature, self.gpu if target == "cuda" else None)
-            table = _TABLES.get(remembered, _UNKNOWN)  # type: ignore[arg-type]
-            if table is _UNKNOWN:
+            if remembered in _TABLES:
+                table = _TABLES[remembered]
+            else:
                 table = workspace_bytes(key, func, args, kwargs, out, target)
                 if len(_TABLES) > _CACHE_MAX:
                     _TABLES.clear()
                 _TABLES[remembered] = table
+        elif fn is not None:  # a user's entry (it may read more than the metadata), or a call with no signature
+            table = workspace_bytes(key, func, args, kwargs, out, target)
         if probing and (self.kernel_memory == "measure" or table is None):
             return table, self._probe_for(key, func, args, kwargs, out, signature)
         return table, None
