@@ -102,10 +102,8 @@ def test_warm_state_made_per_kind_is_the_state_a_full_step_makes(name: str, meth
     assert _warmed(make, method, False, monkeypatch) == _warmed(make, method, True, monkeypatch)
 
 
-def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    class MyAdam(torch.optim.Adam):
-        pass
-
+def _count_warm_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of parameters each warm-up step runs for, appended as the steps run."""
     stepped: list[int] = []
     original = step._warm_step
 
@@ -114,6 +112,14 @@ def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monk
         original(opt)
 
     monkeypatch.setattr(step, "_warm_step", counting)
+    return stepped
+
+
+def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    class MyAdam(torch.optim.Adam):
+        pass
+
+    stepped = _count_warm_steps(monkeypatch)
     model = _Model()
     twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
     opt = make_optimizer(MyAdam(model.parameters()), twin.model, twin, "cpu")
@@ -126,14 +132,7 @@ def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monk
 
 
 def test_warm_up_steps_one_parameter_of_each_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    stepped: list[int] = []
-    original = step._warm_step
-
-    def counting(opt: torch.optim.Optimizer) -> None:
-        stepped.append(sum(len(g["params"]) for g in opt.param_groups))
-        original(opt)
-
-    monkeypatch.setattr(step, "_warm_step", counting)
+    stepped = _count_warm_steps(monkeypatch)
     model = _Model()
     twin = make_twin(model, (torch.randn(2, 8),), {}, "fake", torch.device("cpu"))
     opt = make_optimizer("adamw", twin.model, twin, "cpu")
