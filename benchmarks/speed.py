@@ -414,11 +414,8 @@ def ladder_main(argv: list[str]) -> int:
 
 def meta_main(argv: list[str]) -> int:
     """``python -m benchmarks.speed meta``: a packaged llama on the meta device, its forward, FlopCounterMode and
-    analyze() interleaved (thread CPU time, one thread, gc.collect() before each call): the issue-16 check that
-    torchcost costs no more than FlopCounterMode there."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    import torchcost
+    analyze() timed as the ladder times them (:func:`_interleaved_cpu`): the issue-16 check that torchcost costs no
+    more than FlopCounterMode there."""
     from benchmarks.models import build_meta_llama
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed meta")
@@ -426,33 +423,14 @@ def meta_main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    built = build_meta_llama(args.model)
-
-    def forward() -> None:
-        with torch.no_grad():
-            built.model(*built.args, **built.kwargs)
-
-    def flop_counter() -> None:
-        with torch.no_grad(), FlopCounterMode(display=False):
-            built.model(*built.args, **built.kwargs)
-
-    def analyze() -> None:
-        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
-
-    entries = {"forward": forward, "FlopCounterMode": flop_counter, "analyze()": analyze}
-    for run in entries.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in entries}
-    for _ in range(args.rounds):
-        for name, run in entries.items():
-            gc.collect()
-            cpu = time.thread_time()
-            run()
-            times[name].append(time.thread_time() - cpu)
-    ratios = [a / b for a, b in zip(times["analyze()"], times["FlopCounterMode"])]
+    variants = _ladder_variants()
+    times = _interleaved_cpu(build_meta_llama(args.model),
+                             {name: variants[name] for name in ("forward", "FlopCounterMode", "analyze()")},
+                             args.rounds)
+    ratio = _ratio_stats(times["analyze()"], times["FlopCounterMode"])[0]
     print(f"{args.model} on meta, {args.rounds} rounds: " + ", ".join(
         f"{name} {statistics.median(t):.3f} s" for name, t in times.items())
-        + f"; analyze() / FlopCounterMode {statistics.median(ratios):.2f}x (median of the per-round ratios)")
+        + f"; analyze() / FlopCounterMode {ratio:.2f}x (median of the per-round ratios)")
     return 0
 
 
