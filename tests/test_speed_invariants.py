@@ -105,3 +105,48 @@ def test_memory_figures_survive_storage_churn() -> None:
     first = torchcost.analyze(model, x).to_dict()
     for _ in range(3):
         assert torchcost.analyze(model, x).to_dict() == first
+
+
+_PEEKED: list[tuple[int, str]] = []  # (outside the module: torchcost puts a module's own lists back after a run)
+
+
+class _Peek(nn.Module):
+    """Records what a progress display would show while the forward runs past it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torchcost.collect.recording import live_status
+
+        _PEEKED.append(live_status())
+        return x
+
+
+def test_live_status_names_the_phase_and_the_ops_seen_so_far() -> None:
+    from torchcost.collect.recording import live_status
+
+    peek = _Peek()
+    model = nn.Sequential(nn.Linear(4, 3), peek).eval()
+    started, doing = live_status()
+    assert doing == ""  # nothing runs
+    torchcost.analyze(model, torch.randn(2, 4))
+    # Linear on a 2-D input dispatches aten::t (the weight's transpose) and aten::addmm: 2 ops before the peek
+    assert _PEEKED == [(started + 1, "forward, 2 ops")]
+    assert live_status() == (started + 1, "")  # the run is over: nothing is shown
+
+    phases: list[str] = []
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:
+        phases.append(live_status()[1].split(",")[0])
+        return out.pow(2).mean()
+
+    _PEEKED.clear()
+    torchcost.analyze(model, torch.randn(2, 4), mode="train", loss_fn=loss_fn)
+    assert [s.split(",")[0] for _, s in _PEEKED] == ["forward"] and phases == ["loss"]
+
+
+def test_probe_progress_is_cleared_after_measuring() -> None:
+    from torchcost.collect import probe
+
+    conv = nn.Conv2d(3, 5, 3, groups=1)
+    probe.CACHE.clear()
+    torchcost.analyze(conv, torch.randn(1, 3, 9, 9), kernel_memory="measure")
+    assert probe.PROGRESS == [0, 0]

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -35,6 +35,7 @@ import torch
 from torchcost._version import __version__
 from torchcost.api import analyze
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
+from torchcost.collect.recording import live_status
 from torchcost.comparison import Comparison, build_comparison
 from torchcost.errors import ModelError, TorchcostError
 from torchcost.examples import DEFAULT, EXAMPLES
@@ -546,23 +547,36 @@ class Progress:
 
     FRAMES = "|/-\\"
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, enabled: bool, stream: TextIO | None = None,
+                 status: Callable[[], tuple[int, str]] = live_status) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.text = ""
+        self.status = status  # () -> (runs started in the process, what the running one does: phase and ops)
+        self._runs = 0  # runs started before the text was set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = time.monotonic()
 
     def update(self, text: str) -> None:
+        self._runs = self.status()[0]
         self.text = text
+
+    def line(self) -> str:
+        """The text, and what the run going on does (with its number when the text's step runs several: a batch
+        search's analyses)."""
+        started, doing = self.status()
+        runs = started - self._runs
+        if not doing:
+            return self.text
+        return f"{self.text}: {f'run {runs}, ' if runs > 1 else ''}{doing}"
 
     def _spin(self) -> None:
         for frame in itertools.cycle(self.FRAMES):
             if self._stop.wait(0.1):
                 return
             elapsed = time.monotonic() - self._start
-            line = f"{frame} {self.text} ({elapsed:.0f} s)"[: max(10, shutil.get_terminal_size().columns - 1)]
+            line = f"{frame} {self.line()} ({elapsed:.0f} s)"[: max(10, shutil.get_terminal_size().columns - 1)]
             self.stream.write(f"\r\033[K{line}")
             self.stream.flush()
 
@@ -587,7 +601,8 @@ def _build_and_analyze(spec: str, args: argparse.Namespace, options: AnalysisOpt
                        progress: Progress) -> tuple[Resolved, CostReport]:
     progress.update(f"building {spec}")
     resolved = resolve(spec, **resolve_options(args))
-    progress.update(f"analysing {resolved.spec} (one forward pass)")
+    what = "a training step" if options.mode == "train" else "one forward pass"
+    progress.update(f"analysing {resolved.spec} ({what})")
     if options.time is not None:  # the timed runs say which run is going on
         options = replace(options, time=replace(options.time, progress=progress.update))
     return resolved, options.analyze(resolved)

@@ -297,3 +297,17 @@ def test_progress_line_only_when_asked() -> None:
     with cli.Progress(False, quiet):
         pass
     assert quiet.getvalue() == ""
+
+
+def test_progress_line_shows_the_running_analysis() -> None:
+    state = [3, ""]
+    progress = cli.Progress(False, io.StringIO(), status=lambda: (state[0], state[1]))
+    progress.update("analysing example:simple_cnn (one forward pass)")
+    assert progress.line() == "analysing example:simple_cnn (one forward pass)"  # nothing runs yet
+    state[:] = [4, "forward, 12 ops"]
+    assert progress.line() == "analysing example:simple_cnn (one forward pass): forward, 12 ops"
+    progress.update("searching the largest batch within 8.00 GiB")
+    state[:] = [6, "backward, 1,234 ops"]  # the second analysis since the search started
+    assert progress.line() == "searching the largest batch within 8.00 GiB: run 2, backward, 1,234 ops"
+    state[1] = "measuring kernel memory, 3 of 22 calls"
+    assert progress.line().endswith(": run 2, measuring kernel memory, 3 of 22 calls")

@@ -693,11 +693,13 @@ class DispatchCollector(TorchDispatchMode):
         self.watch = watch  # told of each op before it runs (run/guard.py's copy-on-write), or None
         # id() of the ops the watch has said it has no business with (RunWatch.idle): not called for those
         self._idle: set[int] = getattr(watch, "idle", set())
+        self.seen = 0  # aten ops seen so far (read by a progress display: collect/recording.py's live_status)
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        self.seen += 1
         if self.watch is not None and id(func) not in self._idle:
             self.watch(func, args, kwargs)
         if self.paused:

@@ -42,6 +42,7 @@ __all__ = [
     "KERNEL_MEMORY",
     "MAX_PROBE_BYTES",
     "PROBED",
+    "PROGRESS",
     "KernelMemory",
     "Probe",
     "cached",
@@ -70,6 +71,7 @@ _MARK = "torchcost.probe."
 CacheKey = tuple[Any, ...]
 CACHE: dict[CacheKey, int] = {}  # probe key -> bytes measured (only successful probes are kept)
 _RUNS = [0]  # probes run in this process (tests read it through runs())
+PROGRESS = [0, 0]  # while measure() runs: probes measured, probes to measure (read by a progress display)
 
 
 def get_kernel_memory() -> KernelMemory:
@@ -315,10 +317,13 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
         with _quiet_stderr():
             prof.__enter__()
         try:
+            PROGRESS[:] = [0, len(todo)]
             for i, probe in enumerate(todo):
                 with contextlib.suppress(Exception):
                     kept.update(_run_one(probe, f"{_MARK}{i}", gen))
+                PROGRESS[0] = i + 1
         finally:
+            PROGRESS[:] = [0, 0]
             with _quiet_stderr():
                 prof.__exit__(None, None, None)
         results = prof.kineto_results

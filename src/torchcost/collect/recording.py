@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from torchcost.collect import interrupts
+from torchcost.collect import interrupts, probe
 from torchcost.collect.composites import CompositeCatcher
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
@@ -41,7 +41,27 @@ from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.formulas.registry import FormulaRegistry
 
-__all__ = ["MemorySettings", "Phase", "Recording"]
+__all__ = ["MemorySettings", "Phase", "Recording", "live_status"]
+
+
+# the recordings running now, innermost last, and how many have started in this process: read by a progress display
+# on another thread (live_status), which only reads a string and two ints of them
+_LIVE: list[Recording] = []
+_STARTED = [0]
+
+
+def live_status() -> tuple[int, str]:
+    """For a progress display (the CLI's, on its own thread): how many runs have started in this process, and what
+    the innermost running one is doing ("backward, 12,345 ops": its phase and the aten ops it has seen), or the
+    kernel-memory probes being measured after a run ("measuring kernel memory, 3 of 22 calls"); "" otherwise."""
+    rec = _LIVE[-1] if _LIVE else None
+    if rec is not None:
+        dispatch = rec.dispatch
+        return _STARTED[0], f"{rec.ops.phase}, {dispatch.seen if dispatch is not None else 0:,} ops"
+    done, total = probe.PROGRESS
+    if total:
+        return _STARTED[0], f"measuring kernel memory, {done} of {total} calls"
+    return _STARTED[0], ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,9 @@ class Recording:
                 stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch))
+            _LIVE.append(self)
+            stack.callback(_LIVE.remove, self)
+            _STARTED[0] += 1
             self._stack = stack.pop_all()
         return self
 
