@@ -340,12 +340,56 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
         row: dict[str, Any] = {"blocks": n, "rounds": r}
         for k, v in times.items():
             row[k] = statistics.median(v) * 1e3
+        # the aten ops each run dispatches (the memory timeline has one entry per op), outside the timed rounds
+        row["ops"] = {k: len(entries[k](model, built).memory.timeline.ops) for k in ("analyze()", "train step")
+                      if k in entries}
         rows.append(row)
-        log(f"  N={n:6d}  " + "  ".join(f"{k} {row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us/block)" for k in times))
+        log(f"  N={n:6d}  " + "  ".join(f"{k} {row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us/block)" for k in times)
+            + "  ops " + ", ".join(f"{k} {v}" for k, v in row["ops"].items()))
     return rows
 
 
-def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, Any]]) -> str:
+TRAIN_MODELS = ("resnet18", "gpt2")
+
+
+def run_train_rows(models: Sequence[str], rounds: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Per model: a plain forward, analyze(), analyze(mode="train") and a real training step (a copy of the model in
+    train mode, AdamW, analyze's default loss), interleaved; CPU ms medians, one thread."""
+    import copy
+
+    import torchcost
+    from torchcost.run.step import default_loss
+
+    torch.set_num_threads(1)
+    rows = []
+    for name in models:
+        built = ladder_model(name)
+        twin = copy.deepcopy(built.model).train()
+        opt = torch.optim.AdamW(twin.parameters(), lr=1e-3)
+
+        def real_step(model: torch.nn.Module, b: Built, twin: torch.nn.Module = twin,
+                      opt: torch.optim.Optimizer = opt) -> None:
+            with torch.enable_grad():
+                opt.zero_grad(set_to_none=True)
+                default_loss(twin(*b.args, **b.kwargs)).backward()
+                opt.step()
+
+        entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
+            "forward": _forward,
+            "analyze()": lambda m, b: torchcost.analyze(m, *b.args, kwargs=b.kwargs),
+            "analyze(mode='train')": lambda m, b: torchcost.analyze(m, *b.args, kwargs=b.kwargs, mode="train"),
+            "training step": real_step}
+        times = _interleaved_cpu(built, entries, rounds)
+        row: dict[str, Any] = {"model": name, "rounds": rounds}
+        row.update({k: statistics.median(v) * 1e3 for k, v in times.items()})
+        rows.append(row)
+        log(f"  {name:16s} " + "  ".join(f"{k} {row[k]:.0f} ms" for k in entries))
+        del built, twin, opt
+    return rows
+
+
+def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, Any]],
+                   train: Sequence[dict[str, Any]] = ()) -> str:
     variants = [v for v in _ladder_variants() if v != "forward"]
     out = [f"### {label}", "",
            "CPU time of the thread as a ratio to a plain `torch.no_grad()` forward, one torch thread, rounds "
@@ -357,13 +401,28 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
         cells = [f"{row[v][0]:.2f}x ({row[v][1]:.2f}-{row[v][2]:.2f})" for v in variants]
         out.append(f"| {row['model']} | {row['forward_ms']:.1f} | {row['rounds']} | " + " | ".join(cells) + " |")
     if lin:
-        out += ["", "N x (Linear(64, 64) + ReLU), input 1x64, CPU ms (median) and microseconds per block:", "",
-                "| N | rounds | forward | analyze() | train step |", "|---|---|---|---|---|"]
+        out += ["", "N x (Linear(64, 64) + ReLU), input 1x64, CPU ms (median) and microseconds per block; the aten "
+                "ops the run dispatched, and the analysis's microseconds per op (a training step runs forward, "
+                "loss, backward and a for-loop AdamW: about 12x the ops of the forward):", "",
+                "| N | rounds | forward | analyze() | train step | ops: analyze() / train step | us per op: "
+                "analyze() / train step |", "|---|---|---|---|---|---|---|"]
         for row in lin:
-            n = row["blocks"]
+            n, ops = row["blocks"], row.get("ops", {})
             cells = [f"{row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us)" if k in row else "-"
                      for k in ("forward", "analyze()", "train step")]
-            out.append(f"| {n} | {row['rounds']} | " + " | ".join(cells) + " |")
+            counts = " / ".join(f"{ops[k]:,}" if k in ops else "-" for k in ("analyze()", "train step"))
+            per_op = " / ".join(f"{row[k] / ops[k] * 1e3:.0f}" if k in ops else "-"
+                                for k in ("analyze()", "train step"))
+            out.append(f"| {n} | {row['rounds']} | " + " | ".join(cells) + f" | {counts} | {per_op} |")
+    if train:
+        out += ["", "Real models, training step: CPU ms (median), interleaved; the training step is a real one on a "
+                "copy in train mode (AdamW, analyze's default loss), for scale:", "",
+                "| model | rounds | forward | analyze() | analyze(mode='train') | training step | train / eval "
+                "analysis | train analysis / training step |", "|---|---|---|---|---|---|---|---|"]
+        for row in train:
+            a, t, step = row["analyze()"], row["analyze(mode='train')"], row["training step"]
+            out.append(f"| {row['model']} | {row['rounds']} | {row['forward']:.0f} | {a:.0f} | {t:.0f} | {step:.0f} | "
+                       f"{t / a:.2f}x | {t / step:.2f}x |")
     return "\n".join(out) + "\n"
 
 
@@ -395,6 +454,9 @@ def ladder_main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="100,1000,10000", help="N of the linearity rows ('' for none)")
     parser.add_argument("--train-sizes", default="100,1000", help="N with a training-step row")
     parser.add_argument("--lin-rounds", type=int, default=5)
+    parser.add_argument("--train-models", default=",".join(TRAIN_MODELS),
+                        help="models with a training-step row ('' for none)")
+    parser.add_argument("--train-rounds", type=int, default=3)
     parser.add_argument("--write", metavar="LABEL", help="write the tables into docs/benchmarks.md under LABEL")
     parser.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
     args = parser.parse_args(argv)
@@ -402,11 +464,13 @@ def ladder_main(argv: list[str]) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = run_ladder(models, args.rounds)
     lin = run_linearity(sizes, args.lin_rounds, [int(s) for s in args.train_sizes.split(",") if s]) if sizes else []
+    train_models = [m for m in args.train_models.split(",") if m]
+    train = run_train_rows(train_models, args.train_rounds) if train_models else []
     label = args.write or "this run"
-    body = ladder_section(label, rows, lin)
+    body = ladder_section(label, rows, lin, train)
     print(body)
     if args.json:
-        Path(args.json).write_text(json.dumps({"ladder": rows, "linearity": lin}, indent=1))
+        Path(args.json).write_text(json.dumps({"ladder": rows, "linearity": lin, "train": train}, indent=1))
     if args.write:
         write_ladder(args.write, body)
     return 0

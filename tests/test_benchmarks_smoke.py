@@ -151,3 +151,17 @@ def test_training_step_benchmark_one_small_case_and_its_docs_section(tmp_path: P
     text = doc.read_text()
     assert text.count(ts.HEADING) == 1 and "old table" not in text and "| lora-stack |" in text
     assert text.startswith("# Title\n") and text.endswith("## Method\n\nkept\n")
+
+
+def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
+    from benchmarks import speed
+
+    rows = speed.run_linearity([3], 1, [3], log=lambda _text: None)
+    ops = rows[0]["ops"]
+    # eval: per Linear(64, 64) + ReLU block on a 1x64 input, aten::t (the weight's transpose), aten::addmm,
+    # aten::relu: 3 * 3 = 9 ops
+    assert ops["analyze()"] == 9
+    # a training step adds the loss, backward and the optimizer's per-parameter loop on top of those 9
+    assert ops["train step"] > 9 * 10
+    body = speed.ladder_section("smoke", [], rows)
+    assert "| 3 | 1 |" in body and "9 / " in body
