@@ -565,7 +565,10 @@ class Progress:
     def line(self) -> str:
         """The text, and what the run going on does (with its number when the text's step runs several: a batch
         search's analyses)."""
-        started, doing = self.status()
+        try:
+            started, doing = self.status()
+        except Exception:  # (read from the spinner's thread while the run changes: never let it end the spinner)
+            return self.text
         runs = started - self._runs
         if not doing:
             return self.text

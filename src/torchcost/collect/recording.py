@@ -54,7 +54,10 @@ def live_status() -> tuple[int, str]:
     """For a progress display (the CLI's, on its own thread): how many runs have started in this process, and what
     the innermost running one is doing ("backward, 12,345 ops": its phase and the aten ops it has seen), or the
     kernel-memory probes being measured after a run ("measuring kernel memory, 3 of 22 calls"); "" otherwise."""
-    rec = _LIVE[-1] if _LIVE else None
+    try:
+        rec: Recording | None = _LIVE[-1]
+    except IndexError:  # (the run may end between a test and an index: this is read from another thread)
+        rec = None
     if rec is not None:
         dispatch = rec.dispatch
         return _STARTED[0], f"{rec.ops.phase}, {dispatch.seen if dispatch is not None else 0:,} ops"
