@@ -89,7 +89,7 @@ def run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registr
     """The run plan.choose_method picks, retried once on a real copy where plan.retry_on_copy says so; outside the
     caller's inference_mode, if any. ``measure_cpu``: a run on real CPU tensors is also measured by the allocator
     (a profiler session; CUDA runs on real tensors always are)."""
-    with outside_inference_mode(), no_full_collections():
+    with outside_inference_mode():
         return _run(model, args, kwargs, registry, options, memory, run_device, measure_cpu)
 
 
@@ -103,7 +103,7 @@ def no_full_collections() -> Iterator[None]:
     fifth of the run). The young generations still collect the run's own short-lived reference cycles at the
     same allocation counts as before, so tensors freed by those die where they did; only garbage that has already
     survived into the oldest generation waits for the next full collection after the run. The threshold is put
-    back even when the run raises."""
+    back even when the run raises. analyze() holds it over the run, the report's build and the run's release."""
     young, middle, oldest = gc.get_threshold()
     gc.set_threshold(young, middle, _NEVER)
     try:
