@@ -265,8 +265,6 @@ def _most_flops_first(o: OpCount) -> tuple[int, str]:
     return -o.flops, o.op
 
 
-
-
 # One priced call as the time prediction needs it (timing/roofline.py): (phase, module, op, dtype of its first
 # floating input, MACs, other FLOPs, bytes); the collector counts how many calls had each.
 CallKey = tuple[str, str, str, "torch.dtype | None", int, int, int]
