@@ -11,6 +11,7 @@ the module trees the report builder treats apart (tied weights, a parameter held
 under two names, an empty child slot, one module under several names), a meta llama for a cuda target; about a
 minute in all. Every report's ``to_dict()`` is kept, with the torch and torchcost versions left out.
 It prints one line per case that differs (with the first differing path) and a summary line; nothing else.
+``--repeat 2`` keeps each case's second analysis: the one that runs planned leaf modules past the modes.
 """
 
 from __future__ import annotations
@@ -207,8 +208,9 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
 _VOLATILE = ("torch_version", "torchcost_version")
 
 
-def reports(names: list[str] | None = None) -> dict[str, Any]:
-    """Each case's report as a dict (or the error it raised, as text)."""
+def reports(names: list[str] | None = None, repeat: int = 1) -> dict[str, Any]:
+    """Each case's report as a dict (or the error it raised, as text); with ``repeat``, the last of that many
+    analyses of the case (a leaf module's plan is checked on its first call and used after: collect/leaves.py)."""
     import torchcost
 
     out: dict[str, Any] = {}
@@ -219,7 +221,8 @@ def reports(names: list[str] | None = None) -> dict[str, Any]:
         model, args = spec.pop("model"), spec.pop("args")
         try:
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                report = torchcost.analyze(model, *args, **spec)
+                for _ in range(repeat):
+                    report = torchcost.analyze(model, *args, **spec)
             d = report.to_dict()
             for key in _VOLATILE:
                 d.pop(key, None)
@@ -256,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where to write the reports (JSON)")
     parser.add_argument("--against", help="a file an earlier run wrote: compare with it")
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="analyse each case this many times, keep the last")
     ns = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = [n for n in ns.cases.split(",") if n]
-    got = reports(names)
+    got = reports(names, max(1, ns.repeat))
     text = json.dumps(got, indent=1, sort_keys=True)
     Path(ns.out).write_text(text + "\n")
     errors = sum(isinstance(v, str) for v in got.values())

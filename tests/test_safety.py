@@ -62,6 +62,9 @@ def snapshot(model: nn.Module) -> Snapshot:
     flags = {"mha": mha, "grad": torch.is_grad_enabled(), "dtype": torch.get_default_dtype(),
              "dispatch_stack": torch._C._len_torch_dispatch_stack(),
              "function_stack": torch._C._len_torch_function_stack(),
+             # (collect/leaves.py switches both off around a leaf module: they must come back on)
+             "torch_function": torch._C._is_torch_function_enabled(),
+             "python_key_excluded": torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python),
              "inference": torch.is_inference_mode_enabled()}
     return Snapshot(modules, state, hooks, namespaces, torch.get_rng_state(), flags)
 

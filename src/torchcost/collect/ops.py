@@ -692,6 +692,8 @@ class DispatchCollector(TorchDispatchMode):
         # id() of the ops the watch has said it has no business with (RunWatch.idle): not called for those
         self._idle: set[int] = getattr(watch, "idle", set())
         self.seen = 0  # aten ops seen so far (read by a progress display: collect/recording.py's live_status)
+        # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
+        self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
@@ -708,6 +710,8 @@ class DispatchCollector(TorchDispatchMode):
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
+        if self.trace is not None:
+            self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out)
         if self.memory is not None:
             self.memory.on_op(func, args, kwargs, out)

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import torch
 from torch import nn
 
 from torchcost.collect import interrupts, probe
 from torchcost.collect.composites import CompositeCatcher
+from torchcost.collect.leaves import DirectLeaves
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
@@ -84,11 +86,14 @@ class Recording:
     ``train`` says a training step runs (backward ops get tagged with their module); ``emulate`` names the device
     type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors). ``watch`` is called
     with ``(func, args, kwargs)`` before every aten op runs (run/guard.py's copy-on-write of the model's tensors).
+    ``direct``: common leaf modules may run past the modes, their planned ops handed to the collectors
+    (collect/leaves.py; for an eval run on real tensors, when no mode of anyone else's is on).
     """
 
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
                  train: bool = False, emulate: str | None = None,
-                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None) -> None:
+                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
+                 direct: bool = False) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
@@ -99,6 +104,7 @@ class Recording:
         self._train = train
         self._emulate = emulate
         self._watch = watch
+        self._direct = direct
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
 
@@ -119,6 +125,7 @@ class Recording:
     def __enter__(self) -> Recording:
         with contextlib.ExitStack() as stack:  # what went in comes off again if installing the rest fails
             stack.enter_context(interrupts.deferred())  # outermost: a pending Ctrl-C is raised once all is removed
+            others = (torch._C._len_torch_dispatch_stack(), torch._C._len_torch_function_stack())
             stack.callback(self._finish)
             if self.memory is not None:
                 self.scope.listeners.append(self.memory)
@@ -132,6 +139,10 @@ class Recording:
                 stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch))
+            if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
+                self.scope.leaves = DirectLeaves(self.dispatch, (torch._C._len_torch_dispatch_stack(),
+                                                                 torch._C._len_torch_function_stack()))
+                stack.callback(self.scope.release_leaves)  # before the modes come off
             _LIVE.append(self)
             stack.callback(_LIVE.remove, self)
             _STARTED[0] += 1

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_mod
 
+from torchcost.collect.leaves import DirectLeaves, LeafCall
 from torchcost.shapes import ShapeTree
 from torchcost.trees import matches, spec_of, tensor_bytes
 
@@ -123,12 +124,14 @@ class ScopeTracker:
     aliases: dict[int, tuple[str, ...]] = field(init=False)
     canonical: dict[str, str] = field(init=False)
     types: dict[str, str] = field(init=False)
-    stack: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list)
+    # (id of the module, its name, its listeners' marks, its direct-leaf call or None), innermost last
+    stack: list[tuple[int, str, tuple[object, ...], LeafCall | None]] = field(default_factory=list)
     listeners: list[ScopeListener] = field(default_factory=list)
     calls: dict[str, ModuleCalls] = field(default_factory=dict)
     completed: list[str] = field(default_factory=list)
     failure: Failure | None = None
     _failure_exc: int | None = None
+    leaves: DirectLeaves | None = None  # runs planned leaf modules past the modes (collect/leaves.py), if set
     _handles: list[Any] = field(default_factory=list)
     _thread: int = 0
     _headroom: bool = False
@@ -155,7 +158,16 @@ class ScopeTracker:
         self._handles.append(module_mod.register_module_forward_pre_hook(self._pre))
         self._handles.append(module_mod.register_module_forward_hook(self._post, with_kwargs=True, always_call=True))
 
+    def release_leaves(self) -> None:
+        """Turn the modes back on for direct leaf calls whose post-hook never ran (an error that is no Exception:
+        torch calls always-called hooks for Exceptions only)."""
+        if self.leaves is not None:
+            for frame in reversed(self.stack):
+                if frame[3] is not None:
+                    self.leaves.abandon(frame[3])
+
     def remove(self) -> None:
+        self.release_leaves()
         if self._headroom:
             self._headroom = False
             _HEADROOM.release()
@@ -170,7 +182,7 @@ class ScopeTracker:
         """The name of a module held under ``names`` for this call: one under the innermost running module that has
         one, a direct child first; among equals the one called least so far (``Sequential(*[block] * 3)`` names
         its three calls 0, 1, 2). Outside every frame: the first name."""
-        for _, frame, _ in reversed(self.stack):
+        for _, frame, _, _ in reversed(self.stack):
             prefix = frame + "." if frame else ""
             under = [n for n in names if n.startswith(prefix)]
             if under:
@@ -186,7 +198,9 @@ class ScopeTracker:
         if name is not None:
             if self.aliases and key in self.aliases:
                 name = self._alias(self.aliases[key])
-            self.stack.append((key, name, tuple([listener.enter(name) for listener in self.listeners])))
+            marks = tuple([listener.enter(name) for listener in self.listeners])
+            leaves = self.leaves
+            self.stack.append((key, name, marks, leaves.begin(module, args) if leaves is not None else None))
 
     def _post(self, module: nn.Module, args: Any, *rest: Any) -> None:
         # torch calls (module, args, kwargs, output) normally, and (module, args, output) when forward raised. Tell
@@ -197,15 +211,22 @@ class ScopeTracker:
         name = self.names.get(key)
         if name is None:
             return
-        while self.stack:  # unwind to this module's frame (frames left by exceptions caught inside forward)
-            frame_id, frame, marks = self.stack.pop()
+        raised = len(rest) != 2
+        kwargs, output = ({}, rest[0]) if raised else (rest[0], rest[1])
+        stack = self.stack
+        while stack:  # unwind to this module's frame (frames left by exceptions caught inside forward)
+            call = stack[-1][3]
+            if call is not None and self.leaves is not None:  # a direct leaf's ops go in while its frame is on top
+                if stack[-1][0] == key:
+                    self.leaves.end(call, output, raised)
+                else:
+                    self.leaves.abandon(call)
+            frame_id, frame, marks, _ = stack.pop()
             if frame_id == key:
                 name = frame
                 for listener, mark in zip(self.listeners, marks):
                     listener.exit(name, mark)
                 break
-        raised = len(rest) != 2
-        kwargs, output = ({}, rest[0]) if raised else (rest[0], rest[1])
         # the hooks run inside the model, under torchcost's function modes: read shapes, dtypes and sizes past them,
         # or each read is a full __torch_function__ round trip (DisableTorchFunction also passes by a subclass's own
         # __torch_function__: the metadata read is the tensor's own)

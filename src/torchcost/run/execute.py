@@ -145,14 +145,15 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     settings = MemorySettings(options.round_to, counted, options.kernel_memory, options.gpu) if memory else None
     method: Method = twin.method if twin is not None else ("meta" if run_device.type == "meta" else "real")
     with guarded(model, twin, run_device) as watch:
-        rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch)
+        extras = twin.extras if twin is not None else None
+        direct = not train and emulate is None and method in ("real", "copy") and extras is None
+        rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct)
         ran = Ran(model, args, kwargs, rec, options, method)
         _set_training(model, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
         if opt is not None:
             warm_optimizer(opt)
             ran.optimizer = describe_optimizer(opt)
-        extras = twin.extras if twin is not None else None
         if extras is not None:
             extras.prepare(rec, model, opt)
         _add_baselines(rec, model, args, kwargs, opt)

@@ -1,0 +1,382 @@
+"""Direct leaves: common leaf modules run past torchcost's modes, their aten ops handed to the collectors as planned.
+
+An eval forward of a CNN is mostly convolutions, batch norms and activations, one or two aten ops each. Under the
+dispatch mode each op costs a Python round trip (the op's arguments boxed into Python and parsed again to run it,
+about 20-35 us on this machine) and each torch function a trip through the function mode: on mobilenet_v2 that alone
+makes a forward 1.3-1.4x slower before torchcost has counted anything. Those modules need no interception to be
+known: the aten ops an ``nn.Conv2d`` runs are fixed by its attributes and its input.
+
+So, for the module types in ``_PLANNERS`` (exact types, no hooks of their own, no ``forward`` of the instance),
+a planner says which aten ops the call will run: the op, its arguments (the module's input and tensors, its
+settings) and where its output comes from. A plan is trusted only after it was seen to be right: the first call of
+each kind of call in a process (the plan's key: module type, the settings that pick the path through torch's Python
+and composite code, the input's dtype, device type, layout and dimensions) runs under the modes as always, and the
+ops the dispatch mode saw are compared with the plan: the same ops, arguments identical (tensors by identity, every
+other value by type and value), the last op's output the module's own output. A kind whose plan differs (another
+torch version, a backend that takes another path) is never planned again in the process.
+
+Later calls of a trusted kind run with torch's dispatch and function modes off (``DisableTorchDispatch``,
+``DisableTorchFunction``), entered by the scope's pre-hook and left by its post-hook; before the forward the
+copy-on-write watch is told of the planned ops (run/guard.py), after it the ops go to the op collector and the
+memory tracker as the dispatch mode would have handed them, in the module's scope. Outputs the module does not
+return (batch norm's empty byte reserve, the empty statistics native_batch_norm returns in eval) are made anew,
+with the shape, strides and dtype seen when the kind was trusted.
+
+Only eval runs on real tensors use this (the Recording decides), and a call is planned only when nothing else could
+watch it: no tensor subclass, grad mode and autocast off, no JIT trace or functorch transform, no hooks but
+torchcost's, and no mode on torch's stacks but torchcost's own. Anything else runs under the modes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as module_mod
+
+__all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled"]
+
+_aten = torch.ops.aten
+
+
+class Out(enum.Enum):
+    """Where a planned op's output comes from when the module ran past the modes."""
+
+    MODULE = "module"  # the module's output is the op's output
+    TUPLE = "tuple"  # the op returns (the module's output, *extras): extras made with the metadata seen when trusted
+    EXTRA = "extra"  # an output the module does not return (aten::empty of batch norm's reserve): made the same way
+
+
+Step = tuple[Any, tuple[Any, ...], dict[str, Any], Out]
+Plan = tuple[tuple[Any, ...], tuple[Step, ...]]  # (the kind of call, the ops it runs)
+
+# the kind of call -> per planned op, the metadata of the outputs a call past the modes makes (EXTRA, TUPLE), or
+# False: its plan was wrong once, never planned again in this process
+TRUSTED: dict[tuple[Any, ...], tuple[tuple[tuple[Any, ...], ...], ...] | bool] = {}
+_SWITCH = [True]  # benchmarks and tests turn planning off to compare (enabled())
+_PLAIN_TENSORS = frozenset({torch.Tensor, nn.Parameter})
+_NO_OPTIONS: dict[str, Any] = {}
+
+
+def enabled(on: bool | None = None) -> bool:
+    """Whether leaf modules are planned (True unless turned off); with ``on``, set it and return the old value."""
+    before = _SWITCH[0]
+    if on is not None:
+        _SWITCH[0] = on
+    return before
+
+
+# -- the planners: (module, its one positional input) -> a Plan, or None (this call runs under the modes) ----------
+
+
+def _kind(x: torch.Tensor) -> tuple[Any, ...]:
+    """What of the input can pick another path through torch's Python and composite code: its dtype, device type,
+    layout, dimensions, whether it is contiguous (a channels-last mean is made channels-last again) and empty (an
+    empty batch norm is computed another way)."""
+    return x.dtype, x.device.type, x.layout, x.dim(), x.is_contiguous(), x.numel() == 0
+
+
+# each planner's key holds the torch functions the module's forward goes through, as they are now: one replaced
+# (wrapped by a tracing library, say) is another kind of call, checked again
+_CONV_FUNCTIONS = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
+
+
+def _conv(m: Any, x: torch.Tensor) -> Plan | None:
+    # _ConvNd._conv_forward: F.convNd(input, weight, bias, stride, padding, dilation, groups) -> aten::convolution
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None
+    n = len(m.kernel_size)
+    if x.dim() != n + 2:  # (an unbatched input is unsqueezed and squeezed back: more ops)
+        return None
+    params = m._parameters
+    bias = params["bias"]
+    op = (_aten.convolution.default, (x, params["weight"], bias, list(m.stride), list(m.padding), list(m.dilation),
+                                      False, [0] * n, m.groups), _NO_OPTIONS, Out.MODULE)
+    return (getattr(F, _CONV_FUNCTIONS[n]), bias is None, *_kind(x)), (op,)
+
+
+_BATCH_NORM_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
+
+
+def _batch_norm(m: Any, x: torch.Tensor) -> Plan | None:
+    # _BatchNorm.forward in eval with running statistics: F.batch_norm(..., training=False) -> aten::batch_norm ->
+    # _batch_norm_impl_index: an empty byte "reserve", then native_batch_norm
+    # (on the CPU only: on CUDA, _batch_norm_impl_index picks cuDNN by the input's sizes and global flags)
+    buffers = m._buffers
+    mean, var = buffers["running_mean"], buffers["running_var"]
+    if (m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_DIMS[type(m)]
+            or x.device.type != "cpu"):
+        return None
+    momentum = 0.0 if m.momentum is None else m.momentum
+    weight = m._parameters["weight"]
+    reserve = (_aten.empty.memory_format, ([0],), {"dtype": torch.uint8, "layout": torch.strided,
+                                                   "device": x.device}, Out.EXTRA)
+    norm = (_aten.native_batch_norm.default, (x, weight, m._parameters["bias"], mean, var, False, momentum, m.eps),
+            _NO_OPTIONS,
+            Out.TUPLE)
+    return (F.batch_norm, torch.batch_norm, weight is None, *_kind(x)), (reserve, norm)
+
+
+def _pointwise(function: str, plain: Any, in_place: Any, *settings: str) -> Callable[[Any, torch.Tensor], Plan | None]:
+    """An activation module calling torch.nn.functional's ``function``: the op (in place when ``inplace`` is set) on
+    the input, then its ``settings``."""
+
+    def plan(m: Any, x: torch.Tensor) -> Plan | None:
+        inplace = bool(m.__dict__.get("inplace", False))  # (as F.relu's ``if inplace:`` reads it)
+        op = (in_place if inplace else plain, (x, *[getattr(m, s) for s in settings]), _NO_OPTIONS, Out.MODULE)
+        return (getattr(F, function), inplace, *_kind(x)), (op,)
+
+    return plan
+
+
+def _gelu(m: Any, x: torch.Tensor) -> Plan | None:
+    options = {} if m.approximate == "none" else {"approximate": m.approximate}
+    op = (_aten.gelu.default, (x,), options, Out.MODULE)
+    return (F.gelu, m.approximate, *_kind(x)), (op,)
+
+
+def _adaptive_avg_pool2d(m: Any, x: torch.Tensor) -> Plan | None:
+    # F.adaptive_avg_pool2d -> aten::adaptive_avg_pool2d: a mean over the last two dims for a 1x1 output, else
+    # _adaptive_avg_pool2d
+    size = m.output_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if not (type(h) is int and type(w) is int) or x.dim() not in (3, 4):
+        return None
+    one = h == 1 and w == 1
+    op = ((_aten.mean.dim, (x, [-1, -2], True), _NO_OPTIONS, Out.MODULE) if one
+          else (_aten._adaptive_avg_pool2d.default, (x, [h, w]), _NO_OPTIONS, Out.MODULE))
+    return (F.adaptive_avg_pool2d, one, *_kind(x)), (op,)
+
+
+def _identity(m: Any, x: torch.Tensor) -> Plan | None:
+    # nn.Identity, and dropout in eval (F.dropout with training=False returns its input): no op at all
+    if m.training and type(m) is not nn.Identity:
+        return None
+    return (_DROPOUTS.get(type(m)), *_kind(x)), ()  # (Identity: None)
+
+
+_DROPOUTS = {nn.Dropout: F.dropout, nn.Dropout1d: F.dropout1d, nn.Dropout2d: F.dropout2d, nn.Dropout3d: F.dropout3d,
+             nn.AlphaDropout: F.alpha_dropout}
+
+_PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
+    nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
+    nn.ReLU: _pointwise("relu", _aten.relu.default, _aten.relu_.default),
+    nn.ReLU6: _pointwise("hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
+    nn.Hardtanh: _pointwise("hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
+    nn.SiLU: _pointwise("silu", _aten.silu.default, _aten.silu_.default),
+    nn.Hardswish: _pointwise("hardswish", _aten.hardswish.default, _aten.hardswish_.default),
+    nn.Hardsigmoid: _pointwise("hardsigmoid", _aten.hardsigmoid.default, _aten.hardsigmoid_.default),
+    nn.LeakyReLU: _pointwise("leaky_relu", _aten.leaky_relu.default, _aten.leaky_relu_.default, "negative_slope"),
+    nn.Sigmoid: _pointwise("sigmoid", _aten.sigmoid.default, _aten.sigmoid.default),
+    nn.Tanh: _pointwise("tanh", _aten.tanh.default, _aten.tanh.default),
+    nn.GELU: _gelu,
+    nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d,
+    nn.Identity: _identity, nn.Dropout: _identity, nn.Dropout1d: _identity, nn.Dropout2d: _identity,
+    nn.Dropout3d: _identity, nn.AlphaDropout: _identity,
+}
+
+
+# -- checking a plan against what the dispatch mode saw --------------------------------------------------------------
+
+
+def _same(planned: Any, seen: Any) -> bool:
+    """The same argument: a tensor by identity, a list or tuple item by item, anything else by type and value."""
+    if isinstance(planned, torch.Tensor) or isinstance(seen, torch.Tensor):
+        return planned is seen
+    if type(planned) is not type(seen):
+        return False
+    if isinstance(planned, (list, tuple)):
+        return len(planned) == len(seen) and all(map(_same, planned, seen))
+    if isinstance(planned, dict):
+        return planned.keys() == seen.keys() and all(_same(planned[k], seen[k]) for k in planned)
+    try:
+        return bool(planned == seen)
+    except Exception:  # (a value whose == does not give a bool)
+        return False
+
+
+def _meta(t: torch.Tensor) -> tuple[Any, ...]:
+    return tuple(t.shape), t.stride(), t.dtype, t.storage_offset(), t.requires_grad, t.layout
+
+
+def _extra(meta: tuple[Any, ...], device: torch.device) -> torch.Tensor:
+    shape, stride, dtype = meta[0], meta[1], meta[2]
+    return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+
+
+def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], output: Any,
+           device: torch.device) -> tuple[tuple[tuple[Any, ...], ...], ...] | None:
+    """If ``trace`` (what the dispatch mode saw) is what ``steps`` planned: for each step, the metadata of the
+    outputs a call past the modes must make (an EXTRA output, a TUPLE's extras; () for a MODULE one). Else None."""
+    if len(trace) != len(steps) or type(output) is not torch.Tensor:
+        return None
+    made: list[tuple[tuple[Any, ...], ...]] = []
+    for (func, args, kwargs, kind), (seen_func, seen_args, seen_kwargs, seen_out) in zip(steps, trace):
+        if func is not seen_func or not _same(args, tuple(seen_args)) or not _same(kwargs, dict(seen_kwargs)):
+            return None
+        if kind is Out.MODULE:
+            if seen_out is not output:
+                return None
+            extras: tuple[Any, ...] = ()
+        elif kind is Out.EXTRA:
+            extras = (seen_out,)
+        else:
+            if type(seen_out) is not tuple or not seen_out or seen_out[0] is not output:
+                return None
+            extras = seen_out[1:]
+        if not all(type(t) is torch.Tensor and t.device == device for t in extras):
+            return None
+        metas = tuple(_meta(t) for t in extras)
+        if any(_meta(_extra(m, device)) != m for m in metas):  # (what a call past the modes would make)
+            return None
+        made.append(metas)
+    return tuple(made)
+
+
+# -- running them ----------------------------------------------------------------------------------------------------
+
+
+class LeafCall:
+    """A planned call between the scope's pre- and post-hook: its kind, its ops, and the modes' guards when it runs
+    past them (None: it runs under the modes, its ops traced to check the plan)."""
+
+    __slots__ = ("device", "guards", "key", "steps")
+
+    def __init__(self, key: tuple[Any, ...], steps: tuple[Step, ...], device: torch.device,
+                 guards: tuple[Any, Any] | None) -> None:
+        self.key = key
+        self.steps = steps
+        self.device = device
+        self.guards = guards
+
+
+class DirectLeaves:
+    """Runs the planned leaf calls of one Recording past its modes (see the module docstring). ``dispatch`` is the
+    Recording's DispatchCollector: its collectors get the ops, its ``trace`` checks a plan, its ``watch`` is told of
+    them before they run. ``modes`` is the length of torch's dispatch and function mode stacks with the
+    Recording's own modes on them and nobody else's."""
+
+    def __init__(self, dispatch: Any, modes: tuple[int, int]) -> None:
+        self.dispatch = dispatch
+        self.modes = modes
+        self.direct = 0  # calls run past the modes (tests and benchmarks read it)
+        self.checked = 0  # calls traced to check a plan
+
+    def _quiet(self) -> bool:
+        """Whether nothing but this Recording could watch a call now."""
+        dispatch = self.dispatch
+        ops = dispatch.ops
+        return (not dispatch.paused and ops.counting and not ops.enclosed_depth and ops.phase == "forward"
+                and dispatch.trace is None and not torch.is_grad_enabled()
+                and not torch._C._is_any_autocast_enabled() and torch._C._get_tracing_state() is None
+                and (torch._C._len_torch_dispatch_stack(), torch._C._len_torch_function_stack()) == self.modes
+                and len(module_mod._global_forward_pre_hooks) == 1 and len(module_mod._global_forward_hooks) == 1
+                and not module_mod._global_backward_hooks and not module_mod._global_backward_pre_hooks
+                and torch._C._functorch.peek_interpreter_stack() is None)
+
+    def begin(self, module: nn.Module, args: tuple[Any, ...]) -> LeafCall | None:
+        """Called by the scope's pre-hook: a LeafCall if ``module``'s call is planned (past the modes, or traced to
+        check the plan), else None."""
+        planner = _PLANNERS.get(type(module))
+        if planner is None or len(args) != 1 or type(args[0]) is not torch.Tensor or not _SWITCH[0]:
+            return None
+        if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or "forward" in module.__dict__
+                or getattr(module, "_compiled_call_impl", None) is not None or not self._quiet()):
+            return None
+        # the modes off first: the plan reads the input's metadata, each read a round trip through them otherwise
+        guards = (torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunction())
+        guards[0].__enter__()
+        guards[1].__enter__()
+        call = None
+        try:
+            call = self._plan(planner, module, args[0], guards)
+        except Exception:  # (a module in a state its planner did not foresee: it runs under the modes)
+            call = None
+        finally:
+            if call is None or call.guards is None:
+                guards[1].__exit__(None, None, None)
+                guards[0].__exit__(None, None, None)
+        if call is not None and call.guards is None:
+            self.dispatch.trace = []  # the first call of its kind: it runs under the modes, traced
+        return call
+
+    def _plan(self, planner: Callable[[Any, torch.Tensor], Plan | None], module: nn.Module, x: torch.Tensor,
+              guards: tuple[Any, Any]) -> LeafCall | None:
+        plan = planner(module, x)
+        if plan is None:
+            return None
+        kind, steps = plan
+        key = (type(module), type(module).forward, *kind)
+        for _, op_args, _, _ in steps:
+            for a in op_args:
+                if isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS:
+                    return None
+        trusted = TRUSTED.get(key)
+        if trusted is False:
+            return None
+        if trusted is None:
+            return LeafCall(key, steps, x.device, None)
+        dispatch = self.dispatch
+        watch = dispatch.watch
+        if watch is not None:  # told before the ops run, as the dispatch mode tells it
+            idle = dispatch._idle
+            for func, op_args, kwargs, _ in steps:
+                if id(func) not in idle:
+                    watch(func, op_args, kwargs)
+        return LeafCall(key, steps, x.device, guards)
+
+    def end(self, call: LeafCall, output: Any, raised: bool) -> None:
+        """Called by the scope's post-hook, in the module's scope: the planned ops to the collectors (a call past
+        the modes), or the plan checked against the trace (a traced call)."""
+        guards = call.guards
+        if guards is None:
+            trace, self.dispatch.trace = self.dispatch.trace, None
+            if not raised and trace is not None:
+                # (the outputs it makes to compare are its own ops, not the model's)
+                with torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunction():
+                    seen = _check(call.steps, trace, output, call.device)
+                TRUSTED[call.key] = seen if seen is not None else False
+                self.checked += 1
+            return
+        try:
+            if raised:
+                return
+            if type(output) is not torch.Tensor:  # (a planned module returns its one tensor)
+                raise RuntimeError(f"torchcost: a planned {call.key[0].__name__} returned {type(output).__name__}")
+            dispatch = self.dispatch
+            ops, memory = dispatch.ops, dispatch.memory
+            made = TRUSTED[call.key]
+            device = call.device
+            for (func, args, kwargs, kind), metas in zip(call.steps, made):  # type: ignore[arg-type]
+                out: Any = output
+                if kind is Out.EXTRA:
+                    out = _extra(metas[0], device)
+                elif kind is Out.TUPLE:
+                    out = (output, *[_extra(m, device) for m in metas])
+                dispatch.seen += 1
+                ops.on_aten(func, args, kwargs, out)
+                if memory is not None:
+                    memory.on_op(func, args, kwargs, out)
+            self.direct += 1
+        finally:
+            self.leave(call)
+
+    def abandon(self, call: LeafCall) -> None:
+        """A frame left behind by an error that skipped its post-hook: the modes back on, any trace dropped."""
+        if call.guards is None:
+            self.dispatch.trace = None
+        self.leave(call)
+
+    @staticmethod
+    def leave(call: LeafCall) -> None:
+        """Turn the modes back on after a call past them (also for a frame left behind by an error)."""
+        guards, call.guards = call.guards, None
+        if guards is not None:
+            guards[1].__exit__(None, None, None)
+            guards[0].__exit__(None, None, None)

@@ -1,0 +1,229 @@
+"""Direct leaves (collect/leaves.py): common leaf modules run past torchcost's modes once their plan was seen to be
+right, and the report is the one the dispatch mode gives, to the byte; a wrong plan is never used; the modes always
+come back on; nothing watching from outside misses an op."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+import torchcost
+from torchcost.collect import leaves
+from torchcost.collect.leaves import DirectLeaves
+from torchcost.collect.recording import Recording
+from torchcost.formulas.registry import FormulaRegistry
+
+
+@pytest.fixture(autouse=True)
+def fresh_trust(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """Each test starts with no plan trusted, and counts the calls run past the modes and the ones traced."""
+    monkeypatch.setattr(leaves, "TRUSTED", {})
+    counts = {"direct": 0, "checked": 0}
+    end = DirectLeaves.end
+
+    def counting_end(self: DirectLeaves, call: Any, output: Any, raised: bool) -> None:
+        counts["direct" if call.guards is not None else "checked"] += 1
+        end(self, call, output, raised)
+
+    monkeypatch.setattr(DirectLeaves, "end", counting_end)
+    yield counts
+
+
+def _modes_on() -> bool:
+    """torch's dispatch and function modes are reachable again (nothing of torchcost's left switched off)."""
+    return (torch._C._is_torch_function_enabled()
+            and not torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python)
+            and torch._C._len_torch_dispatch_stack() == 0 and torch._C._len_torch_function_stack() == 0)
+
+
+class Zoo(nn.Module):
+    """Every planned module type, in the settings that pick different ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 4, 3, bias=False)
+        self.b1 = nn.BatchNorm1d(4)
+        self.c2 = nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3)
+        self.b2 = nn.BatchNorm2d(6, affine=False)
+        self.c3 = nn.Conv3d(2, 2, (1, 3, 3), dilation=(1, 2, 1))
+        self.b3 = nn.BatchNorm3d(2, momentum=None)
+        self.acts = nn.ModuleList([nn.ReLU(), nn.ReLU(inplace=True), nn.ReLU6(inplace=True), nn.Hardtanh(-2, 3),
+                                   nn.SiLU(inplace=True), nn.Hardswish(), nn.Hardsigmoid(inplace=True),
+                                   nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh(), nn.GELU(), nn.GELU("tanh")])
+        self.pool1 = nn.AdaptiveAvgPool2d(1)
+        self.pool23 = nn.AdaptiveAvgPool2d((2, 3))
+        self.drop = nn.Dropout(0.5)
+        self.drop2 = nn.Dropout2d(0.2)
+        self.same = nn.Identity()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
+        a = self.b1(self.c1(x1))
+        b = self.b2(self.c2(x2))
+        c = self.b3(self.c3(x3))
+        for act in self.acts:
+            b = act(b)
+        b = self.drop2(b)
+        pooled = self.pool1(b).flatten(1) + self.pool23(b).mean((2, 3))
+        out = self.same(self.drop(pooled))
+        return out.sum() + a.sum() + c.sum()
+
+
+def _zoo_inputs() -> tuple[torch.Tensor, ...]:
+    return torch.randn(2, 3, 9), torch.randn(2, 3, 8, 10), torch.randn(1, 2, 3, 7, 9)
+
+
+def test_reports_are_identical_with_and_without_direct_leaves(fresh_trust: dict[str, int]) -> None:
+    model, inputs = Zoo().eval(), _zoo_inputs()
+    before = leaves.enabled(False)
+    try:
+        plain = torchcost.analyze(model, *inputs).to_dict()
+    finally:
+        leaves.enabled(before)
+    assert fresh_trust == {"direct": 0, "checked": 0}
+    first = torchcost.analyze(model, *inputs).to_dict()  # each kind of call checked once, under the modes
+    assert fresh_trust["checked"] > 0
+    second = torchcost.analyze(model, *inputs).to_dict()
+    assert first == plain and second == plain
+    assert all(v is not False for v in leaves.TRUSTED.values()), "a plan differs from what torch runs"
+    # 3 convs + 3 batch norms + 12 activations + 2 pools + 2 dropouts + 1 identity, all past the modes once trusted
+    assert fresh_trust["direct"] >= 23
+
+
+def test_a_direct_convolution_is_counted_by_the_formula(fresh_trust: dict[str, int]) -> None:
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 10, 12)
+    torchcost.analyze(conv, x)
+    report = torchcost.analyze(conv, x)
+    assert fresh_trust == {"direct": 1, "checked": 1}
+    # 2*8*10*12 outputs, each 3*3*3 = 27 multiply-accumulates: 1920 * 27 = 51,840
+    assert report.macs == 51_840
+    assert report.root.output_shape.shape == (2, 8, 10, 12)  # type: ignore[union-attr]
+
+
+def test_a_wrong_plan_is_never_used(monkeypatch: pytest.MonkeyPatch, fresh_trust: dict[str, int]) -> None:
+    planner = leaves._PLANNERS[nn.Conv2d]
+
+    def off_by_one(m: Any, x: torch.Tensor) -> Any:  # plans a stride the module does not have
+        kind, ((func, args, kwargs, made),) = planner(m, x)
+        return kind, ((func, (*args[:3], [s + 1 for s in args[3]], *args[4:]), kwargs, made),)
+
+    monkeypatch.setitem(leaves._PLANNERS, nn.Conv2d, off_by_one)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 10, 12)
+    reports = [torchcost.analyze(conv, x) for _ in range(3)]
+    assert list(leaves.TRUSTED.values()) == [False]
+    assert fresh_trust == {"direct": 0, "checked": 1}
+    assert [r.macs for r in reports] == [51_840] * 3  # 2*8*10*12 * 3*3*3, as above
+
+
+def test_a_channels_last_input_is_another_kind_of_call(fresh_trust: dict[str, int]) -> None:
+    # a 1x1 mean of a channels-last input is made channels-last again (one more op): it must not take the plan
+    # trusted for a contiguous input
+    pool = nn.AdaptiveAvgPool2d(1)
+    x = torch.randn(2, 3, 5, 5)
+    wide = x.to(memory_format=torch.channels_last)
+    before = leaves.enabled(False)
+    try:
+        expected = torchcost.analyze(pool, wide).to_dict()
+    finally:
+        leaves.enabled(before)
+    torchcost.analyze(pool, x)
+    torchcost.analyze(pool, x)
+    assert torchcost.analyze(pool, wide).to_dict() == expected
+    assert torchcost.analyze(pool, wide).to_dict() == expected
+
+
+def test_an_in_place_activation_of_a_buffer_is_undone(fresh_trust: dict[str, int]) -> None:
+    class OnBuffer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("table", torch.tensor([-1.0, 2.0, -3.0]))
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.act(self.table)
+
+    model = OnBuffer()
+    for _ in range(3):
+        torchcost.analyze(model, torch.zeros(3))
+        assert torch.equal(model.table, torch.tensor([-1.0, 2.0, -3.0]))
+    assert fresh_trust["direct"] == 2
+
+
+def test_a_failing_direct_leaf_names_the_layer_and_turns_the_modes_back_on(fresh_trust: dict[str, int]) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    torchcost.analyze(model, torch.randn(1, 3, 8, 8))
+    with pytest.raises(torchcost.ShapeError, match=r"'0'.*Conv2d") as info:
+        torchcost.analyze(model, torch.randn(1, 5, 8, 8))
+    assert "5" in str(info.value)
+    assert _modes_on()
+    assert torchcost.analyze(model, torch.randn(1, 3, 8, 8)).macs == 4 * 6 * 6 * 27  # 4 maps of 6x6, 3*3*3 each
+
+
+def test_modes_come_back_when_a_post_hook_never_runs() -> None:
+    # torch runs always-called hooks after an Exception only: a BaseException leaves the frame behind, and the
+    # Recording must turn the modes back on as it comes off
+    conv = nn.Conv2d(1, 1, 1)
+    x = torch.randn(1, 1, 2, 2)
+    kind = leaves._conv(conv, x)
+    assert kind is not None
+    leaves.TRUSTED[(nn.Conv2d, nn.Conv2d.forward, *kind[0])] = ((),)  # as if checked before
+    with torch.no_grad(), Recording(conv, FormulaRegistry(), direct=True) as rec:
+        rec.scope._pre(conv, (x,))  # the pre-hook of a call whose post-hook never comes
+        call = rec.scope.stack[-1][3]
+        assert call is not None and call.guards is not None
+        assert not torch._C._is_torch_function_enabled()
+    assert _modes_on()
+
+
+def test_an_outer_mode_sees_every_op(fresh_trust: dict[str, int]) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    x = torch.randn(2, 3, 10, 12)
+    torchcost.analyze(model, x)
+    seen: list[str] = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        torchcost.analyze(model, x)
+    assert {"aten.convolution.default", "aten.native_batch_norm.default", "aten.relu.default"} <= set(seen)
+    with FlopCounterMode(display=False) as counter:
+        torchcost.analyze(model, x)
+    assert counter.get_total_flops() == 2 * 51_840  # the convolution of the test above, 2 FLOPs a MAC
+    assert fresh_trust["direct"] == 0
+
+
+def test_a_replaced_functional_is_another_kind_of_call(monkeypatch: pytest.MonkeyPatch,
+                                                      fresh_trust: dict[str, int]) -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    x = torch.randn(2, 4)
+    torchcost.analyze(model, x)
+    torchcost.analyze(model, x)
+    assert fresh_trust == {"direct": 1, "checked": 1}
+    def doubled(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # a replacement doing one more op
+        return torch.relu(input) * 2
+
+    monkeypatch.setattr(F, "relu", doubled)
+    report = torchcost.analyze(model, x)
+    assert fresh_trust == {"direct": 1, "checked": 2}
+    # relu's 8 FLOPs (one a value of 2x4) and the wrapper's multiply, 8 more
+    assert [(op.op, op.flops) for op in report.module("1").ops] == [("aten::mul", 8), ("aten::relu", 8)]
+
+
+def test_training_steps_and_meta_runs_plan_nothing(fresh_trust: dict[str, int]) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(2):
+        torchcost.analyze(model, x, mode="train")
+        torchcost.analyze(model, x, device="meta")
+    assert fresh_trust == {"direct": 0, "checked": 0}
