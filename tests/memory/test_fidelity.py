@@ -19,6 +19,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import torchcost
 from torchcost.collect import workspace as ws
 
 _RNN = torch.ops.aten.mkldnn_rnn_layer.default
@@ -216,3 +217,32 @@ def test_a_step_with_mse_loss_holds_the_elementwise_loss() -> None:
     # torchcost counts that tensor from its first use (in the loss, before the backward peak): 65,536 B more
     truth = train_truth(model, x, make_optimizer=sgd, loss_fn=loss_fn) + target.numel() * 4
     assert abs(r.peak_memory - truth) <= 64, (r.peak_memory, truth)
+
+
+class _TwoLayerLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(16, 32, num_layers=2, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_the_lstm_bias_gradients_are_two_tensors_on_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # mkldnn_rnn_layer_backward's meta kernel returns one bias gradient for bias_ih and bias_hh; the CPU kernel
+    # returns two, and autograd's AccumulateGrad steals each one (a profiled real step shows aten::detach for all
+    # four parameters of a layer, no copy). Shared, the first gradient was copied (new_empty_strided + copy_), and
+    # the fake tensors' dispatch cache, which makes outputs anew once it has seen a call, hid it after the first
+    # analysis in a process: two answers for one question.
+    monkeypatch.setattr(FakeTensorMode, "cache", {})  # as in a fresh process
+    torch.manual_seed(0)
+    model = _TwoLayerLSTM()
+    x = torch.randn(2, 10, 16)
+    first = torchcost.analyze(model, x, mode="train").to_dict()  # a step on fake tensors
+    second = torchcost.analyze(model, x, mode="train").to_dict()
+    assert first == second
+    timeline = first["memory"]["timeline"]
+    backward = [op for op, phase in zip(timeline["ops"], timeline["phases"]) if phase == "backward"]
+    assert backward.count("aten::mkldnn_rnn_layer_backward") == 2  # one a layer
+    assert "aten::new_empty_strided" not in backward

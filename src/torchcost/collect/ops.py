@@ -684,7 +684,8 @@ class DispatchCollector(TorchDispatchMode):
         return False
 
     def __init__(self, ops: OpCollector, memory: MemoryTracker | None = None,
-                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None) -> None:
+                 watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
+                 twin: bool = False) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.ops = ops
         self.memory = memory
@@ -692,10 +693,38 @@ class DispatchCollector(TorchDispatchMode):
         # id() of the ops the watch has said it has no business with (RunWatch.idle): not called for those
         self._idle: set[int] = getattr(watch, "idle", set())
         self.seen = 0  # aten ops seen so far (read by a progress display: collect/recording.py's live_status)
+        # whether the run's tensors are fake or meta, standing for real ones: their ops' outputs are made distinct
+        self.twin = twin
+        # id(op) -> whether its schema's outputs are fresh tensors (none an alias): _distinct
+        self._fresh: dict[int, tuple[bool, Any]] = {}
         # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
         self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
+
+    def _distinct(self, func: Any, out: tuple[Any, ...]) -> tuple[Any, ...]:
+        """An op's outputs with any tensor returned twice made two tensors, where its schema says every output is a
+        fresh tensor (on a twin: fake or meta tensors). A Python meta kernel may return one tensor twice
+        (mkldnn_rnn_layer_backward's bias gradient, for bias_ih and bias_hh) where the real kernel returns two, as
+        the fake tensors' dispatch cache also does once it has seen the call (it makes each output anew from
+        metadata). Autograd steals a gradient only when nothing else holds it: left shared, one was copied, and the
+        first fake analysis in a process reported another peak than every later one."""
+        known = self._fresh.get(id(func))
+        if known is None:
+            schema = getattr(func, "_schema", None)
+            fresh = schema is not None and all(r.alias_info is None for r in schema.returns)
+            known = self._fresh[id(func)] = (fresh, func)
+        if not known[0]:
+            return out
+        seen: set[int] = set()
+        fixed: list[Any] | None = None
+        for i, t in enumerate(out):
+            if isinstance(t, torch.Tensor):
+                if id(t) in seen:
+                    fixed = fixed if fixed is not None else list(out)
+                    fixed[i] = t.clone()  # (this mode is off inside its own handler: the fake mode makes it)
+                seen.add(id(t))
+        return tuple(fixed) if fixed is not None else out
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -710,6 +739,8 @@ class DispatchCollector(TorchDispatchMode):
         out = func(*args, **kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
+        if type(out) is tuple and len(out) > 1 and self.twin:
+            out = self._distinct(func, out)
         if self.trace is not None:
             self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out)

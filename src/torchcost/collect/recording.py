@@ -87,13 +87,15 @@ class Recording:
     type whose kernels meta tensors stand in for ("cpu"/"cuda"; None on real and fake tensors). ``watch`` is called
     with ``(func, args, kwargs)`` before every aten op runs (run/guard.py's copy-on-write of the model's tensors).
     ``direct``: common leaf modules may run past the modes, their planned ops handed to the collectors
-    (collect/leaves.py; for an eval run on real tensors, when no mode of anyone else's is on).
+    (collect/leaves.py; for an eval run on real tensors, when no mode of anyone else's is on). ``twin``: the run's
+    tensors are fake or meta (their kernels stand for real ones: DispatchCollector makes an op's outputs distinct
+    tensors where real kernels make distinct tensors).
     """
 
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
                  train: bool = False, emulate: str | None = None,
                  watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
-                 direct: bool = False) -> None:
+                 direct: bool = False, twin: bool = False) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
@@ -105,6 +107,7 @@ class Recording:
         self._emulate = emulate
         self._watch = watch
         self._direct = direct
+        self._twin = twin
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
 
@@ -138,7 +141,7 @@ class Recording:
             if self._train and self.memory is None:  # MemoryMode tags autograd nodes only when it tracks memory
                 stack.enter_context(NodeTagger(self.scope))
             stack.enter_context(CompositeCatcher(self.ops))
-            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch))
+            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 self.scope.leaves = DirectLeaves(self.dispatch, (torch._C._len_torch_dispatch_stack(),
                                                                  torch._C._len_torch_function_stack()))

@@ -147,7 +147,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     with guarded(model, twin, run_device) as watch:
         extras = twin.extras if twin is not None else None
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
-        rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct)
+        rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
+                        twin=method == "fake" or tensors_device.type == "meta")
         ran = Ran(model, args, kwargs, rec, options, method)
         _set_training(model, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
