@@ -65,7 +65,7 @@ class _Checkpointed(nn.Module):
         return self.head(x.flatten(1))
 
 
-class _LSTM(nn.Module):
+class TwoLayerLSTM(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.rnn = nn.LSTM(16, 32, num_layers=2, batch_first=True)
@@ -182,7 +182,7 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "mlp-train-bf16": _case(_mlp, _x(2, 64), mode="train", amp="bf16"),
     "tied-frozen-train": _case(_Tied, lambda: torch.randint(0, 50, (2, 8)), mode="train"),
     "checkpointed-train": _case(_Checkpointed, _x(2, 3, 16, 16), mode="train"),
-    "lstm-train": _case(_LSTM, _x(2, 10, 16), mode="train"),
+    "lstm-train": _case(TwoLayerLSTM, _x(2, 10, 16), mode="train"),
     "resnet18-train": _case(lambda: _torchvision("resnet18"), _x(1, 3, 64, 64), mode="train"),
     "resnet18-train-bf16": _case(lambda: _torchvision("resnet18"), _x(1, 3, 64, 64), mode="train", amp="bf16"),
     "mobilenet_v2-train": _case(lambda: _torchvision("mobilenet_v2"), _x(1, 3, 64, 64), mode="train"),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from benchmarks.fidelity_scan import Scan, compare_call
+from benchmarks.report_identity import TwoLayerLSTM
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -219,16 +220,6 @@ def test_a_step_with_mse_loss_holds_the_elementwise_loss() -> None:
     assert abs(r.peak_memory - truth) <= 64, (r.peak_memory, truth)
 
 
-class _TwoLayerLSTM(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(16, 32, num_layers=2, batch_first=True)
-        self.head = nn.Linear(32, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(x)[0][:, -1])
-
-
 def test_the_lstm_bias_gradients_are_two_tensors_on_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # mkldnn_rnn_layer_backward's meta kernel returns one bias gradient for bias_ih and bias_hh; the CPU kernel
     # returns two, and autograd's AccumulateGrad steals each one (a profiled real step shows aten::detach for all
@@ -237,7 +228,7 @@ def test_the_lstm_bias_gradients_are_two_tensors_on_every_run(monkeypatch: pytes
     # analysis in a process: two answers for one question.
     monkeypatch.setattr(FakeTensorMode, "cache", {})  # as in a fresh process
     torch.manual_seed(0)
-    model = _TwoLayerLSTM()
+    model = TwoLayerLSTM()  # LSTM(16, 32, num_layers=2) and a Linear head
     x = torch.randn(2, 10, 16)
     first = torchcost.analyze(model, x, mode="train").to_dict()  # a step on fake tensors
     second = torchcost.analyze(model, x, mode="train").to_dict()
