@@ -58,7 +58,8 @@ Plan = tuple[tuple[Any, ...], tuple[Step, ...]]  # (the kind of call, the ops it
 # False: its plan was wrong once, never planned again in this process
 TRUSTED: dict[tuple[Any, ...], tuple[tuple[tuple[Any, ...], ...], ...] | bool] = {}
 _SWITCH = [True]  # benchmarks and tests turn planning off to compare (enabled())
-_PLAIN_TENSORS = frozenset({torch.Tensor, nn.Parameter})
+# the types a planned op's tensors may have (None: a missing bias): a subclass may run code of its own in an op
+_PLAIN = frozenset({torch.Tensor, nn.Parameter, type(None)})
 _NO_OPTIONS: dict[str, Any] = {}
 
 
@@ -93,8 +94,10 @@ def _conv(m: Any, x: torch.Tensor) -> Plan | None:
     if x.dim() != n + 2:  # (an unbatched input is unsqueezed and squeezed back: more ops)
         return None
     params = m._parameters
-    bias = params["bias"]
-    op = (_aten.convolution.default, (x, params["weight"], bias, list(m.stride), list(m.padding), list(m.dilation),
+    weight, bias = params["weight"], params["bias"]
+    if not _PLAIN.issuperset((type(weight), type(bias))):
+        return None
+    op = (_aten.convolution.default, (x, weight, bias, list(m.stride), list(m.padding), list(m.dilation),
                                       False, [0] * n, m.groups), _NO_OPTIONS, Out.MODULE)
     return (getattr(F, _CONV_FUNCTIONS[n]), bias is None, *_kind(x)), (op,)
 
@@ -112,11 +115,12 @@ def _batch_norm(m: Any, x: torch.Tensor) -> Plan | None:
             or x.device.type != "cpu"):
         return None
     momentum = 0.0 if m.momentum is None else m.momentum
-    weight = m._parameters["weight"]
+    weight, bias = m._parameters["weight"], m._parameters["bias"]
+    if not _PLAIN.issuperset((type(weight), type(bias), type(mean), type(var))):
+        return None
     reserve = (_aten.empty.memory_format, ([0],), {"dtype": torch.uint8, "layout": torch.strided,
                                                    "device": x.device}, Out.EXTRA)
-    norm = (_aten.native_batch_norm.default, (x, weight, m._parameters["bias"], mean, var, False, momentum, m.eps),
-            _NO_OPTIONS,
+    norm = (_aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, m.eps), _NO_OPTIONS,
             Out.TUPLE)
     return (F.batch_norm, torch.batch_norm, weight is None, *_kind(x)), (reserve, norm)
 
@@ -266,6 +270,7 @@ class DirectLeaves:
         self.modes = modes
         self.direct = 0  # calls run past the modes (tests and benchmarks read it)
         self.checked = 0  # calls traced to check a plan
+        self._empty: dict[tuple[Any, ...], torch.Tensor] = {}  # (metadata, device) -> an empty output: _made
 
     def _quiet(self) -> bool:
         """Whether nothing but this Recording could watch a call now."""
@@ -313,10 +318,6 @@ class DirectLeaves:
             return None
         kind, steps = plan
         key = (type(module), type(module).forward, *kind)
-        for _, op_args, _, _ in steps:
-            for a in op_args:
-                if isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS:
-                    return None
         trusted = TRUSTED.get(key)
         if trusted is False:
             return None
@@ -356,9 +357,9 @@ class DirectLeaves:
             for (func, args, kwargs, kind), metas in zip(call.steps, made):  # type: ignore[arg-type]
                 out: Any = output
                 if kind is Out.EXTRA:
-                    out = _extra(metas[0], device)
+                    out = self._made(metas[0], device)
                 elif kind is Out.TUPLE:
-                    out = (output, *[_extra(m, device) for m in metas])
+                    out = (output, *[self._made(m, device) for m in metas])
                 dispatch.seen += 1
                 ops.on_aten(func, args, kwargs, out)
                 if memory is not None:
@@ -366,6 +367,16 @@ class DirectLeaves:
             self.direct += 1
         finally:
             self.leave(call)
+
+    def _made(self, meta: tuple[Any, ...], device: torch.device) -> torch.Tensor:
+        """An output the module does not return, with the metadata seen when its kind was trusted; an empty one (batch
+        norm's in eval) made once a run: it holds no storage, so nothing can tell two of them apart."""
+        if 0 not in meta[0]:
+            return _extra(meta, device)
+        made = self._empty.get((meta, device))
+        if made is None:
+            made = self._empty[(meta, device)] = _extra(meta, device)
+        return made
 
     def abandon(self, call: LeafCall) -> None:
         """A frame left behind by an error that skipped its post-hook: the modes back on, any trace dropped."""

@@ -144,20 +144,21 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     emulate = options.target if tensors_device.type == "meta" else None
     settings = MemorySettings(options.round_to, counted, options.kernel_memory, options.gpu) if memory else None
     method: Method = twin.method if twin is not None else ("meta" if run_device.type == "meta" else "real")
-    with guarded(model, twin, run_device) as watch:
+    modules = list(model.modules())  # (one walk for the guard, the train/eval flags and the baselines)
+    with guarded(model, twin, run_device, modules) as watch:
         extras = twin.extras if twin is not None else None
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
                         twin=method == "fake" or tensors_device.type == "meta")
         ran = Ran(model, args, kwargs, rec, options, method)
-        _set_training(model, train)
+        _set_training(model, modules, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
         if opt is not None:
             warm_optimizer(opt)
             ran.optimizer = describe_optimizer(opt)
         if extras is not None:
             extras.prepare(rec, model, opt)
-        _add_baselines(rec, model, args, kwargs, opt)
+        _add_baselines(rec, modules, args, kwargs, opt)
         real = memory and method in ("real", "copy")
         meter = (allocator_meter(ran.measured, tensors_device, measure_cpu, backward=train) if real
                  else contextlib.nullcontext())
@@ -181,10 +182,10 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     return ran
 
 
-def _set_training(model: nn.Module, train: bool) -> None:
-    """``model.train(train)``, skipped when every module is in that mode already and none has a train() of its own
-    (Module.train only sets the flags; it costs a Python attribute write per module)."""
-    for module in model.modules():
+def _set_training(model: nn.Module, modules: list[nn.Module], train: bool) -> None:
+    """``model.train(train)``, skipped when every module (``modules``: the model's) is in that mode already and none
+    has a train() of its own (Module.train only sets the flags; it costs a Python attribute write per module)."""
+    for module in modules:
         if module.training != train or type(module).train is not _MODULE_TRAIN:
             model.train(train)
             return
@@ -256,7 +257,7 @@ def _owners(model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[int, st
 _IS_TENSOR = functools.partial(type(torch.Tensor).__instancecheck__, torch.Tensor)  # isinstance(value, torch.Tensor)
 
 
-def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+def _add_baselines(rec: Recording, modules: list[nn.Module], args: tuple[Any, ...], kwargs: dict[str, Any],
                    opt: torch.optim.Optimizer | None) -> None:
     """What is alive before the first op: parameters, buffers (and tensors held as attributes), inputs, state.
     One walk over the modules gathers the first three (in the order of ``model.parameters()``, ``model.buffers()``
@@ -266,7 +267,7 @@ def _add_baselines(rec: Recording, model: nn.Module, args: tuple[Any, ...], kwar
     params: dict[int, torch.Tensor] = {}
     buffers: dict[int, torch.Tensor] = {}
     attributes: list[torch.Tensor] = []
-    for module in model.modules():
+    for module in modules:  # (``model.modules()``)
         for p in module._parameters.values():
             if p is not None:
                 params.setdefault(id(p), p)

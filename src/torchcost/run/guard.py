@@ -219,12 +219,15 @@ def _rng_put_back(device: torch.device) -> Callable[[], None]:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module | None, device: torch.device) -> Iterator[RunWatch | None]:
+def preserved(model: nn.Module | None, device: torch.device,
+              modules: list[nn.Module] | None = None) -> Iterator[RunWatch | None]:
     """Around a run on real tensors: restore every module's attributes, container contents, grad flags and tensor
     values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
     states where the run drew from them. Yields the :class:`RunWatch` the run's dispatch mode must call before
-    each op (None: nothing to watch)."""
-    states = [_state(module) for module in model.modules()] if model is not None else []
+    each op (None: nothing to watch). ``modules``: ``list(model.modules())`` when the caller has it already."""
+    if model is not None and modules is None:
+        modules = list(model.modules())
+    states = [_state(module) for module in modules] if model is not None and modules is not None else []
     watch = RunWatch(_watched(states))
     put_back = _rng_put_back(device)
     try:
@@ -256,13 +259,15 @@ def quiet_fastpaths() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device) -> Iterator[RunWatch | None]:
+def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
+            modules: list[nn.Module] | None = None) -> Iterator[RunWatch | None]:
     """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
     quiet fast paths, and the twin's fake tensor mode. Meta and fake twins touch neither the model nor the RNG.
     Yields the :class:`RunWatch` to hand to the Recording (None for a meta or fake twin): only ops it is told of
-    are copied on write, so every op of the run must run under that Recording."""
+    are copied on write, so every op of the run must run under that Recording. ``modules``: ``list(model.modules())``
+    when the caller has it already."""
     real = twin is None or twin.method == "copy"
-    preserve = preserved(model if twin is None else None, run_device) if real else contextlib.nullcontext()
+    preserve = preserved(model if twin is None else None, run_device, modules) if real else contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
     with preserve as watch, quiet_fastpaths(), fake:
         yield watch
