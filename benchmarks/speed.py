@@ -245,8 +245,17 @@ def _ladder_variants() -> dict[str, Callable[[torch.nn.Module, Built], Any]]:
     def full(model: torch.nn.Module, built: Built) -> Any:
         return torchcost.analyze(model, *built.args, kwargs=built.kwargs)
 
+    def no_leaves(model: torch.nn.Module, built: Built) -> Any:
+        from torchcost.collect import leaves
+
+        before = leaves.enabled(False)
+        try:
+            return torchcost.analyze(model, *built.args, kwargs=built.kwargs)
+        finally:
+            leaves.enabled(before)
+
     return {"forward": _forward, "floor": floor, "FlopCounterMode": flop_counter, "analyze(memory=False)": nomem,
-            "analyze()": full}
+            "analyze(), no direct leaves": no_leaves, "analyze()": full}
 
 
 def ladder_model(name: str) -> Built:
@@ -394,7 +403,8 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
     out = [f"### {label}", "",
            "CPU time of the thread as a ratio to a plain `torch.no_grad()` forward, one torch thread, rounds "
            "interleaved (order rotated), `gc.collect()` before each call; median of the per-round ratios "
-           "(p25-p75). floor = an empty dispatch mode + global module pre/post hooks + an empty function mode.", "",
+           "(p25-p75). floor = an empty dispatch mode + global module pre/post hooks + an empty function mode; "
+           "\"no direct leaves\" = analyze() with every module under the modes (collect/leaves.py off).", "",
            "| model | forward (ms CPU) | rounds | " + " | ".join(variants) + " |",
            "|---|---|---|" + "---|" * len(variants)]
     for row in rows:
