@@ -9,8 +9,9 @@ known: the aten ops an ``nn.Conv2d`` runs are fixed by its attributes and its in
 So, for the module types in ``_PLANNERS`` (exact types, no hooks of their own, no ``forward`` of the instance),
 a planner says which aten ops the call will run: the op, its arguments (the module's input and tensors, its
 settings) and where its output comes from. A plan is trusted only after it was seen to be right: the first call of
-each kind of call in a process (the plan's key: module type, the settings that pick the path through torch's Python
-and composite code, the input's dtype, device type, layout and dimensions) runs under the modes as always, and the
+each kind of call in a process (the plan's key: the module type and its ``forward``, the torch function the forward
+goes through, the settings that pick the path through torch's Python and composite code, the input's dtype, device
+type, layout, dimensions, contiguity and emptiness) runs under the modes as always, and the
 ops the dispatch mode saw are compared with the plan: the same ops, arguments identical (tensors by identity, every
 other value by type and value), the last op's output the module's own output. A kind whose plan differs (another
 torch version, a backend that takes another path) is never planned again in the process.
@@ -19,8 +20,8 @@ Later calls of a trusted kind run with torch's dispatch and function modes off (
 ``DisableTorchFunction``), entered by the scope's pre-hook and left by its post-hook; before the forward the
 copy-on-write watch is told of the planned ops (run/guard.py), after it the ops go to the op collector and the
 memory tracker as the dispatch mode would have handed them, in the module's scope. Outputs the module does not
-return (batch norm's empty byte reserve, the empty statistics native_batch_norm returns in eval) are made anew,
-with the shape, strides and dtype seen when the kind was trusted.
+return (batch norm's empty byte reserve, the empty statistics native_batch_norm returns in eval) are made with the
+shape, strides and dtype seen when the kind was trusted (an empty one once a run: it holds no storage).
 
 Only eval runs on real tensors use this (the Recording decides), and a call is planned only when nothing else could
 watch it: no tensor subclass, grad mode and autocast off, no JIT trace or functorch transform, no hooks but
@@ -60,7 +61,6 @@ TRUSTED: dict[tuple[Any, ...], tuple[tuple[tuple[Any, ...], ...], ...] | bool] =
 _SWITCH = [True]  # benchmarks and tests turn planning off to compare (enabled())
 # the types a planned op's tensors may have (None: a missing bias): a subclass may run code of its own in an op
 _PLAIN = frozenset({torch.Tensor, nn.Parameter, type(None)})
-_NO_OPTIONS: dict[str, Any] = {}
 
 
 def enabled(on: bool | None = None) -> bool:
@@ -97,8 +97,8 @@ def _conv(m: Any, x: torch.Tensor) -> Plan | None:
     weight, bias = params["weight"], params["bias"]
     if not _PLAIN.issuperset((type(weight), type(bias))):
         return None
-    op = (_aten.convolution.default, (x, weight, bias, list(m.stride), list(m.padding), list(m.dilation),
-                                      False, [0] * n, m.groups), _NO_OPTIONS, Out.MODULE)
+    args = (x, weight, bias, list(m.stride), list(m.padding), list(m.dilation), False, [0] * n, m.groups)
+    op: Step = (_aten.convolution.default, args, {}, Out.MODULE)
     return (getattr(F, _CONV_FUNCTIONS[n]), bias is None, *_kind(x)), (op,)
 
 
@@ -120,8 +120,7 @@ def _batch_norm(m: Any, x: torch.Tensor) -> Plan | None:
         return None
     reserve = (_aten.empty.memory_format, ([0],), {"dtype": torch.uint8, "layout": torch.strided,
                                                    "device": x.device}, Out.EXTRA)
-    norm = (_aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, m.eps), _NO_OPTIONS,
-            Out.TUPLE)
+    norm: Step = (_aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, m.eps), {}, Out.TUPLE)
     return (F.batch_norm, torch.batch_norm, weight is None, *_kind(x)), (reserve, norm)
 
 
@@ -131,7 +130,7 @@ def _pointwise(function: str, plain: Any, in_place: Any, *settings: str) -> Call
 
     def plan(m: Any, x: torch.Tensor) -> Plan | None:
         inplace = bool(m.__dict__.get("inplace", False))  # (as F.relu's ``if inplace:`` reads it)
-        op = (in_place if inplace else plain, (x, *[getattr(m, s) for s in settings]), _NO_OPTIONS, Out.MODULE)
+        op: Step = (in_place if inplace else plain, (x, *[getattr(m, s) for s in settings]), {}, Out.MODULE)
         return (getattr(F, function), inplace, *_kind(x)), (op,)
 
     return plan
@@ -151,8 +150,8 @@ def _adaptive_avg_pool2d(m: Any, x: torch.Tensor) -> Plan | None:
     if not (type(h) is int and type(w) is int) or x.dim() not in (3, 4):
         return None
     one = h == 1 and w == 1
-    op = ((_aten.mean.dim, (x, [-1, -2], True), _NO_OPTIONS, Out.MODULE) if one
-          else (_aten._adaptive_avg_pool2d.default, (x, [h, w]), _NO_OPTIONS, Out.MODULE))
+    op: Step = ((_aten.mean.dim, (x, [-1, -2], True), {}, Out.MODULE) if one
+                else (_aten._adaptive_avg_pool2d.default, (x, [h, w]), {}, Out.MODULE))
     return (F.adaptive_avg_pool2d, one, *_kind(x)), (op,)
 
 
