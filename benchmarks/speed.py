@@ -248,11 +248,8 @@ def _ladder_variants() -> dict[str, Callable[[torch.nn.Module, Built], Any]]:
     def no_leaves(model: torch.nn.Module, built: Built) -> Any:
         from torchcost.collect import leaves
 
-        before = leaves.enabled(False)
-        try:
+        with leaves.off():
             return torchcost.analyze(model, *built.args, kwargs=built.kwargs)
-        finally:
-            leaves.enabled(before)
 
     return {"forward": _forward, "floor": floor, "FlopCounterMode": flop_counter, "analyze(memory=False)": nomem,
             "analyze(), no direct leaves": no_leaves, "analyze()": full}

@@ -81,11 +81,8 @@ def _zoo_inputs() -> tuple[torch.Tensor, ...]:
 
 def test_reports_are_identical_with_and_without_direct_leaves(fresh_trust: dict[str, int]) -> None:
     model, inputs = Zoo().eval(), _zoo_inputs()
-    before = leaves.enabled(False)
-    try:
+    with leaves.off():
         plain = torchcost.analyze(model, *inputs).to_dict()
-    finally:
-        leaves.enabled(before)
     assert fresh_trust == {"direct": 0, "checked": 0}
     first = torchcost.analyze(model, *inputs).to_dict()  # each kind of call checked once, under the modes
     assert fresh_trust["checked"] > 0
@@ -129,11 +126,8 @@ def test_a_channels_last_input_is_another_kind_of_call(fresh_trust: dict[str, in
     pool = nn.AdaptiveAvgPool2d(1)
     x = torch.randn(2, 3, 5, 5)
     wide = x.to(memory_format=torch.channels_last)
-    before = leaves.enabled(False)
-    try:
+    with leaves.off():
         expected = torchcost.analyze(pool, wide).to_dict()
-    finally:
-        leaves.enabled(before)
     torchcost.analyze(pool, x)
     torchcost.analyze(pool, x)
     assert torchcost.analyze(pool, wide).to_dict() == expected

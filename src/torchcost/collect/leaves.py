@@ -30,8 +30,9 @@ torchcost's, and no mode on torch's stacks but torchcost's own. Anything else ru
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_mod
 
-__all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled"]
+__all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled", "mode_depths", "off"]
 
 _aten = torch.ops.aten
 
@@ -69,6 +70,27 @@ def enabled(on: bool | None = None) -> bool:
     if on is not None:
         _SWITCH[0] = on
     return before
+
+
+@contextlib.contextmanager
+def off() -> Iterator[None]:
+    """No leaf module planned inside (every op under the modes: what a run gave before, to compare with)."""
+    before = enabled(False)
+    try:
+        yield
+    finally:
+        enabled(before)
+
+
+def mode_depths() -> tuple[int, int]:
+    """How many dispatch modes and function modes are on torch's stacks now (in this thread)."""
+    return torch._C._len_torch_dispatch_stack(), torch._C._len_torch_function_stack()
+
+
+def _modes_on(guards: tuple[Any, Any]) -> None:
+    """Leave the (DisableTorchDispatch, DisableTorchFunction) pair a call past the modes entered, innermost first."""
+    guards[1].__exit__(None, None, None)
+    guards[0].__exit__(None, None, None)
 
 
 # -- the planners: (module, its one positional input) -> a Plan, or None (this call runs under the modes) ----------
@@ -278,7 +300,7 @@ class DirectLeaves:
         return (not dispatch.paused and ops.counting and not ops.enclosed_depth and ops.phase == "forward"
                 and dispatch.trace is None and not torch.is_grad_enabled()
                 and not torch._C._is_any_autocast_enabled() and torch._C._get_tracing_state() is None
-                and (torch._C._len_torch_dispatch_stack(), torch._C._len_torch_function_stack()) == self.modes
+                and mode_depths() == self.modes
                 and len(module_mod._global_forward_pre_hooks) == 1 and len(module_mod._global_forward_hooks) == 1
                 and not module_mod._global_backward_hooks and not module_mod._global_backward_pre_hooks
                 and torch._C._functorch.peek_interpreter_stack() is None)
@@ -304,8 +326,7 @@ class DirectLeaves:
             call = None
         finally:
             if call is None or call.guards is None:
-                guards[1].__exit__(None, None, None)
-                guards[0].__exit__(None, None, None)
+                _modes_on(guards)
         if call is not None and call.guards is None:
             self.dispatch.trace = []  # the first call of its kind: it runs under the modes, traced
         return call
@@ -388,5 +409,4 @@ class DirectLeaves:
         """Turn the modes back on after a call past them (also for a frame left behind by an error)."""
         guards, call.guards = call.guards, None
         if guards is not None:
-            guards[1].__exit__(None, None, None)
-            guards[0].__exit__(None, None, None)
+            _modes_on(guards)

@@ -174,7 +174,7 @@ _CACHE_MAX = 4096
 
 def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...] | None:
     """What one call's kernel memory depends on: the op, the target, grad mode, the thread count, oneDNN's switch,
-    deterministic mode and the call's metadata (``meta``: collect.ops.metadata_key, every tensor's shape, strides,
+    deterministic mode and the call's metadata (``meta``: :func:`metadata_key`, every tensor's shape, strides,
     dtype, device and grad flag and the other arguments); None when the call could not be keyed."""
     if meta is None:
         return None

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchcost.collect import interrupts, probe
 from torchcost.collect.composites import CompositeCatcher
-from torchcost.collect.leaves import DirectLeaves
+from torchcost.collect.leaves import DirectLeaves, mode_depths
 from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
 from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
@@ -128,7 +127,7 @@ class Recording:
     def __enter__(self) -> Recording:
         with contextlib.ExitStack() as stack:  # what went in comes off again if installing the rest fails
             stack.enter_context(interrupts.deferred())  # outermost: a pending Ctrl-C is raised once all is removed
-            others = (torch._C._len_torch_dispatch_stack(), torch._C._len_torch_function_stack())
+            others = mode_depths()
             stack.callback(self._finish)
             if self.memory is not None:
                 self.scope.listeners.append(self.memory)
@@ -143,8 +142,7 @@ class Recording:
             stack.enter_context(CompositeCatcher(self.ops))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
-                self.scope.leaves = DirectLeaves(self.dispatch, (torch._C._len_torch_dispatch_stack(),
-                                                                 torch._C._len_torch_function_stack()))
+                self.scope.leaves = DirectLeaves(self.dispatch, mode_depths())
                 stack.callback(self.scope.release_leaves)  # before the modes come off
             _LIVE.append(self)
             stack.callback(_LIVE.remove, self)

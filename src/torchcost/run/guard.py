@@ -225,9 +225,10 @@ def preserved(model: nn.Module | None, device: torch.device,
     values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
     states where the run drew from them. Yields the :class:`RunWatch` the run's dispatch mode must call before
     each op (None: nothing to watch). ``modules``: ``list(model.modules())`` when the caller has it already."""
-    if model is not None and modules is None:
-        modules = list(model.modules())
-    states = [_state(module) for module in modules] if model is not None and modules is not None else []
+    if model is None:
+        states = []
+    else:
+        states = [_state(module) for module in (modules if modules is not None else model.modules())]
     watch = RunWatch(_watched(states))
     put_back = _rng_put_back(device)
     try:
