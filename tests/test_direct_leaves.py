@@ -98,7 +98,7 @@ def test_a_direct_convolution_is_counted_by_the_formula(fresh_trust: dict[str, i
     x = torch.randn(2, 3, 10, 12)
     torchcost.analyze(conv, x)
     report = torchcost.analyze(conv, x)
-    assert fresh_trust == {"direct": 1, "checked": 1}
+    assert fresh_trust == {"direct": 1, "checked": 1}  # the first analysis checks the plan, the second uses it
     # 2*8*10*12 outputs, each 3*3*3 = 27 multiply-accumulates: 1920 * 27 = 51,840
     assert report.macs == 51_840
     assert report.root.output_shape.shape == (2, 8, 10, 12)  # type: ignore[union-attr]
@@ -148,7 +148,7 @@ def test_an_in_place_activation_of_a_buffer_is_undone(fresh_trust: dict[str, int
     for _ in range(3):
         torchcost.analyze(model, torch.zeros(3))
         assert torch.equal(model.table, torch.tensor([-1.0, 2.0, -3.0]))
-    assert fresh_trust["direct"] == 2
+    assert fresh_trust["direct"] == 2  # 3 analyses, the first one checking the plan under the modes
 
 
 def test_a_failing_direct_leaf_names_the_layer_and_turns_the_modes_back_on(fresh_trust: dict[str, int]) -> None:
@@ -203,13 +203,14 @@ def test_a_replaced_functional_is_another_kind_of_call(monkeypatch: pytest.Monke
     x = torch.randn(2, 4)
     torchcost.analyze(model, x)
     torchcost.analyze(model, x)
-    assert fresh_trust == {"direct": 1, "checked": 1}
+    assert fresh_trust == {"direct": 1, "checked": 1}  # the ReLU: checked once, then past the modes
+
     def doubled(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # a replacement doing one more op
         return torch.relu(input) * 2
 
     monkeypatch.setattr(F, "relu", doubled)
     report = torchcost.analyze(model, x)
-    assert fresh_trust == {"direct": 1, "checked": 2}
+    assert fresh_trust == {"direct": 1, "checked": 2}  # another F.relu: another kind, checked again
     # relu's 8 FLOPs (one a value of 2x4) and the wrapper's multiply, 8 more
     assert [(op.op, op.flops) for op in report.module("1").ops] == [("aten::mul", 8), ("aten::relu", 8)]
 
