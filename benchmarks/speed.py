@@ -505,12 +505,112 @@ def meta_main(argv: list[str]) -> int:
     return 0
 
 
+# -- the same ladder on a GPU: wall time, the device synchronized around each call -----------------------------------
+
+
+def _interleaved_wall(built: Built, entries: dict[str, Callable[[torch.nn.Module, Built], Any]],
+                      rounds: int) -> dict[str, list[float]]:
+    """As :func:`_interleaved_cpu`, but wall seconds with the GPU synchronized before the timer starts and before
+    it stops: a CUDA forward's time is its kernels' and its launches', not the thread's CPU time."""
+    times: dict[str, list[float]] = {name: [] for name in entries}
+    names = list(entries)
+    for name in names:  # warm-up (cuDNN's algorithm choice, the CUDA context, the plans' first checks)
+        with quiet(), torch.no_grad():
+            entries[name](built.model, built)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            gc.collect()
+            with quiet(), torch.no_grad():
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                entries[name](built.model, built)
+                torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _leaf_identity(built: Built) -> dict[str, Any]:
+    """One analyze() with planned leaves (after a first that checked their plans) against one without: whether the
+    reports are the same, the first difference if not, and how many calls ran past the modes."""
+    import torchcost
+    from benchmarks.report_identity import _VOLATILE, _first_difference
+    from torchcost.collect import leaves
+
+    counts = {"direct": 0, "checked": 0}
+    end = leaves.DirectLeaves.end
+
+    def counting_end(self: Any, call: Any, output: Any, raised: bool) -> None:
+        counts["direct" if call.guards is not None else "checked"] += 1
+        end(self, call, output, raised)
+
+    leaves.DirectLeaves.end = counting_end  # type: ignore[method-assign]
+    try:
+        with torch.no_grad():
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+            counts = {"direct": 0, "checked": 0}
+            planned = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs).to_dict()
+            direct = dict(counts)
+            with leaves.off():
+                plain = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs).to_dict()
+    finally:
+        leaves.DirectLeaves.end = end  # type: ignore[method-assign]
+    for d in (planned, plain):
+        for key in _VOLATILE:
+            d.pop(key, None)
+    diff = _first_difference(planned, plain)
+    return {"identical": not diff, "first_difference": diff, **direct}
+
+
+def cuda_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed cuda``: the ladder's models on the GPU (wall time, synchronized), and the reports
+    with and without direct leaves compared there. Without CUDA it says so and exits 0."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed cuda")
+    parser.add_argument("--models", default=",".join(LADDER_MODELS))
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to measure")
+        return 0
+    torch.set_num_threads(1)
+    variants = _ladder_variants()
+    rows = []
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; wall time, synchronized, one CPU thread")
+    print("| model | forward (ms wall) | rounds | " + " | ".join(v for v in variants if v != "forward")
+          + " | reports with / without direct leaves | calls past the modes |")
+    print("|---|---|---|" + "---|" * (len(variants) - 1) + "---|---|")
+    for name in [m for m in args.models.split(",") if m]:
+        built = ladder_model(name)
+        built = Built(built.model.cuda(), tuple(a.cuda() for a in built.args),
+                      {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in built.kwargs.items()})
+        identity = _leaf_identity(built)
+        times = _interleaved_wall(built, variants, args.rounds)
+        base = times["forward"]
+        row: dict[str, Any] = {"model": name, "rounds": args.rounds, "forward_ms": statistics.median(base) * 1e3,
+                               "leaves": identity}
+        for v in variants:
+            if v != "forward":
+                row[v] = _ratio_stats(times[v], base)
+        rows.append(row)
+        same = "identical" if identity["identical"] else f"differ at {identity['first_difference']}"
+        print(f"| {name} | {row['forward_ms']:.1f} | {args.rounds} | " + " | ".join(
+            f"{row[v][0]:.2f}x ({row[v][1]:.2f}-{row[v][2]:.2f})" for v in variants if v != "forward")
+            + f" | {same} | {identity['direct']} |", flush=True)
+        del built
+        torch.cuda.empty_cache()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
         return ladder_main(argv[1:])
     if argv[:1] == ["meta"]:
         return meta_main(argv[1:])
+    if argv[:1] == ["cuda"]:
+        return cuda_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")

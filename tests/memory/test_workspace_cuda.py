@@ -347,12 +347,13 @@ def test_efficient_backward_through_analyze() -> None:
     assert held == 266_240 and not any(rest)  # the float32, K=64 figure above
 
 
-def test_efficient_attention_seed_and_offset_are_host_tensors_with_dropout() -> None:
+def test_efficient_attention_seed_and_offset_are_host_tensors() -> None:
     q = _bhsd(2, 100, 4, 64, torch.float32)
     out = aten._scaled_dot_product_efficient_attention.default(q, q, q, None, True, 0.1)
     key = "aten::_scaled_dot_product_efficient_attention"
     assert ws.true_output_bytes(key, (q, q, q, None, True, 0.1), {}, out, "cuda") == {2: 0, 3: 0}
-    assert ws.true_output_bytes(key, (q, q, q, None, True, 0.0), {}, out, "cuda") == {}  # device tensors, as meta
+    # without dropout too (kCPU outside a graph capture; an H200 showed no device bytes for them)
+    assert ws.true_output_bytes(key, (q, q, q, None, True, 0.0), {}, out, "cuda") == {2: 0, 3: 0}
     assert ws.true_output_bytes(key, (q, q, q, None, True, 0.1), {}, out, "cpu") == {}
     with_entries, without = _timelines(_attention_step(torch.float32, dropout=0.1), ws.FIXED_CUDA_OUTPUTS, (key,))
     diff = _difference(with_entries, without)
@@ -377,4 +378,6 @@ def test_every_cuda_entry_is_documented() -> None:
                                   **ws.LIBRARY_WORKSPACES}
     for key, fn in entries.items():
         doc = " ".join((fn.__doc__ or "").split())
-        assert "aten/src/ATen" in doc and "not yet compared with a GPU's allocator" in doc, key
+        # each says where it was read and whether a GPU's allocator has confirmed it
+        assert "aten/src/ATen" in doc, key
+        assert "not yet compared with a GPU's allocator" in doc or "compared with an H200's allocator" in doc, key

@@ -1,8 +1,11 @@
 """Memory CUDA kernels allocate for themselves, read from PyTorch's own source (torch 2.14.1, the version installed).
 
-None of it has been measured: every entry here is **from source, not yet compared with a GPU's allocator**
-(benchmarks/gpu_check.py is the comparison, for whoever has a GPU). Each function's docstring names the file and the
-function it follows. Three kinds, as collect/workspace.py registers them:
+Every entry here is **from source**; benchmarks/gpu_check.py compares them with a GPU's allocator. Its first run, on
+an H200 with torch 2.11 (benchmarks/gpu_check.md), found the cuBLAS workspaces, flash attention (float16, head dim
+64, equal and grouped heads) and memory-efficient attention (float32, head dim 64) equal to the allocator to the
+byte, once the philox seed and offset were known to be host memory without dropout too; what it did not exercise
+is still **not yet compared with a GPU's allocator**. Each function's docstring names the file and the function it
+follows. Three kinds, as collect/workspace.py registers them:
 
 * **Library workspaces** (``register_library_workspace``): cuBLAS/cuBLASLt keep one workspace per (handle, stream),
   allocated through the caching allocator at the first matmul and never freed. A "cuda" run with a matmul-family
@@ -12,8 +15,8 @@ function it follows. Three kinds, as collect/workspace.py registers them:
   accumulators, memory-efficient attention's backward workspace and forward accumulator, the contiguous copies the
   attention backward makes of a strided gradient. Each buffer is rounded up to the caching allocator's 512-byte
   blocks, as the allocator hands it out.
-* **Outputs the meta kernel places wrongly** (``FIXED_CUDA_OUTPUTS``): with dropout, memory-efficient attention's
-  philox seed and offset are host tensors on CUDA, not device memory.
+* **Outputs the meta kernel places wrongly** (``FIXED_CUDA_OUTPUTS``): memory-efficient attention's philox seed and
+  offset are host tensors on CUDA, not device memory.
 
 Some sizes depend on the GPU (the cuBLAS default, the SM count of flash attention's split heuristic, the kernels
 memory-efficient attention can pick): they follow :func:`cuda_device`, the GPU ``analyze(..., hardware=)`` names,
@@ -166,7 +169,8 @@ def cublas_workspace(call: OpCall, target: str) -> tuple[str, int] | None:
     from a per-thread pool (aten/src/ATen/cuda/detail/DeviceThreadHandles.h), so the autograd engine's device
     thread (torch/csrc/autograd/engine.cpp, ``Engine::start_device_threads``: one worker per GPU), which runs
     backward's CUDA ops, gets a second handle and a second workspace (the tracker keeps one block per library and
-    thread). From source, not yet compared with a GPU's allocator."""
+    thread). From source; compared with an H200's allocator (torch 2.11, benchmarks/gpu_check.md): one workspace
+    in an eval forward, two in a training step, equal to the byte."""
     if target != "cuda" or _capability() is None:
         return None
     tensors = [t for t in (*call.args, *call.kwargs.values(), call.out) if isinstance(t, torch.Tensor)]
@@ -353,8 +357,9 @@ def efficient_attention_backward_workspace(call: OpCall, target: str) -> int | N
     The op holds max(product + sum + delta, delta + workspace) + the copy. Claimed for float16, bfloat16 and float32
     on compute capability 8.0, 9.x and 10.x with max(K, Kv) <= 128, on other GPUs from 8.0 with max(K, Kv) <= 64
     (and 96 for half precision without dropout on 8.6/8.9); None for the rest (head dims above 128, whose kernels
-    stage dK/dV in the workspace, nested inputs, more than 65,535 batches, older GPUs). From source, not yet
-    compared with a GPU's allocator."""
+    stage dK/dV in the workspace, nested inputs, more than 65,535 batches, older GPUs). From source; compared with
+    an H200's allocator for float32 with K = Kv = 64 (torch 2.11, benchmarks/gpu_check.md: the step's peak equal
+    to the byte), the other cases not yet compared with a GPU's allocator."""
     bhsd = call.key == "aten::_scaled_dot_product_efficient_attention_backward"
     q, v, grad_out = call.arg("query"), call.arg("value"), call.arg("grad_out_")
     if not (target == "cuda" and isinstance(q, torch.Tensor) and isinstance(v, torch.Tensor) and q.dim() == 4
@@ -406,23 +411,17 @@ for _op in ("aten::_scaled_dot_product_efficient_attention_backward", "aten::_ef
     register_workspace(_op, efficient_attention_backward_workspace)
 
 
-def _host_seed_offset(dropout_at: int) -> Any:
-    """Memory-efficient attention's philox seed and offset (outputs 2 and 3) with dropout: host tensors on CUDA
-    (attention.cu, ``_efficient_attention_forward``: ``at::scalar_tensor(..., at::dtype(at::kLong))`` outside a CUDA
-    graph capture), so they take no device memory, where the meta kernel makes them on the meta device (8 bytes
-    each, a 512-byte block on a "cuda" target, saved for backward). Without dropout they are 8-byte device tensors,
-    as on meta. ``dropout_at``: the position of ``dropout_p`` in the op's schema."""
-
-    def fn(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> dict[int, int]:
-        dropout = args[dropout_at] if len(args) > dropout_at else kwargs.get("dropout_p", 0.0)
-        return {2: 0, 3: 0} if float(dropout or 0.0) > 0.0 else {}
-
-    return fn
+def _host_seed_offset(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> dict[int, int]:
+    """Memory-efficient attention's philox seed and offset (outputs 2 and 3): host tensors on CUDA, with dropout and
+    without (attention.cu, ``_efficient_attention_forward``: ``device = in_capture_stream ? kCUDA : kCPU``; outside a
+    CUDA graph capture, which torchcost does not model, the seed and offset are made on the CPU either way), so they
+    take no device memory, where the meta kernel makes them on the meta device (8 bytes each, a 512-byte block on a
+    "cuda" target, saved for backward). Measured on an H200 (torch 2.11): the allocator rises by the output and the
+    log-sum-exp alone, dropout 0.0."""
+    return {2: 0, 3: 0}
 
 
 FIXED_CUDA_OUTPUTS.update({
-    # (query, key, value, attn_bias, compute_log_sumexp, dropout_p, ...)
-    "aten::_scaled_dot_product_efficient_attention": _host_seed_offset(5),
-    # (query, key, value, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, ...)
-    "aten::_efficient_attention_forward": _host_seed_offset(8),
+    "aten::_scaled_dot_product_efficient_attention": _host_seed_offset,
+    "aten::_efficient_attention_forward": _host_seed_offset,
 })
