@@ -362,6 +362,12 @@ def test_efficient_attention_seed_and_offset_are_host_tensors() -> None:
     assert diff[forward] == -2 * 512
     backward = with_entries.memory.timeline.ops.index(key + "_backward")  # type: ignore[union-attr]
     assert all(d == -2 * 512 for d in diff[forward:backward])
+    # the same without dropout: the H200's allocator rose by the output and the log-sum-exp alone
+    with_entries, without = _timelines(_attention_step(torch.float32, dropout=0.0), ws.FIXED_CUDA_OUTPUTS, (key,))
+    diff = _difference(with_entries, without)
+    forward = with_entries.memory.timeline.ops.index(key)  # type: ignore[union-attr]
+    backward = with_entries.memory.timeline.ops.index(key + "_backward")  # type: ignore[union-attr]
+    assert all(d == -2 * 512 for d in diff[forward:backward])
 
 
 # -- what is not covered ------------------------------------------------------------------------------------------
