@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost
 from tests.memory.truth import eval_truth, train_truth
+from torchcost.collect import memory
 from torchcost.collect import workspace as ws
 from torchcost.collect.memory import CATEGORIES
 from torchcost.collect.recording import MemorySettings, Recording
@@ -230,6 +231,27 @@ def test_bf16_linear_matches_the_allocator() -> None:
     assert r.memory is not None and r.memory.at_peak.workspace == 152_096
     assert r.peak_memory == eval_truth(model, x)
 
+
+
+def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matmul entry answers from two dtypes (float32: 0 bytes, nothing to probe), sooner than the call's metadata
+    is keyed to look an answer up: the metadata is keyed for none of a float32 MLP's matmuls, and the report is the
+    one the cached path gives."""
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)), torch.randn(4, 16)
+    keyed = [0]  # (a count: keeping the arguments would keep their tensors alive, and move the memory figures)
+    key = memory.metadata_key
+
+    def counting(*args: Any) -> int | None:
+        keyed[0] += 1
+        return key(*args)
+
+    monkeypatch.setattr(memory, "metadata_key", counting)
+    quick = torchcost.analyze(model, x).to_dict()
+    assert keyed[0] == 0  # two addmm calls (one per Linear), neither keyed
+    monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset())
+    cached = torchcost.analyze(model, x).to_dict()
+    assert keyed[0] == 2 and cached == quick
 
 # -- built-in: oneDNN's blocked copies in bf16 convolutions, groups = 1 (measured on avx512_bf16, no AMX) -------------
 

@@ -37,6 +37,7 @@ from torchcost.collect.workspace import (
     FIXED_CUDA_OUTPUTS,
     FIXED_OUTPUTS,
     LIBRARY_WORKSPACES,
+    QUICK_ENTRIES,
     WORKSPACES,
     library_workspace,
     true_output_bytes,
@@ -535,10 +536,16 @@ class MemoryTracker:
                           target: str) -> tuple[int | None, probe.Probe | None]:
         """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
-        probe (:meth:`_probe_for`)."""
+        probe (:meth:`_probe_for`); one of ``QUICK_ENTRIES`` is asked each time, and the call keyed only for a probe."""
         fn = WORKSPACES.get(key)
-        builtin = fn is not None and _builtin_entry(fn)
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
+        if fn in QUICK_ENTRIES:
+            quick = workspace_bytes(key, func, args, kwargs, out, target)
+            if probing and (self.kernel_memory == "measure" or quick is None):
+                signature = _call_signature(func, target, metadata_key(args, kwargs, out))
+                return quick, self._probe_for(key, func, args, kwargs, out, signature)
+            return quick, None
+        builtin = fn is not None and _builtin_entry(fn)
         signature = _call_signature(func, target, metadata_key(args, kwargs, out)) if builtin or probing else None
         table: int | None = None
         if builtin and signature is not None:

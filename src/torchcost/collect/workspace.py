@@ -36,6 +36,7 @@ __all__ = [
     "FIXED_OUTPUTS",
     "GROUPED_CONV_ISA",
     "LIBRARY_WORKSPACES",
+    "QUICK_ENTRIES",
     "WORKSPACES",
     "LibraryWorkspaceFn",
     "WorkspaceFn",
@@ -307,6 +308,9 @@ def bf16_matmul_workspace(call: OpCall, target: str) -> int | None:
 
 register_workspace("aten::mm", bf16_matmul_workspace)
 register_workspace("aten::addmm", bf16_matmul_workspace)
+# built-in entries that answer from a few attributes of the call, sooner than the call's metadata is keyed to look an
+# answer up (collect/memory.py asks them each time: every Linear's matmul, in a CNN's head or a transformer's layers)
+QUICK_ENTRIES: frozenset[WorkspaceFn] = frozenset({bf16_matmul_workspace})
 
 
 # -- collectives: the process group's own transient buffers (simulated ranks, parallel=) ------------------------------
