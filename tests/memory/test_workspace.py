@@ -253,6 +253,28 @@ def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.Monke
     cached = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 2 and cached == quick
 
+
+def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The convolution and matmul entries claim CPU calls only: on a meta model (a "cuda" target) neither is asked
+    nor is the call keyed for them, and the report is the one the keyed path gives."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    keyed = [0]
+    key = memory.metadata_key
+
+    def counting(*args: Any) -> int | None:
+        keyed[0] += 1
+        return key(*args)
+
+    monkeypatch.setattr(memory, "metadata_key", counting)
+    skipped = torchcost.analyze(model, x).to_dict()
+    assert keyed[0] == 0  # the convolution and the addmm, neither keyed
+    monkeypatch.setattr(memory, "CPU_ENTRIES", frozenset())
+    monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset())
+    keyed_path = torchcost.analyze(model, x).to_dict()
+    assert keyed[0] == 2 and keyed_path == skipped
+
 # -- built-in: oneDNN's blocked copies in bf16 convolutions, groups = 1 (measured on avx512_bf16, no AMX) -------------
 
 

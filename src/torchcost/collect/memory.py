@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torchcost.collect import probe
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
+    CPU_ENTRIES,
     FIXED_CUDA_OUTPUTS,
     FIXED_OUTPUTS,
     LIBRARY_WORKSPACES,
@@ -536,9 +537,12 @@ class MemoryTracker:
                           target: str) -> tuple[int | None, probe.Probe | None]:
         """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
-        probe (:meth:`_probe_for`); one of ``QUICK_ENTRIES`` is asked each time, and the call keyed only for a probe."""
+        probe (:meth:`_probe_for`); one of ``QUICK_ENTRIES`` is asked each time, and the call keyed only for a probe;
+        one of ``CPU_ENTRIES`` is not asked for another target's call."""
         fn = WORKSPACES.get(key)
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
+        if target != "cpu" and fn in CPU_ENTRIES:
+            fn = None  # (it claims no call of this target)
         if fn in QUICK_ENTRIES:
             quick = workspace_bytes(key, func, args, kwargs, out, target)
             if probing and (self.kernel_memory == "measure" or quick is None):

@@ -32,6 +32,7 @@ from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
     "BF16_MATMUL_ISA",
+    "CPU_ENTRIES",
     "FIXED_CUDA_OUTPUTS",
     "FIXED_OUTPUTS",
     "GROUPED_CONV_ISA",
@@ -311,6 +312,9 @@ register_workspace("aten::addmm", bf16_matmul_workspace)
 # built-in entries that answer from a few attributes of the call, sooner than the call's metadata is keyed to look an
 # answer up (collect/memory.py asks them each time: every Linear's matmul, in a CNN's head or a transformer's layers)
 QUICK_ENTRIES: frozenset[WorkspaceFn] = frozenset({bf16_matmul_workspace})
+# built-in entries that claim CPU calls only: a call for another target (a CUDA run, a meta model's "cuda" target)
+# skips them, unkeyed
+CPU_ENTRIES: frozenset[WorkspaceFn] = frozenset({convolution_workspace, bf16_matmul_workspace})
 
 
 # -- collectives: the process group's own transient buffers (simulated ranks, parallel=) ------------------------------
