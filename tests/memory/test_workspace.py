@@ -233,20 +233,27 @@ def test_bf16_linear_matches_the_allocator() -> None:
 
 
 
-def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def keyed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many calls the memory tracker keys by their metadata (a count: keeping the arguments would keep their
+    tensors alive, and move the memory figures)."""
+    count = [0]
+    key = memory.metadata_key
+
+    def counting(*args: Any) -> int | None:
+        count[0] += 1
+        return key(*args)
+
+    monkeypatch.setattr(memory, "metadata_key", counting)
+    return count
+
+
+def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.MonkeyPatch, keyed: list[int]) -> None:
     """The matmul entry answers from two dtypes (float32: 0 bytes, nothing to probe), sooner than the call's metadata
     is keyed to look an answer up: the metadata is keyed for none of a float32 MLP's matmuls, and the report is the
     one the cached path gives."""
     torch.manual_seed(0)
     model, x = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)), torch.randn(4, 16)
-    keyed = [0]  # (a count: keeping the arguments would keep their tensors alive, and move the memory figures)
-    key = memory.metadata_key
-
-    def counting(*args: Any) -> int | None:
-        keyed[0] += 1
-        return key(*args)
-
-    monkeypatch.setattr(memory, "metadata_key", counting)
     quick = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 0  # two addmm calls (one per Linear), neither keyed
     monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset())
@@ -254,20 +261,12 @@ def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.Monke
     assert keyed[0] == 2 and cached == quick
 
 
-def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyPatch, keyed: list[int]) -> None:
     """The convolution and matmul entries claim CPU calls only: on a meta model (a "cuda" target) neither is asked
     nor is the call keyed for them, and the report is the one the keyed path gives."""
     with torch.device("meta"):
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
     x = torch.empty(2, 3, 8, 8, device="meta")
-    keyed = [0]
-    key = memory.metadata_key
-
-    def counting(*args: Any) -> int | None:
-        keyed[0] += 1
-        return key(*args)
-
-    monkeypatch.setattr(memory, "metadata_key", counting)
     skipped = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 0  # the convolution and the addmm, neither keyed
     monkeypatch.setattr(memory, "CPU_ENTRIES", frozenset())
