@@ -222,3 +222,32 @@ def test_training_steps_and_meta_runs_plan_nothing(fresh_trust: dict[str, int]) 
         torchcost.analyze(model, x, mode="train")
         torchcost.analyze(model, x, device="meta")
     assert fresh_trust == {"direct": 0, "checked": 0}
+
+
+def test_a_cuda_batch_norm_is_planned_as_cudnn_where_torch_picks_cudnn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, ``_batch_norm_impl_index`` takes cuDNN for a float32 eval batch norm with weight, bias and running
+    statistics, 3+ dims, a batch of at most 65,535, cuDNN on and eps >= 1e-5: one ``cudnn_batch_norm`` whose output
+    tuple starts with the module's. Anything else runs under the modes. (The plan itself was checked against the ops
+    an H200 ran, as every plan is on its first call: docs/benchmarks.md, "On a GPU machine".) Fake tensors claim cuda
+    here, so no GPU is needed to read the planner (admitted as plain tensors for this test alone)."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    monkeypatch.setattr(leaves, "_PLAIN", leaves._PLAIN | {FakeTensor})
+    with FakeTensorMode():
+        bn = nn.BatchNorm2d(4, device="cuda").eval()
+        x = torch.empty(2, 4, 5, 5, device="cuda")
+        kind, steps = leaves._PLANNERS[nn.BatchNorm2d](bn, x)  # type: ignore[misc]
+        assert [s[0] for s in steps] == [torch.ops.aten.cudnn_batch_norm.default] and steps[0][3] is leaves.Out.TUPLE
+        assert steps[0][1][5:] == (False, 0.1, 1e-5)  # eval, the momentum, eps
+        assert "cudnn" in kind
+        for odd in (nn.BatchNorm2d(4, affine=False, device="cuda"), nn.BatchNorm2d(4, eps=1e-6, device="cuda")):
+            assert leaves._PLANNERS[nn.BatchNorm2d](odd.eval(), x) is None
+        assert leaves._PLANNERS[nn.BatchNorm2d](bn, x.to(torch.bfloat16)) is None
+        assert leaves._PLANNERS[nn.BatchNorm1d](nn.BatchNorm1d(4, device="cuda").eval(),
+                                                torch.empty(2, 4, device="cuda")) is None  # 2-D: another path
+        before = torch.backends.cudnn.enabled
+        torch.backends.cudnn.enabled = False
+        try:
+            assert leaves._PLANNERS[nn.BatchNorm2d](bn, x) is None
+        finally:
+            torch.backends.cudnn.enabled = before

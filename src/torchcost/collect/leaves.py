@@ -20,8 +20,9 @@ Later calls of a trusted kind run with torch's dispatch and function modes off (
 ``DisableTorchFunction``), entered by the scope's pre-hook and left by its post-hook; before the forward the
 copy-on-write watch is told of the planned ops (run/guard.py), after it the ops go to the op collector and the
 memory tracker as the dispatch mode would have handed them, in the module's scope. Outputs the module does not
-return (batch norm's empty byte reserve, the empty statistics native_batch_norm returns in eval) are made with the
-shape, strides and dtype seen when the kind was trusted (an empty one once a run: it holds no storage).
+return (batch norm's empty byte reserve, the empty statistics native_batch_norm and cudnn_batch_norm return in
+eval) are made with the shape, strides and dtype seen when the kind was trusted (an empty one once a run: it holds
+no storage).
 
 Only eval runs on real tensors use this (the Recording decides), and a call is planned only when nothing else could
 watch it: no tensor subclass, grad mode and autocast off, no JIT trace or functorch transform, no hooks but
@@ -129,16 +130,28 @@ _BATCH_NORM_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d
 
 def _batch_norm(m: Any, x: torch.Tensor) -> Plan | None:
     # _BatchNorm.forward in eval with running statistics: F.batch_norm(..., training=False) -> aten::batch_norm ->
-    # _batch_norm_impl_index: an empty byte "reserve", then native_batch_norm
-    # (on the CPU only: on CUDA, _batch_norm_impl_index picks cuDNN by the input's sizes and global flags)
+    # _batch_norm_impl_index (aten/src/ATen/native/Normalization.cpp). On the CPU: an empty byte "reserve", then
+    # native_batch_norm. On CUDA: cudnn_batch_norm when its conditions hold (below: float32 input and parameters,
+    # weight and bias, at least 3 dims, at most 65,535 in the batch in eval, cuDNN on, eps not below cuDNN's minimum,
+    # fewer than 2^31 elements), else another path: not planned
     buffers = m._buffers
     mean, var = buffers["running_mean"], buffers["running_var"]
-    if (m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_DIMS[type(m)]
-            or x.device.type != "cpu"):
+    if m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_DIMS[type(m)]:
         return None
     momentum = 0.0 if m.momentum is None else m.momentum
     weight, bias = m._parameters["weight"], m._parameters["bias"]
     if not _PLAIN.issuperset((type(weight), type(bias), type(mean), type(var))):
+        return None
+    device = x.device.type
+    if device == "cuda":
+        if not (weight is not None and bias is not None and x.dtype == torch.float32 and weight.dtype == torch.float32
+                and x.dim() >= 3 and x.size(0) <= 65535 and torch.backends.cudnn.enabled and m.eps >= 1e-5
+                and x.numel() < 2**31 - 1):
+            return None
+        cudnn: Step = (_aten.cudnn_batch_norm.default, (x, weight, bias, mean, var, False, momentum, m.eps), {},
+                       Out.TUPLE)
+        return (F.batch_norm, torch.batch_norm, "cudnn", *_kind(x)), (cudnn,)
+    if device != "cpu":
         return None
     reserve = (_aten.empty.memory_format, ([0],), {"dtype": torch.uint8, "layout": torch.strided,
                                                    "device": x.device}, Out.EXTRA)
