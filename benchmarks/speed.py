@@ -547,7 +547,7 @@ def _leaf_identity(built: Built) -> dict[str, Any]:
     try:
         with torch.no_grad():
             torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
-            counts = {"direct": 0, "checked": 0}
+            counts.update(direct=0, checked=0)  # (the first analysis checked the plans; count the second's calls)
             planned = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs).to_dict()
             direct = dict(counts)
             with leaves.off():
