@@ -270,21 +270,22 @@ def ladder_model(name: str) -> Built:
 
 
 def _interleaved_cpu(built: Built, entries: dict[str, Callable[[torch.nn.Module, Built], Any]],
-                     rounds: int) -> dict[str, list[float]]:
+                     rounds: int, clock: Callable[[], float] = time.thread_time) -> dict[str, list[float]]:
     """CPU seconds of the thread per round for each entry, order rotated each round, gc.collect() before each call
-    (outside the timer); the model itself is used (analyze leaves it as it found it)."""
+    (outside the timer); the model itself is used (analyze leaves it as it found it). ``clock``: what is read
+    before and after each call (:func:`_cuda_wall` on a GPU)."""
     times: dict[str, list[float]] = {name: [] for name in entries}
     names = list(entries)
-    for name in names:  # warm-up
+    for name in names:  # warm-up (on a GPU also cuDNN's algorithm choice and the CUDA context)
         with quiet(), torch.no_grad():
             entries[name](built.model, built)
     for i in range(rounds):
         for name in names[i % len(names):] + names[:i % len(names)]:
             gc.collect()
             with quiet(), torch.no_grad():
-                cpu = time.thread_time()
+                start = clock()
                 entries[name](built.model, built)
-                times[name].append(time.thread_time() - cpu)
+                times[name].append(clock() - start)
     return times
 
 
@@ -508,25 +509,11 @@ def meta_main(argv: list[str]) -> int:
 # -- the same ladder on a GPU: wall time, the device synchronized around each call -----------------------------------
 
 
-def _interleaved_wall(built: Built, entries: dict[str, Callable[[torch.nn.Module, Built], Any]],
-                      rounds: int) -> dict[str, list[float]]:
-    """As :func:`_interleaved_cpu`, but wall seconds with the GPU synchronized before the timer starts and before
-    it stops: a CUDA forward's time is its kernels' and its launches', not the thread's CPU time."""
-    times: dict[str, list[float]] = {name: [] for name in entries}
-    names = list(entries)
-    for name in names:  # warm-up (cuDNN's algorithm choice, the CUDA context, the plans' first checks)
-        with quiet(), torch.no_grad():
-            entries[name](built.model, built)
-    for i in range(rounds):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            gc.collect()
-            with quiet(), torch.no_grad():
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                entries[name](built.model, built)
-                torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-    return times
+def _cuda_wall() -> float:
+    """Wall seconds once the GPU has finished what was queued: a CUDA forward's time is its kernels' and its
+    launches', not the thread's CPU time."""
+    torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def _leaf_identity(built: Built) -> dict[str, Any]:
@@ -584,7 +571,7 @@ def cuda_main(argv: list[str]) -> int:
         built = Built(built.model.cuda(), tuple(a.cuda() for a in built.args),
                       {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in built.kwargs.items()})
         identity = _leaf_identity(built)
-        times = _interleaved_wall(built, variants, args.rounds)
+        times = _interleaved_cpu(built, variants, args.rounds, clock=_cuda_wall)
         base = times["forward"]
         row: dict[str, Any] = {"model": name, "rounds": args.rounds, "forward_ms": statistics.median(base) * 1e3,
                                "leaves": identity}
