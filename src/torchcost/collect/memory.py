@@ -543,14 +543,8 @@ class MemoryTracker:
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
         if target != "cpu" and fn in CPU_ENTRIES:
             fn = None  # (it claims no call of this target)
-        if fn in QUICK_ENTRIES:
-            quick = workspace_bytes(key, func, args, kwargs, out, target)
-            if probing and (self.kernel_memory == "measure" or quick is None):
-                signature = _call_signature(func, target, metadata_key(args, kwargs, out))
-                return quick, self._probe_for(key, func, args, kwargs, out, signature)
-            return quick, None
-        builtin = fn is not None and _builtin_entry(fn)
-        signature = _call_signature(func, target, metadata_key(args, kwargs, out)) if builtin or probing else None
+        builtin = fn is not None and fn not in QUICK_ENTRIES and _builtin_entry(fn)
+        signature = _call_signature(func, target, metadata_key(args, kwargs, out)) if builtin else None
         table: int | None = None
         if builtin and signature is not None:
             remembered = (signature, self.gpu if target == "cuda" else None)
@@ -561,9 +555,11 @@ class MemoryTracker:
                 if len(_TABLES) > _CACHE_MAX:
                     _TABLES.clear()
                 _TABLES[remembered] = table
-        elif fn is not None:  # a user's entry (it may read more than the metadata), or a call with no signature
+        elif fn is not None:  # a quick entry, a user's entry (it may read more than the metadata), or an unkeyed call
             table = workspace_bytes(key, func, args, kwargs, out, target)
         if probing and (self.kernel_memory == "measure" or table is None):
+            if not builtin:  # (keyed only now that a probe needs it)
+                signature = _call_signature(func, target, metadata_key(args, kwargs, out))
             return table, self._probe_for(key, func, args, kwargs, out, signature)
         return table, None
 
