@@ -26,6 +26,7 @@ from torch.nn.modules import module as module_mod
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
@@ -699,6 +700,8 @@ class DispatchCollector(TorchDispatchMode):
         self._fresh: dict[int, tuple[bool, Any]] = {}
         # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
         self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
+        # on a twin: ops of fake tensors answered without the fake mode where the answer is known (collect/fakeops.py)
+        self._short = FakeShortcuts() if twin else None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
@@ -728,6 +731,10 @@ class DispatchCollector(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        short = self._short
+        if short is not None and func is _DEVICE:  # a fake tensor asking its device: not an op that ran
+            device = short.answer(func, args, kwargs)
+            return func(*args, **kwargs) if device is MISS else device
         self.seen += 1
         if self.watch is not None and id(func) not in self._idle:
             self.watch(func, args, kwargs)
@@ -736,7 +743,13 @@ class DispatchCollector(TorchDispatchMode):
         for kind in types:
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
                 return NotImplemented
-        out = func(*args, **kwargs)
+        if short is None:
+            out = func(*args, **kwargs)
+        else:
+            out = short.answer(func, args, kwargs)
+            if out is MISS:
+                out = func(*args, **kwargs)
+                short.learn()
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:

@@ -1,0 +1,153 @@
+"""Ops of a fake twin answered without the fake tensor mode (collect/fakeops.py, issue 16): each answer is the fake
+mode's own, a call the fake mode would refuse is never answered, and a training step's report is the same with the
+shortcuts off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import torchcost
+from torchcost.collect import fakeops
+from torchcost.collect.fakeops import MISS, FakeShortcuts
+from torchcost.errors import ModelError
+
+aten = torch.ops.aten
+
+
+@pytest.fixture()
+def mode() -> Any:
+    with FakeTensorMode() as fake_mode:
+        yield fake_mode
+
+
+def _asked(short: FakeShortcuts, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """What the dispatch mode does: the shortcut's answer, else the op run (through the fake mode) and learned."""
+    out = short.answer(func, args, kwargs)
+    if out is MISS:
+        out = func(*args, **kwargs)
+        short.learn()
+    return out
+
+
+def test_in_place_op_is_answered_once_the_fake_mode_accepted_its_like(mode: Any) -> None:
+    short = FakeShortcuts()
+    a, b, c = torch.empty(4, 3), torch.empty(4, 3), torch.empty(3)
+    assert short.answer(aten.add_.Tensor, (a, b), {"alpha": 2}) is MISS  # not seen yet
+    assert aten.add_.Tensor(a, b, alpha=2) is a
+    short.learn()
+    assert short.answer(aten.add_.Tensor, (a, c), {"alpha": 3}) is a  # (3,) broadcasts into (4, 3)
+    assert short.answer(aten.add_.Tensor, (a, b), {"alpha": 0.5}) is MISS  # a float where an int was
+    assert short.answer(aten.add_.Tensor, (a, b), {}) is MISS  # other keywords: another kind of call
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "device", "overlap", "expanded", "constant", "real", "int"])
+def test_in_place_op_the_fake_mode_would_refuse_is_not_answered(mode: Any, case: str) -> None:
+    short = FakeShortcuts()
+    a = torch.empty(4, 3)
+    _asked(short, aten.mul_.Tensor, a, torch.empty(4, 3))  # learned: float32 cpu x float32 cpu
+    written, other = a, torch.empty(4, 3)
+    if case == "shape":
+        other = torch.empty(4, 4)  # does not broadcast into (4, 3)
+    elif case == "dtype":
+        other = torch.empty(4, 3, dtype=torch.float64)
+    elif case == "device":
+        other = torch.empty(4, 3, device="meta")  # (a fake tensor claiming another device)
+    elif case == "overlap":
+        base = torch.empty(5, 3)
+        written, other = base[1:], base[:4]  # one storage, partly overlapping
+    elif case == "expanded":
+        written = torch.empty(1, 3).expand(4, 3)  # written elements share memory
+    elif case == "constant":
+        written = mode.from_tensor(torch.ones(4, 3), static_shapes=True)
+        written.constant = torch.ones(4, 3)
+    elif case == "real":
+        with torch.utils._python_dispatch._disable_current_modes():
+            other = torch.ones(4, 3)
+    elif case == "int":
+        written, other = torch.empty(4, 3, dtype=torch.int64), torch.empty(4, 3, dtype=torch.int64)
+    assert short.answer(aten.mul_.Tensor, (written, other), {}) is MISS
+
+
+def test_a_refused_call_is_not_learned(mode: Any) -> None:
+    short = FakeShortcuts()
+    a, bad = torch.empty(4, 3), torch.empty(4, 3, dtype=torch.float64)
+    assert short.answer(aten.lerp_.Scalar, (a, bad, 0.5), {}) is MISS
+    with pytest.raises(RuntimeError):
+        aten.lerp_.Scalar(a, bad, 0.5)  # lerp wants one dtype: the call raised, nothing is learned
+    assert short.answer(aten.lerp_.Scalar, (a, bad, 0.5), {}) is MISS
+
+
+def test_ops_that_are_not_in_place_pointwise_are_passed_on(mode: Any) -> None:
+    short = FakeShortcuts()
+    a, b = torch.empty(4, 3), torch.empty(4, 3)
+    for func, args in ((aten.add.Tensor, (a, b)), (aten.copy_.default, (a, b)), (aten.t.default, (a,)),
+                       (aten.uniform_.default, (a,)), (aten.clamp_.default, (a, 0.0))):
+        _asked(short, func, *args)
+        assert short.answer(func, args, {}) is MISS, func
+
+
+def test_device_and_item_are_the_fake_modes_answers(mode: Any) -> None:
+    short = FakeShortcuts()
+    a = torch.empty(2)
+    assert short.answer(torch.ops.prim.device.default, (a,), {}) == a.device == torch.device("cpu")
+    counter = torch.tensor(3.0)  # made from a Python number: a fake tensor carrying its value
+    assert counter.constant is not None
+    assert short.answer(aten._local_scalar_dense.default, (counter,), {}) == counter.item() == 3.0
+    assert short.answer(aten._local_scalar_dense.default, (a[0],), {}) is MISS  # no value to read
+
+
+class _Bump(nn.Module):
+    """In-place ops in the forward: one that broadcasts, then (``bad``) one that does not."""
+
+    def __init__(self, bad: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.row = nn.Parameter(torch.ones(4))
+        self.bad = nn.Parameter(torch.ones(3 if bad else 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu_(self.lin(x))
+        y.mul_(self.row)
+        return y.mul_(self.bad)
+
+
+def test_a_training_step_still_fails_on_an_in_place_op_that_does_not_broadcast() -> None:
+    torchcost.analyze(_Bump(bad=False), torch.randn(2, 4), mode="train")
+    with pytest.raises(ModelError) as caught:
+        torchcost.analyze(_Bump(bad=True), torch.randn(2, 4), mode="train")
+    assert "must match the size" in str(caught.value) or "broadcast" in str(caught.value)
+
+
+def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
+    import torchvision
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(16, 16), nn.ReLU(inplace=True))))
+    return {
+        "mlp adamw": (mlp, (torch.randn(2, 16),), {}),
+        "mlp sgd momentum": (mlp, (torch.randn(2, 16),), {"optimizer": torch.optim.SGD(mlp.parameters(), lr=0.1,
+                                                                                        momentum=0.9)}),
+        "mlp adam cuda target": (mlp, (torch.randn(2, 16),), {"optimizer": "adam", "target": "cuda"}),
+        "bump": (_Bump(bad=False), (torch.randn(2, 4),), {}),
+        "resnet18": (torchvision.models.resnet18(weights=None, num_classes=10), (torch.randn(2, 3, 64, 64),), {}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_training_step_report_is_the_same_without_the_shortcuts(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, args, options = _models()[name]
+    with_shortcuts = torchcost.analyze(model, *args, mode="train", **options).to_dict()
+    asked: list[int] = []
+
+    def never(self: FakeShortcuts, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        asked.append(1)
+        return MISS
+
+    monkeypatch.setattr(fakeops.FakeShortcuts, "answer", never)
+    assert torchcost.analyze(model, *args, mode="train", **options).to_dict() == with_shortcuts
+    assert asked  # (the run was on a fake twin)
