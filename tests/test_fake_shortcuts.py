@@ -82,10 +82,10 @@ def test_a_refused_call_is_not_learned(mode: Any) -> None:
     assert short.answer(aten.lerp_.Scalar, (a, bad, 0.5), {}) is MISS
 
 
-def test_ops_that_are_not_in_place_pointwise_are_passed_on(mode: Any) -> None:
+def test_other_ops_are_passed_on(mode: Any) -> None:
     short = FakeShortcuts()
     a, b = torch.empty(4, 3), torch.empty(4, 3)
-    for func, args in ((aten.add.Tensor, (a, b)), (aten.copy_.default, (a, b)), (aten.t.default, (a,)),
+    for func, args in ((aten.add.Tensor, (a, b)), (aten.copy_.default, (a, b)), (aten.t_.default, (a,)),
                        (aten.uniform_.default, (a,)), (aten.clamp_.default, (a, 0.0))):
         _asked(short, func, *args)
         assert short.answer(func, args, {}) is MISS, func
@@ -99,6 +99,40 @@ def test_device_and_item_are_the_fake_modes_answers(mode: Any) -> None:
     assert counter.constant is not None
     assert short.answer(aten._local_scalar_dense.default, (counter,), {}) == counter.item() == 3.0
     assert short.answer(aten._local_scalar_dense.default, (a[0],), {}) is MISS  # no value to read
+
+
+def _meta(t: torch.Tensor) -> tuple[Any, ...]:
+    return (type(t), t.shape, t.stride(), t.storage_offset(), t.dtype, t.device, t.requires_grad, t.constant,
+            t.untyped_storage()._cdata, t.untyped_storage().nbytes())
+
+
+@pytest.mark.parametrize(("func", "extra"), [
+    (aten.t.default, ()), (aten.detach.default, ()), (aten.view.default, ([3, 8],)),
+    (aten.expand.default, ([2, 4, 6],)), (aten.transpose.int, (0, 1)), (aten.permute.default, ([1, 0],)),
+    (aten.slice.Tensor, (1, 1, 5, 2)), (aten.select.int, (0, 2)), (aten.unsqueeze.default, (0,)),
+    (aten.as_strided.default, ([2, 2], [1, 6], 3))])
+def test_a_view_is_what_the_fake_mode_makes(mode: Any, func: Any, extra: tuple[Any, ...]) -> None:
+    short = FakeShortcuts()
+    base = torch.empty(4, 6, requires_grad=True)
+    answered = short.answer(func, (base, *extra), {})
+    assert answered is not MISS
+    with torch.no_grad():
+        made = func(base, *extra)  # through the fake mode
+    assert _meta(answered) == _meta(made)
+    assert _meta(answered)[-2] == base.untyped_storage()._cdata  # a view: the base's storage
+
+
+def test_a_view_the_kernel_refuses_raises_as_under_the_fake_mode(mode: Any) -> None:
+    short = FakeShortcuts()
+    base = torch.empty(4, 6)
+    with pytest.raises(RuntimeError, match="invalid for input of size 24"):
+        aten.view.default(base, [5, 5])
+    with pytest.raises(RuntimeError, match="invalid for input of size 24"):
+        short.answer(aten.view.default, (base, [5, 5]), {})
+    assert short.answer(aten.view.dtype, (base, torch.int32), {}) is MISS  # a dtype argument
+    assert short.answer(aten.reshape.default, (base, [6, 4]), {}) is MISS  # decomposes: may copy
+    counter = torch.tensor(2.0)
+    assert counter.constant is not None and short.answer(aten.unsqueeze.default, (counter, 0), {}) is MISS
 
 
 class _Bump(nn.Module):

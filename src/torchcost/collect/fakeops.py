@@ -2,7 +2,7 @@
 
 A training step on a CPU or CUDA model runs on fake tensors (run/plan.py), and every op the collectors' dispatch
 mode passes on goes through ``FakeTensorMode``: about 85 us an op in torch 2.14 (its cache key alone is a third of
-that), half of a training step's analysis. Three kinds of op have an answer known without it, and the dispatch mode
+that), half of a training step's analysis. Some ops have an answer known without it, and the dispatch mode
 (collect/ops.py) asks :class:`FakeShortcuts` first:
 
 * ``prim.device``, which a fake tensor sends through the dispatcher whenever C++ asks its device (the autograd
@@ -16,10 +16,14 @@ that), half of a training step's analysis. Three kinds of op have an answer know
     and succeeded (the op's own rules on dtypes and devices are the meta kernel's, learned, not copied);
   - the written tensor is a fake tensor of no constant value (the fake mode updates constants), dense and
     contiguous (no internal overlap);
-  - every tensor argument is a dense (strided) fake tensor of the same mode that broadcasts to the written tensor's shape without
-    changing it and is either that tensor or on another storage (no partial overlap);
+  - every tensor argument is a dense (strided) fake tensor of the same mode that broadcasts to the written tensor's
+    shape without changing it and is either that tensor or on another storage (no partial overlap);
   - the other arguments are Python numbers (the schema allows only tensors and numbers).
   The version counter and autograd's view bookkeeping are done above the dispatch mode, so they are unchanged.
+* A view op with its own kernel (``t``, ``detach``, ``view``, ``expand``, ``transpose``, ...; autograd's backward
+  makes several per layer) of a fake tensor of no constant value, its other arguments plain integers: the op's meta
+  kernel run on the tensor and the result wrapped on the tensor's device, the fake mode's own steps without its
+  cache key (a kernel that refuses the arguments raises as it does under the fake mode).
 
 Everything else, and every call that misses a condition, runs through the fake mode as before. The collectors see
 the same op with the same arguments and output either way.
@@ -40,7 +44,8 @@ _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): not one of the three kinds, or which kind
-_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE = range(4)
+_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW = range(5)
+_VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
 
 
 def _is_inplace_pointwise(func: Any) -> bool:
@@ -60,14 +65,45 @@ def _is_inplace_pointwise(func: Any) -> bool:
         all(a.alias_info is None for a in arguments[1:])
 
 
+def _is_plain_view(func: Any) -> bool:
+    """A view op with its own kernel (not one that decomposes, which may or may not alias), one tensor in and one out,
+    its other arguments integers, lists of them, or flags."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or not getattr(func, "is_view", False) or torch.Tag.inplace_view in func.tags:
+        return False
+    arguments, returns = schema.arguments, schema.returns
+    if not arguments or str(arguments[0].type) != "Tensor" or len(returns) != 1 or str(returns[0].type) != "Tensor":
+        return False
+    if not all(str(a.type) in _VIEW_ARGUMENTS for a in arguments[1:]):
+        return False
+    return not torch._C._dispatch_has_kernel_for_dispatch_key(func.name(),
+                                                             torch._C.DispatchKey.CompositeImplicitAutograd)
+
+
+_INT_LISTS = frozenset({list, tuple})
+
+
+def _plain_values(values: Any) -> bool:
+    """Whether a view op's other arguments are plain Python ints, flags, None, or lists of ints (no symbolic sizes,
+    no dtypes)."""
+    for v in values:
+        kind = type(v)
+        if kind is int or kind is bool or v is None:
+            continue
+        if kind not in _INT_LISTS or not all(type(i) is int for i in v):
+            return False
+    return True
+
+
 class FakeShortcuts:
     """Answers the ops above for one run on a fake twin (:func:`answer`); learns, per op and kinds of argument, which
     calls the fake mode accepts (:func:`learn`)."""
 
     def __init__(self) -> None:
-        from torch._subclasses.fake_tensor import FakeTensor
+        from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
 
         self._fake = FakeTensor
+        self._in_kernel = in_kernel_invocation_manager
         self._kinds: dict[int, int] = {}
         self._keep: list[Any] = []  # the ops keyed by id(), held so that no id is reused
         self._accepted: set[tuple[Any, ...]] = set()  # in-place calls the fake mode ran once without raising
@@ -77,7 +113,8 @@ class FakeShortcuts:
         kind = self._kinds.get(id(func))
         if kind is None:
             kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM
-                    else _KIND_INPLACE if _is_inplace_pointwise(func) else _OTHER)
+                    else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_VIEW if _is_plain_view(func)
+                    else _OTHER)
             self._kinds[id(func)] = kind
             self._keep.append(func)
         return kind
@@ -99,7 +136,21 @@ class FakeShortcuts:
 
             with no_dispatch():
                 return func(constant)
+        if kind == _KIND_VIEW:
+            return self._view(func, first, args, kwargs)
         return self._inplace(func, first, args, kwargs)
+
+    def _view(self, func: Any, base: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A view of a fake tensor: the op's meta kernel run on it, as the fake mode runs it, wrapped as the fake mode
+        wraps outputs on the input's device (a kernel that refuses the arguments raises here as it would there)."""
+        mode = base.fake_mode
+        if base.constant is not None or base.layout is not _STRIDED or mode.shape_env is not None or \
+                getattr(base, "dispatch_keys", None) is not None or not _plain_values(args[1:]) or \
+                (kwargs and not _plain_values(kwargs.values())):
+            return MISS
+        with self._in_kernel(mode):
+            out = func(*args, **kwargs)
+        return self._fake(mode, out, base.fake_device)
 
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if written.constant is not None or written.layout is not _STRIDED or not written.is_contiguous():
