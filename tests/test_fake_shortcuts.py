@@ -135,6 +135,15 @@ def test_a_view_the_kernel_refuses_raises_as_under_the_fake_mode(mode: Any) -> N
     assert counter.constant is not None and short.answer(aten.unsqueeze.default, (counter, 0), {}) is MISS
 
 
+def test_a_counter_step_is_the_fake_modes(mode: Any) -> None:
+    short = FakeShortcuts()
+    ours, theirs = torch.tensor(1.0), torch.tensor(1.0)  # optimizer step counters: fake tensors carrying a value
+    assert short.answer(aten.add_.Tensor, (ours, 1), {}) is ours
+    assert aten.add_.Tensor(theirs, 1) is theirs  # through the fake mode
+    assert ours.item() == theirs.item() == 2.0  # (read from the value they carry)
+    assert short.answer(aten.add_.Tensor, (ours, torch.empty(())), {}) is MISS  # a tensor without a value
+
+
 class _Bump(nn.Module):
     """In-place ops in the forward: one that broadcasts, then (``bad``) one that does not."""
 

@@ -9,6 +9,8 @@ that), half of a training step's analysis. Some ops have an answer known without
   engine, every call): the tensor's ``fake_device``, as the fake mode's own handler answers.
 * ``_local_scalar_dense`` (``.item()``) of a fake tensor that carries its value (a CPU step counter of an optimizer,
   made from a Python number): the value, as the fake mode computes it on the constant.
+* An in-place pointwise op on fake tensors that all carry their values, its other arguments numbers (``step += 1``
+  on an optimizer's step counter): the op run on the values, and its first argument returned, as the fake mode does.
 * An in-place pointwise op (``param.mul_(...)``, ``exp_avg.lerp_(...)``, ``relu_``): its output is its first
   argument, unchanged in metadata. It is answered so only where the fake mode would accept the call and do nothing
   else:
@@ -153,7 +155,9 @@ class FakeShortcuts:
         return self._fake(mode, out, base.fake_device)
 
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if written.constant is not None or written.layout is not _STRIDED or not written.is_contiguous():
+        if written.constant is not None:
+            return self._on_constants(func, written, args, kwargs)
+        if written.layout is not _STRIDED or not written.is_contiguous():
             return MISS
         mode, shape, storage = written.fake_mode, written.shape, None
         key: list[Any] = [func, written.dtype, written.fake_device]
@@ -179,6 +183,29 @@ class FakeShortcuts:
             return written
         self.pending = call
         return MISS
+
+    def _on_constants(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An in-place op on fake tensors that all carry their values (``step += 1`` on an optimizer's CPU step
+        counter), the other arguments numbers: as the fake mode does it, the op run on the values, and the written
+        tensor returned (the fake mode's converter maps the value back to it)."""
+        mode = written.fake_mode
+        values = []
+        for value in args[1:]:
+            kind = type(value)
+            if kind in _NUMBERS:
+                values.append(value)
+            elif kind is self._fake and value.fake_mode is mode and value.constant is not None:
+                values.append(value.constant)
+            else:
+                return MISS
+        if any(type(v) not in _NUMBERS for v in kwargs.values()) or \
+                mode.fake_tensor_converter._get_memo(written.constant) is not written:
+            return MISS
+        from torch.utils._mode_utils import no_dispatch
+
+        with no_dispatch():
+            func(written.constant, *values, **kwargs)
+        return written
 
     def learn(self) -> None:
         """The call :func:`answer` passed on ran through the fake mode without raising: answer its like from now."""
