@@ -342,6 +342,7 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
             "analyze()": lambda m, b: torchcost.analyze(m, *b.args)}
         if n in train_sizes:
             entries["train step"] = lambda m, b: torchcost.analyze(m, *b.args, mode="train")
+            entries["fake step"] = _fake_step(built)
         r = rounds if n < 10_000 else max(1, rounds // 3)
         times = _interleaved_cpu(built, entries, r)
         row: dict[str, Any] = {"blocks": n, "rounds": r}
@@ -354,6 +355,26 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
         log(f"  N={n:6d}  " + "  ".join(f"{k} {row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us/block)" for k in times)
             + "  ops " + ", ".join(f"{k} {v}" for k, v in row["ops"].items()))
     return rows
+
+
+def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
+    """The floor of a training step analysed on a fake twin: one steady step (forward, analyze's default loss,
+    backward, a for-loop AdamW as torch's default on the CPU) of a fake twin (torchcost's make_twin) under its fake
+    tensor mode, no collector watching. The twin and the optimizer's state are made once, outside the timed calls."""
+    from torchcost.run.step import default_loss, make_twin
+
+    twin = make_twin(built.model, built.args, built.kwargs, "fake", torch.device("cpu"))
+    twin.model.train()
+    opt = torch.optim.AdamW([p for p in twin.model.parameters() if p.requires_grad], foreach=False)
+
+    def step(model: torch.nn.Module, b: Built) -> None:
+        with twin.context(), torch.enable_grad():
+            opt.zero_grad(set_to_none=True)
+            default_loss(twin.model(*twin.args, **twin.kwargs)).backward()
+            opt.step()
+
+    step(built.model, built)  # the optimizer's state
+    return step
 
 
 TRAIN_MODELS = ("resnet18", "gpt2")
@@ -411,13 +432,15 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
     if lin:
         out += ["", "N x (Linear(64, 64) + ReLU), input 1x64, CPU ms (median) and microseconds per block; the aten "
                 "ops the run dispatched, and the analysis's microseconds per op (a training step runs forward, "
-                "loss, backward and a for-loop AdamW: about 12x the ops of the forward):", "",
-                "| N | rounds | forward | analyze() | train step | ops: analyze() / train step | us per op: "
-                "analyze() / train step |", "|---|---|---|---|---|---|---|"]
+                "loss, backward and a for-loop AdamW: about 12x the ops of the forward). fake step = the same "
+                "step on a fake twin under torch's FakeTensorMode with no collector (a steady step: twin and optimizer "
+                "state made once, untimed): the floor of analysing a step on fake tensors:", "",
+                "| N | rounds | forward | analyze() | train step | fake step | ops: analyze() / train step | us per "
+                "op: analyze() / train step |", "|---|---|---|---|---|---|---|---|"]
         for row in lin:
             n, ops = row["blocks"], row.get("ops", {})
             cells = [f"{row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us)" if k in row else "-"
-                     for k in ("forward", "analyze()", "train step")]
+                     for k in ("forward", "analyze()", "train step", "fake step")]
             counts = " / ".join(f"{ops[k]:,}" if k in ops else "-" for k in ("analyze()", "train step"))
             per_op = " / ".join(f"{row[k] / ops[k] * 1e3:.0f}" if k in ops else "-"
                                 for k in ("analyze()", "train step"))
