@@ -30,7 +30,7 @@ def _asked(short: FakeShortcuts, func: Any, *args: Any, **kwargs: Any) -> Any:
     out = short.answer(func, args, kwargs)
     if out is MISS:
         out = func(*args, **kwargs)
-        short.learn()
+        short.learn(out)
     return out
 
 
@@ -85,10 +85,50 @@ def test_a_refused_call_is_not_learned(mode: Any) -> None:
 def test_other_ops_are_passed_on(mode: Any) -> None:
     short = FakeShortcuts()
     a, b = torch.empty(4, 3), torch.empty(4, 3)
-    for func, args in ((aten.add.Tensor, (a, b)), (aten.copy_.default, (a, b)), (aten.t_.default, (a,)),
+    for func, args in ((aten.native_dropout.default, (a, 0.5, True)), (aten.copy_.default, (a, b)),
+                       (aten.t_.default, (a,)),
                        (aten.uniform_.default, (a,)), (aten.clamp_.default, (a, 0.0))):
         _asked(short, func, *args)
         assert short.answer(func, args, {}) is MISS, func
+
+
+@pytest.mark.parametrize(("func", "extra"), [
+    (aten.add.Tensor, lambda: (torch.empty(6),)), (aten.mm.default, lambda: (torch.empty(6, 2),)),
+    (aten.sqrt.default, tuple), (aten.sum.dim_IntList, lambda: ([1], True)),
+    (aten.native_layer_norm.default, lambda: ([6], None, None, 1e-5)), (aten.var_mean.correction, lambda: ([0],))])
+def test_a_fresh_op_is_made_as_the_fake_modes_cache_makes_it(mode: Any, func: Any, extra: Any) -> None:
+    short = FakeShortcuts()
+    x = torch.empty(4, 6).t().contiguous().t()  # strides (1, 4): kept by pointwise outputs
+    call = (x, *extra())
+    assert short.answer(func, call, {}) is MISS
+    first = func(*call)
+    short.learn(first)
+    again = short.answer(func, call, {})
+    assert again is not MISS
+    made = func(*call)  # the fake mode's own answer, from its cache
+    for ours, theirs in zip(again if isinstance(again, tuple) else (again,),
+                            made if isinstance(made, tuple) else (made,)):
+        assert _meta(ours)[:-2] == _meta(theirs)[:-2]
+        assert ours.untyped_storage().nbytes() == theirs.untyped_storage().nbytes()
+        assert ours.untyped_storage()._cdata not in {x.untyped_storage()._cdata, theirs.untyped_storage()._cdata}
+
+
+def test_a_fresh_op_is_keyed_by_everything_the_fake_mode_keys(mode: Any) -> None:
+    short = FakeShortcuts()
+    a, b = torch.empty(4, 6), torch.empty(4, 6)
+    short.answer(aten.add.Tensor, (a, b), {"alpha": 2})
+    short.learn(aten.add.Tensor(a, b, alpha=2))
+    assert short.answer(aten.add.Tensor, (torch.empty(4, 6), torch.empty(4, 6)), {"alpha": 2}) is not MISS
+    assert short.answer(aten.add.Tensor, (a, b), {"alpha": 3}) is MISS  # scalars are keyed by value
+    assert short.answer(aten.add.Tensor, (a, b), {"alpha": 2.0}) is MISS  # a float where an int was
+    assert short.answer(aten.add.Tensor, (a, b.t().contiguous().t()), {"alpha": 2}) is MISS  # other strides
+    assert short.answer(aten.add.Tensor, (a, torch.empty(4, 6, dtype=torch.float64)), {"alpha": 2}) is MISS
+    assert short.answer(aten.add.Tensor, (a, b.requires_grad_()), {"alpha": 2}) is MISS  # grad flag
+    counter = torch.tensor(2.0)
+    assert short.answer(aten.add.Tensor, (counter, counter), {}) is MISS  # carries a value: the fake mode's path
+    with torch.utils._python_dispatch._disable_current_modes():
+        real = torch.empty(4, 6)
+    assert short.answer(aten.add.Tensor, (a, real), {"alpha": 2}) is MISS
 
 
 def test_device_and_item_are_the_fake_modes_answers(mode: Any) -> None:

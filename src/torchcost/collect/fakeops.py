@@ -27,6 +27,13 @@ that), half of a training step's analysis. Some ops have an answer known without
   kernel run on the tensor and the result wrapped on the tensor's device, the fake mode's own steps without its
   cache key (a kernel that refuses the arguments raises as it does under the fake mode).
 
+* An op whose outputs are all new tensors (``mm``, ``addmm``, ``sqrt``, ``div``, ``native_batch_norm``, ...): after
+  the fake mode has answered one call, a call with the same key gets outputs made from that answer's metadata, as
+  the fake mode's own cache makes them (an empty meta tensor of the sizes, strides and dtype, wrapped on the
+  device). The key holds what the fake mode's cache key holds (the op, the default dtype and device, inference mode,
+  each argument's metadata or value), read directly instead of through the fake mode's generic walk; only
+  answers of dense new storages are kept, and the cache lives for one run.
+
 Everything else, and every call that misses a condition, runs through the fake mode as before. The collectors see
 the same op with the same arguments and output either way.
 """
@@ -46,7 +53,12 @@ _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): not one of the three kinds, or which kind
-_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW = range(5)
+_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH = range(6)
+# argument types a fresh op's call is keyed by, with their values
+_KEY_LEAVES = frozenset({bool, int, float, str, type(None), torch.dtype, torch.device, torch.memory_format,
+                         torch.layout})
+_NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
+               torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
 
 
@@ -82,6 +94,31 @@ def _is_plain_view(func: Any) -> bool:
                                                              torch._C.DispatchKey.CompositeImplicitAutograd)
 
 
+def _makes_fresh(func: Any) -> bool:
+    """An aten op whose outputs are all new tensors (no output an alias, no argument written), of metadata that the
+    fake mode's own cache keys by the arguments' metadata: not data-dependent, not random, not a view, not a lift."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or getattr(func, "namespace", None) != "aten" or getattr(func, "is_view", True):
+        return False
+    if any(tag in func.tags for tag in _NOT_CACHED) or schema.name in _UNCACHED:
+        return False
+    if not schema.returns or any(str(r.type) != "Tensor" or r.alias_info is not None for r in schema.returns):
+        return False
+    return all(a.alias_info is None for a in schema.arguments)
+
+
+# ops the fake mode never answers from its cache, or answers with a constant
+_UNCACHED = frozenset({"aten::_unsafe_view", "aten::lift", "aten::lift_fresh", "aten::lift_fresh_copy",
+                       "aten::to_mkldnn", "aten::_local_scalar_dense"})
+
+
+def _storage_bytes(t: torch.Tensor) -> int:
+    """The bytes a dense storage for ``t``'s sizes and strides from offset 0 holds (what empty_strided makes)."""
+    if t.numel() == 0:
+        return 0
+    return (1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))) * t.element_size()
+
+
 _INT_LISTS = frozenset({list, tuple})
 
 
@@ -110,21 +147,26 @@ class FakeShortcuts:
         self._keep: list[Any] = []  # the ops keyed by id(), held so that no id is reused
         self._accepted: set[tuple[Any, ...]] = set()  # in-place calls the fake mode ran once without raising
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
+        # fresh ops: call key -> the outputs' metadata (and whether they came as a tuple), from the fake mode's answer
+        self._outputs: dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...], ...]]] = {}
+        self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
 
     def _kind(self, func: Any) -> int:
         kind = self._kinds.get(id(func))
         if kind is None:
             kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM
                     else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_VIEW if _is_plain_view(func)
-                    else _OTHER)
+                    else _KIND_FRESH if _makes_fresh(func) else _OTHER)
             self._kinds[id(func)] = kind
             self._keep.append(func)
         return kind
 
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned)."""
-        self.pending = None
+        self.pending = self._fresh_call = None
         kind = self._kind(func)
+        if kind == _KIND_FRESH:
+            return self._fresh(func, args, kwargs)
         if kind == _OTHER or not args or type(args[0]) is not self._fake:
             return MISS
         first = args[0]
@@ -207,11 +249,95 @@ class FakeShortcuts:
             func(written.constant, *values, **kwargs)
         return written
 
-    def learn(self) -> None:
-        """The call :func:`answer` passed on ran through the fake mode without raising: answer its like from now."""
+    def _fresh(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An op making new tensors: its outputs made from the metadata the fake mode gave for a call with the same
+        key earlier in the run (as the fake mode's cache makes them: an empty meta tensor of the sizes, strides and
+        dtype, wrapped on the device), else MISS and the call noted for :func:`learn`. The key holds what the fake
+        mode's own cache key holds: the op, the default dtype and device, inference mode, and per argument its
+        metadata (sizes, strides, offset, dtype, device, grad flag, conjugate and negative bits, inference flag,
+        storage size) or its value; a call with anything else (a real tensor, one carrying a value, an object) is
+        passed on and not learned."""
+        found: list[Any] = [None, set()]
+        parts: list[Any] = [func, torch.get_default_dtype(), torch._C._get_default_device(),
+                            torch.is_inference_mode_enabled()]
+        if not self._describe(args, parts, found):
+            return MISS
+        if kwargs:
+            parts.append(tuple(kwargs))
+            if not self._describe(kwargs.values(), parts, found):
+                return MISS
+        mode = found[0]
+        if mode is None:  # (no fake tensor among the arguments: a factory, which may make a constant)
+            return MISS
+        key = tuple(parts)
+        known = self._outputs.get(key)
+        if known is None:
+            self._fresh_call = (key, mode, found[1])
+            return MISS
+        many, metas = known
+        made = []
+        with self._in_kernel(mode):
+            for shape, stride, dtype, grad, conj, neg, _ in metas:
+                empty = torch.empty_strided(shape, stride, dtype=dtype, device="meta", requires_grad=grad)
+                if conj:
+                    torch._C._set_conj(empty, True)
+                if neg:
+                    torch._C._set_neg(empty, True)
+                made.append(empty)
+        outs = tuple(self._fake(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
+        return outs if many else outs[0]
+
+    def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:
+        """Append the key of each of ``values`` to ``parts`` (``found``: the fake mode met, the storages of the
+        tensors); False where one cannot be keyed."""
+        fake = self._fake
+        for v in values:
+            kind = type(v)
+            if kind is fake:
+                mode = v.fake_mode
+                if found[0] is None:
+                    found[0] = mode
+                elif mode is not found[0]:
+                    return False
+                if v.constant is not None or v.layout is not _STRIDED or v.is_quantized:
+                    return False
+                storage = v.untyped_storage()
+                found[1].add(storage._cdata)
+                parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device, v.requires_grad,
+                              v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes()))
+            elif kind in _KEY_LEAVES:
+                parts.append((kind, v))
+            elif kind is list or kind is tuple:
+                parts.append((kind, len(v)))
+                if not self._describe(v, parts, found):
+                    return False
+            else:
+                return False
+        return True
+
+    def learn(self, out: Any = None) -> None:
+        """The call :func:`answer` passed on ran through the fake mode without raising (``out``: its output): answer
+        its like from now."""
         if self.pending is not None:
             self._accepted.add(self.pending)
             self.pending = None
+        if self._fresh_call is not None:
+            key, mode, inputs = self._fresh_call
+            self._fresh_call = None
+            many = type(out) is tuple
+            metas = []
+            storages: set[int] = set()
+            for o in (out if many else (out,)):
+                if type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None or \
+                        o.layout is not _STRIDED or o.storage_offset() != 0:
+                    return
+                storage = o.untyped_storage()
+                if storage._cdata in inputs or storage._cdata in storages or storage.nbytes() != _storage_bytes(o):
+                    return  # an output on an input's storage, two on one, or a storage not the dense one: not kept
+                storages.add(storage._cdata)
+                metas.append((tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),
+                              o.fake_device))
+            self._outputs[key] = (many, tuple(metas))
 
 
 def _broadcasts_into(shape: torch.Size, into: torch.Size) -> bool:

@@ -749,7 +749,7 @@ class DispatchCollector(TorchDispatchMode):
             out = short.answer(func, args, kwargs)
             if out is MISS:
                 out = func(*args, **kwargs)
-                short.learn()
+                short.learn(out)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:
