@@ -131,6 +131,45 @@ def test_a_fresh_op_is_keyed_by_everything_the_fake_mode_keys(mode: Any) -> None
     assert short.answer(aten.add.Tensor, (a, real), {"alpha": 2}) is MISS
 
 
+def test_a_fresh_op_on_meta_tensors_is_made_as_its_meta_kernel_made_it() -> None:
+    short = FakeShortcuts()  # (no mode below: meta tensors are answered)
+    a, b = torch.empty(4, 6, device="meta"), torch.empty(6, device="meta", dtype=torch.float64)
+    assert short.answer(aten.mul.Tensor, (a, b), {}) is MISS
+    first = aten.mul.Tensor(a, b)  # the meta kernel: a Python reference for a pointwise op
+    short.learn(first)
+    again = short.answer(aten.mul.Tensor, (a, b), {})
+    assert type(again) is torch.Tensor and again is not first
+    assert (again.shape, again.stride(), again.dtype, again.device, again.requires_grad) == \
+        (first.shape, first.stride(), first.dtype, first.device, first.requires_grad) == \
+        ((4, 6), (6, 1), torch.float64, torch.device("meta"), False)
+    assert again.untyped_storage().nbytes() == first.untyped_storage().nbytes() == 4 * 6 * 8
+    with torch.utils._python_dispatch._disable_current_modes():
+        real = torch.empty(6)
+    assert short.answer(aten.mul.Tensor, (a, real), {}) is MISS  # a real tensor beside a meta one
+
+
+class _Count(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_users_dispatch_mode_around_the_analysis_sees_every_op(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).to(device)
+    x = torch.randn(4, 8, device=device)
+    with _Count() as on:
+        report = torchcost.analyze(model, x, mode="train").to_dict()
+    monkeypatch.setattr(fakeops.FakeShortcuts, "answer", lambda self, func, args, kwargs: MISS)
+    with _Count() as off:
+        assert torchcost.analyze(model, x, mode="train").to_dict() == report
+    assert on.ops == off.ops and len(on.ops) > 50
+
+
 def test_device_and_item_are_the_fake_modes_answers(mode: Any) -> None:
     short = FakeShortcuts()
     a = torch.empty(2)
@@ -206,12 +245,23 @@ def test_a_training_step_still_fails_on_an_in_place_op_that_does_not_broadcast()
     assert "must match the size" in str(caught.value) or "broadcast" in str(caught.value)
 
 
+def _meta_llama() -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
+    """A 2-layer Llama from the packaged config on the meta device (GQA, RoPE, RMSNorm, SwiGLU, SDPA)."""
+    from torchcost.resolve import resolve
+
+    resolved = resolve("hf:llama-3-8b", device="meta", config={"num_hidden_layers": 2}, seq_len=64)
+    return resolved.model, resolved.args, resolved.kwargs
+
+
 def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
     import torchvision
 
     torch.manual_seed(0)
     mlp = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(16, 16), nn.ReLU(inplace=True))))
+    llama = _meta_llama()
     return {
+        "llama on meta": (llama[0], llama[1], {"kwargs": llama[2]}),
+        "llama on meta, eval": (llama[0], llama[1], {"kwargs": llama[2], "mode": "eval"}),
         "mlp adamw": (mlp, (torch.randn(2, 16),), {}),
         "mlp sgd momentum": (mlp, (torch.randn(2, 16),), {"optimizer": torch.optim.SGD(mlp.parameters(), lr=0.1,
                                                                                         momentum=0.9)}),
@@ -224,7 +274,8 @@ def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
 @pytest.mark.parametrize("name", list(_models()))
 def test_training_step_report_is_the_same_without_the_shortcuts(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model, args, options = _models()[name]
-    with_shortcuts = torchcost.analyze(model, *args, mode="train", **options).to_dict()
+    options = {"mode": "train", **options}
+    with_shortcuts = torchcost.analyze(model, *args, **options).to_dict()
     asked: list[int] = []
 
     def never(self: FakeShortcuts, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -232,5 +283,5 @@ def test_training_step_report_is_the_same_without_the_shortcuts(name: str, monke
         return MISS
 
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", never)
-    assert torchcost.analyze(model, *args, mode="train", **options).to_dict() == with_shortcuts
-    assert asked  # (the run was on a fake twin)
+    assert torchcost.analyze(model, *args, **options).to_dict() == with_shortcuts
+    assert asked  # (the run was on a fake twin, or on meta tensors)

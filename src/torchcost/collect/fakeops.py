@@ -1,4 +1,4 @@
-"""Ops of a fake twin answered from metadata, without a trip through the fake tensor mode.
+"""Ops of a fake twin (or of meta tensors) answered from metadata, without a trip through the fake tensor mode.
 
 A training step on a CPU or CUDA model runs on fake tensors (run/plan.py), and every op the collectors' dispatch
 mode passes on goes through ``FakeTensorMode``: about 85 us an op in torch 2.14 (its cache key alone is a third of
@@ -32,7 +32,13 @@ that), half of a training step's analysis. Some ops have an answer known without
   the fake mode's own cache makes them (an empty meta tensor of the sizes, strides and dtype, wrapped on the
   device). The key holds what the fake mode's cache key holds (the op, the default dtype and device, inference mode,
   each argument's metadata or value), read directly instead of through the fake mode's generic walk; only
-  answers of dense new storages are kept, and the cache lives for one run.
+  answers of dense new storages are kept, and the cache lives for one run. The same holds for plain meta tensors
+  (a meta model, a meta twin): their pointwise meta kernels are Python references (torch._refs), 100 us and more
+  a call, and a call with the key of an earlier one gets an empty meta tensor of that one's output metadata.
+
+Answers skip whatever dispatch modes are below the collectors' own, so there are answers only where there is none
+but a fake twin's fake mode (for fake tensors) or none at all (for meta tensors): a user's mode around the analysis
+sees every op.
 
 Everything else, and every call that misses a condition, runs through the fake mode as before. The collectors see
 the same op with the same arguments and output either way.
@@ -43,6 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 __all__ = ["MISS", "FakeShortcuts"]
 
@@ -112,6 +119,21 @@ _UNCACHED = frozenset({"aten::_unsafe_view", "aten::lift", "aten::lift_fresh", "
                        "aten::to_mkldnn", "aten::_local_scalar_dense"})
 
 
+_META: Any = object()  # FakeShortcuts._fresh: the "mode" of plain meta tensors
+
+
+def _empty(meta: tuple[Any, ...]) -> torch.Tensor:
+    """A new meta tensor of an output's metadata (sizes, strides, dtype, grad flag, conjugate and negative bits), as
+    the fake mode's cache makes one."""
+    shape, stride, dtype, grad, conj, neg, _ = meta
+    empty = torch.empty_strided(shape, stride, dtype=dtype, device="meta", requires_grad=grad)
+    if conj:
+        torch._C._set_conj(empty, True)
+    if neg:
+        torch._C._set_neg(empty, True)
+    return empty
+
+
 def _storage_bytes(t: torch.Tensor) -> int:
     """The bytes a dense storage for ``t``'s sizes and strides from offset 0 holds (what empty_strided makes)."""
     if t.numel() == 0:
@@ -143,6 +165,10 @@ class FakeShortcuts:
 
         self._fake = FakeTensor
         self._in_kernel = in_kernel_invocation_manager
+        # made just before the collectors' dispatch mode goes on: the modes below it. Answers skip them, so there
+        # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
+        below = torch._C._len_torch_dispatch_stack()
+        self._fake_alone, self._meta_alone = below == 1, below == 0
         self._kinds: dict[int, int] = {}
         self._keep: list[Any] = []  # the ops keyed by id(), held so that no id is reused
         self._accepted: set[tuple[Any, ...]] = set()  # in-place calls the fake mode ran once without raising
@@ -167,7 +193,7 @@ class FakeShortcuts:
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
-        if kind == _OTHER or not args or type(args[0]) is not self._fake:
+        if kind == _OTHER or not args or type(args[0]) is not self._fake or not self._fake_alone:
             return MISS
         first = args[0]
         if kind == _KIND_DEVICE:
@@ -267,7 +293,8 @@ class FakeShortcuts:
             if not self._describe(kwargs.values(), parts, found):
                 return MISS
         mode = found[0]
-        if mode is None:  # (no fake tensor among the arguments: a factory, which may make a constant)
+        # (no tensor among the arguments: a factory, which the fake mode may answer with a constant)
+        if mode is None or not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
         key = tuple(parts)
         known = self._outputs.get(key)
@@ -275,16 +302,12 @@ class FakeShortcuts:
             self._fresh_call = (key, mode, found[1])
             return MISS
         many, metas = known
-        made = []
-        with self._in_kernel(mode):
-            for shape, stride, dtype, grad, conj, neg, _ in metas:
-                empty = torch.empty_strided(shape, stride, dtype=dtype, device="meta", requires_grad=grad)
-                if conj:
-                    torch._C._set_conj(empty, True)
-                if neg:
-                    torch._C._set_neg(empty, True)
-                made.append(empty)
-        outs = tuple(self._fake(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
+        if mode is _META:
+            outs = tuple(_empty(meta) for meta in metas)
+        else:
+            with self._in_kernel(mode):
+                made = [_empty(meta) for meta in metas]
+            outs = tuple(self._fake(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
         return outs if many else outs[0]
 
     def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:
@@ -293,18 +316,18 @@ class FakeShortcuts:
         fake = self._fake
         for v in values:
             kind = type(v)
-            if kind is fake:
-                mode = v.fake_mode
+            if kind is fake or ((kind is torch.Tensor or kind is nn.Parameter) and v.is_meta):
+                mode = v.fake_mode if kind is fake else _META
                 if found[0] is None:
                     found[0] = mode
                 elif mode is not found[0]:
                     return False
-                if v.constant is not None or v.layout is not _STRIDED or v.is_quantized:
+                if (kind is fake and v.constant is not None) or v.layout is not _STRIDED or v.is_quantized:
                     return False
                 storage = v.untyped_storage()
                 found[1].add(storage._cdata)
-                parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device, v.requires_grad,
-                              v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes()))
+                parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if kind is fake else
+                              _META, v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes()))
             elif kind in _KEY_LEAVES:
                 parts.append((kind, v))
             elif kind is list or kind is tuple:
@@ -328,15 +351,19 @@ class FakeShortcuts:
             metas = []
             storages: set[int] = set()
             for o in (out if many else (out,)):
-                if type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None or \
-                        o.layout is not _STRIDED or o.storage_offset() != 0:
+                if mode is _META:
+                    if type(o) is not torch.Tensor or not o.is_meta:
+                        return
+                elif type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None:
+                    return
+                if o.layout is not _STRIDED or o.storage_offset() != 0:
                     return
                 storage = o.untyped_storage()
                 if storage._cdata in inputs or storage._cdata in storages or storage.nbytes() != _storage_bytes(o):
                     return  # an output on an input's storage, two on one, or a storage not the dense one: not kept
                 storages.add(storage._cdata)
                 metas.append((tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),
-                              o.fake_device))
+                              o.fake_device if mode is not _META else None))
             self._outputs[key] = (many, tuple(metas))
 
 
