@@ -356,7 +356,7 @@ class FakeShortcuts:
                         return
                 elif type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None:
                     return
-                if o.layout is not _STRIDED or o.storage_offset() != 0:
+                if o.layout is not _STRIDED or o.storage_offset() != 0 or o.is_quantized:
                     return
                 storage = o.untyped_storage()
                 if storage._cdata in inputs or storage._cdata in storages or storage.nbytes() != _storage_bytes(o):
