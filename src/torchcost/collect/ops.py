@@ -700,7 +700,7 @@ class DispatchCollector(TorchDispatchMode):
         self._fresh: dict[int, tuple[bool, Any]] = {}
         # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
         self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
-        # on a twin: ops of fake tensors answered without the fake mode where the answer is known (collect/fakeops.py)
+        # on a twin (fake or meta tensors): ops answered from metadata where the answer is known (collect/fakeops.py)
         self._short = FakeShortcuts() if twin else None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
@@ -734,7 +734,8 @@ class DispatchCollector(TorchDispatchMode):
         short = self._short
         if short is not None and func is _DEVICE:  # a fake tensor asking its device: not an op that ran
             device = short.answer(func, args, kwargs)
-            return func(*args, **kwargs) if device is MISS else device
+            if device is not MISS:
+                return device
         self.seen += 1
         if self.watch is not None and id(func) not in self._idle:
             self.watch(func, args, kwargs)
