@@ -357,21 +357,31 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
     return rows
 
 
+def _train_step(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                opt: torch.optim.Optimizer) -> None:
+    """One training step as analyze(mode="train") runs it: gradients dropped, forward, analyze's default loss,
+    backward, the optimizer's step."""
+    from torchcost.run.step import default_loss
+
+    with torch.enable_grad():
+        opt.zero_grad(set_to_none=True)
+        default_loss(model(*args, **kwargs)).backward()
+        opt.step()
+
+
 def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
     """The floor of a training step analysed on a fake twin: one steady step (forward, analyze's default loss,
     backward, a for-loop AdamW as torch's default on the CPU) of a fake twin (torchcost's make_twin) under its fake
     tensor mode, no collector watching. The twin and the optimizer's state are made once, outside the timed calls."""
-    from torchcost.run.step import default_loss, make_twin
+    from torchcost.run.step import make_twin
 
     twin = make_twin(built.model, built.args, built.kwargs, "fake", torch.device("cpu"))
     twin.model.train()
     opt = torch.optim.AdamW([p for p in twin.model.parameters() if p.requires_grad], foreach=False)
 
     def step(model: torch.nn.Module, b: Built) -> None:
-        with twin.context(), torch.enable_grad():
-            opt.zero_grad(set_to_none=True)
-            default_loss(twin.model(*twin.args, **twin.kwargs)).backward()
-            opt.step()
+        with twin.context():
+            _train_step(twin.model, twin.args, twin.kwargs, opt)
 
     step(built.model, built)  # the optimizer's state
     return step
@@ -386,7 +396,6 @@ def run_train_rows(models: Sequence[str], rounds: int, log: Callable[[str], None
     import copy
 
     import torchcost
-    from torchcost.run.step import default_loss
 
     torch.set_num_threads(1)
     rows = []
@@ -397,10 +406,7 @@ def run_train_rows(models: Sequence[str], rounds: int, log: Callable[[str], None
 
         def real_step(model: torch.nn.Module, b: Built, twin: torch.nn.Module = twin,
                       opt: torch.optim.Optimizer = opt) -> None:
-            with torch.enable_grad():
-                opt.zero_grad(set_to_none=True)
-                default_loss(twin(*b.args, **b.kwargs)).backward()
-                opt.step()
+            _train_step(twin, b.args, b.kwargs, opt)
 
         entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
             "forward": _forward,

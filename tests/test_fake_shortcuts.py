@@ -141,7 +141,8 @@ def test_a_fresh_op_on_meta_tensors_is_made_as_its_meta_kernel_made_it() -> None
     assert type(again) is torch.Tensor and again is not first
     assert (again.shape, again.stride(), again.dtype, again.device, again.requires_grad) == \
         (first.shape, first.stride(), first.dtype, first.device, first.requires_grad) == \
-        ((4, 6), (6, 1), torch.float64, torch.device("meta"), False)
+        ((4, 6), (6, 1), torch.float64, torch.device("meta"), False)  # (4, 6) x (6,) broadcast; float32 x float64
+    # 4 * 6 elements of float64, 8 bytes each = 192
     assert again.untyped_storage().nbytes() == first.untyped_storage().nbytes() == 4 * 6 * 8
     with torch.utils._python_dispatch._disable_current_modes():
         real = torch.empty(6)
@@ -167,7 +168,7 @@ def test_a_users_dispatch_mode_around_the_analysis_sees_every_op(device: str, mo
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", lambda self, func, args, kwargs: MISS)
     with _Count() as off:
         assert torchcost.analyze(model, x, mode="train").to_dict() == report
-    assert on.ops == off.ops and len(on.ops) > 50
+    assert on.ops == off.ops and len(on.ops) > 50  # (a step of 3 layers: forward, backward, AdamW per parameter)
 
 
 def test_device_and_item_are_the_fake_modes_answers(mode: Any) -> None:
@@ -219,7 +220,7 @@ def test_a_counter_step_is_the_fake_modes(mode: Any) -> None:
     ours, theirs = torch.tensor(1.0), torch.tensor(1.0)  # optimizer step counters: fake tensors carrying a value
     assert short.answer(aten.add_.Tensor, (ours, 1), {}) is ours
     assert aten.add_.Tensor(theirs, 1) is theirs  # through the fake mode
-    assert ours.item() == theirs.item() == 2.0  # (read from the value they carry)
+    assert ours.item() == theirs.item() == 2.0  # 1.0 + 1, read from the value they carry
     assert short.answer(aten.add_.Tensor, (ours, torch.empty(())), {}) is MISS  # a tensor without a value
 
 

@@ -26,7 +26,6 @@ that), half of a training step's analysis. Some ops have an answer known without
   makes several per layer) of a fake tensor of no constant value, its other arguments plain integers: the op's meta
   kernel run on the tensor and the result wrapped on the tensor's device, the fake mode's own steps without its
   cache key (a kernel that refuses the arguments raises as it does under the fake mode).
-
 * An op whose outputs are all new tensors (``mm``, ``addmm``, ``sqrt``, ``div``, ``native_batch_norm``, ...): after
   the fake mode has answered one call, a call with the same key gets outputs made from that answer's metadata, as
   the fake mode's own cache makes them (an empty meta tensor of the sizes, strides and dtype, wrapped on the
@@ -51,6 +50,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.collect.probe import strided_elements
+
 __all__ = ["MISS", "FakeShortcuts"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
@@ -59,7 +60,7 @@ _DEVICE = torch.ops.prim.device.default
 _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
-# what FakeShortcuts knows of an op (by id()): not one of the three kinds, or which kind
+# what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
 _OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH = range(6)
 # argument types a fresh op's call is keyed by, with their values
 _KEY_LEAVES = frozenset({bool, int, float, str, type(None), torch.dtype, torch.device, torch.memory_format,
@@ -134,13 +135,6 @@ def _empty(meta: tuple[Any, ...]) -> torch.Tensor:
     return empty
 
 
-def _storage_bytes(t: torch.Tensor) -> int:
-    """The bytes a dense storage for ``t``'s sizes and strides from offset 0 holds (what empty_strided makes)."""
-    if t.numel() == 0:
-        return 0
-    return (1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))) * t.element_size()
-
-
 _INT_LISTS = frozenset({list, tuple})
 
 
@@ -162,9 +156,11 @@ class FakeShortcuts:
 
     def __init__(self) -> None:
         from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
+        from torch.utils._mode_utils import no_dispatch
 
         self._fake = FakeTensor
         self._in_kernel = in_kernel_invocation_manager
+        self._no_dispatch = no_dispatch
         # made just before the collectors' dispatch mode goes on: the modes below it. Answers skip them, so there
         # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
         below = torch._C._len_torch_dispatch_stack()
@@ -202,9 +198,7 @@ class FakeShortcuts:
             constant = first.constant
             if constant is None or len(args) != 1 or kwargs:
                 return MISS
-            from torch.utils._mode_utils import no_dispatch
-
-            with no_dispatch():
+            with self._no_dispatch():
                 return func(constant)
         if kind == _KIND_VIEW:
             return self._view(func, first, args, kwargs)
@@ -269,9 +263,7 @@ class FakeShortcuts:
         if any(type(v) not in _NUMBERS for v in kwargs.values()) or \
                 mode.fake_tensor_converter._get_memo(written.constant) is not written:
             return MISS
-        from torch.utils._mode_utils import no_dispatch
-
-        with no_dispatch():
+        with self._no_dispatch():
             func(written.constant, *values, **kwargs)
         return written
 
@@ -359,7 +351,8 @@ class FakeShortcuts:
                 if o.layout is not _STRIDED or o.storage_offset() != 0 or o.is_quantized:
                     return
                 storage = o.untyped_storage()
-                if storage._cdata in inputs or storage._cdata in storages or storage.nbytes() != _storage_bytes(o):
+                if storage._cdata in inputs or storage._cdata in storages or \
+                        storage.nbytes() != strided_elements(o.shape, o.stride()) * o.element_size():
                     return  # an output on an input's storage, two on one, or a storage not the dense one: not kept
                 storages.add(storage._cdata)
                 metas.append((tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),

@@ -52,6 +52,7 @@ __all__ = [
     "request",
     "runs",
     "set_kernel_memory",
+    "strided_elements",
 ]
 
 KernelMemory = Literal["table", "auto", "measure"]
@@ -105,6 +106,14 @@ def runs() -> int:
     return _RUNS[0]
 
 
+def strided_elements(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements of the smallest storage that holds a tensor of these sizes and strides from offset 0 (what
+    ``torch.empty_strided`` makes)."""
+    if any(s == 0 for s in shape):
+        return 0
+    return 1 + sum((s - 1) * st for s, st in zip(shape, stride))
+
+
 @dataclass(frozen=True)
 class _Spec:
     """A tensor argument: what the probe needs to build its real CPU twin."""
@@ -116,9 +125,7 @@ class _Spec:
     @property
     def elements(self) -> int:
         """Elements of the smallest storage that holds the strided tensor."""
-        if any(s == 0 for s in self.shape):
-            return 0
-        return 1 + sum((s - 1) * st for s, st in zip(self.shape, self.stride))
+        return strided_elements(self.shape, self.stride)
 
     @property
     def nbytes(self) -> int:
