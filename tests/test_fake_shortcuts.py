@@ -13,7 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import torchcost
 from torchcost.collect import fakeops
-from torchcost.collect.fakeops import MISS, FakeShortcuts
+from torchcost.collect.fakeops import MISS, FakeShortcuts, FakeWrapper
 from torchcost.errors import ModelError
 
 aten = torch.ops.aten
@@ -200,6 +200,51 @@ def test_a_view_is_what_the_fake_mode_makes(mode: Any, func: Any, extra: tuple[A
         made = func(base, *extra)  # through the fake mode
     assert _meta(answered) == _meta(made)
     assert _meta(answered)[-2] == base.untyped_storage()._cdata  # a view: the base's storage
+
+
+def _state(t: Any) -> tuple[Any, ...]:
+    """Everything of a fake tensor the fake mode reads: type, attributes, dispatch keys and metadata."""
+    return (type(t), {k: v for k, v in vars(t).items()}, torch._C._dispatch_keys(t), t.device, t.fake_device,
+            t.requires_grad, t.shape, t.stride(), t.dtype)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_wrapped_output_is_what_the_constructor_makes(mode: Any, device: str) -> None:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    wrapper = FakeWrapper()
+    on = torch.device(device if device == "cpu" else "cuda:0")
+    elems = [torch.empty(3, 5, device="meta") for _ in range(3)]
+    first = wrapper.wrap(mode, elems[0], on)  # the constructor's, and the state kept
+    later = wrapper.wrap(mode, elems[1], on)  # made from that state
+    assert wrapper._states[(id(mode), on)] is not False
+    for made, elem in ((first, elems[0]), (later, elems[1])):
+        assert _state(made) == _state(FakeTensor(mode, elem, on))
+
+
+def test_a_wrapped_output_keeps_the_constructors_guard_on_the_data_pointer() -> None:
+    strict = FakeTensorMode()
+    strict._allow_unsafe_data_ptr_access = False  # (torch's default only warns, once a process)
+    wrapper = FakeWrapper()
+    cpu = torch.device("cpu")
+    for _ in range(2):  # the constructor's tensor, then one made from its state
+        made = wrapper.wrap(strict, torch.empty(2, device="meta"), cpu)
+        with pytest.raises(RuntimeError, match="Cannot access data pointer"):
+            made.data_ptr()
+    assert wrapper._states[(id(strict), cpu)] is not False
+
+
+def test_wrap_takes_the_constructor_in_the_fake_modes_debug_setting(mode: Any, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    from torch._subclasses.fake_tensor import FakeTensorConfig
+
+    monkeypatch.setattr(FakeTensorConfig, "debug", True)
+    wrapper = FakeWrapper()
+    cpu = torch.device("cpu")
+    wrapper.wrap(mode, torch.empty(2, device="meta"), cpu)
+    assert wrapper._states[(id(mode), cpu)] is False
+    made = wrapper.wrap(mode, torch.empty(2, device="meta"), cpu)
+    assert hasattr(made, "_debug_trace")  # (the constructor's record, which a copied state would not have)
 
 
 def test_a_view_the_kernel_refuses_raises_as_under_the_fake_mode(mode: Any) -> None:

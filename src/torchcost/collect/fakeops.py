@@ -45,17 +45,19 @@ the same op with the same arguments and output either way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from torchcost.collect.probe import strided_elements
 
-__all__ = ["MISS", "FakeShortcuts"]
+__all__ = ["MISS", "FakeShortcuts", "FakeWrapper"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
+_make_subclass = torch.Tensor._make_subclass
+_NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch
 _DEVICE = torch.ops.prim.device.default
 _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
@@ -150,6 +152,59 @@ def _plain_values(values: Any) -> bool:
     return True
 
 
+class FakeWrapper:
+    """Meta tensors wrapped as fake tensors, as the fake mode wraps its outputs (``FakeTensor(mode, elem, device)``),
+    for one run. The constructor costs about 9 us in torch 2.14 (it normalises the device and sets a dozen
+    attributes one by one); after the first call for a mode and device, the same tensor is made from the state that
+    call left (the subclass made on ``elem``, the constructor's guard on the data pointer, its attributes copied),
+    about 2 us. That is done only where a tensor made so was seen to equal the constructor's (type, attributes,
+    dispatch keys, device, metadata), and never in the fake mode's debug setting."""
+
+    def __init__(self) -> None:
+        from torch._subclasses.fake_tensor import FakeTensor, FakeTensorConfig
+
+        self._fake = FakeTensor
+        self._config = FakeTensorConfig
+        # (id of a fake mode, device) -> the attributes FakeTensor's constructor gives a tensor of that mode on that
+        # device, and the device it normalised; False: a tensor made from them would differ
+        self._states: dict[tuple[int, Any], tuple[dict[str, Any], torch.device] | bool] = {}
+
+    def wrap(self, mode: Any, elem: torch.Tensor, device: torch.device) -> Any:
+        """``FakeTensor(mode, elem, device)`` for a meta tensor ``elem``."""
+        key = (id(mode), device)
+        state = self._states.get(key)
+        if state is None:
+            made = self._fake(mode, elem, device)
+            self._states[key] = self._state_of(made, mode, elem) if not self._config.debug else False
+            return made
+        if state is False:
+            return self._fake(mode, elem, device)
+        return self._made(mode, elem, *cast("tuple[dict[str, Any], torch.device]", state))
+
+    def _made(self, mode: Any, elem: torch.Tensor, state: dict[str, Any], device: torch.device) -> Any:
+        made = _make_subclass(self._fake, elem, elem.requires_grad, dispatch_device=True,
+                              device_for_backend_keys=device)
+        if mode._allow_unsafe_data_ptr_access:
+            torch._C._set_warn_deprecated_on_mutable_data_ptr(made)
+        else:
+            torch._C._set_throw_on_mutable_data_ptr(made)
+        made.__dict__.update(state)
+        return made
+
+    def _state_of(self, made: Any, mode: Any, elem: torch.Tensor) -> tuple[dict[str, Any], torch.device] | bool:
+        """The attributes of ``made`` (a FakeTensor the constructor made on ``elem``) and its device, if a tensor
+        made from them by :meth:`_made` equals it; else False."""
+        state, device = dict(vars(made)), made.fake_device
+        if not isinstance(device, torch.device):
+            return False
+        copy = self._made(mode, elem, state, device)
+        same = (type(copy) is type(made) and vars(copy).keys() == state.keys()
+                and torch._C._dispatch_keys(copy) == torch._C._dispatch_keys(made)
+                and (copy.device, copy.requires_grad, copy.shape, copy.stride(), copy.dtype)
+                == (made.device, made.requires_grad, made.shape, made.stride(), made.dtype))
+        return (state, device) if same else False
+
+
 class FakeShortcuts:
     """Answers the ops above for one run on a fake twin (:func:`answer`); learns, per op and kinds of argument, which
     calls the fake mode accepts (:func:`learn`)."""
@@ -172,6 +227,7 @@ class FakeShortcuts:
         # fresh ops: call key -> the outputs' metadata (and whether they came as a tuple), from the fake mode's answer
         self._outputs: dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...], ...]]] = {}
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
+        self._wrap = FakeWrapper().wrap
 
     def _kind(self, func: Any) -> int:
         kind = self._kinds.get(id(func))
@@ -214,7 +270,7 @@ class FakeShortcuts:
             return MISS
         with self._in_kernel(mode):
             out = func(*args, **kwargs)
-        return self._fake(mode, out, base.fake_device)
+        return self._wrap(mode, out, base.fake_device)
 
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if written.constant is not None:
@@ -297,9 +353,9 @@ class FakeShortcuts:
         if mode is _META:
             outs = tuple(_empty(meta) for meta in metas)
         else:
-            with self._in_kernel(mode):
+            with _NO_PYTHON_DISPATCH():  # (past the fake mode: plain meta tensors, then wrapped as the fake mode wraps)
                 made = [_empty(meta) for meta in metas]
-            outs = tuple(self._fake(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
+            outs = tuple(self._wrap(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
         return outs if many else outs[0]
 
     def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:

@@ -30,6 +30,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
+from torchcost.collect.fakeops import FakeWrapper
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
@@ -377,13 +378,14 @@ def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Paramete
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     made: dict[nn.Parameter, dict[str, Any]] = {}
+    wrap = FakeWrapper().wrap
     with unset_fake_temporarily():  # (a twin's fake mode may be on: the tensors are made here, not by it)
         for p, like in rest.items():
             if like not in opt.state:  # (the step made no state for it)
                 continue
             state: dict[str, Any] = {}
             for key, value in opt.state[like].items():
-                copied = _state_like(value)
+                copied = _state_like(value, wrap)
                 if copied is None:
                     return False
                 state[key] = copied
@@ -396,9 +398,10 @@ def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Paramete
 _SMALL = 64  # bytes: real state tensors a step makes on a data-free twin are scalars (counters, rates)
 
 
-def _state_like(value: Any) -> Any:
+def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
     """A new state entry like ``value``: a tensor of the same sizes, strides and dtype on its own storage (a real
-    one, small, with the same values; a meta or fake one), anything else copied; None when it cannot be made."""
+    one, small, with the same values; a meta or fake one, ``wrap`` making the fake one as the fake mode wraps a meta
+    tensor), anything else copied; None when it cannot be made."""
     if not isinstance(value, torch.Tensor):
         return copy.deepcopy(value)
     from torch._subclasses.fake_tensor import FakeTensor
@@ -427,7 +430,8 @@ def _state_like(value: Any) -> Any:
         return None
     if kind is torch.Tensor:
         return meta
-    return fake.fake_mode.fake_tensor_converter.from_meta_and_device(fake.fake_mode, meta, fake.device)
+    return wrap(fake.fake_mode, meta, fake.device)  # (the converter's from_meta_and_device, less its memo of a
+    # fresh meta tensor that nothing else holds)
 
 
 def _reorder_state(opt: torch.optim.Optimizer, touched: list[nn.Parameter]) -> None:
