@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.models import Built, Case
 from benchmarks.peers import TOOLS, Tool, fresh, import_tool, quiet, run_tool
 
-__all__ = ["run_ladder", "run_linearity", "run_speed", "time_rounds"]
+__all__ = ["run_ladder", "run_linearity", "run_parts", "run_speed", "time_rounds"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -619,6 +619,87 @@ def cuda_main(argv: list[str]) -> int:
     return 0
 
 
+# the pieces of an eval analysis timed inside the run (``python -m benchmarks.speed parts``): label, module, attribute
+_PARTS = (
+    ("planned ops to the collectors (DirectLeaves.end)", "torchcost.collect.leaves", "DirectLeaves.end"),
+    ("OpCollector.on_aten", "torchcost.collect.ops", "OpCollector.on_aten"),
+    ("OpCollector._price", "torchcost.collect.ops", "OpCollector._price"),
+    ("call_bytes", "torchcost.collect.ops", "call_bytes"),
+    ("MemoryTracker.on_op", "torchcost.collect.memory", "MemoryTracker.on_op"),
+    ("MemoryTracker._kernel_memory", "torchcost.collect.memory", "MemoryTracker._kernel_memory"),
+    ("metadata_key", "torchcost.collect.memory", "metadata_key"),
+    ("DirectLeaves.begin", "torchcost.collect.leaves", "DirectLeaves.begin"),
+    ("DirectLeaves._plan", "torchcost.collect.leaves", "DirectLeaves._plan"),
+    ("ScopeTracker._record", "torchcost.collect.scope", "ScopeTracker._record"),
+    ("MemoryTracker.exit", "torchcost.collect.memory", "MemoryTracker.exit"),
+    ("model guard: _state", "torchcost.run.guard", "_state"),
+    ("model guard: _restore", "torchcost.run.guard", "_restore"),
+    ("MemoryTracker._register", "torchcost.collect.memory", "MemoryTracker._register"),
+    ("MemoryTracker.add_baseline", "torchcost.collect.memory", "MemoryTracker.add_baseline"),
+    ("MemoryTracker._died", "torchcost.collect.memory", "MemoryTracker._died"),
+)
+
+
+def run_parts(model: str, runs: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Each piece of ``_PARTS`` timed inside analyze() of a ladder model, one at a time (a ``perf_counter`` pair
+    around it, under 1 us a call): per analysis, its calls and the medians of its microseconds a call and its
+    milliseconds. Python inside a run costs more than the same function in a loop; this measures it where it runs."""
+    import importlib
+
+    import torchcost
+
+    built = ladder_model(model)
+    rows = []
+    for label, module_name, path in _PARTS:
+        owner: Any = importlib.import_module(module_name)
+        *outer, attr = path.split(".")
+        for name in outer:
+            owner = getattr(owner, name)
+        original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+        spent = [0, 0]
+
+        def timed(*args: Any, _f: Any = original, _spent: list[int] = spent, **kwargs: Any) -> Any:
+            start = time.perf_counter_ns()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                _spent[0] += time.perf_counter_ns() - start
+                _spent[1] += 1
+
+        setattr(owner, attr, timed)
+        per_call, per_run = [], []
+        try:
+            for i in range(runs + 3):
+                spent[:] = [0, 0]
+                gc.collect()
+                torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+                if i >= 3:  # (the first analyses check plans and measure probes)
+                    per_run.append(spent[0] / 1e6)
+                    per_call.append(spent[0] / 1e3 / max(spent[1], 1))
+        finally:
+            setattr(owner, attr, original)
+        row = {"piece": label, "calls": spent[1], "us_per_call": statistics.median(per_call),
+               "ms_per_analysis": statistics.median(per_run)}
+        rows.append(row)
+        log(f"| {label} | {row['calls']} | {row['us_per_call']:.1f} | {row['ms_per_analysis']:.2f} |")
+    return rows
+
+
+def parts_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed parts``: where an eval analysis of a ladder model spends its time, measured inside
+    the run, as docs/benchmarks.md's round 7 shows it for mobilenet_v2."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed parts")
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--runs", type=int, default=12)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"{args.model}: each piece timed inside analyze(), one at a time; medians of {args.runs} analyses")
+    print("| piece | calls | us a call | ms an analysis |")
+    print("|---|---|---|---|")
+    run_parts(args.model, args.runs)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
@@ -627,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         return meta_main(argv[1:])
     if argv[:1] == ["cuda"]:
         return cuda_main(argv[1:])
+    if argv[:1] == ["parts"]:
+        return parts_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")

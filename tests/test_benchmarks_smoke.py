@@ -165,3 +165,27 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
     assert ops["train step"] > 9 * 10
     body = speed.ladder_section("smoke", [], rows)
     assert "| 3 | 1 |" in body and "9 / " in body
+
+
+def test_speed_parts_times_each_piece_inside_an_eval_analysis() -> None:
+    from benchmarks import speed
+
+    rows = {r["piece"]: r for r in speed.run_parts("mobilenet_v2", 1, log=lambda _text: None)}
+    assert len(rows) == len(speed._PARTS)
+    # mobilenet_v2's ops: 52 convolutions, 52 batch norms of 2 ops each (the empty reserve and native_batch_norm),
+    # 35 in-place ReLU6 (hardtanh_), 10 residual adds, then mean, view, t and addmm: 52 + 104 + 35 + 10 + 4 = 205
+    assert rows["OpCollector.on_aten"]["calls"] == rows["MemoryTracker.on_op"]["calls"] == 205
+    # kernel memory is asked for the 52 convolutions and the classifier's addmm: 53
+    assert rows["MemoryTracker._kernel_memory"]["calls"] == 53
+    # module calls, each module once: the model 1, features 1, features.0 (conv, bn, ReLU6 in a Sequential) 4,
+    # features.1 (block, its Sequential, a 4-module depthwise stage, conv, bn) 8, features.2-17 16 x 12 (two
+    # 4-module stages) = 192, features.18 4, classifier (Dropout, Linear) 3: 213
+    assert rows["DirectLeaves.begin"]["calls"] == rows["ScopeTracker._record"]["calls"] == 213
+    assert all(r["ms_per_analysis"] > 0 for r in rows.values())
+
+
+def test_switch_identity_one_model_is_the_same_with_the_speed_paths_off() -> None:
+    from benchmarks import switch_identity
+
+    made = switch_identity.MODELS["tv:squeezenet1_1"]()
+    assert switch_identity.compare(made) == {"eval": "identical", "train": "identical"}

@@ -1,0 +1,183 @@
+"""The speed paths switched off, over models report_identity does not hold: every report must be the same.
+
+    python -m benchmarks.switch_identity                    # all models (about two minutes)
+    python -m benchmarks.switch_identity --models tv:alexnet,hf:bert --no-train
+
+Two paths skip work that the ordinary one does, on the promise of the same report: direct leaves (collect/leaves.py,
+an eval run on real tensors: common leaf modules run past the modes, their ops handed to the collectors as planned)
+and the fake-op shortcuts with their fake tensors (collect/fakeops.py, a training step on a fake twin: ops answered
+from metadata, fake tensors made from the constructor's state). For each model, the eval report with direct leaves
+(the second analysis in the process: the first checks the plans) is compared with the one with them off, and the
+training-step report with the shortcuts and the fast wrap with the one with both off (every op through the fake
+mode, every fake tensor from the constructor). One line per model; the exit status is 1 if any report differs.
+Models come from torchvision, timm and transformers (configs built here, no download); a library that is not
+installed is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["MODELS", "compare", "main"]
+
+Made = tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
+
+
+def _vision(name: str, size: int = 64, **options: Any) -> Callable[[], Made]:
+    def make() -> Made:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None, **options)
+        return model.eval(), (torch.randn(1, 3, size, size),), {}
+    return make
+
+
+def _video() -> Made:
+    import torchvision
+
+    return torchvision.models.video.r3d_18(weights=None).eval(), (torch.randn(1, 3, 4, 32, 32),), {}
+
+
+def _timm(name: str, size: int = 64) -> Callable[[], Made]:
+    def make() -> Made:
+        import timm
+
+        return timm.create_model(name, pretrained=False).eval(), (torch.randn(1, 3, size, size),), {}
+    return make
+
+
+def _hf(kind: str) -> Callable[[], Made]:
+    def make() -> Made:
+        import transformers as tf
+
+        ids = torch.randint(0, 500, (1, 12))
+        if kind == "bert":
+            model: nn.Module = tf.BertModel(tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                          intermediate_size=128, vocab_size=500))
+        elif kind == "t5":
+            model = tf.T5ForConditionalGeneration(tf.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16,
+                                                              vocab_size=500))
+            return model.eval(), (), {"input_ids": ids, "decoder_input_ids": ids}
+        elif kind == "llama":  # grouped-query attention: 4 heads, 2 key/value heads
+            model = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=500))
+        else:
+            model = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=500,
+                                                     bos_token_id=0, eos_token_id=0))
+        return model.eval(), (), {"input_ids": ids}
+    return make
+
+
+MODELS: dict[str, Callable[[], Made]] = {
+    "tv:densenet121": _vision("densenet121"),
+    "tv:shufflenet_v2_x1_0": _vision("shufflenet_v2_x1_0"),
+    "tv:squeezenet1_1": _vision("squeezenet1_1"),
+    "tv:mnasnet0_5": _vision("mnasnet0_5"),
+    "tv:regnet_y_400mf": _vision("regnet_y_400mf"),
+    "tv:convnext_tiny": _vision("convnext_tiny"),
+    "tv:swin_t": _vision("swin_t", 224),
+    "tv:googlenet": _vision("googlenet", aux_logits=False, init_weights=True),
+    "tv:resnext50_32x4d": _vision("resnext50_32x4d"),
+    "tv:mobilenet_v3_large": _vision("mobilenet_v3_large"),
+    "tv:efficientnet_v2_s": _vision("efficientnet_v2_s"),
+    "tv:inception_v3": _vision("inception_v3", 299, aux_logits=False, init_weights=True),
+    "tv:vgg11_bn": _vision("vgg11_bn", 32),
+    "tv:alexnet": _vision("alexnet", 224),
+    "tv:r3d_18": _video,
+    "timm:resnet18d": _timm("resnet18d"),
+    "timm:efficientnet_b0": _timm("efficientnet_b0"),
+    "timm:vit_tiny_patch16_224": _timm("vit_tiny_patch16_224", 224),
+    "timm:convnext_atto": _timm("convnext_atto"),
+    "timm:regnety_002": _timm("regnety_002"),
+    "timm:ghostnet_100": _timm("ghostnet_100"),
+    "timm:mixer_s16_224": _timm("mixer_s16_224", 224),
+    "timm:cspresnet50": _timm("cspresnet50"),
+    "hf:bert": _hf("bert"),
+    "hf:t5": _hf("t5"),
+    "hf:llama": _hf("llama"),
+    "hf:gpt2": _hf("gpt2"),
+}
+
+
+@contextlib.contextmanager
+def _fake_paths_off() -> Iterator[None]:
+    """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor."""
+    from torchcost.collect import fakeops
+
+    answer, wrap = fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap
+    fakeops.FakeShortcuts.answer = lambda self, func, args, kwargs: fakeops.MISS  # type: ignore[method-assign]
+    fakeops.FakeWrapper.wrap = lambda self, mode, elem, device: self._fake(mode, elem, device)  # type: ignore
+    try:
+        yield
+    finally:
+        fakeops.FakeShortcuts.answer = answer  # type: ignore[method-assign]
+        fakeops.FakeWrapper.wrap = wrap  # type: ignore[method-assign]
+
+
+def _report(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> dict[str, Any]:
+    import torchcost
+    from benchmarks.report_identity import _VOLATILE
+
+    report = torchcost.analyze(model, *args, kwargs=kwargs, **options).to_dict()
+    for key in _VOLATILE:
+        report.pop(key, None)
+    return report
+
+
+def compare(made: Made, train: bool = True) -> dict[str, str]:
+    """{"eval": ..., "train": ...}: "identical", or "differ at <path>" with the first difference."""
+    from benchmarks.report_identity import _first_difference
+    from torchcost.collect import leaves
+
+    model, args, kwargs = made
+    _report(model, args, kwargs)  # (checks the plans of this model's kinds of leaf call)
+    planned = _report(model, args, kwargs)
+    with leaves.off():
+        plain = _report(model, args, kwargs)
+    found = {"eval": _first_difference(planned, plain)}
+    if train:
+        short = _report(model, args, kwargs, mode="train")
+        with _fake_paths_off():
+            slow = _report(model, args, kwargs, mode="train")
+        found["train"] = _first_difference(short, slow)
+    return {k: f"differ at {v}" if v else "identical" for k, v in found.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.switch_identity", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="", help="comma-separated names (default: all): " + ", ".join(MODELS))
+    parser.add_argument("--no-train", action="store_true", help="the eval comparison only")
+    args = parser.parse_args(argv)
+    names = [n for n in args.models.split(",") if n] or list(MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}")
+    torch.set_num_threads(1)
+    differ = 0
+    print("| model | eval: direct leaves on / off | training step: shortcuts on / off | seconds |")
+    print("|---|---|---|---|")
+    for name in names:
+        start = time.perf_counter()
+        try:
+            torch.manual_seed(0)
+            made = MODELS[name]()
+        except ImportError as exc:
+            print(f"| {name} | not installed ({exc.name}) | | |")
+            continue
+        found = compare(made, train=not args.no_train)
+        differ += sum(v != "identical" for v in found.values())
+        print(f"| {name} | {found['eval']} | {found.get('train', '-')} | {time.perf_counter() - start:.0f} |",
+              flush=True)
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
