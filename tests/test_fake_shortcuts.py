@@ -222,6 +222,17 @@ def test_a_wrapped_output_is_what_the_constructor_makes(mode: Any, device: str) 
         assert _state(made) == _state(FakeTensor(mode, elem, on))
 
 
+def test_wrap_takes_the_constructor_where_its_state_holds_a_value_of_the_tensors_own(mode: Any) -> None:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    wrapper = FakeWrapper()
+    cpu = torch.device("cpu")
+    made = FakeTensor(mode, torch.empty(2, device="meta"), cpu)
+    assert wrapper._state_of(made, mode, torch.empty(2, device="meta")) is not False  # the constructor's own state
+    made.tag = object()  # (as a later torch might give each tensor an id or a record of its own)
+    assert wrapper._state_of(made, mode, torch.empty(2, device="meta")) is False
+
+
 def test_a_wrapped_output_keeps_the_constructors_guard_on_the_data_pointer() -> None:
     strict = FakeTensorMode()
     strict._allow_unsafe_data_ptr_access = False  # (torch's default only warns, once a process)

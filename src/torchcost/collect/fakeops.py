@@ -193,9 +193,12 @@ class FakeWrapper:
 
     def _state_of(self, made: Any, mode: Any, elem: torch.Tensor) -> tuple[dict[str, Any], torch.device] | bool:
         """The attributes of ``made`` (a FakeTensor the constructor made on ``elem``) and its device, if a tensor
-        made from them by :meth:`_made` equals it; else False."""
+        made from them by :meth:`_made` equals it; else False. Only attributes every tensor of the mode and device
+        shares are copied (the mode, the device, None): one of another kind might be the tensor's own (an id, a
+        record), and then the constructor makes each tensor."""
         state, device = dict(vars(made)), made.fake_device
-        if not isinstance(device, torch.device):
+        if not isinstance(device, torch.device) or \
+                not all(v is None or v is mode or (type(v) is torch.device and v == device) for v in state.values()):
             return False
         copy = self._made(mode, elem, state, device)
         same = (type(copy) is type(made) and vars(copy).keys() == state.keys()
