@@ -548,8 +548,8 @@ def _cuda_wall() -> float:
 def _leaf_identity(built: Built) -> dict[str, Any]:
     """One analyze() with planned leaves (after a first that checked their plans) against one without: whether the
     reports are the same, the first difference if not, and how many calls ran past the modes."""
-    import torchcost
-    from benchmarks.report_identity import _VOLATILE, _first_difference
+    from benchmarks.report_identity import _first_difference
+    from benchmarks.switch_identity import _report
     from torchcost.collect import leaves
 
     counts = {"direct": 0, "checked": 0}
@@ -562,17 +562,14 @@ def _leaf_identity(built: Built) -> dict[str, Any]:
     leaves.DirectLeaves.end = counting_end  # type: ignore[method-assign]
     try:
         with torch.no_grad():
-            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+            _report(built.model, built.args, built.kwargs)
             counts.update(direct=0, checked=0)  # (the first analysis checked the plans; count the second's calls)
-            planned = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs).to_dict()
+            planned = _report(built.model, built.args, built.kwargs)
             direct = dict(counts)
             with leaves.off():
-                plain = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs).to_dict()
+                plain = _report(built.model, built.args, built.kwargs)
     finally:
         leaves.DirectLeaves.end = end  # type: ignore[method-assign]
-    for d in (planned, plain):
-        for key in _VOLATILE:
-            d.pop(key, None)
     diff = _first_difference(planned, plain)
     return {"identical": not diff, "first_difference": diff, **direct}
 

@@ -57,7 +57,7 @@ __all__ = ["MISS", "FakeShortcuts", "FakeWrapper"]
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
 _make_subclass = torch.Tensor._make_subclass
-_NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch
+_NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch  # (what torch.utils._mode_utils.no_dispatch is)
 _DEVICE = torch.ops.prim.device.default
 _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
@@ -214,11 +214,9 @@ class FakeShortcuts:
 
     def __init__(self) -> None:
         from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
-        from torch.utils._mode_utils import no_dispatch
 
         self._fake = FakeTensor
         self._in_kernel = in_kernel_invocation_manager
-        self._no_dispatch = no_dispatch
         # made just before the collectors' dispatch mode goes on: the modes below it. Answers skip them, so there
         # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
         below = torch._C._len_torch_dispatch_stack()
@@ -257,7 +255,7 @@ class FakeShortcuts:
             constant = first.constant
             if constant is None or len(args) != 1 or kwargs:
                 return MISS
-            with self._no_dispatch():
+            with _NO_PYTHON_DISPATCH():
                 return func(constant)
         if kind == _KIND_VIEW:
             return self._view(func, first, args, kwargs)
@@ -322,7 +320,7 @@ class FakeShortcuts:
         if any(type(v) not in _NUMBERS for v in kwargs.values()) or \
                 mode.fake_tensor_converter._get_memo(written.constant) is not written:
             return MISS
-        with self._no_dispatch():
+        with _NO_PYTHON_DISPATCH():
             func(written.constant, *values, **kwargs)
         return written
 
