@@ -6,10 +6,11 @@
 Two paths skip work that the ordinary one does, on the promise of the same report: direct leaves (collect/leaves.py,
 an eval run on real tensors: common leaf modules run past the modes, their ops handed to the collectors as planned)
 and the fake-op shortcuts with their fake tensors (collect/fakeops.py, a training step on a fake twin: ops answered
-from metadata, fake tensors made from the constructor's state). For each model, the eval report with direct leaves
-(the second analysis in the process: the first checks the plans) is compared with the one with them off, and the
-training-step report with the shortcuts and the fast wrap with the one with both off (every op through the fake
-mode, every fake tensor from the constructor). One line per model; the exit status is 1 if any report differs.
+from metadata, fake tensors made from the constructor's state, optimizer step counters copied past the converter).
+For each model, the eval report with direct leaves (the second analysis in the process: the first checks the plans)
+is compared with the one with them off, and the training-step report with the shortcuts and the fast wrap with the
+one with both off (every op through the fake mode, every fake tensor from the constructor, every step counter from
+the converter). One line per model; the exit status is 1 if any report differs.
 Models come from torchvision, timm and transformers (configs built here, no download); a library that is not
 installed is skipped with a line saying so.
 """
@@ -109,17 +110,22 @@ MODELS: dict[str, Callable[[], Made]] = {
 
 @contextlib.contextmanager
 def _fake_paths_off() -> Iterator[None]:
-    """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor."""
+    """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor, every optimizer
+    step counter copied by the fake mode's converter."""
     from torchcost.collect import fakeops
+    from torchcost.run import step
 
-    answer, wrap = fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap
+    answer, wrap, constant = fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap, step._fake_constant
     fakeops.FakeShortcuts.answer = lambda self, func, args, kwargs: fakeops.MISS  # type: ignore[method-assign]
     fakeops.FakeWrapper.wrap = lambda self, mode, elem, device: self._fake(mode, elem, device)  # type: ignore
+    step._fake_constant = lambda like, value, wrap: like.fake_mode.fake_tensor_converter.from_real_tensor(
+        like.fake_mode, value, make_constant=True)
     try:
         yield
     finally:
         fakeops.FakeShortcuts.answer = answer  # type: ignore[method-assign]
         fakeops.FakeWrapper.wrap = wrap  # type: ignore[method-assign]
+        step._fake_constant = constant
 
 
 def _report(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> dict[str, Any]:

@@ -184,3 +184,30 @@ def test_training_step_report_is_the_same_with_the_full_warm_up(monkeypatch: pyt
     shortcut = run()
     monkeypatch.setattr(step, "_PER_PARAMETER", ())
     assert run() == shortcut
+
+
+def test_a_step_counter_copied_fast_is_what_the_converter_makes() -> None:
+    # warm_optimizer gives parameters of one kind copies of the first one's state; a step counter is a fake tensor
+    # carrying its value (float32, 0-d: no item() memo), copied without the converter's walk of the real tensor
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from torchcost.collect.fakeops import FakeWrapper
+
+    mode = FakeTensorMode()
+    counter = mode.fake_tensor_converter.from_real_tensor(mode, torch.tensor(3.0), make_constant=True)
+    made = step._state_like(counter, FakeWrapper().wrap)
+    reference = mode.fake_tensor_converter.from_real_tensor(mode, torch.tensor(3.0), make_constant=True)
+    assert type(made) is type(reference) and made is not counter
+    assert set(vars(made)) == set(vars(reference))
+    assert torch._C._dispatch_keys(made) == torch._C._dispatch_keys(reference)
+    assert (made.shape, made.stride(), made.dtype, made.device, made.requires_grad) == \
+        (reference.shape, reference.stride(), reference.dtype, reference.device, reference.requires_grad)
+    assert made.constant is not counter.constant and made.constant.item() == 3.0
+    with mode:
+        stepped = made.add_(1)  # as Adam's step: the fake mode runs it on the constant, and hands back this tensor
+    assert stepped is made and made.constant.item() == 4.0 and counter.constant.item() == 3.0
+    # an alias of the constant's storage written in place ends it, as for the converter's own
+    before = len(mode.fake_tensor_converter.constant_storage_mapping)
+    assert before >= 3
+    mode.fake_tensor_converter.invalidate_constant_aliases(made.constant)
+    assert made.constant is None

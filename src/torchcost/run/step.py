@@ -396,6 +396,28 @@ def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Paramete
 
 
 _SMALL = 64  # bytes: real state tensors a step makes on a data-free twin are scalars (counters, rates)
+# dtypes whose 0-d CPU tensors FakeTensorConverter.from_real_tensor also gives an item() memo (torch 2.14)
+_ITEM_MEMO = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.float64})
+
+
+def _fake_constant(like: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
+    """What ``from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real tensor ``constant`` (a
+    copy of the value a fake tensor ``like`` carries), in ``like``'s mode and on its device, less the converter's
+    walk of the real tensor (about 100 us in torch 2.14): the fake tensor on a meta tensor of the same metadata,
+    carrying ``constant``, remembered by the converter as that tensor's fake one (an in-place op the fake mode runs
+    on the constant hands back this tensor) and its storage mapped to it (an in-place op on an alias of the constant
+    ends the constant). The dtypes whose 0-d CPU constants also get an item() memo there (:data:`_ITEM_MEMO`) still
+    go through the converter."""
+    mode = like.fake_mode
+    converter = mode.fake_tensor_converter
+    if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
+        return converter.from_real_tensor(mode, constant, make_constant=True)
+    meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device="meta")
+    made = wrap(mode, meta, like.device)
+    made.constant = constant
+    converter.set_tensor_memo(constant, made)
+    converter.add_constant_storage_mapping(made)
+    return made
 
 
 def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
@@ -420,8 +442,7 @@ def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], An
         constant = fake.constant
         if type(constant) is not torch.Tensor or constant.untyped_storage().nbytes() > _SMALL:
             return None
-        converter = fake.fake_mode.fake_tensor_converter
-        made = converter.from_real_tensor(fake.fake_mode, constant.clone(), make_constant=True)
+        made = _fake_constant(fake, constant.clone(), wrap)
         same = (made.shape, made.stride(), made.dtype, made.device) == (value.shape, value.stride(), value.dtype,
                                                                          value.device)
         return made if same else None
