@@ -6,6 +6,7 @@ parameters made without nn.Parameter's detach are what nn.Parameter made."""
 from __future__ import annotations
 
 from collections.abc import Callable
+import copy
 from typing import Any
 
 import pytest
@@ -211,3 +212,35 @@ def test_a_step_counter_copied_fast_is_what_the_converter_makes() -> None:
     assert before >= 3
     mode.fake_tensor_converter.invalidate_constant_aliases(made.constant)
     assert made.constant is None
+
+
+def test_a_twins_empty_containers_are_what_deepcopy_makes() -> None:
+    # make_twin hands deepcopy ready copies of the modules' empty dicts, OrderedDicts and sets (their hook dicts):
+    # the twin must get what deepcopy alone gives, sharing included, and nothing of the model's
+    from collections import OrderedDict
+
+    class Counted(OrderedDict):  # a subclass copies itself its own way: left to deepcopy
+        def __deepcopy__(self, memo: dict[int, Any]) -> Counted:
+            made = Counted()
+            made.copied = True
+            return made
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    shared: dict[str, int] = {}
+    model[0].notes = shared
+    model[1].notes = shared  # one object in two modules
+    model[0].seen = set()
+    model[1].custom = Counted()
+    model[1].filled = OrderedDict(a=1)
+    twin = make_twin(model, (torch.randn(2, 4),), {}, "fake", torch.device("cpu"))
+    plain = copy.deepcopy(model)
+    for (name, m), t, d in zip(model.named_modules(), twin.model.modules(), plain.modules()):
+        for attr, value in vars(m).items():
+            if isinstance(value, (dict, set)) and not value:
+                copied, reference = vars(t)[attr], vars(d)[attr]
+                assert copied is not value, (name, attr)
+                assert type(copied) is type(reference) and copied == reference, (name, attr)
+    assert twin.model[0].notes is twin.model[1].notes
+    assert twin.model[1].custom.copied and twin.model[1].filled == {"a": 1}
+    twin.model[0]._forward_hooks[0] = print
+    assert not model[0]._forward_hooks

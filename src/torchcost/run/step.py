@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -140,10 +141,14 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         converter = fake_mode.fake_tensor_converter
 
+        wrap = FakeWrapper().wrap
+
         def convert(t: torch.Tensor) -> torch.Tensor:
-            meta = t if t.device.type == "meta" else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
-                                                                           device="meta")
-            return converter.from_meta_and_device(fake_mode, meta, device)
+            if t.device.type == "meta":  # (the converter remembers the user's meta tensor: one fake tensor for it)
+                return converter.from_meta_and_device(fake_mode, t, device)
+            # a fresh meta tensor nothing else holds: wrapped as the converter wraps it, less its memo
+            meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+            return cast("torch.Tensor", wrap(fake_mode, meta, device))
     elif method == "copy":
         def convert(t: torch.Tensor) -> torch.Tensor:
             return t.detach().clone()
@@ -162,7 +167,14 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
                 memo[id(b)] = convert(b)
         for module in model.modules():
             for value in vars(module).values():
-                if isinstance(value, torch.Tensor) and id(value) not in memo:
+                kind = type(value)
+                if id(value) in memo:
+                    continue
+                if kind in _EMPTY_COPIED and not value and not getattr(value, "__dict__", None):
+                    # what deepcopy makes of an empty dict, OrderedDict or set (a module's hook dicts, most of
+                    # them), without its __reduce_ex__ round trip: about half of deepcopy's time on a module
+                    memo[id(value)] = kind()
+                elif isinstance(value, torch.Tensor):
                     memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
         twin_model = _deep_copy(model, memo)
 
@@ -185,6 +197,7 @@ def _parameter(t: torch.Tensor, requires_grad: bool, method: TwinMethod) -> nn.P
     return cast("nn.Parameter", t)
 
 
+_EMPTY_COPIED = frozenset({dict, OrderedDict, set})  # exact types: a subclass may copy itself otherwise
 _MODULE_MACHINERY = frozenset(vars(nn.Module()))  # what nn.Module.__init__ sets: parameters, submodules, hooks, ...
 
 
