@@ -5,8 +5,8 @@ parameters made without nn.Parameter's detach are what nn.Parameter made."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest

@@ -414,19 +414,19 @@ _ITEM_MEMO = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch
 
 
 def _fake_constant(like: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
-    """What ``from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real tensor ``constant`` (a
-    copy of the value a fake tensor ``like`` carries), in ``like``'s mode and on its device, less the converter's
-    walk of the real tensor (about 100 us in torch 2.14): the fake tensor on a meta tensor of the same metadata,
-    carrying ``constant``, remembered by the converter as that tensor's fake one (an in-place op the fake mode runs
-    on the constant hands back this tensor) and its storage mapped to it (an in-place op on an alias of the constant
-    ends the constant). The dtypes whose 0-d CPU constants also get an item() memo there (:data:`_ITEM_MEMO`) still
-    go through the converter."""
+    """What ``from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real tensor ``constant`` (a copy
+    of the value a fake tensor ``like`` carries), in ``like``'s mode and on the constant's device, less the
+    converter's walk of the real tensor (about 100 us in torch 2.14): the fake tensor on a meta tensor of the same
+    metadata, carrying ``constant``, remembered by the converter as that tensor's fake one (an in-place op the fake
+    mode runs on the constant hands back this tensor) and its storage mapped to it (an in-place op on an alias of
+    the constant ends the constant). The dtypes whose 0-d CPU constants also get an item() memo there
+    (:data:`_ITEM_MEMO`) still go through the converter."""
     mode = like.fake_mode
     converter = mode.fake_tensor_converter
     if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
         return converter.from_real_tensor(mode, constant, make_constant=True)
     meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device="meta")
-    made = wrap(mode, meta, like.device)
+    made = wrap(mode, meta, constant.device)
     made.constant = constant
     converter.set_tensor_memo(constant, made)
     converter.add_constant_storage_mapping(made)
