@@ -62,6 +62,8 @@ class Zoo(nn.Module):
         self.drop = nn.Dropout(0.5)
         self.drop2 = nn.Dropout2d(0.2)
         self.same = nn.Identity()
+        self.fc = nn.Linear(6, 5)
+        self.fc_no_bias = nn.Linear(5, 3, bias=False)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
         a = self.b1(self.c1(x1))
@@ -71,7 +73,7 @@ class Zoo(nn.Module):
             b = act(b)
         b = self.drop2(b)
         pooled = self.pool1(b).flatten(1) + self.pool23(b).mean((2, 3))
-        out = self.same(self.drop(pooled))
+        out = self.fc_no_bias(self.fc(self.same(self.drop(pooled))))
         return out.sum() + a.sum() + c.sum()
 
 
@@ -89,8 +91,9 @@ def test_reports_are_identical_with_and_without_direct_leaves(fresh_trust: dict[
     second = torchcost.analyze(model, *inputs).to_dict()
     assert first == plain and second == plain
     assert all(v is not False for v in leaves.TRUSTED.values()), "a plan differs from what torch runs"
-    # 3 convs + 3 batch norms + 12 activations + 2 pools + 2 dropouts + 1 identity, all past the modes once trusted
-    assert fresh_trust["direct"] >= 23
+    # 3 convs + 3 batch norms + 12 activations + 2 pools + 2 dropouts + 1 identity + 2 linears, all past the modes
+    # once trusted
+    assert fresh_trust["direct"] >= 25
 
 
 def test_a_direct_convolution_is_counted_by_the_formula(fresh_trust: dict[str, int]) -> None:
@@ -102,6 +105,41 @@ def test_a_direct_convolution_is_counted_by_the_formula(fresh_trust: dict[str, i
     # 2*8*10*12 outputs, each 3*3*3 = 27 multiply-accumulates: 1920 * 27 = 51,840
     assert report.macs == 51_840
     assert report.root.output_shape.shape == (2, 8, 10, 12)  # type: ignore[union-attr]
+
+
+def test_a_direct_linear_is_counted_by_the_formula(fresh_trust: dict[str, int]) -> None:
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 16, bias=False))
+    x = torch.randn(4, 64)
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    torchcost.analyze(model, x)
+    report = torchcost.analyze(model, x)
+    assert fresh_trust == {"direct": 2, "checked": 2}  # each Linear checked once, then past the modes
+    assert report.to_dict() == plain
+    # 4x32 outputs of 64 MACs each: 8,192, and 4x16 of 32 each: 2,048
+    assert report.macs == 4 * 32 * 64 + 4 * 16 * 32 == 10_240
+    # the product with the bias is an addmm, without one an mm (the transposed weight before it is a view: no row)
+    assert [op.op for op in report.module("0").ops] == ["aten::addmm"]
+    assert [op.op for op in report.module("1").ops] == ["aten::mm"]
+    assert report.root.output_shape.shape == (4, 16)  # type: ignore[union-attr]
+
+
+def test_a_planned_view_that_is_not_the_ops_view_is_never_used(monkeypatch: pytest.MonkeyPatch,
+                                                                fresh_trust: dict[str, int]) -> None:
+    planner = leaves._PLANNERS[nn.Linear]
+
+    def copied(m: Any, x: torch.Tensor) -> Any:  # the transposed weight as a copy: the same metadata, another storage
+        kind, (transpose, (func, args, kwargs, out)) = planner(m, x)
+        t = transpose[3].contiguous().t().contiguous()
+        return kind, ((transpose[0], transpose[1], transpose[2], t), (func, (*args[:2], t), kwargs, out))
+
+    monkeypatch.setitem(leaves._PLANNERS, nn.Linear, copied)
+    layer = nn.Linear(8, 6)
+    x = torch.randn(3, 8)
+    reports = [torchcost.analyze(layer, x) for _ in range(3)]
+    assert list(leaves.TRUSTED.values()) == [False]
+    assert fresh_trust == {"direct": 0, "checked": 1}
+    assert [r.macs for r in reports] == [3 * 6 * 8] * 3  # 3x6 outputs, 8 MACs each: 144
 
 
 def test_a_wrong_plan_is_never_used(monkeypatch: pytest.MonkeyPatch, fresh_trust: dict[str, int]) -> None:
@@ -203,14 +241,14 @@ def test_a_replaced_functional_is_another_kind_of_call(monkeypatch: pytest.Monke
     x = torch.randn(2, 4)
     torchcost.analyze(model, x)
     torchcost.analyze(model, x)
-    assert fresh_trust == {"direct": 1, "checked": 1}  # the ReLU: checked once, then past the modes
+    assert fresh_trust == {"direct": 2, "checked": 2}  # the Linear and the ReLU: checked once, then past the modes
 
     def doubled(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # a replacement doing one more op
         return torch.relu(input) * 2
 
     monkeypatch.setattr(F, "relu", doubled)
     report = torchcost.analyze(model, x)
-    assert fresh_trust == {"direct": 1, "checked": 2}  # another F.relu: another kind, checked again
+    assert fresh_trust == {"direct": 3, "checked": 3}  # the Linear past the modes; another F.relu: checked again
     # relu's 8 FLOPs (one a value of 2x4) and the wrapper's multiply, 8 more
     assert [(op.op, op.flops) for op in report.module("1").ops] == [("aten::mul", 8), ("aten::relu", 8)]
 

@@ -13,8 +13,11 @@ each kind of call in a process (the plan's key: the module type and its ``forwar
 goes through, the settings that pick the path through torch's Python and composite code, the input's dtype, device
 type, layout, dimensions, contiguity and emptiness) runs under the modes as always, and the
 ops the dispatch mode saw are compared with the plan: the same ops, arguments identical (tensors by identity, every
-other value by type and value), the last op's output the module's own output. A kind whose plan differs (another
-torch version, a backend that takes another path) is never planned again in the process.
+other value by type and value), the last op's output the module's own output. A view the plan makes itself (the
+transposed weight of an ``nn.Linear``, which aten::linear makes inside and hands to the product) must be the op's
+output to the byte of its metadata, on the same storage, and later ops must take the op's view where the plan puts its
+own. A kind whose plan differs (another torch version, a backend that takes another path) is never planned again in
+the process.
 
 Later calls of a trusted kind run with torch's dispatch and function modes off (``DisableTorchDispatch``,
 ``DisableTorchFunction``), entered by the scope's pre-hook and left by its post-hook; before the forward the
@@ -54,7 +57,9 @@ class Out(enum.Enum):
     EXTRA = "extra"  # an output the module does not return (aten::empty of batch norm's reserve): made the same way
 
 
-Step = tuple[Any, tuple[Any, ...], dict[str, Any], Out]
+# (op, arguments, keyword arguments, where its output comes from: an Out, or a tensor the planner made itself, a view
+# such as nn.Linear's transposed weight, which later steps take as an argument)
+Step = tuple[Any, tuple[Any, ...], dict[str, Any], Out | torch.Tensor]
 Plan = tuple[tuple[Any, ...], tuple[Step, ...]]  # (the kind of call, the ops it runs)
 
 # the kind of call -> per planned op, the metadata of the outputs a call past the modes makes (EXTRA, TUPLE), or
@@ -123,6 +128,24 @@ def _conv(m: Any, x: torch.Tensor) -> Plan | None:
     args = (x, weight, bias, list(m.stride), list(m.padding), list(m.dilation), False, [0] * n, m.groups)
     op: Step = (_aten.convolution.default, args, {}, Out.MODULE)
     return (getattr(F, _CONV_FUNCTIONS[n]), bias is None, *_kind(x)), (op,)
+
+
+def _linear(m: Any, x: torch.Tensor) -> Plan | None:
+    # Linear.forward: F.linear(input, weight, bias) -> aten::linear, whose CPU and CUDA lowering for a 2-D input is
+    # t(weight), then addmm(bias, input, t) (mm without a bias). The transposed weight is a view the plan makes
+    # itself (the modes are off here): past the modes the op collector and the memory tracker get it where they got
+    # the view aten::linear made, as the argument of the product. Other dimensions reshape first: not planned.
+    if x.dim() != 2:
+        return None
+    params = m._parameters
+    weight, bias = params["weight"], params["bias"]
+    if not _PLAIN.issuperset((type(weight), type(bias))):
+        return None
+    t = weight.t()
+    transpose: Step = (_aten.t.default, (weight,), {}, t)
+    product: Step = ((_aten.mm.default, (x, t), {}, Out.MODULE) if bias is None
+                     else (_aten.addmm.default, (bias, x, t), {}, Out.MODULE))
+    return (F.linear, bias is None, *_kind(x)), (transpose, product)
 
 
 _BATCH_NORM_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
@@ -202,6 +225,7 @@ _DROPOUTS = {nn.Dropout: F.dropout, nn.Dropout1d: F.dropout1d, nn.Dropout2d: F.d
 
 _PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
+    nn.Linear: _linear,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
     nn.ReLU: _pointwise("relu", _aten.relu.default, _aten.relu_.default),
     nn.ReLU6: _pointwise("hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
@@ -222,20 +246,24 @@ _PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
 # -- checking a plan against what the dispatch mode saw --------------------------------------------------------------
 
 
-def _same(planned: Any, seen: Any) -> bool:
-    """The same argument: a tensor by identity, a list or tuple item by item, anything else by type and value."""
+def _same(planned: Any, seen: Any, made: dict[int, Any] | None = None) -> bool:
+    """The same argument: a tensor by identity, a list or tuple item by item, anything else by type and value.
+    ``made``: id() of a tensor the plan made itself -> the tensor the dispatch mode saw in its place."""
     if isinstance(planned, torch.Tensor) or isinstance(seen, torch.Tensor):
-        return planned is seen
+        return planned is seen or (made is not None and made.get(id(planned), _NOTHING) is seen)
     if type(planned) is not type(seen):
         return False
     if isinstance(planned, (list, tuple)):
-        return len(planned) == len(seen) and all(map(_same, planned, seen))
+        return len(planned) == len(seen) and all(_same(p, q, made) for p, q in zip(planned, seen))
     if isinstance(planned, dict):
-        return planned.keys() == seen.keys() and all(_same(planned[k], seen[k]) for k in planned)
+        return planned.keys() == seen.keys() and all(_same(planned[k], seen[k], made) for k in planned)
     try:
         return bool(planned == seen)
     except Exception:  # (a value whose == does not give a bool)
         return False
+
+
+_NOTHING = object()
 
 
 def _meta(t: torch.Tensor) -> tuple[Any, ...]:
@@ -254,9 +282,18 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
     if len(trace) != len(steps) or type(output) is not torch.Tensor:
         return None
     made: list[tuple[tuple[Any, ...], ...]] = []
+    planned: dict[int, Any] = {}  # a tensor the plan made -> the one the dispatch mode saw
     for (func, args, kwargs, kind), (seen_func, seen_args, seen_kwargs, seen_out) in zip(steps, trace):
-        if func is not seen_func or not _same(args, tuple(seen_args)) or not _same(kwargs, dict(seen_kwargs)):
+        if (func is not seen_func or not _same(args, tuple(seen_args), planned)
+                or not _same(kwargs, dict(seen_kwargs), planned)):
             return None
+        if isinstance(kind, torch.Tensor):  # made by the plan: the same view, on the same storage
+            if (type(seen_out) is not torch.Tensor or _meta(seen_out) != _meta(kind)
+                    or seen_out.untyped_storage().data_ptr() != kind.untyped_storage().data_ptr()):
+                return None
+            planned[id(kind)] = seen_out
+            made.append(())
+            continue
         if kind is Out.MODULE:
             if seen_out is not output:
                 return None
@@ -389,7 +426,9 @@ class DirectLeaves:
             device = call.device
             for (func, args, kwargs, kind), metas in zip(call.steps, made):  # type: ignore[arg-type]
                 out: Any = output
-                if kind is Out.EXTRA:
+                if isinstance(kind, torch.Tensor):
+                    out = kind
+                elif kind is Out.EXTRA:
                     out = self._made(metas[0], device)
                 elif kind is Out.TUPLE:
                     out = (output, *[self._made(m, device) for m in metas])
