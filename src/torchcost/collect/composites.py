@@ -88,11 +88,14 @@ def _classify(func: Callable[..., Any]) -> _Kind:
 
 
 class CompositeCatcher(TorchFunctionMode):
-    """Prices the composite ops in COMPOSITES as a whole; the aten ops they lower to are marked enclosed."""
+    """Prices the composite ops in COMPOSITES as a whole; the aten ops they lower to are marked enclosed. ``tag``
+    (a training step's NodeTags, collect/memory.py) is called with every torch function's output: the run's one
+    function mode does both jobs."""
 
-    def __init__(self, ops: OpCollector) -> None:
+    def __init__(self, ops: OpCollector, tag: Callable[[Any], None] | None = None) -> None:
         super().__init__()
         self.ops = ops
+        self.tag = tag
         self._kinds: dict[Callable[..., Any], _Kind] = {}
         self._inside: set[Callable[..., Any]] = set()
 
@@ -101,11 +104,16 @@ class CompositeCatcher(TorchFunctionMode):
         if kind is None:
             kind = self._kinds[func] = _classify(func)
         if kind is _Kind.PLAIN or self.ops.enclosed_depth:  # the hot path
-            return func(*args, **kwargs) if kwargs else func(*args)
-        kwargs = kwargs or {}
-        if kind is _Kind.COMPOSITE:
-            return self._price_whole(func, args, kwargs) if self.ops.counting else func(*args, **kwargs)
-        return self._reenter(func, types, args, kwargs)
+            out = func(*args, **kwargs) if kwargs else func(*args)
+        else:
+            kwargs = kwargs or {}
+            if kind is _Kind.COMPOSITE:
+                out = self._price_whole(func, args, kwargs) if self.ops.counting else func(*args, **kwargs)
+            else:
+                out = self._reenter(func, types, args, kwargs)
+        if self.tag is not None:
+            self.tag(out)
+        return out
 
     def _price_whole(self, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
         with self.ops.enclosing():

@@ -47,7 +47,7 @@ from torchcost.collect.workspace import (
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice, target_gpu
 from torchcost.trees import first, tensors_in
 
-__all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "Phase", "module_tensors"]
+__all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "NodeTags", "Phase", "module_tensors"]
 
 # the parts of a run, in order: the forward is all of an inference; a training step adds the other three
 Phase = Literal["forward", "loss", "backward", "optimizer"]
@@ -471,7 +471,7 @@ class MemoryTracker:
             self._pending[uid_old] = (index, uid_new)
 
     def post_hook(self, grad_inputs: Any, grad_outputs: Any) -> None:
-        """An autograd node's post-hook (MemoryMode hooks every node of a training step): the node returned, and
+        """An autograd node's post-hook (NodeTags hooks every node of a training step): the node returned, and
         the engine now adds its gradients into the buffers of the nodes they go to (:meth:`_accumulation`)."""
         if not self.closed:
             self._posted = torch._C._current_autograd_node()
@@ -747,51 +747,33 @@ def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any])
     return bound
 
 
-class MemoryMode(TorchFunctionMode):
-    """Two jobs at the level of torch functions, above autograd.
+class NodeTags:
+    """In a training step, tags each autograd node a torch function makes with the module running it (metadata
+    "torchcost.module"), so the ops of backward are attributed to modules too; with a ``tracker``, also gives each
+    new node the tracker's post-hook, which tells it when the engine sums a node's gradients
+    (MemoryTracker._accumulation). Called with every torch function's output by the run's one function mode
+    (CompositeCatcher), so a training step pays one function-mode trip per call, not one per job."""
 
-    * In a training step it tags each output's autograd node with the module that ran it, so the ops of backward
-      are attributed to modules too.
-    * On meta tensors, which have no kernels of their own to choose, it picks the kernels the target device would
-      run where that changes memory. Scaled dot-product attention takes a fused path, which keeps no L x L
-      attention matrix: on "cpu" the CPU flash kernel (no dropout); on "cuda" FlashAttention-2 (half precision, no
-      mask, head dim <= 256) or else memory-efficient attention (equal head counts; a boolean mask becomes an
-      additive bias first), as CUDA's selector prefers them. Dropout on "cuda" keeps a 1-byte mask, as the fused
-      CUDA kernel does, instead of the float noise tensor of the reference implementation.
-    """
-
-    def __init__(self, tracker: MemoryTracker | None, *, tag: bool, target: str | None) -> None:
-        super().__init__()
+    def __init__(self, scope: ScopeTracker, tracker: MemoryTracker | None) -> None:
+        self.scope = scope
         self.tracker = tracker
-        self.tag = tag
-        self.target = target
-        if tracker is not None and target is not None:
-            tracker.target = target
-        self._special: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {}
         self._first_node = _next_sequence_nr()  # nodes made before the run (the caller's graph) are never hooked
-        if target is not None:
-            self._special[_SDPA] = self._sdpa
-            if target == "cuda":
-                self._special[_DROPOUT] = self._dropout
 
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        special = self._special.get(func)
-        out = special(args, kwargs) if special is not None else func(*args, **kwargs)
-        if self.tag and self.tracker is not None and torch.is_grad_enabled():
-            scope = self.tracker.scope.current
-            for t in tensors_in(out):
-                node = t.grad_fn
-                if node is not None:
-                    _metadata(node).setdefault(_SCOPE_KEY, scope)
+    def __call__(self, out: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        scope = self.scope.current
+        for t in (out,) if type(out) is torch.Tensor else tensors_in(out):
+            node = t.grad_fn
+            if node is not None:
+                _metadata(node).setdefault(_SCOPE_KEY, scope)
+                if self.tracker is not None:
                     self._hook(node)
-        return out
 
     def _hook(self, node: Any) -> None:
         """Give ``node``, and the nodes below it not yet seen (those a C++ composite made inside itself), the
-        tracker's post-hook, which tells it when the engine sums a node's gradients (MemoryTracker._accumulation).
-        Each node once; AccumulateGrad passes no gradient on; a node made before the run (an input's own graph,
-        the caller's) is left as it is."""
+        tracker's post-hook. Each node once; AccumulateGrad passes no gradient on; a node made before the run (an
+        input's own graph, the caller's) is left as it is."""
         assert self.tracker is not None
         todo = [node]
         while todo:
@@ -806,6 +788,30 @@ class MemoryMode(TorchFunctionMode):
                 continue
             current.register_hook(self.tracker.post_hook)
             todo.extend(child for child, _ in current.next_functions if child is not None)
+
+
+class MemoryMode(TorchFunctionMode):
+    """On meta tensors, which have no kernels of their own to choose, picks the kernels the target device would run
+    where that changes memory. Scaled dot-product attention takes a fused path, which keeps no L x L attention
+    matrix: on "cpu" the CPU flash kernel (no dropout); on "cuda" FlashAttention-2 (half precision, no mask, head
+    dim <= 256) or else memory-efficient attention (equal head counts; a boolean mask becomes an additive bias
+    first), as CUDA's selector prefers them. Dropout on "cuda" keeps a 1-byte mask, as the fused CUDA kernel does,
+    instead of the float noise tensor of the reference implementation.
+    """
+
+    def __init__(self, tracker: MemoryTracker | None, *, target: str) -> None:
+        super().__init__()
+        if tracker is not None:
+            tracker.target = target
+        self.target = target
+        self._special: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], Any]] = {_SDPA: self._sdpa}
+        if target == "cuda":
+            self._special[_DROPOUT] = self._dropout
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        special = self._special.get(func)
+        return special(args, kwargs) if special is not None else func(*args, **kwargs)
 
     def _sdpa(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         b = _bind(_SDPA_NAMES, args, kwargs)

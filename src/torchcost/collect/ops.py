@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.nn.modules import module as module_mod
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.fakeops import MISS, FakeShortcuts
@@ -46,11 +45,11 @@ from torchcost.trees import any_tensor, is_floating, tensors_in
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
 
-__all__ = ["COMM_NAMESPACES", "STEP_PHASES", "CallKey", "DispatchCollector", "IOPlan", "NodeTagger", "OpCollector",
+__all__ = ["COMM_NAMESPACES", "STEP_PHASES", "CallKey", "DispatchCollector", "IOPlan", "OpCollector",
            "StepScope", "call_bytes", "collective_kind", "forget_groups", "io_plan", "op_counts"]
 
 _DEVICE = torch.ops.prim.device.default
-_SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key MemoryMode and NodeTagger write
+_SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key NodeTags (collect/memory.py) writes
 STEP_PHASES = ("forward", "loss", "backward", "recompute", "optimizer")  # the phases of a training step's counts
 
 
@@ -654,25 +653,6 @@ def _summed_calls(uncounted: dict[str, dict[str, int]]) -> tuple[OpCount, ...]:
         for key, calls in per_module.items():
             summed[key] = summed.get(key, 0) + calls
     return _calls(summed)
-
-
-class NodeTagger(TorchFunctionMode):
-    """Tags each autograd node a torch function makes with the module running it (metadata "torchcost.module"), so
-    backward ops find their module. MemoryMode does this when memory is measured; this one stands in when it is not."""
-
-    def __init__(self, scope: ScopeTracker) -> None:
-        super().__init__()
-        self.scope = scope
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        if torch.is_grad_enabled():
-            scope = self.scope.current
-            for t in tensors_in(out):
-                node = t.grad_fn
-                if node is not None:
-                    cast("dict[str, Any]", node.metadata).setdefault(_SCOPE_KEY, scope)
-        return out
 
 
 class DispatchCollector(TorchDispatchMode):

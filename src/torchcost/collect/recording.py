@@ -10,8 +10,9 @@
             loss.backward()
 
 The order matters: the scope hooks go in first (every other collector asks the scope which module runs), then the
-modes from the outside in: MemoryMode (tags autograd nodes with their module, picks the target's kernels on meta),
-CompositeCatcher (prices attention and RNNs whole) and innermost DispatchCollector (sees every aten op). The
+modes: on meta MemoryMode (picks the target's kernels), then CompositeCatcher, the one function mode every run has
+(prices attention and RNNs whole; in a training step it tags autograd nodes with their module, collect/memory.py's
+NodeTags), which torch calls first, being the newest on the stack; and DispatchCollector (sees every aten op). The
 phase decides what the collectors do with what they see: FLOPs are counted in every phase, each phase in its own
 tally (a training step's loss, backward, recompute and optimizer apart from the forward), memory is followed
 through all phases, and module scope ends with the forward (backward ops take their module from autograd nodes; a
@@ -35,8 +36,8 @@ from torch import nn
 from torchcost.collect import interrupts, probe
 from torchcost.collect.composites import CompositeCatcher
 from torchcost.collect.leaves import DirectLeaves, mode_depths
-from torchcost.collect.memory import MemoryMode, MemoryTracker, Phase
-from torchcost.collect.ops import DispatchCollector, NodeTagger, OpCollector, StepScope
+from torchcost.collect.memory import MemoryMode, MemoryTracker, NodeTags, Phase
+from torchcost.collect.ops import DispatchCollector, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
@@ -133,13 +134,12 @@ class Recording:
                 self.scope.listeners.append(self.memory)
             self.scope.listeners.append(interrupts.LISTENER)
             self.scope.install()
-            # MemoryMode only has work in a training step (tagging backward scopes) or on meta (picking the target's
-            # kernels); otherwise it would be a pass-through costing a Python call per torch function.
-            if self._train or self._emulate is not None:
-                stack.enter_context(MemoryMode(self.memory, tag=self._train, target=self._emulate))
-            if self._train and self.memory is None:  # MemoryMode tags autograd nodes only when it tracks memory
-                stack.enter_context(NodeTagger(self.scope))
-            stack.enter_context(CompositeCatcher(self.ops))
+            # MemoryMode only has work on meta (picking the target's kernels); elsewhere it would be a pass-through
+            # costing a Python call per torch function. A training step's node tags come from CompositeCatcher.
+            if self._emulate is not None:
+                stack.enter_context(MemoryMode(self.memory, target=self._emulate))
+            tag = NodeTags(self.scope, self.memory) if self._train else None
+            stack.enter_context(CompositeCatcher(self.ops, tag))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 self.scope.leaves = DirectLeaves(self.dispatch, mode_depths())
