@@ -13,7 +13,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import torchcost
 from torchcost.collect import fakeops
-from torchcost.collect.fakeops import MISS, FakeShortcuts, FakeWrapper
+from torchcost.collect.fakeops import BASE_LAYOUT, MISS, FakeShortcuts, FakeWrapper
+from torchcost.collect.memory import _storage
 from torchcost.errors import ModelError
 
 aten = torch.ops.aten
@@ -342,3 +343,19 @@ def test_training_step_report_is_the_same_without_the_shortcuts(name: str, monke
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", never)
     assert torchcost.analyze(model, *args, **options).to_dict() == with_shortcuts
     assert asked  # (the run was on a fake twin, or on meta tensors)
+
+
+def test_a_fake_tensors_layout_is_read_past_its_property() -> None:
+    # FakeTensor.layout is a Python property that asks whether the tensor stands for an mkldnn one; the collectors read
+    # the C getter instead where the tensor has no dispatch keys of its own, and the property where it has
+    fake = FakeTensorMode()
+    dense = fake.from_tensor(torch.randn(4, 3))
+    sparse = fake.from_tensor(torch.randn(4, 3).to_sparse())
+    mkldnn = fake.from_tensor(torch.randn(2, 3).to_mkldnn())
+    assert [BASE_LAYOUT(t) for t in (dense, sparse)] == [t.layout for t in (dense, sparse)] == [torch.strided,
+                                                                                                  torch.sparse_coo]
+    assert mkldnn.dispatch_keys is not None and mkldnn.layout == torch._mkldnn  # type: ignore[attr-defined]
+    # a dense fake storage is followed (4x3 float32: 48 bytes); sparse and mkldnn ones have none to follow
+    storage = _storage(dense)
+    assert storage is not None and storage.nbytes() == 4 * 3 * 4
+    assert _storage(sparse) is None and _storage(mkldnn) is None

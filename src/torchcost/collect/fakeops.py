@@ -45,12 +45,18 @@ the same op with the same arguments and output either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
 from torch import nn
 
 from torchcost.collect.probe import strided_elements
+
+# Tensor.layout's C getter. FakeTensor.layout is a Python property (two more Python calls to ask whether the tensor
+# stands for an mkldnn one, which only a fake tensor with dispatch keys of its own can): for a fake tensor whose
+# ``dispatch_keys`` is None this gives the same layout without them.
+BASE_LAYOUT: Callable[[torch.Tensor], torch.layout] = torch._C.TensorBase.__dict__["layout"].__get__
 
 __all__ = ["MISS", "FakeShortcuts", "FakeWrapper"]
 
@@ -265,8 +271,8 @@ class FakeShortcuts:
         """A view of a fake tensor: the op's meta kernel run on it, as the fake mode runs it, wrapped as the fake mode
         wraps outputs on the input's device (a kernel that refuses the arguments raises here as it would there)."""
         mode = base.fake_mode
-        if base.constant is not None or base.layout is not _STRIDED or mode.shape_env is not None or \
-                getattr(base, "dispatch_keys", None) is not None or not _plain_values(args[1:]) or \
+        if base.constant is not None or base.dispatch_keys is not None or BASE_LAYOUT(base) is not _STRIDED or \
+                mode.shape_env is not None or not _plain_values(args[1:]) or \
                 (kwargs and not _plain_values(kwargs.values())):
             return MISS
         with self._in_kernel(mode):
@@ -276,7 +282,7 @@ class FakeShortcuts:
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if written.constant is not None:
             return self._on_constants(func, written, args, kwargs)
-        if written.layout is not _STRIDED or not written.is_contiguous():
+        if written.dispatch_keys is not None or BASE_LAYOUT(written) is not _STRIDED or not written.is_contiguous():
             return MISS
         mode, shape, storage = written.fake_mode, written.shape, None
         key: list[Any] = [func, written.dtype, written.fake_device]
@@ -285,7 +291,8 @@ class FakeShortcuts:
             if kind in _NUMBERS:
                 key.append(kind)
                 continue
-            if kind is not self._fake or value.fake_mode is not mode or value.layout is not _STRIDED:
+            if kind is not self._fake or value.fake_mode is not mode or value.dispatch_keys is not None or \
+                    BASE_LAYOUT(value) is not _STRIDED:
                 return MISS
             if value is not written:
                 if not _broadcasts_into(value.shape, shape):
@@ -371,7 +378,8 @@ class FakeShortcuts:
                     found[0] = mode
                 elif mode is not found[0]:
                     return False
-                if (kind is fake and v.constant is not None) or v.layout is not _STRIDED or v.is_quantized:
+                if (kind is fake and (v.constant is not None or v.dispatch_keys is not None)) or \
+                        BASE_LAYOUT(v) is not _STRIDED or v.is_quantized:
                     return False
                 storage = v.untyped_storage()
                 found[1].add(storage._cdata)
@@ -405,7 +413,8 @@ class FakeShortcuts:
                         return
                 elif type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None:
                     return
-                if o.layout is not _STRIDED or o.storage_offset() != 0 or o.is_quantized:
+                if (mode is not _META and o.dispatch_keys is not None) or BASE_LAYOUT(o) is not _STRIDED or \
+                        o.storage_offset() != 0 or o.is_quantized:
                     return
                 storage = o.untyped_storage()
                 if storage._cdata in inputs or storage._cdata in storages or \

@@ -29,9 +29,11 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
+from torchcost.collect.fakeops import BASE_LAYOUT
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
     CPU_ENTRIES,
@@ -69,12 +71,18 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 _STRIDED = torch.strided
+_FAKE = FakeTensor
 
 
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
-    if type(t) is not torch.Tensor and type(t).__name__ == "DTensor":
-        t = local_tensor(t)
-    if t.layout is not _STRIDED or t.is_nested:  # (sparse layouts are not strided)
+    kind = type(t)
+    if kind is _FAKE and t.dispatch_keys is None:  # type: ignore[attr-defined]
+        layout = BASE_LAYOUT(t)  # (FakeTensor.layout is a Python property: fakeops.BASE_LAYOUT)
+    else:
+        if kind is not torch.Tensor and kind.__name__ == "DTensor":
+            t = local_tensor(t)
+        layout = t.layout
+    if layout is not _STRIDED or t.is_nested:  # (sparse layouts are not strided)
         return None
     try:
         return t.untyped_storage()
