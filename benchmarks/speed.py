@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -697,6 +697,71 @@ def parts_main(argv: list[str]) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _mha_fast_path(on: bool) -> Iterator[None]:
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(on)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def run_attention(built: Built, rounds: int) -> dict[str, Any]:
+    """FlopCounterMode beside analyze() on a model with ``nn.MultiheadAttention``, with the attention's fused fast
+    path on (torch's default in an eval ``no_grad`` forward) and off. With it on, FlopCounterMode runs the fused
+    ``aten::_native_multi_head_attention``, which it has no formula for: the layer's projections and attention
+    count 0. torchcost turns the fast path off for its run (docs/conventions.md) and counts them. CPU time as a
+    ratio to the plain forward (fast path on), interleaved, and the FLOPs each one counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import torchcost
+
+    counted: dict[str, int] = {}
+
+    def counter(on: bool) -> Callable[[torch.nn.Module, Built], Any]:
+        def run(model: torch.nn.Module, b: Built) -> Any:
+            with _mha_fast_path(on), FlopCounterMode(display=False) as flops:
+                out = _forward(model, b)
+            counted[f"FlopCounterMode, fast path {'on' if on else 'off'}"] = flops.get_total_flops()
+            return out
+        return run
+
+    def plain_off(model: torch.nn.Module, b: Built) -> Any:
+        with _mha_fast_path(False):
+            return _forward(model, b)
+
+    def analyze(model: torch.nn.Module, b: Built) -> Any:
+        report = torchcost.analyze(model, *b.args, kwargs=b.kwargs)
+        counted["analyze()"] = report.flops
+        return report
+
+    entries = {"forward": _forward, "forward, fast path off": plain_off, "FlopCounterMode, fast path on": counter(True),
+               "FlopCounterMode, fast path off": counter(False), "analyze()": analyze}
+    times = _interleaved_cpu(built, entries, rounds)
+    base = times["forward"]
+    return {"rounds": rounds, "forward_ms": statistics.median(base) * 1e3,
+            "ratio": {k: _ratio_stats(v, base) for k, v in times.items() if k != "forward"}, "flops": counted}
+
+
+def attention_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed attention``: vit_b_16's ladder beside FlopCounterMode with the attention fast path
+    on and off (run_attention)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed attention")
+    parser.add_argument("--model", default="vit_b_16")
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    row = run_attention(ladder_model(args.model), args.rounds)
+    print(f"{args.model}: forward {row['forward_ms']:.1f} ms CPU (fast path on), {row['rounds']} rounds interleaved")
+    print("| run | CPU time / forward (p25-p75) | FLOPs counted |")
+    print("|---|---|---|")
+    for name, (mid, lo, hi) in row["ratio"].items():
+        flops = row["flops"].get(name)
+        print(f"| {name} | {mid:.2f}x ({lo:.2f}-{hi:.2f}) | {f'{flops:,}' if flops is not None else '-'} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
@@ -707,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
         return cuda_main(argv[1:])
     if argv[:1] == ["parts"]:
         return parts_main(argv[1:])
+    if argv[:1] == ["attention"]:
+        return attention_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")

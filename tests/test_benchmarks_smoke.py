@@ -167,6 +167,28 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
     assert "| 3 | 1 |" in body and "9 / " in body
 
 
+def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_mode() -> None:
+    import torchvision
+    from benchmarks import speed
+    from benchmarks.models import Built
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8,
+                                               mlp_dim=16, num_classes=3).eval()
+    row = speed.run_attention(Built(vit, (torch.randn(1, 3, 32, 32),)), 1)
+    assert set(row["ratio"]) == {"forward, fast path off", "FlopCounterMode, fast path on",
+                                 "FlopCounterMode, fast path off", "analyze()"}
+    flops = row["flops"]
+    # with the fast path on, the one attention layer is aten::_native_multi_head_attention, which FlopCounterMode
+    # counts 0; with it off it counts the projections: (2*2 + 1) patches + the class token = 5 tokens, in_proj
+    # 2 * 5*8*24 = 1,920, out_proj 2 * 5*8*8 = 640 (and the CPU attention kernel between them as 0 either way)
+    assert flops["FlopCounterMode, fast path off"] - flops["FlopCounterMode, fast path on"] == 1_920 + 640
+    # torchcost counts the attention's two products too: 2 heads x (5*5*4 for QK^T + 5*5*4 for AV) MACs = 400,
+    # 800 FLOPs, beside what the layer norms, softmax and activations add
+    assert flops["analyze()"] - flops["FlopCounterMode, fast path off"] >= 800
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
 def test_speed_parts_times_each_piece_inside_an_eval_analysis() -> None:
     from benchmarks import speed
 
