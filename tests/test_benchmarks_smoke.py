@@ -16,6 +16,8 @@ from benchmarks.models import Built
 from benchmarks.peers import PEERS, TOOLS, Measured, Tool, import_tool, run_tool
 from torch import nn
 
+import torchcost
+
 CASES = [c for c in analytic_cases() if c.name in ("analytic:conv2d", "analytic:linear_3d")]
 
 
@@ -187,6 +189,23 @@ def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_
     # 800 FLOPs, beside what the layer norms, softmax and activations add
     assert flops["analyze()"] - flops["FlopCounterMode, fast path off"] >= 800
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_versus_loads_a_commits_torchcost_beside_this_one(tmp_path: Path) -> None:
+    import subprocess
+
+    from benchmarks import versus
+
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=versus.ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    old = versus.load_commit("HEAD", tmp_path)
+    assert old.__name__.startswith("torchcost_") and old is not torchcost
+    assert old.analyze.__module__ == f"{old.__name__}.api"  # its own modules, not this checkout's
+    built = versus._model("blocks3")
+    row = versus.versus(old, torchcost, built, "eval", 2)
+    assert row["same"] and row["old_ms"] > 0 and row["new_ms"] > 0
+    # 3 blocks of Linear(64, 64) on a 1x64 input: 3 * 64*64 = 12,288 MACs, in either package
+    assert old.analyze(built.model, *built.args).macs == torchcost.analyze(built.model, *built.args).macs == 12_288
 
 
 def test_speed_parts_times_each_piece_inside_an_eval_analysis() -> None:
