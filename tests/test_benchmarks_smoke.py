@@ -192,11 +192,13 @@ def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_
 
 
 def test_versus_loads_a_commits_torchcost_beside_this_one(tmp_path: Path) -> None:
+    import shutil
     import subprocess
 
     from benchmarks import versus
 
-    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=versus.ROOT, capture_output=True).returncode != 0:
+    if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=versus.ROOT,
+                                                     capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
     old = versus.load_commit("HEAD", tmp_path)
     assert old.__name__.startswith("torchcost_") and old is not torchcost
