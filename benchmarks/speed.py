@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -697,16 +697,6 @@ def parts_main(argv: list[str]) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _mha_fast_path(on: bool) -> Iterator[None]:
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(on)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
-
-
 def run_attention(built: Built, rounds: int) -> dict[str, Any]:
     """FlopCounterMode beside analyze() on a model with ``nn.MultiheadAttention``, with the attention's fused fast
     path on (torch's default in an eval ``no_grad`` forward) and off. With it on, FlopCounterMode runs the fused
@@ -716,19 +706,20 @@ def run_attention(built: Built, rounds: int) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     import torchcost
+    from torchcost.run.guard import quiet_fastpaths
 
     counted: dict[str, int] = {}
 
     def counter(on: bool) -> Callable[[torch.nn.Module, Built], Any]:
         def run(model: torch.nn.Module, b: Built) -> Any:
-            with _mha_fast_path(on), FlopCounterMode(display=False) as flops:
+            with contextlib.nullcontext() if on else quiet_fastpaths(), FlopCounterMode(display=False) as flops:
                 out = _forward(model, b)
             counted[f"FlopCounterMode, fast path {'on' if on else 'off'}"] = flops.get_total_flops()
             return out
         return run
 
     def plain_off(model: torch.nn.Module, b: Built) -> Any:
-        with _mha_fast_path(False):
+        with quiet_fastpaths():
             return _forward(model, b)
 
     def analyze(model: torch.nn.Module, b: Built) -> Any:

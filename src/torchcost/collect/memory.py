@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
 from torchcost.collect.fakeops import BASE_LAYOUT
+from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
     CPU_ENTRIES,
@@ -61,7 +62,6 @@ CATEGORIES = ("parameters", "buffers", "inputs", "gradients", "optimizer_state",
 _COMM_BUFFER_OPS = frozenset({
     "fsdp::all_gather_copy_in", "fsdp::chunk_cat", "c10d::_allgather_base_", "c10d::_reduce_scatter_base_",
     "c10d::allgather_into_tensor_coalesced_", "c10d::reduce_scatter_tensor_coalesced_"})
-_SCOPE_KEY = "torchcost.module"
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -71,12 +71,11 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 _STRIDED = torch.strided
-_FAKE = FakeTensor
 
 
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
     kind = type(t)
-    if kind is _FAKE and t.dispatch_keys is None:  # type: ignore[attr-defined]
+    if kind is FakeTensor and t.dispatch_keys is None:  # type: ignore[attr-defined]
         layout = BASE_LAYOUT(t)  # (FakeTensor.layout is a Python property: fakeops.BASE_LAYOUT)
     else:
         if kind is not torch.Tensor and kind.__name__ == "DTensor":
@@ -742,7 +741,6 @@ def _next_sequence_nr() -> int:
     return int(node._sequence_nr()) + 1
 
 _HOOKED_KEY = "torchcost.post_hook"
-_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"
 _SDPA = torch._C._nn.scaled_dot_product_attention
 _DROPOUT = torch._C._VariableFunctions.dropout
 _SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -792,7 +790,7 @@ class NodeTags:
             if _HOOKED_KEY in meta:
                 continue
             meta[_HOOKED_KEY] = True
-            if current.name() == _ACCUMULATE_GRAD:
+            if current.name() == _ACCUMULATE:
                 continue
             current.register_hook(self.tracker.post_hook)
             todo.extend(child for child, _ in current.next_functions if child is not None)

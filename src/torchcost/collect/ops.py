@@ -49,7 +49,7 @@ __all__ = ["COMM_NAMESPACES", "STEP_PHASES", "CallKey", "DispatchCollector", "IO
            "StepScope", "call_bytes", "collective_kind", "forget_groups", "io_plan", "op_counts"]
 
 _DEVICE = torch.ops.prim.device.default
-_SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key NodeTags (collect/memory.py) writes
+_SCOPE_KEY = "torchcost.module"  # the autograd-node metadata key of a node's module (memory.NodeTags writes it)
 STEP_PHASES = ("forward", "loss", "backward", "recompute", "optimizer")  # the phases of a training step's counts
 
 
