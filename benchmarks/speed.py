@@ -619,12 +619,13 @@ def cuda_main(argv: list[str]) -> int:
 # the pieces of an eval analysis timed inside the run (``python -m benchmarks.speed parts``): label, module, attribute
 _PARTS = (
     ("planned ops to the collectors (DirectLeaves.end)", "torchcost.collect.leaves", "DirectLeaves.end"),
+    ("OpCollector.on_planned", "torchcost.collect.ops", "OpCollector.on_planned"),
     ("OpCollector.on_aten", "torchcost.collect.ops", "OpCollector.on_aten"),
     ("OpCollector._price", "torchcost.collect.ops", "OpCollector._price"),
     ("call_bytes", "torchcost.collect.ops", "call_bytes"),
     ("MemoryTracker.on_op", "torchcost.collect.memory", "MemoryTracker.on_op"),
     ("MemoryTracker._kernel_memory", "torchcost.collect.memory", "MemoryTracker._kernel_memory"),
-    ("metadata_key", "torchcost.collect.memory", "metadata_key"),
+    ("a planned call's key (_fingerprint)", "torchcost.collect.leaves", "_fingerprint"),
     ("DirectLeaves.begin", "torchcost.collect.leaves", "DirectLeaves.begin"),
     ("DirectLeaves._plan", "torchcost.collect.leaves", "DirectLeaves._plan"),
     ("ScopeTracker._record", "torchcost.collect.scope", "ScopeTracker._record"),

@@ -16,9 +16,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import torchcost
 from torchcost.collect import leaves
+from torchcost.collect import ops as ops_module
 from torchcost.collect.leaves import DirectLeaves
 from torchcost.collect.recording import Recording
-from torchcost.formulas.registry import FormulaRegistry
+from torchcost.formulas.registry import Cost, FormulaRegistry
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +123,61 @@ def test_a_direct_linear_is_counted_by_the_formula(fresh_trust: dict[str, int]) 
     assert [op.op for op in report.module("0").ops] == ["aten::addmm"]
     assert [op.op for op in report.module("1").ops] == ["aten::mm"]
     assert report.root.output_shape.shape == (4, 16)  # type: ignore[union-attr]
+
+
+def _three_convs() -> nn.Sequential:
+    # two alike (4 -> 4 channels, 3x3, padding 1) and one with 8 output channels
+    return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1))
+
+
+def test_alike_planned_calls_are_priced_once_and_each_counted(monkeypatch: pytest.MonkeyPatch,
+                                                              fresh_trust: dict[str, int]) -> None:
+    model, x = _three_convs().eval(), torch.randn(1, 4, 6, 6)
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    torchcost.analyze(model, x)  # (the first conv checked; the other two are of its kind: past the modes)
+    assert fresh_trust == {"direct": 2, "checked": 1}
+    priced: dict[Any, Any] = {}
+    monkeypatch.setattr(ops_module, "_PRICED", priced)
+    report = torchcost.analyze(model, x)
+    assert fresh_trust == {"direct": 5, "checked": 1}
+    assert len(priced) == 2  # the two alike convolutions share one price
+    # per conv: 1x4x6x6 = 144 outputs of 4*3*3 = 36 MACs: 5,184; the last, 1x8x6x6 = 288 outputs: 10,368
+    assert [report.module(str(i)).macs for i in range(3)] == [5_184, 5_184, 10_368]
+    assert report.macs == 20_736
+    assert report.to_dict() == plain
+    # a second analysis takes every price from the first (nothing new), and counts the same
+    assert torchcost.analyze(model, x).to_dict() == plain and len(priced) == 2
+
+
+def test_a_module_changed_between_analyses_is_priced_anew(fresh_trust: dict[str, int]) -> None:
+    conv, x = nn.Conv2d(4, 4, 3, padding=1).eval(), torch.randn(1, 4, 6, 6)
+    torchcost.analyze(conv, x)
+    assert torchcost.analyze(conv, x).macs == 5_184  # 144 outputs x 36 MACs
+    conv.stride = (2, 2)
+    # a 3x3 output of 4 channels: 36 outputs x 36 MACs = 1,296
+    assert torchcost.analyze(conv, x).macs == 1_296
+    conv.weight = nn.Parameter(torch.randn(4, 4, 1, 1))
+    conv.padding = (0, 0)
+    # 1x1 kernels, stride 2 over 6x6: 3x3 outputs of 4 channels, 4 MACs each: 36 x 4 = 144
+    assert torchcost.analyze(conv, x).macs == 144
+    assert fresh_trust["direct"] >= 3
+
+
+def test_a_users_formula_is_asked_at_every_planned_call(fresh_trust: dict[str, int]) -> None:
+    model, x = _three_convs().eval(), torch.randn(1, 4, 6, 6)
+    asked: list[int] = []
+
+    def per_output(call: Any) -> Cost:  # one MAC per output element, and a note of each call
+        asked.append(1)
+        return Cost(macs=call.out.numel())
+
+    torchcost.analyze(model, x, formulas={"aten::convolution": per_output})
+    asked.clear()
+    report = torchcost.analyze(model, x, formulas={"aten::convolution": per_output})
+    assert fresh_trust == {"direct": 5, "checked": 1}
+    assert len(asked) == 3  # not remembered: a user's formula may read more than the metadata
+    assert report.macs == 144 + 144 + 288
 
 
 def test_a_planned_view_that_is_not_the_ops_view_is_never_used(monkeypatch: pytest.MonkeyPatch,

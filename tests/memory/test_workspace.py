@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost
 from tests.memory.truth import eval_truth, train_truth
-from torchcost.collect import memory
+from torchcost.collect import leaves, memory
 from torchcost.collect import workspace as ws
 from torchcost.collect.memory import CATEGORIES
 from torchcost.collect.recording import MemorySettings, Recording
@@ -254,11 +254,18 @@ def test_matmul_entry_is_asked_without_keying_the_call(monkeypatch: pytest.Monke
     one the cached path gives."""
     torch.manual_seed(0)
     model, x = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)), torch.randn(4, 16)
-    quick = torchcost.analyze(model, x).to_dict()
-    assert keyed[0] == 0  # two addmm calls (one per Linear), neither keyed
-    monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset())
-    cached = torchcost.analyze(model, x).to_dict()
+    with leaves.off():  # (every op under the dispatch mode: a planned Linear's ops come keyed already)
+        quick = torchcost.analyze(model, x).to_dict()
+        assert keyed[0] == 0  # two addmm calls (one per Linear), neither keyed
+        monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset())
+        cached = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 2 and cached == quick
+    # planned (the first analysis checks each Linear's plan, the second runs them past the modes): their ops come
+    # with the call's key (collect/leaves.py), asked the entry once a run for each, and the report is the same
+    assert torchcost.analyze(model, x).to_dict() == quick
+    keyed[0] = 0
+    assert torchcost.analyze(model, x).to_dict() == quick
+    assert keyed[0] == 0
 
 
 def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyPatch, keyed: list[int]) -> None:

@@ -25,7 +25,9 @@ copy-on-write watch is told of the planned ops (run/guard.py), after it the ops 
 memory tracker as the dispatch mode would have handed them, in the module's scope. Outputs the module does not
 return (batch norm's empty byte reserve, the empty statistics native_batch_norm and cudnn_batch_norm return in
 eval) are made with the shape, strides and dtype seen when the kind was trusted (an empty one once a run: it holds
-no storage).
+no storage). Each such call is keyed once by the metadata of its ops' arguments (:func:`_fingerprint`); its ops go to
+the collectors with that key, so that alike calls (models repeat their shapes) are priced once in the process by
+the op collector's built-in formulas and their kernel memory asked once a run by the memory tracker.
 
 Only eval runs on real tensors use this (the Recording decides), and a call is planned only when nothing else could
 watch it: no tensor subclass, grad mode and autocast off, no JIT trace or functorch transform, no hooks but
@@ -43,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_mod
+
+from torchcost.collect.keys import LEAVES, numbered
 
 __all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled", "mode_depths", "off"]
 
@@ -313,6 +317,35 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
     return tuple(made)
 
 
+def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...]) -> int | None:
+    """The number (collect/keys.py) of everything the collectors read of a planned call: its kind, and the
+    arguments of its ops, a tensor's shape, strides, offset, dtype, device, layout and grad flag and its position
+    among them, every other value as it is (the planners give each argument one type). The outputs are fixed by
+    these: the module's own, made by the op from them, and the extras, made with the metadata seen when the kind was
+    trusted. None when some argument is of another kind (a symbolic size)."""
+    parts: list[Any] = [key]
+    seen: dict[int, int] = {}
+    for _, args, kwargs, _ in steps:
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            kind = type(value)
+            if kind in _TENSORS:
+                parts.append((value.shape, value.stride(), value.storage_offset(), value.dtype, value.device,
+                              value.layout, value.requires_grad, seen.setdefault(id(value), len(seen))))
+            elif kind is list:
+                parts.append(tuple(value))
+            elif kind in LEAVES:
+                parts.append(value)
+            else:
+                return None
+    try:
+        return numbered(tuple(parts))
+    except TypeError:  # (a symbolic size does not hash)
+        return None
+
+
+_TENSORS = frozenset({torch.Tensor, nn.Parameter})
+
+
 # -- running them ----------------------------------------------------------------------------------------------------
 
 
@@ -424,7 +457,9 @@ class DirectLeaves:
             ops, memory = dispatch.ops, dispatch.memory
             made = TRUSTED[call.key]
             device = call.device
-            for (func, args, kwargs, kind), metas in zip(call.steps, made):  # type: ignore[arg-type]
+            steps = call.steps
+            number = _fingerprint(call.key, steps)
+            for i, ((func, args, kwargs, kind), metas) in enumerate(zip(steps, made)):  # type: ignore[arg-type]
                 out: Any = output
                 if isinstance(kind, torch.Tensor):
                     out = kind
@@ -433,9 +468,10 @@ class DirectLeaves:
                 elif kind is Out.TUPLE:
                     out = (output, *[self._made(m, device) for m in metas])
                 dispatch.seen += 1
-                ops.on_aten(func, args, kwargs, out)
+                memo = None if number is None else (number, i)
+                ops.on_planned(func, args, kwargs, out, memo)
                 if memory is not None:
-                    memory.on_op(func, args, kwargs, out)
+                    memory.on_op(func, args, kwargs, out, memo)
             self.direct += 1
         finally:
             self.leave(call)

@@ -34,6 +34,8 @@ from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
 from torchcost.collect.fakeops import BASE_LAYOUT
+from torchcost.collect.keys import LEAVES as _LEAVES
+from torchcost.collect.keys import metadata_key
 from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
@@ -89,7 +91,6 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
-_LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
 def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
@@ -113,65 +114,6 @@ def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Ten
             else:
                 found.extend(tensors_in(v))
     return found
-
-
-_INTS = frozenset({int})
-
-
-def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
-    """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
-    strides, storage offset, dtype, device, layout, grad flag and type, and the position of its first appearance in
-    the call (``x * x`` is not ``x * y``); each scalar with its type (True and 1 apart); lists and tuples item by
-    item (a list of ints at once). Raises TypeError for anything else (an object of the user's, a symbolic size)."""
-    for v in values:
-        kind = type(v)
-        if kind in _LEAVES:
-            parts.append((kind, v))
-        elif isinstance(v, torch.Tensor):
-            parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.device, v.layout, v.requires_grad,
-                          kind, seen.setdefault(id(v), len(seen))))
-        elif kind is list or kind is tuple:
-            if _INTS.issuperset(map(type, v)):  # int[] arguments (sizes, strides, padding): the common case
-                parts.append((kind, *v))
-            else:
-                inner: list[Any] = [kind]
-                _key_of(v, seen, inner)
-                parts.append(tuple(inner))
-        else:
-            raise TypeError(kind.__name__)
-
-
-# metadata keys seen -> their number: the caches keyed by a call's metadata hold this small int, not the nested
-# tuple, which Python would hash again at every lookup; numbers are never reused, so clearing this table leaves
-# those caches with entries nothing can hit any more (each cache has its own bound)
-_KEYS: dict[tuple[Any, ...], int] = {}
-_KEYS_MAX = 1 << 16
-_NUMBERS = itertools.count()
-
-
-def metadata_key(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int | None:
-    """The number of one call's metadata (:func:`_key_of`: the tensors' metadata, never their values): calls with
-    the same number are alike for everything a built-in workspace entry and a kernel-memory probe read of them; None
-    when some argument cannot be keyed (a nested or sparse tensor has no strides, a symbolic size does not hash).
-    Read past the function modes."""
-    seen: dict[int, int] = {}
-    parts: list[Any] = []
-    try:
-        with torch._C.DisableTorchFunction():
-            _key_of(args, seen, parts)
-            if kwargs:
-                parts.append(tuple(kwargs))
-                _key_of(tuple(kwargs.values()), seen, parts)
-            _key_of((out,), seen, parts)
-        key = tuple(parts)
-        number = _KEYS.get(key)
-    except (TypeError, RuntimeError, NotImplementedError):
-        return None
-    if number is None:
-        if len(_KEYS) >= _KEYS_MAX:
-            _KEYS.clear()
-        number = _KEYS[key] = next(_NUMBERS)
-    return number
 
 
 # a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
@@ -308,6 +250,9 @@ class MemoryTracker:
         self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
         self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
         self._requests: dict[tuple[Any, ...], probe.Probe | None] = {}  # a call's metadata -> its probe: _probe_for
+        # a planned leaf call's op (its ``meta``, the settings) -> its library workspace, table bytes and probe, in
+        # this run
+        self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None]] = {}
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -400,9 +345,10 @@ class MemoryTracker:
 
     # -- feeding ------------------------------------------------------------------------------------------------------
 
-    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, meta: Any = None) -> None:
         """One op ran: register the storages it made (and those it read that no op made), note its kernel memory,
-        and record the bytes alive after it."""
+        and record the bytes alive after it. ``meta``: the call's metadata key when the caller has it (a planned leaf
+        call's op, collect/leaves.py), else it is made here if a workspace entry needs it (:func:`metadata_key`)."""
         if self.closed:
             return
         index = len(self.alive)
@@ -440,7 +386,7 @@ class MemoryTracker:
                     self.category[uid] = "comm_buffers"
         held = 0
         if kernel:
-            held = self._kernel_memory(key, func, args, kwargs, out, index)
+            held = self._kernel_memory(key, func, args, kwargs, out, index, meta)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
@@ -490,7 +436,7 @@ class MemoryTracker:
         return self.target if kind in (None, "meta") else kind
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                       index: int) -> int:
+                       index: int, meta: Any = None) -> int:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
         their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
         transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
@@ -504,11 +450,11 @@ class MemoryTracker:
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
-                return self._op_memory(key, func, args, kwargs, out, index, target)
-        return self._op_memory(key, func, args, kwargs, out, index, target)
+                return self._op_memory(key, func, args, kwargs, out, index, target, meta)
+        return self._op_memory(key, func, args, kwargs, out, index, target, meta)
 
     def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
-                   target: str) -> int:
+                   target: str, meta: Any = None) -> int:
         """:meth:`_kernel_memory` for one call on ``target``."""
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
@@ -522,13 +468,23 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
-        library = library_workspace(key, func, args, kwargs, out, target)
+        # a planned call's answers, by its metadata and what else _call_signature holds that can change in a run
+        # (grad mode is off in every planned call)
+        seen = None if meta is None else (meta, torch.get_num_threads(), torch._C._get_mkldnn_enabled(),
+                                          torch.are_deterministic_algorithms_enabled())
+        known = self._planned.get(seen) if seen is not None else None
+        if known is None:
+            library = library_workspace(key, func, args, kwargs, out, target)
+            table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
+            if seen is not None:
+                self._planned[seen] = (library, table, wanted)
+        else:
+            library, table, wanted = known
         if library is not None:
             slot = (library[0], "backward" if self.phase == "backward" else "main")
             if slot not in self.library:
                 self.library[slot] = (index, self._size(library[1]))
                 self.current += self.library[slot][1]
-        table, wanted = self._workspace_source(key, func, args, kwargs, out, target)
         if wanted is not None:
             measured = probe.cached(wanted)
             if measured is None:
@@ -541,7 +497,7 @@ class MemoryTracker:
         return held
 
     def _workspace_source(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                          target: str) -> tuple[int | None, probe.Probe | None]:
+                          target: str, meta: Any = None) -> tuple[int | None, probe.Probe | None]:
         """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
         probe (:meth:`_probe_for`); one of ``QUICK_ENTRIES`` is asked each time, and the call keyed only for a probe;
@@ -551,7 +507,9 @@ class MemoryTracker:
         if target != "cpu" and fn in CPU_ENTRIES:
             fn = None  # (it claims no call of this target)
         builtin = fn is not None and fn not in QUICK_ENTRIES and _builtin_entry(fn)
-        signature = _call_signature(func, target, metadata_key(args, kwargs, out)) if builtin else None
+        if builtin and meta is None:
+            meta = metadata_key(args, kwargs, out)
+        signature = _call_signature(func, target, meta) if builtin else None
         table: int | None = None
         if builtin and signature is not None:
             remembered = (signature, self.gpu if target == "cuda" else None)
@@ -566,7 +524,7 @@ class MemoryTracker:
             table = workspace_bytes(key, func, args, kwargs, out, target)
         if probing and (self.kernel_memory == "measure" or table is None):
             if not builtin:  # (keyed only now that a probe needs it)
-                signature = _call_signature(func, target, metadata_key(args, kwargs, out))
+                signature = _call_signature(func, target, metadata_key(args, kwargs, out) if meta is None else meta)
             return table, self._probe_for(key, func, args, kwargs, out, signature)
         return table, None
 

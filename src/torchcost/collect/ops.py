@@ -163,6 +163,17 @@ def io_plan(schema: Any) -> IOPlan:
 _Tensor = torch.Tensor
 _NO_FUNCTION_MODES = torch._C.DisableTorchFunction
 
+# the ops of planned leaf calls (collect/leaves.py) priced so far: (the call's metadata key, the op's place in the
+# plan) -> (the formula, its Cost, the bytes and dtype call_bytes gave): OpCollector.on_planned
+_PRICED: dict[tuple[int, int], tuple[Formula, Cost, int, torch.dtype | None]] = {}
+_PRICED_MAX = 1 << 14
+
+
+def _builtin(formula: Formula) -> bool:
+    """Whether a formula is one of torchcost's own: a function of the call's metadata alone (a user's may read
+    more, or count its calls)."""
+    return getattr(formula, "__module__", "").startswith("torchcost.formulas")
+
 
 def _tensor_nbytes(t: torch.Tensor) -> int:
     """A tensor's bytes: numel x element size of a strided tensor (its view); a sparse one's constituent tensors."""
@@ -551,22 +562,52 @@ class OpCollector:
             tally = self.steps[phase] = _Tally(name=phase)
         return module, tally
 
-    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN, part_out: Any = None) -> None:
+    def on_planned(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                   memo: tuple[int, int] | None) -> None:
+        """:meth:`on_aten` for an op of a leaf call run past the modes (collect/leaves.py). ``memo`` names everything
+        the op's price is read from (the call's metadata key, the op's place in the plan; None: no key): a built-in
+        formula's price for it, and the call's bytes, are worked out once in the process, then only tallied."""
+        if memo is not None and self.counting and self.phase == "forward" and not self.enclosed_depth:
+            key, formula, _, comm, plan = self._lookup(func)
+            hit = _PRICED.get(memo)
+            if hit is not None and hit[0] is formula:
+                self._tally(key, hit[1], hit[2], hit[3], None)
+                return
+            if formula is not None and not comm and _builtin(formula):
+                priced = self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
+                if priced is not None:
+                    if len(_PRICED) >= _PRICED_MAX:
+                        _PRICED.clear()
+                    _PRICED[memo] = (formula, *priced)
+                return
+        self.on_aten(func, args, kwargs, out)
+
+    def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN,
+               part_out: Any = None) -> tuple[Cost, int, torch.dtype | None] | None:
         """Price one call and tally it (``part_out``: the output of one tensor's part of a foreach call, whose
-        OpCall carries none, for its bytes)."""
+        OpCall carries none, for its bytes). Returns what was tallied, (cost, bytes, dtype), or None when the call
+        was not counted (a formula error, integer arithmetic)."""
         try:
             cost = formula(call)
         except Exception as exc:  # a formula that cannot price this call: report it as uncounted, with why
             self.formula_errors.setdefault(key, f"{type(exc).__name__}: {exc}")
             self.record_uncounted(key)
-            return
+            return None
         if not isinstance(cost, Cost):
             raise FormulaError(f"the formula for {key} returned {cost!r}; a formula must return torchcost.Cost")
         if cost.macs == 0 and cost.other_flops == 0 and not any_tensor((call.args, call.kwargs, call.out),
                                                                        is_floating):
             if self.phase == "forward":  # integer/bool arithmetic: free, listed with the free ops
                 self.free[key] = self.free.get(key, 0) + 1
-            return
+            return None
+        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
+            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
+        self._tally(key, cost, nbytes, dtype, call)
+        return cost, nbytes, dtype
+
+    def _tally(self, key: str, cost: Cost, nbytes: int, dtype: torch.dtype | None, call: OpCall | None) -> None:
+        """One priced call into its phase's and module's tally (``call``: for the module of an optimizer op and the
+        gradient split of a backward one; None in the forward)."""
         current, tally = self._where(call)
         stats = tally.counted.get(current)
         if stats is None:
@@ -574,12 +615,10 @@ class OpCollector:
         stat = stats.get(key)
         if stat is None:
             stat = stats[key] = _Stat()
-        with _NO_FUNCTION_MODES():  # tensor properties would otherwise go through the function modes (4x slower)
-            nbytes, dtype = call_bytes(call.args, call.kwargs, call.out if part_out is None else part_out, plan)
         stat.add(cost, nbytes)
         one = (tally.name, current, key, dtype, cost.macs, cost.other_flops, nbytes)
         self.calls[one] = self.calls.get(one, 0) + 1
-        if tally.name == "backward" and cost.macs:
+        if tally.name == "backward" and cost.macs and call is not None:
             into, weight = grad_split(key, call, cost.macs)
             if into or weight:
                 split = tally.grads.setdefault(current, [0, 0])
