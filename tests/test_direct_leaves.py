@@ -150,6 +150,28 @@ def test_alike_planned_calls_are_priced_once_and_each_counted(monkeypatch: pytes
     assert torchcost.analyze(model, x).to_dict() == plain and len(priced) == 2
 
 
+def test_a_planned_calls_key_tells_apart_what_its_price_reads() -> None:
+    x = torch.randn(1, 4, 6, 6)
+
+    def key(conv: nn.Conv2d, inp: torch.Tensor) -> int | None:
+        plan = leaves._PLANNERS[nn.Conv2d](conv, inp)
+        assert plan is not None
+        kind, steps = plan
+        return leaves._fingerprint(kind, steps)
+
+    a, b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+    assert key(a, x) == key(b, x)  # other weights of the same metadata: one key
+    assert key(a, x) != key(nn.Conv2d(4, 4, 3, padding=2), x)  # a setting
+    assert key(a, x) != key(a, torch.randn(2, 4, 6, 6))  # the input's shape
+    wide = nn.Conv2d(4, 4, 3, padding=1).double()
+    assert key(a, x) != key(a, x.double()) != key(wide, x.double())  # a dtype, the input's and the weight's
+    assert key(a, x) != key(a, torch.randn(1, 4, 6, 7)[..., 1:])  # strides and offset
+    b.weight.requires_grad_(False)
+    assert key(a, x) != key(b, x)  # a grad flag
+    odd = (torch.ops.aten.convolution.default, (x, [x]), {}, leaves.Out.MODULE)
+    assert leaves._fingerprint(("odd",), (odd,)) is None  # a list holding a tensor: not a planner's argument
+
+
 def test_a_module_changed_between_analyses_is_priced_anew(fresh_trust: dict[str, int]) -> None:
     conv, x = nn.Conv2d(4, 4, 3, padding=1).eval(), torch.randn(1, 4, 6, 6)
     torchcost.analyze(conv, x)

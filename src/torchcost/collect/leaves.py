@@ -331,7 +331,7 @@ def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...]) -> int | None:
             if kind in _TENSORS:
                 parts.append((value.shape, value.stride(), value.storage_offset(), value.dtype, value.device,
                               value.layout, value.requires_grad, seen.setdefault(id(value), len(seen))))
-            elif kind is list:
+            elif kind is list and LEAVES.issuperset(map(type, value)):  # (sizes, strides, padding)
                 parts.append(tuple(value))
             elif kind in LEAVES:
                 parts.append(value)
