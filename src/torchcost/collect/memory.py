@@ -507,9 +507,8 @@ class MemoryTracker:
         if target != "cpu" and fn in CPU_ENTRIES:
             fn = None  # (it claims no call of this target)
         builtin = fn is not None and fn not in QUICK_ENTRIES and _builtin_entry(fn)
-        if builtin and meta is None:
-            meta = metadata_key(args, kwargs, out)
-        signature = _call_signature(func, target, meta) if builtin else None
+        own = metadata_key(args, kwargs, out) if builtin and meta is None else None  # (the call's own key)
+        signature = _call_signature(func, target, meta if meta is not None else own) if builtin else None
         table: int | None = None
         if builtin and signature is not None:
             remembered = (signature, self.gpu if target == "cuda" else None)
@@ -523,9 +522,11 @@ class MemoryTracker:
         elif fn is not None:  # a quick entry, a user's entry (it may read more than the metadata), or an unkeyed call
             table = workspace_bytes(key, func, args, kwargs, out, target)
         if probing and (self.kernel_memory == "measure" or table is None):
-            if not builtin:  # (keyed only now that a probe needs it)
-                signature = _call_signature(func, target, metadata_key(args, kwargs, out) if meta is None else meta)
-            return table, self._probe_for(key, func, args, kwargs, out, signature)
+            # a probe is remembered by the call's own key (metadata_key), however the caller keyed the call: a
+            # planned leaf call and the traced call of its kind ask for one probe
+            if own is None:  # (keyed only now that a probe needs it)
+                own = metadata_key(args, kwargs, out)
+            return table, self._probe_for(key, func, args, kwargs, out, _call_signature(func, target, own))
         return table, None
 
     def _probe_for(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
