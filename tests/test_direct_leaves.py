@@ -144,7 +144,7 @@ def test_alike_planned_calls_are_priced_once_and_each_counted(monkeypatch: pytes
     assert len(priced) == 2  # the two alike convolutions share one price
     # per conv: 1x4x6x6 = 144 outputs of 4*3*3 = 36 MACs: 5,184; the last, 1x8x6x6 = 288 outputs: 10,368
     assert [report.module(str(i)).macs for i in range(3)] == [5_184, 5_184, 10_368]
-    assert report.macs == 20_736
+    assert report.macs == 20_736  # 5,184 + 5,184 + 10,368
     assert report.to_dict() == plain
     # a second analysis takes every price from the first (nothing new), and counts the same
     assert torchcost.analyze(model, x).to_dict() == plain and len(priced) == 2
@@ -199,7 +199,7 @@ def test_a_users_formula_is_asked_at_every_planned_call(fresh_trust: dict[str, i
     report = torchcost.analyze(model, x, formulas={"aten::convolution": per_output})
     assert fresh_trust == {"direct": 5, "checked": 1}
     assert len(asked) == 3  # not remembered: a user's formula may read more than the metadata
-    assert report.macs == 144 + 144 + 288
+    assert report.macs == 144 + 144 + 288  # the outputs' elements: 1x4x6x6, 1x4x6x6 and 1x8x6x6
 
 
 def test_a_planned_view_that_is_not_the_ops_view_is_never_used(monkeypatch: pytest.MonkeyPatch,

@@ -3,7 +3,8 @@
 A cache of something worked out from a call's metadata alone (a workspace entry's bytes, a kernel-memory probe, a
 planned leaf call's price) is keyed by the call's tensors' shapes, strides, dtypes, devices and grad flags and its
 other arguments, never their values. Python would hash such a nested tuple again at every lookup, so each one seen
-is given a small int once (:func:`metadata_key`, :func:`calls_key`) and the caches hold that.
+is given a small int once (:func:`numbered`, :func:`metadata_key`) and the caches hold that. Only torchcost's own
+functions (:func:`ours`) are taken to read nothing but the metadata.
 """
 
 from __future__ import annotations
@@ -13,12 +14,25 @@ from typing import Any
 
 import torch
 
-__all__ = ["LEAVES", "metadata_key", "numbered"]
+__all__ = ["LEAVES", "metadata_key", "numbered", "ours", "tensor_key"]
 
 # argument types taken as they are (scalars and torch's enum-like values)
 LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 _INTS = frozenset({int})
+
+
+def tensor_key(t: torch.Tensor, kind: type, seen: dict[int, int]) -> tuple[Any, ...]:
+    """A tensor's part of a call's key: its shape, strides, storage offset, dtype, device, layout, grad flag and type
+    (``kind``), and the position of its first appearance in the call (``seen``: id() -> position)."""
+    return (t.shape, t.stride(), t.storage_offset(), t.dtype, t.device, t.layout, t.requires_grad, kind,
+            seen.setdefault(id(t), len(seen)))
+
+
+def ours(fn: object, package: str) -> bool:
+    """Whether ``fn`` is one of torchcost's own, defined in ``package``: a function of a call's metadata alone, whose
+    answer a cache keyed by the metadata may keep (a user's may read more, or count its calls)."""
+    return getattr(fn, "__module__", "").startswith(package)
 
 
 def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
@@ -31,8 +45,7 @@ def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
         if kind in LEAVES:
             parts.append((kind, v))
         elif isinstance(v, torch.Tensor):
-            parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.device, v.layout, v.requires_grad,
-                          kind, seen.setdefault(id(v), len(seen))))
+            parts.append(tensor_key(v, kind, seen))
         elif kind is list or kind is tuple:
             if _INTS.issuperset(map(type, v)):  # int[] arguments (sizes, strides, padding): the common case
                 parts.append((kind, *v))
@@ -66,11 +79,9 @@ def metadata_key(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int
                 parts.append(tuple(kwargs))
                 _key_of(tuple(kwargs.values()), seen, parts)
             _key_of((out,), seen, parts)
-        key = tuple(parts)
-        number = _KEYS.get(key)
+        return numbered(tuple(parts))
     except (TypeError, RuntimeError, NotImplementedError):
         return None
-    return number if number is not None else numbered(key)
 
 
 def numbered(key: tuple[Any, ...]) -> int:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_mod
 
-from torchcost.collect.keys import LEAVES, numbered
+from torchcost.collect.keys import LEAVES, numbered, tensor_key
 
 __all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled", "mode_depths", "off"]
 
@@ -319,8 +319,9 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
 
 def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...]) -> int | None:
     """The number (collect/keys.py) of everything the collectors read of a planned call: its kind, and the
-    arguments of its ops, a tensor's shape, strides, offset, dtype, device, layout and grad flag and its position
-    among them, every other value as it is (the planners give each argument one type). The outputs are fixed by
+    arguments of its ops, each tensor's :func:`~torchcost.collect.keys.tensor_key` (its position counted across
+    the ops), every other value as it is (the planners give each argument one type, so the general walk of
+    ``metadata_key``, which tags each scalar with its type, is not needed). The outputs are fixed by
     these: the module's own, made by the op from them, and the extras, made with the metadata seen when the kind was
     trusted. None when some argument is of another kind (a symbolic size)."""
     parts: list[Any] = [key]
@@ -329,8 +330,7 @@ def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...]) -> int | None:
         for value in (*args, *kwargs.values()) if kwargs else args:
             kind = type(value)
             if kind in _TENSORS:
-                parts.append((value.shape, value.stride(), value.storage_offset(), value.dtype, value.device,
-                              value.layout, value.requires_grad, seen.setdefault(id(value), len(seen))))
+                parts.append(tensor_key(value, kind, seen))
             elif kind is list and LEAVES.issuperset(map(type, value)):  # (sizes, strides, padding)
                 parts.append(tuple(value))
             elif kind in LEAVES:

@@ -35,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torchcost.collect import probe
 from torchcost.collect.fakeops import BASE_LAYOUT
 from torchcost.collect.keys import LEAVES as _LEAVES
-from torchcost.collect.keys import metadata_key
+from torchcost.collect.keys import metadata_key, ours
 from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.workspace import (
@@ -131,11 +131,6 @@ def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...]
         return None
     return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled,
             torch.are_deterministic_algorithms_enabled(), meta)
-
-
-def _builtin_entry(fn: object) -> bool:
-    """Whether a workspace entry is one of torchcost's own (a function of the call's metadata alone)."""
-    return getattr(fn, "__module__", "").startswith("torchcost.collect.workspace")
 
 
 def _device_test(device_type: str | None) -> Callable[[torch.Tensor], bool]:
@@ -250,8 +245,8 @@ class MemoryTracker:
         self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
         self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
         self._requests: dict[tuple[Any, ...], probe.Probe | None] = {}  # a call's metadata -> its probe: _probe_for
-        # a planned leaf call's op (its ``meta``, the settings) -> its library workspace, table bytes and probe, in
-        # this run
+        # a planned leaf call's op (its signature, _call_signature) -> its library workspace, table bytes and probe,
+        # in this run
         self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None]] = {}
 
     # -- storages ---------------------------------------------------------------------------------------------------
@@ -468,10 +463,9 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
-        # a planned call's answers, by its metadata and what else _call_signature holds that can change in a run
-        # (grad mode is off in every planned call)
-        seen = None if meta is None else (meta, torch.get_num_threads(), torch._C._get_mkldnn_enabled(),
-                                          torch.are_deterministic_algorithms_enabled())
+        # a planned call's answers, remembered for the run by its signature (its metadata key and the settings a
+        # kernel's memory depends on)
+        seen = _call_signature(func, target, meta)
         known = self._planned.get(seen) if seen is not None else None
         if known is None:
             library = library_workspace(key, func, args, kwargs, out, target)
@@ -506,7 +500,7 @@ class MemoryTracker:
         probing = target == "cpu" and self.kernel_memory in ("measure", "auto")
         if target != "cpu" and fn in CPU_ENTRIES:
             fn = None  # (it claims no call of this target)
-        builtin = fn is not None and fn not in QUICK_ENTRIES and _builtin_entry(fn)
+        builtin = fn is not None and fn not in QUICK_ENTRIES and ours(fn, "torchcost.collect.workspace")
         own = metadata_key(args, kwargs, out) if builtin and meta is None else None  # (the call's own key)
         signature = _call_signature(func, target, meta if meta is not None else own) if builtin else None
         table: int | None = None

@@ -26,6 +26,7 @@ from torch.nn.modules import module as module_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.fakeops import MISS, FakeShortcuts
+from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
@@ -167,12 +168,6 @@ _NO_FUNCTION_MODES = torch._C.DisableTorchFunction
 # plan) -> (the formula, its Cost, the bytes and dtype call_bytes gave): OpCollector.on_planned
 _PRICED: dict[tuple[int, int], tuple[Formula, Cost, int, torch.dtype | None]] = {}
 _PRICED_MAX = 1 << 14
-
-
-def _builtin(formula: Formula) -> bool:
-    """Whether a formula is one of torchcost's own: a function of the call's metadata alone (a user's may read
-    more, or count its calls)."""
-    return getattr(formula, "__module__", "").startswith("torchcost.formulas")
 
 
 def _tensor_nbytes(t: torch.Tensor) -> int:
@@ -573,7 +568,7 @@ class OpCollector:
             if hit is not None and hit[0] is formula:
                 self._tally(key, hit[1], hit[2], hit[3], None)
                 return
-            if formula is not None and not comm and _builtin(formula):
+            if formula is not None and not comm and ours(formula, "torchcost.formulas"):
                 priced = self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
                 if priced is not None:
                     if len(_PRICED) >= _PRICED_MAX:
