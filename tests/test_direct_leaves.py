@@ -157,7 +157,7 @@ def test_a_planned_calls_key_tells_apart_what_its_price_reads() -> None:
         plan = leaves._PLANNERS[nn.Conv2d](conv, inp)
         assert plan is not None
         kind, steps = plan
-        return leaves._fingerprint(kind, steps)
+        return leaves._fingerprint(kind, steps, [])
 
     a, b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
     assert key(a, x) == key(b, x)  # other weights of the same metadata: one key
@@ -169,7 +169,16 @@ def test_a_planned_calls_key_tells_apart_what_its_price_reads() -> None:
     b.weight.requires_grad_(False)
     assert key(a, x) != key(b, x)  # a grad flag
     odd = (torch.ops.aten.convolution.default, (x, [x]), {}, leaves.Out.MODULE)
-    assert leaves._fingerprint(("odd",), (odd,)) is None  # a list holding a tensor: not a planner's argument
+    assert leaves._fingerprint(("odd",), (odd,), []) is None  # a list holding a tensor: not a planner's argument
+    # the tensors of each op, found on the way, in their places: the memory tracker's inputs for that op
+    linear = nn.Linear(4, 3)
+    plan = leaves._PLANNERS[nn.Linear](linear, torch.randn(2, 4))
+    assert plan is not None
+    found: list[list[torch.Tensor]] = []
+    assert leaves._fingerprint(plan[0], plan[1], found) is not None
+    (_, (weight,), _, transposed), (_, (bias, inp, t), _, _) = plan[1]
+    assert [[id(v) for v in op] for op in found] == [[id(weight)], [id(bias), id(inp), id(t)]]
+    assert weight is linear.weight and bias is linear.bias and t is transposed
 
 
 def test_a_module_changed_between_analyses_is_priced_anew(fresh_trust: dict[str, int]) -> None:

@@ -27,7 +27,9 @@ return (batch norm's empty byte reserve, the empty statistics native_batch_norm 
 eval) are made with the shape, strides and dtype seen when the kind was trusted (an empty one once a run: it holds
 no storage). Each such call is keyed once by the metadata of its ops' arguments (:func:`_fingerprint`); its ops go to
 the collectors with that key, so that alike calls (models repeat their shapes) are priced once in the process by
-the op collector's built-in formulas and their kernel memory asked once a run by the memory tracker.
+the op collector's built-in formulas and their kernel memory asked once a run by the memory tracker (looked up by
+the key before anything else is read), and go to the memory tracker with their tensor arguments, found by the same
+walk, so it does not search the arguments again.
 
 Only eval runs on real tensors use this (the Recording decides), and a call is planned only when nothing else could
 watch it: no tensor subclass, grad mode and autocast off, no JIT trace or functorch transform, no hooks but
@@ -317,20 +319,25 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
     return tuple(made)
 
 
-def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...]) -> int | None:
+def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...],
+                 inputs: list[list[torch.Tensor]]) -> int | None:
     """The number (collect/keys.py) of everything the collectors read of a planned call: its kind, and the
     arguments of its ops, each tensor's :func:`~torchcost.collect.keys.tensor_key` (its position counted across
     the ops), every other value as it is (the planners give each argument one type, so the general walk of
     ``metadata_key``, which tags each scalar with its type, is not needed). The outputs are fixed by
     these: the module's own, made by the op from them, and the extras, made with the metadata seen when the kind was
-    trusted. None when some argument is of another kind (a symbolic size)."""
+    trusted. None when some argument is of another kind (a symbolic size). ``inputs`` gets each op's tensor
+    arguments, in order, found on the way (the planners put tensors only at the top level of the arguments)."""
     parts: list[Any] = [key]
     seen: dict[int, int] = {}
     for _, args, kwargs, _ in steps:
+        tensors: list[torch.Tensor] = []
+        inputs.append(tensors)
         for value in (*args, *kwargs.values()) if kwargs else args:
             kind = type(value)
             if kind in _TENSORS:
                 parts.append(tensor_key(value, kind, seen))
+                tensors.append(value)
             elif kind is list and LEAVES.issuperset(map(type, value)):  # (sizes, strides, padding)
                 parts.append(tuple(value))
             elif kind in LEAVES:
@@ -458,7 +465,8 @@ class DirectLeaves:
             made = TRUSTED[call.key]
             device = call.device
             steps = call.steps
-            number = _fingerprint(call.key, steps)
+            inputs: list[list[torch.Tensor]] = []
+            number = _fingerprint(call.key, steps, inputs)
             for i, ((func, args, kwargs, kind), metas) in enumerate(zip(steps, made)):  # type: ignore[arg-type]
                 out: Any = output
                 if isinstance(kind, torch.Tensor):
@@ -471,7 +479,7 @@ class DirectLeaves:
                 memo = None if number is None else (number, i)
                 ops.on_planned(func, args, kwargs, out, memo)
                 if memory is not None:
-                    memory.on_op(func, args, kwargs, out, memo)
+                    memory.on_op(func, args, kwargs, out, memo, None if number is None else inputs[i])
             self.direct += 1
         finally:
             self.leave(call)

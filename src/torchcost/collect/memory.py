@@ -73,6 +73,7 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 _STRIDED = torch.strided
+_MKLDNN_ENABLED = torch._C._get_mkldnn_enabled  # (torch.backends.mkldnn.enabled's getter, without its property)
 
 
 def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
@@ -129,7 +130,7 @@ def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...]
     dtype, device and grad flag and the other arguments); None when the call could not be keyed."""
     if meta is None:
         return None
-    return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled,
+    return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), _MKLDNN_ENABLED(),
             torch.are_deterministic_algorithms_enabled(), meta)
 
 
@@ -245,9 +246,9 @@ class MemoryTracker:
         self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
         self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
         self._requests: dict[tuple[Any, ...], probe.Probe | None] = {}  # a call's metadata -> its probe: _probe_for
-        # a planned leaf call's op (its signature, _call_signature) -> its library workspace, table bytes and probe,
-        # in this run
-        self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None]] = {}
+        # a planned leaf call's op (its memo and the settings, _kernel_memory) -> its library workspace, table bytes
+        # and probe in this run; () where no kernel memory is counted for it
+        self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None] | tuple[()]] = {}
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -340,10 +341,13 @@ class MemoryTracker:
 
     # -- feeding ------------------------------------------------------------------------------------------------------
 
-    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, meta: Any = None) -> None:
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, meta: Any = None,
+              inputs: list[torch.Tensor] | None = None) -> None:
         """One op ran: register the storages it made (and those it read that no op made), note its kernel memory,
-        and record the bytes alive after it. ``meta``: the call's metadata key when the caller has it (a planned leaf
-        call's op, collect/leaves.py), else it is made here if a workspace entry needs it (:func:`metadata_key`)."""
+        and record the bytes alive after it. ``meta`` and ``inputs`` come with a planned leaf call's op
+        (collect/leaves.py): the op's key (its call's metadata number and its place in the plan) and its tensor
+        arguments, as the planner placed them; for any other op the tensors are found in the arguments here, and the
+        call's metadata key is made if a workspace entry needs it (:func:`metadata_key`)."""
         if self.closed:
             return
         index = len(self.alive)
@@ -363,7 +367,7 @@ class MemoryTracker:
                 if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
                     self.current += size - self.sizes[uid]
                     self.sizes[uid] = size
-        for t in _op_tensors(args, kwargs):
+        for t in _op_tensors(args, kwargs) if inputs is None else inputs:
             s = _storage(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers", self._counted(t))  # made outside every op we saw: counted from here
@@ -435,22 +439,35 @@ class MemoryTracker:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
         their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
         transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
-        or 0 for now and a probe to run when the trace is made."""
+        or 0 for now and a probe to run when the trace is made.
+
+        A planned leaf call's op (``meta`` given: real tensors, grad mode off) has its answers remembered for the run
+        by ``meta``, which holds the call's metadata (its tensors' devices among them, so the target too) and the
+        op's place in the plan (so the op), and by the settings a kernel's memory depends on (:func:`_call_signature`
+        reads the same): models repeat their shapes, and a repeated call costs a lookup."""
+        seen = None
+        if meta is not None:
+            seen = (meta, torch.get_num_threads(), _MKLDNN_ENABLED(), torch.are_deterministic_algorithms_enabled())
+            known = self._planned.get(seen)
+            if known is not None:
+                return self._charge(index, *known) if known else 0
         target = self._target(first((args, kwargs)))
         if self.stands_for is not None:
             # a simulated rank's fake CPU twin stands for the target: its collectives for the target's backend (gloo
             # or NCCL), its kernels' memory for the target's kernels (no CPU entry or probe for a "cuda" target)
             target = self.stands_for
         if target is None or (self.device_type not in (None, "meta") and target != self.device_type):
+            if seen is not None:
+                self._planned[seen] = ()
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
-                return self._op_memory(key, func, args, kwargs, out, index, target, meta)
-        return self._op_memory(key, func, args, kwargs, out, index, target, meta)
+                return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen)
+        return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen)
 
     def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
-                   target: str, meta: Any = None) -> int:
-        """:meth:`_kernel_memory` for one call on ``target``."""
+                   target: str, meta: Any = None, seen: tuple[Any, ...] | None = None) -> int:
+        """:meth:`_kernel_memory` for one call on ``target`` (``seen``: a planned call's key for the run's memo)."""
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
             t = outs[i] if i < len(outs) else None
@@ -463,17 +480,17 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
-        # a planned call's answers, remembered for the run by its signature (its metadata key and the settings a
-        # kernel's memory depends on)
-        seen = _call_signature(func, target, meta)
-        known = self._planned.get(seen) if seen is not None else None
-        if known is None:
-            library = library_workspace(key, func, args, kwargs, out, target)
-            table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
-            if seen is not None:
-                self._planned[seen] = (library, table, wanted)
-        else:
-            library, table, wanted = known
+        library = library_workspace(key, func, args, kwargs, out, target)
+        table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
+        if seen is not None:
+            self._planned[seen] = (library, table, wanted)
+        return self._charge(index, library, table, wanted)
+
+    def _charge(self, index: int, library: tuple[str, int] | None, table: int | None,
+                wanted: probe.Probe | None) -> int:
+        """Op ``index``'s kernel memory from its answers: a library workspace it is the first to need (added for the
+        whole run), and its transient workspace returned: the probe's figure from the cache, else the table's, or 0
+        for now and the probe run when the trace is made."""
         if library is not None:
             slot = (library[0], "backward" if self.phase == "backward" else "main")
             if slot not in self.library:
