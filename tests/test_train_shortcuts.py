@@ -245,3 +245,55 @@ def test_a_twins_empty_containers_are_what_deepcopy_makes() -> None:
     assert twin.model[1].custom.copied and twin.model[1].filled == {"a": 1}
     twin.model[0]._forward_hooks[0] = print
     assert not model[0]._forward_hooks
+
+
+class _OwnAdamW(torch.optim.AdamW):
+    """A subclass defined outside torch.optim: its step may run code of its own."""
+
+
+def test_torchs_own_optimizer_steps_past_the_function_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the run's function mode (CompositeCatcher) has nothing to do in a step of torch.optim's own code: it is off
+    # there, and the report is the one with it on; a subclass defined elsewhere, or a step hook, keeps it on
+    from torchcost.collect.composites import CompositeCatcher
+    from torchcost.run import execute
+
+    phases: list[str] = []
+    through = CompositeCatcher.__torch_function__
+
+    def counted(self: CompositeCatcher, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if func is not torch._C._set_grad_enabled:  # (leaving the run's enable_grad, after the step)
+            phases.append(self.ops.phase)
+        return through(self, func, *args, **kwargs)
+
+    monkeypatch.setattr(CompositeCatcher, "__torch_function__", counted)
+
+    def run(optimizer: Any = "adamw") -> tuple[dict[str, Any], int]:
+        phases.clear()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        opt = optimizer(model.parameters()) if callable(optimizer) else optimizer
+        report = torchcost.analyze(model, torch.randn(2, 4), mode="train", optimizer=opt).to_dict()
+        return report, phases.count("optimizer")
+
+    plain, calls = run()
+    assert calls == 0
+    # AdamW's step: 4 parameters (3x4 + 3 + 2x3 + 2 = 23 elements); per element 1 (weight decay's mul_) + 3 (lerp_)
+    # + 1 (mul_) + 3 (addcmul_) + 1 (sqrt) + 1 (div) + 1 (add_ of eps) + 3 (addcdiv_) = 14 FLOPs: 23 * 14 = 322;
+    # and each parameter's step counter += 1 (one element): 322 + 4 = 326
+    optimizer = next(p for p in plain["phases"] if p["name"] == "optimizer")
+    assert optimizer["flops"] == 326
+    with monkeypatch.context() as m:
+        m.setattr(execute, "plain_step", lambda opt: False)
+        on, calls = run()
+    assert calls > 0 and on == plain
+    on, calls = run(lambda params: _OwnAdamW(params, lr=1e-3))
+    assert calls > 0 and on["memory"].pop("optimizer").startswith("_OwnAdamW(")
+    assert on == {**plain, "memory": {k: v for k, v in plain["memory"].items() if k != "optimizer"}}
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: None)
+    try:
+        on, calls = run()
+    finally:
+        handle.remove()
+    assert calls > 0 and on == plain

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import torch
 from torch import nn
 
 from torchcost.collect import interrupts, probe
@@ -110,6 +111,7 @@ class Recording:
         self._twin = twin
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
+        self._catcher: CompositeCatcher | None = None
 
     @contextlib.contextmanager
     def unseen(self) -> Iterator[None]:
@@ -139,7 +141,7 @@ class Recording:
             if self._emulate is not None:
                 stack.enter_context(MemoryMode(self.memory, target=self._emulate))
             tag = NodeTags(self.scope, self.memory) if self._train else None
-            stack.enter_context(CompositeCatcher(self.ops, tag))
+            self._catcher = stack.enter_context(CompositeCatcher(self.ops, tag))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 self.scope.leaves = DirectLeaves(self.dispatch, mode_depths())
@@ -162,6 +164,19 @@ class Recording:
         self.scope.remove()
         if self.memory is not None:
             self.memory.close()
+
+    @contextlib.contextmanager
+    def without_function_mode(self) -> Iterator[None]:
+        """Code inside runs without the Recording's function mode, where it is on top of torch's stack (else as it
+        is): for code known to call no composite and to make no autograd node to tag (torch's own optimizers' step,
+        run/execute.py), whose every torch call would otherwise cost a Python round trip through the mode. The
+        dispatch mode still sees every aten op."""
+        stack = torch._C._len_torch_function_stack()
+        if self._catcher is None or not stack or torch._C._get_function_stack_at(stack - 1) is not self._catcher:
+            yield
+            return
+        with torch.overrides._pop_mode_temporarily():
+            yield
 
     @contextlib.contextmanager
     def phase(self, name: Phase) -> Iterator[None]:

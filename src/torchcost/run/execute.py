@@ -39,6 +39,7 @@ from torchcost.run.step import (
     make_optimizer,
     make_twin,
     optimizer_tensors,
+    plain_step,
     warm_optimizer,
 )
 from torchcost.trees import tensors_in
@@ -173,7 +174,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
                     rec.ops.step.owners = _owners(model, opt)
                 with rec.phase("optimizer"), step_failures("optimizer"):
                     if opt is not None:
-                        opt.step()
+                        with rec.without_function_mode() if plain_step(opt) else contextlib.nullcontext():
+                            opt.step()
         if train:
             _account_step(ran, opt, counted)
         if extras is not None:

@@ -30,6 +30,7 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import nn
+from torch.optim import optimizer as _optimizer_module
 
 from torchcost.collect.fakeops import FakeWrapper
 from torchcost.collect.probe import KernelMemory
@@ -49,6 +50,7 @@ __all__ = [
     "make_optimizer",
     "make_twin",
     "optimizer_tensors",
+    "plain_step",
     "warm_optimizer",
 ]
 
@@ -299,6 +301,16 @@ def describe_optimizer(opt: torch.optim.Optimizer | None) -> str:
     keys = ("lr", "betas", "momentum", "weight_decay", "eps", "foreach", "fused")
     shown = ", ".join(f"{k}={opt.defaults[k]}" for k in keys if k in opt.defaults and opt.defaults[k] is not None)
     return f"{type(opt).__name__}({shown})"
+
+
+def plain_step(opt: torch.optim.Optimizer) -> bool:
+    """Whether ``opt.step()`` runs torch's own code only: a class of torch.optim itself (not a subclass defined
+    elsewhere), no step hook of its own or global ones, not differentiable (so outside grad mode). Such a step calls
+    no composite op (attention, RNNs) and makes no autograd node: the run's function mode has nothing to do in it."""
+    return (type(opt).__module__.startswith("torch.optim.") and not opt._optimizer_step_pre_hooks
+            and not opt._optimizer_step_post_hooks and not _optimizer_module._global_optimizer_pre_hooks
+            and not _optimizer_module._global_optimizer_post_hooks
+            and not any(group.get("differentiable") for group in opt.param_groups))
 
 
 def warm_optimizer(opt: torch.optim.Optimizer) -> None:
