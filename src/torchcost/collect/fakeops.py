@@ -22,18 +22,22 @@ that), half of a training step's analysis. Some ops have an answer known without
     shape without changing it and is either that tensor or on another storage (no partial overlap);
   - the other arguments are Python numbers (the schema allows only tensors and numbers).
   The version counter and autograd's view bookkeeping are done above the dispatch mode, so they are unchanged.
-* A view op with its own kernel (``t``, ``detach``, ``view``, ``expand``, ``transpose``, ...; autograd's backward
-  makes several per layer) of a fake tensor of no constant value, its other arguments plain integers: the op's meta
-  kernel run on the tensor and the result wrapped on the tensor's device, the fake mode's own steps without its
-  cache key (a kernel that refuses the arguments raises as it does under the fake mode).
+* A view op with its own kernel (``t``, ``detach``, ``view``, ``expand``, ``transpose``, ``split``, ...; autograd's
+  backward makes several per layer), and ``_unsafe_view`` (a view of its input's storage that autograd does not
+  mark as one), of a fake tensor of no constant value, its other arguments plain integers: the op's meta kernel run
+  on the tensor and the result (each of a list) wrapped on the tensor's device, the fake mode's own steps without
+  its cache key (a kernel that refuses the arguments raises as it does under the fake mode). The fake mode takes
+  about 250 us for an ``_unsafe_view`` and a ``split``, which its cache never holds (their outputs alias).
 * An op whose outputs are all new tensors (``mm``, ``addmm``, ``sqrt``, ``div``, ``native_batch_norm``, ...): after
   the fake mode has answered one call, a call with the same key gets outputs made from that answer's metadata, as
   the fake mode's own cache makes them (an empty meta tensor of the sizes, strides and dtype, wrapped on the
   device). The key holds what the fake mode's cache key holds (the op, the default dtype and device, inference mode,
-  each argument's metadata or value), read directly instead of through the fake mode's generic walk; only
-  answers of dense new storages are kept, and the cache lives for one run. The same holds for plain meta tensors
-  (a meta model, a meta twin): their pointwise meta kernels are Python references (torch._refs), 100 us and more
-  a call, and a call with the key of an earlier one gets an empty meta tensor of that one's output metadata.
+  each argument's metadata or value), read directly instead of through the fake mode's generic walk; a call with a
+  tensor carrying its value beside one carrying none, which the fake mode runs on metadata alone but does not
+  cache, is answered too. Only answers of dense new storages are kept, and the cache lives for one run. The same
+  holds for plain meta tensors (a meta model, a meta twin): their pointwise meta kernels are Python references
+  (torch._refs), 100 us and more a call, and a call with the key of an earlier one gets an empty meta tensor of
+  that one's output metadata.
 
 Answers skip whatever dispatch modes are below the collectors' own, so there are answers only where there is none
 but a fake twin's fake mode (for fake tensors) or none at all (for meta tensors): a user's mode around the analysis
@@ -95,14 +99,22 @@ def _is_inplace_pointwise(func: Any) -> bool:
         all(a.alias_info is None for a in arguments[1:])
 
 
+# an op the fake mode answers as a view although its schema does not say so: _unsafe_view gives its input's storage
+# under new sizes (matmul's backward makes one per product of a 3-D input), not marked a view only for autograd,
+# whose bookkeeping is above the dispatch mode
+_VIEW_LIKE = frozenset({"aten::_unsafe_view"})
+
+
 def _is_plain_view(func: Any) -> bool:
-    """A view op with its own kernel (not one that decomposes, which may or may not alias), one tensor in and one out,
-    its other arguments integers, lists of them, or flags."""
+    """A view op with its own kernel (not one that decomposes, which may or may not alias), one tensor in and one
+    tensor or one list of them out (``split``), its other arguments integers, lists of them, or flags."""
     schema = getattr(func, "_schema", None)
-    if schema is None or not getattr(func, "is_view", False) or torch.Tag.inplace_view in func.tags:
+    if schema is None or torch.Tag.inplace_view in func.tags or \
+            not (getattr(func, "is_view", False) or schema.name in _VIEW_LIKE):
         return False
     arguments, returns = schema.arguments, schema.returns
-    if not arguments or str(arguments[0].type) != "Tensor" or len(returns) != 1 or str(returns[0].type) != "Tensor":
+    if not arguments or str(arguments[0].type) != "Tensor" or len(returns) != 1 or \
+            str(returns[0].type) not in ("Tensor", "List[Tensor]"):
         return False
     if not all(str(a.type) in _VIEW_ARGUMENTS for a in arguments[1:]):
         return False
@@ -277,6 +289,8 @@ class FakeShortcuts:
             return MISS
         with self._in_kernel(mode):
             out = func(*args, **kwargs)
+        if type(out) is list:  # (split and its like: a view each)
+            return [self._wrap(mode, view, base.fake_device) for view in out]
         return self._wrap(mode, out, base.fake_device)
 
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -337,9 +351,12 @@ class FakeShortcuts:
         dtype, wrapped on the device), else MISS and the call noted for :func:`learn`. The key holds what the fake
         mode's own cache key holds: the op, the default dtype and device, inference mode, and per argument its
         metadata (sizes, strides, offset, dtype, device, grad flag, conjugate and negative bits, inference flag,
-        storage size) or its value; a call with anything else (a real tensor, one carrying a value, an object) is
-        passed on and not learned."""
-        found: list[Any] = [None, set()]
+        storage size, and whether it carries its value) or its value; a call with anything else (a real tensor, an
+        object), or whose every tensor carries its value, is passed on and not learned. The fake mode's own cache
+        passes on any call with a tensor carrying its value; that call is answered here too when another tensor
+        carries none (the fake mode then runs it on metadata alone: ``cat`` of a model's ``torch.tensor([])`` and an
+        activation, about 400 us through the fake mode)."""
+        found: list[Any] = [None, set(), 0, 0]  # the mode met, the inputs' storages, tensors, tensors carrying values
         parts: list[Any] = [func, torch.get_default_dtype(), torch._C._get_default_device(),
                             torch.is_inference_mode_enabled()]
         if not self._describe(args, parts, found):
@@ -349,8 +366,9 @@ class FakeShortcuts:
             if not self._describe(kwargs.values(), parts, found):
                 return MISS
         mode = found[0]
-        # (no tensor among the arguments: a factory, which the fake mode may answer with a constant)
-        if mode is None or not (self._meta_alone if mode is _META else self._fake_alone):
+        # (no tensor among the arguments: a factory, which the fake mode may answer with a constant; every tensor
+        # carrying its value: the fake mode may compute the op on the values)
+        if mode is None or found[3] == found[2] > 0 or not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
         key = tuple(parts)
         known = self._outputs.get(key)
@@ -368,7 +386,11 @@ class FakeShortcuts:
 
     def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:
         """Append the key of each of ``values`` to ``parts`` (``found``: the fake mode met, the storages of the
-        tensors); False where one cannot be keyed."""
+        tensors, how many tensors, how many of them carry their values); False where one cannot be keyed. A fake
+        tensor carrying its value (a constant, ``torch.tensor([])`` in a model's forward) is keyed by its metadata
+        and that mark: beside a tensor that carries none, the fake mode runs the op on metadata alone, as for any
+        other (only when every tensor carries one does it compute on the values, and :meth:`_fresh` passes such a
+        call on)."""
         fake = self._fake
         for v in values:
             kind = type(v)
@@ -378,13 +400,17 @@ class FakeShortcuts:
                     found[0] = mode
                 elif mode is not found[0]:
                     return False
-                if (kind is fake and (v.constant is not None or v.dispatch_keys is not None)) or \
-                        BASE_LAYOUT(v) is not _STRIDED or v.is_quantized:
+                if (kind is fake and v.dispatch_keys is not None) or BASE_LAYOUT(v) is not _STRIDED or \
+                        v.is_quantized:
                     return False
+                constant = kind is fake and v.constant is not None
+                found[2] += 1
+                found[3] += constant
                 storage = v.untyped_storage()
                 found[1].add(storage._cdata)
                 parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if kind is fake else
-                              _META, v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes()))
+                              _META, v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes(),
+                              constant))
             elif kind in _KEY_LEAVES:
                 parts.append((kind, v))
             elif kind is list or kind is tuple:
