@@ -26,6 +26,12 @@ def mode() -> Any:
         yield fake_mode
 
 
+@pytest.fixture(autouse=True)
+def nothing_learned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no answer learned (they are kept for the process)."""
+    monkeypatch.setattr(fakeops, "_LEARNED", {})
+
+
 def _asked(short: FakeShortcuts, func: Any, *args: Any, **kwargs: Any) -> Any:
     """What the dispatch mode does: the shortcut's answer, else the op run (through the fake mode) and learned."""
     out = short.answer(func, args, kwargs)
@@ -132,6 +138,41 @@ def test_a_fresh_op_is_keyed_by_everything_the_fake_mode_keys(mode: Any) -> None
     assert short.answer(aten.add.Tensor, (a, real), {"alpha": 2}) is MISS
 
 
+def test_a_fresh_op_with_an_undefined_output_is_made_as_the_fake_mode_makes_it(mode: Any) -> None:
+    # convolution_backward of a first layer without a bias: only the weight's gradient is asked for (output_mask),
+    # the other two outputs are undefined (None)
+    short = FakeShortcuts()
+    grad, x, w = torch.empty(1, 4, 6, 6), torch.empty(1, 3, 8, 8), torch.empty(4, 3, 3, 3)
+    call = (grad, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])
+    assert short.answer(aten.convolution_backward.default, call, {}) is MISS
+    short.learn(aten.convolution_backward.default(*call))
+    again = short.answer(aten.convolution_backward.default, call, {})
+    made = aten.convolution_backward.default(*call)  # the fake mode's own answer
+    assert type(again) is tuple and again[0] is None and again[2] is None and made[0] is None and made[2] is None
+    assert _meta(again[1])[:-2] == _meta(made[1])[:-2] and tuple(again[1].shape) == (4, 3, 3, 3)
+
+
+def test_a_factory_is_made_in_the_fake_mode_below() -> None:
+    # no tensor among its arguments (batch norm's empty reserve in training, a mask of ones): made in the fake mode
+    # the shortcuts sit on, as that mode made the first call of its key
+    calls = [(aten.empty.memory_format, ([0],), {"dtype": torch.uint8, "layout": torch.strided,
+                                                 "device": torch.device("cpu")}),
+             (aten.ones.default, ([3, 5],), {"dtype": torch.bool, "device": torch.device("cpu")}),
+             (aten.zeros.default, ([2, 3],), {})]
+    with FakeTensorMode() as fake_mode:
+        short = FakeShortcuts()
+        for func, args, kwargs in calls:
+            assert short.answer(func, args, kwargs) is MISS
+            short.learn(func(*args, **kwargs))
+            again = short.answer(func, args, kwargs)
+            made = func(*args, **kwargs)  # the fake mode's own answer
+            assert again is not MISS and again.fake_mode is fake_mode and again.constant is None
+            assert _meta(again)[:-2] == _meta(made)[:-2]
+        assert short.answer(aten.zeros.default, ([2, 4],), {}) is MISS  # another size: another key
+    meta = FakeShortcuts()  # no fake mode below (a meta twin): a factory is passed on
+    assert meta.answer(aten.zeros.default, ([2, 3],), {}) is MISS
+
+
 def test_a_fresh_op_beside_a_tensor_carrying_its_value_is_the_fake_modes_answer(mode: Any) -> None:
     # a model's torch.tensor([]) (a fake tensor carrying its value) concatenated with an activation: the fake mode
     # runs it on metadata alone (it computes on values only when every tensor carries one) but does not cache it
@@ -151,6 +192,36 @@ def test_a_fresh_op_beside_a_tensor_carrying_its_value_is_the_fake_modes_answer(
     assert short.answer(aten.cat.default, both, {}) is MISS  # every tensor carries its value: the fake mode's own
     short.learn(aten.cat.default(*both))  # (its answer carries a value too: not learned)
     assert short.answer(aten.cat.default, both, {}) is MISS
+
+
+def test_answers_learned_in_one_run_serve_the_next_under_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each run has a FakeShortcuts of its own, made when the run starts, under its twin's fake mode
+    def asked_twice(make_mode: Any) -> tuple[Any, Any]:
+        with make_mode() as fake_mode:
+            x, w = torch.empty(4, 6), torch.empty(6, 2)
+            first = FakeShortcuts()
+            assert first.answer(aten.mm.default, (x, w), {}) is MISS
+            first.learn(aten.mm.default(x, w))
+            second = FakeShortcuts()  # the next run
+            return second.answer(aten.mm.default, (x, w), {}), fake_mode
+
+    again, fake_mode = asked_twice(FakeTensorMode)
+    assert again is not MISS and _meta(again)[1:6] == ((4, 2), (2, 1), 0, torch.float32, torch.device("cpu"))
+    assert again.fake_mode is fake_mode
+    before = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(not before)  # a backend setting: other tables
+    try:
+        with FakeTensorMode():
+            assert FakeShortcuts().answer(aten.mm.default, (torch.empty(4, 6), torch.empty(6, 2)), {}) is MISS
+    finally:
+        torch._C._set_mkldnn_enabled(before)
+    with FakeTensorMode(allow_fallback_kernels=False):  # another kind of fake mode: other tables
+        assert FakeShortcuts().answer(aten.mm.default, (torch.empty(4, 6), torch.empty(6, 2)), {}) is MISS
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    fakeops._LEARNED.clear()
+    again, _ = asked_twice(lambda: FakeTensorMode(shape_env=ShapeEnv()))  # symbolic shapes: one run's tables only
+    assert again is MISS and not fakeops._LEARNED
 
 
 def test_a_fresh_op_on_meta_tensors_is_made_as_its_meta_kernel_made_it() -> None:
@@ -183,11 +254,15 @@ class _Count(torch.utils._python_dispatch.TorchDispatchMode):
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_a_users_dispatch_mode_around_the_analysis_sees_every_op(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.run import step
+
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).to(device)
     x = torch.randn(4, 8, device=device)
+    monkeypatch.setattr(step, "_WARM", {})  # (both runs step the optimizer's warm-up, which the mode sees too)
     with _Count() as on:
         report = torchcost.analyze(model, x, mode="train").to_dict()
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", lambda self, func, args, kwargs: MISS)
+    step._WARM.clear()
     with _Count() as off:
         assert torchcost.analyze(model, x, mode="train").to_dict() == report
     assert on.ops == off.ops and len(on.ops) > 50  # (a step of 3 layers: forward, backward, AdamW per parameter)

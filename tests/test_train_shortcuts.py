@@ -19,6 +19,12 @@ from torchcost.run import step
 from torchcost.run.step import make_optimizer, make_twin, warm_optimizer
 
 
+@pytest.fixture(autouse=True)
+def nothing_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no warm-up state remembered (it is kept for the process)."""
+    monkeypatch.setattr(step, "_WARM", {})
+
+
 class _Model(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -114,6 +120,39 @@ def _count_warm_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(step, "_warm_step", counting)
     return stepped
+
+
+@pytest.mark.parametrize("method", ["fake", "meta"])
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_warm_state_made_from_a_remembered_pattern_is_the_state_a_full_step_makes(
+        name: str, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a second twin's warm-up: every kind was stepped by the first one, so no parameter steps; its state is made
+    # from the patterns remembered, in this twin's fake mode
+    make = _OPTIMIZERS[name]
+    full = _warmed(make, method, True, monkeypatch)
+    step._WARM.clear()
+    stepped = _count_warm_steps(monkeypatch)
+    first = _warmed(make, method, False, monkeypatch)
+    steps_first = len(stepped)
+    assert _warmed(make, method, False, monkeypatch) == first == full
+    if not (len(first) == 1 and isinstance(first[0], str)):  # (a step that raised, ASGD's on fake tensors: no state)
+        assert len(stepped) == steps_first  # the second warm-up stepped nothing
+        assert bool(step._WARM) == (steps_first > 0)
+
+
+def test_a_remembered_pattern_serves_only_its_own_kind_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    stepped = _count_warm_steps(monkeypatch)
+    _warmed(lambda p: torch.optim.Adam(p), "fake", False, monkeypatch)
+    assert stepped == [5]  # a.weight/b.weight alike, a.bias/b.bias alike; c.weight, scale, t alone
+    _warmed(lambda p: torch.optim.Adam(p, amsgrad=True), "fake", False, monkeypatch)  # another option: stepped
+    assert stepped == [5, 5]
+    _warmed(lambda p: torch.optim.Adam(p, lr=0.5), "fake", False, monkeypatch)  # (every option is in the key)
+    assert stepped == [5, 5, 5]
+    with torch.device("cpu"):
+        _warmed(lambda p: torch.optim.Adam(p), "meta", False, monkeypatch)  # meta parameters: another kind
+    assert stepped == [5, 5, 5, 5]
+    _warmed(lambda p: torch.optim.Adam(p), "fake", False, monkeypatch)  # all seen: nothing steps
+    assert stepped == [5, 5, 5, 5]
 
 
 def test_warm_state_of_an_optimizer_outside_the_list_comes_from_a_full_step(monkeypatch: pytest.MonkeyPatch) -> None:

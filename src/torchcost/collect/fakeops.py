@@ -15,7 +15,8 @@ that), half of a training step's analysis. Some ops have an answer known without
   argument, unchanged in metadata. It is answered so only where the fake mode would accept the call and do nothing
   else:
   - a call of the same op with the same dtypes, devices and kinds of argument has run through the fake mode once
-    and succeeded (the op's own rules on dtypes and devices are the meta kernel's, learned, not copied);
+    in this process and succeeded (the op's own rules on dtypes and devices are the meta kernel's, learned, not
+    copied);
   - the written tensor is a fake tensor of no constant value (the fake mode updates constants), dense and
     contiguous (no internal overlap);
   - every tensor argument is a dense (strided) fake tensor of the same mode that broadcasts to the written tensor's
@@ -34,10 +35,11 @@ that), half of a training step's analysis. Some ops have an answer known without
   device). The key holds what the fake mode's cache key holds (the op, the default dtype and device, inference mode,
   each argument's metadata or value), read directly instead of through the fake mode's generic walk; a call with a
   tensor carrying its value beside one carrying none, which the fake mode runs on metadata alone but does not
-  cache, is answered too. Only answers of dense new storages are kept, and the cache lives for one run. The same
-  holds for plain meta tensors (a meta model, a meta twin): their pointwise meta kernels are Python references
-  (torch._refs), 100 us and more a call, and a call with the key of an earlier one gets an empty meta tensor of
-  that one's output metadata.
+  cache, is answered too, and so is a factory (no tensor among its arguments: batch norm's empty reserve in
+  training), made in the fake mode below. Only answers of dense new storages (or undefined outputs) are kept, for
+  the process (:func:`_learned`). The same holds for plain meta tensors (a meta model, a meta twin): their pointwise
+  meta kernels are Python references (torch._refs), 100 us and more a call, and a call with the key of an earlier
+  one gets an empty meta tensor of that one's output metadata.
 
 Answers skip whatever dispatch modes are below the collectors' own, so there are answers only where there is none
 but a fake twin's fake mode (for fake tensors) or none at all (for meta tensors): a user's mode around the analysis
@@ -226,12 +228,37 @@ class FakeWrapper:
         return (state, device) if same else False
 
 
+# what one table of learned answers holds (in-place calls accepted; fresh ops' call key -> outputs' metadata)
+_Learned = tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...] | None, ...]]]]
+# the settings a kernel's answer may also depend on -> the answers learned under them (:func:`_learned`)
+_LEARNED: dict[tuple[Any, ...], _Learned] = {}
+_LEARNED_MAX = 1 << 15  # entries in one table before it starts again
+
+
+def _learned(mode: Any) -> _Learned:
+    """The answers learned in this process for a run whose fake mode is ``mode`` (None: meta tensors, no fake mode),
+    read when the run starts. An answer is a function of the call's key and of settings the key does not hold: the
+    fake mode's own (whether it falls back to real kernels, takes real tensors, and has no symbolic shapes: a mode
+    with a shape environment gets tables of its own run only), the backends a convolution's meta kernel picks its
+    output's memory format by (oneDNN, cuDNN), and deterministic mode. Models repeat their shapes between analyses
+    as within one: later runs' calls of a key seen are answered without the fake mode."""
+    if mode is not None and getattr(mode, "shape_env", None) is not None:
+        return set(), {}
+    settings = (type(mode), getattr(mode, "allow_fallback_kernels", None), getattr(mode, "allow_non_fake_inputs", None),
+                torch._C._get_mkldnn_enabled(), torch._C._get_cudnn_enabled(),
+                torch.are_deterministic_algorithms_enabled())
+    tables = _LEARNED.get(settings)
+    if tables is None or len(tables[0]) + len(tables[1]) > _LEARNED_MAX:
+        tables = _LEARNED[settings] = (set(), {})
+    return tables
+
+
 class FakeShortcuts:
     """Answers the ops above for one run on a fake twin (:func:`answer`); learns, per op and kinds of argument, which
     calls the fake mode accepts (:func:`learn`)."""
 
     def __init__(self) -> None:
-        from torch._subclasses.fake_tensor import FakeTensor, in_kernel_invocation_manager
+        from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, in_kernel_invocation_manager
 
         self._fake = FakeTensor
         self._in_kernel = in_kernel_invocation_manager
@@ -241,10 +268,13 @@ class FakeShortcuts:
         self._fake_alone, self._meta_alone = below == 1, below == 0
         self._kinds: dict[int, int] = {}
         self._keep: list[Any] = []  # the ops keyed by id(), held so that no id is reused
-        self._accepted: set[tuple[Any, ...]] = set()  # in-place calls the fake mode ran once without raising
+        # what was learned: in-place calls the fake mode ran once without raising, and for fresh ops, call key -> the
+        # outputs' metadata (and whether they came as a tuple) from the fake mode's answer; kept for the process
+        under = torch._C._get_dispatch_stack_at(0) if below == 1 else None
+        self._accepted, self._outputs = _learned(under)
+        # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
+        self._factory_mode = under if isinstance(under, FakeTensorMode) else None
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
-        # fresh ops: call key -> the outputs' metadata (and whether they came as a tuple), from the fake mode's answer
-        self._outputs: dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...], ...]]] = {}
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
         self._wrap = FakeWrapper().wrap
 
@@ -365,9 +395,9 @@ class FakeShortcuts:
             parts.append(tuple(kwargs))
             if not self._describe(kwargs.values(), parts, found):
                 return MISS
-        mode = found[0]
-        # (no tensor among the arguments: a factory, which the fake mode may answer with a constant; every tensor
-        # carrying its value: the fake mode may compute the op on the values)
+        # no tensor among the arguments: a factory, made in the fake mode below (none on meta: a C++ kernel); every
+        # tensor carrying its value: the fake mode may compute the op on the values
+        mode = found[0] if found[2] else self._factory_mode
         if mode is None or found[3] == found[2] > 0 or not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
         key = tuple(parts)
@@ -377,11 +407,12 @@ class FakeShortcuts:
             return MISS
         many, metas = known
         if mode is _META:
-            outs = tuple(_empty(meta) for meta in metas)
+            outs = tuple(None if meta is None else _empty(meta) for meta in metas)
         else:
             with _NO_PYTHON_DISPATCH():  # (past the fake mode: plain meta tensors, then wrapped as the fake mode wraps)
-                made = [_empty(meta) for meta in metas]
-            outs = tuple(self._wrap(mode, empty, meta[-1]) for empty, meta in zip(made, metas))
+                made = [None if meta is None else _empty(meta) for meta in metas]
+            outs = tuple(None if empty is None or meta is None else self._wrap(mode, empty, meta[-1])
+                         for empty, meta in zip(made, metas))
         return outs if many else outs[0]
 
     def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:
@@ -431,9 +462,12 @@ class FakeShortcuts:
             key, mode, inputs = self._fresh_call
             self._fresh_call = None
             many = type(out) is tuple
-            metas = []
+            metas: list[tuple[Any, ...] | None] = []
             storages: set[int] = set()
             for o in (out if many else (out,)):
+                if o is None and many:  # an undefined output (convolution_backward's bias gradient without a bias)
+                    metas.append(None)
+                    continue
                 if mode is _META:
                     if type(o) is not torch.Tensor or not o.is_meta:
                         return

@@ -320,16 +320,19 @@ def warm_optimizer(opt: torch.optim.Optimizer) -> None:
     On a twin of meta or fake tensors, with one of torch's optimizers whose state is made per parameter from that
     parameter alone (:data:`_PER_PARAMETER`), the step runs for one parameter of each kind (parameter group, shape,
     strides, dtype, device) and the others get state of the same sizes, made directly (:func:`_state_like`): on fake
-    tensors each op costs tens of microseconds, and a model's parameters repeat a few shapes. The state is the one
-    a step over all parameters leaves: the same entries, sizes, dtypes and strides, the same values where tensors
-    hold values (the CPU step counters), in the same order in ``opt.state``."""
+    tensors each op costs tens of microseconds, and a model's parameters repeat a few shapes. What the step left for
+    a kind is remembered for the process (:data:`_WARM`: the state's pattern, by the optimizer's class and the
+    group's options, the parameter's kind and the default dtype), so a later twin's parameter of a kind seen gets
+    its state made from that pattern, without a step. The state is the one a step over all parameters leaves: the
+    same entries, sizes, dtypes and strides, the same values where tensors hold values (the CPU step counters), in
+    the same order in ``opt.state``."""
     touched = list(dict.fromkeys(p for group in opt.param_groups for p in group["params"]
                                  if p.requires_grad and not opt.state.get(p) and p.grad is None))
     if not touched:
         return
     before = {id(p) for p in opt.state}
-    first, rest = _by_kind(opt, touched)
-    if not rest:  # every parameter stepped, as the optimizer lists them
+    kinds = _by_kind(opt, touched)
+    if kinds is None:  # every parameter stepped, as the optimizer lists them
         for p in touched:
             p.grad = torch.zeros_like(p)
         try:
@@ -338,8 +341,17 @@ def warm_optimizer(opt: torch.optim.Optimizer) -> None:
             for p in touched:
                 p.grad = None
         return
-    _step_only(opt, first)
-    if not _copy_state(opt, rest):
+    first, rest, keys = kinds
+    wrap = FakeWrapper().wrap
+    made = _remembered(keys, first, wrap)
+    stepped = [p for p in first if p not in made]
+    if stepped:
+        _step_only(opt, stepped)
+        _remember(opt, keys, stepped)
+    for p, state in made.items():
+        if state is not None:
+            opt.state[p] = state
+    if rest and not _copy_state(opt, rest, wrap):
         _step_only(opt, list(rest))
     _reorder_state(opt, [p for p in touched if id(p) not in before])
 
@@ -361,21 +373,77 @@ def _data_free(t: torch.Tensor) -> bool:
 
 
 def _by_kind(opt: torch.optim.Optimizer, touched: list[nn.Parameter]
-             ) -> tuple[list[nn.Parameter], dict[nn.Parameter, nn.Parameter]]:
-    """The parameters to step (the first of each kind), and each other parameter -> the first of its kind. All
-    parameters are stepped where the optimizer or the tensors do not allow it (real tensors, subclasses)."""
+             ) -> tuple[list[nn.Parameter], dict[nn.Parameter, nn.Parameter], dict[int, Any]] | None:
+    """The parameters to step (the first of each kind), each other parameter -> the first of its kind, and id() of
+    each first one -> its key in :data:`_WARM` (None where it has none: an option that does not hash). None where
+    the optimizer or the tensors do not allow it (real tensors, subclasses): every parameter is stepped."""
     if type(opt) not in _PER_PARAMETER or not all(_data_free(p) for p in touched):
-        return touched, {}
+        return None
     group_of = {id(p): i for i, group in enumerate(opt.param_groups) for p in group["params"]}
+    options = [tuple((k, v) for k, v in group.items() if k != "params") for group in opt.param_groups]
     firsts: dict[Any, nn.Parameter] = {}
     rest: dict[nn.Parameter, nn.Parameter] = {}
+    keys: dict[int, Any] = {}
     for p in touched:
-        kind = (group_of[id(p)], type(p), p.shape, p.stride(), p.storage_offset(), p.dtype, p.device,
-                p.untyped_storage().nbytes())
-        found = firsts.setdefault(kind, p)
+        kind = (type(p), p.shape, p.stride(), p.storage_offset(), p.dtype, p.device, p.untyped_storage().nbytes())
+        group = group_of[id(p)]
+        found = firsts.setdefault((group, *kind), p)
         if found is not p:
             rest[p] = found
-    return list(firsts.values()), rest
+            continue
+        key: Any = (type(opt), options[group], torch.get_default_dtype(), *kind)
+        try:
+            hash(key)
+        except TypeError:  # (a tensor-valued option hashes by identity; a list does not hash)
+            key = None
+        keys[id(p)] = key
+    return list(firsts.values()), rest, keys
+
+
+# a warm-up step's state for one kind of parameter (:func:`_by_kind`'s key) -> its entries' patterns (:func:`_pattern`),
+# or None: the step made no state for it
+_WARM: dict[Any, tuple[tuple[str, tuple[Any, ...]], ...] | None] = {}
+_WARM_MAX = 4096
+
+
+def _remember(opt: torch.optim.Optimizer, keys: dict[int, Any], stepped: list[nn.Parameter]) -> None:
+    """Keep the pattern of the state the warm-up step left for each of ``stepped`` (none where an entry has no
+    pattern)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():  # (a twin's fake mode may be on: the copies are made here, not by it)
+        for p in stepped:
+            key = keys.get(id(p))
+            if key is None:
+                continue
+            state = opt.state.get(p)  # (None: the step made none, as SGD without momentum)
+            patterns = () if state is None else tuple((name, _pattern(value)) for name, value in state.items())
+            if all(pattern is not None for _, pattern in patterns):
+                if len(_WARM) >= _WARM_MAX:
+                    _WARM.clear()
+                _WARM[key] = None if state is None else cast("tuple[tuple[str, tuple[Any, ...]], ...]", patterns)
+
+
+def _remembered(keys: dict[int, Any], first: list[nn.Parameter], wrap: Callable[[Any, torch.Tensor, torch.device], Any]
+                ) -> dict[nn.Parameter, dict[str, Any] | None]:
+    """The state of each of ``first`` whose kind an earlier warm-up stepped, made from its patterns (None: that step
+    made no state for it)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    made: dict[nn.Parameter, dict[str, Any] | None] = {}
+    with unset_fake_temporarily():  # (a twin's fake mode may be on: the tensors are made here, not by it)
+        for p in first:
+            key = keys.get(id(p))
+            if key is None or key not in _WARM:
+                continue
+            patterns = _WARM[key]
+            if patterns is None:
+                made[p] = None
+                continue
+            state = {name: _from_pattern(pattern, p, wrap) for name, pattern in patterns}
+            if all(value is not None for value in state.values()):
+                made[p] = state
+    return made
 
 
 def _step_only(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
@@ -397,13 +465,13 @@ def _step_only(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
             p.grad = None
 
 
-def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Parameter]) -> bool:
+def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Parameter],
+                wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> bool:
     """Give each parameter of ``rest`` state like its first-of-kind's; False (nothing given) where some entry
     cannot be made that way."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     made: dict[nn.Parameter, dict[str, Any]] = {}
-    wrap = FakeWrapper().wrap
     with unset_fake_temporarily():  # (a twin's fake mode may be on: the tensors are made here, not by it)
         for p, like in rest.items():
             if like not in opt.state:  # (the step made no state for it)
@@ -445,39 +513,62 @@ def _fake_constant(like: Any, constant: torch.Tensor, wrap: Callable[[Any, torch
     return made
 
 
-def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
-    """A new state entry like ``value``: a tensor of the same sizes, strides and dtype on its own storage (a real
-    one, small, with the same values; a meta or fake one, ``wrap`` making the fake one as the fake mode wraps a meta
-    tensor), anything else copied; None when it cannot be made."""
+def _pattern(value: Any) -> tuple[Any, ...] | None:
+    """What a state entry like ``value`` is made from (:func:`_from_pattern`), holding no tensor of a fake mode:
+    ("value", a copy) for anything but a tensor; ("real", a copy) for a small real tensor; ("constant", a copy of
+    the value, metadata) for a fake tensor carrying its value; ("empty", metadata, fake or meta) for a meta or fake
+    tensor. None when no entry like it can be made so."""
     if not isinstance(value, torch.Tensor):
-        return copy.deepcopy(value)
+        return ("value", copy.deepcopy(value))
     from torch._subclasses.fake_tensor import FakeTensor
 
     kind = type(value)
     if value.layout != torch.strided or value.requires_grad or value.storage_offset() != 0:
         return None
     if kind is torch.Tensor and value.device.type != "meta":
-        return value.clone() if value.untyped_storage().nbytes() <= _SMALL and value.is_contiguous() else None
+        return ("real", value.clone()) if value.untyped_storage().nbytes() <= _SMALL and value.is_contiguous() \
+            else None
     if kind is not FakeTensor and not (kind is torch.Tensor and value.device.type == "meta"):
         return None
-    fake = cast("FakeTensor", value)
-    if kind is FakeTensor and fake.constant is not None:
+    meta = (value.shape, value.stride(), value.dtype, value.device)
+    constant = cast("FakeTensor", value).constant if kind is FakeTensor else None
+    if constant is not None:
         # a fake tensor that carries its value (a step counter made from a Python number, as fake tensors keep
         # small constants): a copy that carries it too, as the fake mode makes one, so .item() reads it
-        constant = fake.constant
         if type(constant) is not torch.Tensor or constant.untyped_storage().nbytes() > _SMALL:
             return None
-        made = _fake_constant(fake, constant.clone(), wrap)
-        same = (made.shape, made.stride(), made.dtype, made.device) == (value.shape, value.stride(), value.dtype,
-                                                                         value.device)
-        return made if same else None
-    meta = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
-    if meta.untyped_storage().nbytes() != value.untyped_storage().nbytes():
+        return ("constant", constant.clone(), meta)
+    if torch.empty_strided(meta[0], meta[1], dtype=meta[2], device="meta").untyped_storage().nbytes() != \
+            value.untyped_storage().nbytes():
         return None
-    if kind is torch.Tensor:
-        return meta
-    return wrap(fake.fake_mode, meta, fake.device)  # (the converter's from_meta_and_device, less its memo of a
-    # fresh meta tensor that nothing else holds)
+    return ("empty", meta, kind is FakeTensor)
+
+
+def _from_pattern(pattern: tuple[Any, ...], anchor: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]
+                  ) -> Any:
+    """A new state entry from its :func:`_pattern`, on its own storage; a fake one in the fake mode of ``anchor`` (a
+    fake tensor of the run: the parameter the state is for). None when it comes out unlike the pattern."""
+    kind = pattern[0]
+    if kind == "value":
+        return copy.deepcopy(pattern[1])
+    if kind == "real":
+        return pattern[1].clone()
+    if kind == "constant":
+        made = _fake_constant(anchor, pattern[1].clone(), wrap)
+        return made if (made.shape, made.stride(), made.dtype, made.device) == pattern[2] else None
+    shape, stride, dtype, device = pattern[1]
+    meta = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    # (a fake one as the converter's from_meta_and_device makes it, less its memo of a fresh meta tensor that
+    # nothing else holds)
+    return wrap(anchor.fake_mode, meta, device) if pattern[2] else meta
+
+
+def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
+    """A new state entry like ``value``: a tensor of the same sizes, strides and dtype on its own storage (a real
+    one, small, with the same values; a meta or fake one, ``wrap`` making the fake one as the fake mode wraps a meta
+    tensor), anything else copied; None when it cannot be made."""
+    pattern = _pattern(value)
+    return None if pattern is None else _from_pattern(pattern, value, wrap)
 
 
 def _reorder_state(opt: torch.optim.Optimizer, touched: list[nn.Parameter]) -> None:
