@@ -228,6 +228,10 @@ class FakeWrapper:
         return (state, device) if same else False
 
 
+# id() of an op -> which of the kinds above FakeShortcuts answers it as (_OTHER: none), and the ops so keyed, held so
+# that no id is reused
+_KINDS: dict[int, int] = {}
+_KEEP: list[Any] = []
 # what one table of learned answers holds (in-place calls accepted; fresh ops' call key -> outputs' metadata)
 _Learned = tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...] | None, ...]]]]
 # the settings a kernel's answer may also depend on -> the answers learned under them (:func:`_learned`)
@@ -266,8 +270,7 @@ class FakeShortcuts:
         # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
         below = torch._C._len_torch_dispatch_stack()
         self._fake_alone, self._meta_alone = below == 1, below == 0
-        self._kinds: dict[int, int] = {}
-        self._keep: list[Any] = []  # the ops keyed by id(), held so that no id is reused
+        self._kinds = _KINDS  # (what an op is depends on its schema and tags alone: kept for the process)
         # what was learned: in-place calls the fake mode ran once without raising, and for fresh ops, call key -> the
         # outputs' metadata (and whether they came as a tuple) from the fake mode's answer; kept for the process
         under = torch._C._get_dispatch_stack_at(0) if below == 1 else None
@@ -285,7 +288,7 @@ class FakeShortcuts:
                     else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_VIEW if _is_plain_view(func)
                     else _KIND_FRESH if _makes_fresh(func) else _OTHER)
             self._kinds[id(func)] = kind
-            self._keep.append(func)
+            _KEEP.append(func)
         return kind
 
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
