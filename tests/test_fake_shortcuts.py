@@ -194,7 +194,7 @@ def test_a_fresh_op_beside_a_tensor_carrying_its_value_is_the_fake_modes_answer(
     assert short.answer(aten.cat.default, both, {}) is MISS
 
 
-def test_answers_learned_in_one_run_serve_the_next_under_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answers_learned_in_one_run_serve_the_next_under_the_same_settings() -> None:
     # each run has a FakeShortcuts of its own, made when the run starts, under its twin's fake mode
     def asked_twice(make_mode: Any) -> tuple[Any, Any]:
         with make_mode() as fake_mode:
