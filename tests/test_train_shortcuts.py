@@ -234,7 +234,9 @@ def test_a_step_counter_copied_fast_is_what_the_converter_makes() -> None:
 
     mode = FakeTensorMode()
     counter = mode.fake_tensor_converter.from_real_tensor(mode, torch.tensor(3.0), make_constant=True)
-    made = step._state_like(counter, FakeWrapper().wrap)
+    pattern = step._pattern(counter)
+    assert pattern is not None and pattern[0] == "constant"
+    made = step._from_pattern(pattern, counter, FakeWrapper().wrap)
     reference = mode.fake_tensor_converter.from_real_tensor(mode, torch.tensor(3.0), make_constant=True)
     assert type(made) is type(reference) and made is not counter
     assert set(vars(made)) == set(vars(reference))

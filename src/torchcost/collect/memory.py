@@ -92,8 +92,6 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
-
-
 def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
     """``tensors_in((args, kwargs))`` for an op's arguments: the common cases (a tensor, a scalar, a flat list of
     tensors or ints) without the general walk, the rest through it; the same tensors in the same order."""
@@ -130,8 +128,13 @@ def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...]
     dtype, device and grad flag and the other arguments); None when the call could not be keyed."""
     if meta is None:
         return None
-    return (func, target, torch.is_grad_enabled(), torch.get_num_threads(), _MKLDNN_ENABLED(),
-            torch.are_deterministic_algorithms_enabled(), meta)
+    return (func, target, torch.is_grad_enabled(), _kernel_settings(), meta)
+
+
+def _kernel_settings() -> tuple[int, bool, bool]:
+    """The global settings a kernel's own memory depends on: the thread count, oneDNN's switch, deterministic mode
+    (:func:`_call_signature`, and the run's memo of planned calls, MemoryTracker._kernel_memory)."""
+    return torch.get_num_threads(), _MKLDNN_ENABLED(), torch.are_deterministic_algorithms_enabled()
 
 
 def _device_test(device_type: str | None) -> Callable[[torch.Tensor], bool]:
@@ -447,7 +450,7 @@ class MemoryTracker:
         reads the same): models repeat their shapes, and a repeated call costs a lookup."""
         seen = None
         if meta is not None:
-            seen = (meta, torch.get_num_threads(), _MKLDNN_ENABLED(), torch.are_deterministic_algorithms_enabled())
+            seen = (meta, _kernel_settings())
             known = self._planned.get(seen)
             if known is not None:
                 return self._charge(index, *known) if known else 0

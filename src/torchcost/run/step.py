@@ -319,13 +319,13 @@ def warm_optimizer(opt: torch.optim.Optimizer) -> None:
 
     On a twin of meta or fake tensors, with one of torch's optimizers whose state is made per parameter from that
     parameter alone (:data:`_PER_PARAMETER`), the step runs for one parameter of each kind (parameter group, shape,
-    strides, dtype, device) and the others get state of the same sizes, made directly (:func:`_state_like`): on fake
-    tensors each op costs tens of microseconds, and a model's parameters repeat a few shapes. What the step left for
-    a kind is remembered for the process (:data:`_WARM`: the state's pattern, by the optimizer's class and the
-    group's options, the parameter's kind and the default dtype), so a later twin's parameter of a kind seen gets
-    its state made from that pattern, without a step. The state is the one a step over all parameters leaves: the
-    same entries, sizes, dtypes and strides, the same values where tensors hold values (the CPU step counters), in
-    the same order in ``opt.state``."""
+    strides, dtype, device) and the others get state of the same sizes, made directly from the first one's patterns
+    (:func:`_pattern`): on fake tensors each op costs tens of microseconds, and a model's parameters repeat a few
+    shapes. What the step left for a kind is remembered for the process (:data:`_WARM`: the state's patterns, by the
+    optimizer's class and the group's options, the parameter's kind and the default dtype), so a later twin's
+    parameter of a kind seen gets its state made from them, without a step. The state is the one a step over all
+    parameters leaves: the same entries, sizes, dtypes and strides, the same values where tensors hold values (the
+    CPU step counters), in the same order in ``opt.state``."""
     touched = list(dict.fromkeys(p for group in opt.param_groups for p in group["params"]
                                  if p.requires_grad and not opt.state.get(p) and p.grad is None))
     if not touched:
@@ -400,9 +400,11 @@ def _by_kind(opt: torch.optim.Optimizer, touched: list[nn.Parameter]
     return list(firsts.values()), rest, keys
 
 
-# a warm-up step's state for one kind of parameter (:func:`_by_kind`'s key) -> its entries' patterns (:func:`_pattern`),
-# or None: the step made no state for it
-_WARM: dict[Any, tuple[tuple[str, tuple[Any, ...]], ...] | None] = {}
+# a parameter's state, entry by entry: (its name, its pattern: :func:`_pattern`)
+_Patterns = tuple[tuple[str, tuple[Any, ...]], ...]
+# a warm-up step's state for one kind of parameter (:func:`_by_kind`'s key) -> its entries' patterns, or None: the
+# step made no state for it
+_WARM: dict[Any, _Patterns | None] = {}
 _WARM_MAX = 4096
 
 
@@ -417,11 +419,11 @@ def _remember(opt: torch.optim.Optimizer, keys: dict[int, Any], stepped: list[nn
             if key is None:
                 continue
             state = opt.state.get(p)  # (None: the step made none, as SGD without momentum)
-            patterns = () if state is None else tuple((name, _pattern(value)) for name, value in state.items())
-            if all(pattern is not None for _, pattern in patterns):
+            patterns = None if state is None else _patterns_of(state)
+            if state is None or patterns is not None:
                 if len(_WARM) >= _WARM_MAX:
                     _WARM.clear()
-                _WARM[key] = None if state is None else cast("tuple[tuple[str, tuple[Any, ...]], ...]", patterns)
+                _WARM[key] = patterns
 
 
 def _remembered(keys: dict[int, Any], first: list[nn.Parameter], wrap: Callable[[Any, torch.Tensor, torch.device], Any]
@@ -440,8 +442,8 @@ def _remembered(keys: dict[int, Any], first: list[nn.Parameter], wrap: Callable[
             if patterns is None:
                 made[p] = None
                 continue
-            state = {name: _from_pattern(pattern, p, wrap) for name, pattern in patterns}
-            if all(value is not None for value in state.values()):
+            state = _state_from(patterns, p, wrap)
+            if state is not None:
                 made[p] = state
     return made
 
@@ -467,21 +469,22 @@ def _step_only(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
 
 def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Parameter],
                 wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> bool:
-    """Give each parameter of ``rest`` state like its first-of-kind's; False (nothing given) where some entry
-    cannot be made that way."""
+    """Give each parameter of ``rest`` state like its first-of-kind's (made from its patterns, read once a kind);
+    False (nothing given) where some entry cannot be made that way."""
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
     made: dict[nn.Parameter, dict[str, Any]] = {}
+    patterns: dict[int, _Patterns | None] = {}
     with unset_fake_temporarily():  # (a twin's fake mode may be on: the tensors are made here, not by it)
         for p, like in rest.items():
             if like not in opt.state:  # (the step made no state for it)
                 continue
-            state: dict[str, Any] = {}
-            for key, value in opt.state[like].items():
-                copied = _state_like(value, wrap)
-                if copied is None:
-                    return False
-                state[key] = copied
+            if id(like) not in patterns:
+                patterns[id(like)] = _patterns_of(opt.state[like])
+            found = patterns[id(like)]
+            state = None if found is None else _state_from(found, like, wrap)
+            if state is None:
+                return False
             made[p] = state
     for p, state in made.items():
         opt.state[p] = state
@@ -563,12 +566,18 @@ def _from_pattern(pattern: tuple[Any, ...], anchor: Any, wrap: Callable[[Any, to
     return wrap(anchor.fake_mode, meta, device) if pattern[2] else meta
 
 
-def _state_like(value: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
-    """A new state entry like ``value``: a tensor of the same sizes, strides and dtype on its own storage (a real
-    one, small, with the same values; a meta or fake one, ``wrap`` making the fake one as the fake mode wraps a meta
-    tensor), anything else copied; None when it cannot be made."""
-    pattern = _pattern(value)
-    return None if pattern is None else _from_pattern(pattern, value, wrap)
+def _patterns_of(state: dict[str, Any]) -> _Patterns | None:
+    """The patterns of a parameter's state entries; None where some entry has none."""
+    patterns = tuple((name, _pattern(value)) for name, value in state.items())
+    return None if any(pattern is None for _, pattern in patterns) else cast("_Patterns", patterns)
+
+
+def _state_from(patterns: _Patterns, anchor: Any, wrap: Callable[[Any, torch.Tensor, torch.device], Any]
+                ) -> dict[str, Any] | None:
+    """A parameter's state made from its entries' patterns (fake entries in ``anchor``'s fake mode); None where some
+    entry comes out unlike its pattern."""
+    state = {name: _from_pattern(pattern, anchor, wrap) for name, pattern in patterns}
+    return state if all(value is not None for value in state.values()) else None
 
 
 def _reorder_state(opt: torch.optim.Optimizer, touched: list[nn.Parameter]) -> None:
