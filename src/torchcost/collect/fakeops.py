@@ -57,6 +57,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
 
 # Tensor.layout's C getter. FakeTensor.layout is a Python property (two more Python calls to ask whether the tensor
@@ -76,9 +77,6 @@ _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
 _OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH = range(6)
-# argument types a fresh op's call is keyed by, with their values
-_KEY_LEAVES = frozenset({bool, int, float, str, type(None), torch.dtype, torch.device, torch.memory_format,
-                         torch.layout})
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
@@ -445,7 +443,7 @@ class FakeShortcuts:
                 parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if kind is fake else
                               _META, v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes(),
                               constant))
-            elif kind in _KEY_LEAVES:
+            elif kind in LEAVES:  # (argument types a fresh op's call is keyed by, with their values)
                 parts.append((kind, v))
             elif kind is list or kind is tuple:
                 parts.append((kind, len(v)))
