@@ -19,7 +19,6 @@ classifier by name (1x3x224x224, weights=None).
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import io
 import re
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -76,24 +74,17 @@ def _model(name: str) -> Built:
 
 
 def versus(old: Any, new: Any, built: Built, mode: str, rounds: int) -> dict[str, Any]:
-    """Alternate ``old.analyze`` and ``new.analyze`` on ``built``: CPU seconds of each round, and whether the two
-    reports are equal."""
+    """Alternate ``old.analyze`` and ``new.analyze`` on ``built`` (benchmarks.speed's interleaved rounds): CPU
+    seconds of each round, and whether the two reports are equal."""
+    from benchmarks.speed import _interleaved_cpu, _ratio_stats
 
     def run(tool: Any) -> Any:
         return tool.analyze(built.model, *built.args, kwargs=built.kwargs, mode=mode)
 
     same = run(old).to_dict() == run(new).to_dict()
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for i in range(rounds):
-        for label in ("old", "new") if i % 2 else ("new", "old"):
-            gc.collect()
-            start = time.thread_time()
-            run(old if label == "old" else new)
-            times[label].append(time.thread_time() - start)
-    ratios = sorted(n / o for n, o in zip(times["new"], times["old"]))
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    times = _interleaved_cpu(built, {"new": lambda m, b: run(new), "old": lambda m, b: run(old)}, rounds)
     return {"same": same, "old_ms": statistics.median(times["old"]) * 1e3,
-            "new_ms": statistics.median(times["new"]) * 1e3, "ratio": (statistics.median(ratios), q[0], q[2])}
+            "new_ms": statistics.median(times["new"]) * 1e3, "ratio": _ratio_stats(times["new"], times["old"])}
 
 
 def main(argv: list[str] | None = None) -> int:
