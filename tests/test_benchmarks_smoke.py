@@ -165,8 +165,10 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
     assert ops["analyze()"] == 9
     # a training step adds the loss, backward and the optimizer's per-parameter loop on top of those 9
     assert ops["train step"] > 9 * 10
+    assert rows[0]["real step"] > 0  # the program itself, for the ratio beside the analyses'
     body = speed.ladder_section("smoke", [], rows)
     assert "| 3 | 1 |" in body and "9 / " in body
+    assert body.count("x, ") == 1  # the analyses' train / eval beside the program's
 
 
 def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_mode() -> None:

@@ -15,10 +15,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import torchcost
-from torchcost.collect import leaves
+from torchcost.collect import leaves, memory, probe
 from torchcost.collect import ops as ops_module
 from torchcost.collect.leaves import DirectLeaves
+from torchcost.collect.memory import MemoryTracker
 from torchcost.collect.recording import Recording
+from torchcost.collect.workspace import WORKSPACES
 from torchcost.formulas.registry import Cost, FormulaRegistry
 
 
@@ -193,6 +195,44 @@ def test_a_module_changed_between_analyses_is_priced_anew(fresh_trust: dict[str,
     # 1x1 kernels, stride 2 over 6x6: 3x3 outputs of 4 channels, 4 MACs each: 36 x 4 = 144
     assert torchcost.analyze(conv, x).macs == 144
     assert fresh_trust["direct"] >= 3
+
+
+def test_a_planned_calls_kernel_memory_is_worked_out_once_in_the_process(monkeypatch: pytest.MonkeyPatch,
+                                                                          fresh_trust: dict[str, int]) -> None:
+    model, x = _three_convs().eval(), torch.randn(1, 4, 6, 6)
+    monkeypatch.setattr(memory, "_PLANNED", {})
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    torchcost.analyze(model, x)  # (the first conv checked under the modes, the other two past them)
+    asked: list[str] = []
+    source = MemoryTracker._workspace_source
+
+    def counting(self: MemoryTracker, key: str, *rest: Any) -> Any:
+        asked.append(key)
+        return source(self, key, *rest)
+
+    monkeypatch.setattr(MemoryTracker, "_workspace_source", counting)
+    assert torchcost.analyze(model, x).to_dict() == plain
+    assert asked == []  # every conv's answers (two kinds of call) from the run before
+    # a probe whose figure left the cache: those calls worked out again (the two alike ones once), the same report
+    probe.CACHE.clear()
+    assert torchcost.analyze(model, x).to_dict() == plain
+    assert asked == ["aten::convolution"] * 2
+    # a user's workspace entry: asked in each run (once per kind of call in it), never remembered
+    asked.clear()
+    with monkeypatch.context() as patch:
+        patch.setitem(WORKSPACES, "aten::convolution", lambda call, target: 1 << 20)
+        with leaves.off():
+            truth = torchcost.analyze(model, x).to_dict()
+        asked.clear()
+        for _ in range(2):
+            held = torchcost.analyze(model, x)
+            assert held.to_dict() == truth
+        assert asked == ["aten::convolution"] * 4
+        assert held.peak_memory > 1 << 20  # its MiB held during each convolution
+    asked.clear()
+    assert torchcost.analyze(model, x).to_dict() == plain  # the built-in entry back: its answers remembered again
+    assert asked == []
 
 
 def test_a_users_formula_is_asked_at_every_planned_call(fresh_trust: dict[str, int]) -> None:

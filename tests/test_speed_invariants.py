@@ -11,7 +11,7 @@ from torch import nn
 
 import torchcost
 from torchcost.collect import composites
-from torchcost.collect.memory import _op_tensors
+from torchcost.trees import op_tensors as _op_tensors
 from torchcost.trees import tensors_in
 
 

@@ -13,8 +13,9 @@ from torch import nn
 
 import torchcost
 from torchcost.collect import leaves, memory, probe
-from torchcost.collect.memory import _call_signature, _op_tensors, metadata_key
+from torchcost.collect.memory import _call_signature, metadata_key
 from torchcost.formulas.registry import OpCall, _plan
+from torchcost.trees import op_tensors as _op_tensors
 from torchcost.trees import tensors_in
 
 A = torch.ops.aten
@@ -89,14 +90,15 @@ def test_call_signature_tells_apart_what_a_probe_keys_on() -> None:
 
 def test_a_repeated_call_asks_for_its_probe_once(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
-    real = probe.request
+    real = probe.ask
 
     def counting(name: str, *rest: Any) -> Any:
         asked.append(name)
         return real(name, *rest)
 
-    monkeypatch.setattr(probe, "request", counting)
+    monkeypatch.setattr(probe, "ask", counting)
     monkeypatch.setattr(memory, "_MEASURED", {})
+    monkeypatch.setattr(memory, "_PLANNED", {})
     # no plan trusted yet, as in a fresh process: the first conv runs under the modes (keyed by metadata_key), the
     # other three past them (keyed by their planned call's key); one probe all the same
     monkeypatch.setattr(leaves, "TRUSTED", {})

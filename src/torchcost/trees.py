@@ -22,7 +22,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from torchcost.shapes import ShapeTree, TensorSpec
 
-__all__ = ["any_tensor", "first", "is_floating", "map_tensors", "matches", "spec_of", "tensor_bytes", "tensors_in"]
+__all__ = ["any_tensor", "first", "is_floating", "map_tensors", "matches", "op_tensors", "spec_of", "tensor_bytes",
+           "tensors_in"]
 
 Predicate = Callable[[torch.Tensor], bool]
 
@@ -129,6 +130,30 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
     else:
         for n in _fields(obj):
             _collect(getattr(obj, n), out)
+
+
+def op_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[torch.Tensor]:
+    """``tensors_in((args, kwargs))`` for an op's arguments (on the hot path: each op's tensors for the memory
+    tracker, an optimizer op's for its module): the common cases (a tensor, a scalar, a flat list of
+    tensors or ints) without the general walk, the rest through it; the same tensors in the same order."""
+    found: list[torch.Tensor] = []
+    for values in (args, kwargs.values()) if kwargs else (args,):
+        for v in values:
+            if isinstance(v, torch.Tensor):
+                found.append(v)
+                continue
+            kind = type(v)
+            if kind in _SCALARS:
+                continue
+            if kind is list or kind is tuple:  # int[] and Tensor[] arguments: one level, without the general walk
+                for item in v:
+                    if isinstance(item, torch.Tensor):
+                        found.append(item)
+                    elif type(item) not in _SCALARS:
+                        found.extend(tensors_in(item))
+            else:
+                found.extend(tensors_in(v))
+    return found
 
 
 def first(obj: Any, predicate: Predicate | None = None) -> torch.Tensor | None:

@@ -34,7 +34,6 @@ from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
 from torchcost.collect.fakeops import BASE_LAYOUT
-from torchcost.collect.keys import LEAVES as _LEAVES
 from torchcost.collect.keys import metadata_key, ours
 from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
@@ -50,7 +49,7 @@ from torchcost.collect.workspace import (
     workspace_bytes,
 )
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice, target_gpu
-from torchcost.trees import first, tensors_in
+from torchcost.trees import first, op_tensors, tensors_in
 
 __all__ = ["ALIVE", "CATEGORIES", "MemoryMode", "MemoryTrace", "MemoryTracker", "NodeTags", "Phase", "module_tensors"]
 
@@ -92,34 +91,17 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
         return None
 
 
-def _op_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
-    """``tensors_in((args, kwargs))`` for an op's arguments: the common cases (a tensor, a scalar, a flat list of
-    tensors or ints) without the general walk, the rest through it; the same tensors in the same order."""
-    found: list[torch.Tensor] = []
-    for values in (args, kwargs.values()) if kwargs else (args,):
-        for v in values:
-            if isinstance(v, torch.Tensor):
-                found.append(v)
-                continue
-            kind = type(v)
-            if kind in _LEAVES:
-                continue
-            if kind is list or kind is tuple:  # int[] and Tensor[] arguments: one level, without the general walk
-                for item in v:
-                    if isinstance(item, torch.Tensor):
-                        found.append(item)
-                    elif type(item) not in _LEAVES:
-                        found.extend(tensors_in(item))
-            else:
-                found.extend(tensors_in(v))
-    return found
-
-
 # a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
 _MEASURED: dict[tuple[Any, ...], probe.Probe] = {}
 # a call's metadata (and the GPU a "cuda" target's entries size for) -> a built-in workspace entry's bytes for it
 _TABLES: dict[tuple[Any, ...], int | None] = {}
 _CACHE_MAX = 4096
+# a planned leaf call's op (its memo and the kernel settings, MemoryTracker._kernel_memory) and what of the tracker
+# its answers read (the target, the device type counted, the kernel-memory policy, the GPU) -> the workspace and
+# library entries of the op then, and its answers: (library workspace, table bytes, probe), or () where no kernel
+# memory is counted for it. Kept for the process: models are analysed again with the same shapes
+_PLANNED: dict[tuple[Any, ...], tuple[Any, Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None]
+                                      | tuple[()]]] = {}
 
 
 def _call_signature(func: Any, target: str, meta: int | None) -> tuple[Any, ...] | None:
@@ -248,7 +230,8 @@ class MemoryTracker:
         self._activation: dict[str, int] = {}
         self._posted: Any = None  # the autograd node whose post-hook ran last: the engine sums its gradients now
         self._pending: dict[int, tuple[int, int]] = {}  # uid of a sum's old buffer -> (op index, uid of the sum)
-        self._requests: dict[tuple[Any, ...], probe.Probe | None] = {}  # a call's metadata -> its probe: _probe_for
+        # a call's metadata -> its probe, and whether that answer is for good: _probe_for
+        self._requests: dict[tuple[Any, ...], tuple[probe.Probe | None, bool]] = {}
         # a planned leaf call's op (its memo and the settings, _kernel_memory) -> its library workspace, table bytes
         # and probe in this run; () where no kernel memory is counted for it
         self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None] | tuple[()]] = {}
@@ -370,7 +353,7 @@ class MemoryTracker:
                 if size != self.sizes[uid]:  # resized in place (out= arguments, resize_)
                     self.current += size - self.sizes[uid]
                     self.sizes[uid] = size
-        for t in _op_tensors(args, kwargs) if inputs is None else inputs:
+        for t in op_tensors(args, kwargs) if inputs is None else inputs:
             s = _storage(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers", self._counted(t))  # made outside every op we saw: counted from here
@@ -452,6 +435,8 @@ class MemoryTracker:
         if meta is not None:
             seen = (meta, _kernel_settings())
             known = self._planned.get(seen)
+            if known is None:
+                known = self._remembered(key, seen)
             if known is not None:
                 return self._charge(index, *known) if known else 0
         target = self._target(first((args, kwargs)))
@@ -462,6 +447,7 @@ class MemoryTracker:
         if target is None or (self.device_type not in (None, "meta") and target != self.device_type):
             if seen is not None:
                 self._planned[seen] = ()
+                self._remember(key, seen, ())
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
@@ -484,10 +470,42 @@ class MemoryTracker:
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
         library = library_workspace(key, func, args, kwargs, out, target)
-        table, wanted = self._workspace_source(key, func, args, kwargs, out, target, meta)
+        table, wanted, final = self._workspace_source(key, func, args, kwargs, out, target, meta)
         if seen is not None:
             self._planned[seen] = (library, table, wanted)
+            if final:
+                self._remember(key, seen, (library, table, wanted))
         return self._charge(index, library, table, wanted)
+
+    def _answers_read(self) -> tuple[Any, ...]:
+        """What of this tracker a kernel's answers depend on, beside the call: the target meta tensors stand for,
+        the target a simulated rank stands for, the device type counted, the kernel-memory policy, the GPU."""
+        return self.target, self.stands_for, self.device_type, self.kernel_memory, self.gpu
+
+    def _remember(self, key: str, seen: tuple[Any, ...],
+                  known: tuple[tuple[str, int] | None, int | None, probe.Probe | None] | tuple[()]) -> None:
+        """Keep a planned call's answers for later runs (:data:`_PLANNED`), when the op's workspace and library
+        entries are torchcost's own (a user's may read more than the metadata, or count its calls)."""
+        workspace, library = WORKSPACES.get(key), LIBRARY_WORKSPACES.get(key)
+        if (workspace is None or ours(workspace, "torchcost.collect")) and \
+                (library is None or ours(library, "torchcost.collect")):
+            if len(_PLANNED) >= _CACHE_MAX:
+                _PLANNED.clear()
+            _PLANNED[(seen, self._answers_read())] = (workspace, library, known)
+
+    def _remembered(self, key: str, seen: tuple[Any, ...]) -> tuple[tuple[str, int] | None, int | None,
+                                                                        probe.Probe | None] | tuple[()] | None:
+        """A planned call's answers from an earlier run (:meth:`_remember`), if the op's entries are still the
+        ones they were worked out with and its probe, if any, still has its figure in the cache; else None."""
+        entry = _PLANNED.get((seen, self._answers_read()))
+        if entry is None:
+            return None
+        workspace, library, known = entry
+        if WORKSPACES.get(key) is not workspace or LIBRARY_WORKSPACES.get(key) is not library or \
+                (known and known[2] is not None and probe.cached(known[2]) is None):
+            return None
+        self._planned[seen] = known
+        return known
 
     def _charge(self, index: int, library: tuple[str, int] | None, table: int | None,
                 wanted: probe.Probe | None) -> int:
@@ -511,8 +529,9 @@ class MemoryTracker:
         return held
 
     def _workspace_source(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                          target: str, meta: Any = None) -> tuple[int | None, probe.Probe | None]:
-        """The table's bytes for one call (None: not claimed) and the probe it needs (None: none). A built-in entry's
+                          target: str, meta: Any = None) -> tuple[int | None, probe.Probe | None, bool]:
+        """The table's bytes for one call (None: not claimed), the probe it needs (None: none), and whether these
+        answers hold in later runs (not when a probe was refused for the memory free now). A built-in entry's
         answer is remembered by the call's signature (:func:`_call_signature`; models repeat their shapes), as is the
         probe (:meth:`_probe_for`); one of ``QUICK_ENTRIES`` is asked each time, and the call keyed only for a probe;
         one of ``CPU_ENTRIES`` is not asked for another target's call."""
@@ -540,30 +559,31 @@ class MemoryTracker:
             # planned leaf call and the traced call of its kind ask for one probe
             if own is None:  # (keyed only now that a probe needs it)
                 own = metadata_key(args, kwargs, out)
-            return table, self._probe_for(key, func, args, kwargs, out, _call_signature(func, target, own))
-        return table, None
+            return table, *self._probe_for(key, func, args, kwargs, out, _call_signature(func, target, own))
+        return table, None, True
 
     def _probe_for(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                   signature: tuple[Any, ...] | None) -> probe.Probe | None:
-        """``probe.request`` for one call, remembered: the probe is a function of the call's ``signature``
-        (:func:`_call_signature`) and of the memory available (a probe too big to build is refused), and asking
-        costs about 100 us (flattening the arguments, reading the memory available). Models repeat their shapes: a
-        call like one seen before in this run gets the same answer, and one seen in an earlier run the same probe
-        when that probe was measured (then nothing is built again). A call whose metadata cannot be keyed is asked
-        afresh."""
+                   signature: tuple[Any, ...] | None) -> tuple[probe.Probe | None, bool]:
+        """``probe.ask`` for one call, remembered: the probe is a function of the call's ``signature``
+        (:func:`_call_signature`) and of the memory available (a probe too big to build is refused: then the answer
+        is not for good, the second value), and asking costs about 100 us (flattening the arguments, reading the
+        memory available). Models repeat their shapes: a call like one seen before in this run gets the same
+        answer, and one seen in an earlier run the same probe when that probe was measured (then nothing is built
+        again). A call whose metadata cannot be keyed is asked afresh."""
         if signature is None:
-            return probe.request(key, func, args, kwargs, out)
-        if signature in self._requests:
-            return self._requests[signature]
-        wanted = _MEASURED.get(signature)
+            return probe.ask(key, func, args, kwargs, out)
+        answer = self._requests.get(signature)
+        if answer is not None:
+            return answer
+        wanted, final = _MEASURED.get(signature), True
         if wanted is None or probe.cached(wanted) is None:
-            wanted = probe.request(key, func, args, kwargs, out)
+            wanted, final = probe.ask(key, func, args, kwargs, out)
             if wanted is not None:
                 if len(_MEASURED) > _CACHE_MAX:
                     _MEASURED.clear()
                 _MEASURED[signature] = wanted
-        self._requests[signature] = wanted
-        return wanted
+        answer = self._requests[signature] = (wanted, final)
+        return answer
 
     def _run_probes(self) -> None:
         """Measure the probes asked for during the run (outside it: their allocations are not the run's) and add

@@ -187,23 +187,30 @@ def request(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     """The probe for one call of ``func`` (``name``: its "aten::" key), or None when the call is not one to probe
     (not in :data:`PROBED`, an f32 matmul, an argument a probe cannot rebuild, more than the size cap to build).
     Keeps the arguments' specs only, so the run's tensors live and die as they would."""
+    return ask(name, func, args, kwargs, out)[0]
+
+
+def ask(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+        out: Any) -> tuple[Probe | None, bool]:
+    """:func:`request`, and whether its answer is the call's for good: False when the probe was refused for the size
+    cap, which follows the memory free now."""
     if name not in PROBED:
-        return None
+        return None, True
     try:
         flat, spec = pytree.tree_flatten((args, kwargs))
         leaves = tuple(_leaf(v) for v in flat)
     except (TypeError, RuntimeError, NotImplementedError):
-        return None
+        return None, True
     if not _wanted(name, leaves):
-        return None
+        return None, True
     outs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
     need = sum(v.nbytes for v in leaves if isinstance(v, _Spec)) + sum(t.numel() * t.element_size() for t in outs)
     if need > _cap():
-        return None
+        return None, False
     mkldnn = bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
     grad = torch.is_grad_enabled()
     key = (str(func), str(spec), leaves, torch.get_num_threads(), mkldnn, grad)
-    return Probe(key, func, name, spec, leaves, mkldnn, grad)
+    return Probe(key, func, name, spec, leaves, mkldnn, grad), True
 
 
 def cached(probe: Probe) -> int | None:
