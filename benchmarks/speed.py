@@ -343,6 +343,7 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
         if n in train_sizes:
             entries["train step"] = lambda m, b: torchcost.analyze(m, *b.args, mode="train")
             entries["fake step"] = _fake_step(built)
+            entries["real step"] = _real_step(built)
         r = rounds if n < 10_000 else max(1, rounds // 3)
         times = _interleaved_cpu(built, entries, r)
         row: dict[str, Any] = {"blocks": n, "rounds": r}
@@ -382,6 +383,22 @@ def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
     def step(model: torch.nn.Module, b: Built) -> None:
         with twin.context():
             _train_step(twin.model, twin.args, twin.kwargs, opt)
+
+    step(built.model, built)  # the optimizer's state
+    return step
+
+
+def _real_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
+    """The program a training-step analysis stands for, run for real: one steady step (forward, analyze's default
+    loss, backward, AdamW, for-loop as torch's default on the CPU) of a copy of the model in train mode. The copy and
+    the optimizer's state are made once, outside the timed calls."""
+    import copy
+
+    twin = copy.deepcopy(built.model).train()
+    opt = torch.optim.AdamW(twin.parameters(), lr=1e-3, foreach=False)
+
+    def step(model: torch.nn.Module, b: Built) -> None:
+        _train_step(twin, b.args, b.kwargs, opt)
 
     step(built.model, built)  # the optimizer's state
     return step
@@ -440,17 +457,23 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
                 "ops the run dispatched, and the analysis's microseconds per op (a training step runs forward, "
                 "loss, backward and a for-loop AdamW: about 12x the ops of the forward). fake step = the same "
                 "step on a fake twin under torch's FakeTensorMode with no collector (a steady step: twin and optimizer "
-                "state made once, untimed): the floor of analysing a step on fake tensors:", "",
-                "| N | rounds | forward | analyze() | train step | fake step | ops: analyze() / train step | us per "
-                "op: analyze() / train step |", "|---|---|---|---|---|---|---|---|"]
+                "state made once, untimed): the floor of analysing a step on fake tensors. real step = the program "
+                "itself: the same step run for real on a copy in train mode (copy and optimizer state made once, "
+                "untimed). The last column sets the analyses' ratio (train step / analyze()) beside the program's "
+                "(real step / forward):", "",
+                "| N | rounds | forward | analyze() | train step | fake step | real step | ops: analyze() / train step "
+                "| us per op: analyze() / train step | train / eval: analysis, program |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for row in lin:
             n, ops = row["blocks"], row.get("ops", {})
             cells = [f"{row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us)" if k in row else "-"
-                     for k in ("forward", "analyze()", "train step", "fake step")]
+                     for k in ("forward", "analyze()", "train step", "fake step", "real step")]
             counts = " / ".join(f"{ops[k]:,}" if k in ops else "-" for k in ("analyze()", "train step"))
             per_op = " / ".join(f"{row[k] / ops[k] * 1e3:.0f}" if k in ops else "-"
                                 for k in ("analyze()", "train step"))
-            out.append(f"| {n} | {row['rounds']} | " + " | ".join(cells) + f" | {counts} | {per_op} |")
+            ratios = (f"{row['train step'] / row['analyze()']:.1f}x, {row['real step'] / row['forward']:.1f}x"
+                      if "train step" in row and "real step" in row else "-")
+            out.append(f"| {n} | {row['rounds']} | " + " | ".join(cells) + f" | {counts} | {per_op} | {ratios} |")
     if train:
         out += ["", "Real models, training step: CPU ms (median), interleaved; the training step is a real one on a "
                 "copy in train mode (AdamW, analyze's default loss), for scale:", "",
