@@ -14,6 +14,7 @@ from torch import nn
 import torchcost
 from torchcost.collect import leaves, memory, probe
 from torchcost.collect.memory import _call_signature, metadata_key
+from torchcost.collect.scope import ScopeTracker
 from torchcost.formulas.registry import OpCall, _plan
 from torchcost.trees import op_tensors as _op_tensors
 from torchcost.trees import tensors_in
@@ -133,3 +134,20 @@ def test_full_collections_wait_for_the_end_of_the_run_and_the_threshold_comes_ba
     with pytest.raises(Exception, match="boom"):
         torchcost.analyze(Fails(), torch.ones(2))
     assert gc.get_threshold() == before
+
+
+def test_a_planned_calls_answers_are_kept_for_the_process_only_off_a_cuda_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a "cuda" target's cuBLAS entry reads environment variables at each call: its answers are worked out each run
+    monkeypatch.setattr(memory, "_PLANNED", {})
+    scope = ScopeTracker(nn.Linear(2, 2))
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    call = ("aten::mm", A.mm.default, (a, b), {}, a @ b, 0)
+    on_gpu = memory.MemoryTracker(scope)
+    on_gpu.stands_for = "cuda"  # (a simulated rank's CPU twin standing for a GPU)
+    on_gpu._kernel_memory(*call, meta=(7, 0))
+    assert memory._PLANNED == {}
+    assert on_gpu.library  # the cuBLAS workspace all the same
+    on_cpu = memory.MemoryTracker(scope)
+    on_cpu._kernel_memory(*call, meta=(7, 0))
+    assert len(memory._PLANNED) == 1

@@ -99,7 +99,8 @@ _CACHE_MAX = 4096
 # a planned leaf call's op (its memo and the kernel settings, MemoryTracker._kernel_memory) and what of the tracker
 # its answers read (the target, the device type counted, the kernel-memory policy, the GPU) -> the workspace and
 # library entries of the op then, and its answers: (library workspace, table bytes, probe), or () where no kernel
-# memory is counted for it. Kept for the process: models are analysed again with the same shapes
+# memory is counted for it. Kept for the process (models are analysed again with the same shapes), but not for a
+# "cuda" target's calls (its entries read environment variables) nor with a user's entry
 _PLANNED: dict[tuple[Any, ...], tuple[Any, Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None]
                                       | tuple[()]]] = {}
 
@@ -473,7 +474,9 @@ class MemoryTracker:
         table, wanted, final = self._workspace_source(key, func, args, kwargs, out, target, meta)
         if seen is not None:
             self._planned[seen] = (library, table, wanted)
-            if final:
+            # (a "cuda" target's are worked out in each run: its cuBLAS entries read environment variables at each
+            # call, workspace_cuda.cublas_workspace_size)
+            if final and target != "cuda":
                 self._remember(key, seen, (library, table, wanted))
         return self._charge(index, library, table, wanted)
 
