@@ -134,7 +134,7 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
 
 def op_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[torch.Tensor]:
     """``tensors_in((args, kwargs))`` for an op's arguments (on the hot path: each op's tensors for the memory
-    tracker, an optimizer op's for its module): the common cases (a tensor, a scalar, a flat list of
+    tracker, and OpCall.inputs): the common cases (a tensor, a scalar, a flat list of
     tensors or ints) without the general walk, the rest through it; the same tensors in the same order."""
     found: list[torch.Tensor] = []
     for values in (args, kwargs.values()) if kwargs else (args,):

@@ -41,7 +41,7 @@ from torchcost.formulas.registry import (
     written_arguments,
 )
 from torchcost.report import OpCount, from_fields
-from torchcost.trees import any_tensor, is_floating, op_tensors, tensors_in
+from torchcost.trees import any_tensor, is_floating, tensors_in
 
 if TYPE_CHECKING:
     from torchcost.collect.memory import MemoryTracker
@@ -418,9 +418,8 @@ class StepScope:
 
     def owner(self, call: OpCall) -> str:
         """The module of an optimizer op: the owner of its first tensor that has one, else the previous op's."""
-        owners = self.owners
-        for t in op_tensors(call.args, call.kwargs):  # (call.inputs, without the general walk)
-            name = owners.get(id(t))
+        for t in call.inputs:
+            name = self.owners.get(id(t))
             if name is not None:
                 self.last = name
                 return name

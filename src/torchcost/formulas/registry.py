@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from torchcost.errors import FormulaError
-from torchcost.trees import tensors_in
+from torchcost.trees import op_tensors, tensors_in
 
 __all__ = [
     "FREE",
@@ -124,7 +124,7 @@ class OpCall:
 
     @property
     def inputs(self) -> list[torch.Tensor]:
-        return tensors_in((self.args, tuple(self.kwargs.values())))
+        return op_tensors(self.args, self.kwargs)
 
 
 # schema -> its arguments as plain tuples (name, kwarg_only, has_default, default). Reading a schema's arguments
