@@ -431,7 +431,8 @@ class MemoryTracker:
         A planned leaf call's op (``meta`` given: real tensors, grad mode off) has its answers remembered for the run
         by ``meta``, which holds the call's metadata (its tensors' devices among them, so the target too) and the
         op's place in the plan (so the op), and by the settings a kernel's memory depends on (:func:`_call_signature`
-        reads the same): models repeat their shapes, and a repeated call costs a lookup."""
+        reads the same): models repeat their shapes, and a repeated call costs a lookup. Across runs the answers are
+        kept in :data:`_PLANNED` (:meth:`_remember`, :meth:`_remembered`)."""
         seen = None
         if meta is not None:
             seen = (meta, _kernel_settings())

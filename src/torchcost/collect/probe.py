@@ -9,7 +9,7 @@ inputs depend on values have a builder: ``mkldnn_rnn_layer_backward`` gets its `
 session with ``profile_memory=True``) and returns the most bytes alive inside the op beyond what was alive before it,
 less the bytes of its outputs still alive when it returns: the same meaning as a table entry.
 
-Probes are asked for while the run goes on (:func:`request`, which keeps the call's specs, never its tensors) and run
+Probes are asked for while the run goes on (:func:`ask`, which keeps the call's specs, never its tensors) and run
 after it (:func:`measure`, one profiler session for all of them, each delimited by a ``record_function``), so the
 probes' allocations never reach the run's own allocator measurement, its tensors or its state. They run with every
 dispatch and torch-function mode off and autocast off, in the call's own grad mode, draw their random values from a
@@ -45,11 +45,11 @@ __all__ = [
     "PROGRESS",
     "KernelMemory",
     "Probe",
+    "ask",
     "cached",
     "get_kernel_memory",
     "kernel_memory",
     "measure",
-    "request",
     "runs",
     "set_kernel_memory",
     "strided_elements",
@@ -183,17 +183,12 @@ def _cap() -> int:
     return MAX_PROBE_BYTES if available is None else min(MAX_PROBE_BYTES, available // 8)
 
 
-def request(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Probe | None:
-    """The probe for one call of ``func`` (``name``: its "aten::" key), or None when the call is not one to probe
-    (not in :data:`PROBED`, an f32 matmul, an argument a probe cannot rebuild, more than the size cap to build).
-    Keeps the arguments' specs only, so the run's tensors live and die as they would."""
-    return ask(name, func, args, kwargs, out)[0]
-
-
 def ask(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         out: Any) -> tuple[Probe | None, bool]:
-    """:func:`request`, and whether its answer is the call's for good: False when the probe was refused for the size
-    cap, which follows the memory free now."""
+    """The probe for one call of ``func`` (``name``: its "aten::" key), or None when the call is not one to probe
+    (not in :data:`PROBED`, an f32 matmul, an argument a probe cannot rebuild, more than the size cap to build); and
+    whether that answer is the call's for good: False when the probe was refused for the size cap, which follows the
+    memory free now. Keeps the arguments' specs only, so the run's tensors live and die as they would."""
     if name not in PROBED:
         return None, True
     try:
