@@ -408,23 +408,15 @@ TRAIN_MODELS = ("resnet18", "gpt2")
 
 
 def run_train_rows(models: Sequence[str], rounds: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Per model: a plain forward, analyze(), analyze(mode="train") and a real training step (a copy of the model in
-    train mode, AdamW, analyze's default loss), interleaved; CPU ms medians, one thread."""
-    import copy
-
+    """Per model: a plain forward, analyze(), analyze(mode="train") and a real training step (:func:`_real_step`),
+    interleaved; CPU ms medians, one thread."""
     import torchcost
 
     torch.set_num_threads(1)
     rows = []
     for name in models:
         built = ladder_model(name)
-        twin = copy.deepcopy(built.model).train()
-        opt = torch.optim.AdamW(twin.parameters(), lr=1e-3)
-
-        def real_step(model: torch.nn.Module, b: Built, twin: torch.nn.Module = twin,
-                      opt: torch.optim.Optimizer = opt) -> None:
-            _train_step(twin, b.args, b.kwargs, opt)
-
+        real_step = _real_step(built)
         entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
             "forward": _forward,
             "analyze()": lambda m, b: torchcost.analyze(m, *b.args, kwargs=b.kwargs),
@@ -435,7 +427,7 @@ def run_train_rows(models: Sequence[str], rounds: int, log: Callable[[str], None
         row.update({k: statistics.median(v) * 1e3 for k, v in times.items()})
         rows.append(row)
         log(f"  {name:16s} " + "  ".join(f"{k} {row[k]:.0f} ms" for k in entries))
-        del built, twin, opt
+        del built, real_step
     return rows
 
 
