@@ -138,6 +138,55 @@ def test_a_fresh_op_is_keyed_by_everything_the_fake_mode_keys(mode: Any) -> None
     assert short.answer(aten.add.Tensor, (a, real), {"alpha": 2}) is MISS
 
 
+def test_a_calls_price_key_tells_apart_what_its_price_reads(mode: Any) -> None:
+    # the key the dispatch mode's memo of prices is looked up by (collect/ops.py _PRICED): the op, the metadata, which
+    # tensor is which (x * x reads x once), the numbers' values; tensors of the same metadata share it
+    short = FakeShortcuts()
+
+    def key(func: Any, *args: Any, **kwargs: Any) -> Any:
+        short.answer(func, args, kwargs)
+        return short.priced
+
+    x, g, h = (torch.zeros(4, 3) for _ in range(3))
+    assert key(aten.mul.Tensor, g, h) == key(aten.mul.Tensor, h, x) is not None
+    assert key(aten.mul.Tensor, g, g) != key(aten.mul.Tensor, g, h)
+    assert key(aten.mul.Tensor, g, h) != key(aten.mul.Tensor, g, torch.zeros(3))  # a broadcast operand
+    addcmul = aten.addcmul_.default  # (in place: answered once the fake mode accepted its like)
+    assert key(addcmul, x, g, h) == key(addcmul, g, h, x) is not None
+    assert key(addcmul, x, g, g) != key(addcmul, x, g, h)  # Adam's exp_avg_sq.addcmul_(grad, grad): grad read once
+    assert key(addcmul, x, g, h, value=2.0) != key(addcmul, x, g, h, value=3.0)
+    assert key(addcmul, x, g, h, value=2) != key(addcmul, x, g, h, value=2.0)  # an int where a float was
+    assert key(addcmul, x, g, torch.zeros(3)) != key(addcmul, x, g, h)
+    assert key(aten.mul_.Tensor, x, x) != key(aten.mul_.Tensor, x, g)  # the written tensor read again
+    assert key(aten.t.default, x) is None  # a view: no price
+
+
+def test_a_twins_alike_calls_are_priced_once_and_each_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.collect import ops as ops_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    x = torch.randn(2, 8)
+    monkeypatch.setattr(fakeops.FakeShortcuts, "answer", lambda self, func, args, kwargs: MISS)
+    plain = torchcost.analyze(model, x, mode="train").to_dict()  # (no keys: every call priced)
+    monkeypatch.undo()
+    priced: dict[Any, Any] = {}
+    monkeypatch.setattr(ops_module, "_PRICED", priced)
+    report = torchcost.analyze(model, x, mode="train")
+    assert report.to_dict() == plain
+    adam = {op.op: op for op in report.phase("optimizer").ops}
+    # three 8x8 weights and three biases of 8: 3 * (64 + 8) = 216 elements, each read in exp_avg_sq (4 bytes), in
+    # grad (4 bytes, once although passed twice) and written in exp_avg_sq (4 bytes): 216 * 12 = 2,592 bytes; each
+    # element grad * grad * (1 - beta2) + exp_avg_sq: 3 FLOPs, 648
+    assert (adam["aten::addcmul_"].calls, adam["aten::addcmul_"].bytes, adam["aten::addcmul_"].flops) == (6, 2_592, 648)
+    # the six addcmul_ calls are of two kinds (a weight's, a bias's): two prices worked out, six calls counted
+    assert sum(1 for k in priced if type(k[0]) is tuple and k[0][0] is aten.addcmul_.default) == 2
+    backward = report.phase("backward")
+    # forward: 3 addmm of 2x8 by 8x8, 2*8*8 = 128 MACs each: 384; backward: 3 weight gradients (8x2 by 2x8, 128) and
+    # the input gradients of the last two layers (the first layer's input needs none): 5 * 128 = 640
+    assert (report.macs, backward.macs, backward.input_grad_macs, backward.weight_grad_macs) == (384, 640, 256, 384)
+
+
 def test_a_fresh_op_with_an_undefined_output_is_made_as_the_fake_mode_makes_it(mode: Any) -> None:
     # convolution_backward of a first layer without a bias: only the weight's gradient is asked for (output_mask),
     # the other two outputs are undefined (None)

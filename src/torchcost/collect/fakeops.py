@@ -41,6 +41,12 @@ that), half of a training step's analysis. Some ops have an answer known without
   meta kernels are Python references (torch._refs), 100 us and more a call, and a call with the key of an earlier
   one gets an empty meta tensor of that one's output metadata.
 
+A fresh or in-place call also leaves its key for the op collector's memo of prices (``FakeShortcuts.priced``,
+collect/ops.py ``_PRICED``): the fresh key above, which holds every argument's metadata and value and, per tensor,
+the place it first appears (``g * g`` reads one tensor, ``g * h`` two), or the in-place key with the shapes,
+strides, that place and the numbers' values added. A built-in formula and the call's bytes read nothing else, so
+calls alike (a training step's optimizer does the same ops for every parameter of a shape) are priced once.
+
 Answers skip whatever dispatch modes are below the collectors' own, so there are answers only where there is none
 but a fake twin's fake mode (for fake tensors) or none at all (for meta tensors): a user's mode around the analysis
 sees every op.
@@ -72,6 +78,7 @@ MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 _make_subclass = torch.Tensor._make_subclass
 _NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch  # (what torch.utils._mode_utils.no_dispatch is)
 _DEVICE = torch.ops.prim.device.default
+_META_DEVICE = torch.device("meta")
 _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
@@ -276,6 +283,9 @@ class FakeShortcuts:
         # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
         self._factory_mode = under if isinstance(under, FakeTensorMode) else None
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
+        # the last call's key for its price (collect/ops.py's memo of prices): everything a built-in formula and
+        # call_bytes read of a fresh or in-place op's call, which fixes its output's metadata too; None for others
+        self.priced: tuple[Any, ...] | None = None
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
         self._wrap = FakeWrapper().wrap
 
@@ -289,9 +299,18 @@ class FakeShortcuts:
             _KEEP.append(func)
         return kind
 
+    def device(self, args: tuple[Any, ...]) -> Any:
+        """``prim.device`` of a fake tensor (the autograd engine asks it of every tensor it handles), the fake mode's
+        own answer, as :meth:`answer` gives it without the rest of its walk; else :data:`MISS`."""
+        first = args[0] if args else None
+        if type(first) is not self._fake or not self._fake_alone:
+            return MISS
+        return _META_DEVICE if first.fake_mode.in_kernel_invocation else first.fake_device
+
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned)."""
-        self.pending = self._fresh_call = None
+        """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned). :attr:`priced` is
+        then the key of the call's price, or None."""
+        self.pending = self._fresh_call = self.priced = None
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
@@ -299,7 +318,7 @@ class FakeShortcuts:
             return MISS
         first = args[0]
         if kind == _KIND_DEVICE:
-            return torch.device("meta") if first.fake_mode.in_kernel_invocation else first.fake_device
+            return _META_DEVICE if first.fake_mode.in_kernel_invocation else first.fake_device
         if kind == _KIND_ITEM:
             constant = first.constant
             if constant is None or len(args) != 1 or kwargs:
@@ -331,10 +350,15 @@ class FakeShortcuts:
             return MISS
         mode, shape, storage = written.fake_mode, written.shape, None
         key: list[Any] = [func, written.dtype, written.fake_device]
+        # what the call's price reads beside ``key``: the shapes and strides, which tensor is which (0: the written
+        # one; ``x.addcmul_(g, g)`` reads g once), the numbers' values
+        priced: list[Any] = [shape, written.stride()]
+        seen: dict[int, int] = {id(written): 0}
         for value in (*args[1:], *kwargs.values()):
             kind = type(value)
             if kind in _NUMBERS:
                 key.append(kind)
+                priced.append(value)
                 continue
             if kind is not self._fake or value.fake_mode is not mode or value.dispatch_keys is not None or \
                     BASE_LAYOUT(value) is not _STRIDED:
@@ -347,9 +371,11 @@ class FakeShortcuts:
                 if value.untyped_storage()._cdata == storage:
                     return MISS
             key.append((value.dtype, value.fake_device))
+            priced.append((value.shape, value.stride(), seen.setdefault(id(value), len(seen))))
         if kwargs:
             key.append(tuple(kwargs))
         call = tuple(key)
+        self.priced = (call, *priced)
         if call in self._accepted:
             return written
         self.pending = call
@@ -387,7 +413,8 @@ class FakeShortcuts:
         passes on any call with a tensor carrying its value; that call is answered here too when another tensor
         carries none (the fake mode then runs it on metadata alone: ``cat`` of a model's ``torch.tensor([])`` and an
         activation, about 400 us through the fake mode)."""
-        found: list[Any] = [None, set(), 0, 0]  # the mode met, the inputs' storages, tensors, tensors carrying values
+        # the mode met, the inputs' storages, tensors, tensors carrying values, id() -> first position of a tensor
+        found: list[Any] = [None, set(), 0, 0, {}]
         parts: list[Any] = [func, torch.get_default_dtype(), torch._C._get_default_device(),
                             torch.is_inference_mode_enabled()]
         if not self._describe(args, parts, found):
@@ -401,7 +428,7 @@ class FakeShortcuts:
         mode = found[0] if found[2] else self._factory_mode
         if mode is None or found[3] == found[2] > 0 or not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
-        key = tuple(parts)
+        key = self.priced = tuple(parts)
         known = self._outputs.get(key)
         if known is None:
             self._fresh_call = (key, mode, found[1])
@@ -440,9 +467,10 @@ class FakeShortcuts:
                 found[3] += constant
                 storage = v.untyped_storage()
                 found[1].add(storage._cdata)
+                seen = found[4]
                 parts.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if kind is fake else
                               _META, v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes(),
-                              constant))
+                              constant, seen.setdefault(id(v), len(seen))))
             elif kind in LEAVES:  # (argument types a fresh op's call is keyed by, with their values)
                 parts.append((kind, v))
             elif kind is list or kind is tuple:

@@ -164,9 +164,11 @@ def io_plan(schema: Any) -> IOPlan:
 _Tensor = torch.Tensor
 _NO_FUNCTION_MODES = torch._C.DisableTorchFunction
 
-# the ops of planned leaf calls (collect/leaves.py) priced so far: (the call's metadata key, the op's place in the
-# plan) -> (the formula, its Cost, the bytes and dtype call_bytes gave): OpCollector.on_planned
-_PRICED: dict[tuple[int, int], tuple[Formula, Cost, int, torch.dtype | None]] = {}
+# built-in formulas' prices worked out so far (OpCollector._price_once), by what fixes them: a planned leaf call's op
+# (collect/leaves.py: the call's metadata number, the op's place in the plan), or a fake or meta twin's call (the
+# key its shortcuts made, collect/fakeops.py, which starts with the op) -> (the formula, its Cost, the bytes and
+# dtype call_bytes gave)
+_PRICED: dict[Any, tuple[Formula, Cost, int, torch.dtype | None]] = {}
 _PRICED_MAX = 1 << 14
 
 
@@ -481,7 +483,12 @@ class OpCollector:
             self._cache[id(func)] = hit
         return hit
 
-    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def on_aten(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                memo: Any = None) -> None:
+        """One op that ran, priced and tallied. ``memo``: a key holding everything its price is read from (the
+        arguments' metadata, which of them are the same tensor, the numbers; the fake twin's shortcuts make it,
+        collect/fakeops.py), or None. With a key, a built-in formula's price is worked out once
+        (:meth:`_price_once`)."""
         if not self.counting:
             return
         key, formula, free, comm, plan = self._lookup(func)
@@ -500,7 +507,11 @@ class OpCollector:
                     if outs is not None:
                         self._adopt(outs[i])
             else:
-                self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
+                call = OpCall(key, args, kwargs, out, func._schema)
+                if memo is not None and ours(formula, "torchcost.formulas"):
+                    self._price_once(key, formula, call, plan, memo)
+                else:
+                    self._price(key, formula, call, plan)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
@@ -569,13 +580,22 @@ class OpCollector:
                 self._tally(key, hit[1], hit[2], hit[3], None)
                 return
             if formula is not None and not comm and ours(formula, "torchcost.formulas"):
-                priced = self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
-                if priced is not None:
-                    if len(_PRICED) >= _PRICED_MAX:
-                        _PRICED.clear()
-                    _PRICED[memo] = (formula, *priced)
+                self._price_once(key, formula, OpCall(key, args, kwargs, out, func._schema), plan, memo)
                 return
         self.on_aten(func, args, kwargs, out)
+
+    def _price_once(self, key: str, formula: Formula, call: OpCall, plan: IOPlan, memo: Any) -> None:
+        """:meth:`_price` for a call of a built-in formula whose price ``memo`` fixes (a planned call's place, a fake
+        twin's call key): worked out once in the process and kept in :data:`_PRICED`, then only tallied."""
+        hit = _PRICED.get(memo)
+        if hit is not None and hit[0] is formula:
+            self._tally(key, hit[1], hit[2], hit[3], call)
+            return
+        priced = self._price(key, formula, call, plan)
+        if priced is not None:
+            if len(_PRICED) >= _PRICED_MAX:
+                _PRICED.clear()
+            _PRICED[memo] = (formula, *priced)
 
     def _price(self, key: str, formula: Formula, call: OpCall, plan: IOPlan = _NO_PLAN,
                part_out: Any = None) -> tuple[Cost, int, torch.dtype | None] | None:
@@ -747,7 +767,7 @@ class DispatchCollector(TorchDispatchMode):
         kwargs = kwargs or {}
         short = self._short
         if short is not None and func is _DEVICE:  # a fake tensor asking its device: not an op that ran
-            device = short.answer(func, args, kwargs)
+            device = short.device(args)
             if device is not MISS:
                 return device
         self.seen += 1
@@ -758,10 +778,12 @@ class DispatchCollector(TorchDispatchMode):
         for kind in types:
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
                 return NotImplemented
+        memo = None
         if short is None:
             out = func(*args, **kwargs)
         else:
             out = short.answer(func, args, kwargs)
+            memo = short.priced
             if out is MISS:
                 out = func(*args, **kwargs)
                 short.learn(out)
@@ -771,7 +793,7 @@ class DispatchCollector(TorchDispatchMode):
             out = self._distinct(func, out)
         if self.trace is not None:
             self.trace.append((func, args, kwargs, out))
-        self.ops.on_aten(func, args, kwargs, out)
+        self.ops.on_aten(func, args, kwargs, out, memo)
         if self.memory is not None:
             self.memory.on_op(func, args, kwargs, out)
         return out
