@@ -342,6 +342,7 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
             "analyze()": lambda m, b: torchcost.analyze(m, *b.args)}
         if n in train_sizes:
             entries["train step"] = lambda m, b: torchcost.analyze(m, *b.args, mode="train")
+            entries["idle step"] = _idle_step
             entries["fake step"] = _fake_step(built)
             entries["real step"] = _real_step(built)
         r = rounds if n < 10_000 else max(1, rounds // 3)
@@ -368,6 +369,28 @@ def _train_step(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str,
         opt.zero_grad(set_to_none=True)
         default_loss(model(*args, **kwargs)).backward()
         opt.step()
+
+
+def _idle(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _idle_step(model: torch.nn.Module, built: Built) -> None:
+    """analyze(mode="train") with the collectors' per-op work left out: ``OpCollector.on_aten`` (pricing, tallies)
+    and ``MemoryTracker.on_op`` (storages, the timeline) do nothing, everything else runs as in an analysis (the
+    fake twin and its shortcuts, the dispatch and function modes, the module hooks, the optimizer's warm state, the
+    report). A timing figure only: what a training step's analysis costs in this design before any op is
+    recorded. Its report is not one to read."""
+    import torchcost
+    from torchcost.collect.memory import MemoryTracker
+    from torchcost.collect.ops import OpCollector
+
+    saved = OpCollector.on_aten, MemoryTracker.on_op
+    OpCollector.on_aten = MemoryTracker.on_op = _idle  # type: ignore[method-assign,assignment]
+    try:
+        torchcost.analyze(model, *built.args, mode="train")
+    finally:
+        OpCollector.on_aten, MemoryTracker.on_op = saved  # type: ignore[method-assign]
 
 
 def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
@@ -447,24 +470,27 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
     if lin:
         out += ["", "N x (Linear(64, 64) + ReLU), input 1x64, CPU ms (median) and microseconds per block; the aten "
                 "ops the run dispatched, and the analysis's microseconds per op (a training step runs forward, "
-                "loss, backward and a for-loop AdamW: about 12x the ops of the forward). fake step = the same "
-                "step on a fake twin under torch's FakeTensorMode with no collector (a steady step: twin and optimizer "
-                "state made once, untimed): the floor of analysing a step on fake tensors. real step = the program "
-                "itself: the same step run for real on a copy in train mode (copy and optimizer state made once, "
-                "untimed). The last column sets the analyses' ratio (train step / analyze()) beside the program's "
-                "(real step / forward):", "",
-                "| N | rounds | forward | analyze() | train step | fake step | real step | ops: analyze() / train step "
-                "| us per op: analyze() / train step | train / eval: analysis, program |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "loss, backward and a for-loop AdamW: about 12x the ops of the forward). idle step = the train "
+                "step's analysis with the collectors' per-op work left out (pricing and memory bookkeeping do "
+                "nothing; twin, shortcuts, modes, hooks and report as in an analysis): what this design costs "
+                "before any op is recorded. fake step = the same step on a fake twin under torch's FakeTensorMode "
+                "with no collector (a steady step: twin and optimizer state made once, untimed). real step = the "
+                "program itself: the same step run for real on a copy in train mode (copy and optimizer state made "
+                "once, untimed). The last column sets the analysis's ratio (train step / analyze()) beside the idle "
+                "step's (idle step / analyze()) and the program's (real step / forward):", "",
+                "| N | rounds | forward | analyze() | train step | idle step | fake step | real step | ops: analyze() "
+                "/ train step | us per op: analyze() / train step | train / eval: analysis, idle, program |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in lin:
             n, ops = row["blocks"], row.get("ops", {})
             cells = [f"{row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us)" if k in row else "-"
-                     for k in ("forward", "analyze()", "train step", "fake step", "real step")]
+                     for k in ("forward", "analyze()", "train step", "idle step", "fake step", "real step")]
             counts = " / ".join(f"{ops[k]:,}" if k in ops else "-" for k in ("analyze()", "train step"))
             per_op = " / ".join(f"{row[k] / ops[k] * 1e3:.0f}" if k in ops else "-"
                                 for k in ("analyze()", "train step"))
-            ratios = (f"{row['train step'] / row['analyze()']:.1f}x, {row['real step'] / row['forward']:.1f}x"
-                      if "train step" in row and "real step" in row else "-")
+            ratios = (f"{row['train step'] / row['analyze()']:.1f}x, {row['idle step'] / row['analyze()']:.1f}x, "
+                      f"{row['real step'] / row['forward']:.1f}x"
+                      if "train step" in row and "idle step" in row and "real step" in row else "-")
             out.append(f"| {n} | {row['rounds']} | " + " | ".join(cells) + f" | {counts} | {per_op} | {ratios} |")
     if train:
         out += ["", "Real models, training step: CPU ms (median), interleaved; the training step is a real one on a "

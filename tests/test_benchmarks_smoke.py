@@ -166,9 +166,24 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
     # a training step adds the loss, backward and the optimizer's per-parameter loop on top of those 9
     assert ops["train step"] > 9 * 10
     assert rows[0]["real step"] > 0  # the program itself, for the ratio beside the analyses'
+    assert rows[0]["idle step"] > 0  # the same analysis with the collectors idle
     body = speed.ladder_section("smoke", [], rows)
     assert "| 3 | 1 |" in body and "9 / " in body
-    assert body.count("x, ") == 1  # the analyses' train / eval beside the program's
+    assert body.count("x, ") == 2  # the analysis's train / eval beside the idle step's and the program's
+
+
+def test_the_idle_step_leaves_the_collectors_as_they_were() -> None:
+    from benchmarks import speed
+    from benchmarks.models import Built
+
+    from torchcost.collect.memory import MemoryTracker
+    from torchcost.collect.ops import OpCollector
+
+    before = OpCollector.on_aten, MemoryTracker.on_op
+    speed._idle_step(speed._Blocks(2).eval(), Built(speed._Blocks(2).eval(), (torch.randn(1, 64),)))
+    assert (OpCollector.on_aten, MemoryTracker.on_op) == before
+    # and an analysis after it counts: 2 blocks of a 1x64 by 64x64 product, 64 * 64 = 4,096 MACs each
+    assert torchcost.analyze(speed._Blocks(2).eval(), torch.randn(1, 64)).macs == 2 * 64 * 64 == 8_192
 
 
 def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_mode() -> None:
