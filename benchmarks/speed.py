@@ -256,8 +256,11 @@ def _ladder_variants() -> dict[str, Callable[[torch.nn.Module, Built], Any]]:
 
 
 def ladder_model(name: str) -> Built:
-    """The ladder's models: torchvision's with weights=None (1x3x224x224), GPT-2 (default config, 1x128 ids)."""
+    """The ladder's models: torchvision's with weights=None (1x3x224x224), GPT-2 (default config, 1x128 ids), and
+    ``blocksN``, the linearity rows' stack of N Linear(64, 64) + ReLU blocks on a 1x64 input."""
     torch.manual_seed(0)
+    if name.startswith("blocks"):
+        return Built(_Blocks(int(name[len("blocks"):])).eval(), (torch.randn(1, 64),))
     if name == "gpt2":
         from torchcost.resolve import resolve
 
@@ -375,6 +378,31 @@ def _idle(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+# the collectors' per-op pieces :func:`switched_off` can make do nothing: label -> (module, class, method)
+SWITCHES = {"pricing": ("torchcost.collect.ops", "OpCollector", "_price"),
+            "on_aten": ("torchcost.collect.ops", "OpCollector", "on_aten"),
+            "on_op": ("torchcost.collect.memory", "MemoryTracker", "on_op")}
+
+
+@contextlib.contextmanager
+def switched_off(labels: Sequence[str]) -> Any:
+    """While inside, the pieces of :data:`SWITCHES` named in ``labels`` do nothing (put back on the way out, also on
+    an error): for timing what the rest of an analysis costs. Reports made inside are not ones to read."""
+    import importlib
+
+    saved = []
+    try:
+        for label in labels:
+            module, cls, name = SWITCHES[label]
+            owner = getattr(importlib.import_module(module), cls)
+            saved.append((owner, name, owner.__dict__[name]))
+            setattr(owner, name, _idle)
+        yield
+    finally:
+        for owner, name, method in reversed(saved):
+            setattr(owner, name, method)
+
+
 def _idle_step(model: torch.nn.Module, built: Built) -> None:
     """analyze(mode="train") with the collectors' per-op work left out: ``OpCollector.on_aten`` (pricing, tallies)
     and ``MemoryTracker.on_op`` (storages, the timeline) do nothing, everything else runs as in an analysis (the
@@ -382,15 +410,44 @@ def _idle_step(model: torch.nn.Module, built: Built) -> None:
     report). A timing figure only: what a training step's analysis costs in this design before any op is
     recorded. Its report is not one to read."""
     import torchcost
-    from torchcost.collect.memory import MemoryTracker
-    from torchcost.collect.ops import OpCollector
 
-    saved = OpCollector.on_aten, MemoryTracker.on_op
-    OpCollector.on_aten = MemoryTracker.on_op = _idle  # type: ignore[method-assign,assignment]
-    try:
-        torchcost.analyze(model, *built.args, mode="train")
-    finally:
-        OpCollector.on_aten, MemoryTracker.on_op = saved  # type: ignore[method-assign]
+    with switched_off(("on_aten", "on_op")):
+        torchcost.analyze(model, *built.args, kwargs=built.kwargs, mode="train")
+
+
+def run_removal(built: Built, mode: str, rounds: int) -> dict[str, tuple[float, float, float]]:
+    """analyze(mode=``mode``) as it is and with each piece of :data:`SWITCHES` off (and on_aten and on_op both),
+    interleaved: per variant the median of its per-round ratio to the whole analysis (p25-p75)."""
+    import torchcost
+
+    def variant(labels: Sequence[str]) -> Callable[[torch.nn.Module, Built], Any]:
+        def run(model: torch.nn.Module, b: Built) -> None:
+            with switched_off(labels):
+                torchcost.analyze(model, *b.args, kwargs=b.kwargs, mode=mode)
+        return run
+
+    entries = {"analyze()": variant(()), **{f"{label} off": variant((label,)) for label in SWITCHES},
+               "on_aten and on_op off": variant(("on_aten", "on_op"))}
+    times = _interleaved_cpu(built, entries, rounds)
+    return {k: _ratio_stats(v, times["analyze()"]) for k, v in times.items()}
+
+
+def removal_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed removal``: what the collectors' per-op pieces cost inside an analysis, read by
+    switching each off (run_removal); ``--model blocksN`` is the linearity rows' stack."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed removal")
+    parser.add_argument("--model", default="blocks100")
+    parser.add_argument("--mode", default="train", choices=("eval", "train"))
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = run_removal(ladder_model(args.model), args.mode, args.rounds)
+    print(f"{args.model} {args.mode}, {args.rounds} rounds: CPU time as a ratio to the whole analysis (p25-p75)")
+    print("| variant | ratio |")
+    print("|---|---|")
+    for name, (mid, lo, hi) in rows.items():
+        print(f"| {name} | {mid:.3f}x ({lo:.3f}-{hi:.3f}) |")
+    return 0
 
 
 def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
@@ -807,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         return parts_main(argv[1:])
     if argv[:1] == ["attention"]:
         return attention_main(argv[1:])
+    if argv[:1] == ["removal"]:
+        return removal_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")

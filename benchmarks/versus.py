@@ -62,17 +62,6 @@ def load_commit(rev: str, into: Path) -> ModuleType:
         sys.path.remove(str(into))
 
 
-def _model(name: str) -> Built:
-    torch.manual_seed(0)
-    if name.startswith("blocks"):
-        from benchmarks.speed import _Blocks
-
-        return Built(_Blocks(int(name[len("blocks"):])).eval(), (torch.randn(1, 64),))
-    from benchmarks.speed import ladder_model
-
-    return ladder_model(name)
-
-
 def versus(old: Any, new: Any, built: Built, mode: str, rounds: int) -> dict[str, Any]:
     """Alternate ``old.analyze`` and ``new.analyze`` on ``built`` (benchmarks.speed's interleaved rounds): CPU
     seconds of each round, and whether the two reports are equal."""
@@ -96,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import torchcost
+    from benchmarks.speed import ladder_model
 
     with tempfile.TemporaryDirectory() as folder:
         old = load_commit(args.against, Path(folder))
-        row = versus(old, torchcost, _model(args.model), args.mode, args.rounds)
+        row = versus(old, torchcost, ladder_model(args.model), args.mode, args.rounds)
     mid, lo, hi = row["ratio"]
     print(f"{args.model} {args.mode}, {args.rounds} rounds: {old.__name__} {row['old_ms']:.1f} ms, this checkout "
           f"{row['new_ms']:.1f} ms, new / old {mid:.3f}x ({lo:.3f}-{hi:.3f}); reports "

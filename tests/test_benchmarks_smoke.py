@@ -174,16 +174,27 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
 
 def test_the_idle_step_leaves_the_collectors_as_they_were() -> None:
     from benchmarks import speed
-    from benchmarks.models import Built
 
     from torchcost.collect.memory import MemoryTracker
     from torchcost.collect.ops import OpCollector
 
-    before = OpCollector.on_aten, MemoryTracker.on_op
-    speed._idle_step(speed._Blocks(2).eval(), Built(speed._Blocks(2).eval(), (torch.randn(1, 64),)))
-    assert (OpCollector.on_aten, MemoryTracker.on_op) == before
+    before = OpCollector.on_aten, OpCollector._price, MemoryTracker.on_op
+    built = speed.ladder_model("blocks2")
+    speed._idle_step(built.model, built)
+    with pytest.raises(RuntimeError), speed.switched_off(list(speed.SWITCHES)):
+        raise RuntimeError("put back on the way out of an error too")
+    assert (OpCollector.on_aten, OpCollector._price, MemoryTracker.on_op) == before
     # and an analysis after it counts: 2 blocks of a 1x64 by 64x64 product, 64 * 64 = 4,096 MACs each
-    assert torchcost.analyze(speed._Blocks(2).eval(), torch.randn(1, 64)).macs == 2 * 64 * 64 == 8_192
+    assert torchcost.analyze(built.model, *built.args).macs == 2 * 64 * 64 == 8_192
+
+
+def test_speed_removal_rows_time_the_analysis_with_each_piece_off() -> None:
+    from benchmarks import speed
+
+    rows = speed.run_removal(speed.ladder_model("blocks2"), "train", 1)
+    assert set(rows) == {"analyze()", "pricing off", "on_aten off", "on_op off", "on_aten and on_op off"}
+    assert rows["analyze()"] == (1.0, 1.0, 1.0)  # (the ratio of the whole analysis to itself)
+    assert all(mid > 0 for mid, _, _ in rows.values())
 
 
 def test_speed_attention_shows_what_the_fused_fast_path_hides_from_flop_counter_mode() -> None:
@@ -213,6 +224,7 @@ def test_versus_loads_a_commits_torchcost_beside_this_one(tmp_path: Path) -> Non
     import subprocess
 
     from benchmarks import versus
+    from benchmarks.speed import ladder_model
 
     if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "HEAD"], cwd=versus.ROOT,
                                                      capture_output=True).returncode != 0:
@@ -220,7 +232,7 @@ def test_versus_loads_a_commits_torchcost_beside_this_one(tmp_path: Path) -> Non
     old = versus.load_commit("HEAD", tmp_path)
     assert old.__name__.startswith("torchcost_") and old is not torchcost
     assert old.analyze.__module__ == f"{old.__name__}.api"  # its own modules, not this checkout's
-    built = versus._model("blocks3")
+    built = ladder_model("blocks3")
     row = versus.versus(old, torchcost, built, "eval", 2)
     assert row["same"] and row["old_ms"] > 0 and row["new_ms"] > 0
     # 3 blocks of Linear(64, 64) on a 1x64 input: 3 * 64*64 = 12,288 MACs, in either package
