@@ -337,9 +337,8 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
     torch.set_num_threads(1)
     rows = []
     for n in sizes:
-        torch.manual_seed(0)
-        model = _Blocks(n).eval()
-        built = Built(model, (torch.randn(1, 64),))
+        built = ladder_model(f"blocks{n}")
+        model = built.model
         entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
             "forward": _forward,
             "analyze()": lambda m, b: torchcost.analyze(m, *b.args)}
@@ -403,31 +402,29 @@ def switched_off(labels: Sequence[str]) -> Any:
             setattr(owner, name, method)
 
 
-def _idle_step(model: torch.nn.Module, built: Built) -> None:
-    """analyze(mode="train") with the collectors' per-op work left out: ``OpCollector.on_aten`` (pricing, tallies)
-    and ``MemoryTracker.on_op`` (storages, the timeline) do nothing, everything else runs as in an analysis (the
-    fake twin and its shortcuts, the dispatch and function modes, the module hooks, the optimizer's warm state, the
-    report). A timing figure only: what a training step's analysis costs in this design before any op is
-    recorded. Its report is not one to read."""
-    import torchcost
+def _analysis_without(labels: Sequence[str], mode: str) -> Callable[[torch.nn.Module, Built], None]:
+    """analyze(mode=``mode``) of a Built with the pieces ``labels`` of :data:`SWITCHES` off."""
+    def run(model: torch.nn.Module, built: Built) -> None:
+        import torchcost
 
-    with switched_off(("on_aten", "on_op")):
-        torchcost.analyze(model, *built.args, kwargs=built.kwargs, mode="train")
+        with switched_off(labels):
+            torchcost.analyze(model, *built.args, kwargs=built.kwargs, mode=mode)
+    return run
+
+
+# analyze(mode="train") with the collectors' per-op work left out: OpCollector.on_aten (pricing, tallies) and
+# MemoryTracker.on_op (storages, the timeline) do nothing, everything else runs as in an analysis (the fake twin and
+# its shortcuts, the dispatch and function modes, the module hooks, the optimizer's warm state, the report). A
+# timing figure only: what a training step's analysis costs in this design before any op is recorded.
+_idle_step = _analysis_without(("on_aten", "on_op"), "train")
 
 
 def run_removal(built: Built, mode: str, rounds: int) -> dict[str, tuple[float, float, float]]:
     """analyze(mode=``mode``) as it is and with each piece of :data:`SWITCHES` off (and on_aten and on_op both),
     interleaved: per variant the median of its per-round ratio to the whole analysis (p25-p75)."""
-    import torchcost
-
-    def variant(labels: Sequence[str]) -> Callable[[torch.nn.Module, Built], Any]:
-        def run(model: torch.nn.Module, b: Built) -> None:
-            with switched_off(labels):
-                torchcost.analyze(model, *b.args, kwargs=b.kwargs, mode=mode)
-        return run
-
-    entries = {"analyze()": variant(()), **{f"{label} off": variant((label,)) for label in SWITCHES},
-               "on_aten and on_op off": variant(("on_aten", "on_op"))}
+    entries = {"analyze()": _analysis_without((), mode),
+               **{f"{label} off": _analysis_without((label,), mode) for label in SWITCHES},
+               "on_aten and on_op off": _analysis_without(("on_aten", "on_op"), mode)}
     times = _interleaved_cpu(built, entries, rounds)
     return {k: _ratio_stats(v, times["analyze()"]) for k, v in times.items()}
 

@@ -318,7 +318,7 @@ class FakeShortcuts:
             return MISS
         first = args[0]
         if kind == _KIND_DEVICE:
-            return _META_DEVICE if first.fake_mode.in_kernel_invocation else first.fake_device
+            return self.device(args)
         if kind == _KIND_ITEM:
             constant = first.constant
             if constant is None or len(args) != 1 or kwargs:

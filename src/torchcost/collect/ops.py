@@ -507,11 +507,10 @@ class OpCollector:
                     if outs is not None:
                         self._adopt(outs[i])
             else:
-                call = OpCall(key, args, kwargs, out, func._schema)
                 if memo is not None and ours(formula, "torchcost.formulas"):
-                    self._price_once(key, formula, call, plan, memo)
+                    self._price_once(key, formula, func, args, kwargs, out, plan, memo)
                 else:
-                    self._price(key, formula, call, plan)
+                    self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
                 if self.phase == "optimizer" and isinstance(out, torch.Tensor):
                     self._adopt(out)
         elif free or not any_tensor((args, kwargs, out), is_floating):
@@ -575,23 +574,23 @@ class OpCollector:
         formula's price for it, and the call's bytes, are worked out once in the process, then only tallied."""
         if memo is not None and self.counting and self.phase == "forward" and not self.enclosed_depth:
             key, formula, _, comm, plan = self._lookup(func)
-            hit = _PRICED.get(memo)
-            if hit is not None and hit[0] is formula:
-                self._tally(key, hit[1], hit[2], hit[3], None)
-                return
             if formula is not None and not comm and ours(formula, "torchcost.formulas"):
-                self._price_once(key, formula, OpCall(key, args, kwargs, out, func._schema), plan, memo)
+                self._price_once(key, formula, func, args, kwargs, out, plan, memo)
                 return
         self.on_aten(func, args, kwargs, out)
 
-    def _price_once(self, key: str, formula: Formula, call: OpCall, plan: IOPlan, memo: Any) -> None:
+    def _price_once(self, key: str, formula: Formula, func: torch._ops.OpOverload, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], out: Any, plan: IOPlan, memo: Any) -> None:
         """:meth:`_price` for a call of a built-in formula whose price ``memo`` fixes (a planned call's place, a fake
-        twin's call key): worked out once in the process and kept in :data:`_PRICED`, then only tallied."""
+        twin's call key): worked out once in the process and kept in :data:`_PRICED`, then only tallied. A call
+        that hits is made into an OpCall only where the tally reads it (an optimizer op's module, a backward
+        product's gradient split): not in the forward."""
         hit = _PRICED.get(memo)
         if hit is not None and hit[0] is formula:
-            self._tally(key, hit[1], hit[2], hit[3], call)
+            self._tally(key, hit[1], hit[2], hit[3],
+                        None if self.phase == "forward" else OpCall(key, args, kwargs, out, func._schema))
             return
-        priced = self._price(key, formula, call, plan)
+        priced = self._price(key, formula, OpCall(key, args, kwargs, out, func._schema), plan)
         if priced is not None:
             if len(_PRICED) >= _PRICED_MAX:
                 _PRICED.clear()
