@@ -849,6 +849,235 @@ def attention_main(argv: list[str]) -> int:
     return 0
 
 
+# the processes ``python -m benchmarks.speed startup`` times: label -> the Python arguments
+_STARTUP = (
+    ("import torch", ["-c", "import torch"]),
+    ("torchcost --version", ["-m", "torchcost", "--version"]),
+    ("torchcost standard_conv", ["-m", "torchcost", "standard_conv"]),
+)
+
+
+_IMPORTS = """
+import sys, time
+import torch
+sys.pycache_prefix, sys.dont_write_bytecode = sys.argv[1] or None, sys.argv[2] == "1"
+start = time.perf_counter()
+import torchcost
+middle = time.perf_counter()
+import torchcost.cli
+print(middle - start, time.perf_counter() - middle)
+"""
+
+
+def _import_seconds(prefix: str, compiled: bool) -> tuple[float, float]:
+    """torchcost's own imports in a fresh process, after ``import torch``: the package, then the CLI module
+    (seconds). ``compiled``: bytecode read from (and written to) ``prefix``; else every torchcost module compiled from
+    source (``prefix`` an empty folder, nothing written), as under PYTHONDONTWRITEBYTECODE=1 in a fresh checkout."""
+    done = subprocess.run([sys.executable, "-c", _IMPORTS, prefix, "0" if compiled else "1"],
+                          capture_output=True, text=True, check=True)
+    package, cli = done.stdout.split()
+    return float(package), float(cli)
+
+
+def run_startup(rounds: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The CLI's own start-up in fresh processes, rounds interleaved (order rotated): the wall time of each of
+    ``_STARTUP`` with the bytecode cache on (what an installed package has: compiled once, untimed, into a
+    temporary PYTHONPYCACHEPREFIX, so the checkout is left alone), and torchcost's imports after ``import torch``
+    with that cache and without bytecode (each module compiled from source at each start)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as empty:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = cache
+        for _, args in _STARTUP:  # (warm-up: the page cache, and the bytecode compiled once)
+            subprocess.run([sys.executable, *args], env=env, capture_output=True, check=True)
+        _import_seconds(cache, True)
+        walls: dict[str, list[float]] = {name: [] for name, _ in _STARTUP}
+        imports: dict[str, list[tuple[float, float]]] = {"bytecode cached": [], "no bytecode": []}
+        for i in range(rounds):
+            for name, args in _STARTUP[i % len(_STARTUP):] + _STARTUP[:i % len(_STARTUP)]:
+                start = time.perf_counter()
+                subprocess.run([sys.executable, *args], env=env, capture_output=True, check=True)
+                walls[name].append(time.perf_counter() - start)
+            imports["bytecode cached"].append(_import_seconds(cache, True))
+            imports["no bytecode"].append(_import_seconds(empty, False))
+    torch_wall = statistics.median(walls["import torch"])
+    row: dict[str, Any] = {"rounds": rounds, "wall_s": {name: statistics.median(v) for name, v in walls.items()},
+                           "imports_s": {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v))
+                                         for k, v in imports.items()}}
+    log(f"| wall, bytecode cached | {rounds} | {torch_wall:.2f} | " + " | ".join(
+        f"{row['wall_s'][n]:.2f} (+{row['wall_s'][n] - torch_wall:.2f})" for n, _ in _STARTUP[1:]) + " |")
+    for k, (package, cli) in row["imports_s"].items():
+        log(f"| imports after torch, {k} | {rounds} | - | {package:.3f} + {cli:.3f} = {package + cli:.3f} | - |")
+    return row
+
+
+def startup_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed startup``: the CLI's own start-up (everything but ``import torch`` and the
+    model), in fresh processes."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed startup")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    print("seconds, medians of fresh processes: a process's wall time (beyond `import torch`), or torchcost's own"
+          " imports after torch (the package + torchcost.cli)")
+    print("| what | rounds | import torch | torchcost --version | torchcost standard_conv |")
+    print("|---|---|---|---|---|")
+    row = run_startup(args.rounds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(row, indent=1))
+    return 0
+
+
+@contextlib.contextmanager
+def eval_on_twin(method: str) -> Any:
+    """While inside, an eval analysis that would run the model itself runs on a twin (``method``: "fake" or
+    "meta") instead: run/plan.py's choice replaced (put back on the way out). For the twin-eval benchmark only."""
+    from torchcost.run import execute
+
+    chosen = execute.choose_method
+
+    def choose(device: torch.device, options: Any, model: torch.nn.Module) -> Any:
+        picked = chosen(device, options, model)
+        return method if picked == "real" and options.mode == "eval" else picked
+
+    execute.choose_method = choose
+    try:
+        yield
+    finally:
+        execute.choose_method = chosen
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two reports' dicts differ (paths; a list of unequal length is one difference)."""
+    if type(a) is not type(b):
+        return [path]
+    if isinstance(a, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return [f"{path} (length {len(a)} against {len(b)})"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
+def run_twin_eval(built: Built, rounds: int) -> dict[str, Any]:
+    """An eval analysis as it is (the model itself, direct leaves) beside the same analysis on a fake twin and on a
+    meta twin (eval_on_twin), interleaved with a plain forward: each one's CPU time as a ratio to the forward, and
+    where the twins' reports differ from the real run's (memory/method aside: it names the run)."""
+    import torchcost
+
+    def on(method: str | None) -> Callable[[torch.nn.Module, Built], Any]:
+        def run(model: torch.nn.Module, b: Built) -> Any:
+            with eval_on_twin(method) if method else contextlib.nullcontext():
+                return torchcost.analyze(model, *b.args, kwargs=b.kwargs)
+        return run
+
+    entries = {"forward": _forward, "analyze()": on(None), "fake twin": on("fake"), "meta twin": on("meta")}
+    differ: dict[str, list[str] | str] = {}
+    with quiet():
+        real = entries["analyze()"](built.model, built).to_dict()
+        for name in ("fake twin", "meta twin"):
+            try:
+                twin = entries[name](built.model, built).to_dict()
+            except Exception as exc:  # (a model that needs tensor values cannot run on meta tensors)
+                differ[name] = f"fails: {str(exc).splitlines()[0][:100]}"
+                del entries[name]
+                continue
+            differ[name] = [d for d in _differences(real, twin) if d != "/memory/method"]
+    times = _interleaved_cpu(built, entries, rounds)
+    return {"rounds": rounds, "forward_ms": statistics.median(times["forward"]) * 1e3,
+            "ratio": {k: _ratio_stats(times[k], times["forward"]) if k in times else None
+                      for k in ("analyze()", "fake twin", "meta twin")},
+            "differences": differ}
+
+
+def twin_eval_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed twin-eval``: what an eval analysis would cost on a twin instead of the model
+    itself, and what its report would lose (run_twin_eval)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed twin-eval")
+    parser.add_argument("--models", default=",".join(LADDER_MODELS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print("CPU time as a ratio to a plain forward (median, p25-p75), interleaved; the twins' reports against the"
+          " real run's")
+    print("| model | forward (ms CPU) | rounds | analyze() | on a fake twin | on a meta twin | fake twin's report | "
+          "meta twin's report |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in [m for m in args.models.split(",") if m]:
+        row = {"model": name, **run_twin_eval(ladder_model(name), args.rounds)}
+        rows.append(row)
+        cells = [f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})" if r else "-" for r in row["ratio"].values()]
+        said = [d if isinstance(d, str) else "identical" if not d else f"{len(d)} differences, first {d[0]}"
+                for d in row["differences"].values()]
+        print(f"| {name} | {row['forward_ms']:.1f} | {args.rounds} | " + " | ".join(cells + said) + " |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _deepcopy_before(model: torch.nn.Module, memo: dict[int, Any]) -> torch.nn.Module:
+    """How a twin's tree was copied before round 14: each empty dict, OrderedDict and set attribute of a module
+    copied into the memo, then ``copy.deepcopy``."""
+    import copy
+    from collections import OrderedDict
+
+    for module in model.modules():
+        for value in vars(module).values():
+            kind = type(value)
+            if id(value) not in memo and kind in (dict, OrderedDict, set) and not value \
+                    and not getattr(value, "__dict__", None):
+                memo[id(value)] = kind()
+    return copy.deepcopy(model, memo)
+
+
+def run_tree_copy(models: Sequence[str], rounds: int) -> list[dict[str, Any]]:
+    """A twin's module tree copied as before (:func:`_deepcopy_before`) and by run/step.py's ``_tree_copy``,
+    interleaved, the parameters and buffers already in the memo as make_twin puts them: wall milliseconds
+    (medians) and the median of the per-round ratios."""
+    from torchcost.run.step import _tree_copy
+
+    rows = []
+    for name in models:
+        model = ladder_model(name).model
+        tensors = [t for m in model.modules() for t in (*m._parameters.values(), *m._buffers.values())
+                   if t is not None]
+        ways = {"before": _deepcopy_before, "_tree_copy": _tree_copy}
+        times: dict[str, list[float]] = {k: [] for k in ways}
+        for i in range(rounds + 1):
+            for way in (list(ways) if i % 2 else list(ways)[::-1]):
+                memo = {id(t): t for t in tensors}
+                gc.collect()
+                start = time.perf_counter()
+                ways[way](model, memo)
+                if i:  # (round 0 warms up)
+                    times[way].append(time.perf_counter() - start)
+        rows.append({"model": name, "modules": len(list(model.modules())),
+                     **{k: statistics.median(v) * 1e3 for k, v in times.items()},
+                     "ratio": _ratio_stats(times["_tree_copy"], times["before"])})
+    return rows
+
+
+def tree_copy_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed tree-copy``: copying a twin's module tree, before and now (run_tree_copy)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed tree-copy")
+    parser.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,gpt2,blocks100")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"wall ms (median of {args.rounds} interleaved rounds); ratio = _tree_copy / before (p25-p75)")
+    print("| model | modules | before: empties in the memo + copy.deepcopy | _tree_copy | ratio |")
+    print("|---|---|---|---|---|")
+    for row in run_tree_copy([m for m in args.models.split(",") if m], args.rounds):
+        mid, lo, hi = row["ratio"]
+        print(f"| {row['model']} | {row['modules']} | {row['before']:.2f} | {row['_tree_copy']:.2f} | "
+              f"{mid:.2f} ({lo:.2f}-{hi:.2f}) |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
@@ -863,6 +1092,12 @@ def main(argv: list[str] | None = None) -> int:
         return attention_main(argv[1:])
     if argv[:1] == ["removal"]:
         return removal_main(argv[1:])
+    if argv[:1] == ["startup"]:
+        return startup_main(argv[1:])
+    if argv[:1] == ["twin-eval"]:
+        return twin_eval_main(argv[1:])
+    if argv[:1] == ["tree-copy"]:
+        return tree_copy_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")
