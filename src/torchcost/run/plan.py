@@ -62,7 +62,9 @@ def twin_device(method: TwinMethod, run_device: torch.device) -> torch.device:
 
 
 def is_fake_trouble(exc: BaseException) -> bool:
-    """Whether a twin run failed because its tensors hold no data (not because the model is wrong)."""
+    """Whether a twin run failed because its tensors hold no data (not because the model is wrong). Also a warning
+    turned into an error (``-W error``, ``warnings.simplefilter("error")``) that a fake or meta kernel raised: the
+    kernels a real copy runs do not raise it (torchvision's nms on fake tensors warns of a deprecated call)."""
     cause: BaseException | None = exc
     while cause is not None:
         module = type(cause).__module__
@@ -70,7 +72,20 @@ def is_fake_trouble(exc: BaseException) -> bool:
             return True
         if any(w in f"{type(cause).__name__}: {cause}".lower() for w in _FAKE_WORDS):
             return True
+        if isinstance(cause, Warning) and _raised_in_fake_kernel(cause):
+            return True
         cause = cause.__cause__
+    return False
+
+
+def _raised_in_fake_kernel(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside torch's fake tensor machinery or a library's meta kernels."""
+    tb = exc.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/torch/_subclasses/" in path or path.endswith("_meta_registrations.py"):
+            return True
+        tb = tb.tb_next
     return False
 
 
