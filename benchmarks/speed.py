@@ -871,8 +871,9 @@ print(middle - start, time.perf_counter() - middle)
 
 def _import_seconds(prefix: str, compiled: bool) -> tuple[float, float]:
     """torchcost's own imports in a fresh process, after ``import torch``: the package, then the CLI module
-    (seconds). ``compiled``: bytecode read from (and written to) ``prefix``; else every torchcost module compiled from
-    source (``prefix`` an empty folder, nothing written), as under PYTHONDONTWRITEBYTECODE=1 in a fresh checkout."""
+    (seconds). ``compiled``: bytecode read from (and written to) ``prefix``; else every module imported after torch
+    compiled from source (``prefix`` an empty folder, nothing written): torchcost's, as under
+    PYTHONDONTWRITEBYTECODE=1 in a fresh checkout, and also those it imports (rich, for the CLI)."""
     done = subprocess.run([sys.executable, "-c", _IMPORTS, prefix, "0" if compiled else "1"],
                           capture_output=True, text=True, check=True)
     package, cli = done.stdout.split()
