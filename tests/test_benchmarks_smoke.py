@@ -266,3 +266,26 @@ def test_switch_identity_one_model_is_the_same_with_the_speed_paths_off() -> Non
 
     made = switch_identity.MODELS["tv:squeezenet1_1"]()
     assert switch_identity.compare(made) == {"eval": "identical", "train": "identical"}
+
+
+def test_speed_twin_eval_runs_an_eval_analysis_on_twins_and_diffs_the_reports() -> None:
+    from benchmarks import speed
+
+    built = speed.ladder_model("blocks3")
+    row = speed.run_twin_eval(built, 1)
+    # the stack's report on a fake twin and on a meta twin is the real run's (memory/method aside)
+    assert row["differences"] == {"fake twin": [], "meta twin": []}
+    assert set(row["ratio"]) == {"analyze()", "fake twin", "meta twin"} and all(row["ratio"].values())
+    # the benchmark's choice is put back: an eval analysis of a CPU model runs the model itself again
+    r = torchcost.analyze(built.model, *built.args)
+    assert r.memory is not None and r.memory.method == "real"
+    assert r.macs == 3 * 64 * 64 == 12_288
+
+
+def test_speed_tree_copy_times_both_ways_of_copying_a_twins_tree() -> None:
+    from benchmarks import speed
+
+    (row,) = speed.run_tree_copy(["blocks3"], 1)
+    # the model, its Sequential, and 3 x (Linear, ReLU): 1 + 1 + 6 = 8 modules
+    assert row["model"] == "blocks3" and row["modules"] == 8
+    assert row["before"] > 0 and row["_tree_copy"] > 0
