@@ -21,7 +21,7 @@ import contextlib
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,26 +232,29 @@ def reports(names: list[str] | None = None, repeat: int = 1) -> dict[str, Any]:
     return out
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
+def differences(a: Any, b: Any, path: str = "") -> Iterator[str]:
+    """Where two reports' dicts differ, one line each: a path and what is there on either side (a key on one side
+    only, or a list of another length, is one difference)."""
     if type(a) is not type(b):
-        return f"{path or '.'}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, dict):
+        yield f"{path or '.'}: {type(a).__name__} vs {type(b).__name__}"
+    elif isinstance(a, dict):
         for key in sorted(set(a) | set(b), key=str):
             if key not in a or key not in b:
-                return f"{path}.{key}: only in {'after' if key not in a else 'before'}"
-            found = _first_difference(a[key], b[key], f"{path}.{key}")
-            if found:
-                return found
-        return ""
-    if isinstance(a, list):
+                yield f"{path}.{key}: only in {'after' if key not in a else 'before'}"
+            else:
+                yield from differences(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
         if len(a) != len(b):
-            return f"{path}: {len(a)} items vs {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            found = _first_difference(x, y, f"{path}[{i}]")
-            if found:
-                return found
-        return ""
-    return "" if a == b else f"{path}: {a!r:.80} vs {b!r:.80}"
+            yield f"{path}: {len(a)} items vs {len(b)}"
+        else:
+            for i, (x, y) in enumerate(zip(a, b)):
+                yield from differences(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: {a!r:.80} vs {b!r:.80}"
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    return next(differences(a, b, path), "")
 
 
 def main(argv: list[str] | None = None) -> int:

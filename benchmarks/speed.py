@@ -949,24 +949,12 @@ def eval_on_twin(method: str) -> Any:
         execute.choose_method = chosen
 
 
-def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Where two reports' dicts differ (paths; a list of unequal length is one difference)."""
-    if type(a) is not type(b):
-        return [path]
-    if isinstance(a, dict):
-        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return [f"{path} (length {len(a)} against {len(b)})"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [path]
-
-
 def run_twin_eval(built: Built, rounds: int) -> dict[str, Any]:
     """An eval analysis as it is (the model itself, direct leaves) beside the same analysis on a fake twin and on a
     meta twin (eval_on_twin), interleaved with a plain forward: each one's CPU time as a ratio to the forward, and
-    where the twins' reports differ from the real run's (memory/method aside: it names the run)."""
+    where the twins' reports differ from the real run's (memory.method aside: it names the run)."""
     import torchcost
+    from benchmarks.report_identity import differences
 
     def on(method: str | None) -> Callable[[torch.nn.Module, Built], Any]:
         def run(model: torch.nn.Module, b: Built) -> Any:
@@ -985,7 +973,7 @@ def run_twin_eval(built: Built, rounds: int) -> dict[str, Any]:
                 differ[name] = f"fails: {str(exc).splitlines()[0][:100]}"
                 del entries[name]
                 continue
-            differ[name] = [d for d in _differences(real, twin) if d != "/memory/method"]
+            differ[name] = [d for d in differences(real, twin) if not d.startswith(".memory.method:")]
     times = _interleaved_cpu(built, entries, rounds)
     return {"rounds": rounds, "forward_ms": statistics.median(times["forward"]) * 1e3,
             "ratio": {k: _ratio_stats(times[k], times["forward"]) if k in times else None
