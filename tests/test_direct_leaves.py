@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -97,6 +99,87 @@ def test_reports_are_identical_with_and_without_direct_leaves(fresh_trust: dict[
     # 3 convs + 3 batch norms + 12 activations + 2 pools + 2 dropouts + 1 identity + 2 linears, all past the modes
     # once trusted
     assert fresh_trust["direct"] >= 25
+
+
+_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_ACTIVATIONS = (lambda: nn.ReLU(), lambda: nn.ReLU(inplace=True), lambda: nn.ReLU6(inplace=True),
+                lambda: nn.SiLU(inplace=True), lambda: nn.Hardswish(), lambda: nn.LeakyReLU(0.1, inplace=True),
+                lambda: nn.Sigmoid(), lambda: nn.Tanh(), lambda: nn.GELU("tanh"), lambda: nn.Identity(),
+                lambda: nn.Dropout(0.3))
+
+
+class _Drawn(nn.Module):
+    """A body of planned leaves, its last module called a second time (a module held once, called twice), an
+    optional pool, then a planned Linear on the pooled features."""
+
+    def __init__(self, body: list[nn.Module], pool: nn.Module | None, channels: int, classes: int,
+                 bias: bool) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.pool = pool
+        self.head = nn.Linear(channels, classes, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        y = y + self.body[-1](y)
+        if self.pool is not None:
+            y = self.pool(y)
+        return self.head(y.flatten(2).mean(-1))
+
+
+@st.composite
+def _leaf_models(draw: Any) -> tuple[nn.Module, torch.Tensor]:
+    """Convolutions of 1-3 spatial dimensions (groups, strides, padding, with and without bias), batch norms with
+    and without affine parameters, every planned activation (some in place), float32 or bfloat16, channels-last
+    2-d inputs: the combinations that pick another kind of call or another op."""
+    dim = draw(st.sampled_from([1, 2, 3]))
+    channels, size, batch = draw(st.sampled_from([1, 2, 4])), draw(st.integers(6, 11)), draw(st.integers(1, 3))
+    body: list[nn.Module] = []
+    c, s = channels, size
+    for _ in range(draw(st.integers(1, 3))):
+        out, k, stride = draw(st.sampled_from([2, 4, 6])), draw(st.sampled_from([1, 3])), draw(st.sampled_from([1, 2]))
+        pad = draw(st.sampled_from([0, k // 2]))
+        if (s + 2 * pad - k) // stride + 1 < 1:
+            break
+        groups = draw(st.sampled_from([g for g in (1, 2) if c % g == 0 and out % g == 0]))
+        body.append(_CONVS[dim](c, out, k, stride=stride, padding=pad, groups=groups, bias=draw(st.booleans())))
+        c, s = out, (s + 2 * pad - k) // stride + 1
+        if draw(st.booleans()):
+            body.append(_NORMS[dim](c, affine=draw(st.booleans())))
+        body.append(draw(st.sampled_from(_ACTIVATIONS))())
+    if not body:
+        body.append(nn.ReLU())
+    pool = nn.AdaptiveAvgPool2d(draw(st.sampled_from([1, 2]))) if dim == 2 and draw(st.booleans()) else None
+    model = _Drawn(body, pool, c, draw(st.integers(1, 5)), draw(st.booleans()))
+    x = torch.randn(batch, channels, *[size] * dim)
+    if draw(st.booleans()):
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+    if dim == 2 and draw(st.booleans()):
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    return model.train(draw(st.booleans())), x
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(_leaf_models())
+def test_drawn_models_report_the_same_with_and_without_direct_leaves(fresh_trust: dict[str, int],
+                                                                     case: tuple[nn.Module, torch.Tensor]) -> None:
+    """The direct leaves never change a report, whatever mix of planned modules, settings, dtypes and memory formats
+    a model has, and leave it as it came in (its values, its train flag)."""
+    model, x = case
+    values = {k: v.clone() for k, v in model.state_dict().items()}
+    training = model.training
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    direct_before = fresh_trust["direct"]
+    first = torchcost.analyze(model, x).to_dict()  # kinds not trusted yet run under the modes, traced
+    second = torchcost.analyze(model, x).to_dict()  # every trusted kind past them
+    assert first == plain and second == plain
+    assert fresh_trust["direct"] > direct_before  # (the comparison is not of two runs under the modes)
+    assert all(v is not False for v in leaves.TRUSTED.values()), "a plan differs from what torch runs"
+    assert model.training == training
+    assert all(torch.equal(values[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_direct_convolution_is_counted_by_the_formula(fresh_trust: dict[str, int]) -> None:
