@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "compare", "main"]
+__all__ = ["MODELS", "compare", "fake_paths_off", "main"]
 
 Made = tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
 
@@ -109,7 +109,7 @@ MODELS: dict[str, Callable[[], Made]] = {
 
 
 @contextlib.contextmanager
-def _fake_paths_off() -> Iterator[None]:
+def fake_paths_off() -> Iterator[None]:
     """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor, every optimizer
     step counter copied by the fake mode's converter."""
     from torchcost.collect import fakeops
@@ -151,7 +151,7 @@ def compare(made: Made, train: bool = True) -> dict[str, str]:
     found = {"eval": _first_difference(planned, plain)}
     if train:
         short = _report(model, args, kwargs, mode="train")
-        with _fake_paths_off():
+        with fake_paths_off():
             slow = _report(model, args, kwargs, mode="train")
         found["train"] = _first_difference(short, slow)
     return {k: f"differ at {v}" if v else "identical" for k, v in found.items()}

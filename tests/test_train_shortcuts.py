@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
@@ -337,3 +339,93 @@ def test_torchs_own_optimizer_steps_past_the_function_mode(monkeypatch: pytest.M
     finally:
         handle.remove()
     assert calls > 0 and on == plain
+
+
+_ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardswish, lambda: nn.LeakyReLU(0.2), lambda: nn.Dropout(0.2),
+                nn.Identity)
+
+
+class _Attention(nn.Module):
+    """Embedding, self-attention, layer norm and a head, the head's weight tied to the embedding's or its own."""
+
+    def __init__(self, width: int, heads: int, bias: bool, tied: bool) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, width)
+        self.att = nn.MultiheadAttention(width, heads, batch_first=True, bias=bias)
+        self.ln = nn.LayerNorm(width)
+        self.out = nn.Linear(width, 50, bias=False)
+        if tied:
+            self.out.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        a, _ = self.att(h, h, h, need_weights=False)
+        out: torch.Tensor = self.out(self.ln(h + a))
+        return out
+
+
+@st.composite
+def _step_cases(draw: Any) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+    """A small CNN (strided convolutions, batch norms), an MLP (2-d or 3-d input, layer norms) or an attention
+    model (tied or untied head); some parameters frozen; each optimizer analyze() names, or its default; bf16
+    autocast on the first two."""
+    kind = draw(st.sampled_from(["cnn", "mlp", "attention"]))
+    x: torch.Tensor
+    if kind == "cnn":
+        c = ch = draw(st.sampled_from([1, 3]))
+        layers: list[nn.Module] = []
+        for _ in range(draw(st.integers(1, 3))):
+            out = draw(st.sampled_from([4, 8]))
+            layers.append(nn.Conv2d(ch, out, 3, padding=1, stride=draw(st.sampled_from([1, 2])),
+                                    bias=draw(st.booleans())))
+            if draw(st.booleans()):
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(draw(st.sampled_from(_ACTIVATIONS))())
+            ch = out
+        model: nn.Module = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ch, 5))
+        x = torch.randn(draw(st.sampled_from([2, 3])), c, 12, 12)
+    elif kind == "mlp":
+        width = d = draw(st.sampled_from([8, 16]))
+        layers = []
+        for _ in range(draw(st.integers(1, 4))):
+            out = draw(st.sampled_from([8, 16, 24]))
+            layers.append(nn.Linear(d, out, bias=draw(st.booleans())))
+            if draw(st.booleans()):
+                layers.append(nn.LayerNorm(out, elementwise_affine=draw(st.booleans())))
+            layers.append(draw(st.sampled_from(_ACTIVATIONS))())
+            d = out
+        model = nn.Sequential(*layers, nn.Linear(d, 3))
+        batch = draw(st.sampled_from([1, 4]))
+        rows = (draw(st.sampled_from([1, 5])),) if draw(st.booleans()) else ()
+        x = torch.randn(batch, *rows, width)
+    else:
+        model = _Attention(draw(st.sampled_from([16, 32])), draw(st.sampled_from([1, 2, 4])), draw(st.booleans()),
+                           draw(st.booleans()))
+        x = torch.randint(0, 50, (draw(st.sampled_from([1, 2])), draw(st.sampled_from([4, 7]))))
+    for p in list(model.parameters())[:draw(st.integers(0, 2))]:
+        p.requires_grad_(False)
+    options: dict[str, Any] = {}
+    optimizer = draw(st.sampled_from([None, "sgd", "adam", "adamw"]))
+    if optimizer is not None:
+        options["optimizer"] = optimizer
+    if kind != "attention" and draw(st.booleans()):
+        options["amp"] = "bf16"
+    return model, x, options
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(_step_cases())
+def test_drawn_training_steps_report_the_same_with_the_fake_paths_off(
+        case: tuple[nn.Module, torch.Tensor, dict[str, Any]]) -> None:
+    """The shortcuts of a training step on a fake twin (ops answered from metadata, fake tensors made from the
+    constructor's state, step counters copied past the converter, the warm-up state made per kind of parameter)
+    never change a report, over mixes of layers, frozen parameters, tied weights, optimizers and autocast: the
+    report is the one every op through the fake mode gives."""
+    from benchmarks.switch_identity import fake_paths_off
+
+    model, x, options = case
+    short = torchcost.analyze(model, x, mode="train", **options).to_dict()
+    with fake_paths_off():
+        slow = torchcost.analyze(model, x, mode="train", **options).to_dict()
+    assert short == slow
