@@ -27,6 +27,7 @@ from torchcost.errors import InputError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
+from torchcost.run.guard import kept
 from torchcost.run.step import Mode, make_twin
 from torchcost.trees import first, map_tensors
 from torchcost.units import parse_bytes
@@ -119,11 +120,11 @@ def max_batch_size(
     """
     if parallel is not None and not isinstance(parallel, Parallel):
         raise InputError(f"parallel must be a torchcost.Parallel, got {type(parallel).__name__}")
-    probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
-                                                                     amp=amp, target=target,
-                                                                     kernel_memory=kernel_memory))
-    return probe.largest(parse_budget("budget", budget), allowance_for(target, reserve, fragmentation), limit,
-                         parallel)
+    with kept(model):  # (the meta copy every probe runs shares the model's functions: run/guard.py)
+        probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(
+            mode=mode, optimizer=optimizer, loss_fn=loss_fn, amp=amp, target=target, kernel_memory=kernel_memory))
+        return probe.largest(parse_budget("budget", budget), allowance_for(target, reserve, fragmentation), limit,
+                             parallel)
 
 
 @dataclass
@@ -234,20 +235,20 @@ def fsdp_sweep(
         raise InputError(f"degrees must be positive integers, got {list(degrees)!r}")
     budget_bytes = parse_budget("budget", budget) if budget is not None else None
     allowance = allowance_for(target, reserve, fragmentation)
-    probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(mode=mode, optimizer=optimizer, loss_fn=loss_fn,
-                                                                     amp=amp, target=target,
-                                                                     kernel_memory=kernel_memory))
     points: list[SweepPoint] = []
-    for degree in degrees:
-        report = probe.report(replace(plan, fsdp=degree))
-        assert report.parallel is not None
-        fixed = replace(plan, fsdp=degree, rank=report.parallel.rank)
-        fit = None
-        if budget_bytes is not None:
-            before = next((p.fit for p in reversed(points) if p.fit is not None and p.fit.batch_size), None)
-            fit = probe.largest(budget_bytes, allowance, limit, fixed, known={probe.base: report.peak_memory},
-                                hint=_slope_at_answer(before) if before is not None else None)
-        points.append(SweepPoint(fixed, report, fit))
+    with kept(model):  # (as in max_batch_size)
+        probe = _Probe.make(model, args, kwargs, input_size, dtype, dict(
+            mode=mode, optimizer=optimizer, loss_fn=loss_fn, amp=amp, target=target, kernel_memory=kernel_memory))
+        for degree in degrees:
+            report = probe.report(replace(plan, fsdp=degree))
+            assert report.parallel is not None
+            fixed = replace(plan, fsdp=degree, rank=report.parallel.rank)
+            fit = None
+            if budget_bytes is not None:
+                before = next((p.fit for p in reversed(points) if p.fit is not None and p.fit.batch_size), None)
+                fit = probe.largest(budget_bytes, allowance, limit, fixed, known={probe.base: report.peak_memory},
+                                    hint=_slope_at_answer(before) if before is not None else None)
+            points.append(SweepPoint(fixed, report, fit))
     return tuple(points)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,77 @@ def test_grad_flags_changed_by_forward_are_restored() -> None:
     model = Freezes(4, 2)
     torchcost.analyze(model, torch.randn(1, 4))
     assert model.weight.requires_grad
+
+
+class Rehooks(nn.Module):
+    """A forward that registers hooks on its child (one prepended), removes one registered before, and reorders and
+    extends an OrderedDict of its own: torch's hook dicts are OrderedDicts, put back by the guard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.seen: list[str] = []
+        self.first = self.fc.register_forward_hook(lambda m, i, o: self.seen.append("first"))
+        self.second = self.fc.register_forward_hook(lambda m, i, o: self.seen.append("second"), prepend=True)
+        self.history = OrderedDict(a=1, b=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.fc.register_forward_hook(lambda m, i, o: None)
+        self.fc.register_forward_pre_hook(lambda m, i: None, prepend=True)
+        self.first.remove()
+        self.history.move_to_end("a")
+        self.history["c"] = 3
+        out: torch.Tensor = self.fc(x)
+        return out
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_hooks_added_and_removed_by_forward_are_put_back_in_order(mode: str) -> None:
+    # was (eval): the hook dicts emptied with dict's own methods, which left the OrderedDict's key list behind:
+    # every later forward of the model raised KeyError from torch's hook loop
+    model = Rehooks()
+    hooks, history = model.fc._forward_hooks, model.history
+    report = torchcost.analyze(model, torch.randn(2, 4), mode=mode)
+    assert report.module("fc").macs == 2 * 4 * 4  # batch 2 x in 4 x out 4 = 32
+    assert model.fc._forward_hooks is hooks
+    assert list(hooks.items()) == [(model.second.id, hooks[model.second.id]), (model.first.id, hooks[model.first.id])]
+    assert list(model.fc._forward_pre_hooks.items()) == []
+    assert model.history is history and list(history.items()) == [("a", 1), ("b", 2)]
+    assert model.seen == []
+    model(torch.randn(2, 4))  # the model runs as before: its forward removes "first", so "second" alone is heard
+    assert model.seen == ["second"]
+
+
+class Tapped(nn.Module):
+    """A forward hook whose closure holds the model, storing its layer's output in a dict of the model's: the usual
+    way to read features, which a twin's run calls too (a deep copy shares functions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.taps: dict[str, torch.Tensor] = {}
+        self.fc.register_forward_hook(lambda m, i, o: self.taps.__setitem__("fc", o))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(x)
+        return out
+
+
+@pytest.mark.parametrize("run", [
+    lambda m: torchcost.analyze(m, torch.randn(2, 4)),  # the model itself
+    lambda m: torchcost.analyze(m, torch.randn(2, 4), mode="train"),  # a fake twin
+    lambda m: torchcost.analyze(m, torch.randn(2, 4), device="meta"),  # a meta twin
+    lambda m: torchcost.analyze(m, torch.randn(2, 4), mode="train", time=torchcost.TimeOptions(repeats=1, warmup=0)),
+    lambda m: torchcost.max_batch_size(m, torch.randn(2, 4), budget="64 MiB", limit=64),  # probes on a meta copy
+    lambda m: torchcost.analyze(m, torch.randn(2, 4), mode="train", parallel=torchcost.Parallel(fsdp=2)),
+], ids=["eval", "train", "meta", "timed-step", "max_batch_size", "fsdp"])
+def test_what_a_twin_writes_into_the_model_through_a_hook_is_put_back(run: Callable[[nn.Module], Any]) -> None:
+    # was (all but eval): the dict held the twin's fake or meta output (or the copy's) after the analysis
+    model = Tapped()
+    taps, hooks = model.taps, dict(model.fc._forward_hooks)
+    run(model)
+    assert model.taps is taps and taps == {}
+    assert dict(model.fc._forward_hooks) == hooks
 
 
 # -- a model holding what cannot be deep-copied ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from torchcost.parallel.strategy import apply_strategy, tied_parameters
 from torchcost.parallel.world import make_mesh, simulated_world
 from torchcost.report import ParallelInfo
 from torchcost.run.execute import Ran, execute
+from torchcost.run.guard import kept
 from torchcost.run.step import StepOptions, Twin, make_twin
 from torchcost.trees import map_tensors
 
@@ -227,7 +228,7 @@ def run_parallel(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ``parallel`` field saying which ranks were run and whether they differ."""
     ranks = ranks_to_run(model, plan)
     runs: list[tuple[int, Ran, int, list[str]]] = []
-    with outside_inference_mode():
+    with outside_inference_mode(), kept(model):  # (each rank's twin shares the model's functions: run/guard.py)
         for rank in ranks:
             ran, units = _one_rank(model, args, kwargs, registry, options, memory, run_device, plan, rank)
             peak = ran.recording.memory.trace().peak_bytes if ran.recording.memory is not None else 0

@@ -27,7 +27,7 @@ from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.report import ParallelInfo
 from torchcost.run.failures import forward_failures, step_failures
-from torchcost.run.guard import guarded
+from torchcost.run.guard import guarded, kept
 from torchcost.run.plan import check_room_for_copy, choose_method, retry_on_copy, twin_device
 from torchcost.run.step import (
     DEFAULT_LOSS_NAME,
@@ -122,16 +122,17 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
     method = choose_method(run_device, options, model)
     if method == "real":
         return execute(model, args, kwargs, registry, options, memory, run_device, None, measure_cpu=measure_cpu)
-    twin = make_twin(model, args, kwargs, method, twin_device(method, run_device))
-    try:
-        return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin)
-    except ModelError as exc:
-        if not retry_on_copy(method, run_device, exc):
-            raise
-        check_room_for_copy(model, options, exc)
-        twin = make_twin(model, args, kwargs, "copy", run_device)
-        return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin,
-                       measure_cpu=measure_cpu)
+    with kept(model):
+        twin = make_twin(model, args, kwargs, method, twin_device(method, run_device))
+        try:
+            return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin)
+        except ModelError as exc:
+            if not retry_on_copy(method, run_device, exc):
+                raise
+            check_room_for_copy(model, options, exc)
+            twin = make_twin(model, args, kwargs, "copy", run_device)
+            return execute(twin.model, twin.args, twin.kwargs, registry, options, memory, run_device, twin,
+                           measure_cpu=measure_cpu)
 
 
 def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,

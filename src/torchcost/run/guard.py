@@ -29,7 +29,7 @@ from torch import nn
 from torchcost.formulas.registry import written_arguments
 from torchcost.run.step import Twin
 
-__all__ = ["RunWatch", "guarded", "preserved", "quiet_fastpaths"]
+__all__ = ["RunWatch", "guarded", "kept", "preserved", "quiet_fastpaths"]
 
 _MISSING = object()
 # ops that write batch norm's running statistics (arguments 3 and 4) when ``training`` (argument 5) is true,
@@ -110,6 +110,12 @@ def _same(container: object, saved: _Container) -> bool:
 def _refill(container: object, saved: _Container) -> None:
     if isinstance(container, list):
         list.__setitem__(container, slice(None), saved)
+    elif isinstance(container, OrderedDict):
+        # OrderedDict's own methods (torch's hook dicts are OrderedDicts): dict's would empty the table and leave the
+        # OrderedDict's list of keys behind, and every later iteration (each forward's hooks) raise KeyError
+        OrderedDict.clear(container)
+        for key, value in saved.items() if isinstance(saved, dict) else ():  # (saved: a plain dict copy, or [])
+            OrderedDict.__setitem__(container, key, value)
     elif isinstance(container, dict):
         dict.clear(container)
         dict.update(container, saved)
@@ -241,6 +247,20 @@ def preserved(model: nn.Module | None, device: torch.device,
         finally:
             for s in states:
                 _restore(s)
+
+
+@contextlib.contextmanager
+def kept(model: nn.Module) -> Iterator[None]:
+    """Around a run on a twin: every module's attributes, list, dict and set contents and grad flags put back on the
+    way out, as :func:`preserved` puts them back (tensor values aside: a twin's tensors are not the model's). A twin
+    shares what a deep copy keeps as it is, functions among them, so code run on the twin can still write into the
+    model: a forward hook whose closure holds the model and stores each output in a dict of the model's."""
+    states = [_state(module) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for s in states:
+            _restore(s)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from torchcost.inputs import model_device, outside_inference_mode
 from torchcost.report import CostReport
 from torchcost.run.checks import refuse_unsupported
 from torchcost.run.concurrency import exclusive
+from torchcost.run.guard import kept
 from torchcost.run.plan import default_target
 from torchcost.run.step import TARGETS, StepOptions, make_twin
 from torchcost.serve.cache import (
@@ -101,7 +102,7 @@ def analyze_generation(
                           kernel_memory or ("table" if tp > 1 and chosen == "cuda" else None))
     refuse_unsupported(model, options)
     registry = REGISTRY.with_overrides(formulas) if formulas else REGISTRY
-    with exclusive(), outside_inference_mode():
+    with exclusive(), outside_inference_mode(), kept(model):
         twin = make_twin(model, (), {}, "meta", _CPU).model
         if dtype is not None:
             twin.to(dtype)

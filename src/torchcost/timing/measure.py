@@ -44,7 +44,7 @@ from torch.nn.modules import module as module_mod
 from torchcost.collect import interrupts
 from torchcost.errors import InputError, ModelError, TorchcostError, first_line
 from torchcost.report import CostReport, MeasuredTime, ModuleTime
-from torchcost.run.guard import preserved
+from torchcost.run.guard import kept, preserved
 from torchcost.run.step import StepOptions, default_loss, make_optimizer, make_twin, warm_optimizer
 
 __all__ = ["TimeOptions", "check_timeable", "measure_time", "time_options"]
@@ -407,7 +407,7 @@ def _values_kept(model: nn.Module) -> Iterator[None]:
 def _time_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], options: StepOptions,
                timing: TimeOptions, clock: _Clock, device: torch.device) -> tuple[_Samples, _Samples]:
     twin = make_twin(model, args, kwargs, "copy", device)
-    with preserved(None, device) as watch:
+    with kept(model), preserved(None, device) as watch:
         if watch is not None:
             watch.drew = True  # dropout in the copy draws from the generators: put them back
         opt = make_optimizer(options.optimizer, twin.model, twin, options.target)
