@@ -150,3 +150,16 @@ def test_resnet18_16x16_in_train_mode(device: str) -> None:
     r = torchcost.analyze(model, x)
     assert r.module("fc").output_shape is not None
     assert r.module("layer4.1.bn2").output_shape.shape == (1, 512, 1, 1)  # type: ignore[union-attr]
+
+
+def test_a_training_steps_shape_error_prints_no_torch_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    # was: the fake tensor mode logged "failed while attempting to run meta for aten.mm.default" with torch's own
+    # traceback on stderr (about 20 lines), before torchcost's one error
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(5, 2))  # 4 features into a Linear that takes 5
+    with pytest.raises(torchcost.ShapeError) as info:
+        torchcost.analyze(model, torch.randn(2, 8), mode="train")
+    e = info.value
+    assert (e.layer, e.layer_type, e.input_shapes) == ("2", "Linear", "[2, 4]")
+    one_line(e)
+    err = capfd.readouterr().err
+    assert "failed while attempting to run meta" not in err and "Traceback" not in err, err

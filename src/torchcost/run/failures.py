@@ -9,6 +9,8 @@ Errors torchcost raises on purpose pass through unchanged; the original exceptio
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Iterator
 
 from torch import nn
@@ -17,13 +19,39 @@ from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import DtypeError, ModelError, ShapeError, TorchcostError, first_line
 from torchcost.shapes import describe
 
-__all__ = ["forward_failures", "step_failure", "step_failures", "wrap_failure"]
+__all__ = ["forward_failures", "quiet_meta_failures", "step_failure", "step_failures", "wrap_failure"]
 
 _DTYPE_WORDS = ("dtype", "scalar type", "expected tensor for argument", "must have the same type",
                 "should be the same", "index tensor", "not implemented for")
 _SHAPE_WORDS = ("shape", "size", "dimension", "dim ", "kernel", "channels", "groups", "cannot be multiplied",
                 "expected input", "expected 2d", "expected 3d", "expected 4d", "expected 5d", "out of range",
                 "expected more than 1 value", "non-empty", "reduction dim")  # meta kernels: "same reduction dim"
+
+
+class _MetaFailures(logging.Filter):
+    """Drops the fake tensor mode's log of a meta kernel that raised ("failed while attempting to run meta for
+    aten.mm.default" and torch's traceback), in the thread that installed it: the error itself goes on to
+    :func:`forward_failures`, which reports it as one line naming the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread == self.thread and str(record.msg).startswith("failed while attempting to run meta"))
+
+
+@contextlib.contextmanager
+def quiet_meta_failures() -> Iterator[None]:
+    """While inside, a meta kernel that raises under a fake tensor mode in this thread logs nothing (the logger is
+    torch's ``torch._subclasses.fake_tensor``; other records and other threads' pass as before)."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    quiet = _MetaFailures()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _reason(exc: BaseException) -> str:

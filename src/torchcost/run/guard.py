@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from torchcost.formulas.registry import written_arguments
+from torchcost.run.failures import quiet_meta_failures
 from torchcost.run.step import Twin
 
 __all__ = ["RunWatch", "guarded", "kept", "preserved", "quiet_fastpaths"]
@@ -283,12 +284,14 @@ def quiet_fastpaths() -> Iterator[None]:
 def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
             modules: list[nn.Module] | None = None) -> Iterator[RunWatch | None]:
     """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
-    quiet fast paths, and the twin's fake tensor mode. Meta and fake twins touch neither the model nor the RNG.
+    quiet fast paths, and the twin's fake tensor mode, with its log of a failing meta kernel quieted (the failure
+    becomes one error naming the layer, run/failures.py). Meta and fake twins touch neither the model nor the RNG.
     Yields the :class:`RunWatch` to hand to the Recording (None for a meta or fake twin): only ops it is told of
     are copied on write, so every op of the run must run under that Recording. ``modules``: ``list(model.modules())``
     when the caller has it already."""
     real = twin is None or twin.method == "copy"
     preserve = preserved(model if twin is None else None, run_device, modules) if real else contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
-    with preserve as watch, quiet_fastpaths(), fake:
+    quiet = quiet_meta_failures() if twin is not None and twin.fake_mode is not None else contextlib.nullcontext()
+    with preserve as watch, quiet_fastpaths(), quiet, fake:
         yield watch
