@@ -630,6 +630,10 @@ class _OutputError(Exception):
 def _cmd_analyze(args: argparse.Namespace) -> int:
     if serving.asked(args):
         return _cmd_serve(args)
+    if args.sort in ("step", "backward") and not (args.train or args.optimizer is not None):
+        # (refused before the model is built: render/layout.py would refuse it only after the analysis)
+        raise UsageError(f"--sort {args.sort} goes with --train (a training step's FLOPs); without it sort by "
+                         "flops, macs or params", "torchcost")
     options = AnalysisOptions.from_args(args)
     if options.fsdp_sweep is not None:
         return _cmd_sweep(args, options)

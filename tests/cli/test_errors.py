@@ -77,6 +77,10 @@ def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["compare", "example:standard_conv"], "compare needs at least two models"),
     (["compare", "a", "b", "--names", "x"], "--names gives 1 names for 2 models"),
+    # refused before the spec is even resolved (it was refused only once the analysis had run: 49 s for a
+    # one-layer llama-3-8b on this machine)
+    (["nosuch:model", "--sort", "step"], "--sort step goes with --train"),
+    (["--sort", "backward", "--amp", "bf16"], "--sort backward goes with --train"),
 ])
 def test_bad_usage(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
     rc, out, err = _main(capsys, *argv)
