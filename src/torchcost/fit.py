@@ -149,7 +149,7 @@ class _Probe:
         # one meta copy serves every probe (a model on the meta device is used as it is)
         on_meta = all(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
         meta_model = model if on_meta else make_twin(model, (), {}, "meta", torch.device("cpu")).model
-        return cls(meta_model, args, kw, int(batched.shape[0]), options, (model, args, kw))
+        return cls(meta_model, args, _probe_kwargs(model, kw), int(batched.shape[0]), options, (model, args, kw))
 
     def report(self, parallel: Parallel | None) -> CostReport:
         """The analysis of the model and inputs as given (a parallel one runs on a meta twin anyway)."""
@@ -281,6 +281,24 @@ def _meta_inputs(model: nn.Module, args: tuple[Any, ...], input_size: object, dt
     shapes = normalize_sizes(input_size)
     dtypes = input_dtypes(dtype, len(shapes))
     return tuple(random_input(s, d or model_dtype(model), torch.device("meta")) for s, d in zip(shapes, dtypes))
+
+
+def _probe_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword inputs of the meta probes: as given, except a transformers model's 2-d ``attention_mask`` of all
+    ones, which becomes the mask a ``--meta`` analysis gives it (resolve/hf.py ``meta_attention_mask``): transformers
+    reads a mask's values, which a meta tensor has not (``.all()`` on it fails), and an all-ones one means no
+    padding, which the causal 4-d mask says without values."""
+    mask = kwargs.get("attention_mask")
+    if not (isinstance(mask, torch.Tensor) and mask.device.type != "meta" and mask.dim() == 2
+            and not mask.is_floating_point() and type(model).__module__.startswith("transformers.")
+            and bool(mask.all())):
+        return kwargs
+    from torchcost.resolve.hf import meta_attention_mask
+
+    batch, seq = mask.shape
+    made = meta_attention_mask(model, getattr(model, "config", None), batch, seq, "meta")
+    rest = {k: v for k, v in kwargs.items() if k != "attention_mask"}
+    return rest if made is None else {**rest, "attention_mask": made[0]}
 
 
 def _rebatch(obj: Any, old: int, new: int) -> Any:

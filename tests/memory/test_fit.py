@@ -63,3 +63,18 @@ def test_model_left_alone_and_inputs_needed() -> None:
     assert all(p.device.type == "cpu" for p in model.parameters())
     with pytest.raises(torchcost.InputError):
         torchcost.max_batch_size(model, budget="1GiB")
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_transformers_model_given_a_mask_of_ones_is_searched_as_on_meta(mode: str) -> None:
+    # was: the probes' meta copy of the mask could not answer transformers' `.all()` on it ("Tensor.item() cannot be
+    # called on meta tensors"), so `torchcost hf:gpt2 --memory-budget 8GiB` failed after its analysis
+    from torchcost.resolve import resolve
+
+    real = resolve("hf:gpt2", seq_len=16, config={"n_layer": 1})
+    assert real.kwargs["attention_mask"].shape == (1, 16) and bool(real.kwargs["attention_mask"].all())
+    meta = resolve("hf:gpt2", seq_len=16, config={"n_layer": 1}, meta=True)  # the 4-d causal mask a meta run gets
+    found = torchcost.max_batch_size(real.model, kwargs=real.kwargs, budget="4GiB", mode=mode, limit=4096)
+    expected = torchcost.max_batch_size(meta.model, kwargs=meta.kwargs, budget="4GiB", mode=mode, limit=4096)
+    assert found.batch_size == expected.batch_size > 1
+    assert found.peak_bytes == expected.peak_bytes

@@ -242,6 +242,20 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int,
+                        device: torch.device | str) -> tuple[torch.Tensor, str] | None:
+    """The attention mask a run on meta tensors gives a transformers model for ``batch`` sequences of ``seq`` tokens
+    without padding, and its description; None: no mask. A 2-d mask of ones would be read for its values
+    (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and so
+    would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
+    an encoder-decoder one of ones, anything else none."""
+    if _is_causal(model, config):
+        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril(), "causal attention_mask"
+    if getattr(config, "is_encoder_decoder", False):
+        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
+    return None
+
+
 def _is_causal(model: nn.Module, config: Any) -> bool:
     if getattr(config, "is_encoder_decoder", False):
         return False
@@ -285,16 +299,14 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         what = f"input_ids {shape[0]}x{shape[1]}"
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         if "attention_mask" in params:
-            b, s = shape
             if not opts.meta:
                 kwargs["attention_mask"] = torch.ones(shape, dtype=torch.int64, device=dev)
                 what += ", attention_mask of ones"
-            elif _is_causal(model, config):
-                kwargs["attention_mask"] = torch.ones((b, 1, s, s), dtype=torch.bool, device=dev).tril()
-                what += ", causal attention_mask"
-            elif encoder_decoder:
-                kwargs["attention_mask"] = torch.ones((b, 1, s, s), dtype=torch.bool, device=dev)
-                what += ", attention_mask of ones"
+            else:
+                made = meta_attention_mask(model, config, *shape, dev)
+                if made is not None:
+                    kwargs["attention_mask"], said = made
+                    what += ", " + said
         if encoder_decoder and "decoder_input_ids" in params:
             kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
             what += f", decoder_input_ids {shape[0]}x{shape[1]}"
