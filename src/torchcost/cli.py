@@ -51,7 +51,7 @@ from torchcost.render.csv import render_csv
 from torchcost.render.fit import fit_lines, render_sweep
 from torchcost.render.html import render_compare_html, render_html
 from torchcost.render.json import render_json
-from torchcost.render.layout import COLUMNS, SORT_KEYS, TableOptions
+from torchcost.render.layout import COLUMNS, SORT_KEYS, STEP_SORT_KEYS, TableOptions
 from torchcost.render.markdown import render_markdown
 from torchcost.render.text import render_text
 from torchcost.report import CostReport
@@ -630,11 +630,12 @@ class _OutputError(Exception):
 def _cmd_analyze(args: argparse.Namespace) -> int:
     if serving.asked(args):
         return _cmd_serve(args)
-    if args.sort in ("step", "backward") and not (args.train or args.optimizer is not None):
-        # (refused before the model is built: render/layout.py would refuse it only after the analysis)
-        raise UsageError(f"--sort {args.sort} goes with --train (a training step's FLOPs); without it sort by "
-                         "flops, macs or params", "torchcost")
     options = AnalysisOptions.from_args(args)
+    if args.sort in STEP_SORT_KEYS and options.mode != "train":
+        # (refused before the model is built: render/layout.py would refuse it only after the analysis)
+        others = ", ".join(k for k in SORT_KEYS if k not in STEP_SORT_KEYS)
+        raise UsageError(f"--sort {args.sort} goes with --train (a training step's FLOPs); without it sort by "
+                         f"{others}", "torchcost")
     if options.fsdp_sweep is not None:
         return _cmd_sweep(args, options)
     if args.memory_budget is not None and args.format == "csv":

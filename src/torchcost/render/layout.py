@@ -19,13 +19,14 @@ from torchcost.report import CostReport, ModuleCost
 from torchcost.shapes import describe
 from torchcost.units import format_bytes, format_count, format_int, format_mib, format_seconds
 
-__all__ = ["COLUMNS", "EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "Row", "SortKey", "TableOptions", "calls_suffix",
-           "console", "count_cells", "count_headers", "default_depth", "footer_lines", "measured_time_lines",
-           "memory_lines", "parallel_lines", "predicted_time_lines", "row_label", "rows", "select", "table_lines"]
+__all__ = ["COLUMNS", "EVERY_LEVEL", "MAX_ROWS", "SORT_KEYS", "STEP_SORT_KEYS", "Row", "SortKey", "TableOptions",
+           "calls_suffix", "console", "count_cells", "count_headers", "default_depth", "footer_lines",
+           "measured_time_lines", "memory_lines", "parallel_lines", "predicted_time_lines", "row_label", "rows",
+           "select", "table_lines"]
 
 SortKey = Literal["flops", "macs", "params", "step", "backward"]
 SORT_KEYS: tuple[SortKey, ...] = ("flops", "macs", "params", "step", "backward")
-_STEP_KEYS: tuple[SortKey, ...] = ("step", "backward")  # a training step's figures: mode="train" only
+STEP_SORT_KEYS: tuple[SortKey, ...] = ("step", "backward")  # a training step's figures: mode="train" only
 MAX_ROWS = 60  # the default depth keeps a table within this many rows
 # optional columns (TableOptions.columns, --columns): bytes moved, FLOPs per byte, predicted seconds (hardware=),
 # compute- or memory-bound, measured seconds (time=)
@@ -210,8 +211,8 @@ def _sort_key(sort: str | None, train: bool) -> SortKey:
         return "step" if train else "flops"
     for key in SORT_KEYS:
         if key == sort:
-            if key in _STEP_KEYS and not train:
-                others = ", ".join(k for k in SORT_KEYS if k not in _STEP_KEYS)
+            if key in STEP_SORT_KEYS and not train:
+                others = ", ".join(k for k in SORT_KEYS if k not in STEP_SORT_KEYS)
                 raise InputError(f"sort={sort!r} needs a training step (mode='train'); otherwise sort by {others}")
             return key
     raise InputError(f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")

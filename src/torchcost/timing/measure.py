@@ -406,8 +406,8 @@ def _values_kept(model: nn.Module) -> Iterator[None]:
 
 def _time_step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], options: StepOptions,
                timing: TimeOptions, clock: _Clock, device: torch.device) -> tuple[_Samples, _Samples]:
-    twin = make_twin(model, args, kwargs, "copy", device)
-    with kept(model), preserved(None, device) as watch:
+    with kept(model), preserved(None, device) as watch:  # (kept: around the copy too, as run/execute.py's _run)
+        twin = make_twin(model, args, kwargs, "copy", device)
         if watch is not None:
             watch.drew = True  # dropout in the copy draws from the generators: put them back
         opt = make_optimizer(options.optimizer, twin.model, twin, options.target)
