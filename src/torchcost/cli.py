@@ -663,10 +663,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(problem, "torchcost")
     with Progress(_progress_enabled(args)) as progress:
         progress.update(f"building {args.spec}")
-        resolved = resolve(args.spec, **resolve_options(args))
+        resolved, args = _serving_model(args)
         text = serving.run(resolved, args, None, progress.update)
     _emit(text, args.output)
     return EXIT_OK
+
+
+def _serving_model(args: argparse.Namespace) -> tuple[Resolved, argparse.Namespace]:
+    """The model of a serving analysis, and the flags it runs with. Every step of a generation runs on a meta twin
+    (serve/generation.py), so a model asked for on the CPU is built on meta: its weights would never be read
+    (llama-3-8b's are 16 GB to allocate and fill at random), and the memory target stays the CPU's, as
+    analyze_generation gives a CPU model. (A constructor that reads tensor values is built on the CPU and moved to
+    meta by the resolver, as for --meta.)"""
+    if args.meta or args.device not in (None, "cpu"):
+        return resolve(args.spec, **resolve_options(args)), args
+    resolved = resolve(args.spec, **{**resolve_options(args), "device": None, "meta": True})
+    # (with --tp, analyze_generation's default target is "cuda" for a CPU model and a meta one alike)
+    target = args.target or (None if (args.tp or 1) > 1 else "cpu")
+    return resolved, argparse.Namespace(**{**vars(args), "target": target})
 
 
 def _cmd_sweep(args: argparse.Namespace, options: AnalysisOptions) -> int:

@@ -122,3 +122,22 @@ def test_tensor_parallel_rank() -> None:
     # product in two (columns of q, k, v, gate, up and the head, rows of o and down, so the heads too)
     per_sequence = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 4 * 13 * 16) + 64 * 128
     assert report.decode_first is not None and report.decode_first.macs == 2 * per_sequence // 2 == 85_248
+
+
+def test_cli_generation_of_a_cpu_model_builds_it_on_meta(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Every step of a generation runs on a meta twin, so the CLI builds a CPU model on meta (no weights allocated
+    or filled: llama-3-8b took 351 s and 16.7 GB of RAM for a --max-batch search, 185 s and 1.1 GB now) and keeps
+    the CPU's memory target: the report is the one a model built on the CPU gets."""
+    asked: list[bool] = []
+    resolve = cli.resolve
+    monkeypatch.setattr(cli, "resolve", lambda spec, **kw: asked.append(kw["meta"]) or resolve(spec, **kw))
+    rc = cli.main(["hf:gpt2", "--config", "n_layer=1", "--prompt-len", "16", "--new-tokens", "3", "--format", "json",
+                   "--no-progress"])
+    assert rc == 0 and asked == [True]
+    data = json.loads(capsys.readouterr().out)["generation"]
+    real = resolve("hf:gpt2", config={"n_layer": 1}).model  # (weights on the CPU)
+    assert next(real.parameters()).device.type == "cpu"
+    expected = torchcost.analyze_generation(real, prompt_len=16, new_tokens=3)
+    assert data == json.loads(json.dumps(expected.to_dict())) and data["target"] == "cpu"
+
