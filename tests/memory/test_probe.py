@@ -64,6 +64,59 @@ def test_an_op_without_internal_memory_measures_zero(monkeypatch: pytest.MonkeyP
     assert probe.measure([wanted]) == {wanted.key: 0}
 
 
+_ONEDNN_BF16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_a_matmul_operand_blas_cannot_take_is_probed_and_its_copy_measured(dtype: torch.dtype) -> None:
+    # a = x[:, ::2] of x[64, 96]: strides (96, 2), neither row- nor column-major, so aten's addmm_impl_cpu_ clones it
+    # (64 * 48 elements) before the BLAS call; b[48, 32] is row-major. mm, and addmm with a bias, hold the clone:
+    # 64 * 48 * 4 = 12,288 bytes in float32, 64 * 48 * 2 = 6,144 in bf16 and fp16
+    a, b = torch.randn(64, 96, dtype=dtype)[:, ::2], torch.randn(48, 32, dtype=dtype)
+    clone = 64 * 48 * a.element_size()
+    for name, func, args in (("aten::mm", A.mm.default, (a, b)),
+                             ("aten::addmm", A.addmm.default, (torch.randn(32, dtype=dtype), a, b))):
+        wanted = probe.ask(name, func, args, {}, None)[0]
+        assert wanted is not None
+        if dtype == torch.float32 or not _ONEDNN_BF16:  # (oneDNN, where it takes the call, holds more of its own)
+            assert probe.measure([wanted])[wanted.key] == clone
+    # a broadcast row (stride 0 down the rows) is no BLAS layout either; a transposed operand is one
+    assert probe.ask("aten::mm", A.mm.default, (torch.randn(1, 48).expand(64, 48), b.float()), {}, None)[0] is not None
+    assert probe.ask("aten::mm", A.mm.default, (torch.randn(48, 64).t(), b.float()), {}, None)[0] is None
+
+
+def test_a_lower_precision_matmul_is_probed_only_where_onednn_can_take_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bf16/fp16 in BLAS layouts: torch hands them to oneDNN only where its device check passes (AVX512 or AMX);
+    # elsewhere its own kernels run, and they hold nothing of the allocator's
+    calls = []
+    for dtype in (torch.bfloat16, torch.float16):
+        for m, k, n in ((1, 64, 64), (64, 64, 1), (7, 33, 5), (128, 256, 96)):
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype).t()  # (b as nn.Linear's weight)
+            calls += [("aten::mm", A.mm.default, (a, b)),
+                      ("aten::addmm", A.addmm.default, (torch.randn(n, dtype=dtype), a, b)),
+                      ("aten::bmm", A.bmm.default, (a.expand(3, m, k), b.expand(3, k, n))),
+                      ("aten::baddbmm", A.baddbmm.default, (torch.randn(3, m, n, dtype=dtype), a.expand(3, m, k),
+                                                            b.expand(3, k, n)))]
+    lower_onednn = {torch.bfloat16: _ONEDNN_BF16,
+                    torch.float16: bool(torch.backends.mkldnn.is_available()
+                                        and torch.ops.mkldnn._is_mkldnn_fp16_supported())}
+    for name, func, args in calls:
+        asked = probe.ask(name, func, args, {}, None)[0]
+        assert (asked is not None) == lower_onednn[args[-1].dtype], (name, [t.shape for t in args])
+    was = torch.backends.mkldnn.enabled
+    torch._C._set_mkldnn_enabled(False)  # oneDNN off: torch's own kernels everywhere
+    try:
+        assert all(probe.ask(name, func, args, {}, None)[0] is None for name, func, args in calls)
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+    # measured anyway where oneDNN cannot take them: nothing
+    monkeypatch.setattr(probe, "_wanted", lambda name, leaves: True)
+    native = [probe.ask(name, func, args, {}, None)[0] for name, func, args in calls
+              if not lower_onednn[args[-1].dtype]]
+    found = probe.measure([p for p in native if p is not None])
+    assert set(found.values()) <= {0} and len(found) == len(native)
+
+
 def test_a_conv_probe_is_the_blocked_copies() -> None:
     # x[2, 64, 56, 56], w[64, 64, 3, 3], f32: oneDNN reorders the input into a channel-blocked copy (64 channels are
     # a multiple of 16: the plain size, 2*64*56*56*4 = 1,605,632) and the weight (64*64*9*4 = 147,456), both alive
@@ -140,6 +193,28 @@ def test_lstm_inference_matches_the_allocator() -> None:
     assert before < 0.5 * truth
     assert r.memory is not None and r.memory.at_peak.workspace > 0
     assert abs(r.peak_memory - truth) <= 0.02 * truth
+
+
+class _EveryOther(nn.Module):
+    """A product of every other feature: x[:, ::2] is no BLAS layout, so aten clones it inside the mm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(48, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x[:, ::2], self.w)
+
+
+def test_a_strided_matmul_operand_matches_the_allocator() -> None:
+    # x[64, 96], w[48, 32], float32: alive during the mm are x (24,576 B), w (6,144), the output (64*32*4 = 8,192)
+    # and the clone of x[:, ::2] (64*48*4 = 12,288): 51,200 B. With the table alone (no probe) the clone is missing.
+    torch.manual_seed(0)
+    model, x = _EveryOther(), torch.randn(64, 96)
+    assert eval_truth(model, x) == 24_576 + 6_144 + 8_192 + 12_288 == 51_200
+    assert torchcost.analyze(model, x).peak_memory == 51_200
+    with probe.kernel_memory("table"):
+        assert torchcost.analyze(model, x).peak_memory == 51_200 - 12_288
 
 
 def test_lstm_train_step_matches_the_allocator() -> None:

@@ -222,6 +222,17 @@ def test_bf16_matmul_workspace_formula() -> None:
     assert ws.bf16_matmul_workspace(_mm_call(256, 64, 512), "cuda") is None
 
 
+def test_an_f32_matmul_is_claimed_only_where_blas_takes_its_operands() -> None:
+    # f32 goes to BLAS: nothing inside (0) for row- and column-major operands (B as nn.Linear's weight, W^T); an
+    # operand of stride 2 (x[:, ::2]) is cloned by aten first: not claimed (None), a probe measures it
+    assert ws.bf16_matmul_workspace(_mm_call(64, 48, 32, dtype=torch.float32), "cpu") == 0
+    assert ws.bf16_matmul_workspace(_mm_call(64, 48, 32, dtype=torch.float32, a_transposed=True), "cpu") == 0
+    b = torch.empty(48, 32, device="meta")
+    strided = torch.empty(64, 96, device="meta")[:, ::2]
+    call = OpCall("aten::mm", (strided, b), {}, None, torch.ops.aten.mm.default._schema)
+    assert ws.bf16_matmul_workspace(call, "cpu") is None
+
+
 @pytest.mark.skipif(not _BF16, reason="measured on an avx512_bf16 CPU without AMX; 0 elsewhere")
 def test_bf16_linear_matches_the_allocator() -> None:
     torch.manual_seed(0)

@@ -46,6 +46,7 @@ __all__ = [
     "KernelMemory",
     "Probe",
     "ask",
+    "blas_layout",
     "cached",
     "get_kernel_memory",
     "kernel_memory",
@@ -167,13 +168,54 @@ def _leaf(value: Any) -> Any:
 
 
 def _wanted(name: str, leaves: tuple[Any, ...]) -> bool:
-    """Whether the call is one to probe: a matmul only in a dtype other than float32 (f32 matmuls allocate nothing
-    inside)."""
+    """Whether the call is one to probe. A matmul is not when torch's CPU code is known to allocate nothing inside
+    it (:func:`_native_matmul`); every other call of :data:`PROBED` is."""
     if name not in PROBED:
         return False
-    if name in _MATMULS:
-        return any(isinstance(v, _Spec) and v.dtype.is_floating_point and v.dtype != torch.float32 for v in leaves)
-    return True
+    return name not in _MATMULS or not _native_matmul(name, leaves)
+
+
+# the tensor arguments of each matmul (self or a bias first where the op takes one); the matrices are the last two
+_OPERANDS = {"aten::mm": 2, "aten::bmm": 2, "aten::addmm": 3, "aten::baddbmm": 3}
+_LOWER = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
+
+
+def _native_matmul(name: str, leaves: tuple[Any, ...]) -> bool:
+    """Whether a CPU matmul allocates nothing inside itself: torch's own code (aten's LinearAlgebra.cpp,
+    ``addmm_impl_cpu_`` and ``bmm_out_or_baddbmm_``) hands it to BLAS or its own loops without copying an operand,
+    and oneDNN, whose matmul keeps scratch and blocked copies, cannot take it.
+
+    - A matrix operand (each batch item of a bmm) is copied (``clone``) unless it is row- or column-major with a
+      leading dimension BLAS takes: unit stride along one dimension and, along the other, a stride at least the
+      first's size (torch's ``lda >= max(1, ...)`` test). So a call with such an operand is probed, whatever its dtype.
+    - float32 goes to BLAS, as before (oneDNN takes it only at a float32 matmul precision below "highest", which
+      torchcost does not follow).
+    - bfloat16 and float16 go to oneDNN only where torch's device check for them passes (AVX512 or AMX for bf16);
+      elsewhere to torch's own kernels (their accumulators are plain C++ buffers, not the allocator's). Measured on
+      an AVX2 CPU: 288 bf16/fp16 mm, addmm, bmm, baddbmm calls in both layouts, gemv shapes included, held 0 bytes;
+      an operand of stride 2 held its clone.
+    """
+    specs = [v for v in leaves if isinstance(v, _Spec)]
+    if len(specs) != _OPERANDS[name] or not all(blas_layout(m.shape, m.stride) for m in specs[-2:]):
+        return False
+    dtype = specs[-1].dtype
+    if dtype == torch.float32:
+        return True
+    check = _LOWER.get(dtype)
+    if check is None:
+        return False
+    mkldnn = torch.backends.mkldnn
+    return not (mkldnn.is_available() and mkldnn.enabled and getattr(torch.ops.mkldnn, check)())
+
+
+def blas_layout(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether a matrix (the last two dimensions of a batch) is one BLAS takes as it is: row- or column-major with a
+    usable leading dimension (aten's ``addmm_impl_cpu_``, where a size-1 dimension's stride counts as any other's);
+    aten clones any other operand inside the matmul."""
+    if len(shape) < 2:
+        return False
+    (rows, cols), (down, across) = shape[-2:], stride[-2:]
+    return (across == 1 and down >= max(1, cols)) or (down == 1 and across >= max(1, rows))
 
 
 def _cap() -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from torchcost.collect.ops import collective_bytes, collective_kind
+from torchcost.collect.probe import blas_layout
 from torchcost.formulas.registry import OpCall, op_key
 
 __all__ = [
@@ -284,14 +285,15 @@ def bf16_matmul_workspace(call: OpCall, target: str) -> int | None:
     accumulator of M_blk x min(N, 64), and 1,024 bytes more. K_blk is K rounded up to 32 up to K = 512, 512 up to
     K = 1024, then 1024; M_blk as :func:`_m_block`. Claimed when both operands are bf16 2-D, A is row-major
     (a transposed A adds a copy of A: not claimed) and M*K*N > 4096 (below, torch does not call oneDNN); the
-    layout of B (plain or transposed) and the bias do not change it. f32 matmuls allocate nothing inside (0). Not
-    claimed (None): a transposed A, M = 257 and the like, more than one thread (the scratchpad grows with the
+    layout of B (plain or transposed) and the bias do not change it. f32 matmuls allocate nothing inside (0) when
+    BLAS takes both operands as they are (:func:`~torchcost.collect.probe.blas_layout`). Not claimed (None): an f32
+    operand aten clones first, a transposed A, M = 257 and the like, more than one thread (the scratchpad grows with the
     thread count, not proportionally), other dtypes, other CPUs."""
     a, b = call.arg("self" if call.key == "aten::mm" else "mat1"), call.arg("mat2")
     if not (target == "cpu" and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return None
-    if a.dtype == torch.float32 and b.dtype == torch.float32:
-        return 0
+    if a.dtype == torch.float32 and b.dtype == torch.float32:  # (BLAS; an operand it cannot take is cloned first)
+        return 0 if blas_layout(a.shape, a.stride()) and blas_layout(b.shape, b.stride()) else None
     if not (a.dim() == 2 and b.dim() == 2 and a.dtype == torch.bfloat16 and b.dtype == torch.bfloat16
             and a.stride(1) == 1 and torch.get_num_threads() == 1 and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and "avx512_bf16" in _cpu_flags()
