@@ -4,6 +4,7 @@ the report's round trip, the budget searches, the CLI."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -141,3 +142,32 @@ def test_cli_generation_of_a_cpu_model_builds_it_on_meta(monkeypatch: pytest.Mon
     expected = torchcost.analyze_generation(real, prompt_len=16, new_tokens=3)
     assert data == json.loads(json.dumps(expected.to_dict())) and data["target"] == "cpu"
 
+
+
+def test_a_peak_that_changes_op_is_summed_from_four_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the op at a decode step's peak changes with the context, the peak has a kink (the highest of affine
+    lines): no halving is needed, since its highest on a piece is at an end. The report is the one every step run
+    gives."""
+    from torchcost.resolve import resolve
+    from torchcost.serve import generation
+    from torchcost.serve.report import DecodePiece
+
+    model = resolve("hf:llama-3-8b", meta=True, config={"num_hidden_layers": 2}).model
+    ask = {"prompt_len": 100, "new_tokens": 33, "batch_size": 2, "target": "cpu", "reports": False}
+    sampled = torchcost.analyze_generation(model, **ask)
+
+    def every_step(self: Any, lo: int, hi: int) -> list[DecodePiece]:
+        for c in range(lo, hi + 1):
+            self.decode_at(c)
+        return [DecodePiece(c, c, -1) for c in range(lo, hi + 1)]
+
+    monkeypatch.setattr(generation._Generation, "_affine", every_step)
+    every = torchcost.analyze_generation(model, **ask)
+    # decode steps at contexts 100 .. 131 (33 new tokens, the first from the prefill): 4 run, against all 32
+    assert [s.context for s in sampled.samples] == [100, 101, 116, 131]
+    assert [s.context for s in every.samples] == list(range(100, 132))
+    assert len({s.peak_op for s in every.samples}) == 2  # (the kink: the lm_head's product, then a concatenation)
+    a, b = sampled.to_dict(), every.to_dict()
+    for data in (a, b):
+        del data["samples"], data["pieces"]
+    assert a == b

@@ -244,14 +244,23 @@ class _Generation:
             return [DecodePiece(lo, hi, -1)]
         mid = (lo + hi) // 2
         m = self.decode_at(mid).cost
-        if all(abs((_of(m, k) - _of(a, k)) * (hi - lo) - (_of(b, k) - _of(a, k)) * (mid - lo))
-               <= (self.slack if k in _MEMORY else 0) * (hi - lo) for k in _AFFINE):
+
+        def off(k: str) -> int:  # how far the midpoint is above the line through the ends, times (hi - lo)
+            return (_of(m, k) - _of(a, k)) * (hi - lo) - (_of(b, k) - _of(a, k)) * (mid - lo)
+
+        if (all(abs(off(k)) <= (self.slack if k in _MEMORY else 0) * (hi - lo) for k in _AFFINE)
+                and off("peak_bytes") <= self.slack * (hi - lo)):
             return [DecodePiece(lo, hi, mid)]
         return [*self._affine(lo, mid), *self._affine(mid + 1, hi)]
 
 
-_AFFINE = ("macs", "flops", "peak_bytes", "weights_bytes", "cache_bytes", "activation_bytes", "cache_after_bytes")
-_MEMORY = frozenset(_AFFINE[2:])
+# a step's figures affine in its context on a piece (checked at the midpoint; the sums use it). The peak is the
+# highest of the bytes alive at each op, each affine in the context: a convex function, checked not above the line,
+# whose highest on a piece is at an end, which was run. Where the op at the peak changes (llama-3-8b's lm_head's
+# product at short contexts, a layer's cache concatenation at longer ones), the peak has a kink and its parts
+# (cache_bytes, activation_bytes) jump: they are read only at steps that ran, and not checked.
+_AFFINE = ("macs", "flops", "weights_bytes", "cache_after_bytes")
+_MEMORY = frozenset({"weights_bytes", "cache_after_bytes"})
 
 
 def _of(cost: StepCost, key: str) -> int:
