@@ -673,14 +673,14 @@ def _serving_model(args: argparse.Namespace) -> tuple[Resolved, argparse.Namespa
     """The model of a serving analysis, and the flags it runs with. Every step of a generation runs on a meta twin
     (serve/generation.py), so a model asked for on the CPU is built on meta: its weights would never be read
     (llama-3-8b's are 16 GB to allocate and fill at random), and the memory target stays the CPU's, as
-    analyze_generation gives a CPU model. (A constructor that reads tensor values is built on the CPU and moved to
-    meta by the resolver, as for --meta.)"""
-    if args.meta or args.device not in (None, "cpu"):
+    analyze_generation and the searches give a CPU model. (A constructor that reads tensor values is built on the
+    CPU and moved to meta by the resolver, as for --meta.) With --tp and no --target the model is built as asked:
+    there analyze_generation takes "cuda" for any model and the searches the model's device, which one target
+    cannot say for both."""
+    if args.meta or args.device not in (None, "cpu") or ((args.tp or 1) > 1 and args.target is None):
         return resolve(args.spec, **resolve_options(args)), args
     resolved = resolve(args.spec, **{**resolve_options(args), "device": None, "meta": True})
-    # (with --tp, analyze_generation's default target is "cuda" for a CPU model and a meta one alike)
-    target = args.target or (None if (args.tp or 1) > 1 else "cpu")
-    return resolved, argparse.Namespace(**{**vars(args), "target": target})
+    return resolved, argparse.Namespace(**{**vars(args), "target": args.target or "cpu"})
 
 
 def _cmd_sweep(args: argparse.Namespace, options: AnalysisOptions) -> int:

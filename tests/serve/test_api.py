@@ -171,3 +171,19 @@ def test_a_peak_that_changes_op_is_summed_from_four_steps(monkeypatch: pytest.Mo
     for data in (a, b):
         del data["samples"], data["pieces"]
     assert a == b
+
+
+def test_cli_tensor_parallel_serving_without_a_target_builds_the_model_as_asked(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --tp and no --target, analyze_generation takes "cuda" for any model while the searches take the model's
+    device ("cpu" here): no one target says both for a meta build, so the CPU model is built as asked; a --target
+    lets it go to meta."""
+    asked: list[bool] = []
+    resolve = cli.resolve
+    monkeypatch.setattr(cli, "resolve", lambda spec, **kw: asked.append(kw["meta"]) or resolve(spec, **kw))
+    argv = ["hf:gpt2", "--config", "n_layer=1", "--new-tokens", "2", "--memory-budget", "2GiB", "--max-context",
+            "--tp", "2", "--format", "json", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert asked == [False] and json.loads(capsys.readouterr().out)["max_context"]["target"] == "cpu"
+    assert cli.main([*argv, "--target", "cpu"]) == 0
+    assert asked == [False, True] and json.loads(capsys.readouterr().out)["max_context"]["target"] == "cpu"
