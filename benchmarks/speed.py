@@ -251,8 +251,14 @@ def _ladder_variants() -> dict[str, Callable[[torch.nn.Module, Built], Any]]:
         with leaves.off():
             return torchcost.analyze(model, *built.args, kwargs=built.kwargs)
 
+    def every_kernel(model: torch.nn.Module, built: Built) -> Any:
+        from torchcost.collect import unwritten
+
+        with unwritten.off():
+            return torchcost.analyze(model, *built.args, kwargs=built.kwargs)
+
     return {"forward": _forward, "floor": floor, "FlopCounterMode": flop_counter, "analyze(memory=False)": nomem,
-            "analyze(), no direct leaves": no_leaves, "analyze()": full}
+            "analyze(), no direct leaves": no_leaves, "analyze(), every kernel": every_kernel, "analyze()": full}
 
 
 def ladder_model(name: str) -> Built:
@@ -515,7 +521,8 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
            "CPU time of the thread as a ratio to a plain `torch.no_grad()` forward, one torch thread, rounds "
            "interleaved (order rotated), `gc.collect()` before each call; median of the per-round ratios "
            "(p25-p75). floor = an empty dispatch mode + global module pre/post hooks + an empty function mode; "
-           "\"no direct leaves\" = analyze() with every module under the modes (collect/leaves.py off).", "",
+           "\"no direct leaves\" = analyze() with every module under the modes (collect/leaves.py off); \"every "
+           "kernel\" = analyze() with no kernel skipped (collect/unwritten.py off).", "",
            "| model | forward (ms CPU) | rounds | " + " | ".join(variants) + " |",
            "|---|---|---|" + "---|" * len(variants)]
     for row in rows:

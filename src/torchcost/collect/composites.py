@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.ops import OpCollector
+from torchcost.collect.unwritten import READS, Unwritten
 from torchcost.formulas.registry import OpCall
 
 __all__ = ["COMPOSITES", "CompositeCatcher"]
@@ -45,6 +46,7 @@ class _Kind(enum.Enum):
     COMPOSITE = "composite"  # in COMPOSITES: priced whole
     REENTER = "reenter"  # a Python function of torch.nn.functional that may call a composite: its body runs with
     # this mode back on
+    READS = "reads"  # a method that reads a tensor's data past the dispatcher (collect/unwritten.py's READS)
 
 
 # the names under which the composites' functions are reached from Python code
@@ -81,6 +83,8 @@ def _may_call_composite(func: Callable[..., Any], seen: set[int] | None = None) 
 def _classify(func: Callable[..., Any]) -> _Kind:
     if func in COMPOSITES:
         return _Kind.COMPOSITE
+    if func in READS:
+        return _Kind.READS
     if (inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional"
             and _may_call_composite(func)):
         return _Kind.REENTER
@@ -98,6 +102,7 @@ class CompositeCatcher(TorchFunctionMode):
         self.tag = tag
         self._kinds: dict[Callable[..., Any], _Kind] = {}
         self._inside: set[Callable[..., Any]] = set()
+        self.unwritten: Unwritten | None = None  # a run that skips kernels (collect/unwritten.py), else None
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kind = self._kinds.get(func)
@@ -109,6 +114,10 @@ class CompositeCatcher(TorchFunctionMode):
             kwargs = kwargs or {}
             if kind is _Kind.COMPOSITE:
                 out = self._price_whole(func, args, kwargs) if self.ops.counting else func(*args, **kwargs)
+            elif kind is _Kind.READS:
+                if self.unwritten:
+                    self.unwritten.read(func, args, kwargs)
+                out = func(*args, **kwargs)
             else:
                 out = self._reenter(func, types, args, kwargs)
         if self.tag is not None:

@@ -38,9 +38,8 @@ torchcost's, and no mode on torch's stacks but torchcost's own. Anything else ru
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,7 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_mod
 
+from torchcost.collect import Switch
 from torchcost.collect.keys import LEAVES, numbered, tensor_key
+from torchcost.collect.unwritten import SkipMode, Unwritten
 
 __all__ = ["TRUSTED", "DirectLeaves", "LeafCall", "Out", "enabled", "mode_depths", "off"]
 
@@ -71,27 +72,12 @@ Plan = tuple[tuple[Any, ...], tuple[Step, ...]]  # (the kind of call, the ops it
 # the kind of call -> per planned op, the metadata of the outputs a call past the modes makes (EXTRA, TUPLE), or
 # False: its plan was wrong once, never planned again in this process
 TRUSTED: dict[tuple[Any, ...], tuple[tuple[tuple[Any, ...], ...], ...] | bool] = {}
-_SWITCH = [True]  # benchmarks and tests turn planning off to compare (enabled())
 # the types a planned op's tensors may have (None: a missing bias): a subclass may run code of its own in an op
 _PLAIN = frozenset({torch.Tensor, nn.Parameter, type(None)})
-
-
-def enabled(on: bool | None = None) -> bool:
-    """Whether leaf modules are planned (True unless turned off); with ``on``, set it and return the old value."""
-    before = _SWITCH[0]
-    if on is not None:
-        _SWITCH[0] = on
-    return before
-
-
-@contextlib.contextmanager
-def off() -> Iterator[None]:
-    """No leaf module planned inside (every op under the modes: what a run gave before, to compare with)."""
-    before = enabled(False)
-    try:
-        yield
-    finally:
-        enabled(before)
+# benchmarks and tests turn planning off to compare: ``enabled()`` says whether leaf modules are planned (with ``on``,
+# sets it and returns the old value); inside ``off()`` none is (every op under the modes, what a run gave before)
+_SWITCH = Switch()
+enabled, off = _SWITCH.enabled, _SWITCH.off
 
 
 def mode_depths() -> tuple[int, int]:
@@ -188,14 +174,15 @@ def _batch_norm(m: Any, x: torch.Tensor) -> Plan | None:
     return (F.batch_norm, torch.batch_norm, weight is None, *_kind(x)), (reserve, norm)
 
 
-def _pointwise(function: str, plain: Any, in_place: Any, *settings: str) -> Callable[[Any, torch.Tensor], Plan | None]:
-    """An activation module calling torch.nn.functional's ``function``: the op (in place when ``inplace`` is set) on
-    the input, then its ``settings``."""
+def _pointwise(owner: Any, function: str, plain: Any, in_place: Any,
+               *settings: str) -> Callable[[Any, torch.Tensor], Plan | None]:
+    """An activation module whose forward calls ``owner.function`` (torch.nn.functional's, or torch's own for
+    Sigmoid and Tanh): the op (in place when ``inplace`` is set) on the input, then its ``settings``."""
 
     def plan(m: Any, x: torch.Tensor) -> Plan | None:
         inplace = bool(m.__dict__.get("inplace", False))  # (as F.relu's ``if inplace:`` reads it)
         op: Step = (in_place if inplace else plain, (x, *[getattr(m, s) for s in settings]), {}, Out.MODULE)
-        return (getattr(F, function), inplace, *_kind(x)), (op,)
+        return (getattr(owner, function), inplace, *_kind(x)), (op,)
 
     return plan
 
@@ -214,6 +201,10 @@ def _adaptive_avg_pool2d(m: Any, x: torch.Tensor) -> Plan | None:
     if not (type(h) is int and type(w) is int) or x.dim() not in (3, 4):
         return None
     one = h == 1 and w == 1
+    if one and x.dim() == 4 and not x.is_contiguous():
+        # a channels-last input's mean is made channels-last again by as_strided_ on the mean's output, which a plan
+        # cannot name before it exists: not planned (any other non-contiguous 4-d input, rare, with it)
+        return None
     op: Step = ((_aten.mean.dim, (x, [-1, -2], True), {}, Out.MODULE) if one
                 else (_aten._adaptive_avg_pool2d.default, (x, [h, w]), {}, Out.MODULE))
     return (F.adaptive_avg_pool2d, one, *_kind(x)), (op,)
@@ -233,15 +224,15 @@ _PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
     nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Conv3d: _conv,
     nn.Linear: _linear,
     nn.BatchNorm1d: _batch_norm, nn.BatchNorm2d: _batch_norm, nn.BatchNorm3d: _batch_norm,
-    nn.ReLU: _pointwise("relu", _aten.relu.default, _aten.relu_.default),
-    nn.ReLU6: _pointwise("hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
-    nn.Hardtanh: _pointwise("hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
-    nn.SiLU: _pointwise("silu", _aten.silu.default, _aten.silu_.default),
-    nn.Hardswish: _pointwise("hardswish", _aten.hardswish.default, _aten.hardswish_.default),
-    nn.Hardsigmoid: _pointwise("hardsigmoid", _aten.hardsigmoid.default, _aten.hardsigmoid_.default),
-    nn.LeakyReLU: _pointwise("leaky_relu", _aten.leaky_relu.default, _aten.leaky_relu_.default, "negative_slope"),
-    nn.Sigmoid: _pointwise("sigmoid", _aten.sigmoid.default, _aten.sigmoid.default),
-    nn.Tanh: _pointwise("tanh", _aten.tanh.default, _aten.tanh.default),
+    nn.ReLU: _pointwise(F, "relu", _aten.relu.default, _aten.relu_.default),
+    nn.ReLU6: _pointwise(F, "hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
+    nn.Hardtanh: _pointwise(F, "hardtanh", _aten.hardtanh.default, _aten.hardtanh_.default, "min_val", "max_val"),
+    nn.SiLU: _pointwise(F, "silu", _aten.silu.default, _aten.silu_.default),
+    nn.Hardswish: _pointwise(F, "hardswish", _aten.hardswish.default, _aten.hardswish_.default),
+    nn.Hardsigmoid: _pointwise(F, "hardsigmoid", _aten.hardsigmoid.default, _aten.hardsigmoid_.default),
+    nn.LeakyReLU: _pointwise(F, "leaky_relu", _aten.leaky_relu.default, _aten.leaky_relu_.default, "negative_slope"),
+    nn.Sigmoid: _pointwise(torch, "sigmoid", _aten.sigmoid.default, _aten.sigmoid.default),  # (Sigmoid.forward's own)
+    nn.Tanh: _pointwise(torch, "tanh", _aten.tanh.default, _aten.tanh.default),
     nn.GELU: _gelu,
     nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d,
     nn.Identity: _identity, nn.Dropout: _identity, nn.Dropout1d: _identity, nn.Dropout2d: _identity,
@@ -270,6 +261,10 @@ def _same(planned: Any, seen: Any, made: dict[int, Any] | None = None) -> bool:
 
 
 _NOTHING = object()
+
+
+def _first(args: tuple[Any, ...]) -> Any:
+    return args[0]
 
 
 def _meta(t: torch.Tensor) -> tuple[Any, ...]:
@@ -358,16 +353,61 @@ _TENSORS = frozenset({torch.Tensor, nn.Parameter})
 
 class LeafCall:
     """A planned call between the scope's pre- and post-hook: its kind, its ops, and the modes' guards when it runs
-    past them (None: it runs under the modes, its ops traced to check the plan)."""
+    past them (None: it runs under the modes, its ops traced to check the plan). A call past the modes also has its
+    metadata number and its ops' tensor arguments (:func:`_fingerprint`), and whether its kernel is skipped."""
 
-    __slots__ = ("device", "guards", "key", "steps")
+    __slots__ = ("device", "guards", "inputs", "key", "number", "skipping", "steps", "x")
 
     def __init__(self, key: tuple[Any, ...], steps: tuple[Step, ...], device: torch.device,
-                 guards: tuple[Any, Any] | None) -> None:
+                 guards: tuple[Any, Any] | None, x: torch.Tensor | None = None) -> None:
         self.key = key
         self.steps = steps
         self.device = device
         self.guards = guards
+        self.x = x
+        self.number: int | None = None
+        self.inputs: list[list[torch.Tensor]] = []
+        self.skipping = False
+
+
+# (the metadata number of a planned call past the modes, oneDNN's switch) -> how to make its module output without
+# its kernel (collect/unwritten.py): the metadata of a new tensor, _INPUT (an in-place op returns its input), or None
+# (an output of another kind: the kernel always runs). Learnt from the call's first run with its kernel, for the
+# process; a kind whose torch function was not the one called (_MISSED) is never skipped again
+_OUTPUTS: dict[tuple[int, bool], tuple[Any, ...] | str | None] = {}
+_INPUT = "input"
+_MISSED: set[tuple[Any, ...]] = set()
+_MKLDNN_ENABLED = torch._C._get_mkldnn_enabled
+
+
+def _output_kind(output: torch.Tensor, x: torch.Tensor, device: torch.device) -> tuple[Any, ...] | str | None:
+    """What :data:`_OUTPUTS` keeps of a planned call's output: a new dense tensor that ``torch.empty_strided``
+    remakes to the byte (its storage too), the input itself, or None."""
+    if output is x:
+        return _INPUT
+    if (output._base is not None or output.storage_offset() != 0 or output.requires_grad
+            or output.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+        return None
+    meta = _meta(output)
+    remade = _extra(meta, device)
+    if _meta(remade) != meta or remade.untyped_storage().nbytes() != output.untyped_storage().nbytes():
+        return None
+    return meta
+
+
+class _Swapped:
+    """The function mode stack of a call whose kernel is skipped: the skip mode in place of the Recording's own
+    function mode, put back on exit (the second of a LeafCall's guards)."""
+
+    __slots__ = ("mine", "skip")
+
+    def __init__(self, mine: Any, skip: SkipMode) -> None:
+        self.mine = mine
+        self.skip = skip
+
+    def __exit__(self, *exc: object) -> None:
+        torch._C._pop_torch_function_stack()
+        torch._C._push_on_torch_function_stack(self.mine)
 
 
 class DirectLeaves:
@@ -376,12 +416,15 @@ class DirectLeaves:
     them before they run. ``modes`` is the length of torch's dispatch and function mode stacks with the
     Recording's own modes on them and nobody else's."""
 
-    def __init__(self, dispatch: Any, modes: tuple[int, int]) -> None:
+    def __init__(self, dispatch: Any, modes: tuple[int, int], unwritten: Unwritten | None = None) -> None:
         self.dispatch = dispatch
         self.modes = modes
         self.direct = 0  # calls run past the modes (tests and benchmarks read it)
         self.checked = 0  # calls traced to check a plan
         self._empty: dict[tuple[Any, ...], torch.Tensor] = {}  # (metadata, device) -> an empty output: _made
+        # a run that skips the kernels of calls whose output is known (collect/unwritten.py), else None
+        self.unwritten = unwritten
+        self.skip = SkipMode()
 
     def _quiet(self) -> bool:
         """Whether nothing but this Recording could watch a call now."""
@@ -399,7 +442,7 @@ class DirectLeaves:
         """Called by the scope's pre-hook: a LeafCall if ``module``'s call is planned (past the modes, or traced to
         check the plan), else None."""
         planner = _PLANNERS.get(type(module))
-        if planner is None or len(args) != 1 or type(args[0]) is not torch.Tensor or not _SWITCH[0]:
+        if planner is None or len(args) != 1 or type(args[0]) is not torch.Tensor or not _SWITCH.on:
             return None
         if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks or "forward" in module.__dict__
@@ -440,7 +483,33 @@ class DirectLeaves:
             for func, op_args, kwargs, _ in steps:
                 if id(func) not in idle:
                     watch(func, op_args, kwargs)
-        return LeafCall(key, steps, x.device, guards)
+        call = LeafCall(key, steps, x.device, guards, x)
+        call.number = _fingerprint(key, steps, call.inputs)
+        if self.unwritten is not None and call.number is not None and steps and key not in _MISSED:
+            made = _OUTPUTS.get((call.number, _MKLDNN_ENABLED()))
+            if made is not None:
+                self._skip(call, made)
+        return call
+
+    def _skip(self, call: LeafCall, made: tuple[Any, ...] | str) -> None:
+        """Run ``call`` with its kernel skipped: function handling back on with the skip mode alone, which answers
+        the module's torch function (its plan key's first function) with an output of ``made`` (collect/unwritten.py;
+        the dispatch mode stays off)."""
+        skip = self.skip
+        skip.callee, skip.hit = call.key[2], False
+        if isinstance(made, str):  # (_INPUT)
+            skip.made = _first
+        else:
+            shape, stride, dtype = made[0], made[1], made[2]
+            device = call.device
+            skip.made = lambda args: torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        guards = call.guards
+        assert guards is not None
+        guards[1].__exit__(None, None, None)
+        mine = torch._C._pop_torch_function_stack()
+        torch._C._push_on_torch_function_stack(skip)
+        call.guards = (guards[0], _Swapped(mine, skip))
+        call.skipping = True
 
     def end(self, call: LeafCall, output: Any, raised: bool) -> None:
         """Called by the scope's post-hook, in the module's scope: the planned ops to the collectors (a call past
@@ -456,6 +525,8 @@ class DirectLeaves:
                 self.checked += 1
             return
         try:
+            if call.skipping:
+                self._unskip(call)
             if raised:
                 return
             if type(output) is not torch.Tensor:  # (a planned module returns its one tensor)
@@ -465,8 +536,7 @@ class DirectLeaves:
             made = TRUSTED[call.key]
             device = call.device
             steps = call.steps
-            inputs: list[list[torch.Tensor]] = []
-            number = _fingerprint(call.key, steps, inputs)
+            number, inputs = call.number, call.inputs
             for i, ((func, args, kwargs, kind), metas) in enumerate(zip(steps, made)):  # type: ignore[arg-type]
                 out: Any = output
                 if isinstance(kind, torch.Tensor):
@@ -481,8 +551,39 @@ class DirectLeaves:
                 if memory is not None:
                     memory.on_op(func, args, kwargs, out, memo, None if number is None else inputs[i])
             self.direct += 1
+            unwritten = self.unwritten
+            if unwritten is not None:
+                self._unwritten(call, output, unwritten)
         finally:
             self.leave(call)
+
+    def _unwritten(self, call: LeafCall, output: torch.Tensor, unwritten: Unwritten) -> None:
+        """After a call past the modes in a run that skips kernels: its output holds values not computed where its
+        kernel was skipped or ran on such values; a call whose kernel ran teaches :data:`_OUTPUTS` its output."""
+        if call.skipping:
+            unwritten.skipped += 1
+            unwritten.mark(output)
+            return
+        if call.key not in _MISSED and call.number is not None and call.x is not None:
+            learnt = (call.number, _MKLDNN_ENABLED())
+            if learnt not in _OUTPUTS:
+                _OUTPUTS[learnt] = _output_kind(output, call.x, call.device)
+        if unwritten and unwritten.holds([t for tensors in call.inputs for t in tensors]):
+            unwritten.mark(output)
+
+    def _unskip(self, call: LeafCall) -> None:
+        """After the forward of a call run with its kernel skipped: the Recording's function mode back on the stack,
+        function handling off again for the collectors' work; ``skipping`` says whether the kernel was skipped (its
+        torch function was the one called)."""
+        guards = call.guards
+        assert guards is not None
+        guards[1].__exit__(None, None, None)
+        off = torch._C.DisableTorchFunction()
+        off.__enter__()
+        call.guards = (guards[0], off)
+        call.skipping = self.skip.hit
+        if not call.skipping:
+            _MISSED.add(call.key)  # (the forward called another function: the kernel ran, and will again)
 
     def _made(self, meta: tuple[Any, ...], device: torch.device) -> torch.Tensor:
         """An output the module does not return, with the metadata seen when its kind was trusted; an empty one (batch

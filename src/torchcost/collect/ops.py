@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.unwritten import Unwritten
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
 from torchcost.formulas.registry import (
@@ -735,6 +736,8 @@ class DispatchCollector(TorchDispatchMode):
         self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
         # on a twin (fake or meta tensors): ops answered from metadata where the answer is known (collect/fakeops.py)
         self._short = FakeShortcuts() if twin else None
+        # a run that skips kernels: the storages whose values it did not compute (collect/unwritten.py), else None
+        self.unwritten: Unwritten | None = None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
@@ -778,7 +781,11 @@ class DispatchCollector(TorchDispatchMode):
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
                 return NotImplemented
         memo = None
-        if short is None:
+        unwritten = self.unwritten
+        reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
+        if reads:
+            out = unwritten.run(func, args, kwargs)  # type: ignore[union-attr]
+        elif short is None:
             out = func(*args, **kwargs)
         else:
             out = short.answer(func, args, kwargs)
@@ -790,6 +797,8 @@ class DispatchCollector(TorchDispatchMode):
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:
             out = self._distinct(func, out)
+        if reads:
+            unwritten.after(func, args, kwargs, out)  # type: ignore[union-attr]
         if self.trace is not None:
             self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out, memo)

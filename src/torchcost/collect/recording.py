@@ -41,6 +41,7 @@ from torchcost.collect.memory import MemoryMode, MemoryTracker, NodeTags, Phase
 from torchcost.collect.ops import DispatchCollector, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.unwritten import Unwritten
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.formulas.registry import FormulaRegistry
 
@@ -90,13 +91,15 @@ class Recording:
     ``direct``: common leaf modules may run past the modes, their planned ops handed to the collectors
     (collect/leaves.py; for an eval run on real tensors, when no mode of anyone else's is on). ``twin``: the run's
     tensors are fake or meta (their kernels stand for real ones: DispatchCollector makes an op's outputs distinct
-    tensors where real kernels make distinct tensors).
+    tensors where real kernels make distinct tensors). ``unwritten``: the direct leaves skip the kernels whose
+    output is known, and the run follows in it the values it did not compute (collect/unwritten.py: a read of them
+    raises :class:`~torchcost.collect.unwritten.ValuesNeeded`, and the run is made again with every kernel).
     """
 
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
                  train: bool = False, emulate: str | None = None,
                  watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
-                 direct: bool = False, twin: bool = False) -> None:
+                 direct: bool = False, twin: bool = False, unwritten: Unwritten | None = None) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
@@ -109,6 +112,8 @@ class Recording:
         self._watch = watch
         self._direct = direct
         self._twin = twin
+        # the direct leaves may skip their kernels (collect/unwritten.py): the values the run did not compute
+        self.unwritten = unwritten if direct else None
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
         self._catcher: CompositeCatcher | None = None
@@ -144,7 +149,9 @@ class Recording:
             self._catcher = stack.enter_context(CompositeCatcher(self.ops, tag))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
-                self.scope.leaves = DirectLeaves(self.dispatch, mode_depths())
+                if self.unwritten is not None:
+                    self.dispatch.unwritten = self._catcher.unwritten = self.unwritten
+                self.scope.leaves = DirectLeaves(self.dispatch, mode_depths(), self.unwritten)
                 stack.callback(self.scope.release_leaves)  # before the modes come off
             _LIVE.append(self)
             stack.callback(_LIVE.remove, self)

@@ -22,13 +22,21 @@ from torch.profiler import ProfilerActivity, profile
 from torchcost.collect.allocator import allocations, running_peak
 from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import MemorySettings, Recording
+from torchcost.collect.unwritten import Unwritten, ValuesNeeded
 from torchcost.errors import InputError, ModelError
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.report import ParallelInfo
 from torchcost.run.failures import forward_failures, step_failures
 from torchcost.run.guard import guarded, kept
-from torchcost.run.plan import check_room_for_copy, choose_method, retry_on_copy, twin_device
+from torchcost.run.plan import (
+    READ_VALUES,
+    check_room_for_copy,
+    choose_method,
+    retry_on_copy,
+    skips_kernels,
+    twin_device,
+)
 from torchcost.run.step import (
     DEFAULT_LOSS_NAME,
     Method,
@@ -121,6 +129,15 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
          options: StepOptions, memory: bool, run_device: torch.device, measure_cpu: bool) -> Ran:
     method = choose_method(run_device, options, model)
     if method == "real":
+        if skips_kernels(method, run_device, options, measure_cpu, model):
+            values = Unwritten()
+            try:
+                return execute(model, args, kwargs, registry, options, memory, run_device, None, unwritten=values)
+            except ValuesNeeded:
+                READ_VALUES.add(type(model))  # (made again below, and from now on, with every kernel)
+            except ModelError:
+                if not values.skipped:  # (a failure that may come from values not computed is checked with them)
+                    raise
         return execute(model, args, kwargs, registry, options, memory, run_device, None, measure_cpu=measure_cpu)
     with kept(model):
         twin = make_twin(model, args, kwargs, method, twin_device(method, run_device))
@@ -137,9 +154,11 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
 
 def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], registry: FormulaRegistry,
             options: StepOptions, memory: bool, run_device: torch.device, twin: Twin | None, *,
-            measure_cpu: bool = False) -> Ran:
+            measure_cpu: bool = False, unwritten: Unwritten | None = None) -> Ran:
     """One pass of ``model`` (the user's, or ``twin``'s) under a fresh Recording; on real tensors, with memory on,
-    under the allocator's meter too (:func:`allocator_meter`)."""
+    under the allocator's meter too (:func:`allocator_meter`). ``unwritten``: the run skips the kernels of direct
+    leaves whose output is known (collect/unwritten.py), and raises ValuesNeeded if it read values it did not
+    compute, also where the forward caught that."""
     train = options.mode == "train"
     tensors_device = twin.device if twin is not None else run_device
     counted = None if twin is not None and twin.method == "fake" else tensors_device.type
@@ -151,7 +170,7 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         extras = twin.extras if twin is not None else None
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
-                        twin=method == "fake" or tensors_device.type == "meta")
+                        twin=method == "fake" or tensors_device.type == "meta", unwritten=unwritten)
         ran = Ran(model, args, kwargs, rec, options, method)
         _set_training(model, modules, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
@@ -182,6 +201,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         if extras is not None:
             extras.finish(rec, model, opt)
         del out, loss
+    if unwritten is not None and unwritten.needed:
+        raise ValuesNeeded(unwritten.needed)
     return ran
 
 

@@ -9,6 +9,9 @@ When does ``analyze`` run on a copy? Exactly here:
 * **train** never touches the user's weights: a CPU or CUDA model whose target is its own device type runs on
   "fake" tensors on that device (so device-specific kernels are chosen as there); anything else on "meta" (or "fake"
   for autocast).
+* An eval run on the model itself on the CPU (the allocator not measured) skips the kernels of direct leaves whose
+  output is known (:func:`skips_kernels`, collect/unwritten.py); a run that reaches a read of the values it did not
+  compute is made again with every kernel, and that model's class then always runs them in this process.
 * A twin of fake tensors that fails because its tensors hold no data (a forward with data-dependent Python control
   flow, :func:`is_fake_trouble`) is retried once on a real "copy" on the real device, when the copy fits in half the
   memory available (:func:`check_room_for_copy`); a model that simply fails is not retried.
@@ -23,12 +26,13 @@ import itertools
 import torch
 from torch import nn
 
+from torchcost.collect import unwritten
 from torchcost.errors import ModelError
 from torchcost.inputs import available_memory
 from torchcost.run.step import Method, StepOptions, TwinMethod
 
-__all__ = ["check_room_for_copy", "choose_method", "default_target", "is_fake_trouble", "retry_on_copy",
-           "twin_device"]
+__all__ = ["READ_VALUES", "check_room_for_copy", "choose_method", "default_target", "is_fake_trouble",
+           "retry_on_copy", "skips_kernels", "twin_device"]
 
 _FAKE_WORDS = ("fake", "meta", "data-dependent", "data dependent", "datadependent", "dynamicoutputshape")
 
@@ -49,6 +53,19 @@ def choose_method(device: torch.device, options: StepOptions, model: nn.Module) 
     if same and device.type in ("cpu", "cuda"):
         return "fake"
     return "fake" if options.amp else "meta"
+
+
+def skips_kernels(method: Method, device: torch.device, options: StepOptions, measure_cpu: bool,
+                  model: nn.Module) -> bool:
+    """Whether a run may skip the kernels of its direct leaves: an eval run on the model itself on the CPU whose
+    allocator is not measured (a measurement needs every kernel's own allocations), of a model class that has not
+    read values a run did not compute (:data:`READ_VALUES`)."""
+    return (method == "real" and options.mode == "eval" and device.type == "cpu" and not measure_cpu
+            and unwritten.enabled() and type(model) not in READ_VALUES)
+
+
+# model classes whose run read values it had not computed (made again with every kernel): never skipped again
+READ_VALUES: set[type] = set()
 
 
 def _holds_data(model: nn.Module) -> bool:

@@ -1,0 +1,188 @@
+"""Kernels skipped: an eval run on the CPU that does not compute the values nobody reads.
+
+What torchcost reports of an eval forward (the ops, their prices, shapes, storages and their lifetimes) depends on
+the values the kernels compute only where the values reach Python: a branch on ``x.sum() > 0``, ``.item()``, a
+``nonzero`` whose output size is the count, an op that raises on a bad value and an ``except`` around it. So an eval
+run on the model itself (run/execute.py) skips the kernels of trusted direct leaves (collect/leaves.py: convolution,
+linear, batch norm, activations, pooling; most of a CNN's time) once their output's metadata is known, and gives the
+forward an output of that metadata whose values are not computed (``torch.empty_strided``, the same storage bytes; an
+in-place activation returns its input unchanged). Every storage holding values not computed is *unwritten*:
+
+* an op of the dispatch mode with an unwritten argument writes into unwritten storages (its outputs and the
+  arguments its schema writes), and a direct leaf whose kernel runs on one makes an unwritten output;
+* an op that hands values to Python (it returns a number or bool: ``_local_scalar_dense``, ``is_nonzero``,
+  ``equal``; or nothing, a check that raises or not: ``_assert_async``, ``_linalg_check_errors``; or its output's
+  size depends on them: the ``data_dependent_output`` and ``dynamic_output_shape`` tags, as the fake tensor mode
+  refuses them), an op that takes them as integers or booleans (indices, masks: out of range, it raises), a torch
+  function that reads the data past the dispatcher (``tolist``, ``numpy``, ``__array__``, ``__repr__``, ...; the
+  run's function mode, collect/composites.py) and an op that raises, each on an unwritten storage, stop the run with
+  :class:`ValuesNeeded`, and the run is made again with every kernel (run/execute.py). A forward that catches that
+  (a bare ``except:``) is made again all the same: the stop is noted.
+
+Where nothing reaches Python the run's ops, shapes and storages are those of a run with the kernels: the kernels'
+values are never seen. A read of the data that passes both the dispatcher and torch's function handling (a C
+extension reading ``data_ptr()`` memory itself) is not seen; such a forward gets the report of the values it read.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from torchcost.collect import Switch
+from torchcost.formulas.registry import written_arguments
+from torchcost.trees import op_tensors, tensors_in
+
+__all__ = ["READS", "SkipMode", "Unwritten", "ValuesNeeded", "enabled", "off"]
+
+# benchmarks and tests turn skipping off to compare: ``enabled()`` says whether eval runs may skip kernels (with
+# ``on``, sets it and returns the old value); inside ``off()`` every kernel runs (what a run gave before)
+_SWITCH = Switch()
+enabled, off = _SWITCH.enabled, _SWITCH.off
+
+
+class ValuesNeeded(BaseException):
+    """A run that skipped kernels reached a read of values it did not compute: made again with every kernel. A
+    BaseException, so that a forward's ``except Exception`` does not take it for its own."""
+
+
+# torch functions that read a tensor's data without an aten op (torch.Tensor's methods, as the function mode gets them)
+READS = frozenset(getattr(torch.Tensor, name) for name in (
+    "tolist", "numpy", "__array__", "__dlpack__", "__reduce_ex__", "__repr__", "__format__", "untyped_storage",
+    "storage", "_typed_storage", "data_ptr") if hasattr(torch.Tensor, name))
+
+# ops that return numbers of metadata, not of values
+_METADATA = frozenset({
+    "aten::size", "aten::stride", "aten::numel", "aten::dim", "aten::storage_offset", "aten::is_contiguous",
+    "aten::is_non_overlapping_and_dense", "aten::is_same_size", "aten::is_complex", "aten::is_floating_point",
+    "aten::is_signed", "aten::is_conj", "aten::is_neg", "aten::is_inference", "aten::is_leaf", "aten::output_nr",
+    "aten::_version", "aten::_nnz", "aten::dense_dim", "aten::sparse_dim", "aten::is_coalesced",
+    "aten::_is_zerotensor", "aten::is_pinned", "aten::is_set_to", "aten::_has_same_storage_numel",
+    "aten::_has_compatible_shallow_copy_type", "prim::device", "prim::layout"})
+_VALUE_TYPES = frozenset({"bool", "int", "float", "complex", "number", "Scalar", "str", "bool[]", "int[]", "float[]",
+                          "Scalar[]"})
+_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
+
+
+def _reads_values(func: Any) -> bool:
+    """Whether an op hands its arguments' values to Python: a number or bool returned (not metadata), nothing
+    returned (a check that raises or not: ``_assert_async``, ``_linalg_check_errors``), or an output whose size the
+    values decide (the tags, on the op or its default overload: ``out=`` overloads lack them)."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return True
+    default = getattr(getattr(func, "overloadpacket", None), "default", None)
+    tags = (*getattr(func, "tags", ()), *getattr(default, "tags", ()))
+    if any(t in tags for t in _TAGS):
+        return True
+    name = schema.name
+    if not schema.returns:
+        return True
+    return (name not in _METADATA and not name.startswith("aten::sym_")  # (sym_size, sym_numel, ...: metadata)
+            and any(str(r.type) in _VALUE_TYPES for r in schema.returns))
+
+
+def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    if t.layout is not torch.strided or t.is_nested:
+        return None
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+class Unwritten:
+    """The storages of one run whose values were not computed, and whether the run reached a read of them."""
+
+    def __init__(self) -> None:
+        self._storages: weakref.WeakValueDictionary[int, torch.UntypedStorage] = weakref.WeakValueDictionary()
+        self.needed = ""  # what read values not computed ("" while nothing did): the run is made again
+        self.skipped = 0  # kernels skipped (tests and benchmarks read it)
+        self._reads: dict[int, tuple[bool, tuple[tuple[int, str, bool], ...], Any]] = {}  # id(op) -> what it does
+
+    def __bool__(self) -> bool:
+        return len(self._storages) > 0
+
+    def mark(self, tensors: Any) -> None:
+        """The storages of ``tensors`` (a tensor, or any nest of them) now hold values not computed."""
+        storages = self._storages
+        for t in (tensors,) if isinstance(tensors, torch.Tensor) else tensors_in(tensors):
+            s = _storage(t)
+            if s is not None:
+                storages[id(s)] = s
+
+    def holds(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether some of ``tensors`` is on a storage holding values not computed."""
+        storages = self._storages
+        for t in tensors:
+            s = _storage(t)
+            if s is not None and id(s) in storages:
+                return True
+        return False
+
+    def stop(self, what: str) -> ValuesNeeded:
+        self.needed = self.needed or what
+        return ValuesNeeded(what)
+
+    def before(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Before an op of the dispatch mode runs: whether it reads a storage of values not computed (then its
+        outputs will hold such values too); raises ValuesNeeded where it would hand them to Python, or takes them
+        as integers or booleans (indices and masks: whether it raises, out of range, depends on them)."""
+        storages = self._storages
+        hit = False
+        for t in op_tensors(args, kwargs):
+            s = _storage(t)
+            if s is not None and id(s) in storages:
+                if not (t.is_floating_point() or t.is_complex()):
+                    raise self.stop(f"{func} took values the run did not compute as indices or a mask")
+                hit = True
+        if hit and self._known(func)[0]:
+            raise self.stop(f"{func} read values the run did not compute")
+        return hit
+
+    def run(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run an op that reads values not computed: an error it raises may come from those values."""
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            raise self.stop(f"{func} raised on values the run did not compute") from exc
+
+    def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """After such an op: its outputs and the arguments it writes hold values not computed."""
+        self.mark(out)
+        for position, name, _ in self._known(func)[1]:
+            self.mark(args[position] if position < len(args) else kwargs.get(name))
+
+    def _known(self, func: Any) -> tuple[bool, tuple[tuple[int, str, bool], ...], Any]:
+        known = self._reads.get(id(func))
+        if known is None:
+            schema = getattr(func, "_schema", None)
+            known = self._reads[id(func)] = (_reads_values(func),
+                                             written_arguments(schema) if schema is not None else (), func)
+        return known
+
+    def read(self, func: Any, args: Any, kwargs: Any) -> None:
+        """A torch function of READS was called (the function mode): stop if it reads values not computed."""
+        if self.holds(tensors_in((args, kwargs))):
+            raise self.stop(f"{getattr(func, '__name__', func)} read values the run did not compute")
+
+
+class SkipMode(TorchFunctionMode):
+    """The one function mode while a direct leaf runs with its kernel skipped (collect/leaves.py): the call of the
+    torch function that would run the kernel (``callee``) returns ``made(args)`` instead; every other call (the
+    forward's ``input.dim()``) is passed on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callee: Any = None
+        self.made: Any = None
+        self.hit = False
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is self.callee and not self.hit:
+            self.hit = True
+            return self.made(args)
+        return func(*args, **kwargs) if kwargs else func(*args)

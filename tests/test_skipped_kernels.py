@@ -1,0 +1,185 @@
+"""Kernels skipped (collect/unwritten.py): an eval run on the CPU skips the kernels of direct leaves whose output it
+knows, and its report is the one a run with every kernel gives, to the byte; a forward that reads values the run
+did not compute (a branch, ``tolist``, ``nonzero``, an op that raises on them, caught or not) is made again with
+every kernel; nothing of the user's changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import torchcost
+from tests.test_direct_leaves import _modes_on
+from torchcost.collect import leaves, unwritten
+from torchcost.collect.unwritten import READS, Unwritten, ValuesNeeded, _reads_values
+from torchcost.run import execute, plan
+
+_aten = torch.ops.aten
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int | None]]:
+    """Per execute() of the tests' analyses, the kernels it skipped (None: a run that skips none), in order; no
+    call's output and no model class that reads values known at the start."""
+    monkeypatch.setattr(leaves, "_OUTPUTS", {})
+    monkeypatch.setattr(leaves, "_MISSED", set())
+    monkeypatch.setattr(plan, "READ_VALUES", set())
+    monkeypatch.setattr(execute, "READ_VALUES", plan.READ_VALUES)
+    seen: list[int | None] = []
+    original = execute.execute
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        values: Unwritten | None = kwargs.get("unwritten")
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seen.append(None if values is None else values.skipped)
+
+    monkeypatch.setattr(execute, "execute", spy)
+    yield seen
+
+
+class Net(nn.Module):
+    """conv -> batch norm -> ReLU6 in place -> conv -> SiLU -> pool -> linear, and a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU6(inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.act2 = nn.SiLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.bn1(self.conv1(x)))
+        y = y + self.act2(self.conv2(y))
+        return self.fc(self.pool(y).flatten(1))
+
+
+def test_a_second_analysis_skips_the_kernels_and_reports_the_same(runs: list[int | None]) -> None:
+    model, x = Net().eval(), torch.randn(2, 3, 10, 12)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = x.clone()
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    assert runs == [None]
+    first = torchcost.analyze(model, x).to_dict()  # learns each call's output (its kernels run)
+    second = torchcost.analyze(model, x).to_dict()
+    assert first == plain and second == plain
+    # 7 leaves with a kernel each: conv1, bn1, act1, conv2, act2, pool, fc
+    assert runs[1:] == [0, 7]
+    # the counts are the formulas' all the same: conv1 8*3*3*3 * 2*10*12 = 51,840 MACs, conv2 (depthwise) 8*3*3 *
+    # 2*10*12 = 17,280, fc 8*5 * 2 = 80
+    assert torchcost.CostReport.from_dict(plain).macs == 51_840 + 17_280 + 80
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and torch.equal(x, kept)
+    assert _modes_on()
+
+
+def test_an_in_place_activation_of_the_input_leaves_it_as_it_came(runs: list[int | None]) -> None:
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv1d(2, 3, 1)).eval()
+    x = torch.randn(1, 2, 5)
+    kept = x.clone()
+    for _ in range(3):
+        torchcost.analyze(model, x)
+        assert torch.equal(x, kept)
+    assert runs[-1] == 2
+
+
+class Branchy(nn.Module):
+    """A branch on the sign of a convolution's sum: the real values take the first (the input and weights are
+    positive)."""
+
+    def __init__(self, read: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        nn.init.constant_(self.conv.weight, 0.5)
+        nn.init.constant_(self.conv.bias, 1.0)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+        self.read = read
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.read == "branch":
+            positive = bool(y.sum() > 0)
+        elif self.read == "tolist":
+            positive = y.flatten().tolist()[0] > 0
+        elif self.read == "indices":  # the values taken as indices (out of range, gather raises)
+            positive = torch.gather(y.flatten(1), 1, y.flatten(1).argmax(1, keepdim=True)).shape == (1, 1)
+        elif self.read == "nonzero":
+            positive = (y > 0).nonzero().shape[0] == y.numel()
+        elif self.read == "caught":  # an op that raises on values, and the forward's own except
+            try:
+                torch.linalg.cholesky(torch.eye(2) * y.mean())  # positive definite with the real values
+                positive = True
+            except Exception:
+                positive = False
+        else:  # a bare except that takes the run's own signal too
+            try:
+                positive = bool(y.sum() > 0)
+            except:  # noqa: E722
+                positive = False
+        return self.fc(y.flatten(1)) if positive else y
+
+
+@pytest.mark.parametrize("read", ["branch", "tolist", "indices", "nonzero", "caught", "bare except"])
+def test_a_read_of_values_not_computed_runs_again_with_every_kernel(runs: list[int | None], read: str) -> None:
+    model, x = Branchy(read).eval(), torch.ones(1, 1, 6, 6)
+    torchcost.analyze(model, x)  # learns the convolution's output
+    assert runs == [0]
+    report = torchcost.analyze(model, x)
+    # the skipped run stopped at the read (the convolution skipped), and ran again with every kernel
+    assert runs[1:] == [1, None]
+    # conv 2*1*3*3 * 4*4 = 288 MACs, then the branch the real values take: fc 32*3 = 96
+    assert report.macs == 288 + 96
+    assert Branchy in plan.READ_VALUES
+    torchcost.analyze(model, x)  # its class runs every kernel from now on
+    assert runs[3:] == [None]
+    assert _modes_on()
+
+
+def test_a_run_measuring_the_allocator_skips_nothing(runs: list[int | None]) -> None:
+    model, x = Net().eval(), torch.randn(1, 3, 8, 8)
+    for _ in range(2):
+        torchcost.analyze(model, x, measure_memory=True)
+    assert runs == [None, None]
+
+
+def test_a_failure_after_a_skipped_kernel_is_checked_with_every_kernel(runs: list[int | None]) -> None:
+    class Fails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).view(3, 7)  # 1*1*5 elements: a wrong shape, with values or without
+
+    model = Fails().eval()
+    with pytest.raises(torchcost.ModelError, match="shape"):
+        torchcost.analyze(model, torch.ones(1, 1, 5))
+    with pytest.raises(torchcost.ModelError, match="shape"):
+        torchcost.analyze(model, torch.ones(1, 1, 5))
+    assert runs == [0, 1, None]
+    assert _modes_on()
+
+
+def test_the_ops_that_hand_values_to_python() -> None:
+    # a number or bool returned, or an output whose size the values decide (out= overloads included)
+    for op in (_aten._local_scalar_dense.default, _aten.is_nonzero.default, _aten.equal.default,
+               _aten.allclose.default, _aten.nonzero.default, _aten.nonzero.out, _aten.masked_select.default,
+               _aten._unique2.default, _aten.bincount.default, _aten.index.Tensor, _aten._assert_async.default,
+               _aten._linalg_check_errors.default):
+        assert _reads_values(op), op
+    for op in (_aten.add.Tensor, _aten.convolution.default, _aten.relu_.default, _aten.sum.default,
+               _aten.sym_size.int, _aten.gt.Scalar, _aten.copy_.default):
+        assert not _reads_values(op), op
+    assert {torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__repr__} <= READS
+
+
+def test_values_needed_is_no_exception_a_forward_catches() -> None:
+    assert not issubclass(ValuesNeeded, Exception)
