@@ -5,6 +5,7 @@ every kernel; nothing of the user's changes."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,10 +25,11 @@ _aten = torch.ops.aten
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int | None]]:
     """Per execute() of the tests' analyses, the kernels it skipped (None: a run that skips none), in order; no
-    call's output and no model class that reads values known at the start."""
+    plan trusted, no call's output and no model that reads values known at the start."""
+    monkeypatch.setattr(leaves, "TRUSTED", {})
     monkeypatch.setattr(leaves, "_OUTPUTS", {})
     monkeypatch.setattr(leaves, "_MISSED", set())
-    monkeypatch.setattr(plan, "READ_VALUES", set())
+    monkeypatch.setattr(plan, "READ_VALUES", weakref.WeakSet())
     monkeypatch.setattr(execute, "READ_VALUES", plan.READ_VALUES)
     seen: list[int | None] = []
     original = execute.execute
@@ -130,16 +132,17 @@ class Branchy(nn.Module):
 @pytest.mark.parametrize("read", ["branch", "tolist", "indices", "nonzero", "caught", "bare except"])
 def test_a_read_of_values_not_computed_runs_again_with_every_kernel(runs: list[int | None], read: str) -> None:
     model, x = Branchy(read).eval(), torch.ones(1, 1, 6, 6)
+    torchcost.analyze(model, x)  # checks the plans of the convolution and the linear under the modes
     torchcost.analyze(model, x)  # learns the convolution's output
-    assert runs == [0]
+    assert runs == [0, 0]
     report = torchcost.analyze(model, x)
     # the skipped run stopped at the read (the convolution skipped), and ran again with every kernel
-    assert runs[1:] == [1, None]
+    assert runs[2:] == [1, None]
     # conv 2*1*3*3 * 4*4 = 288 MACs, then the branch the real values take: fc 32*3 = 96
     assert report.macs == 288 + 96
-    assert Branchy in plan.READ_VALUES
-    torchcost.analyze(model, x)  # its class runs every kernel from now on
-    assert runs[3:] == [None]
+    assert model in plan.READ_VALUES
+    torchcost.analyze(model, x)  # it runs every kernel from now on
+    assert runs[4:] == [None]
     assert _modes_on()
 
 
@@ -160,11 +163,10 @@ def test_a_failure_after_a_skipped_kernel_is_checked_with_every_kernel(runs: lis
             return self.conv(x).view(3, 7)  # 1*1*5 elements: a wrong shape, with values or without
 
     model = Fails().eval()
-    with pytest.raises(torchcost.ModelError, match="shape"):
-        torchcost.analyze(model, torch.ones(1, 1, 5))
-    with pytest.raises(torchcost.ModelError, match="shape"):
-        torchcost.analyze(model, torch.ones(1, 1, 5))
-    assert runs == [0, 1, None]
+    for _ in range(3):  # the plan checked, the output learnt, the kernel skipped
+        with pytest.raises(torchcost.ModelError, match="shape"):
+            torchcost.analyze(model, torch.ones(1, 1, 5))
+    assert runs == [0, 0, 1, None]
     assert _modes_on()
 
 
@@ -183,3 +185,63 @@ def test_the_ops_that_hand_values_to_python() -> None:
 
 def test_values_needed_is_no_exception_a_forward_catches() -> None:
     assert not issubclass(ValuesNeeded, Exception)
+
+
+class Tokens(nn.Module):
+    """A transformer MLP's leaves on a 3-D input: layer norm, a linear with a bias, GELU, a linear without."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.fc1 = nn.Linear(8, 16)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(16, 4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+def test_a_transformer_mlp_on_tokens_is_planned_and_skipped(runs: list[int | None]) -> None:
+    model, x = Tokens().eval(), torch.randn(2, 5, 8)
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    reports = [torchcost.analyze(model, x).to_dict() for _ in range(3)]
+    assert all(r == plain for r in reports)
+    assert runs == [None, 0, 0, 4]  # each kind checked under the modes, then each output learnt, then 4 skipped
+    assert all(v is not False for v in leaves.TRUSTED.values()), "a plan differs from what torch runs"
+    # fc1 2*5 rows x 8*16 = 1,280 MACs; fc2 2*5 x 16*4 = 640
+    assert torchcost.CostReport.from_dict(plain).macs == 1_280 + 640
+
+
+def test_transformers_conv1d_is_planned_and_skipped(runs: list[int | None]) -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    model, x = nn.Sequential(Conv1D(6, 8), nn.ReLU()).eval(), torch.randn(2, 5, 8)
+    with leaves.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    reports = [torchcost.analyze(model, x).to_dict() for _ in range(3)]
+    assert all(r == plain for r in reports)
+    assert runs[-1] == 2
+    assert all(v is not False for v in leaves.TRUSTED.values()), "a plan differs from what torch runs"
+    # 2*5 rows x 8*6 = 480 MACs
+    assert torchcost.CostReport.from_dict(plain).macs == 480
+
+
+def test_a_tensor_made_from_another_ones_metadata_holds_computed_values(runs: list[int | None]) -> None:
+    class Masked(nn.Module):  # (swin's shifted-window mask: new_zeros of an activation, filled, compared, used)
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            mask = y.new_zeros(y.shape)
+            mask[..., 0] = 1.0
+            return y.masked_fill(mask != 0, 0.0)
+
+    model, x = Masked().eval(), torch.randn(1, 1, 4)
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    reports = [torchcost.analyze(model, x).to_dict() for _ in range(2)]
+    assert all(r == plain for r in reports)
+    assert runs == [None, 0, 1]  # the mask is no value the run skipped: the convolution skipped, no run again

@@ -62,6 +62,19 @@ class Out(enum.Enum):
     MODULE = "module"  # the module's output is the op's output
     TUPLE = "tuple"  # the op returns (the module's output, *extras): extras made with the metadata seen when trusted
     EXTRA = "extra"  # an output the module does not return (aten::empty of batch norm's reserve): made the same way
+    BASE = "base"  # a tensor on the module output's storage that a later op views (a 3-d linear's addmm): made as a
+    # view of the output with the metadata seen when trusted; later steps name it by the placeholder BASE
+
+
+class _Base:
+    """The placeholder a planned op's arguments hold for the output of the plan's BASE op, which does not exist when
+    the plan is made."""
+
+    def __repr__(self) -> str:
+        return "BASE"
+
+
+BASE = _Base()
 
 
 # (op, arguments, keyword arguments, where its output comes from: an Out, or a tensor the planner made itself, a view
@@ -126,18 +139,60 @@ def _linear(m: Any, x: torch.Tensor) -> Plan | None:
     # Linear.forward: F.linear(input, weight, bias) -> aten::linear, whose CPU and CUDA lowering for a 2-D input is
     # t(weight), then addmm(bias, input, t) (mm without a bias). The transposed weight is a view the plan makes
     # itself (the modes are off here): past the modes the op collector and the memory tracker get it where they got
-    # the view aten::linear made, as the argument of the product. Other dimensions reshape first: not planned.
-    if x.dim() != 2:
-        return None
+    # the view aten::linear made, as the argument of the product. A contiguous 3-D input is folded: with a bias,
+    # view(input) to 2-D, t, addmm, and a view of the product back to 3-D (aten::linear's fused path); without one,
+    # aten::matmul's t, view, mm and _unsafe_view. The product is the BASE the last op takes. Other inputs: not
+    # planned.
     params = m._parameters
     weight, bias = params["weight"], params["bias"]
     if not _PLAIN.issuperset((type(weight), type(bias))):
         return None
     t = weight.t()
     transpose: Step = (_aten.t.default, (weight,), {}, t)
-    product: Step = ((_aten.mm.default, (x, t), {}, Out.MODULE) if bias is None
-                     else (_aten.addmm.default, (bias, x, t), {}, Out.MODULE))
-    return (F.linear, bias is None, *_kind(x)), (transpose, product)
+    if x.dim() == 2:
+        product: Step = ((_aten.mm.default, (x, t), {}, Out.MODULE) if bias is None
+                         else (_aten.addmm.default, (bias, x, t), {}, Out.MODULE))
+        return (F.linear, bias is None, *_kind(x)), (transpose, product)
+    if x.dim() != 3 or not x.is_contiguous() or x.numel() == 0:
+        return None
+    b, n, k = x.shape
+    flat = x.view(b * n, k)
+    fold: Step = (_aten.view.default, (x, [b * n, k]), {}, flat)
+    size = [b, n, weight.shape[0]]
+    shapes = (b, n, k, weight.shape[0])  # (the BASE's metadata, kept per kind, follows from these)
+    if bias is None:
+        return (F.linear, True, shapes, *_kind(x)), (transpose, fold, (_aten.mm.default, (flat, t), {}, Out.BASE),
+                                                     (_aten._unsafe_view.default, (BASE, size), {}, Out.MODULE))
+    return (F.linear, False, shapes, *_kind(x)), (fold, transpose,
+                                                  (_aten.addmm.default, (bias, flat, t), {}, Out.BASE),
+                                                  (_aten.view.default, (BASE, size), {}, Out.MODULE))
+
+
+def _layer_norm(m: Any, x: torch.Tensor) -> Plan | None:
+    # LayerNorm.forward: F.layer_norm(input, normalized_shape, weight, bias, eps) -> aten::layer_norm, which on the
+    # CPU runs native_layer_norm (the output, and the mean and reciprocal deviation of each row: extras)
+    params = m._parameters
+    weight, bias = params["weight"], params["bias"]
+    if x.device.type != "cpu" or not _PLAIN.issuperset((type(weight), type(bias))) or x.numel() == 0:
+        return None
+    op: Step = (_aten.native_layer_norm.default, (x, list(m.normalized_shape), weight, bias, m.eps), {}, Out.TUPLE)
+    # (the extras' metadata, kept per kind, follows from the shapes)
+    return (F.layer_norm, weight is None, bias is None, tuple(x.shape), tuple(m.normalized_shape), *_kind(x)), (op,)
+
+
+def _conv1d_transformers(m: Any, x: torch.Tensor) -> Plan | None:
+    # transformers' Conv1D (GPT-2's projections): torch.addmm(bias, x.view(-1, x.size(-1)), weight), then a view to
+    # x's sizes but the last, nf. The folded input is a view the plan makes; the product is the BASE
+    params = m._parameters
+    weight, bias = params["weight"], params["bias"]
+    if not _PLAIN.issuperset((type(weight), type(bias))) or bias is None or x.dim() < 2 or not x.is_contiguous():
+        return None
+    k = x.shape[-1]
+    flat = x.view(-1, k)
+    fold: Step = (_aten.view.default, (x, [-1, k]), {}, flat)
+    product: Step = (_aten.addmm.default, (bias, flat, weight), {}, Out.BASE)
+    back: Step = (_aten.view.default, (BASE, [*x.shape[:-1], m.nf]), {}, Out.MODULE)
+    return (torch.addmm, tuple(x.shape), tuple(weight.shape), *_kind(x)), (fold, product, back)  # (as _linear's)
 
 
 _BATCH_NORM_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
@@ -234,10 +289,26 @@ _PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
     nn.Sigmoid: _pointwise(torch, "sigmoid", _aten.sigmoid.default, _aten.sigmoid.default),  # (Sigmoid.forward's own)
     nn.Tanh: _pointwise(torch, "tanh", _aten.tanh.default, _aten.tanh.default),
     nn.GELU: _gelu,
+    nn.LayerNorm: _layer_norm,
     nn.AdaptiveAvgPool2d: _adaptive_avg_pool2d,
     nn.Identity: _identity, nn.Dropout: _identity, nn.Dropout1d: _identity, nn.Dropout2d: _identity,
     nn.Dropout3d: _identity, nn.AlphaDropout: _identity,
 }
+
+
+def _planner(kind: type) -> Callable[[Any, torch.Tensor], Plan | None] | None:
+    """The planner of a module type: _PLANNERS', or one of a library's classes known by name (transformers'
+    Conv1D, when the module is one: transformers is never imported here)."""
+    planner = _PLANNERS.get(kind)
+    if planner is None and kind not in _NOT_PLANNED:
+        if (kind.__module__, kind.__qualname__) == ("transformers.pytorch_utils", "Conv1D"):
+            planner = _PLANNERS[kind] = _conv1d_transformers
+        else:
+            _NOT_PLANNED.add(kind)
+    return planner
+
+
+_NOT_PLANNED: set[type] = set()
 
 
 # -- checking a plan against what the dispatch mode saw --------------------------------------------------------------
@@ -295,6 +366,13 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
             planned[id(kind)] = seen_out
             made.append(())
             continue
+        if kind is Out.BASE:  # on the module output's storage; the later ops that take it name it BASE
+            if (type(seen_out) is not torch.Tensor or type(output) is not torch.Tensor
+                    or seen_out.untyped_storage().data_ptr() != output.untyped_storage().data_ptr()):
+                return None
+            planned[id(BASE)] = seen_out
+            made.append((_meta(seen_out),))
+            continue
         if kind is Out.MODULE:
             if seen_out is not output:
                 return None
@@ -315,7 +393,7 @@ def _check(steps: tuple[Step, ...], trace: list[tuple[Any, Any, Any, Any]], outp
 
 
 def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...],
-                 inputs: list[list[torch.Tensor]]) -> int | None:
+                 inputs: list[list[Any]]) -> int | None:
     """The number (collect/keys.py) of everything the collectors read of a planned call: its kind, and the
     arguments of its ops, each tensor's :func:`~torchcost.collect.keys.tensor_key` (its position counted across
     the ops), every other value as it is (the planners give each argument one type, so the general walk of
@@ -326,7 +404,7 @@ def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...],
     parts: list[Any] = [key]
     seen: dict[int, int] = {}
     for _, args, kwargs, _ in steps:
-        tensors: list[torch.Tensor] = []
+        tensors: list[Any] = []  # (BASE, where a step takes it)
         inputs.append(tensors)
         for value in (*args, *kwargs.values()) if kwargs else args:
             kind = type(value)
@@ -337,6 +415,9 @@ def _fingerprint(key: tuple[Any, ...], steps: tuple[Step, ...],
                 parts.append(tuple(value))
             elif kind in LEAVES:
                 parts.append(value)
+            elif value is BASE:  # (its metadata follows from the other arguments')
+                parts.append("base")
+                tensors.append(value)
             else:
                 return None
     try:
@@ -366,7 +447,7 @@ class LeafCall:
         self.guards = guards
         self.x = x
         self.number: int | None = None
-        self.inputs: list[list[torch.Tensor]] = []
+        self.inputs: list[list[Any]] = []
         self.skipping = False
 
 
@@ -380,13 +461,26 @@ _MISSED: set[tuple[Any, ...]] = set()
 _MKLDNN_ENABLED = torch._C._get_mkldnn_enabled
 
 
-def _output_kind(output: torch.Tensor, x: torch.Tensor, device: torch.device) -> tuple[Any, ...] | str | None:
-    """What :data:`_OUTPUTS` keeps of a planned call's output: a new dense tensor that ``torch.empty_strided``
-    remakes to the byte (its storage too), the input itself, or None."""
+def _output_kind(call: LeafCall, output: torch.Tensor) -> tuple[Any, ...] | str | None:
+    """What :data:`_OUTPUTS` keeps of a planned call's output, checked to remake it to the byte: _INPUT (the input
+    itself); the metadata of a new dense tensor that ``torch.empty_strided`` remakes, storage included; for a plan
+    with a BASE op, ("base", the BASE's metadata, the last op, its sizes): the last op run on a new BASE; else
+    None."""
+    x, device = call.x, call.device
+    assert x is not None
     if output is x:
         return _INPUT
-    if (output._base is not None or output.storage_offset() != 0 or output.requires_grad
-            or output.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+    if output.requires_grad or output.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        return None
+    made = TRUSTED.get(call.key)
+    base = [m[0] for (_, _, _, kind), m in zip(call.steps, made or ()) if kind is Out.BASE]  # type: ignore[arg-type]
+    if base:
+        func, args = call.steps[-1][0], call.steps[-1][1]
+        remade = func(_extra(base[0], device), args[1])
+        if _meta(remade) != _meta(output) or (remade._base is None) != (output._base is None):
+            return None
+        return ("base", base[0], func, args[1])
+    if output._base is not None or output.storage_offset() != 0:
         return None
     meta = _meta(output)
     remade = _extra(meta, device)
@@ -441,7 +535,7 @@ class DirectLeaves:
     def begin(self, module: nn.Module, args: tuple[Any, ...]) -> LeafCall | None:
         """Called by the scope's pre-hook: a LeafCall if ``module``'s call is planned (past the modes, or traced to
         check the plan), else None."""
-        planner = _PLANNERS.get(type(module))
+        planner = _planner(type(module))
         if planner is None or len(args) != 1 or type(args[0]) is not torch.Tensor or not _SWITCH.on:
             return None
         if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
@@ -497,11 +591,14 @@ class DirectLeaves:
         the dispatch mode stays off)."""
         skip = self.skip
         skip.callee, skip.hit = call.key[2], False
+        device = call.device
         if isinstance(made, str):  # (_INPUT)
             skip.made = _first
+        elif made[0] == "base":  # (the last op on a new BASE)
+            _, base, func, size = made
+            skip.made = lambda args: func(_extra(base, device), size)
         else:
             shape, stride, dtype = made[0], made[1], made[2]
-            device = call.device
             skip.made = lambda args: torch.empty_strided(shape, stride, dtype=dtype, device=device)
         guards = call.guards
         assert guards is not None
@@ -537,10 +634,18 @@ class DirectLeaves:
             device = call.device
             steps = call.steps
             number, inputs = call.number, call.inputs
+            base: torch.Tensor | None = None
             for i, ((func, args, kwargs, kind), metas) in enumerate(zip(steps, made)):  # type: ignore[arg-type]
                 out: Any = output
+                if base is not None:  # (a step after the plan's BASE op: it may take the BASE)
+                    args = tuple(base if a is BASE else a for a in args)
+                    if number is not None:
+                        inputs[i] = [base if t is BASE else t for t in inputs[i]]
                 if isinstance(kind, torch.Tensor):
                     out = kind
+                elif kind is Out.BASE:
+                    meta = metas[0]
+                    out = base = output.as_strided(meta[0], meta[1], meta[3])
                 elif kind is Out.EXTRA:
                     out = self._made(metas[0], device)
                 elif kind is Out.TUPLE:
@@ -567,7 +672,7 @@ class DirectLeaves:
         if call.key not in _MISSED and call.number is not None and call.x is not None:
             learnt = (call.number, _MKLDNN_ENABLED())
             if learnt not in _OUTPUTS:
-                _OUTPUTS[learnt] = _output_kind(output, call.x, call.device)
+                _OUTPUTS[learnt] = _output_kind(call, output)
         if unwritten and unwritten.holds([t for tensors in call.inputs for t in tensors]):
             unwritten.mark(output)
 

@@ -62,6 +62,12 @@ _METADATA = frozenset({
     "aten::_version", "aten::_nnz", "aten::dense_dim", "aten::sparse_dim", "aten::is_coalesced",
     "aten::_is_zerotensor", "aten::is_pinned", "aten::is_set_to", "aten::_has_same_storage_numel",
     "aten::_has_compatible_shallow_copy_type", "prim::device", "prim::layout"})
+# ops whose outputs take only the metadata of their tensor argument, never its values: a tensor of values not
+# computed in, one of computed values (zeros, a fill, random numbers, or none: empty) out
+_NEW_FROM_METADATA = frozenset({
+    "aten::new_zeros", "aten::new_ones", "aten::new_empty", "aten::new_empty_strided", "aten::new_full",
+    "aten::zeros_like", "aten::ones_like", "aten::empty_like", "aten::full_like", "aten::rand_like",
+    "aten::randn_like", "aten::randint_like"})
 _VALUE_TYPES = frozenset({"bool", "int", "float", "complex", "number", "Scalar", "str", "bool[]", "int[]", "float[]",
                           "Scalar[]"})
 _TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -101,7 +107,9 @@ class Unwritten:
         self._storages: weakref.WeakValueDictionary[int, torch.UntypedStorage] = weakref.WeakValueDictionary()
         self.needed = ""  # what read values not computed ("" while nothing did): the run is made again
         self.skipped = 0  # kernels skipped (tests and benchmarks read it)
-        self._reads: dict[int, tuple[bool, tuple[tuple[int, str, bool], ...], Any]] = {}  # id(op) -> what it does
+        # id(op) -> what it does: whether it reads values (_reads_values), the arguments it writes, the op (held, so
+        # that no id is reused), whether it reads only metadata (_NEW_FROM_METADATA)
+        self._reads: dict[int, tuple[bool, tuple[tuple[int, str, bool], ...], Any, bool]] = {}
 
     def __bool__(self) -> bool:
         return len(self._storages) > 0
@@ -130,7 +138,10 @@ class Unwritten:
     def before(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Before an op of the dispatch mode runs: whether it reads a storage of values not computed (then its
         outputs will hold such values too); raises ValuesNeeded where it would hand them to Python, or takes them
-        as integers or booleans (indices and masks: whether it raises, out of range, depends on them)."""
+        as integers or booleans (indices and masks: whether it raises, out of range, depends on them). An op that
+        takes only its argument's metadata (``new_zeros``, ``empty_like``, ...) reads none."""
+        if self._known(func)[3]:
+            return False
         storages = self._storages
         hit = False
         for t in op_tensors(args, kwargs):
@@ -156,12 +167,13 @@ class Unwritten:
         for position, name, _ in self._known(func)[1]:
             self.mark(args[position] if position < len(args) else kwargs.get(name))
 
-    def _known(self, func: Any) -> tuple[bool, tuple[tuple[int, str, bool], ...], Any]:
+    def _known(self, func: Any) -> tuple[bool, tuple[tuple[int, str, bool], ...], Any, bool]:
         known = self._reads.get(id(func))
         if known is None:
             schema = getattr(func, "_schema", None)
             known = self._reads[id(func)] = (_reads_values(func),
-                                             written_arguments(schema) if schema is not None else (), func)
+                                             written_arguments(schema) if schema is not None else (), func,
+                                             schema is not None and schema.name in _NEW_FROM_METADATA)
         return known
 
     def read(self, func: Any, args: Any, kwargs: Any) -> None:

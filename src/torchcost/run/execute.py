@@ -134,7 +134,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
             try:
                 return execute(model, args, kwargs, registry, options, memory, run_device, None, unwritten=values)
             except ValuesNeeded:
-                READ_VALUES.add(type(model))  # (made again below, and from now on, with every kernel)
+                READ_VALUES.add(model)  # (made again below, and from now on, with every kernel)
             except ModelError:
                 if not values.skipped:  # (a failure that may come from values not computed is checked with them)
                     raise

@@ -11,7 +11,7 @@ When does ``analyze`` run on a copy? Exactly here:
   for autocast).
 * An eval run on the model itself on the CPU (the allocator not measured) skips the kernels of direct leaves whose
   output is known (:func:`skips_kernels`, collect/unwritten.py); a run that reaches a read of the values it did not
-  compute is made again with every kernel, and that model's class then always runs them in this process.
+  compute is made again with every kernel, and that model then always runs them in this process.
 * A twin of fake tensors that fails because its tensors hold no data (a forward with data-dependent Python control
   flow, :func:`is_fake_trouble`) is retried once on a real "copy" on the real device, when the copy fits in half the
   memory available (:func:`check_room_for_copy`); a model that simply fails is not retried.
@@ -22,11 +22,12 @@ Twins are made in :mod:`torchcost.run.step`.
 from __future__ import annotations
 
 import itertools
+import weakref
 
 import torch
 from torch import nn
 
-from torchcost.collect import unwritten
+from torchcost.collect import leaves, unwritten
 from torchcost.errors import ModelError
 from torchcost.inputs import available_memory
 from torchcost.run.step import Method, StepOptions, TwinMethod
@@ -58,14 +59,14 @@ def choose_method(device: torch.device, options: StepOptions, model: nn.Module) 
 def skips_kernels(method: Method, device: torch.device, options: StepOptions, measure_cpu: bool,
                   model: nn.Module) -> bool:
     """Whether a run may skip the kernels of its direct leaves: an eval run on the model itself on the CPU whose
-    allocator is not measured (a measurement needs every kernel's own allocations), of a model class that has not
-    read values a run did not compute (:data:`READ_VALUES`)."""
+    allocator is not measured (a measurement needs every kernel's own allocations), of a model that has not
+    read values a run did not compute (:data:`READ_VALUES`) and whose direct leaves are on (collect/leaves.py)."""
     return (method == "real" and options.mode == "eval" and device.type == "cpu" and not measure_cpu
-            and unwritten.enabled() and type(model) not in READ_VALUES)
+            and unwritten.enabled() and leaves.enabled() and model not in READ_VALUES)
 
 
-# model classes whose run read values it had not computed (made again with every kernel): never skipped again
-READ_VALUES: set[type] = set()
+# models whose run read values it had not computed (made again with every kernel): never skipped again
+READ_VALUES: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def _holds_data(model: nn.Module) -> bool:
