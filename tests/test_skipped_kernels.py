@@ -26,6 +26,7 @@ _aten = torch.ops.aten
 def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int | None]]:
     """Per execute() of the tests' analyses, the kernels it skipped (None: a run that skips none), in order; no
     plan trusted, no call's output and no model that reads values known at the start."""
+    monkeypatch.setattr(leaves, "WORTH_SKIPPING", 0)  # (the tests' kernels are small: every one is worth it here)
     monkeypatch.setattr(leaves, "TRUSTED", {})
     monkeypatch.setattr(leaves, "_OUTPUTS", {})
     monkeypatch.setattr(leaves, "_MISSED", set())
@@ -245,3 +246,14 @@ def test_a_tensor_made_from_another_ones_metadata_holds_computed_values(runs: li
     reports = [torchcost.analyze(model, x).to_dict() for _ in range(2)]
     assert all(r == plain for r in reports)
     assert runs == [None, 0, 1]  # the mask is no value the run skipped: the convolution skipped, no run again
+
+
+def test_only_a_kernel_worth_it_is_skipped(runs: list[int | None], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leaves, "WORTH_SKIPPING", 1 << 18)
+    small = nn.Sequential(nn.Linear(64, 64)).eval()  # 64*64 = 4,096 MACs and about 17 KB moved: under 262,144
+    big = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1)).eval()  # 16*16*9 * 32*32 = 2,359,296 MACs: over it
+    for _ in range(3):
+        torchcost.analyze(small, torch.randn(1, 64))
+    for _ in range(3):
+        torchcost.analyze(big, torch.randn(1, 16, 32, 32))
+    assert runs == [0, 0, 0, 0, 0, 1]

@@ -173,6 +173,13 @@ _PRICED: dict[Any, tuple[Formula, Cost, int, torch.dtype | None]] = {}
 _PRICED_MAX = 1 << 14
 
 
+def priced_work(memo: Any) -> int | None:
+    """A call's multiply-accumulates plus the bytes it reads and writes, as :data:`_PRICED` holds its price under
+    ``memo`` (collect/leaves.py weighs a kernel by it); None where it holds none."""
+    hit = _PRICED.get(memo)
+    return None if hit is None else hit[1].macs + hit[2]
+
+
 def _tensor_nbytes(t: torch.Tensor) -> int:
     """A tensor's bytes: numel x element size of a strided tensor (its view); a sparse one's constituent tensors."""
     try:
