@@ -289,3 +289,11 @@ def test_speed_tree_copy_times_both_ways_of_copying_a_twins_tree() -> None:
     # the model, its Sequential, and 3 x (Linear, ReLU): 1 + 1 + 6 = 8 modules
     assert row["model"] == "blocks3" and row["modules"] == 8
     assert row["before"] > 0 and row["_tree_copy"] > 0
+
+
+def test_the_first_analysis_benchmark_prints_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import first_analysis
+
+    assert first_analysis.main(["squeezenet1_1", "1"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("squeezenet1_1 batch 1: forward ") and "analyze()" in line
