@@ -27,6 +27,7 @@ extension reading ``data_ptr()`` memory itself) is not seen; such a forward gets
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -122,14 +123,17 @@ class Unwritten:
             if s is not None:
                 storages[id(s)] = s
 
-    def holds(self, tensors: list[torch.Tensor]) -> bool:
-        """Whether some of ``tensors`` is on a storage holding values not computed."""
+    def _held(self, tensors: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Those of ``tensors`` on a storage holding values not computed."""
         storages = self._storages
         for t in tensors:
             s = _storage(t)
             if s is not None and id(s) in storages:
-                return True
-        return False
+                yield t
+
+    def holds(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether some of ``tensors`` is on a storage holding values not computed."""
+        return next(self._held(tensors), None) is not None
 
     def stop(self, what: str) -> ValuesNeeded:
         self.needed = self.needed or what
@@ -142,14 +146,11 @@ class Unwritten:
         takes only its argument's metadata (``new_zeros``, ``empty_like``, ...) reads none."""
         if self._known(func)[3]:
             return False
-        storages = self._storages
         hit = False
-        for t in op_tensors(args, kwargs):
-            s = _storage(t)
-            if s is not None and id(s) in storages:
-                if not (t.is_floating_point() or t.is_complex()):
-                    raise self.stop(f"{func} took values the run did not compute as indices or a mask")
-                hit = True
+        for t in self._held(op_tensors(args, kwargs)):
+            if not (t.is_floating_point() or t.is_complex()):
+                raise self.stop(f"{func} took values the run did not compute as indices or a mask")
+            hit = True
         if hit and self._known(func)[0]:
             raise self.stop(f"{func} read values the run did not compute")
         return hit

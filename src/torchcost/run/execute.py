@@ -129,7 +129,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], regist
          options: StepOptions, memory: bool, run_device: torch.device, measure_cpu: bool) -> Ran:
     method = choose_method(run_device, options, model)
     if method == "real":
-        if skips_kernels(method, run_device, options, measure_cpu, model):
+        if skips_kernels(run_device, options, measure_cpu, model):
             values = Unwritten()
             try:
                 return execute(model, args, kwargs, registry, options, memory, run_device, None, unwritten=values)

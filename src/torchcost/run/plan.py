@@ -56,12 +56,12 @@ def choose_method(device: torch.device, options: StepOptions, model: nn.Module) 
     return "fake" if options.amp else "meta"
 
 
-def skips_kernels(method: Method, device: torch.device, options: StepOptions, measure_cpu: bool,
-                  model: nn.Module) -> bool:
-    """Whether a run may skip the kernels of its direct leaves: an eval run on the model itself on the CPU whose
-    allocator is not measured (a measurement needs every kernel's own allocations), of a model that has not
-    read values a run did not compute (:data:`READ_VALUES`) and whose direct leaves are on (collect/leaves.py)."""
-    return (method == "real" and options.mode == "eval" and device.type == "cpu" and not measure_cpu
+def skips_kernels(device: torch.device, options: StepOptions, measure_cpu: bool, model: nn.Module) -> bool:
+    """Whether a run on the model itself (:func:`choose_method`'s "real") may skip the kernels of its direct leaves:
+    an eval run on the CPU whose allocator is not measured (a measurement needs every kernel's own allocations), of
+    a model that has not read values a run did not compute (:data:`READ_VALUES`) and whose direct leaves are on
+    (collect/leaves.py)."""
+    return (options.mode == "eval" and device.type == "cpu" and not measure_cpu
             and unwritten.enabled() and leaves.enabled() and model not in READ_VALUES)
 
 
