@@ -190,7 +190,8 @@ def markdown(results: dict[str, Any]) -> str:
     again = "".join(f" The {part} part was re-run afterwards by `{how.split('  (')[0]}` ({how.split('  (')[1]}."
                     for part, how in reruns.items())  # how: "COMMAND  (DATE, SECONDS s)"
     w(f"Generated on {results['date']} by `{results['command']}` (took {results.get('seconds', 0):.0f} s).{again} "
-      "Every number below comes from those runs; the raw figures are in "
+      "The Headline, Accuracy, Speed, Meta device and Method sections come from those runs (every other section "
+      "names the command that wrote it); the raw figures are in "
       "[benchmarks/results.json](../benchmarks/results.json). Regenerate with `pip install -e '.[bench]'` and "
       "`python -m benchmarks.run` (`--quick` for a few models).\n")
     w("| machine | |\n|---|---|")

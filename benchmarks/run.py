@@ -1,4 +1,6 @@
-"""Run the benchmarks and write docs/benchmarks.md and benchmarks/results.json.
+"""Run the benchmarks against the peer tools and write benchmarks/results.json and their sections of
+docs/benchmarks.md (the preamble, Headline, Accuracy, Speed, Meta device and Method; the sections other benchmarks
+write are kept: benchmarks/docs.py).
 
     python -m benchmarks.run                  # everything (several minutes)
     python -m benchmarks.run --quick          # a few models, 3 timed runs, no meta 70B
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks.docs import replace_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import report as report_module
 
         rendered = json.loads(args.json.read_text())
-        args.markdown.write_text(report_module.markdown(rendered))
+        replace_sections(args.markdown, report_module.markdown(rendered))
         print(report_module.headline(rendered))
         return 0
 
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report.markdown(results))
+        replace_sections(args.markdown, report.markdown(results))
         log(f"wrote {args.json} and {args.markdown}")
     print(report.headline(results))
     return 0

@@ -12,6 +12,7 @@ import pytest
 import torch
 from benchmarks import accuracy, report
 from benchmarks.analytic import analytic_cases
+from benchmarks.docs import replace_sections
 from benchmarks.models import Built
 from benchmarks.peers import PEERS, TOOLS, Measured, Tool, import_tool, run_tool
 from torch import nn
@@ -63,6 +64,19 @@ def test_markdown_and_headline_render_from_the_results() -> None:
     text = report.markdown(results)
     assert "## Accuracy" in text and "analytic:conv2d" in text and "FlopCounterMode" in text
     assert "uncounted ops over 1 models: none" in report.headline(results)
+
+
+def test_the_peer_run_rewrites_only_its_own_sections_of_the_document(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Old title\n\nold preamble\n\n## Headline\n\nold headline\n\n## Speed: the overhead ladder\n\n"
+                   "ladder rounds\n\n## Speed\n\nold speed\n\n## Method\n\nold method\n")
+    replace_sections(doc, "# New title\n\nnew preamble\n\n## Headline\n\nnew headline\n\n## Speed\n\nnew speed\n\n"
+                          "## Meta device: llama-3 configs\n\nnew meta\n\n## Method\n\nnew method\n")
+    # the ladder (another benchmark's section) is kept in its place; the new "Meta device" section goes before
+    # Method, where replace_section puts a section the file lacks
+    assert doc.read_text() == ("# New title\n\nnew preamble\n\n## Headline\n\nnew headline\n\n"
+                               "## Speed: the overhead ladder\n\nladder rounds\n\n## Speed\n\nnew speed\n\n"
+                               "## Meta device: llama-3 configs\n\nnew meta\n\n## Method\n\nnew method\n")
 
 
 @pytest.mark.parametrize("tool", PEERS, ids=lambda t: t.name)
