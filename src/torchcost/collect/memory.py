@@ -29,14 +29,13 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
-from torchcost.collect.fakeops import BASE_LAYOUT
 from torchcost.collect.keys import metadata_key, ours
 from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.storages import storage_of
 from torchcost.collect.workspace import (
     CPU_ENTRIES,
     FIXED_CUDA_OUTPUTS,
@@ -65,30 +64,7 @@ _COMM_BUFFER_OPS = frozenset({
     "c10d::allgather_into_tensor_coalesced_", "c10d::reduce_scatter_tensor_coalesced_"})
 
 
-def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The tensor holding the data: a DTensor's local shard, any other tensor itself."""
-    local = getattr(t, "_local_tensor", None) if type(t).__name__ == "DTensor" else None
-    return local if isinstance(local, torch.Tensor) else t
-
-
-_STRIDED = torch.strided
 _MKLDNN_ENABLED = torch._C._get_mkldnn_enabled  # (torch.backends.mkldnn.enabled's getter, without its property)
-
-
-def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
-    kind = type(t)
-    if kind is FakeTensor and t.dispatch_keys is None:  # type: ignore[attr-defined]
-        layout = BASE_LAYOUT(t)  # (FakeTensor.layout is a Python property: fakeops.BASE_LAYOUT)
-    else:
-        if kind is not torch.Tensor and kind.__name__ == "DTensor":
-            t = local_tensor(t)
-        layout = t.layout
-    if layout is not _STRIDED or t.is_nested:  # (sparse layouts are not strided)
-        return None
-    try:
-        return t.untyped_storage()
-    except (RuntimeError, NotImplementedError):  # tensor subclasses without a storage
-        return None
 
 
 # a call's metadata -> the probe asked for it in an earlier run (reused while that probe's figure is in the cache)
@@ -292,7 +268,7 @@ class MemoryTracker:
     def resized(self, t: torch.Tensor, category: str) -> None:
         """``t``'s storage was resized outside any op (FSDP2 frees and re-allocates its unsharded parameters with
         ``storage.resize_``): the old size dies here and the new one, if any, is born, in ``category``."""
-        s = _storage(t)
+        s = storage_of(t)
         if s is None or self.closed:
             return
         uid = self._by_storage.get(id(s))
@@ -309,13 +285,13 @@ class MemoryTracker:
             self._register(s, len(self.alive), category)
 
     def uid_of(self, t: torch.Tensor) -> int | None:
-        s = _storage(t)
+        s = storage_of(t)
         return None if s is None else self._by_storage.get(id(s))
 
     def add_baseline(self, tensors: Iterable[torch.Tensor], category: str) -> None:
         """Storages alive before the run (parameters, buffers, inputs, optimizer state); each counted once."""
         for t in tensors:
-            s = _storage(t)
+            s = storage_of(t)
             if s is not None and id(s) not in self._by_storage and s.nbytes() > 0:
                 self._register(s, -1, category, self._counted(t))
 
@@ -342,7 +318,7 @@ class MemoryTracker:
             self._pending.clear()
         by_storage = self._by_storage
         for t in (out,) if isinstance(out, torch.Tensor) else tensors_in(out):
-            s = _storage(t)
+            s = storage_of(t)
             if s is None:
                 continue
             uid = by_storage.get(id(s))
@@ -355,7 +331,7 @@ class MemoryTracker:
                     self.current += size - self.sizes[uid]
                     self.sizes[uid] = size
         for t in op_tensors(args, kwargs) if inputs is None else inputs:
-            s = _storage(t)
+            s = storage_of(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers", self._counted(t))  # made outside every op we saw: counted from here
         known = self._keys.get(id(func))  # (by id(): an OpOverload hashes in Python)
@@ -462,7 +438,7 @@ class MemoryTracker:
         outs = out if isinstance(out, (tuple, list)) else (out,)
         for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
             t = outs[i] if i < len(outs) else None
-            s = _storage(t) if isinstance(t, torch.Tensor) else None
+            s = storage_of(t) if isinstance(t, torch.Tensor) else None
             if s is None or s.device.type != "meta" or s.nbytes() == nbytes:
                 continue  # a real kernel's output is its own truth
             uid = self._by_storage.get(id(s))

@@ -34,6 +34,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import Switch
+from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
 
@@ -92,15 +93,6 @@ def _reads_values(func: Any) -> bool:
             and any(str(r.type) in _VALUE_TYPES for r in schema.returns))
 
 
-def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
-    if t.layout is not torch.strided or t.is_nested:
-        return None
-    try:
-        return t.untyped_storage()
-    except (RuntimeError, NotImplementedError):
-        return None
-
-
 class Unwritten:
     """The storages of one run whose values were not computed, and whether the run reached a read of them."""
 
@@ -119,7 +111,7 @@ class Unwritten:
         """The storages of ``tensors`` (a tensor, or any nest of them) now hold values not computed."""
         storages = self._storages
         for t in (tensors,) if isinstance(tensors, torch.Tensor) else tensors_in(tensors):
-            s = _storage(t)
+            s = storage_of(t)
             if s is not None:
                 storages[id(s)] = s
 
@@ -127,7 +119,7 @@ class Unwritten:
         """Those of ``tensors`` on a storage holding values not computed."""
         storages = self._storages
         for t in tensors:
-            s = _storage(t)
+            s = storage_of(t)
             if s is not None and id(s) in storages:
                 yield t
 

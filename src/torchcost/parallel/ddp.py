@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from torchcost.collect.memory import local_tensor
+from torchcost.collect.storages import local_tensor
 from torchcost.parallel.config import Parallel
 
 if TYPE_CHECKING:

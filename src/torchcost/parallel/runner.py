@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import Recording
+from torchcost.collect.storages import local_tensor
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.parallel.config import Parallel

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from torchcost._version import __version__
-from torchcost.collect.memory import MemoryTrace, local_tensor
+from torchcost.collect.memory import MemoryTrace
 from torchcost.collect.ops import STEP_PHASES, OpCollector, op_counts
 from torchcost.collect.scope import ScopeTracker, module_paths
+from torchcost.collect.storages import local_tensor
 from torchcost.inputs import floating_dtype
 from torchcost.report import (
     CollectiveCount,

@@ -20,8 +20,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from torchcost.collect.allocator import allocations, running_peak
-from torchcost.collect.memory import local_tensor
 from torchcost.collect.recording import MemorySettings, Recording
+from torchcost.collect.storages import local_tensor
 from torchcost.collect.unwritten import Unwritten, ValuesNeeded
 from torchcost.errors import InputError, ModelError
 from torchcost.formulas.registry import FormulaRegistry

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from torchcost.collect.memory import local_tensor
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
+from torchcost.collect.storages import local_tensor
 from torchcost.errors import InputError
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.formulas.registry import FormulaRegistry
