@@ -14,7 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import torchcost
 from torchcost.collect import fakeops
 from torchcost.collect.fakeops import BASE_LAYOUT, MISS, FakeShortcuts, FakeWrapper
-from torchcost.collect.memory import _storage
+from torchcost.collect.storages import storage_of
 from torchcost.errors import ModelError
 
 aten = torch.ops.aten
@@ -520,6 +520,6 @@ def test_a_fake_tensors_layout_is_read_past_its_property() -> None:
                                                                                                   torch.sparse_coo]
     assert mkldnn.dispatch_keys is not None and mkldnn.layout == torch._mkldnn  # type: ignore[attr-defined]
     # a dense fake storage is followed (4x3 float32: 48 bytes); sparse and mkldnn ones have none to follow
-    storage = _storage(dense)
+    storage = storage_of(dense)
     assert storage is not None and storage.nbytes() == 4 * 3 * 4
-    assert _storage(sparse) is None and _storage(mkldnn) is None
+    assert storage_of(sparse) is None and storage_of(mkldnn) is None
