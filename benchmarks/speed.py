@@ -1074,6 +1074,32 @@ def tree_copy_main(argv: list[str]) -> int:
     return 0
 
 
+def growth_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed growth``: the N-block Linear(64, 64)+ReLU stack's eval and training-step analyses
+    alone (no floor rows, so N = 10,000 takes minutes, not an hour): CPU microseconds a block, interleaved, median."""
+    import torchcost
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed growth")
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (one at N >= 10,000)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
+        "analyze()": lambda m, b: torchcost.analyze(m, *b.args),
+        "analyze(mode='train')": lambda m, b: torchcost.analyze(m, *b.args, mode="train")}
+    print("| N | rounds | analyze(): us a block | analyze(mode='train'): us a block | train / eval |")
+    print("|---|---|---|---|---|")
+    for n in (int(x) for x in args.sizes.split(",") if x):
+        built = ladder_model(f"blocks{n}")
+        rounds = args.rounds if n < 10_000 else 1
+        times = {k: statistics.median(v) * 1e6 / n for k, v in _interleaved_cpu(built, entries, rounds).items()}
+        e, t = times["analyze()"], times["analyze(mode='train')"]
+        print(f"| {n:,} | {rounds} | {e:.0f} | {t:.0f} | {t / e:.1f}x |", flush=True)
+        del built
+        gc.collect()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ladder"]:
@@ -1094,6 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
         return twin_eval_main(argv[1:])
     if argv[:1] == ["tree-copy"]:
         return tree_copy_main(argv[1:])
+    if argv[:1] == ["growth"]:
+        return growth_main(argv[1:])
     parser = argparse.ArgumentParser(description="peak RSS of each tool on one model (used by benchmarks.run)")
     parser.add_argument("--rss", required=True, help="case name")
     parser.add_argument("--tools", default="")

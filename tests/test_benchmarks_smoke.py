@@ -311,3 +311,16 @@ def test_the_first_analysis_benchmark_prints_its_line(capsys: pytest.CaptureFixt
     assert first_analysis.main(["squeezenet1_1", "1"]) == 0
     line = capsys.readouterr().out
     assert line.startswith("squeezenet1_1 batch 1: forward ") and "analyze()" in line
+
+
+def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import speed
+
+    threads = torch.get_num_threads()
+    try:
+        assert speed.main(["growth", "--sizes", "2,3", "--rounds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the benchmark pins one thread)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| N | rounds | analyze(): us a block") and len(lines) == 4
+    assert lines[2].startswith("| 2 | 1 | ") and lines[3].startswith("| 3 | 1 | ") and lines[3].endswith("x |")
