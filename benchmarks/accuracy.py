@@ -117,7 +117,8 @@ def where(model: nn.Module, tool_self: dict[str, int], tc_self: dict[str, int], 
         entry[0] += tool_self.get(name, 0) - tc_self.get(name, 0)
         if tool_self.get(name, 0) != tc_self.get(name, 0):
             entry[1] += 1
-    parts = sorted(((d, n, k) for k, (d, n) in by_type.items() if d), key=lambda t: -abs(t[0]))
+    # the largest first, ties by name: the same text every run (the names come out of a set, in hash order)
+    parts = sorted(((d, n, k) for k, (d, n) in by_type.items() if d), key=lambda t: (-abs(t[0]), t[2]))
     floor = max(abs(ref) * 0.002, 1)
     shown = [f"{k} {human(d)} ({n})" for d, n, k in parts if abs(d) >= floor][:4]
     return ", ".join(shown)

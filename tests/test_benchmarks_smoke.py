@@ -324,3 +324,11 @@ def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixtur
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| N | rounds | analyze(): us a block") and len(lines) == 4
     assert lines[2].startswith("| 2 | 1 | ") and lines[3].startswith("| 3 | 1 | ") and lines[3].endswith("x |")
+
+
+def test_where_lists_equal_differences_by_name() -> None:
+    model = nn.Sequential()
+    model.add_module("z", nn.ReLU())
+    model.add_module("a", nn.Linear(2, 2))
+    # ReLU +10 and Linear -10 over a reference of 1,000: equal sizes, so by name, whatever order a set gives
+    assert accuracy.where(model, {"z": 10, "a": 0}, {"z": 0, "a": 10}, 1000) == "Linear -10 (1), ReLU +10 (1)"
