@@ -336,8 +336,10 @@ class _Blocks(torch.nn.Module):
 
 
 def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
-                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """N x (Linear(64, 64) + ReLU) on a 1x64 input: forward, analyze() and a training step, CPU ms per block."""
+                  log: Callable[[str], None] = print, floors: bool = True) -> list[dict[str, Any]]:
+    """N x (Linear(64, 64) + ReLU) on a 1x64 input: forward, analyze() and a training step, CPU ms per block.
+    ``floors``: also the idle, fake and real steps beside the training step, and the ops each analysis dispatched
+    (False: the analyses alone, so N = 10,000 takes minutes, not an hour)."""
     import torchcost
 
     torch.set_num_threads(1)
@@ -350,6 +352,7 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
             "analyze()": lambda m, b: torchcost.analyze(m, *b.args)}
         if n in train_sizes:
             entries["train step"] = lambda m, b: torchcost.analyze(m, *b.args, mode="train")
+        if n in train_sizes and floors:
             entries["idle step"] = _idle_step
             entries["fake step"] = _fake_step(built)
             entries["real step"] = _real_step(built)
@@ -360,10 +363,10 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
             row[k] = statistics.median(v) * 1e3
         # the aten ops each run dispatches (the memory timeline has one entry per op), outside the timed rounds
         row["ops"] = {k: len(entries[k](model, built).memory.timeline.ops) for k in ("analyze()", "train step")
-                      if k in entries}
+                      if k in entries and floors}
         rows.append(row)
         log(f"  N={n:6d}  " + "  ".join(f"{k} {row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us/block)" for k in times)
-            + "  ops " + ", ".join(f"{k} {v}" for k, v in row["ops"].items()))
+            + ("  ops " + ", ".join(f"{k} {v}" for k, v in row["ops"].items()) if row["ops"] else ""))
     return rows
 
 
@@ -1076,27 +1079,19 @@ def tree_copy_main(argv: list[str]) -> int:
 
 def growth_main(argv: list[str]) -> int:
     """``python -m benchmarks.speed growth``: the N-block Linear(64, 64)+ReLU stack's eval and training-step analyses
-    alone (no floor rows, so N = 10,000 takes minutes, not an hour): CPU microseconds a block, interleaved, median."""
-    import torchcost
-
+    alone (:func:`run_linearity` without its floor rows): CPU microseconds a block, interleaved, median."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed growth")
     parser.add_argument("--sizes", default="100,1000,10000")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (one at N >= 10,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (a third of them at N >= 10,000)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
-        "analyze()": lambda m, b: torchcost.analyze(m, *b.args),
-        "analyze(mode='train')": lambda m, b: torchcost.analyze(m, *b.args, mode="train")}
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    rows = run_linearity(sizes, args.rounds, sizes, log=lambda text: print(text, file=sys.stderr, flush=True),
+                         floors=False)
     print("| N | rounds | analyze(): us a block | analyze(mode='train'): us a block | train / eval |")
     print("|---|---|---|---|---|")
-    for n in (int(x) for x in args.sizes.split(",") if x):
-        built = ladder_model(f"blocks{n}")
-        rounds = args.rounds if n < 10_000 else 1
-        times = {k: statistics.median(v) * 1e6 / n for k, v in _interleaved_cpu(built, entries, rounds).items()}
-        e, t = times["analyze()"], times["analyze(mode='train')"]
-        print(f"| {n:,} | {rounds} | {e:.0f} | {t:.0f} | {t / e:.1f}x |", flush=True)
-        del built
-        gc.collect()
+    for row in rows:
+        n, e, t = row["blocks"], row["analyze()"], row["train step"]
+        print(f"| {n:,} | {row['rounds']} | {e / n * 1e3:.0f} | {t / n * 1e3:.0f} | {t / e:.1f}x |")
     return 0
 
 
