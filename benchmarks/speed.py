@@ -386,10 +386,14 @@ def _idle(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-# the collectors' per-op pieces :func:`switched_off` can make do nothing: label -> (module, class, method)
-SWITCHES = {"pricing": ("torchcost.collect.ops", "OpCollector", "_price"),
-            "on_aten": ("torchcost.collect.ops", "OpCollector", "on_aten"),
-            "on_op": ("torchcost.collect.memory", "MemoryTracker", "on_op")}
+# the pieces :func:`switched_off` can make do nothing: label -> (module, class or None for the module itself, name).
+# The collectors' per-op work, and a training step's measured optimizer step (its warm-up still runs, so the state
+# is there): what no tape of the optimizer's ops could cut below
+SWITCHES: dict[str, tuple[str, str | None, str]] = {
+    "pricing": ("torchcost.collect.ops", "OpCollector", "_price"),
+    "on_aten": ("torchcost.collect.ops", "OpCollector", "on_aten"),
+    "on_op": ("torchcost.collect.memory", "MemoryTracker", "on_op"),
+    "optimizer step": ("torchcost.run.execute", None, "_optimizer_step")}
 
 
 @contextlib.contextmanager
@@ -402,7 +406,9 @@ def switched_off(labels: Sequence[str]) -> Any:
     try:
         for label in labels:
             module, cls, name = SWITCHES[label]
-            owner = getattr(importlib.import_module(module), cls)
+            owner = importlib.import_module(module)
+            if cls is not None:
+                owner = getattr(owner, cls)
             saved.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, _idle)
         yield
@@ -412,11 +418,14 @@ def switched_off(labels: Sequence[str]) -> Any:
 
 
 def _analysis_without(labels: Sequence[str], mode: str) -> Callable[[torch.nn.Module, Built], None]:
-    """analyze(mode=``mode``) of a Built with the pieces ``labels`` of :data:`SWITCHES` off."""
+    """analyze(mode=``mode``) of a Built with the pieces ``labels`` of :data:`SWITCHES` off, and the optimizer's
+    tapes off (collect/tape.py: the step's loop runs, as in a process's first analysis; a tape is written down by
+    the collectors, so none may be written or replayed with them off)."""
     def run(model: torch.nn.Module, built: Built) -> None:
         import torchcost
+        from torchcost.collect import tape
 
-        with switched_off(labels):
+        with switched_off(labels), tape.off():
             torchcost.analyze(model, *built.args, kwargs=built.kwargs, mode=mode)
     return run
 
@@ -428,19 +437,34 @@ def _analysis_without(labels: Sequence[str], mode: str) -> Callable[[torch.nn.Mo
 _idle_step = _analysis_without(("on_aten", "on_op"), "train")
 
 
-def run_removal(built: Built, mode: str, rounds: int) -> dict[str, tuple[float, float, float]]:
+def run_removal(built: Built, mode: str, rounds: int) -> dict[str, tuple[float, float, float, float | None]]:
     """analyze(mode=``mode``) as it is and with each piece of :data:`SWITCHES` off (and on_aten and on_op both),
-    interleaved: per variant the median of its per-round ratio to the whole analysis (p25-p75)."""
+    interleaved: per variant the median of its per-round ratio to the whole analysis (p25-p75), and for a training
+    step also the median of its per-round ratio to the eval analysis of the same model, timed in the same rounds
+    (None in eval)."""
     entries = {"analyze()": _analysis_without((), mode),
-               **{f"{label} off": _analysis_without((label,), mode) for label in SWITCHES},
+               **{f"{label} off": _analysis_without((label,), mode) for label in SWITCHES
+                  if mode == "train" or label != "optimizer step"},
                "on_aten and on_op off": _analysis_without(("on_aten", "on_op"), mode)}
+    if mode == "train":
+        # the floor of a training step's forward and backward on its twin: nothing recorded, no optimizer step
+        entries["on_aten, on_op and optimizer step off"] = _analysis_without(("on_aten", "on_op", "optimizer step"),
+                                                                             mode)
+        entries["eval analysis"] = _analysis_without((), "eval")
     times = _interleaved_cpu(built, entries, rounds)
-    return {k: _ratio_stats(v, times["analyze()"]) for k, v in times.items()}
+    rows: dict[str, tuple[float, float, float, float | None]] = {}
+    for k, v in times.items():
+        if k == "eval analysis":
+            continue
+        to_eval = _ratio_stats(v, times["eval analysis"])[0] if mode == "train" else None
+        rows[k] = (*_ratio_stats(v, times["analyze()"]), to_eval)
+    return rows
 
 
 def removal_main(argv: list[str]) -> int:
-    """``python -m benchmarks.speed removal``: what the collectors' per-op pieces cost inside an analysis, read by
-    switching each off (run_removal); ``--model blocksN`` is the linearity rows' stack."""
+    """``python -m benchmarks.speed removal``: what the collectors' per-op pieces and a training step's optimizer
+    step cost inside an analysis, read by switching each off (run_removal); ``--model blocksN`` is the linearity
+    rows' stack."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed removal")
     parser.add_argument("--model", default="blocks100")
     parser.add_argument("--mode", default="train", choices=("eval", "train"))
@@ -448,11 +472,12 @@ def removal_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = run_removal(ladder_model(args.model), args.mode, args.rounds)
-    print(f"{args.model} {args.mode}, {args.rounds} rounds: CPU time as a ratio to the whole analysis (p25-p75)")
-    print("| variant | ratio |")
-    print("|---|---|")
-    for name, (mid, lo, hi) in rows.items():
-        print(f"| {name} | {mid:.3f}x ({lo:.3f}-{hi:.3f}) |")
+    print(f"{args.model} {args.mode}, {args.rounds} rounds: CPU time as a ratio to the whole analysis (p25-p75)"
+          + (" and to the eval analysis (median)" if args.mode == "train" else ""))
+    print("| variant | ratio |" + (" to eval |" if args.mode == "train" else ""))
+    print("|---|---|" + ("---|" if args.mode == "train" else ""))
+    for name, (mid, lo, hi, to_eval) in rows.items():
+        print(f"| {name} | {mid:.3f}x ({lo:.3f}-{hi:.3f}) |" + (f" {to_eval:.2f}x |" if to_eval is not None else ""))
     return 0
 
 

@@ -3,14 +3,19 @@
     python -m benchmarks.switch_identity                    # all models (about two minutes)
     python -m benchmarks.switch_identity --models tv:alexnet,hf:bert --no-train
 
-Two paths skip work that the ordinary one does, on the promise of the same report: direct leaves (collect/leaves.py,
-an eval run on real tensors: common leaf modules run past the modes, their ops handed to the collectors as planned)
-and the fake-op shortcuts with their fake tensors (collect/fakeops.py, a training step on a fake twin: ops answered
-from metadata, fake tensors made from the constructor's state, optimizer step counters copied past the converter).
+Four paths skip work that the ordinary one does, on the promise of the same report: direct leaves
+(collect/leaves.py, an eval run on real tensors: common leaf modules run past the modes, their ops handed to the
+collectors as planned), their kernels skipped where the output's metadata is known (collect/unwritten.py), the
+fake-op shortcuts with their fake tensors (collect/fakeops.py, a training step on a fake twin: ops answered
+from metadata, fake tensors made from the constructor's state, optimizer step counters copied past the converter),
+and the optimizer's per-parameter loop replayed from tapes (collect/tape.py).
 For each model, the eval report with direct leaves (the second analysis in the process: the first checks the plans)
-is compared with the one with them off, and the training-step report with the shortcuts and the fast wrap with the
-one with both off (every op through the fake mode, every fake tensor from the constructor, every step counter from
-the converter). One line per model; the exit status is 1 if any report differs.
+is compared with the one with them off, and so is the third analysis's, which skips every kernel whose output the
+second learnt (collect/unwritten.py; the count is shown); the training-step report with the shortcuts and the fast
+wrap is compared with the one with both off (every op through the fake mode, every fake tensor from the constructor,
+every step counter from the converter, and the optimizer's step run, not replayed from its tapes: collect/tape.py),
+and so is the third training-step report's, whose optimizer step is replayed from the tapes the second wrote down.
+One line per model; the exit status is 1 if any report differs.
 Models come from torchvision, timm and transformers (configs built here, no download); a library that is not
 installed is skipped with a line saying so.
 """
@@ -27,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "compare", "fake_paths_off", "main"]
+__all__ = ["MODELS", "compare", "every_kernel_worth_skipping", "fake_paths_off", "main"]
 
 Made = tuple[nn.Module, tuple[Any, ...], dict[str, Any]]
 
@@ -128,6 +133,31 @@ def fake_paths_off() -> Iterator[None]:
         step._fake_constant = constant
 
 
+@contextlib.contextmanager
+def every_kernel_worth_skipping() -> Iterator[list[int | None]]:
+    """While inside, an eval run skips every kernel whose output it knows, however little work it saves (the models
+    here take small inputs: at the usual threshold, collect/leaves.py's WORTH_SKIPPING, few kernels would be); yields
+    the kernels each run skipped (None: a run that skips none), in order."""
+    from torchcost.collect import leaves
+    from torchcost.run import execute
+
+    threshold, original = leaves.WORTH_SKIPPING, execute.execute
+    seen: list[int | None] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        values = kwargs.get("unwritten")
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seen.append(None if values is None else values.skipped)
+
+    leaves.WORTH_SKIPPING, execute.execute = 0, spy
+    try:
+        yield seen
+    finally:
+        leaves.WORTH_SKIPPING, execute.execute = threshold, original
+
+
 def _report(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> dict[str, Any]:
     import torchcost
     from benchmarks.report_identity import _VOLATILE
@@ -139,22 +169,44 @@ def _report(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **o
 
 
 def compare(made: Made, train: bool = True) -> dict[str, str]:
-    """{"eval": ..., "train": ...}: "identical", or "differ at <path>" with the first difference."""
+    """{"eval": ..., "skipped": ..., "train": ..., "taped": ...}: "identical" (for "skipped" with the kernels it
+    skipped), or "differ at <path>" with the first difference."""
     from benchmarks.report_identity import _first_difference
     from torchcost.collect import leaves
 
     model, args, kwargs = made
-    _report(model, args, kwargs)  # (checks the plans of this model's kinds of leaf call)
-    planned = _report(model, args, kwargs)
+    with every_kernel_worth_skipping() as skips:
+        _report(model, args, kwargs)  # (checks the plans of this model's kinds of leaf call)
+        planned = _report(model, args, kwargs)  # (learns the outputs of the kernels a later run may skip)
+        skipped = _report(model, args, kwargs)  # (skips them: collect/unwritten.py)
     with leaves.off():
         plain = _report(model, args, kwargs)
-    found = {"eval": _first_difference(planned, plain)}
+    found = {"eval": _first_difference(planned, plain), "skipped": _first_difference(skipped, plain)}
+    found = {k: f"differ at {v}" if v else "identical" for k, v in found.items()}
+    found["skipped"] += f" ({skips[-1] if skips and skips[-1] is not None else 0} kernels skipped)"
     if train:
+        from torchcost.collect import tape
+
         short = _report(model, args, kwargs, mode="train")
-        with fake_paths_off():
+        _report(model, args, kwargs, mode="train")  # (the second such step in the process: written down as tapes)
+        replay, replayed = tape.replay, []
+
+        def spy(dispatch: Any, opt: torch.optim.Optimizer) -> bool:
+            replayed.append(replay(dispatch, opt))
+            return replayed[-1]
+
+        tape.replay = spy  # type: ignore[assignment]
+        try:
+            taped = _report(model, args, kwargs, mode="train")  # (its step replayed from them)
+        finally:
+            tape.replay = replay  # type: ignore[assignment]
+        with fake_paths_off(), tape.off():
             slow = _report(model, args, kwargs, mode="train")
-        found["train"] = _first_difference(short, slow)
-    return {k: f"differ at {v}" if v else "identical" for k, v in found.items()}
+        difference = _first_difference(taped, slow)
+        found["taped"] = (f"differ at {difference}" if difference else "identical") + \
+            (" (replayed)" if replayed == [True] else " (not replayed)")
+        found["train"] = f"differ at {difference}" if (difference := _first_difference(short, slow)) else "identical"
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown model {unknown[0]!r}")
     torch.set_num_threads(1)
     differ = 0
-    print("| model | eval: direct leaves on / off | training step: shortcuts on / off | seconds |")
-    print("|---|---|---|---|")
+    print("| model | eval: direct leaves on / off | eval: kernels skipped / every kernel | "
+          "training step: shortcuts on / off | training step: optimizer replayed / run | seconds |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         start = time.perf_counter()
         try:
@@ -179,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | not installed ({exc.name}) | | |")
             continue
         found = compare(made, train=not args.no_train)
-        differ += sum(v != "identical" for v in found.values())
-        print(f"| {name} | {found['eval']} | {found.get('train', '-')} | {time.perf_counter() - start:.0f} |",
-              flush=True)
+        differ += sum(not v.startswith("identical") for v in found.values())
+        print(f"| {name} | {found['eval']} | {found['skipped']} | {found.get('train', '-')} | "
+              f"{found.get('taped', '-')} | {time.perf_counter() - start:.0f} |", flush=True)
     return 1 if differ else 0
 
 

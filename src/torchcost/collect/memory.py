@@ -356,6 +356,33 @@ class MemoryTracker:
         self.phases.append(self.phase)
         self.alive.append(self.current + held)
 
+    def on_taped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                 new: list[torch.Tensor]) -> None:
+        """:meth:`on_op` for an optimizer op replayed from a tape (collect/tape.py): ``new`` are its outputs on new
+        storages; every other tensor it takes or returns is on a storage followed already (the tape checked that
+        when it was written, and the replay checks the parameters' tensors), none resized. Where the op may have
+        kernel memory or collective buffers, or outside the optimizer phase, :meth:`on_op` does it all."""
+        known = self._keys.get(id(func))
+        if known is None or known[1] or known[2] or self.phase != "optimizer" or self.closed:
+            self.on_op(func, args, kwargs, out)
+            return
+        index = len(self.alive)
+        if self._pending:
+            self._pending.clear()
+        for t in new:
+            s = storage_of(t)
+            if s is not None and s.nbytes() > 0 and id(s) not in self._by_storage:
+                self._register(s, index, "", self._counted(t))
+        self.ops.append(known[0])
+        self.modules.append(self.scope.current)
+        self.phases.append(self.phase)
+        self.alive.append(self.current)
+
+    def followed(self, t: torch.Tensor) -> bool:
+        """Whether ``t``'s storage is followed (registered and alive)."""
+        s = storage_of(t)
+        return s is not None and id(s) in self._by_storage
+
     def _accumulation(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Note autograd's sum of two gradients for one input (``InputBuffer::accumulate``, run by the engine right
         after the node that made the second one returned, :meth:`post_hook`). On plain tensors the engine adds in

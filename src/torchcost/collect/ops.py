@@ -527,6 +527,30 @@ class OpCollector:
         else:
             self.record_uncounted(key, OpCall(key, args, kwargs, out, func._schema))
 
+    def priced(self, func: torch._ops.OpOverload, memo: Any) -> tuple[str, Cost, int, torch.dtype | None] | None:
+        """What :meth:`on_aten` would tally for a call of ``func`` whose price key is ``memo``, where that is known
+        and tallying is all that is left (a built-in formula's price in :data:`_PRICED`, counted, not enclosed, no
+        collective, no foreach call); else None. For the optimizer's taped ops (collect/tape.py): looked up once
+        for all the parameters of a kind, then :meth:`tally_priced` for each."""
+        if not self.counting or self.enclosed_depth or memo is None:
+            return None
+        key, formula, _, comm, _ = self._lookup(func)
+        if formula is None or comm or key.startswith("aten::_foreach_") or not ours(formula, "torchcost.formulas"):
+            return None
+        hit = _PRICED.get(memo)
+        if hit is None or hit[0] is not formula:
+            return None
+        return key, hit[1], hit[2], hit[3]
+
+    def tally_priced(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                     priced: tuple[str, Cost, int, torch.dtype | None]) -> None:
+        """:meth:`on_aten` of a call :meth:`priced` answered for: the price tallied, as a hit of its memo is."""
+        key, cost, nbytes, dtype = priced
+        self._tally(key, cost, nbytes, dtype,
+                    None if self.phase == "forward" else OpCall(key, args, kwargs, out, func._schema))
+        if self.phase == "optimizer" and isinstance(out, torch.Tensor):
+            self._adopt(out)
+
     def on_composite(self, key: str, call: OpCall) -> None:
         formula = self.registry.get(key)
         if formula is None:  # a user removed it through overrides: report, never drop
@@ -745,6 +769,15 @@ class DispatchCollector(TorchDispatchMode):
         self._short = FakeShortcuts() if twin else None
         # a run that skips kernels: the storages whose values it did not compute (collect/unwritten.py), else None
         self.unwritten: Unwritten | None = None
+        # while a real optimizer step is written down as tapes (collect/tape.py): told of each op after the
+        # collectors, with its output and price key
+        self.taping: Callable[[Any, tuple[Any, ...], dict[str, Any], Any, Any], None] | None = None
+
+    @property
+    def wrap(self) -> Callable[[Any, torch.Tensor, torch.device], Any] | None:
+        """How the twin's shortcuts make a fake tensor of a meta one (collect/fakeops.py's FakeWrapper); None when
+        the run is not on a twin."""
+        return self._short._wrap if self._short is not None else None
 
     paused = False  # set while ops run that are not the model's (DTensor's shape propagation on global shapes)
 
@@ -811,4 +844,6 @@ class DispatchCollector(TorchDispatchMode):
         self.ops.on_aten(func, args, kwargs, out, memo)
         if self.memory is not None:
             self.memory.on_op(func, args, kwargs, out)
+        if self.taping is not None:
+            self.taping(func, args, kwargs, out, memo)
         return out

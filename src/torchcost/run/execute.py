@@ -19,6 +19,7 @@ import torch.autograd.profiler
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from torchcost.collect import tape
 from torchcost.collect.allocator import allocations, running_peak
 from torchcost.collect.recording import MemorySettings, Recording
 from torchcost.collect.storages import local_tensor
@@ -194,8 +195,7 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
                     rec.ops.step.owners = _owners(model, opt)
                 with rec.phase("optimizer"), step_failures("optimizer"):
                     if opt is not None:
-                        with rec.without_function_mode() if plain_step(opt) else contextlib.nullcontext():
-                            opt.step()
+                        _optimizer_step(rec, opt)
         if train:
             _account_step(ran, opt, counted)
         if extras is not None:
@@ -204,6 +204,33 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     if unwritten is not None and unwritten.needed:
         raise ValuesNeeded(unwritten.needed)
     return ran
+
+
+def _optimizer_step(rec: Recording, opt: torch.optim.Optimizer) -> None:
+    """The measured step's ``opt.step()``. torch's own optimizers (run/step.py's plain_step) run it without the
+    run's function mode (its ops are aten ops alone), and on a fake or meta twin from the tapes of their
+    parameters' kinds where the process has them (collect/tape.py); a step run for real is written down as tapes."""
+    plain = plain_step(opt)
+    dispatch = rec.dispatch
+    if not plain or dispatch is None or not dispatch.twin:
+        with rec.without_function_mode() if plain else contextlib.nullcontext():
+            opt.step()
+        return
+    with rec.without_function_mode():
+        if tape.replay(dispatch, opt):
+            return
+        learner = tape.Learner(opt, rec.memory)
+        if learner.failed:
+            opt.step()
+            return
+        dispatch.taping = learner.on_op
+        ran = False
+        try:
+            opt.step()
+            ran = True
+        finally:
+            dispatch.taping = None
+            learner.finish(ran)
 
 
 def _set_training(model: nn.Module, modules: list[nn.Module], train: bool) -> None:
