@@ -1,4 +1,4 @@
-"""The optimizer's per-parameter loop replayed from a tape, on a fake or meta twin.
+"""The optimizer's per-parameter loop replayed from a tape, on a fake twin.
 
 torch's optimizers on the CPU run their single-tensor implementation: a Python loop over the parameters whose body
 runs the same few aten ops for every parameter (AdamW: the step counter's increment, weight decay, the moments'
@@ -18,7 +18,9 @@ output's metadata and the op after which it died: in its own turn, or in the nex
 holds it until the next turn rebinds it: Adam's denominator), or at the end of the group's loop for a group's last
 turn. The turns are cut where an op takes the next parameter's tensors. A step whose ops do not fall into turns so
 (a foreach or fused implementation, a tensor shared by every parameter, an op on a tensor of no parameter or made
-outside every op) is not written down, and its kind of optimizer is not tried again in the process. The first two
+outside every op) is not written down, and its kind of optimizer is not tried again in the process. Nor is a step
+whose tensors a tape does not take: a meta twin's (its step counters are real CPU tensors), a simulated rank's
+(DTensors). The first two
 turns of each kind and each group's last turn are written in full and must agree; the others are cut and counted.
 
 A later step whose every parameter has a tape of its kind (:func:`replay`) runs no loop: for each parameter in the

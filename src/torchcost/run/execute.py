@@ -208,8 +208,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
 
 def _optimizer_step(rec: Recording, opt: torch.optim.Optimizer) -> None:
     """The measured step's ``opt.step()``. torch's own optimizers (run/step.py's plain_step) run it without the
-    run's function mode (its ops are aten ops alone), and on a fake or meta twin from the tapes of their
-    parameters' kinds where the process has them (collect/tape.py); a step run for real is written down as tapes."""
+    run's function mode (its ops are aten ops alone); on a twin, from the tapes of their parameters' kinds where the
+    process has them, else the step runs and is written down as tapes where it can be (collect/tape.py)."""
     plain = plain_step(opt)
     dispatch = rec.dispatch
     if not plain or dispatch is None or not dispatch.twin:
