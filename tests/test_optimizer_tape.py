@@ -178,3 +178,34 @@ def test_a_users_dispatch_mode_around_the_analysis_sees_the_loops_ops(replays: l
     # another mode on the stack: the loop runs, and the user's mode sees its update of each of the two weights
     assert replays == [False, False, False, True]
     assert seen.ops.count("aten.addcdiv_") == 2
+
+
+def test_parameters_whose_turns_take_other_paths_through_the_loop_are_replayed_alike(replays: list[bool]) -> None:
+    # RAdam rectifies the update once rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t) exceeds 5 (rho_inf = 2 / (1 -
+    # 0.999) - 1 = 1,999): at step t = 2 it is about 2, at t = 12 about 11. The middle weight has stepped 11 times,
+    # the others once, so the measured step takes the rectified path for it alone
+    torch.manual_seed(0)
+    model = nn.Sequential(*(nn.Linear(8, 8, bias=False) for _ in range(3)))
+    x = torch.randn(2, 8)
+    opt = torch.optim.RAdam(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    middle = model[1].weight
+    for p in model.parameters():
+        p.grad = torch.ones_like(p) if p is middle else None
+    for _ in range(10):
+        opt.step()  # (only the middle weight has a gradient now)
+    opt.zero_grad(set_to_none=True)
+    assert [opt.state[p]["step"].item() for p in model.parameters()] == [1, 11, 1]
+    reports = [_report(model, x, optimizer=opt) for _ in range(3)]
+    with tape.off():
+        loop = _report(model, x, optimizer=opt)
+    assert replays == [False, False, True, False]
+    assert all(_first_difference(report, loop) == "" for report in reports)
+    timeline = loop["memory"]["timeline"]
+    step = [op for op, phase in zip(timeline["ops"], timeline["phases"]) if phase == "optimizer"]
+    # the profiler range's two ops, 8 for each weight not rectified (counter add_, its read, lerp_, mul_, addcmul_,
+    # div, mul, the update add_) and 14 for the rectified one (a sqrt, add_ of eps, reciprocal, three mul more):
+    # 2 + 8 + 14 + 8 = 32, one sqrt
+    assert len(step) == 32 and step.count("aten::sqrt") == 1

@@ -77,17 +77,19 @@ _Op = tuple[Any, tuple[Any, ...], dict[str, Any], tuple[str, tuple[Any, ...]], A
 
 class Tape:
     """One parameter's turn of the loop: its ops (each with the new outputs of the turn let go after it), the new
-    outputs that live on into the next turn (``carried``: let go after op ``_CARRY[options]`` of the next turn),
+    outputs that live on into the next turn (``carried``: let go after the op of the next turn that
+    ``_CARRY[(options, its kind)]`` names),
     and those let go when the group's loop ends, seen only in a group's last turn (``ends``: carried or let go
     after the last op, which a last turn cannot tell apart; such a tape stands for a group's last turn only)."""
 
-    __slots__ = ("carried", "ends", "ops")
+    __slots__ = ("carried", "ends", "ops", "path")
 
     def __init__(self, ops: tuple[_Op, ...], carried: tuple[tuple[int, int], ...],
                  ends: tuple[tuple[int, int], ...]) -> None:
         self.ops = ops
         self.carried = carried
         self.ends = ends
+        self.path = tuple(op[0] for op in ops)  # (its way through the loop's body: its ops in order)
 
     def body(self) -> tuple[Any, ...]:
         """The ops and their deaths but the last op's: what every turn of a kind must share."""
@@ -98,8 +100,10 @@ class Tape:
         return frozenset((*self.ops[-1][5], *self.carried, *self.ends))
 
 
-# (group options, the parameter's kind) -> its tape; group options -> the op of the next turn after which a turn's
-# carried outputs die; kinds of optimizer (class and every group's options) whose steps do not fall into turns
+# (group options, the parameter's kind) -> its tape; (group options, a turn's path through the loop's body: its
+# tape's ops) -> the op of that turn after which the previous turn's carried outputs die (the statement rebinding
+# them, which the path places); kinds of optimizer (class and every group's options) whose steps do not fall into
+# turns
 _TAPES: dict[tuple[Any, ...], Tape] = {}
 _CARRY: dict[tuple[Any, ...], int] = {}
 # (optimizer class, every group's options) -> the ops on no tensor before the first turn and after the last
@@ -194,24 +198,27 @@ def _turns(opt: torch.optim.Optimizer) -> _Turns | None:
     return groups
 
 
-def _taped(opt: torch.optim.Optimizer) -> list[tuple[list[tuple[Tape, dict[str, Any]]], int]] | None:
-    """Per group: each updated parameter's tape and tensors, and the op of a turn after which the previous turn's
-    carried outputs die; None where some parameter has no tape that stands for its turn (the step then runs)."""
+def _taped(opt: torch.optim.Optimizer) -> list[list[tuple[Tape, dict[str, Any], int]]] | None:
+    """Per group, per updated parameter: its tape, its tensors, and the op of its turn after which the previous
+    turn's carried outputs die (-1: none carried); None where some parameter has no tape that stands for its turn,
+    or its turn's op where carried outputs die is not known (the step then runs)."""
     turns = _turns(opt)
     if turns is None:
         return None
     found = []
     for options, group in turns:
-        carry = _CARRY.get(options, -1)
-        taped: list[tuple[Tape, dict[str, Any]]] = []
+        taped: list[tuple[Tape, dict[str, Any], int]] = []
         for i, (kinds, tensors) in enumerate(group):
             tape = _TAPES.get((options, kinds))
             if tape is None or (tape.ends and i + 1 < len(group)):
                 return None
-            if i and taped[-1][0].carried and not 0 <= carry < len(tape.ops):
-                return None
-            taped.append((tape, tensors))
-        found.append((taped, carry))
+            carry = -1
+            if i and taped[-1][0].carried:
+                carry = _CARRY.get((options, tape.path), -1)
+                if not 0 <= carry < len(tape.ops):
+                    return None
+            taped.append((tape, tensors, carry))
+        found.append(taped)
     return found
 
 
@@ -228,7 +235,7 @@ def replay(dispatch: Any, opt: torch.optim.Optimizer) -> bool:
     if frames is None or found is None:
         return False
     memory = dispatch.memory
-    if memory is not None and not all(memory.followed(t) for taped, _ in found for _, tensors in taped
+    if memory is not None and not all(memory.followed(t) for taped in found for _, tensors, _ in taped
                                       for t in tensors.values()):
         return False  # (a tensor made outside every op seen: the loop's first op on it starts following it)
     with _pop_mode_temporarily():  # (the collectors get each op as inside the dispatch mode's handler)
@@ -265,12 +272,12 @@ def _frame_ops(dispatch: Any, frame: _Frame) -> None:
             dispatch.memory.on_op(func, args, {}, None)
 
 
-def _replay(dispatch: Any, found: list[tuple[list[tuple[Tape, dict[str, Any]]], int]]) -> None:
+def _replay(dispatch: Any, found: list[list[tuple[Tape, dict[str, Any], int]]]) -> None:
     ops, memory, watch, idle, wrap = dispatch.ops, dispatch.memory, dispatch.watch, dispatch._idle, dispatch.wrap
     prices: dict[tuple[int, int], Any] = {}  # (id of a tape, op) -> its price for the op collector, looked up once
-    for taped, carry in found:
+    for taped in found:
         carried: list[Any] = []  # the new outputs of the previous turn that live into this one
-        for tape, tensors in taped:
+        for tape, tensors, carry in taped:
             made: dict[tuple[int, int], Any] = {}
             for step, (func, args, kwargs, (form, items), memo, deaths) in enumerate(tape.ops):
                 call_args = tuple(_filled(a, tensors, made) for a in args)
@@ -503,12 +510,12 @@ class Learner:
             _TAPES.clear()
             _CARRY.clear()
             _FRAMES.clear()
-        for options, at in carry_at.items():
-            known = _CARRY.get(options)
+        for where, at in carry_at.items():
+            known = _CARRY.get(where)
             if known is not None and known != at:
                 _REFUSED.add(self.key)
                 return
-            _CARRY[options] = at
+            _CARRY[where] = at
         frames = (tuple(self.frames[0]), tuple(self.frames[1]))
         if _FRAMES.setdefault(self.key, frames) != frames:
             _REFUSED.add(self.key)
@@ -529,7 +536,7 @@ class Learner:
         deaths: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (turn, step) -> new outputs let go after it
         carried: dict[int, list[tuple[int, int]]] = {}  # turn -> its outputs that lived into the next turn
         at_end: dict[int, list[tuple[int, int]]] = {}  # a group's last turn -> its outputs let go at the group's end
-        carry_at: dict[tuple[Any, ...], set[int]] = {}
+        carry_at: dict[tuple[Any, ...], set[int]] = {}  # (group options, the next turn's kind) -> its ops
         for turn, step, index, uid in self.births:
             died = memory.died[uid]
             after = died - start - 1  # the turns' op after which it died
@@ -544,7 +551,7 @@ class Learner:
                 deaths.setdefault((turn, dead_step), []).append((step, index))
             elif dead_turn == turn + 1 and not last:
                 carried.setdefault(turn, []).append((step, index))
-                carry_at.setdefault(options, set()).add(dead_step)
+                carry_at.setdefault((options, self.order[dead_turn][2]), set()).add(dead_step)
             else:
                 return None
         if any(len(at) != 1 for at in carry_at.values()):
@@ -579,7 +586,15 @@ class Learner:
                 kept = chosen.get(self.order[turn][1:3])
                 if kept is None or (kept is not _DISAGREE and len(kept.ops) != len(steps)):
                     return None
-        return {k: t for k, t in chosen.items() if t is not _DISAGREE}, {k: next(iter(v)) for k, v in carry_at.items()}
+        agreed = {k: t for k, t in chosen.items() if t is not _DISAGREE}
+        by_path: dict[tuple[Any, ...], set[int]] = {}  # (group options, the next turn's path) -> its ops
+        for (options, kinds), at in carry_at.items():
+            next_tape = agreed.get((options, kinds))
+            if next_tape is not None:
+                by_path.setdefault((options, next_tape.path), set()).update(at)
+        if any(len(at) != 1 for at in by_path.values()):
+            return None
+        return agreed, {k: next(iter(v)) for k, v in by_path.items()}
 
 
 _UNKNOWN = object()
