@@ -90,6 +90,18 @@ def test_a_replayed_step_reports_what_the_loop_reports(replays: list[bool], opti
     assert all(_first_difference(report, loop) == "" for report in reports)
 
 
+@pytest.mark.parametrize("name", ["RMSprop", "Adamax", "NAdam", "Adagrad"])
+def test_torchs_other_single_tensor_optimizers_are_replayed_alike(replays: list[bool], name: str) -> None:
+    torch.manual_seed(0)
+    model, ids = _Tied(), torch.randint(0, 50, (2, 5))
+    opt = getattr(torch.optim, name)(model.parameters(), **({"momentum": 0.9} if name == "RMSprop" else {}))
+    reports = [_report(model, ids, optimizer=opt) for _ in range(3)]
+    with tape.off():
+        loop = _report(model, ids, optimizer=opt)
+    assert replays == [False, False, True, False]
+    assert all(_first_difference(report, loop) == "" for report in reports)
+
+
 def test_a_users_optimizer_instance_with_groups_and_warm_state_is_replayed_alike(replays: list[bool]) -> None:
     torch.manual_seed(0)
     model, ids = _Tied(), torch.randint(0, 50, (2, 5))
@@ -209,3 +221,21 @@ def test_parameters_whose_turns_take_other_paths_through_the_loop_are_replayed_a
     # div, mul, the update add_) and 14 for the rectified one (a sqrt, add_ of eps, reciprocal, three mul more):
     # 2 + 8 + 14 + 8 = 32, one sqrt
     assert len(step) == 32 and step.count("aten::sqrt") == 1
+
+
+def test_a_dead_temporarys_module_is_not_given_to_a_tensor_at_its_address() -> None:
+    import weakref
+
+    from torchcost.collect.ops import StepScope
+    from torchcost.formulas.registry import OpCall
+
+    scope = StepScope({})
+    scope.last = "previous"
+    dead, t = torch.empty(1), torch.empty(1)
+    # what a temporary adopted at t's address leaves once it died and t took the address (id() reused)
+    scope.adopted[id(t)] = ("somewhere", weakref.ref(dead))
+    del dead
+    call = OpCall("aten::sign", (t,), {}, None)
+    assert scope.owner(call) == "previous"  # (not "somewhere": the previous op's module, as for any tensor unowned)
+    scope.adopted[id(t)] = ("here", weakref.ref(t))
+    assert scope.owner(call) == "here"

@@ -104,6 +104,20 @@ def test_data_dependent_model_falls_back_to_a_real_copy() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_an_optimizer_whose_step_reads_values_runs_on_a_real_copy() -> None:
+    # ASGD's step reads its eta and mu tensors' values (``.item()``), which fake tensors do not hold: its warm-up
+    # raised the fake mode's DataDependentOutputException out of analyze(); the step now runs on a real copy
+    torch.manual_seed(0)
+    model, x = nn.Linear(4, 3), torch.randn(2, 4)
+    opt = torch.optim.ASGD(model.parameters())
+    r = torchcost.analyze(model, x, mode="train", optimizer=opt)
+    assert r.memory is not None and r.memory.method == "copy"
+    # gradients: 4*3 + 3 = 15 float32 = 60 B; state per parameter: step, eta and mu (0-d float32, 12 B) and ax,
+    # the parameter's average (48 B and 12 B): 60 + 24 = 84 B
+    assert (r.memory.gradient_bytes, r.memory.optimizer_state_bytes) == (60, 84)
+    assert not opt.state and all(p.grad is None for p in model.parameters())  # (the user's not stepped)
+
+
 def test_meta_model_step_allocates_nothing_llama_shapes() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 

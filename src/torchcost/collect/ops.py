@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -385,12 +386,17 @@ def _node_module(default: str) -> str:
 
 class StepScope:
     """Where an op of a training step's later phases belongs (see the module docstring). ``owners`` maps id() of
-    parameters, gradients and optimizer state to their module (set by run/execute.py before the optimizer step)."""
+    parameters, gradients and optimizer state to their module (set by run/execute.py before the optimizer step);
+    ``adopted`` id() of the optimizer's temporaries to the module of the op that made them, each with a weak
+    reference to it: a temporary dies within the step and its id() goes to a later tensor, which must not inherit
+    its module (a clone the loop makes and no formula prices, Rprop's, was charged to whichever module the dead
+    tensor at that address had: a different split of the optimizer's FLOPs from one run to the next)."""
 
     def __init__(self, names: Mapping[int, str]) -> None:
         self.names = names  # id(module) -> its first name
         self.stack: list[str] = []
         self.owners: dict[int, str] = {}
+        self.adopted: dict[int, tuple[str, weakref.ref[torch.Tensor]]] = {}
         self.last = ""  # the module of the previous op: the fallback for untagged nodes and temporaries
         self._handles: list[Any] = []
         self._thread = 0
@@ -430,6 +436,10 @@ class StepScope:
         """The module of an optimizer op: the owner of its first tensor that has one, else the previous op's."""
         for t in call.inputs:
             name = self.owners.get(id(t))
+            if name is None:
+                made = self.adopted.get(id(t))
+                if made is not None and made[1]() is t:
+                    name = made[0]
             if name is not None:
                 self.last = name
                 return name
@@ -562,7 +572,7 @@ class OpCollector:
         """An optimizer temporary (Adam's denominator, one per parameter in a foreach list) belongs to the module of
         the parameter it was made for, so later ops on it are charged there too."""
         if self.step is not None:
-            self.step.owners[id(temporary)] = self.step.last
+            self.step.adopted[id(temporary)] = (self.step.last, weakref.ref(temporary))
 
     def record_collective(self, key: str, kind: str, nbytes: int, size: int, module: str | None = None,
                           phase: str | None = None) -> None:

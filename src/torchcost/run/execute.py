@@ -176,7 +176,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         _set_training(model, modules, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None
         if opt is not None:
-            warm_optimizer(opt)
+            with step_failures("optimizer"):  # (on fake tensors a warm-up that reads values fails: run on a copy)
+                warm_optimizer(opt)
             ran.optimizer = describe_optimizer(opt)
         if extras is not None:
             extras.prepare(rec, model, opt)
