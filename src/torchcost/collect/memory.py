@@ -378,11 +378,6 @@ class MemoryTracker:
         self.phases.append(self.phase)
         self.alive.append(self.current)
 
-    def followed(self, t: torch.Tensor) -> bool:
-        """Whether ``t``'s storage is followed (registered and alive)."""
-        s = storage_of(t)
-        return s is not None and id(s) in self._by_storage
-
     def _accumulation(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Note autograd's sum of two gradients for one input (``InputBuffer::accumulate``, run by the engine right
         after the node that made the second one returned, :meth:`post_hook`). On plain tensors the engine adds in

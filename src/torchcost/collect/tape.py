@@ -37,15 +37,18 @@ probes, a notebook, the benchmarks).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from torchcost.collect import Switch
+from torchcost.collect.keys import LEAVES
 from torchcost.collect.memory import ALIVE
+from torchcost.collect.probe import strided_elements
 from torchcost.collect.storages import storage_of
+from torchcost.trees import op_tensors, tensors_in
 
 if TYPE_CHECKING:
     from torch._subclasses.fake_tensor import FakeTensor
@@ -235,7 +238,7 @@ def replay(dispatch: Any, opt: torch.optim.Optimizer) -> bool:
     if frames is None or found is None:
         return False
     memory = dispatch.memory
-    if memory is not None and not all(memory.followed(t) for taped in found for _, tensors, _ in taped
+    if memory is not None and any(memory.uid_of(t) is None for taped in found for _, tensors, _ in taped
                                       for t in tensors.values()):
         return False  # (a tensor made outside every op seen: the loop's first op on it starts following it)
     with _pop_mode_temporarily():  # (the collectors get each op as inside the dispatch mode's handler)
@@ -394,12 +397,12 @@ class Learner:
             self.steps, self.made = [], {}
 
     def _on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, memo: Any) -> None:
-        inputs = _tensors((args, kwargs))
-        if not inputs and not kwargs and not _tensors((out,)):  # (the profiler's range around the step)
+        inputs = op_tensors(args, kwargs)
+        if not inputs and not kwargs and not tensors_in(out):  # (the profiler's range around the step)
             if self.index and not self.frames[1] and self.at + 1 < len(self.order):
                 raise _NotTurns  # (between turns)
             self.frames[1 if self.index else 0].append(
-                (func, tuple(a if a is None or type(a) in _VALUES else None for a in args)))
+                (func, tuple(a if type(a) in LEAVES else None for a in args)))
             return
         if self.frames[1]:
             raise _NotTurns
@@ -423,8 +426,7 @@ class Learner:
         taken = {id(t) for t in inputs}
         now = len(self.memory.alive) - 1  # (the collectors have had the op: its timeline entry is the last)
         for t in inputs:  # (each followed before the op: the replay registers new outputs alone)
-            s = storage_of(t)
-            uid = self.memory._by_storage.get(id(s)) if s is not None else None
+            uid = self.memory.uid_of(t)
             if uid is None or self.memory.born[uid] == now:
                 raise _NotTurns
         items: list[Any] = []
@@ -452,7 +454,8 @@ class Learner:
         s = storage_of(o)
         uid = self.memory._by_storage.get(id(s)) if s is not None else None
         if kind is None or (fake and kind[7]) or o.requires_grad or o.is_conj() or o.is_neg() or s is None or \
-                uid is None or self.memory.born[uid] != now or s.nbytes() != _dense_bytes(o):
+                uid is None or self.memory.born[uid] != now or \
+                s.nbytes() != strided_elements(o.shape, o.stride()) * o.element_size():
             raise _NotTurns
         self.made[id(o)] = (turn, step, index, uid)
         self.births.append((turn, step, index, uid))
@@ -492,7 +495,7 @@ class Learner:
             return _place("", found[1], found[2])
         if type(value) in (list, tuple):
             return type(value)(self._template(v, places, turn) for v in value)
-        if value is None or type(value) in _VALUES:
+        if type(value) in LEAVES:
             return value
         raise _NotTurns
 
@@ -600,31 +603,7 @@ class Learner:
 _UNKNOWN = object()
 _SERIALS = itertools.count()
 _DISAGREE = Tape((), (), ())  # (a kind whose turns in one step were not written down alike: not kept)
-_VALUES = frozenset({bool, int, float, str, torch.dtype, torch.device, torch.layout, torch.memory_format})
-
-
-def _dense_bytes(t: torch.Tensor) -> int:
-    """The bytes ``torch.empty_strided`` gives a tensor of ``t``'s shape, strides and dtype."""
-    if t.numel() == 0:
-        return 0
-    return (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
 class _NotTurns(Exception):
     """The step's ops do not fall into per-parameter turns a tape can hold."""
-
-
-def _tensors(values: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    _collect(values, found)
-    return found
-
-
-def _collect(values: Iterable[Any], found: list[torch.Tensor]) -> None:
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            found.append(v)
-        elif type(v) in (list, tuple):
-            _collect(v, found)
-        elif type(v) is dict:
-            _collect(v.values(), found)
