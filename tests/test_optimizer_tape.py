@@ -239,3 +239,27 @@ def test_a_dead_temporarys_module_is_not_given_to_a_tensor_at_its_address() -> N
     assert scope.owner(call) == "previous"  # (not "somewhere": the previous op's module, as for any tensor unowned)
     scope.adopted[id(t)] = ("here", weakref.ref(t))
     assert scope.owner(call) == "here"
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["no tensors made", "tensors made"])
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "RMSprop", "Adagrad", "NAdam"])
+def test_a_replay_without_tensors_and_one_with_them_report_what_the_loop_reports(
+        replays: list[bool], monkeypatch: pytest.MonkeyPatch, name: str, made: bool) -> None:
+    # every op of these loops is priced once its kind is written down, or takes the parameter's own tensors alone
+    # (the step counter's read): replayed without making the new outputs, each a storage of the memory tracker's
+    # alone; forced to make them (tape._plans says no), the replay hands the collectors tensors as the loop does
+    paths: list[str] = []
+    for function, path in (("_replay", "tensors made"), ("_replay_storageless", "no tensors made")):
+        original = getattr(tape, function)
+        monkeypatch.setattr(tape, function, lambda *a, _f=original, _p=path: (paths.append(_p), _f(*a))[1])
+    if made:
+        monkeypatch.setattr(tape, "_plans", lambda dispatch, found: None)
+    torch.manual_seed(0)
+    model, ids = _Tied(), torch.randint(0, 50, (2, 5))
+    opt = getattr(torch.optim, name)(model.parameters(), **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {}))
+    reports = [_report(model, ids, optimizer=opt) for _ in range(3)]
+    with tape.off():
+        loop = _report(model, ids, optimizer=opt)
+    assert replays == [False, False, True, False]
+    assert paths == ["tensors made" if made else "no tensors made"]
+    assert all(_first_difference(report, loop) == "" for report in reports)

@@ -334,13 +334,7 @@ class MemoryTracker:
             s = storage_of(t)
             if s is not None and id(s) not in by_storage and s.nbytes() > 0:
                 self._register(s, index, "buffers", self._counted(t))  # made outside every op we saw: counted from here
-        known = self._keys.get(id(func))  # (by id(): an OpOverload hashes in Python)
-        if known is None:
-            name = func._schema.name if hasattr(func, "_schema") else str(func)
-            known = self._keys[id(func)] = (name, name in _COMM_BUFFER_OPS, name in WORKSPACES
-                                            or name in FIXED_OUTPUTS or name in probe.PROBED
-                                            or name in LIBRARY_WORKSPACES or name in FIXED_CUDA_OUTPUTS, func)
-        key, comm, kernel = known[0], known[1], known[2]
+        key, comm, kernel, _ = self._known(func)
         if comm:
             for t in tensors_in((args, out)):
                 uid = self.uid_of(t)
@@ -355,6 +349,55 @@ class MemoryTracker:
         self.modules.append(self.scope.current if self.phase != "backward" else self._module())
         self.phases.append(self.phase)
         self.alive.append(self.current + held)
+
+    def _known(self, func: Any) -> tuple[str, bool, bool, Any]:
+        """An op's key, whether it is a collective with buffers, whether it may hold kernel memory (and the op,
+        kept so that no id is reused)."""
+        known = self._keys.get(id(func))  # (by id(): an OpOverload hashes in Python)
+        if known is None:
+            name = func._schema.name if hasattr(func, "_schema") else str(func)
+            known = self._keys[id(func)] = (name, name in _COMM_BUFFER_OPS, name in WORKSPACES
+                                            or name in FIXED_OUTPUTS or name in probe.PROBED
+                                            or name in LIBRARY_WORKSPACES or name in FIXED_CUDA_OUTPUTS, func)
+        return known
+
+    def plain_key(self, func: Any) -> str | None:
+        """The key of an op that holds no kernel memory and no collective's buffers (what :meth:`on_taped` and
+        :meth:`on_storageless` record of it is its timeline entry alone); None for any other, and outside the
+        optimizer phase, and where storages on some device types count 0 bytes."""
+        known = self._known(func)
+        if known[1] or known[2] or self.phase != "optimizer" or self.closed or self.device_type is not None:
+            return None
+        return known[0]
+
+    def on_storageless(self, key: str, born: Iterable[int]) -> list[int]:
+        """:meth:`on_taped` of an op replayed with no tensors made (collect/tape.py): ``born`` the byte sizes of its
+        new storages (each > 0, on a counted device); returns their uids, for :meth:`let_go`. ``key``: from
+        :meth:`plain_key`."""
+        index = len(self.alive)
+        if self._pending:
+            self._pending.clear()
+        uids = []
+        for nbytes in born:
+            uid = len(self.sizes)
+            size = self._size(nbytes)
+            self.sizes.append(size)
+            self.born.append(index)
+            self.died.append(ALIVE)
+            self.category.append("")
+            self.current += size
+            uids.append(uid)
+        self.ops.append(key)
+        self.modules.append(self.scope.current)
+        self.phases.append(self.phase)
+        self.alive.append(self.current)
+        return uids
+
+    def let_go(self, uids: Iterable[int]) -> None:
+        """Storages registered by :meth:`on_storageless` die (after the last op recorded)."""
+        for uid in uids:
+            self.current -= self.sizes[uid]
+            self.died[uid] = len(self.alive)
 
     def on_taped(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                  new: list[torch.Tensor]) -> None:

@@ -604,10 +604,13 @@ class OpCollector:
             phase, module = "optimizer", self.step.owner(call) if call is not None else self.step.last
         else:
             phase, module = self.phase, self.scope.current
+        return module, self._phase_tally(phase)
+
+    def _phase_tally(self, phase: str) -> _Tally:
         tally = self.steps.get(phase)
         if tally is None:
             tally = self.steps[phase] = _Tally(name=phase)
-        return module, tally
+        return tally
 
     def on_planned(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                    memo: tuple[int, int] | None) -> None:
@@ -661,10 +664,20 @@ class OpCollector:
         self._tally(key, cost, nbytes, dtype, call)
         return cost, nbytes, dtype
 
-    def _tally(self, key: str, cost: Cost, nbytes: int, dtype: torch.dtype | None, call: OpCall | None) -> None:
+    def tally_owned(self, module: str, priced: tuple[str, Cost, int, torch.dtype | None]) -> None:
+        """:meth:`tally_priced` of an optimizer op whose module the caller has found as :meth:`StepScope.owner`
+        would (collect/tape.py's replay of a turn, which makes no tensors): the price tallied to ``module``, now
+        the step's last module."""
+        key, cost, nbytes, dtype = priced
+        if self.step is not None:
+            self.step.last = module
+        self._tally(key, cost, nbytes, dtype, None, (module, self._phase_tally("optimizer")))
+
+    def _tally(self, key: str, cost: Cost, nbytes: int, dtype: torch.dtype | None, call: OpCall | None,
+               where: tuple[str, _Tally] | None = None) -> None:
         """One priced call into its phase's and module's tally (``call``: for the module of an optimizer op and the
-        gradient split of a backward one; None in the forward)."""
-        current, tally = self._where(call)
+        gradient split of a backward one; None in the forward; ``where``: the module and tally, found already)."""
+        current, tally = self._where(call) if where is None else where
         stats = tally.counted.get(current)
         if stats is None:
             stats = tally.counted[current] = {}

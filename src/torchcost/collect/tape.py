@@ -44,6 +44,7 @@ import torch
 from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from torchcost.collect import Switch
+from torchcost.collect.fakeops import BASE_LAYOUT
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.memory import ALIVE
 from torchcost.collect.probe import strided_elements
@@ -132,12 +133,12 @@ def _options(opt: torch.optim.Optimizer, group: dict[str, Any]) -> tuple[Any, ..
 def _tensor_kind(t: torch.Tensor) -> tuple[Any, ...] | None:
     """What a tensor of a turn is known by: its type, metadata, storage size and, for a fake tensor carrying its
     value (a step counter), that value. None for tensors a tape does not take (views, other layouts, subclasses)."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
     kind = type(t)
-    if kind is FakeTensor:
+    if kind is _fake_type():
         fake = cast("FakeTensor", t)
-        if fake.dispatch_keys is not None or t.layout != torch.strided or t.storage_offset() != 0 or t._is_view():
+        # (BASE_LAYOUT: the layout FakeTensor.layout gives where dispatch_keys is None, without its Python calls)
+        if fake.dispatch_keys is not None or BASE_LAYOUT(t) != torch.strided or t.storage_offset() != 0 or \
+                t._is_view():
             return None
         constant = fake.constant
         value = None
@@ -152,6 +153,18 @@ def _tensor_kind(t: torch.Tensor) -> tuple[Any, ...] | None:
             t.storage_offset() == 0 and not t._is_view():
         return (kind, t.shape, t.stride(), t.dtype, t.device, t.requires_grad, t.untyped_storage().nbytes())
     return None
+
+
+def _fake_type() -> type:
+    global _FAKE
+    if _FAKE is None:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        _FAKE = FakeTensor
+    return _FAKE
+
+
+_FAKE: type | None = None  # (FakeTensor, imported when first asked for: torchcost's start-up does not import it)
 
 
 # per group: its options and, per parameter the step updates (gradient not None) in order, its kind and its tensors
@@ -241,9 +254,13 @@ def replay(dispatch: Any, opt: torch.optim.Optimizer) -> bool:
     if memory is not None and any(memory.uid_of(t) is None for taped in found for _, tensors, _ in taped
                                       for t in tensors.values()):
         return False  # (a tensor made outside every op seen: the loop's first op on it starts following it)
+    plans = _plans(dispatch, found)
     with _pop_mode_temporarily():  # (the collectors get each op as inside the dispatch mode's handler)
         _frame_ops(dispatch, frames[0])
-        _replay(dispatch, found)
+        if plans is not None:
+            _replay_storageless(dispatch, found, plans)
+        else:
+            _replay(dispatch, found)
         _frame_ops(dispatch, frames[1])
     return True
 
@@ -320,6 +337,125 @@ def _replay(dispatch: Any, found: list[list[tuple[Tape, dict[str, Any], int]]]) 
             carried.extend(made[key] for key in tape.carried)
             made.clear()  # (a group's last turn: its ends go here, at the end of the group's loop)
         carried.clear()
+
+
+# one op of a turn as :func:`_replay_storageless` hands it over: (op, its price for the op collector or None, its
+# tensor arguments' places in OpCall.inputs' order, its new outputs as (index, bytes), its memory key, the tape's op)
+_Planned = tuple[Any, Any, tuple[Any, ...], tuple[tuple[int, int], ...], str, _Op]
+
+
+def _plans(dispatch: Any, found: list[list[tuple[Tape, dict[str, Any], int]]]) -> dict[int, list[_Planned]] | None:
+    """Per tape (by id) its ops as :func:`_replay_storageless` takes them, where every op of every tape is one that
+    needs no tensor made: priced already (its price, read once, is all the op collector tallies; its module is
+    found from its arguments' places as StepScope.owner finds it from their tensors), or taking and returning only
+    the parameter's own tensors (handed to the op collector as they are); each op's memory a timeline entry and
+    its new storages' sizes (MemoryTracker.plain_key), no watch on it. None where some op is not (the tensors are
+    then made: :func:`_replay`)."""
+    ops, memory = dispatch.ops, dispatch.memory
+    if ops.step is None or ops.phase != "optimizer":
+        return None
+    plans: dict[int, list[_Planned]] = {}
+    for taped in found:
+        for tape, _, _ in taped:
+            if id(tape) in plans:
+                continue
+            plan: list[_Planned] = []
+            for op in tape.ops:
+                func, args, kwargs, (_, items), memo, _ = op
+                if dispatch.watch is not None and id(func) not in dispatch._idle:
+                    return None
+                places: list[Any] = []
+                _places_in(args, places)
+                _places_in(tuple(kwargs.values()), places)
+                news = []
+                for index, item in enumerate(items):
+                    if type(item) is tuple and item[0] is not _PLACE:
+                        shape, stride, dtype, device = item
+                        if device is None:  # (a meta twin's)
+                            return None
+                        news.append((index, strided_elements(shape, stride) * dtype.itemsize))
+                price = ops.priced(func, memo)
+                if price is None and (news or any(place[2] >= 0 for place in places)):
+                    return None
+                key = memory.plain_key(func) if memory is not None else ""
+                if key is None:
+                    return None
+                plan.append((func, price, tuple(places), tuple(news), key, op))
+            plans[id(tape)] = plan
+    return plans
+
+
+def _places_in(value: Any, found: list[Any]) -> None:
+    """The places of tensors in a taped op's arguments, in the order trees.op_tensors finds the tensors."""
+    for item in value:
+        if type(item) is tuple and item and item[0] is _PLACE:
+            found.append(item)
+        elif type(item) in (tuple, list):
+            _places_in(item, found)
+
+
+def _replay_storageless(dispatch: Any, found: list[list[tuple[Tape, dict[str, Any], int]]],
+                        plans: dict[int, list[_Planned]]) -> None:
+    """:func:`_replay` without tensors: each op's price tallied to the module StepScope.owner would give it, each
+    new output a storage of the memory tracker's alone (born at its op, let go where the loop let it go)."""
+    ops, memory = dispatch.ops, dispatch.memory
+    scope = ops.step
+    owners, adopted = scope.owners, scope.adopted
+    for taped in found:
+        carried: list[int] = []  # uids of the previous turn's new outputs that live into this one
+        for tape, tensors, carry in taped:
+            made: dict[tuple[int, int], tuple[int | None, str | None]] = {}  # new output -> (uid, its module)
+            for step, (func, price, places, news, key, op) in enumerate(plans[id(tape)]):
+                dispatch.seen += 1
+                module = None
+                for place in places:  # (StepScope.owner)
+                    if place[2] < 0:
+                        t = tensors[place[1]]
+                        module = owners.get(id(t))
+                        if module is None:
+                            entry = adopted.get(id(t))
+                            if entry is not None and entry[1]() is t:
+                                module = entry[0]
+                    else:
+                        module = made[(place[2], place[3])][1]
+                    if module is not None:
+                        break
+                form, items = op[3]
+                if price is None:
+                    results = [_filled(item, tensors, {}) for item in items]
+                    ops.on_aten(func, tuple(_filled(a, tensors, {}) for a in op[1]),
+                                {k: _filled(v, tensors, {}) for k, v in op[2].items()},
+                                results[0] if form in ("one", "value") else tuple(results) if form == "tuple"
+                                else results, op[4])
+                else:
+                    if module is None:
+                        module = scope.last
+                    ops.tally_owned(module, price)
+                    place = items[0] if form == "one" else None
+                    if type(place) is tuple and place[0] is _PLACE:  # (an in-place op's output: adopted as
+                        # tally_priced adopts it)
+                        if place[2] >= 0:
+                            made[(place[2], place[3])] = (made[(place[2], place[3])][0], module)
+                        elif id(tensors[place[1]]) not in owners:
+                            ops._adopt(tensors[place[1]])
+                uids = memory.on_storageless(key, [size for _, size in news if size]) if memory is not None else []
+                at = iter(uids)
+                for index, size in news:  # (a tuple's or list's outputs are not adopted: tally_priced's rule)
+                    made[(step, index)] = (next(at) if size and memory is not None else None,
+                                           scope.last if form == "one" and price is not None else None)
+                dead = [made.pop(d)[0] for d in op[5]]
+                if step == carry:
+                    dead.extend(carried)
+                    carried.clear()
+                if memory is not None:
+                    memory.let_go(uid for uid in dead if uid is not None)
+            kept = [made.pop(k)[0] for k in tape.carried]
+            if memory is not None:
+                memory.let_go(carried)
+                memory.let_go(uid for uid, _ in made.values() if uid is not None)
+            carried = [uid for uid in kept if uid is not None]
+        if memory is not None:
+            memory.let_go(carried)
 
 
 def _filled(value: Any, tensors: dict[str, Any], made: dict[tuple[int, int], Any]) -> Any:
