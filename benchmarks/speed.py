@@ -1120,8 +1120,107 @@ def growth_main(argv: list[str]) -> int:
     return 0
 
 
+# the parts of a training step's analysis timed by :func:`run_phases`: label -> (module, function). Each is called
+# once an analysis (the forward with the loss, autograd's backward, the optimizer step as run/execute.py runs it, the
+# fake twin, the optimizer's warm-up state, the step's accounting, the report)
+PHASES: dict[str, tuple[str, str]] = {
+    "forward and loss": ("torchcost.run.execute", "_forward"),
+    "backward": ("torch.autograd", "backward"),
+    "optimizer step": ("torchcost.run.execute", "_optimizer_step"),
+    "twin": ("torchcost.run.execute", "make_twin"),
+    "optimizer warm-up": ("torchcost.run.execute", "warm_optimizer"),
+    "step accounting": ("torchcost.run.execute", "_account_step"),
+    "report": ("torchcost.api", "build_report")}
+
+
+@contextlib.contextmanager
+def _phase_timers(times: dict[str, list[float]], on: list[bool]) -> Any:
+    """While inside, each call of a :data:`PHASES` function adds its thread CPU seconds to ``times[label][-1]``
+    while ``on[0]``."""
+    import importlib
+
+    saved = []
+    try:
+        for label, (module, name) in PHASES.items():
+            owner = importlib.import_module(module)
+            original = getattr(owner, name)
+
+            def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
+                start = time.thread_time()
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    if on[0]:
+                        times[_label][-1] += time.thread_time() - start
+
+            saved.append((owner, name, original))
+            setattr(owner, name, timed)
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+def run_phases(built: Built, rounds: int) -> dict[str, list[float]]:
+    """Thread CPU seconds of each round's training-step analysis of ``built``, of its parts (:data:`PHASES`; what
+    is left is "rest": the model guard, the recording's set-up, the baselines) and of the eval analysis run beside
+    it, after three untimed steps (so the optimizer's step is replayed, collect/tape.py, and the eval analysis skips
+    the kernels it may, collect/unwritten.py)."""
+    import torchcost
+
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {label: [] for label in (*PHASES, "rest", "training step", "eval")}
+    for _ in range(3):
+        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+    on = [False]
+    with _phase_timers(times, on):
+        for _ in range(rounds):
+            for label in PHASES:
+                times[label].append(0.0)
+            gc.collect()
+            on[0] = True
+            start = time.thread_time()
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+            times["training step"].append(time.thread_time() - start)
+            on[0] = False
+            times["rest"].append(times["training step"][-1] - sum(times[label][-1] for label in PHASES))
+            gc.collect()
+            start = time.thread_time()
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+            times["eval"].append(time.thread_time() - start)
+    return times
+
+
+def phases_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed phases``: where a training step's analysis spends its time, part by part
+    (:func:`run_phases`), beside the eval analysis: CPU ms, medians, and each part's ratio to the eval analysis."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed phases")
+    parser.add_argument("--models", default="blocks100,resnet18")
+    parser.add_argument("--rounds", type=int, default=11)
+    args = parser.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    results = {}
+    for name in models:
+        results[name] = run_phases(ladder_model(name), args.rounds)
+    labels = [*PHASES, "rest", "training step", "eval"]
+    print(f"CPU ms of one analysis (median of {args.rounds} rounds; in parentheses: / the eval analysis)")
+    print()
+    print("| part | " + " | ".join(models) + " |")
+    print("|---|" + "---|" * len(models))
+    for label in labels:
+        cells = []
+        for name in models:
+            median = statistics.median(results[name][label]) * 1e3
+            cells.append(f"{median:.1f} ({median / (statistics.median(results[name]['eval']) * 1e3):.2f}x)")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["phases"]:
+        return phases_main(argv[1:])
     if argv[:1] == ["ladder"]:
         return ladder_main(argv[1:])
     if argv[:1] == ["meta"]:

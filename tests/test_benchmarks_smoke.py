@@ -337,6 +337,31 @@ def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixtur
     assert lines[2].startswith("| 2 | 1 | ") and lines[3].startswith("| 3 | 1 | ") and lines[3].endswith("x |")
 
 
+def test_the_phases_benchmark_splits_a_training_step_and_puts_its_functions_back(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from benchmarks import speed
+
+    before = {label: getattr(importlib.import_module(m), n) for label, (m, n) in speed.PHASES.items()}
+    threads = torch.get_num_threads()
+    try:
+        times = speed.run_phases(speed.ladder_model("blocks2"), 2)
+        assert speed.main(["phases", "--models", "blocks2", "--rounds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the benchmark pins one thread)
+    assert {label: getattr(importlib.import_module(m), n) for label, (m, n) in speed.PHASES.items()} == before
+    assert all(len(values) == 2 for values in times.values())
+    # each part was timed once a round, and the parts with what is left make up the step (the rest may be a hair
+    # below 0 from the clock's granularity)
+    for i in range(2):
+        parts = sum(times[label][i] for label in (*speed.PHASES, "rest"))
+        assert parts == pytest.approx(times["training step"][i], rel=1e-9)
+        assert all(times[label][i] > 0 for label in speed.PHASES)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| part | blocks2 |" and lines[-1].startswith("| eval | ") and len(lines) == 2 + 2 + 10
+
+
 def test_where_lists_equal_differences_by_name() -> None:
     model = nn.Sequential()
     model.add_module("z", nn.ReLU())

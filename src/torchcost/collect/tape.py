@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from torchcost.collect import Switch
@@ -50,9 +51,6 @@ from torchcost.collect.memory import ALIVE
 from torchcost.collect.probe import strided_elements
 from torchcost.collect.storages import storage_of
 from torchcost.trees import op_tensors, tensors_in
-
-if TYPE_CHECKING:
-    from torch._subclasses.fake_tensor import FakeTensor
 
 __all__ = ["Learner", "Tape", "enabled", "off", "replay"]
 
@@ -134,7 +132,7 @@ def _tensor_kind(t: torch.Tensor) -> tuple[Any, ...] | None:
     """What a tensor of a turn is known by: its type, metadata, storage size and, for a fake tensor carrying its
     value (a step counter), that value. None for tensors a tape does not take (views, other layouts, subclasses)."""
     kind = type(t)
-    if kind is _fake_type():
+    if kind is FakeTensor:
         fake = cast("FakeTensor", t)
         # (BASE_LAYOUT: the layout FakeTensor.layout gives where dispatch_keys is None, without its Python calls)
         if fake.dispatch_keys is not None or BASE_LAYOUT(t) != torch.strided or t.storage_offset() != 0 or \
@@ -153,18 +151,6 @@ def _tensor_kind(t: torch.Tensor) -> tuple[Any, ...] | None:
             t.storage_offset() == 0 and not t._is_view():
         return (kind, t.shape, t.stride(), t.dtype, t.device, t.requires_grad, t.untyped_storage().nbytes())
     return None
-
-
-def _fake_type() -> type:
-    global _FAKE
-    if _FAKE is None:
-        from torch._subclasses.fake_tensor import FakeTensor
-
-        _FAKE = FakeTensor
-    return _FAKE
-
-
-_FAKE: type | None = None  # (FakeTensor, imported when first asked for: torchcost's start-up does not import it)
 
 
 # per group: its options and, per parameter the step updates (gradient not None) in order, its kind and its tensors
@@ -269,8 +255,6 @@ def _alone(dispatch: Any) -> bool:
     """Whether nothing but torchcost and the twin's own fake mode would see the loop's calls: ``dispatch`` on top
     of torch's dispatch stack with at most a FakeTensorMode below it, and no function mode on (torchcost's own is
     off for the step). A user's mode around the analysis sees every op the loop runs: the loop then runs."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     depth = torch._C._len_torch_dispatch_stack()
     if torch._C._len_torch_function_stack() or not depth or torch._C._get_dispatch_stack_at(depth - 1) is not dispatch:
         return False
@@ -583,8 +567,6 @@ class Learner:
 
     def _new_output(self, o: torch.Tensor, turn: int, step: int, index: int, now: int) -> tuple[Any, ...]:
         """The metadata of a new output, made as :func:`_new` makes it; its storage born at this op."""
-        from torch._subclasses.fake_tensor import FakeTensor
-
         kind = _tensor_kind(o)
         fake = type(o) is FakeTensor
         s = storage_of(o)
