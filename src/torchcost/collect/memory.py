@@ -224,17 +224,21 @@ class MemoryTracker:
         read it from the tensor, which is cheaper than the storage's device; None: read it here)."""
         if counted is None:
             counted = self.device_type in (None, storage.device.type)
-        size = self._size(storage.nbytes()) if counted else 0
-        uid = len(self.sizes)
+        uid = self._born(self._size(storage.nbytes()) if counted else 0, born, category)
         key = id(storage)
-        self.sizes.append(size)
-        self.born.append(born)
-        self.died.append(ALIVE)
-        self.category.append(category)
         self._by_storage[key] = uid
         ref = weakref.ref(storage, self._died)
         self._refs[uid] = ref
         self._ref_ids[id(ref)] = (uid, key)
+        return uid
+
+    def _born(self, size: int, born: int, category: str) -> int:
+        """A storage of ``size`` counted bytes alive from op ``born`` on: its uid."""
+        uid = len(self.sizes)
+        self.sizes.append(size)
+        self.born.append(born)
+        self.died.append(ALIVE)
+        self.category.append(category)
         self.current += size
         return uid
 
@@ -361,14 +365,19 @@ class MemoryTracker:
                                             or name in LIBRARY_WORKSPACES or name in FIXED_CUDA_OUTPUTS, func)
         return known
 
-    def plain_key(self, func: Any) -> str | None:
-        """The key of an op that holds no kernel memory and no collective's buffers (what :meth:`on_taped` and
-        :meth:`on_storageless` record of it is its timeline entry alone); None for any other, and outside the
-        optimizer phase, and where storages on some device types count 0 bytes."""
+    def _taped_key(self, func: Any) -> str | None:
+        """The key of an optimizer op that holds no kernel memory and no collective's buffers (what :meth:`on_taped`
+        records of it is its new storages and its timeline entry alone); None for any other, and outside the
+        optimizer phase."""
         known = self._known(func)
-        if known[1] or known[2] or self.phase != "optimizer" or self.closed or self.device_type is not None:
+        if known[1] or known[2] or self.phase != "optimizer" or self.closed:
             return None
         return known[0]
+
+    def plain_key(self, func: Any) -> str | None:
+        """:meth:`_taped_key`, for :meth:`on_storageless`: None also where storages on some device types count 0
+        bytes (which a new storage's size alone does not tell)."""
+        return None if self.device_type is not None else self._taped_key(func)
 
     def on_storageless(self, key: str, born: Iterable[int]) -> list[int]:
         """:meth:`on_taped` of an op replayed with no tensors made (collect/tape.py): ``born`` the byte sizes of its
@@ -377,20 +386,8 @@ class MemoryTracker:
         index = len(self.alive)
         if self._pending:
             self._pending.clear()
-        uids = []
-        for nbytes in born:
-            uid = len(self.sizes)
-            size = self._size(nbytes)
-            self.sizes.append(size)
-            self.born.append(index)
-            self.died.append(ALIVE)
-            self.category.append("")
-            self.current += size
-            uids.append(uid)
-        self.ops.append(key)
-        self.modules.append(self.scope.current)
-        self.phases.append(self.phase)
-        self.alive.append(self.current)
+        uids = [self._born(self._size(nbytes), index, "") for nbytes in born]
+        self._entry(key)
         return uids
 
     def let_go(self, uids: Iterable[int]) -> None:
@@ -405,8 +402,8 @@ class MemoryTracker:
         storages; every other tensor it takes or returns is on a storage followed already (the tape checked that
         when it was written, and the replay checks the parameters' tensors), none resized. Where the op may have
         kernel memory or collective buffers, or outside the optimizer phase, :meth:`on_op` does it all."""
-        known = self._keys.get(id(func))
-        if known is None or known[1] or known[2] or self.phase != "optimizer" or self.closed:
+        key = self._taped_key(func)
+        if key is None:
             self.on_op(func, args, kwargs, out)
             return
         index = len(self.alive)
@@ -416,7 +413,12 @@ class MemoryTracker:
             s = storage_of(t)
             if s is not None and s.nbytes() > 0 and id(s) not in self._by_storage:
                 self._register(s, index, "", self._counted(t))
-        self.ops.append(known[0])
+        self._entry(key)
+
+    def _entry(self, key: str) -> None:
+        """The timeline's entry of an optimizer op that holds no kernel memory: its key, the running module (the
+        optimizer runs outside every module), the phase, the bytes alive."""
+        self.ops.append(key)
         self.modules.append(self.scope.current)
         self.phases.append(self.phase)
         self.alive.append(self.current)

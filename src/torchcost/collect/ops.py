@@ -435,15 +435,21 @@ class StepScope:
     def owner(self, call: OpCall) -> str:
         """The module of an optimizer op: the owner of its first tensor that has one, else the previous op's."""
         for t in call.inputs:
-            name = self.owners.get(id(t))
-            if name is None:
-                made = self.adopted.get(id(t))
-                if made is not None and made[1]() is t:
-                    name = made[0]
+            name = self.module_of(t)
             if name is not None:
                 self.last = name
                 return name
         return self.last
+
+    def module_of(self, t: torch.Tensor) -> str | None:
+        """The module a tensor of the optimizer step belongs to: its owner's, else, while it lives, the module of
+        the op that made it; None if neither."""
+        name = self.owners.get(id(t))
+        if name is None:
+            made = self.adopted.get(id(t))
+            if made is not None and made[1]() is t:
+                name = made[0]
+        return name
 
 
 def _foreach_parts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:

@@ -298,7 +298,7 @@ def _replay(dispatch: Any, found: list[list[tuple[Tape, dict[str, Any], int]]]) 
                         new.append(_new(item, tensors["param"], wrap))
                         made[(step, index)] = new[-1]
                         results.append(new[-1])
-                out: Any = results[0] if form in ("one", "value") else tuple(results) if form == "tuple" else results
+                out = _output(form, results)
                 dispatch.seen += 1
                 if watch is not None and id(func) not in idle:
                     watch(func, call_args, call_kwargs)
@@ -384,7 +384,6 @@ def _replay_storageless(dispatch: Any, found: list[list[tuple[Tape, dict[str, An
     new output a storage of the memory tracker's alone (born at its op, let go where the loop let it go)."""
     ops, memory = dispatch.ops, dispatch.memory
     scope = ops.step
-    owners, adopted = scope.owners, scope.adopted
     for taped in found:
         carried: list[int] = []  # uids of the previous turn's new outputs that live into this one
         for tape, tensors, carry in taped:
@@ -393,24 +392,14 @@ def _replay_storageless(dispatch: Any, found: list[list[tuple[Tape, dict[str, An
                 dispatch.seen += 1
                 module = None
                 for place in places:  # (StepScope.owner)
-                    if place[2] < 0:
-                        t = tensors[place[1]]
-                        module = owners.get(id(t))
-                        if module is None:
-                            entry = adopted.get(id(t))
-                            if entry is not None and entry[1]() is t:
-                                module = entry[0]
-                    else:
-                        module = made[(place[2], place[3])][1]
+                    module = scope.module_of(tensors[place[1]]) if place[2] < 0 else made[(place[2], place[3])][1]
                     if module is not None:
                         break
                 form, items = op[3]
                 if price is None:
                     results = [_filled(item, tensors, {}) for item in items]
                     ops.on_aten(func, tuple(_filled(a, tensors, {}) for a in op[1]),
-                                {k: _filled(v, tensors, {}) for k, v in op[2].items()},
-                                results[0] if form in ("one", "value") else tuple(results) if form == "tuple"
-                                else results, op[4])
+                                {k: _filled(v, tensors, {}) for k, v in op[2].items()}, _output(form, results), op[4])
                 else:
                     if module is None:
                         module = scope.last
@@ -420,7 +409,7 @@ def _replay_storageless(dispatch: Any, found: list[list[tuple[Tape, dict[str, An
                         # tally_priced adopts it)
                         if place[2] >= 0:
                             made[(place[2], place[3])] = (made[(place[2], place[3])][0], module)
-                        elif id(tensors[place[1]]) not in owners:
+                        elif id(tensors[place[1]]) not in scope.owners:
                             ops._adopt(tensors[place[1]])
                 uids = memory.on_storageless(key, [size for _, size in news if size]) if memory is not None else []
                 at = iter(uids)
@@ -440,6 +429,11 @@ def _replay_storageless(dispatch: Any, found: list[list[tuple[Tape, dict[str, An
             carried = [uid for uid in kept if uid is not None]
         if memory is not None:
             memory.let_go(carried)
+
+
+def _output(form: str, results: list[Any]) -> Any:
+    """A taped op's output of its form (see :data:`_Op`) from its items, filled."""
+    return results[0] if form in ("one", "value") else tuple(results) if form == "tuple" else results
 
 
 def _filled(value: Any, tensors: dict[str, Any], made: dict[tuple[int, int], Any]) -> Any:
