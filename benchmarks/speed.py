@@ -397,24 +397,32 @@ SWITCHES: dict[str, tuple[str, str | None, str]] = {
 
 
 @contextlib.contextmanager
-def switched_off(labels: Sequence[str]) -> Any:
-    """While inside, the pieces of :data:`SWITCHES` named in ``labels`` do nothing (put back on the way out, also on
-    an error): for timing what the rest of an analysis costs. Reports made inside are not ones to read."""
+def _replaced(targets: Sequence[tuple[str, str | None, str, Callable[[Any], Any]]]) -> Any:
+    """While inside, each target (module, class or None for the module itself, name) is ``make(original)``; put
+    back on the way out, also on an error."""
     import importlib
 
     saved = []
     try:
-        for label in labels:
-            module, cls, name = SWITCHES[label]
+        for module, cls, name, make in targets:
             owner = importlib.import_module(module)
             if cls is not None:
                 owner = getattr(owner, cls)
-            saved.append((owner, name, owner.__dict__[name]))
-            setattr(owner, name, _idle)
+            original = owner.__dict__[name]
+            saved.append((owner, name, original))
+            setattr(owner, name, make(original))
         yield
     finally:
-        for owner, name, method in reversed(saved):
-            setattr(owner, name, method)
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def switched_off(labels: Sequence[str]) -> Any:
+    """While inside, the pieces of :data:`SWITCHES` named in ``labels`` do nothing (put back on the way out, also on
+    an error): for timing what the rest of an analysis costs. Reports made inside are not ones to read."""
+    with _replaced([(*SWITCHES[label], lambda original: _idle) for label in labels]):
+        yield
 
 
 def _analysis_without(labels: Sequence[str], mode: str) -> Callable[[torch.nn.Module, Built], None]:
@@ -1137,28 +1145,20 @@ PHASES: dict[str, tuple[str, str]] = {
 def _phase_timers(times: dict[str, list[float]], on: list[bool]) -> Any:
     """While inside, each call of a :data:`PHASES` function adds its thread CPU seconds to ``times[label][-1]``
     while ``on[0]``."""
-    import importlib
-
-    saved = []
-    try:
-        for label, (module, name) in PHASES.items():
-            owner = importlib.import_module(module)
-            original = getattr(owner, name)
-
-            def timed(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
+    def timer(label: str) -> Callable[[Any], Any]:
+        def make(original: Any) -> Any:
+            def timed(*args: Any, **kwargs: Any) -> Any:
                 start = time.thread_time()
                 try:
-                    return _f(*args, **kwargs)
+                    return original(*args, **kwargs)
                 finally:
                     if on[0]:
-                        times[_label][-1] += time.thread_time() - start
+                        times[label][-1] += time.thread_time() - start
+            return timed
+        return make
 
-            saved.append((owner, name, original))
-            setattr(owner, name, timed)
+    with _replaced([(module, None, name, timer(label)) for label, (module, name) in PHASES.items()]):
         yield
-    finally:
-        for owner, name, original in reversed(saved):
-            setattr(owner, name, original)
 
 
 def run_phases(built: Built, rounds: int) -> dict[str, list[float]]:

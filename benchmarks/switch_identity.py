@@ -181,8 +181,7 @@ def compare(made: Made, train: bool = True) -> dict[str, str]:
         skipped = _report(model, args, kwargs)  # (skips them: collect/unwritten.py)
     with leaves.off():
         plain = _report(model, args, kwargs)
-    found = {"eval": _first_difference(planned, plain), "skipped": _first_difference(skipped, plain)}
-    found = {k: f"differ at {v}" if v else "identical" for k, v in found.items()}
+    found = {"eval": _said(_first_difference(planned, plain)), "skipped": _said(_first_difference(skipped, plain))}
     found["skipped"] += f" ({skips[-1] if skips and skips[-1] is not None else 0} kernels skipped)"
     if train:
         from torchcost.collect import tape
@@ -202,11 +201,15 @@ def compare(made: Made, train: bool = True) -> dict[str, str]:
             tape.replay = replay  # type: ignore[assignment]
         with fake_paths_off(), tape.off():
             slow = _report(model, args, kwargs, mode="train")
-        difference = _first_difference(taped, slow)
-        found["taped"] = (f"differ at {difference}" if difference else "identical") + \
-            (" (replayed)" if replayed == [True] else " (not replayed)")
-        found["train"] = f"differ at {difference}" if (difference := _first_difference(short, slow)) else "identical"
+        found["taped"] = _said(_first_difference(taped, slow)) + (" (replayed)" if replayed == [True]
+                                                                   else " (not replayed)")
+        found["train"] = _said(_first_difference(short, slow))
     return found
+
+
+def _said(difference: str) -> str:
+    """A comparison's cell: "identical", or "differ at <path>" with the first difference."""
+    return f"differ at {difference}" if difference else "identical"
 
 
 def main(argv: list[str] | None = None) -> int:
