@@ -358,6 +358,7 @@ def test_the_phases_benchmark_splits_a_training_step_and_puts_its_functions_back
         parts = sum(times[label][i] for label in (*speed.PHASES, "rest"))
         assert parts == pytest.approx(times["training step"][i], rel=1e-9)
         assert all(times[label][i] > 0 for label in speed.PHASES)
+    # the caption and a blank line, the table's head and rule, then 7 parts + "rest" + the step + eval: 2 + 2 + 10
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "| part | blocks2 |" and lines[-1].startswith("| eval | ") and len(lines) == 2 + 2 + 10
 
