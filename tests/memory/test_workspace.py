@@ -292,6 +292,61 @@ def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyP
     keyed_path = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 2 and keyed_path == skipped
 
+def _counting_entry(asked: list[int], per_row: int) -> ws.WorkspaceFn:
+    """A matmul workspace entry of ``per_row`` bytes per row of the first operand that counts its calls."""
+    def entry(call: OpCall, target: str) -> int:
+        asked.append(1)
+        first = call.arg("self" if call.key == "aten::mm" else "mat1")
+        return per_row * first.shape[0]
+    return entry
+
+
+def _train_with_entry(monkeypatch: pytest.MonkeyPatch, entry: ws.WorkspaceFn, asked: list[int], own: bool
+                      ) -> dict[str, Any]:
+    """The second training-step analysis (the first teaches the fake shortcuts their answers) of three Linear(8, 8)
+    on x[4, 8] with ``entry`` for mm and addmm (``asked``: its calls, counted in the second analysis); ``own``: the
+    entry is one of torchcost's quick ones (its module says so), asked at the call rather than remembered by the
+    call's metadata."""
+    for key in ("aten::mm", "aten::addmm"):
+        monkeypatch.setitem(ws.WORKSPACES, key, entry)
+    if own:
+        monkeypatch.setattr(entry, "__module__", "torchcost.collect.workspace")
+        monkeypatch.setattr(memory, "QUICK_ENTRIES", frozenset({entry}))
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)), torch.randn(4, 8)
+    torchcost.analyze(model, x, mode="train", optimizer="sgd")
+    asked.clear()
+    r = torchcost.analyze(model, x, mode="train", optimizer="sgd").memory
+    assert r is not None and r.method == "fake"
+    return r.to_dict()
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_a_twin_works_out_an_ops_kernel_memory_once_per_call_key(monkeypatch: pytest.MonkeyPatch, own: bool) -> None:
+    """On a training step's fake twin an op's kernel memory is worked out once a run per price key (the fake
+    shortcuts' key holds every argument's metadata and value): torchcost's own quick entry is asked once per key,
+    a user's entry at every call, and every call is charged its bytes at its op either way."""
+    asked: list[int] = []
+    r = _train_with_entry(monkeypatch, _counting_entry(asked, 100), asked, own)
+    ops = r["timeline"]["ops"]
+    # forward: an addmm per Linear; backward: grad input mm(g[4, 8], W) for the 2nd and 3rd (the 1st's input x
+    # needs none), grad weight mm(g^T[8, 4], input) for all three: 3 + 2 + 3 = 8 calls
+    assert ops.count("aten::addmm") == 3 and ops.count("aten::mm") == 5
+    # keys: addmm of x (no grad flag) and of h1, h2 (grad flag: one key); mm of g and W (one key), mm of g^T and
+    # h1, h2 (one key), mm of g^T and x (no grad flag): 2 + 3 = 5
+    assert len(asked) == (5 if own else 8)
+    with monkeypatch.context() as m:  # the same run with every call worked out: the same report
+        m.setattr(memory.MemoryTracker, "_own_entries", lambda self, key: False)
+        assert _train_with_entry(m, _counting_entry(asked, 100), asked, own) == r
+        assert len(asked) == 8
+    base = _train_with_entry(monkeypatch, _counting_entry(asked, 0), asked, own)
+    charged = [(ops[i], a - b) for i, (a, b) in enumerate(zip(r["timeline"]["bytes"], base["timeline"]["bytes"]))
+               if a != b]
+    # 100 B a row of the first operand, at its op only: addmm x[4, 8] or h[4, 8] 400 B; mm g[4, 8] 400 B; mm
+    # g^T[8, 4] 800 B
+    assert sorted(charged) == [("aten::addmm", 400)] * 3 + [("aten::mm", 400)] * 2 + [("aten::mm", 800)] * 3
+
+
 # -- built-in: oneDNN's blocked copies in bf16 convolutions, groups = 1 (measured on avx512_bf16, no AMX) -------------
 
 

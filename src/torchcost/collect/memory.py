@@ -212,6 +212,10 @@ class MemoryTracker:
         # a planned leaf call's op (its memo and the settings, _kernel_memory) -> its library workspace, table bytes
         # and probe in this run; () where no kernel memory is counted for it
         self._planned: dict[Any, tuple[tuple[str, int] | None, int | None, probe.Probe | None] | tuple[()]] = {}
+        # a twin's op (its price key from the fake shortcuts, grad mode and the settings, _kernel_memory) -> its
+        # outputs' true sizes and its answers as above, in this run
+        self._twin: dict[Any, tuple[dict[int, int], tuple[tuple[str, int] | None, int | None, probe.Probe | None]
+                                    | tuple[()]]] = {}
 
     # -- storages ---------------------------------------------------------------------------------------------------
 
@@ -309,12 +313,14 @@ class MemoryTracker:
     # -- feeding ------------------------------------------------------------------------------------------------------
 
     def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, meta: Any = None,
-              inputs: list[torch.Tensor] | None = None) -> None:
+              inputs: list[torch.Tensor] | None = None, priced: Any = None) -> None:
         """One op ran: register the storages it made (and those it read that no op made), note its kernel memory,
         and record the bytes alive after it. ``meta`` and ``inputs`` come with a planned leaf call's op
         (collect/leaves.py): the op's key (its call's metadata number and its place in the plan) and its tensor
         arguments, as the planner placed them; for any other op the tensors are found in the arguments here, and the
-        call's metadata key is made if a workspace entry needs it (:func:`metadata_key`)."""
+        call's metadata key is made if a workspace entry needs it (:func:`metadata_key`). ``priced``: a twin's op's
+        price key from the fake shortcuts (collect/fakeops.py), which fixes the call's metadata: its kernel memory is
+        worked out once a run per key."""
         if self.closed:
             return
         index = len(self.alive)
@@ -346,7 +352,7 @@ class MemoryTracker:
                     self.category[uid] = "comm_buffers"
         held = 0
         if kernel:
-            held = self._kernel_memory(key, func, args, kwargs, out, index, meta)
+            held = self._kernel_memory(key, func, args, kwargs, out, index, meta, priced)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
         self.ops.append(key)
@@ -465,7 +471,7 @@ class MemoryTracker:
         return self.target if kind in (None, "meta") else kind
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                       index: int, meta: Any = None) -> int:
+                       index: int, meta: Any = None, priced: Any = None) -> int:
         """What the real kernel holds that the tensors do not show: outputs a meta/fake kernel sizes wrongly get
         their real size; a library workspace the op is the first to need is added (for the whole run: trace()); the op's
         transient workspace is returned (bytes alive during the op only): the table's, the probe's from the cache,
@@ -475,8 +481,19 @@ class MemoryTracker:
         by ``meta``, which holds the call's metadata (its tensors' devices among them, so the target too) and the
         op's place in the plan (so the op), and by the settings a kernel's memory depends on (:func:`_call_signature`
         reads the same): models repeat their shapes, and a repeated call costs a lookup. Across runs the answers are
-        kept in :data:`_PLANNED` (:meth:`_remember`, :meth:`_remembered`)."""
-        seen = None
+        kept in :data:`_PLANNED` (:meth:`_remember`, :meth:`_remembered`).
+
+        A twin's op (``priced``: its price key, collect/fakeops.py, which holds every argument's metadata and value
+        and so fixes the output's) has its answers and its outputs' true sizes remembered for the run by that key,
+        grad mode and the settings, where its entries are torchcost's own (a user's may count its calls): a
+        training step's backward repeats its layers' calls."""
+        seen = twin = None
+        if priced is not None and meta is None and self._own_entries(key):
+            twin = (priced, torch.is_grad_enabled(), _kernel_settings())
+            found = self._twin.get(twin)
+            if found is not None:
+                self._true_sizes(found[0], out, index)
+                return self._charge(index, *found[1]) if found[1] else 0
         if meta is not None:
             seen = (meta, _kernel_settings())
             known = self._planned.get(seen)
@@ -493,17 +510,28 @@ class MemoryTracker:
             if seen is not None:
                 self._planned[seen] = ()
                 self._remember(key, seen, ())
+            if twin is not None:
+                self._twin[twin] = ({}, ())
             return 0  # a CPU op beside a real CUDA run: not the memory counted (on meta, the target's kernels are)
         if target == "cuda":
             with target_gpu(self.gpu):
-                return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen)
-        return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen)
+                return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen, twin)
+        return self._op_memory(key, func, args, kwargs, out, index, target, meta, seen, twin)
 
-    def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
-                   target: str, meta: Any = None, seen: tuple[Any, ...] | None = None) -> int:
-        """:meth:`_kernel_memory` for one call on ``target`` (``seen``: a planned call's key for the run's memo)."""
+    def _own_entries(self, key: str) -> bool:
+        """Whether the op's workspace and library entries, if any, are torchcost's own (they read the call's
+        metadata alone)."""
+        workspace, library = WORKSPACES.get(key), LIBRARY_WORKSPACES.get(key)
+        return (workspace is None or ours(workspace, "torchcost.collect")) and \
+            (library is None or ours(library, "torchcost.collect"))
+
+    def _true_sizes(self, sizes: dict[int, int], out: Any, index: int) -> None:
+        """Outputs a meta or fake kernel sized wrongly (output index -> the real kernel's bytes:
+        :func:`true_output_bytes`) get their real size."""
+        if not sizes:
+            return
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        for i, nbytes in true_output_bytes(key, args, kwargs, out, target).items():
+        for i, nbytes in sizes.items():
             t = outs[i] if i < len(outs) else None
             s = storage_of(t) if isinstance(t, torch.Tensor) else None
             if s is None or s.device.type != "meta" or s.nbytes() == nbytes:
@@ -514,8 +542,18 @@ class MemoryTracker:
             size = self._size(nbytes)
             self.current += size - self.sizes[uid]
             self.sizes[uid] = size
+
+    def _op_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, index: int,
+                   target: str, meta: Any = None, seen: tuple[Any, ...] | None = None,
+                   twin: tuple[Any, ...] | None = None) -> int:
+        """:meth:`_kernel_memory` for one call on ``target`` (``seen``: a planned call's key for the run's memo;
+        ``twin``: a twin's op's)."""
+        sizes = true_output_bytes(key, args, kwargs, out, target)
+        self._true_sizes(sizes, out, index)
         library = library_workspace(key, func, args, kwargs, out, target)
         table, wanted, final = self._workspace_source(key, func, args, kwargs, out, target, meta)
+        if twin is not None:
+            self._twin[twin] = (sizes, (library, table, wanted))
         if seen is not None:
             self._planned[seen] = (library, table, wanted)
             # (a "cuda" target's are worked out in each run: its cuBLAS entries read environment variables at each
@@ -533,12 +571,10 @@ class MemoryTracker:
                   known: tuple[tuple[str, int] | None, int | None, probe.Probe | None] | tuple[()]) -> None:
         """Keep a planned call's answers for later runs (:data:`_PLANNED`), when the op's workspace and library
         entries are torchcost's own (a user's may read more than the metadata, or count its calls)."""
-        workspace, library = WORKSPACES.get(key), LIBRARY_WORKSPACES.get(key)
-        if (workspace is None or ours(workspace, "torchcost.collect")) and \
-                (library is None or ours(library, "torchcost.collect")):
+        if self._own_entries(key):
             if len(_PLANNED) >= _CACHE_MAX:
                 _PLANNED.clear()
-            _PLANNED[(seen, self._answers_read())] = (workspace, library, known)
+            _PLANNED[(seen, self._answers_read())] = (WORKSPACES.get(key), LIBRARY_WORKSPACES.get(key), known)
 
     def _remembered(self, key: str, seen: tuple[Any, ...]) -> tuple[tuple[str, int] | None, int | None,
                                                                         probe.Probe | None] | tuple[()] | None:

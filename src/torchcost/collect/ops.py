@@ -872,7 +872,7 @@ class DispatchCollector(TorchDispatchMode):
             self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out, memo)
         if self.memory is not None:
-            self.memory.on_op(func, args, kwargs, out)
+            self.memory.on_op(func, args, kwargs, out, priced=memo)
         if self.taping is not None:
             self.taping(func, args, kwargs, out, memo)
         return out
