@@ -292,6 +292,7 @@ def test_cpu_entries_are_not_asked_for_a_cuda_target(monkeypatch: pytest.MonkeyP
     keyed_path = torchcost.analyze(model, x).to_dict()
     assert keyed[0] == 2 and keyed_path == skipped
 
+
 def _counting_entry(asked: list[int], per_row: int) -> ws.WorkspaceFn:
     """A matmul workspace entry of ``per_row`` bytes per row of the first operand that counts its calls."""
     def entry(call: OpCall, target: str) -> int:
