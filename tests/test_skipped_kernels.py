@@ -116,6 +116,8 @@ class Branchy(nn.Module):
             positive = torch.gather(y.flatten(1), 1, y.flatten(1).argmax(1, keepdim=True)).shape == (1, 1)
         elif self.read == "nonzero":
             positive = (y > 0).nonzero().shape[0] == y.numel()
+        elif self.read == "mask":  # boolean indexing: the mask's values decide the output's size
+            positive = y[y > 0].numel() == y.numel()
         elif self.read == "caught":  # an op that raises on values, and the forward's own except
             try:
                 torch.linalg.cholesky(torch.eye(2) * y.mean())  # positive definite with the real values
@@ -130,7 +132,7 @@ class Branchy(nn.Module):
         return self.fc(y.flatten(1)) if positive else y
 
 
-@pytest.mark.parametrize("read", ["branch", "tolist", "indices", "nonzero", "caught", "bare except"])
+@pytest.mark.parametrize("read", ["branch", "tolist", "indices", "nonzero", "mask", "caught", "bare except"])
 def test_a_read_of_values_not_computed_runs_again_with_every_kernel(runs: list[int | None], read: str) -> None:
     model, x = Branchy(read).eval(), torch.ones(1, 1, 6, 6)
     torchcost.analyze(model, x)  # checks the plans of the convolution and the linear under the modes
@@ -174,12 +176,14 @@ def test_a_failure_after_a_skipped_kernel_is_checked_with_every_kernel(runs: lis
 def test_the_ops_that_hand_values_to_python() -> None:
     # a number or bool returned, or an output whose size the values decide (out= overloads included)
     for op in (_aten._local_scalar_dense.default, _aten.is_nonzero.default, _aten.equal.default,
-               _aten.allclose.default, _aten.nonzero.default, _aten.nonzero.out, _aten.masked_select.default,
-               _aten._unique2.default, _aten.bincount.default, _aten.index.Tensor, _aten._assert_async.default,
-               _aten._linalg_check_errors.default):
+               _aten.allclose.default, _aten.nonzero.default, _aten.nonzero.out, _aten._unique2.default,
+               _aten._assert_async.default, _aten._linalg_check_errors.default):
         assert _reads_values(op), op
+    # (indexing, masked_select and bincount: only their integer and bool arguments decide the output's size, and the
+    # run stops on those by their dtype; a floating argument's values flow into the output)
     for op in (_aten.add.Tensor, _aten.convolution.default, _aten.relu_.default, _aten.sum.default,
-               _aten.sym_size.int, _aten.gt.Scalar, _aten.copy_.default):
+               _aten.sym_size.int, _aten.gt.Scalar, _aten.copy_.default, _aten.index.Tensor,
+               _aten.masked_select.default, _aten.masked_select.out, _aten.bincount.default):
         assert not _reads_values(op), op
     assert {torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__repr__} <= READS
 
@@ -246,6 +250,32 @@ def test_a_tensor_made_from_another_ones_metadata_holds_computed_values(runs: li
     reports = [torchcost.analyze(model, x).to_dict() for _ in range(2)]
     assert all(r == plain for r in reports)
     assert runs == [None, 0, 1]  # the mask is no value the run skipped: the convolution skipped, no run again
+
+
+def test_values_not_computed_taken_by_computed_indices_are_no_read(runs: list[int | None]) -> None:
+    class Pooled(nn.Module):  # (transformers' sequence classifiers: each sequence's logits at its last token)
+        def __init__(self) -> None:
+            super().__init__()
+            self.score = nn.Linear(4, 3)
+            self.register_buffer("keep", torch.tensor([[True, False, True], [False, True, True]]))
+            self.register_buffer("bins", torch.tensor([0, 2, 2]))
+
+        def forward(self, x: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.score(x)
+            pooled = logits[torch.arange(x.shape[0]), last]
+            return pooled.masked_select(self.keep), torch.bincount(self.bins, weights=pooled[0])
+
+    model, x, last = Pooled().eval(), torch.randn(2, 5, 4), torch.tensor([4, 2])
+    with unwritten.off():
+        plain = torchcost.analyze(model, x, last).to_dict()
+    reports = [torchcost.analyze(model, x, last).to_dict() for _ in range(2)]
+    assert all(r == plain for r in reports)
+    assert runs == [None, 0, 1]  # the linear skipped, and no run again: only the indices decide the sizes
+    assert model not in plan.READ_VALUES
+    report = torchcost.CostReport.from_dict(plain)
+    # score: 2*5 tokens x 4*3 = 120 MACs; 4 of the 2x3 pooled logits kept; bins 0..2 (the largest is 2): 3 sums
+    assert report.macs == 120
+    assert [o.shape for o in report.root.output_shape] == [(4,), (3,)]  # type: ignore[union-attr]
 
 
 def test_only_a_kernel_worth_it_is_skipped(runs: list[int | None], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ in-place activation returns its input unchanged). Every storage holding values n
 * an op that hands values to Python (it returns a number or bool: ``_local_scalar_dense``, ``is_nonzero``,
   ``equal``; or nothing, a check that raises or not: ``_assert_async``, ``_linalg_check_errors``; or its output's
   size depends on them: the ``data_dependent_output`` and ``dynamic_output_shape`` tags, as the fake tensor mode
-  refuses them), an op that takes them as integers or booleans (indices, masks: out of range, it raises), a torch
+  refuses them, save indexing, ``masked_select`` and ``bincount``, whose size only their integer and bool arguments
+  decide), an op that takes them as integers or booleans (indices, masks: out of range, it raises), a torch
   function that reads the data past the dispatcher (``tolist``, ``numpy``, ``__array__``, ``__repr__``, ...; the
   run's function mode, collect/composites.py) and an op that raises, each on an unwritten storage, stop the run with
   :class:`ValuesNeeded`, and the run is made again with every kernel (run/execute.py). A forward that catches that
@@ -70,6 +71,11 @@ _NEW_FROM_METADATA = frozenset({
     "aten::new_zeros", "aten::new_ones", "aten::new_empty", "aten::new_empty_strided", "aten::new_full",
     "aten::zeros_like", "aten::ones_like", "aten::empty_like", "aten::full_like", "aten::rand_like",
     "aten::randn_like", "aten::randint_like"})
+# ops whose output size (and whether they raise) their integer and bool arguments alone decide: the indices of
+# ``x[idx]`` (transformers' classifiers take each sequence's last token so, swin v2 its bias table), the mask of
+# ``masked_select``, the counts of ``bincount``. A floating argument is data that flows into the output: values not
+# computed there are no read (an integer or bool one, read by its values, stops the run as for any op)
+_SIZED_BY_INDICES = frozenset({"aten::index", "aten::masked_select", "aten::bincount"})
 _VALUE_TYPES = frozenset({"bool", "int", "float", "complex", "number", "Scalar", "str", "bool[]", "int[]", "float[]",
                           "Scalar[]"})
 _TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -78,10 +84,13 @@ _TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
 def _reads_values(func: Any) -> bool:
     """Whether an op hands its arguments' values to Python: a number or bool returned (not metadata), nothing
     returned (a check that raises or not: ``_assert_async``, ``_linalg_check_errors``), or an output whose size the
-    values decide (the tags, on the op or its default overload: ``out=`` overloads lack them)."""
+    values decide (the tags, on the op or its default overload: ``out=`` overloads lack them), except where only
+    integer and bool arguments decide it (:data:`_SIZED_BY_INDICES`)."""
     schema = getattr(func, "_schema", None)
     if schema is None:
         return True
+    if schema.name in _SIZED_BY_INDICES:
+        return False
     default = getattr(getattr(func, "overloadpacket", None), "default", None)
     tags = (*getattr(func, "tags", ()), *getattr(default, "tags", ()))
     if any(t in tags for t in _TAGS):
