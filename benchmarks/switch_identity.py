@@ -72,6 +72,10 @@ def _hf(kind: str) -> Callable[[], Made]:
             model = tf.T5ForConditionalGeneration(tf.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16,
                                                               vocab_size=500))
             return model.eval(), (), {"input_ids": ids, "decoder_input_ids": ids}
+        elif kind == "gpt2-cls":  # (each sequence's logits at its last token: indexing values a skipped kernel made)
+            model = tf.GPT2ForSequenceClassification(tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=500,
+                                                                   num_labels=3, pad_token_id=0, bos_token_id=0,
+                                                                   eos_token_id=0))
         elif kind == "llama":  # grouped-query attention: 4 heads, 2 key/value heads
             model = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=500))
@@ -90,6 +94,7 @@ MODELS: dict[str, Callable[[], Made]] = {
     "tv:regnet_y_400mf": _vision("regnet_y_400mf"),
     "tv:convnext_tiny": _vision("convnext_tiny"),
     "tv:swin_t": _vision("swin_t", 224),
+    "tv:swin_v2_t": _vision("swin_v2_t", 224),
     "tv:googlenet": _vision("googlenet", aux_logits=False, init_weights=True),
     "tv:resnext50_32x4d": _vision("resnext50_32x4d"),
     "tv:mobilenet_v3_large": _vision("mobilenet_v3_large"),
@@ -110,6 +115,7 @@ MODELS: dict[str, Callable[[], Made]] = {
     "hf:t5": _hf("t5"),
     "hf:llama": _hf("llama"),
     "hf:gpt2": _hf("gpt2"),
+    "hf:gpt2-cls": _hf("gpt2-cls"),
 }
 
 
