@@ -1,11 +1,12 @@
 """What analyze() promises under threads and signals (docs/architecture.md, "Guarantees: threads and signals").
 
 A run installs process-wide state: torch's global module hooks, the MultiheadAttention fast-path flag, the recursion
-limit. Two runs at once would see each other's module calls and restore each other's flags, so :func:`exclusive`
-lets one analysis run at a time in the process; other threads wait their turn. An analysis started from inside
-another in the same thread (from a model's forward, a hook or a formula) is refused with a TorchcostError instead of
-deadlocking: it would be counted into the outer run. While it holds the lock a run defers Ctrl-C
-(collect/interrupts.py), so it is raised cleanly; a main thread waiting for its turn can be interrupted too. """
+limit, a stand-in for ``torch._dynamo`` where nobody has imported it (run/dynamo.py). Two runs at once would see each
+other's module calls and restore each other's flags, so :func:`exclusive` lets one analysis run at a time in the
+process; other threads wait their turn. An analysis started from inside another in the same thread (from a model's
+forward, a hook or a formula) is refused with a TorchcostError instead of deadlocking: it would be counted into the
+outer run. While it holds the lock a run defers Ctrl-C (collect/interrupts.py), so it is raised cleanly; a main thread
+waiting for its turn can be interrupted too. """
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 from torchcost.collect import interrupts
 from torchcost.errors import TorchcostError
+from torchcost.run import dynamo
 
 __all__ = ["exclusive"]
 
@@ -41,7 +43,8 @@ def exclusive() -> Iterator[None]:
             interrupts.check()
         _Holder.ident = me
         try:
-            yield
+            with dynamo.deferred():  # (torch._dynamo is not imported for a run that compiles nothing: run/dynamo.py)
+                yield
         finally:
             _Holder.ident = None
             _LOCK.release()

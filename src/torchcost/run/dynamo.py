@@ -1,0 +1,165 @@
+"""``torch._dynamo`` left unimported while a run holds the lock, where nobody has imported it yet.
+
+Importing ``torch._dynamo`` takes about 2 s on this project's machine (sympy, the symbolic shapes, the bytecode
+tracer), and a run that does not compile anything needed it for two things only:
+
+* ``FakeTensorMode()`` (a training step's twin, a parallel run) reads ``torch._dynamo.config`` at construction and
+  at a cache miss: a leaf module of settings, light to import on its own;
+* ``torch._disable_dynamo`` (the wrapper of torch's Python references, the meta kernels of ``relu``, ``where`` and
+  others) imports the package at its first call to ask ``torch._dynamo.disable(fn)``, whose only effect is to stop
+  a compilation from tracing into ``fn``: with the package never imported in the process, no compilation can be
+  under way, so calling ``fn`` itself is the same;
+* torch's optimizers call ``torch._dynamo.graph_break()`` around each step, which does nothing outside a
+  compilation.
+
+So while :func:`deferred` is active (``run/concurrency.py``'s ``exclusive``, around every analysis), and only if
+``torch._dynamo`` is not in ``sys.modules`` when it starts, ``sys.modules["torch._dynamo"]`` holds a stand-in
+package (:class:`_StandIn`): its submodule ``config`` is the real one, imported from the package's folder, and
+``disable(fn, ..., wrapping=False)``, the call ``torch._disable_dynamo`` makes, returns ``fn``; ``graph_break()``
+does nothing and ``is_compiling()`` answers as the real one does outside a trace. Anything else asked
+of it (an attribute, a submodule, ``disable`` called any other way) imports the real package first and answers from
+it (:meth:`_StandIn.materialize`): a run that does need dynamo gets it, as before, at the time it asks.
+
+On the way out the stand-in leaves ``sys.modules``, the ``__dynamo_disable`` attributes ``torch._disable_dynamo``
+cached on torch's functions from its answers are deleted (a later call asks the real package), and the import hook
+goes: the process is as it was, but for ``torch._dynamo.config``, which stays imported (the real package, imported
+later, takes it as its own). Measured in round 23 of issue 16 (docs/benchmarks.md): a first training-step analysis
+of a plain ``nn`` model in a fresh process took 2.1 s more than it needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["deferred"]
+
+_NAME = "torch._dynamo"
+_CONFIG = _NAME + ".config"
+
+
+class _StandIn(types.ModuleType):
+    """What ``import torch._dynamo`` finds while a run is going on (module docstring)."""
+
+    def __init__(self, spec: importlib.machinery.ModuleSpec) -> None:
+        super().__init__(_NAME)
+        self.__spec__ = spec
+        self.__path__ = list(spec.submodule_search_locations or [])
+        self.__file__ = spec.origin
+        self.__package__ = _NAME
+        # the functions torch._disable_dynamo cached our answer on: their attribute is taken back on the way out
+        self._answered: list[Callable[..., Any]] = []
+        self._real: types.ModuleType | None = None
+        self.importing = False  # while the real package's import runs (its own submodule imports pass the hook)
+
+    def disable(self, fn: Any = None, recursive: bool = True, *args: Any, **kwargs: Any) -> Any:
+        if self._real is None and callable(fn) and kwargs.get("wrapping", True) is False and not args:
+            self._answered.append(fn)
+            return fn  # (no compilation can be running: the package was never imported)
+        return self.materialize().disable(fn, recursive, *args, **kwargs)
+
+    def graph_break(self, *args: Any, **kwargs: Any) -> None:
+        """torch's optimizers mark a graph break around each step; outside a compilation it does nothing (its body
+        in torch._dynamo.decorators is empty)."""
+        if self._real is not None:
+            self._real.graph_break(*args, **kwargs)
+
+    def is_compiling(self) -> bool:
+        """``torch.compiler.is_compiling()``, as the real one answers outside a trace."""
+        import torch
+
+        return self._real.is_compiling() if self._real is not None else torch.compiler.is_compiling()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # (copy, pickle and inspect probe dunders: not a reason to import)
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    def materialize(self) -> types.ModuleType:
+        """The real package, imported now if it is not yet (the stand-in's answers taken back first)."""
+        if self._real is None:
+            self.forget_answers()
+            if sys.modules.get(_NAME) is self:
+                del sys.modules[_NAME]
+            self.importing = True
+            try:
+                self._real = importlib.import_module(_NAME)
+            finally:
+                self.importing = False
+            config = sys.modules.get(_CONFIG)
+            if config is not None and not hasattr(self._real, "config"):
+                self._real.config = config  # type: ignore[attr-defined]
+        return self._real
+
+    def forget_answers(self) -> None:
+        for fn in self._answered:
+            if getattr(fn, "__dict__", {}).get("__dynamo_disable") is fn:
+                delattr(fn, "__dynamo_disable")  # (a string: inside a class the name would be mangled)
+        self._answered.clear()
+
+
+class _Existing(importlib.abc.Loader):
+    """Loads a module that is in ``sys.modules`` already: hands it back as it is (its own ``__spec__`` kept)."""
+
+    def __init__(self, module: types.ModuleType) -> None:
+        self.module = module
+        self.spec = module.__spec__
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return self.module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__spec__ = self.spec  # (the import system set the spec it was loaded by)
+
+
+class _Hook(importlib.abc.MetaPathFinder):
+    """Any submodule of ``torch._dynamo`` but ``config`` asked for while the stand-in is there: the real package is
+    imported first, and the submodule is found in it."""
+
+    def __init__(self, stand_in: _StandIn) -> None:
+        self.stand_in = stand_in
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        stand_in = self.stand_in
+        if not name.startswith(_NAME + ".") or name == _CONFIG or stand_in._real is not None or stand_in.importing:
+            return None
+        stand_in.materialize()
+        module = sys.modules.get(name)
+        if module is None:  # (not imported by the package itself: the path finders find it in the real one)
+            return None
+        return importlib.machinery.ModuleSpec(name, _Existing(module))
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """While inside, ``torch._dynamo`` is a stand-in, if nobody had imported it (module docstring)."""
+    if _NAME in sys.modules or "torch" not in sys.modules:
+        yield
+        return
+    spec = importlib.util.find_spec(_NAME)
+    if spec is None or not spec.submodule_search_locations:
+        yield
+        return
+    stand_in = _StandIn(spec)
+    hook = _Hook(stand_in)
+    sys.modules[_NAME] = stand_in
+    sys.meta_path.insert(0, hook)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(hook)
+        if stand_in._real is None:
+            stand_in.forget_answers()
+            if sys.modules.get(_NAME) is stand_in:
+                del sys.modules[_NAME]
+            torch = sys.modules["torch"]
+            if torch.__dict__.get("_dynamo") is stand_in:
+                del torch._dynamo

@@ -1,0 +1,107 @@
+"""``torch._dynamo`` is not imported by a run that compiles nothing (run/dynamo.py), and the process is left as if
+the stand-in had never been there: a later ``torch.compile`` works, a run that does need the package gets the real
+one, and the counts are the same with and without it. Each check runs in a fresh process, where nothing has
+imported ``torch._dynamo`` yet (this one's test session has: torchvision imports it)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.conftest import python
+
+_PREAMBLE = """
+import json, sys
+import torch
+from torch import nn
+import torchcost
+
+def stack():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU())
+
+def counts(r):
+    return {"macs": r.macs, "flops": r.flops, "params": r.params, "peak": r.memory.peak_bytes if r.memory else None,
+            "shapes": [str(m.output_shape) for m in r.modules]}
+
+def dynamo():
+    return sorted(k for k in sys.modules if k == "torch._dynamo" or k.startswith("torch._dynamo."))
+"""
+
+_NOT_IMPORTED = _PREAMBLE + """
+out = {}
+meta = torchcost.analyze(stack(), input_size=(5, 4), device="meta")  # torch._refs' relu: torch._disable_dynamo
+out["meta"] = counts(meta)
+out["after_meta"] = dynamo()
+sgd = torchcost.analyze(stack(), input_size=(5, 4), mode="train", optimizer="sgd")  # FakeTensorMode()
+out["sgd"] = counts(sgd)
+out["after_sgd"] = dynamo()
+out["dynamo_attr"] = "_dynamo" in vars(torch)
+relu = torch._refs.nn.functional.relu
+inner = getattr(relu, "__wrapped__", relu)
+out["answer_left"] = "__dynamo_disable" in getattr(inner, "__dict__", {})
+import torch._dynamo  # the real package, imported as it would be without torchcost
+out["real_has_config"] = torch._dynamo.config is sys.modules["torch._dynamo.config"]
+compiled = torch.compile(lambda x: torch.relu(x) + 1, backend="eager")
+out["compiled"] = compiled(torch.tensor([-1.0, 2.0])).tolist()
+out["meta_again"] = counts(torchcost.analyze(stack(), input_size=(5, 4), device="meta"))
+out["sgd_again"] = counts(torchcost.analyze(stack(), input_size=(5, 4), mode="train", optimizer="sgd"))
+print(json.dumps(out))
+"""
+
+
+def test_a_run_that_compiles_nothing_does_not_import_dynamo_and_counts_the_same() -> None:
+    run = python(_NOT_IMPORTED)
+    assert run.rc == 0, run.err
+    out = json.loads(run.out.strip().splitlines()[-1])
+    # only the settings module was imported, as FakeTensorMode() reads it; the package itself never was
+    assert out["after_meta"] == []
+    assert out["after_sgd"] == ["torch._dynamo.config"]
+    assert out["dynamo_attr"] is False
+    assert out["answer_left"] is False  # the stand-in's answer was taken back on the way out
+    assert out["real_has_config"] is True
+    assert out["compiled"] == [1.0, 3.0]  # relu(-1) + 1, relu(2) + 1
+    # Linear(4, 3) then Linear(3, 2) on 5 rows: 5 * (4*3 + 3*2) = 90 MACs
+    assert out["meta"]["macs"] == 5 * (4 * 3 + 3 * 2) == 90
+    assert out["meta"]["params"] == (4 * 3 + 3) + (3 * 2 + 2) == 23
+    # the same counts, shapes and memory once the real package is there
+    assert out["meta_again"] == out["meta"]
+    assert out["sgd_again"] == out["sgd"]
+
+
+_NEEDS_IT = _PREAMBLE + """
+class AsksDynamo(nn.Module):
+    # a forward that asks the package something the stand-in does not answer itself
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        compiling = torch._dynamo.is_compiling()  # answered by the stand-in
+        reset = torch._dynamo.reset  # the real package, imported here
+        assert not compiling and callable(reset)
+        return self.fc(x)
+
+out = {}
+r = torchcost.analyze(AsksDynamo(), input_size=(2, 4), device="meta")
+out["macs"] = r.macs
+out["real"] = type(sys.modules["torch._dynamo"]).__name__ == "module" and hasattr(torch._dynamo, "reset")
+out["source_attr"] = hasattr(torch._dynamo, "config")
+adam = torchcost.analyze(stack(), input_size=(5, 4), mode="train")  # default optimizer, after the import
+out["adam_macs"] = [adam.macs, adam.step_macs]
+compiled = torch.compile(lambda x: x * 2, backend="eager")
+out["compiled"] = compiled(torch.tensor([1.5])).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_a_run_that_asks_dynamo_for_more_gets_the_real_package() -> None:
+    run = python(_NEEDS_IT)
+    assert run.rc == 0, run.err
+    out = json.loads(run.out.strip().splitlines()[-1])
+    assert out["macs"] == 2 * 4 * 3 == 24  # 2 rows x 4 x 3
+    assert out["real"] is True
+    assert out["source_attr"] is True
+    assert out["compiled"] == [3.0]
+    # a training step's forward 5*(12+6) = 90 MACs; backward: input gradient of the second Linear 5*3*2 = 30,
+    # weight gradients 5*4*3 + 5*3*2 = 90 (no input gradient for the first: the input needs none): 90 + 30 + 90
+    assert out["adam_macs"] == [90, 90 + 30 + 90]
