@@ -122,21 +122,24 @@ MODELS: dict[str, Callable[[], Made]] = {
 @contextlib.contextmanager
 def fake_paths_off() -> Iterator[None]:
     """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor, every optimizer
-    step counter copied by the fake mode's converter."""
+    step counter copied by the fake mode's converter, every ``torch.tensor(x)`` of the warm-up made by it too."""
     from torchcost.collect import fakeops
     from torchcost.run import step
 
-    answer, wrap, constant = fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap, step._fake_constant
+    answer, wrap, constant, lifted = (fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap, step.fake_constant,
+                                      fakeops.lifted)
     fakeops.FakeShortcuts.answer = lambda self, func, args, kwargs: fakeops.MISS  # type: ignore[method-assign]
     fakeops.FakeWrapper.wrap = lambda self, mode, elem, device: self._fake(mode, elem, device)  # type: ignore
-    step._fake_constant = lambda like, value, wrap: like.fake_mode.fake_tensor_converter.from_real_tensor(
-        like.fake_mode, value, make_constant=True)
+    step.fake_constant = lambda mode, value, wrap: mode.fake_tensor_converter.from_real_tensor(
+        mode, value, make_constant=True)
+    fakeops.lifted = lambda *args: fakeops.MISS
     try:
         yield
     finally:
         fakeops.FakeShortcuts.answer = answer  # type: ignore[method-assign]
         fakeops.FakeWrapper.wrap = wrap  # type: ignore[method-assign]
-        step._fake_constant = constant
+        step.fake_constant = constant
+        fakeops.lifted = lifted
 
 
 @contextlib.contextmanager

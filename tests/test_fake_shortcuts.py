@@ -434,6 +434,47 @@ def test_a_counter_step_is_the_fake_modes(mode: Any) -> None:
     assert short.answer(aten.add_.Tensor, (ours, torch.empty(())), {}) is MISS  # a tensor without a value
 
 
+@pytest.mark.parametrize("value", [2.5, [1.5], 7])  # (7: int64, which still goes through the converter)
+def test_a_lifted_constant_is_what_the_fake_mode_makes(mode: Any, value: Any) -> None:
+    # torch.tensor(x) under the fake mode: lift_fresh of the real tensor torch made. The fake mode keeps a copy of a
+    # one-element value and remembers it; the shortcut makes the same tensor without the converter's walk
+    short = FakeShortcuts()
+    with torch._C._DisableTorchDispatch():
+        real, again = torch.tensor(value), torch.tensor(value)
+    ours = short.answer(aten.lift_fresh.default, (real,), {})
+    theirs = aten.lift_fresh.default(again)  # through the fake mode
+    assert ours is not MISS
+    # the same metadata and storage size, each on a storage of its own (the constants compared below)
+    assert _meta(ours)[:7] + _meta(ours)[9:] == _meta(theirs)[:7] + _meta(theirs)[9:]
+    assert ours.constant is not real  # a copy, as the fake mode's
+    with torch._C._DisableTorchDispatch():
+        assert torch.equal(ours.constant, theirs.constant)
+    assert ours.item() == theirs.item() == torch.tensor(value).item()
+    converter = mode.fake_tensor_converter
+    assert converter._get_memo(ours.constant) is ours  # an in-place op on the value hands back this tensor
+    assert aten.add_.Tensor(ours, 1) is ours and ours.item() == theirs.add_(1).item()
+
+
+def test_a_lift_the_fake_mode_keeps_no_value_of_is_passed_on(mode: Any) -> None:
+    short = FakeShortcuts()
+    with torch._C._DisableTorchDispatch():
+        pair, on_meta = torch.tensor([1.0, 2.0]), torch.empty(1, device="meta")
+    assert short.answer(aten.lift_fresh.default, (pair,), {}) is MISS  # two elements: no value kept
+    assert short.answer(aten.lift_fresh.default, (on_meta,), {}) is MISS
+    assert short.answer(aten.lift_fresh.default, (torch.empty(1),), {}) is MISS  # a fake tensor already
+
+
+class _Halve(nn.Module):
+    """``torch.tensor(0.5)`` in the forward: a constant the fake mode keeps, made by the shortcut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * torch.tensor(0.5)
+
+
 class _Bump(nn.Module):
     """In-place ops in the forward: one that broadcasts, then (``bad``) one that does not."""
 
@@ -490,6 +531,7 @@ def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
                                                                                         momentum=0.9)}),
         "mlp adam cuda target": (mlp, (torch.randn(2, 16),), {"optimizer": "adam", "target": "cuda"}),
         "bump": (_Bump(bad=False), (torch.randn(2, 4),), {}),
+        "halve": (_Halve(), (torch.randn(2, 4),), {}),
         "resnet18": (torchvision.models.resnet18(weights=None, num_classes=10), (torch.randn(2, 3, 64, 64),), {}),
     }
 
@@ -506,6 +548,7 @@ def test_training_step_report_is_the_same_without_the_shortcuts(name: str, monke
         return MISS
 
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", never)
+    monkeypatch.setattr(fakeops, "lifted", lambda *args: MISS)  # (also the optimizer warm-up's torch.tensor(x))
     assert torchcost.analyze(model, *args, **options).to_dict() == with_shortcuts
     assert asked  # (the run was on a fake twin, or on meta tensors)
 

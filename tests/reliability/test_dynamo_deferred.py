@@ -35,6 +35,9 @@ out["after_meta"] = dynamo()
 sgd = torchcost.analyze(stack(), input_size=(5, 4), mode="train", optimizer="sgd")  # FakeTensorMode()
 out["sgd"] = counts(sgd)
 out["after_sgd"] = dynamo()
+adamw = torchcost.analyze(stack(), input_size=(5, 4), mode="train")  # the warm-up's torch.tensor(0.0): fakeops.lifted
+out["adamw"] = counts(adamw) | {"step_macs": adamw.step_macs}
+out["after_adamw"] = dynamo()
 out["dynamo_attr"] = "_dynamo" in vars(torch)
 relu = torch._refs.nn.functional.relu
 inner = getattr(relu, "__wrapped__", relu)
@@ -45,6 +48,8 @@ compiled = torch.compile(lambda x: torch.relu(x) + 1, backend="eager")
 out["compiled"] = compiled(torch.tensor([-1.0, 2.0])).tolist()
 out["meta_again"] = counts(torchcost.analyze(stack(), input_size=(5, 4), device="meta"))
 out["sgd_again"] = counts(torchcost.analyze(stack(), input_size=(5, 4), mode="train", optimizer="sgd"))
+adamw = torchcost.analyze(stack(), input_size=(5, 4), mode="train")
+out["adamw_again"] = counts(adamw) | {"step_macs": adamw.step_macs}
 print(json.dumps(out))
 """
 
@@ -55,7 +60,7 @@ def test_a_run_that_compiles_nothing_does_not_import_dynamo_and_counts_the_same(
     out = json.loads(run.out.strip().splitlines()[-1])
     # only the settings module was imported, as FakeTensorMode() reads it; the package itself never was
     assert out["after_meta"] == []
-    assert out["after_sgd"] == ["torch._dynamo.config"]
+    assert out["after_sgd"] == out["after_adamw"] == ["torch._dynamo.config"]
     assert out["dynamo_attr"] is False
     assert out["answer_left"] is False  # the stand-in's answer was taken back on the way out
     assert out["real_has_config"] is True
@@ -66,6 +71,10 @@ def test_a_run_that_compiles_nothing_does_not_import_dynamo_and_counts_the_same(
     # the same counts, shapes and memory once the real package is there
     assert out["meta_again"] == out["meta"]
     assert out["sgd_again"] == out["sgd"]
+    assert out["adamw_again"] == out["adamw"]
+    # forward 90 MACs; backward: the second Linear's input gradient 5*3*2 = 30, the weight gradients 5*4*3 + 5*3*2
+    # = 90 (the first Linear's input needs no gradient)
+    assert out["adamw"]["step_macs"] == 90 + 30 + 90
 
 
 _NEEDS_IT = _PREAMBLE + """

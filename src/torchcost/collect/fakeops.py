@@ -9,6 +9,11 @@ that), half of a training step's analysis. Some ops have an answer known without
   engine, every call): the tensor's ``fake_device``, as the fake mode's own handler answers.
 * ``_local_scalar_dense`` (``.item()``) of a fake tensor that carries its value (a CPU step counter of an optimizer,
   made from a Python number): the value, as the fake mode computes it on the constant.
+* ``lift_fresh`` of a real tensor of one element (``torch.tensor(0.0)``, an optimizer's step counter, a constant in a
+  forward): a fake tensor carrying a copy of the value, made as the fake mode's converter makes it (:func:`lifted`,
+  :func:`fake_constant`), without the converter's walk of the tensor and its import of ``torch._dynamo.source``
+  (run/dynamo.py). :class:`ConstantLifts` does the same for the optimizer's warm-up step, which runs outside the
+  collectors.
 * An in-place pointwise op on fake tensors that all carry their values, its other arguments numbers (``step += 1``
   on an optimizer's step counter): the op run on the values, and its first argument returned, as the fake mode does.
 * An in-place pointwise op (``param.mul_(...)``, ``exp_avg.lerp_(...)``, ``relu_``): its output is its first
@@ -62,6 +67,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
@@ -83,7 +89,8 @@ _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
-_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH = range(6)
+_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT = range(7)
+_LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)  # what torch.tensor() calls
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
@@ -175,6 +182,71 @@ def _plain_values(values: Any) -> bool:
         if kind not in _INT_LISTS or not all(type(i) is int for i in v):
             return False
     return True
+
+
+# dtypes whose 0-d CPU tensors FakeTensorConverter.from_real_tensor also gives an item() memo (torch 2.14)
+_ITEM_MEMO = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.float64})
+
+
+def fake_constant(mode: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
+    """What ``mode.fake_tensor_converter.from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real
+    tensor ``constant`` (nothing else holds it or its storage), on the constant's device, less the converter's walk
+    of the real tensor (about 100 us in torch 2.14, and its import of ``torch._dynamo.source`` for a name it gives the
+    tensor): the fake tensor on a meta tensor of the same metadata, carrying ``constant``, remembered by the
+    converter as that tensor's fake one (an in-place op the fake mode runs on the constant hands back this tensor)
+    and its storage mapped to it (an in-place op on an alias of the constant ends the constant). The dtypes whose 0-d
+    CPU constants also get an item() memo there (:data:`_ITEM_MEMO`) still go through the converter. Used for the
+    optimizer warm-up's copied step counters (run/step.py) and for ``torch.tensor(x)`` under a twin's fake mode
+    (:meth:`FakeShortcuts.answer`)."""
+    converter = mode.fake_tensor_converter
+    if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
+        return converter.from_real_tensor(mode, constant, make_constant=True)
+    with _NO_PYTHON_DISPATCH():  # (a plain meta tensor, also where the fake mode is on the stack)
+        meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device="meta")
+        made = wrap(mode, meta, constant.device)
+    made.constant = constant
+    converter.set_tensor_memo(constant, made)
+    converter.add_constant_storage_mapping(made)
+    return made
+
+
+def lifted(mode: Any, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+           wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
+    """``torch.tensor(x)`` under the fake mode ``mode`` (``lift_fresh`` of the real tensor it made): where the fake
+    mode would keep the value (one element, dense, not meta), the fake tensor it makes, made as it makes it: the op
+    run on the real tensor with no mode, its output copied, and that copy made a constant (:func:`fake_constant`).
+    Anything else (a larger tensor, a fake or meta one): :data:`MISS`."""
+    if len(args) != 1 or kwargs or type(args[0]) is not torch.Tensor:
+        return MISS
+    with _NO_PYTHON_DISPATCH():
+        out = func(args[0])
+        if type(out) is not torch.Tensor or not mode.may_turn_const(out):
+            return MISS
+        out = out.clone()
+    return fake_constant(mode, out, wrap)
+
+
+class ConstantLifts(TorchDispatchMode):
+    """A dispatch mode for code run on a twin outside the collectors (the optimizer's warm-up step, run/step.py),
+    right above the twin's fake mode: ``torch.tensor(x)`` answered by :func:`lifted` (an optimizer's step counter
+    ``torch.tensor(0.0)``), every other op passed on to the fake mode."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # (as collect/ops.py's DispatchCollector: nothing here is compiled)
+
+    def __init__(self, mode: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        self.fake_mode = mode
+        self.wrap = FakeWrapper().wrap
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _LIFTS:
+            out = lifted(self.fake_mode, func, args, kwargs, self.wrap)
+            if out is not MISS:
+                return out
+        return func(*args, **kwargs)
 
 
 class FakeWrapper:
@@ -292,7 +364,7 @@ class FakeShortcuts:
     def _kind(self, func: Any) -> int:
         kind = self._kinds.get(id(func))
         if kind is None:
-            kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM
+            kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM else _KIND_LIFT if func in _LIFTS
                     else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_VIEW if _is_plain_view(func)
                     else _KIND_FRESH if _makes_fresh(func) else _OTHER)
             self._kinds[id(func)] = kind
@@ -314,6 +386,8 @@ class FakeShortcuts:
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
+        if kind == _KIND_LIFT:
+            return self._lift(func, args, kwargs)
         if kind == _OTHER or not args or type(args[0]) is not self._fake or not self._fake_alone:
             return MISS
         first = args[0]
@@ -328,6 +402,13 @@ class FakeShortcuts:
         if kind == _KIND_VIEW:
             return self._view(func, first, args, kwargs)
         return self._inplace(func, first, args, kwargs)
+
+    def _lift(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``torch.tensor(x)`` under a twin's fake mode: :func:`lifted`, where that fake mode is the only mode below."""
+        mode = self._factory_mode
+        if mode is None or not self._fake_alone:
+            return MISS
+        return lifted(mode, func, args, kwargs, self._wrap)
 
     def _view(self, func: Any, base: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A view of a fake tensor: the op's meta kernel run on it, as the fake mode runs it, wrapped as the fake mode

@@ -1,7 +1,7 @@
 """``torch._dynamo`` left unimported while a run holds the lock, where nobody has imported it yet.
 
 Importing ``torch._dynamo`` takes about 2 s on this project's machine (sympy, the symbolic shapes, the bytecode
-tracer), and a run that does not compile anything needed it for two things only:
+tracer), and a run that does not compile anything needed it for three things only:
 
 * ``FakeTensorMode()`` (a training step's twin, a parallel run) reads ``torch._dynamo.config`` at construction and
   at a cache miss: a leaf module of settings, light to import on its own;
@@ -23,8 +23,13 @@ it (:meth:`_StandIn.materialize`): a run that does need dynamo gets it, as befor
 On the way out the stand-in leaves ``sys.modules``, the ``__dynamo_disable`` attributes ``torch._disable_dynamo``
 cached on torch's functions from its answers are deleted (a later call asks the real package), and the import hook
 goes: the process is as it was, but for ``torch._dynamo.config``, which stays imported (the real package, imported
-later, takes it as its own). Measured in round 23 of issue 16 (docs/benchmarks.md): a first training-step analysis
-of a plain ``nn`` model in a fresh process took 2.1 s more than it needed.
+later, takes it as its own; the next run's stand-in is given it).
+
+One more path imports the package on a twin: the fake mode's converter, making a fake tensor of a real one, imports
+``torch._dynamo.source`` to name it. ``torch.tensor(x)`` under the fake mode (an optimizer's step counter
+``torch.tensor(0.0)``, a constant in a forward) goes that way; collect/fakeops.py's ``lifted`` makes that tensor as
+the converter does, without it. A real tensor handed to an op on fake tensors still goes through the converter,
+and the package is imported then. Measured in round 23 of issue 16 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -148,6 +153,9 @@ def deferred() -> Iterator[None]:
         yield
         return
     stand_in = _StandIn(spec)
+    config = sys.modules.get(_CONFIG)
+    if config is not None:  # (imported by an earlier run: the import system binds it to a parent only when it loads)
+        stand_in.config = config  # type: ignore[attr-defined]
     hook = _Hook(stand_in)
     sys.modules[_NAME] = stand_in
     sys.meta_path.insert(0, hook)

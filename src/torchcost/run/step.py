@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.optim import optimizer as _optimizer_module
 
-from torchcost.collect.fakeops import FakeWrapper
+from torchcost.collect.fakeops import ConstantLifts, FakeWrapper, fake_constant
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
@@ -563,30 +563,6 @@ def _copy_state(opt: torch.optim.Optimizer, rest: dict[nn.Parameter, nn.Paramete
 
 
 _SMALL = 64  # bytes: real state tensors a step makes on a data-free twin are scalars (counters, rates)
-# dtypes whose 0-d CPU tensors FakeTensorConverter.from_real_tensor also gives an item() memo (torch 2.14)
-_ITEM_MEMO = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.float64})
-
-
-def _fake_constant(like: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
-    """What ``from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real tensor ``constant`` (a copy
-    of the value a fake tensor ``like`` carries), in ``like``'s mode and on the constant's device, less the
-    converter's walk of the real tensor (about 100 us in torch 2.14): the fake tensor on a meta tensor of the same
-    metadata, carrying ``constant``, remembered by the converter as that tensor's fake one (an in-place op the fake
-    mode runs on the constant hands back this tensor) and its storage mapped to it (an in-place op on an alias of
-    the constant ends the constant). The dtypes whose 0-d CPU constants also get an item() memo there
-    (:data:`_ITEM_MEMO`) still go through the converter."""
-    mode = like.fake_mode
-    converter = mode.fake_tensor_converter
-    if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
-        return converter.from_real_tensor(mode, constant, make_constant=True)
-    meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device="meta")
-    made = wrap(mode, meta, constant.device)
-    made.constant = constant
-    converter.set_tensor_memo(constant, made)
-    converter.add_constant_storage_mapping(made)
-    return made
-
-
 def _pattern(value: Any) -> tuple[Any, ...] | None:
     """What a state entry like ``value`` is made from (:func:`_from_pattern`), holding no tensor of a fake mode:
     ("value", a copy) for anything but a tensor; ("real", a copy) for a small real tensor; ("constant", a copy of
@@ -628,7 +604,7 @@ def _from_pattern(pattern: tuple[Any, ...], anchor: Any, wrap: Callable[[Any, to
     if kind == "real":
         return pattern[1].clone()
     if kind == "constant":
-        made = _fake_constant(anchor, pattern[1].clone(), wrap)
+        made = fake_constant(anchor.fake_mode, pattern[1].clone(), wrap)
         return made if (made.shape, made.stride(), made.dtype, made.device) == pattern[2] else None
     shape, stride, dtype, device = pattern[1]
     meta = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
@@ -665,6 +641,26 @@ def _warm_step(opt: torch.optim.Optimizer) -> None:
     ops for all parameters instead of a few per parameter. Where foreach refuses the tensors (plain tensors beside
     DTensors), the step runs as configured; a state the refused attempt made is then stepped once more, which on a
     twin changes no size."""
+    with _lifts_on_twin():
+        _foreach_first(opt)
+
+
+@contextlib.contextmanager
+def _lifts_on_twin() -> Any:
+    """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's ConstantLifts above it, so that
+    ``torch.tensor(x)`` in the step (a step counter) is made as the fake mode makes it, without its converter's
+    import of ``torch._dynamo.source`` (run/dynamo.py)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if torch._C._len_torch_dispatch_stack() == 1 and \
+            type(mode := torch._C._get_dispatch_stack_at(0)) is FakeTensorMode:
+        with ConstantLifts(mode):
+            yield
+    else:
+        yield
+
+
+def _foreach_first(opt: torch.optim.Optimizer) -> None:
     groups = [g for g in opt.param_groups if "foreach" in g and not g["foreach"]]
     saved = [g["foreach"] for g in groups]
     try:
