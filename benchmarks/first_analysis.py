@@ -1,42 +1,74 @@
-"""One analysis in a fresh process, as the CLI runs it: CPU seconds of one plain forward and of one ``analyze()``
-of a torchvision model (weights=None) at a batch size, one torch thread. Run it once per tree to compare two
-versions (a first analysis learns what later ones reuse: plans, kernel-memory probes, skipped kernels' outputs):
+"""One analysis in a fresh process, as the CLI runs it: CPU seconds of one plain forward and of one ``analyze()``,
+one torch thread, and whether the process has imported ``torch._dynamo`` by the end. Run it once per tree to compare
+two versions (a first analysis learns what later ones reuse: plans, kernel-memory probes, skipped kernels' outputs,
+the optimizer's warm-up state, and torch's own lazy imports):
 
     python -m benchmarks.first_analysis resnet50 8
     PYTHONPATH=<old tree>/src python -m benchmarks.first_analysis resnet50 8
+    python -m benchmarks.first_analysis blocks100 --mode train --optimizer sgd
+    python -m benchmarks.first_analysis example:conv1d_series --device meta
+
+MODEL is a torchvision.models name (weights=None, 3x224x224 inputs), ``blocksN`` (benchmarks.speed's stack of N
+Linear(64, 64)+ReLU blocks, 64 features) or ``example:NAME`` (torchcost.examples, its own input). torchvision
+imports ``torch._dynamo`` itself; the other two do not, so they show what an analysis imports (run/dynamo.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import Any
 
 import torch
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_analysis")
-    parser.add_argument("model", help="a torchvision.models name")
-    parser.add_argument("batch", type=int, nargs="?", default=1)
-    args = parser.parse_args(argv)
+def _model(name: str, batch: int) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    if name.startswith("blocks"):
+        from benchmarks.speed import ladder_model
+
+        built = ladder_model(name)
+        return built.model, tuple(a.expand(batch, *a.shape[1:]).contiguous() for a in built.args)
+    if name.startswith("example:"):
+        from torchcost import examples
+
+        model, inputs = examples.build(name[len("example:"):])
+        return model, tuple(inputs)
     import torchvision
 
+    return getattr(torchvision.models, name)(weights=None).eval(), (torch.randn(batch, 3, 224, 224),)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_analysis")
+    parser.add_argument("model", help="a torchvision.models name, blocksN, or example:NAME")
+    parser.add_argument("batch", type=int, nargs="?", default=1)
+    parser.add_argument("--mode", choices=("eval", "train"), default="eval")
+    parser.add_argument("--optimizer", help="the training step's optimizer (default: torchcost's)")
+    parser.add_argument("--device", help="analyze(device=...), e.g. meta")
+    args = parser.parse_args(argv)
     import torchcost
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = getattr(torchvision.models, args.model)(weights=None).eval()
-    x = torch.randn(args.batch, 3, 224, 224)
+    model, inputs = _model(args.model, args.batch)
     with torch.no_grad():
-        model(x)  # (the allocator and oneDNN warmed, as a user's earlier forward would)
+        model(*inputs)  # (the allocator and oneDNN warmed, as a user's earlier forward would)
         start = time.process_time()
-        model(x)
+        model(*inputs)
         forward = time.process_time() - start
+    options: dict[str, Any] = {"mode": args.mode} if args.mode != "eval" else {}
+    if args.optimizer:
+        options["optimizer"] = args.optimizer
+    if args.device:
+        options["device"] = args.device
     start = time.process_time()
-    torchcost.analyze(model, x)
+    torchcost.analyze(model, *inputs, **options)
     analysis = time.process_time() - start
-    print(f"{args.model} batch {args.batch}: forward {forward:.3f} s, analyze() {analysis:.3f} s, "
-          f"{analysis / forward:.2f}x")
+    what = ", ".join(f"{k}={v}" for k, v in options.items())
+    dynamo = "yes" if "torch._dynamo" in sys.modules else "no"
+    print(f"{args.model} batch {args.batch}: forward {forward:.3f} s, analyze({what}) {analysis:.3f} s, "
+          f"{analysis / forward:.2f}x; torch._dynamo imported: {dynamo}")
     return 0
 
 

@@ -324,6 +324,15 @@ def test_the_first_analysis_benchmark_prints_its_line(capsys: pytest.CaptureFixt
     assert line.startswith("squeezenet1_1 batch 1: forward ") and "analyze()" in line
 
 
+def test_the_first_analysis_benchmark_takes_a_stack_and_a_training_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import first_analysis
+
+    assert first_analysis.main(["blocks3", "--mode", "train", "--optimizer", "sgd"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("blocks3 batch 1: forward ") and "analyze(mode=train, optimizer=sgd)" in line
+    assert "torch._dynamo imported: " in line
+
+
 def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import speed
 
