@@ -378,3 +378,11 @@ def test_where_lists_equal_differences_by_name() -> None:
     model.add_module("a", nn.Linear(2, 2))
     # ReLU +10 and Linear -10 over a reference of 1,000: equal sizes, so by name, whatever order a set gives
     assert accuracy.where(model, {"z": 10, "a": 0}, {"z": 0, "a": 10}, 1000) == "Linear -10 (1), ReLU +10 (1)"
+
+
+def test_the_dynamo_identity_benchmark_compares_a_case(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import dynamo_identity
+
+    assert dynamo_identity.main(["--cases", "standard_conv meta"]) == 0
+    out = capsys.readouterr().out
+    assert "| standard_conv meta | identical |" in out and "1 of 1 identical" in out
