@@ -114,3 +114,42 @@ def test_a_run_that_asks_dynamo_for_more_gets_the_real_package() -> None:
     # a training step's forward 5*(12+6) = 90 MACs; backward: input gradient of the second Linear 5*3*2 = 30,
     # weight gradients 5*4*3 + 5*3*2 = 90 (no input gradient for the first: the input needs none): 90 + 30 + 90
     assert out["adam_macs"] == [90, 90 + 30 + 90]
+
+
+_OTHER_THREAD = _PREAMBLE + """
+import threading
+RESULTS = []  # (the run is on a meta twin: a copy of the model, so not an attribute of it)
+
+class CompilesElsewhere(nn.Module):
+    # while the run goes on, another thread imports torch._dynamo and compiles: it gets the real package
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        def other():
+            import torch._dynamo
+            f = torch.compile(lambda t: t * 3, backend="eager")
+            RESULTS.append(f(torch.tensor([2.0])).tolist())
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        return torch.relu(self.fc(x))
+
+model = CompilesElsewhere()
+r = torchcost.analyze(model, input_size=(2, 4), device="meta")
+relu = torch._refs.nn.functional.relu
+inner = getattr(relu, "__wrapped__", relu)
+print(json.dumps({"macs": r.macs, "result": RESULTS, "real": hasattr(torch._dynamo, "reset"),
+                  "answer_left": inner.__dict__.get("__dynamo_disable") is inner}))
+"""
+
+
+def test_another_thread_that_compiles_during_a_run_gets_the_real_package() -> None:
+    run = python(_OTHER_THREAD)
+    assert run.rc == 0, run.err
+    out = json.loads(run.out.strip().splitlines()[-1])
+    assert out["macs"] == 2 * 4 * 3  # 2 rows x 4 x 3
+    assert out["result"] == [[6.0]]  # 2 * 3, compiled in the other thread
+    assert out["real"] is True
+    assert out["answer_left"] is False  # no answer of the stand-in stays cached on torch's functions

@@ -65,7 +65,8 @@ class _StandIn(types.ModuleType):
         self.importing = False  # while the real package's import runs (its own submodule imports pass the hook)
 
     def disable(self, fn: Any = None, recursive: bool = True, *args: Any, **kwargs: Any) -> Any:
-        if self._real is None and callable(fn) and kwargs.get("wrapping", True) is False and not args:
+        if self._real is None and not self.importing and callable(fn) and kwargs.get("wrapping", True) is False \
+                and not args:
             self._answered.append(fn)
             return fn  # (no compilation can be running: the package was never imported)
         return self.materialize().disable(fn, recursive, *args, **kwargs)
@@ -164,8 +165,8 @@ def deferred() -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(hook)
+        stand_in.forget_answers()  # (also after another thread imported the real package meanwhile)
         if stand_in._real is None:
-            stand_in.forget_answers()
             if sys.modules.get(_NAME) is stand_in:
                 del sys.modules[_NAME]
             torch = sys.modules["torch"]
