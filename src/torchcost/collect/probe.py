@@ -3,22 +3,23 @@
 The workspace table (collect/workspace.py) is exact where it was derived: one CPU (its ISA flags), one oneDNN. Where
 it does not know a call (oneDNN's f32 groups = 1 convolutions, the LSTM's scratch, bf16 1x1 and backward
 convolutions, any call on another CPU), the :class:`~torchcost.collect.memory.MemoryTracker` asks this module
-instead. A **probe** builds real CPU tensors with the call's shapes, strides and dtypes (random values; the ops whose
-inputs depend on values have a builder: ``mkldnn_rnn_layer_backward`` gets its ``workspace`` and outputs from a real
-``mkldnn_rnn_layer`` forward run first), runs the op once under the CPU allocator (a ``torch.autograd.profiler``
-session with ``profile_memory=True``) and returns the most bytes alive inside the op beyond what was alive before it,
-less the bytes of its outputs still alive when it returns: the same meaning as a table entry.
+instead. A **probe** builds real CPU tensors with the call's shapes, strides and dtypes (every float 0.5, every
+other element 0; the ops whose inputs depend on values have a builder: ``mkldnn_rnn_layer_backward`` gets its
+``workspace`` and outputs from a real ``mkldnn_rnn_layer`` forward run first), runs the op once under the CPU
+allocator (a ``torch.autograd.profiler`` session with ``profile_memory=True``) and returns the most bytes alive
+inside the op beyond what was alive before it, less the bytes of its outputs still alive when it returns: the same
+meaning as a table entry.
 
 Probes are asked for while the run goes on (:func:`ask`, which keeps the call's specs, never its tensors) and run
 after it (:func:`measure`, one profiler session for all of them, each delimited by a ``record_function``), so the
 probes' allocations never reach the run's own allocator measurement, its tensors or its state. They run with every
-dispatch and torch-function mode off and autocast off, in the call's own grad mode, draw their random values from a
-generator of their own (the default generators are never touched), and never see the run's (possibly fake)
-tensors. Results are cached for the process by (op, every argument's shape, stride and dtype, the other arguments,
-``torch.get_num_threads()``, whether mkldnn is enabled, grad mode). A probe that fails, or that would build more
-than :data:`MAX_PROBE_BYTES` (or an eighth of the CPU's available memory), gives nothing: the table's figure (or 0)
-stands; so does every probe while the caller runs a profiler (a second session would end theirs).
-``kernel_memory("table")`` turns probing off. docs/conventions.md, "Memory".
+dispatch and torch-function mode off and autocast off, in the call's own grad mode, draw no random numbers (the
+default generators are never touched), and never see the run's (possibly fake) tensors. Results are cached for the
+process by (op, every argument's shape, stride and dtype, the other arguments, ``torch.get_num_threads()``, whether
+mkldnn is enabled, grad mode). A probe that fails, or that would build more than :data:`MAX_PROBE_BYTES` (or an
+eighth of the CPU's available memory), gives nothing: the table's figure (or 0) stands; so does every probe while
+the caller runs a profiler (a second session would end theirs). ``kernel_memory("table")`` turns probing off.
+docs/conventions.md, "Memory".
 """
 
 from __future__ import annotations
@@ -258,18 +259,21 @@ def cached(probe: Probe) -> int | None:
 # -- running probes --------------------------------------------------------------------------------------------------
 
 
-def _build(spec: _Spec, gen: torch.Generator) -> torch.Tensor:
-    """A real CPU tensor with the spec's shape, strides and dtype; random values in [-1, 1) for floats, 0 else."""
+def _build(spec: _Spec) -> torch.Tensor:
+    """A real CPU tensor with the spec's shape, strides and dtype, every element 0.5 for floats, 0 else: the kernels
+    probed allocate by shape, stride and dtype, never by value, and a constant fill costs a tenth of a random one
+    (resnet50's 23 probes at batch 1: 98 ms of uniform_ in a first analysis). Not left uninitialised: whatever the
+    memory held (NaNs, subnormals) could send a kernel down a slow path."""
     base = torch.empty(spec.elements, dtype=spec.dtype)
     if spec.dtype.is_floating_point:
-        base.uniform_(-1.0, 1.0, generator=gen)
+        base.fill_(0.5)
     else:
         base.zero_()
     return base.as_strided(spec.shape, spec.stride)
 
 
-def _arguments(probe: Probe, gen: torch.Generator) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    leaves = [_build(v, gen) if isinstance(v, _Spec) else v for v in probe.leaves]
+def _arguments(probe: Probe) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    leaves = [_build(v) if isinstance(v, _Spec) else v for v in probe.leaves]
     args, kwargs = pytree.tree_unflatten(leaves, probe.spec)
     return tuple(args), dict(kwargs)
 
@@ -360,7 +364,6 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
     todo = list({p.key: p for p in probes if p.key not in CACHE}.values())
     if not todo or torch.autograd.profiler._is_profiler_enabled:
         return found
-    gen = torch.Generator().manual_seed(0)
     kept: dict[str, tuple[CacheKey, int]] = {}
     results: Any = None
     with contextlib.suppress(Exception), _isolated():
@@ -371,7 +374,7 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
             PROGRESS[:] = [0, len(todo)]
             for i, probe in enumerate(todo):
                 with contextlib.suppress(Exception):
-                    kept.update(_run_one(probe, f"{_MARK}{i}", gen))
+                    kept.update(_run_one(probe, f"{_MARK}{i}"))
                 PROGRESS[0] = i + 1
         finally:
             PROGRESS[:] = [0, 0]
@@ -388,12 +391,12 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
     return found
 
 
-def _run_one(probe: Probe, mark: str, gen: torch.Generator) -> dict[str, tuple[CacheKey, int]]:
+def _run_one(probe: Probe, mark: str) -> dict[str, tuple[CacheKey, int]]:
     """Build the probe's arguments (outside the window), run the op once inside ``record_function(mark)``, and
     return {mark: (its key, its output bytes kept)}."""
     _RUNS[0] += 1
     with torch.backends.mkldnn.flags(enabled=probe.mkldnn), torch.set_grad_enabled(probe.grad):
-        args, kwargs = _arguments(probe, gen)
+        args, kwargs = _arguments(probe)
         builder = BUILDERS.get(probe.name)
         if builder is not None:
             args, kwargs = builder([a.name for a in probe.func._schema.arguments], args, kwargs)
