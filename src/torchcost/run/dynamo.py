@@ -44,6 +44,8 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
 __all__ = ["deferred"]
 
 _NAME = "torch._dynamo"
@@ -79,8 +81,6 @@ class _StandIn(types.ModuleType):
 
     def is_compiling(self) -> bool:
         """``torch.compiler.is_compiling()``, as the real one answers outside a trace."""
-        import torch
-
         return self._real.is_compiling() if self._real is not None else torch.compiler.is_compiling()
 
     def __getattr__(self, name: str) -> Any:
@@ -146,7 +146,7 @@ class _Hook(importlib.abc.MetaPathFinder):
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """While inside, ``torch._dynamo`` is a stand-in, if nobody had imported it (module docstring)."""
-    if _NAME in sys.modules or "torch" not in sys.modules:
+    if _NAME in sys.modules:
         yield
         return
     spec = importlib.util.find_spec(_NAME)
@@ -169,6 +169,5 @@ def deferred() -> Iterator[None]:
         if stand_in._real is None:
             if sys.modules.get(_NAME) is stand_in:
                 del sys.modules[_NAME]
-            torch = sys.modules["torch"]
             if torch.__dict__.get("_dynamo") is stand_in:
                 del torch._dynamo
