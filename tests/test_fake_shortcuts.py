@@ -567,3 +567,28 @@ def test_a_fake_tensors_layout_is_read_past_its_property() -> None:
     storage = storage_of(dense)
     assert storage is not None and storage.nbytes() == 4 * 3 * 4
     assert storage_of(sparse) is None and storage_of(mkldnn) is None
+
+
+@pytest.mark.parametrize("name", ["gpt2, two layers", "mlp adamw", "resnet18"])
+def test_training_step_report_is_the_same_with_the_fake_modes_own_cache(name: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fake twin's fake mode runs without its cache (run/step.py FAKE_MODE_CACHE): the report must not depend on it
+    from torchcost.run import execute, step
+
+    model, args, options = _models()[name]
+    options = {"mode": "train", **options}
+    made: list[Any] = []
+    original = execute.make_twin
+
+    def spy(*a: Any, **k: Any) -> Any:
+        twin = original(*a, **k)
+        made.append(twin.fake_mode)
+        return twin
+
+    monkeypatch.setattr(execute, "make_twin", spy)
+    without = torchcost.analyze(model, *args, **options).to_dict()
+    assert [m.cache_enabled for m in made] == [False]
+    monkeypatch.setattr(step, "FAKE_MODE_CACHE", True)
+    with_cache = torchcost.analyze(model, *args, **options).to_dict()
+    assert [m.cache_enabled for m in made] == [False, True]
+    assert with_cache == without
