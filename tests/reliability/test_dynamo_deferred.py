@@ -153,3 +153,50 @@ def test_another_thread_that_compiles_during_a_run_gets_the_real_package() -> No
     assert out["result"] == [[6.0]]  # 2 * 3, compiled in the other thread
     assert out["real"] is True
     assert out["answer_left"] is False  # no answer of the stand-in stays cached on torch's functions
+
+
+_LIBRARY = _PREAMBLE + """
+from torchcost.resolve import resolve
+from torchcost.run import dynamo as ours
+
+out = {}
+built = resolve("torchvision:resnet18")  # the resolver imports torchvision: without torch._dynamo
+out["after_torchvision"] = dynamo()
+out["bound"] = sys.modules["torchvision.ops.roi_align"].is_compile_supported is ours.is_compile_supported
+r = torchcost.analyze(built.model, *built.args)
+out["macs"] = r.macs
+out["after_analysis"] = dynamo()
+timm = resolve("timm:resnet18")  # timm's own modules call torch.compiler.disable at import: the real package
+out["after_timm"] = type(sys.modules.get("torch._dynamo")).__name__
+out["timm_macs"] = torchcost.analyze(timm.model, *timm.args).macs
+import torchvision
+boxes = torch.tensor([[0.0, 0.0, 0.0, 3.0, 3.0]])  # (batch index, x1, y1, x2, y2)
+image = torch.arange(16.0).reshape(1, 1, 4, 4)
+out["roi"] = torchvision.ops.roi_align(image, boxes, output_size=1, aligned=False).flatten().tolist()
+bound = sys.modules["torchvision.ops.roi_align"].is_compile_supported
+out["answers"] = [bound(d) for d in ("cpu", "cuda", "meta")]  # the real one, imported now
+import torch._dynamo.utils
+out["real_answers"] = [torch._dynamo.utils.is_compile_supported(d) for d in ("cpu", "cuda", "meta")]
+compiled = torch.compile(lambda x: x - 1, backend="eager")
+out["compiled"] = compiled(torch.tensor([4.0])).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_the_resolver_imports_torchvision_and_timm_without_dynamo() -> None:
+    run = python(_LIBRARY)
+    assert run.rc == 0, run.err
+    out = json.loads(run.out.strip().splitlines()[-1])
+    # torchvision binds torch._dynamo.utils.is_compile_supported at its import: it got the stand-in's, no package
+    assert out["after_torchvision"] == out["after_analysis"] == []
+    assert out["bound"] is True
+    # resnet18 at 1x3x224x224: torchvision publishes 1.814 GMACs (to 3 decimals)
+    assert abs(out["macs"] - 1.814e9) < 0.5e6
+    # a library that asks the package for more than the stand-ins answer gets the real one, at that time
+    assert out["after_timm"] == "module"
+    assert out["timm_macs"] == out["macs"]  # timm's resnet18 is torchvision's, layer for layer
+    # roi_align of the box (0,0)-(3,3) to one cell, sampling ratio adaptive (3x3 points at 0.5, 1.5, 2.5): the mean of
+    # bilinear samples of the 4x4 ramp 4*y + x, linear, so its value at the centre (1.5, 1.5): 4*1.5 + 1.5 = 7.5
+    assert out["roi"] == [7.5]
+    assert out["answers"] == out["real_answers"]
+    assert out["compiled"] == [3.0]

@@ -6,6 +6,7 @@ import ast
 import difflib
 import importlib
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
@@ -17,6 +18,7 @@ from torch import nn
 import torchcost.inputs as _inputs
 from torchcost.errors import InputError, SpecError
 from torchcost.inputs import model_dtype
+from torchcost.run.concurrency import importing
 from torchcost.units import format_bytes
 
 __all__ = [
@@ -87,7 +89,11 @@ class BuildOptions:
 def require(package: str, spec: str) -> ModuleType:
     """Import an optional package, or a SpecError naming the extra that installs it."""
     try:
-        return importlib.import_module(package)
+        loaded = sys.modules.get(package)  # (None there: an import that is to fail)
+        if loaded is not None:
+            return loaded
+        with importing():  # (without torch._dynamo, which torchvision would import whole: run/dynamo.py)
+            return importlib.import_module(package)
     except ImportError as exc:
         raise SpecError(f"{spec!r} needs {package}, which is not installed ({exc}); install it with: {ZOO_HINT}") \
             from exc

@@ -18,7 +18,7 @@ from torchcost.collect import interrupts
 from torchcost.errors import TorchcostError
 from torchcost.run import dynamo
 
-__all__ = ["exclusive"]
+__all__ = ["exclusive", "importing"]
 
 _LOCK = threading.Lock()
 _POLL_S = 0.05  # how often a waiting main thread looks for a Ctrl-C
@@ -48,3 +48,16 @@ def exclusive() -> Iterator[None]:
         finally:
             _Holder.ident = None
             _LOCK.release()
+
+
+@contextlib.contextmanager
+def importing() -> Iterator[None]:
+    """A model library imported by torchcost's resolver (resolve/common.py ``require``): without ``torch._dynamo``
+    where nobody has imported it (run/dynamo.py ``importing_library``), with the lock held, since the stand-ins are
+    process-wide as a run's are (a thread running an analysis holds it already)."""
+    if _Holder.ident == threading.get_ident():
+        with dynamo.importing_library():
+            yield
+        return
+    with _LOCK, dynamo.importing_library():
+        yield

@@ -30,6 +30,14 @@ One more path imports the package on a twin: the fake mode's converter, making a
 ``torch.tensor(0.0)``, a constant in a forward) goes that way; collect/fakeops.py's ``lifted`` makes that tensor as
 the converter does, without it. A real tensor handed to an op on fake tensors still goes through the converter,
 and the package is imported then. Measured in round 23 of issue 16 (docs/benchmarks.md).
+
+The resolver's import of a model library (resolve/common.py ``require``) runs under the same stand-in
+(:func:`importing_library`): torchvision imports ``torch._dynamo.utils`` for one function, ``is_compile_supported``,
+bound at its import (``torchvision.ops.roi_align``, which every model module pulls in), and ``from
+torch._dynamo.utils import is_compile_supported`` then finds :func:`is_compile_supported`, which imports the real
+one at its first call. ``torchcost torchvision:resnet50`` no longer imports the package (round 24). A library that
+asks for more (timm's modules call ``torch.compiler.disable`` as a decorator at import, which must return the real
+wrapper) gets the real package, as before.
 """
 
 from __future__ import annotations
@@ -46,10 +54,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["deferred"]
+__all__ = ["deferred", "importing_library", "is_compile_supported"]
 
 _NAME = "torch._dynamo"
 _CONFIG = _NAME + ".config"
+_UTILS = _NAME + ".utils"
 
 
 class _StandIn(types.ModuleType):
@@ -94,6 +103,8 @@ class _StandIn(types.ModuleType):
             self.forget_answers()
             if sys.modules.get(_NAME) is self:
                 del sys.modules[_NAME]
+            if isinstance(sys.modules.get(_UTILS), _UtilsStandIn):  # (the package imports its own utils)
+                del sys.modules[_UTILS]
             self.importing = True
             try:
                 self._real = importlib.import_module(_NAME)
@@ -109,6 +120,38 @@ class _StandIn(types.ModuleType):
             if getattr(fn, "__dict__", {}).get("__dynamo_disable") is fn:
                 delattr(fn, "__dynamo_disable")  # (a string: inside a class the name would be mangled)
         self._answered.clear()
+
+
+class _UtilsStandIn(types.ModuleType):
+    """What ``from torch._dynamo.utils import is_compile_supported`` finds while a model library is imported
+    (:func:`importing_library`): :func:`is_compile_supported`, which imports the real one at its first call. Anything
+    else asked of it imports the real package and answers from its ``utils``."""
+
+    def __init__(self, package: _StandIn) -> None:
+        super().__init__(_UTILS)
+        self._package = package
+        self.is_compile_supported = is_compile_supported
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.real(), name)
+
+    def real(self) -> types.ModuleType:
+        self._package.materialize()  # (takes this stand-in out of sys.modules)
+        return importlib.import_module(_UTILS)
+
+
+def is_compile_supported(device_type: Any) -> Any:
+    """``torch._dynamo.utils.is_compile_supported``, the real one, imported at the first call. torchvision binds this
+    name when it is imported (``torchvision.ops.roi_align``, which imports every model module): imported through
+    :func:`importing_library` it binds this function, and ``torch._dynamo`` is imported only if it is called."""
+    utils = sys.modules.get(_UTILS)
+    if isinstance(utils, _UtilsStandIn):
+        utils = utils.real()
+    else:
+        utils = importlib.import_module(_UTILS)
+    return utils.is_compile_supported(device_type)
 
 
 class _Existing(importlib.abc.Loader):
@@ -171,3 +214,25 @@ def deferred() -> Iterator[None]:
                 del sys.modules[_NAME]
             if torch.__dict__.get("_dynamo") is stand_in:
                 del torch._dynamo
+
+
+@contextlib.contextmanager
+def importing_library() -> Iterator[None]:
+    """While inside (a model library imported by torchcost's resolver, resolve/common.py ``require``), ``torch._dynamo``
+    is the stand-in of :func:`deferred` and ``torch._dynamo.utils`` one that gives :func:`is_compile_supported`, if
+    nobody had imported the package: torchvision (and timm, which imports it) binds that function at its import and
+    nothing else of the package, which it would otherwise import whole (about 2 s here). On the way out both stand-ins
+    go; the library keeps :func:`is_compile_supported`, which answers as the real one. To be called with the analysis
+    lock held (run/concurrency.py ``importing``)."""
+    with deferred():
+        stand_in = sys.modules.get(_NAME)
+        if not isinstance(stand_in, _StandIn) or stand_in._real is not None or _UTILS in sys.modules:
+            yield
+            return
+        utils = _UtilsStandIn(stand_in)
+        sys.modules[_UTILS] = utils
+        try:
+            yield
+        finally:
+            if sys.modules.get(_UTILS) is utils:
+                del sys.modules[_UTILS]
