@@ -386,3 +386,12 @@ def test_the_dynamo_identity_benchmark_compares_a_case(capsys: pytest.CaptureFix
     assert dynamo_identity.main(["--cases", "standard_conv meta"]) == 0
     out = capsys.readouterr().out
     assert "| standard_conv meta | identical |" in out and "1 of 1 identical" in out
+
+
+def test_the_cli_wall_benchmark_times_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import cli_wall
+
+    assert cli_wall.main(["--rounds", "1", "--", "--version"]) == 0  # ("--": a command that starts with a dash)
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("| `torchcost --version`")]
+    assert len(row) == 1 and "FAILED" not in row[0]
