@@ -24,7 +24,7 @@ from torchcost.parallel.world import make_mesh, simulated_world
 from torchcost.report import ParallelInfo
 from torchcost.run.execute import Ran, execute
 from torchcost.run.guard import kept
-from torchcost.run.step import StepOptions, Twin, make_twin
+from torchcost.run.step import FAKE_MODE_CACHE, StepOptions, Twin, make_twin
 from torchcost.trees import map_tensors
 
 __all__ = ["ranks_to_run", "run_parallel"]
@@ -161,6 +161,7 @@ def _fake_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
     names = {id(p): n for n, p in model.named_parameters()}
     units = apply_strategy(twin.model, plan, mesh)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake_mode.cache_enabled = FAKE_MODE_CACHE  # (as a training step's twin: run/step.py)
     converter = fake_mode.fake_tensor_converter
 
     def convert(t: torch.Tensor) -> torch.Tensor:

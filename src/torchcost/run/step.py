@@ -71,10 +71,11 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
                                       "fp16": torch.float16, "float16": torch.float16}
 TARGETS = ("cpu", "cuda")
-# Whether a fake twin's fake mode keeps its own cache of answers. It does not: the collectors' fake shortcuts answer a
-# call whose key they have seen, in this run or an earlier one (collect/fakeops.py), so what reaches the fake mode is
-# mostly a first call, where its cache only costs (a key, an entry, the output rebuilt from the entry). The answers
-# are the same either way (torch's own switch, torch._dynamo.config.fake_tensor_cache_enabled).
+# Whether a fake twin's fake mode (and a simulated rank's, parallel/runner.py) keeps its own cache of answers. It
+# does not: the collectors' fake shortcuts answer a call whose key they have seen, in this run or an earlier one
+# (collect/fakeops.py), so what reaches the fake mode is mostly a first call, where its cache only costs (a key, an
+# entry, the output rebuilt from the entry). The answers are the same either way (torch's own switch,
+# torch._dynamo.config.fake_tensor_cache_enabled).
 FAKE_MODE_CACHE = False
 
 
