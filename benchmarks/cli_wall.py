@@ -1,6 +1,6 @@
 """Wall seconds of whole ``torchcost`` commands in fresh processes, two source trees alternating, as a user runs them:
 
-    python -m benchmarks.cli_wall --against <old tree>/src --rounds 5 "torchvision:resnet50" "torchvision:resnet50 --train"
+    python -m benchmarks.cli_wall --against /tmp/old/src --rounds 5 "torchvision:resnet50" "list torchvision"
     python -m benchmarks.cli_wall --rounds 1 -- --version
 
 Each command runs ``python -m torchcost ARGS`` (its output thrown away) once with this checkout's ``src`` and once
@@ -34,7 +34,7 @@ def wall(src: Path, args: list[str]) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli_wall")
-    parser.add_argument("commands", nargs="+", help='torchcost arguments, one string a command: "example:lenet5 --meta"')
+    parser.add_argument("commands", nargs="+", help='torchcost arguments, one string a command: "torchvision:resnet50"')
     parser.add_argument("--against", type=Path, help="the other tree's src folder (omit to time this checkout only)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
