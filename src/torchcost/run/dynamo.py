@@ -220,10 +220,10 @@ def deferred() -> Iterator[None]:
 def importing_library() -> Iterator[None]:
     """While inside (a model library imported by torchcost's resolver, resolve/common.py ``require``), ``torch._dynamo``
     is the stand-in of :func:`deferred` and ``torch._dynamo.utils`` one that gives :func:`is_compile_supported`, if
-    nobody had imported the package: torchvision (and timm, which imports it) binds that function at its import and
-    nothing else of the package, which it would otherwise import whole (about 2 s here). On the way out both stand-ins
-    go; the library keeps :func:`is_compile_supported`, which answers as the real one. To be called with the analysis
-    lock held (run/concurrency.py ``importing``)."""
+    nobody had imported the package: torchvision binds that function at its import and asks nothing else of the
+    package, which it would otherwise import whole (about 2 s here). A library that asks for more gets the real
+    package then. On the way out both stand-ins go; torchvision keeps :func:`is_compile_supported`, which answers as
+    the real one. To be called with the analysis lock held (run/concurrency.py ``importing``)."""
     with deferred():
         stand_in = sys.modules.get(_NAME)
         if not isinstance(stand_in, _StandIn) or stand_in._real is not None or _UTILS in sys.modules:
