@@ -6,6 +6,7 @@ imported ``torch._dynamo`` yet (this one's test session has: torchvision imports
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.cli.conftest import python
 
@@ -26,6 +27,15 @@ def counts(r):
 def dynamo():
     return sorted(k for k in sys.modules if k == "torch._dynamo" or k.startswith("torch._dynamo."))
 """
+
+
+def _printed(script: str) -> dict[str, Any]:
+    """Run ``script`` in a fresh process; it must exit 0, and its last line of output is the JSON read back."""
+    run = python(script)
+    assert run.rc == 0, run.err
+    out: dict[str, Any] = json.loads(run.out.strip().splitlines()[-1])
+    return out
+
 
 _NOT_IMPORTED = _PREAMBLE + """
 out = {}
@@ -55,9 +65,7 @@ print(json.dumps(out))
 
 
 def test_a_run_that_compiles_nothing_does_not_import_dynamo_and_counts_the_same() -> None:
-    run = python(_NOT_IMPORTED)
-    assert run.rc == 0, run.err
-    out = json.loads(run.out.strip().splitlines()[-1])
+    out = _printed(_NOT_IMPORTED)
     # only the settings module was imported, as FakeTensorMode() reads it; the package itself never was
     assert out["after_meta"] == []
     assert out["after_sgd"] == out["after_adamw"] == ["torch._dynamo.config"]
@@ -104,9 +112,7 @@ print(json.dumps(out))
 
 
 def test_a_run_that_asks_dynamo_for_more_gets_the_real_package() -> None:
-    run = python(_NEEDS_IT)
-    assert run.rc == 0, run.err
-    out = json.loads(run.out.strip().splitlines()[-1])
+    out = _printed(_NEEDS_IT)
     assert out["macs"] == 2 * 4 * 3 == 24  # 2 rows x 4 x 3
     assert out["real"] is True
     assert out["source_attr"] is True
@@ -146,9 +152,7 @@ print(json.dumps({"macs": r.macs, "result": RESULTS, "real": hasattr(torch._dyna
 
 
 def test_another_thread_that_compiles_during_a_run_gets_the_real_package() -> None:
-    run = python(_OTHER_THREAD)
-    assert run.rc == 0, run.err
-    out = json.loads(run.out.strip().splitlines()[-1])
+    out = _printed(_OTHER_THREAD)
     assert out["macs"] == 2 * 4 * 3  # 2 rows x 4 x 3
     assert out["result"] == [[6.0]]  # 2 * 3, compiled in the other thread
     assert out["real"] is True
@@ -184,9 +188,7 @@ print(json.dumps(out))
 
 
 def test_the_resolver_imports_torchvision_and_timm_without_dynamo() -> None:
-    run = python(_LIBRARY)
-    assert run.rc == 0, run.err
-    out = json.loads(run.out.strip().splitlines()[-1])
+    out = _printed(_LIBRARY)
     # torchvision binds torch._dynamo.utils.is_compile_supported at its import: it got the stand-in's, no package
     assert out["after_torchvision"] == out["after_analysis"] == []
     assert out["bound"] is True
