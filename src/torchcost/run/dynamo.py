@@ -226,7 +226,7 @@ def importing_library() -> Iterator[None]:
     the real one. To be called with the analysis lock held (run/concurrency.py ``importing``)."""
     with deferred():
         stand_in = sys.modules.get(_NAME)
-        if not isinstance(stand_in, _StandIn) or stand_in._real is not None or _UTILS in sys.modules:
+        if not isinstance(stand_in, _StandIn) or _UTILS in sys.modules:  # (materialize() takes a stand-in out)
             yield
             return
         utils = _UtilsStandIn(stand_in)
