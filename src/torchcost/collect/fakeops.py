@@ -44,7 +44,10 @@ that), half of a training step's analysis. Some ops have an answer known without
   training), made in the fake mode below. Only answers of dense new storages (or undefined outputs) are kept, for
   the process (:func:`_learned`). The same holds for plain meta tensors (a meta model, a meta twin): their pointwise
   meta kernels are Python references (torch._refs), 100 us and more a call, and a call with the key of an earlier
-  one gets an empty meta tensor of that one's output metadata.
+  one gets an empty meta tensor of that one's output metadata. ``native_batch_norm`` and its backward, whose fake
+  and meta kernels are Python decompositions of 10-15 ms a call, and pointwise ops on tensors of one shape (an
+  activation's backward: 3-5 ms a call), are answered for a key not seen yet too, from a formula for their outputs'
+  metadata (collect/fakerules.py), once the first call of the kind matched it.
 
 A fresh or in-place call also leaves its key for the op collector's memo of prices (``FakeShortcuts.priced``,
 collect/ops.py ``_PRICED``): the fresh key above, which holds every argument's metadata and value and, per tensor,
@@ -69,6 +72,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchcost.collect import fakerules
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
 
@@ -309,8 +313,10 @@ class FakeWrapper:
 # that no id is reused
 _KINDS: dict[int, int] = {}
 _KEEP: list[Any] = []
-# what one table of learned answers holds (in-place calls accepted; fresh ops' call key -> outputs' metadata)
-_Learned = tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...] | None, ...]]]]
+# what one table of learned answers holds (in-place calls accepted; fresh ops' call key -> outputs' metadata; a kind
+# of call of batch norm's ops -> whether the formula's metadata was the fake mode's, collect/fakerules.py)
+_Learned = tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...] | None, ...]]],
+                 dict[tuple[Any, ...], bool]]
 # the settings a kernel's answer may also depend on -> the answers learned under them (:func:`_learned`)
 _LEARNED: dict[tuple[Any, ...], _Learned] = {}
 _LEARNED_MAX = 1 << 15  # entries in one table before it starts again
@@ -324,13 +330,13 @@ def _learned(mode: Any) -> _Learned:
     output's memory format by (oneDNN, cuDNN), and deterministic mode. Models repeat their shapes between analyses
     as within one: later runs' calls of a key seen are answered without the fake mode."""
     if mode is not None and getattr(mode, "shape_env", None) is not None:
-        return set(), {}
+        return set(), {}, {}
     settings = (type(mode), getattr(mode, "allow_fallback_kernels", None), getattr(mode, "allow_non_fake_inputs", None),
                 torch._C._get_mkldnn_enabled(), torch._C._get_cudnn_enabled(),
                 torch.are_deterministic_algorithms_enabled())
     tables = _LEARNED.get(settings)
-    if tables is None or len(tables[0]) + len(tables[1]) > _LEARNED_MAX:
-        tables = _LEARNED[settings] = (set(), {})
+    if tables is None or len(tables[0]) + len(tables[1]) + len(tables[2]) > _LEARNED_MAX:
+        tables = _LEARNED[settings] = (set(), {}, {})
     return tables
 
 
@@ -351,7 +357,7 @@ class FakeShortcuts:
         # what was learned: in-place calls the fake mode ran once without raising, and for fresh ops, call key -> the
         # outputs' metadata (and whether they came as a tuple) from the fake mode's answer; kept for the process
         under = torch._C._get_dispatch_stack_at(0) if below == 1 else None
-        self._accepted, self._outputs = _learned(under)
+        self._accepted, self._outputs, self._trusted = _learned(under)
         # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
         self._factory_mode = under if isinstance(under, FakeTensorMode) else None
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
@@ -359,6 +365,7 @@ class FakeShortcuts:
         # call_bytes read of a fresh or in-place op's call, which fixes its output's metadata too; None for others
         self.priced: tuple[Any, ...] | None = None
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
+        self._check: fakerules.Expected | None = None  # a formula's answer for the call passed on, to compare
         self._wrap = FakeWrapper().wrap
 
     def _kind(self, func: Any) -> int:
@@ -382,7 +389,7 @@ class FakeShortcuts:
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned). :attr:`priced` is
         then the key of the call's price, or None."""
-        self.pending = self._fresh_call = self.priced = None
+        self.pending = self._fresh_call = self.priced = self._check = None
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
@@ -512,8 +519,15 @@ class FakeShortcuts:
         key = self.priced = tuple(parts)
         known = self._outputs.get(key)
         if known is None:
-            self._fresh_call = (key, mode, found[1])
-            return MISS
+            formula = fakerules.expected(func, args, kwargs, None if mode is _META else self._fake)
+            trusted = None if formula is None else self._trusted.get(formula[0])
+            if trusted:
+                known = self._outputs[key] = cast("fakerules.Expected", formula)[1:]
+            else:
+                if trusted is None:
+                    self._check = formula
+                self._fresh_call = (key, mode, found[1])
+                return MISS
         many, metas = known
         if mode is _META:
             outs = tuple(None if meta is None else _empty(meta) for meta in metas)
@@ -594,6 +608,10 @@ class FakeShortcuts:
                 metas.append((tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),
                               o.fake_device if mode is not _META else None))
             self._outputs[key] = (many, tuple(metas))
+            if self._check is not None:  # the first call of its kind: is the formula right for it?
+                kind, *expected = self._check
+                self._trusted[kind] = [many, tuple(metas)] == expected
+                self._check = None
 
 
 def _broadcasts_into(shape: torch.Size, into: torch.Size) -> bool:
