@@ -338,7 +338,7 @@ class _Blocks(torch.nn.Module):
 def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
                   log: Callable[[str], None] = print, floors: bool = True) -> list[dict[str, Any]]:
     """N x (Linear(64, 64) + ReLU) on a 1x64 input: forward, analyze() and a training step, CPU ms per block.
-    ``floors``: also the idle, fake and real steps beside the training step, and the ops each analysis dispatched
+    ``floors``: also the idle, fake, meta and real steps beside the training step, and the ops each analysis dispatched
     (False: the analyses alone, so N = 10,000 takes minutes, not an hour)."""
     import torchcost
 
@@ -355,6 +355,7 @@ def run_linearity(sizes: Sequence[int], rounds: int, train_sizes: Sequence[int],
         if n in train_sizes and floors:
             entries["idle step"] = _idle_step
             entries["fake step"] = _fake_step(built)
+            entries["meta step"] = _meta_step(built)
             entries["real step"] = _real_step(built)
         r = rounds if n < 10_000 else max(1, rounds // 3)
         times = _interleaved_cpu(built, entries, r)
@@ -492,16 +493,38 @@ def removal_main(argv: list[str]) -> int:
 def _fake_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
     """The floor of a training step analysed on a fake twin: one steady step (forward, analyze's default loss,
     backward, a for-loop AdamW as torch's default on the CPU) of a fake twin (torchcost's make_twin) under its fake
-    tensor mode, no collector watching. The twin and the optimizer's state are made once, outside the timed calls."""
+    tensor mode, no collector watching, its cache on as torch has it (an analysis turns it off: run/step.py
+    FAKE_MODE_CACHE, since the collectors' shortcuts answer the repeats). The twin and the optimizer's state are made
+    once, outside the timed calls."""
     from torchcost.run.step import make_twin
 
     twin = make_twin(built.model, built.args, built.kwargs, "fake", torch.device("cpu"))
+    if twin.fake_mode is not None:
+        twin.fake_mode.cache_enabled = True
     twin.model.train()
     opt = torch.optim.AdamW([p for p in twin.model.parameters() if p.requires_grad], foreach=False)
 
     def step(model: torch.nn.Module, b: Built) -> None:
         with twin.context():
             _train_step(twin.model, twin.args, twin.kwargs, opt)
+
+    step(built.model, built)  # the optimizer's state
+    return step
+
+
+def _meta_step(built: Built) -> Callable[[torch.nn.Module, Built], None]:
+    """The floor of a training step run on meta tensors: one steady step (forward, analyze's default loss, backward,
+    a for-loop AdamW) of a copy of the model on the meta device, no mode at all (torch's meta kernels, many of them
+    Python decompositions and references). The copy and the optimizer's state are made once, outside the timed
+    calls."""
+    import copy
+
+    twin = copy.deepcopy(built.model).to("meta").train()
+    args = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in built.args)
+    opt = torch.optim.AdamW(twin.parameters(), lr=1e-3, foreach=False)
+
+    def step(model: torch.nn.Module, b: Built) -> None:
+        _train_step(twin, args, b.kwargs, opt)
 
     step(built.model, built)  # the optimizer's state
     return step
@@ -571,17 +594,20 @@ def ladder_section(label: str, rows: list[dict[str, Any]], lin: list[dict[str, A
                 "step's analysis with the collectors' per-op work left out (pricing and memory bookkeeping do "
                 "nothing; twin, shortcuts, modes, hooks and report as in an analysis): what this design costs "
                 "before any op is recorded. fake step = the same step on a fake twin under torch's FakeTensorMode "
-                "with no collector (a steady step: twin and optimizer state made once, untimed). real step = the "
+                "with no collector (a steady step: twin and optimizer state made once, untimed). meta step = the same "
+                "step on a meta copy, no mode at all (torch's meta kernels alone). real step = the "
                 "program itself: the same step run for real on a copy in train mode (copy and optimizer state made "
                 "once, untimed). The last column sets the analysis's ratio (train step / analyze()) beside the idle "
                 "step's (idle step / analyze()) and the program's (real step / forward):", "",
-                "| N | rounds | forward | analyze() | train step | idle step | fake step | real step | ops: analyze() "
-                "/ train step | us per op: analyze() / train step | train / eval: analysis, idle, program |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| N | rounds | forward | analyze() | train step | idle step | fake step | meta step | real step | "
+                "ops: analyze() / train step | us per op: analyze() / train step | train / eval: analysis, idle, "
+                "program |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in lin:
             n, ops = row["blocks"], row.get("ops", {})
             cells = [f"{row[k]:.1f} ms ({row[k] / n * 1e3:.0f} us)" if k in row else "-"
-                     for k in ("forward", "analyze()", "train step", "idle step", "fake step", "real step")]
+                     for k in ("forward", "analyze()", "train step", "idle step", "fake step", "meta step",
+                               "real step")]
             counts = " / ".join(f"{ops[k]:,}" if k in ops else "-" for k in ("analyze()", "train step"))
             per_op = " / ".join(f"{row[k] / ops[k] * 1e3:.0f}" if k in ops else "-"
                                 for k in ("analyze()", "train step"))

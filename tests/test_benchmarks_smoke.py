@@ -181,6 +181,7 @@ def test_speed_linearity_rows_count_the_ops_each_run_dispatches() -> None:
     assert ops["train step"] > 9 * 10
     assert rows[0]["real step"] > 0  # the program itself, for the ratio beside the analyses'
     assert rows[0]["idle step"] > 0  # the same analysis with the collectors idle
+    assert rows[0]["fake step"] > 0 and rows[0]["meta step"] > 0  # torch's fake mode alone, meta kernels alone
     body = speed.ladder_section("smoke", [], rows)
     assert "| 3 | 1 |" in body and "9 / " in body
     assert body.count("x, ") == 2  # the analysis's train / eval beside the idle step's and the program's
