@@ -314,7 +314,8 @@ class FakeWrapper:
 _KINDS: dict[int, int] = {}
 _KEEP: list[Any] = []
 # what one table of learned answers holds (in-place calls accepted; fresh ops' call key -> outputs' metadata; a kind
-# of call of batch norm's ops -> whether the formula's metadata was the fake mode's, collect/fakerules.py)
+# of call with a formula, batch norm's or a pointwise op's -> whether the formula's metadata was the fake mode's on
+# the kind's first call, collect/fakerules.py)
 _Learned = tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[bool, tuple[tuple[Any, ...] | None, ...]]],
                  dict[tuple[Any, ...], bool]]
 # the settings a kernel's answer may also depend on -> the answers learned under them (:func:`_learned`)
@@ -354,8 +355,9 @@ class FakeShortcuts:
         below = torch._C._len_torch_dispatch_stack()
         self._fake_alone, self._meta_alone = below == 1, below == 0
         self._kinds = _KINDS  # (what an op is depends on its schema and tags alone: kept for the process)
-        # what was learned: in-place calls the fake mode ran once without raising, and for fresh ops, call key -> the
-        # outputs' metadata (and whether they came as a tuple) from the fake mode's answer; kept for the process
+        # what was learned: in-place calls the fake mode ran once without raising, for fresh ops, call key -> the
+        # outputs' metadata (and whether they came as a tuple) from the fake mode's answer, and the kinds of call
+        # whose formula was checked (trusted or not); kept for the process
         under = torch._C._get_dispatch_stack_at(0) if below == 1 else None
         self._accepted, self._outputs, self._trusted = _learned(under)
         # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
