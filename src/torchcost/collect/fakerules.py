@@ -79,17 +79,6 @@ def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _vector(t: Any, channels: int, device: Any, fake: Any) -> bool:
-    """Whether ``t`` is a contiguous (C,) tensor of the kind the input is (fake or meta) on its device."""
-    if fake is None:
-        if type(t) not in _PLAIN or not t.is_meta:
-            return False
-    elif type(t) is not fake or t.fake_device != device or t.constant is not None or t.dispatch_keys is not None:
-        return False
-    return t.layout is torch.strided and tuple(t.shape) == (channels,) and t.stride() == (1,) and \
-        t.storage_offset() == 0 and not t.is_conj() and not t.is_neg()
-
-
 def _input(t: Any, fake: Any, dims: int = 2) -> tuple[tuple[int, ...], Any] | None:
     """The sizes and device of a dense contiguous input of at least ``dims`` dimensions and no element missing, a
     formula holds for (device None on meta), else None."""
@@ -114,7 +103,7 @@ def _optional(values: tuple[Any, ...], channels: int, device: Any, fake: Any) ->
     for v in values:
         if v is None:
             dtypes.append(None)
-        elif _vector(v, channels, device, fake):
+        elif _input(v, fake, 1) == ((channels,), device):  # (a contiguous (C,) tensor like the input)
             dtypes.append(v.dtype)
         else:
             return None
