@@ -1138,7 +1138,9 @@ def tree_copy_main(argv: list[str]) -> int:
 
 def growth_main(argv: list[str]) -> int:
     """``python -m benchmarks.speed growth``: the N-block Linear(64, 64)+ReLU stack's eval and training-step analyses
-    alone (:func:`run_linearity` without its floor rows): CPU microseconds a block, interleaved, median."""
+    alone (:func:`run_linearity` without its floor rows): CPU microseconds a block, interleaved, median. From the
+    second size on, also the cost of the blocks added since the size before, (T(N) - T(N')) / (N - N'): a block's
+    own cost, with what an analysis costs whatever its size (setup, the report's frame) taken out."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed growth")
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (a third of them at N >= 10,000)")
@@ -1146,11 +1148,19 @@ def growth_main(argv: list[str]) -> int:
     sizes = [int(x) for x in args.sizes.split(",") if x]
     rows = run_linearity(sizes, args.rounds, sizes, log=lambda text: print(text, file=sys.stderr, flush=True),
                          floors=False)
-    print("| N | rounds | analyze(): us a block | analyze(mode='train'): us a block | train / eval |")
-    print("|---|---|---|---|---|")
+    print("| N | rounds | analyze(): us a block | analyze(mode='train'): us a block | train / eval | "
+          "blocks added since the size before: eval, train us a block (train / eval) |")
+    print("|---|---|---|---|---|---|")
+    before: dict[str, Any] | None = None
     for row in rows:
         n, e, t = row["blocks"], row["analyze()"], row["train step"]
-        print(f"| {n:,} | {row['rounds']} | {e / n * 1e3:.0f} | {t / n * 1e3:.0f} | {t / e:.1f}x |")
+        added = "-"
+        if before is not None and n > before["blocks"]:
+            d = n - before["blocks"]
+            de, dt = (e - before["analyze()"]) / d * 1e3, (t - before["train step"]) / d * 1e3
+            added = f"{de:.0f}, {dt:.0f}" + (f" ({dt / de:.1f}x)" if de > 0 else "")
+        print(f"| {n:,} | {row['rounds']} | {e / n * 1e3:.0f} | {t / n * 1e3:.0f} | {t / e:.1f}x | {added} |")
+        before = row
     return 0
 
 

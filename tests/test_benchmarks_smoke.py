@@ -344,7 +344,8 @@ def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixtur
         torch.set_num_threads(threads)  # (the benchmark pins one thread)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| N | rounds | analyze(): us a block") and len(lines) == 4
-    assert lines[2].startswith("| 2 | 1 | ") and lines[3].startswith("| 3 | 1 | ") and lines[3].endswith("x |")
+    assert lines[2].startswith("| 2 | 1 | ") and lines[2].endswith("x | - |")  # (no size before the first)
+    assert lines[3].startswith("| 3 | 1 | ") and lines[3].endswith(" |") and lines[3].count("|") == 7
 
 
 def test_the_phases_benchmark_splits_a_training_step_and_puts_its_functions_back(
