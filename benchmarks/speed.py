@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.models import Built, Case
 from benchmarks.peers import TOOLS, Tool, fresh, import_tool, quiet, run_tool
 
-__all__ = ["run_ladder", "run_linearity", "run_parts", "run_speed", "time_rounds"]
+__all__ = ["run_growth", "run_ladder", "run_linearity", "run_parts", "run_speed", "time_rounds"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1136,18 +1136,50 @@ def tree_copy_main(argv: list[str]) -> int:
     return 0
 
 
+def run_growth(sizes: Sequence[int], rounds: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The N-block stack's ``analyze()`` and ``analyze(mode="train")`` at every size, CPU ms of the thread, medians:
+    each round runs every size, the sizes' order and the two analyses' order rotated from round to round, so that a
+    machine's drift over minutes falls on every size alike (a size timed minutes after another, as :func:`run_linearity`
+    times them, reads that drift as growth: docs/benchmarks.md, round 26). One untimed call of each first;
+    gc.collect() before each timed one."""
+    import torchcost
+
+    torch.set_num_threads(1)
+    entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
+        "analyze()": lambda m, b: torchcost.analyze(m, *b.args),
+        "train step": lambda m, b: torchcost.analyze(m, *b.args, mode="train")}
+    built = {n: ladder_model(f"blocks{n}") for n in sizes}
+    times: dict[tuple[int, str], list[float]] = {(n, name): [] for n in sizes for name in entries}
+    for n in sizes:
+        for name in entries:
+            with quiet(), torch.no_grad():
+                entries[name](built[n].model, built[n])
+    names = list(entries)
+    for i in range(rounds):
+        for n in list(sizes)[i % len(sizes):] + list(sizes)[:i % len(sizes)]:
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                gc.collect()
+                with quiet(), torch.no_grad():
+                    start = time.thread_time()
+                    entries[name](built[n].model, built[n])
+                    times[n, name].append(time.thread_time() - start)
+        log(f"  round {i + 1} of {rounds}: " + "  ".join(
+            f"N={n} {name} {times[n, name][-1] * 1e3:.1f} ms" for n in sizes for name in names))
+    return [{"blocks": n, "rounds": rounds, **{name: statistics.median(times[n, name]) * 1e3 for name in names}}
+            for n in sizes]
+
+
 def growth_main(argv: list[str]) -> int:
     """``python -m benchmarks.speed growth``: the N-block Linear(64, 64)+ReLU stack's eval and training-step analyses
-    alone (:func:`run_linearity` without its floor rows): CPU microseconds a block, interleaved, median. From the
-    second size on, also the cost of the blocks added since the size before, (T(N) - T(N')) / (N - N'): a block's
-    own cost, with what an analysis costs whatever its size (setup, the report's frame) taken out."""
+    alone (:func:`run_growth`): CPU microseconds a block, every size in every round, median. From the second size
+    on, also the cost of the blocks added since the size before, (T(N) - T(N')) / (N - N'): a block's own cost, with
+    what an analysis costs whatever its size (setup, the report's frame) taken out."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed growth")
     parser.add_argument("--sizes", default="100,1000,10000")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (a third of them at N >= 10,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each timing every size")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x]
-    rows = run_linearity(sizes, args.rounds, sizes, log=lambda text: print(text, file=sys.stderr, flush=True),
-                         floors=False)
+    rows = run_growth(sizes, args.rounds, log=lambda text: print(text, file=sys.stderr, flush=True))
     print("| N | rounds | analyze(): us a block | analyze(mode='train'): us a block | train / eval | "
           "blocks added since the size before: eval, train us a block (train / eval) |")
     print("|---|---|---|---|---|---|")
