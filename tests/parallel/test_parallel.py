@@ -343,3 +343,76 @@ def test_a_user_plan_with_sequence_parallel() -> None:
     assert by_kind(r, "reduce_scatter", "backward") == (2, 2 * 16384)
     # fc1 on the whole sequence, its 128 local columns: 2 * 32 * 64 * 128 = 524,288 MACs
     assert r.module("0.fc1").macs == 2 * 32 * 64 * 128
+
+
+def _without_local_foreach(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every foreach op over DTensors left to DTensor (collect/sharded.py switched off); returns the list the real
+    on_locals appends to, one entry per call asked, True where it gave the local call."""
+    from torchcost.collect import fakeops, ops, sharded
+
+    asked: list[bool] = []
+
+    def counted(func: object, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        found = sharded.on_locals(func, args, kwargs)
+        asked.append(found is not None)
+        return found
+
+    monkeypatch.setattr(ops, "on_locals", counted)
+    monkeypatch.setattr(fakeops, "on_locals", counted)
+    return asked
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_an_optimizers_foreach_ops_on_local_shards_give_the_same_report(target: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    model = mlp()
+    options: dict[str, object] = {"mode": "train", "target": target, "parallel": Parallel(fsdp=2, rank=1)}
+    asked = _without_local_foreach(monkeypatch)
+    short = torchcost.analyze(model, X, **options).to_dict()
+    # AdamW's multi-tensor step over the 6 sharded parameters (3 Linear weights and biases, each one DTensor list):
+    # lerp_, mul_, addcmul_, div_, add_, addcdiv_ in place, and weight decay's mul_: 7 calls taken in the warm-up, and
+    # 7 more in the measured step where it uses the multi-tensor kernels too (torch's default on CUDA)
+    assert sum(asked) == (14 if target == "cuda" else 7)
+    from torchcost.collect import fakeops, ops
+
+    monkeypatch.setattr(ops, "on_locals", lambda *a: None)
+    monkeypatch.setattr(fakeops, "on_locals", lambda *a: None)
+    assert torchcost.analyze(model, X, **options).to_dict() == short
+
+
+def test_only_in_place_foreach_ops_over_one_layout_run_on_local_shards() -> None:
+    from torch.distributed.tensor import Partial, Replicate, Shard, distribute_tensor
+    from torch.distributed.tensor.placement_types import _StridedShard
+
+    from torchcost.collect.sharded import on_locals
+    from torchcost.parallel.world import make_mesh, simulated_world
+
+    aten = torch.ops.aten
+    with simulated_world(0, 2):
+        mesh = make_mesh((2,), ("dp",))
+        a, b, c = (distribute_tensor(torch.zeros(8, 4), mesh, [Shard(0)]) for _ in range(3))
+        v = distribute_tensor(torch.zeros(6), mesh, [Shard(0)])
+        whole = distribute_tensor(torch.zeros(8, 4), mesh, [Replicate()])
+        # rank 0 of 2 holds rows 0-3 of each 8 x 4 tensor and elements 0-2 of the 6
+        got = on_locals(aten._foreach_mul_.Scalar, ([a, v], 0.5), {})
+        assert got is not None and got[1] == {}
+        assert [t.shape for t in got[0][0]] == [(4, 4), (3,)] and got[0][1] == 0.5
+        assert got[0][0][0] is a._local_tensor
+        got = on_locals(aten._foreach_addcmul_.Scalar, ([a, v], [b, v], [c, v]), {"value": 0.1})
+        assert got is not None and [t.shape for t in got[0][2]] == [(4, 4), (3,)] and got[1] == {"value": 0.1}
+        assert on_locals(aten._foreach_add_.List, ([whole], [whole]), {}) is not None  # replicated alike
+        refused = [
+            (aten._foreach_add_.List, ([a], [whole])),  # another placement at the same place
+            (aten._foreach_add_.List, ([a, v], [v, a])),  # another global shape at the same place
+            (aten._foreach_sqrt.default, ([a, b],)),  # new tensors: DTensor makes them and their specs
+            (aten._foreach_mul_.Tensor, ([a, b], torch.tensor(2.0))),  # a tensor as the scalar
+            (aten._foreach_mul_.Scalar, ([a._local_tensor], 2.0)),  # no DTensor at all
+            (aten.mul_.Scalar, (a, 2.0)),  # not a foreach op
+        ]
+        for func, args in refused:
+            assert on_locals(func, args, {}) is None, func
+        strided = distribute_tensor(torch.zeros(8, 4), mesh, [_StridedShard(0, split_factor=2)])
+        assert on_locals(aten._foreach_mul_.Scalar, ([strided], 2.0), {}) is None  # FSDP2 beside TP's shards
+        partial = a.redistribute(mesh, [Replicate()]).to_local()
+        pending = type(a).from_local(partial, mesh, [Partial()], run_check=False)
+        assert on_locals(aten._foreach_mul_.Scalar, ([pending], 2.0), {}) is None  # a sum not yet taken

@@ -1,0 +1,82 @@
+"""An in-place element-wise foreach op over DTensors that all share one layout, run on their local shards.
+
+A simulated rank's optimizer (FSDP2's sharded parameters, a tensor-parallel plan's) steps lists of DTensors with
+torch's multi-tensor kernels: ``torch._foreach_lerp_(exp_avgs, grads, 0.1)`` over every parameter at once. DTensor
+runs such a call by propagating a sharding for the whole list, and in torch 2.14 that propagation is quadratic in
+the list's length: for each element's strategy it walks every element's spec again
+(``_propagate_use_strided_shard_flag`` inside ``propagate_op_sharding_non_cached``). On llama-3-70b with FSDP2 over 8
+ranks (723 parameters in one list) an optimizer's warm-up step took about 16 s of a 32 s command
+(docs/benchmarks.md, issue 16's round 26).
+
+Where every tensor argument is a DTensor and, element by element, each list's DTensor has the first list's mesh,
+placements, shard order and global shape, every placement a plain Shard or Replicate (not Partial, not the strided
+shards of FSDP2 beside tensor parallelism), and DTensor has a strategy for the op, that strategy keeps the layout
+and moves no data: DTensor runs the same op on the local tensors, and an in-place op returns nothing.
+:func:`on_locals` gives that local call's arguments, so the caller runs it directly (the dispatch mode records it
+exactly as it records the local call DTensor makes). Any other call, an op that makes new tensors among them, is
+left to DTensor. Reports are the same either way: ``tests/parallel/test_parallel.py`` compares them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["on_locals"]
+
+# in-place element-wise foreach ops: every overload of these (a single-tensor scalar argument is left to DTensor)
+_IN_PLACE = frozenset(f"aten::_foreach_{name}_" for name in (
+    "add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "reciprocal", "maximum", "minimum",
+    "clamp_min", "clamp_max", "abs", "exp", "sign", "pow", "zero"))
+
+
+_PLAIN = frozenset({"Shard", "Replicate"})  # the placements taken (by class name: a subclass is not one of them)
+
+
+def _same_layout(t: Any, like: Any) -> bool:
+    """Whether DTensor ``t`` is laid out as ``like``: the same mesh (the object), placements, shard order and global
+    shape, every placement a plain Shard or Replicate."""
+    spec, other = t._spec, like._spec
+    return (spec.mesh is other.mesh and spec.placements == other.placements and t.shape == like.shape
+            and getattr(spec, "shard_order", None) == getattr(other, "shard_order", None)
+            and getattr(spec, "use_strided_shard_as_shard_order", None)
+            == getattr(other, "use_strided_shard_as_shard_order", None)
+            and all(type(p).__name__ in _PLAIN for p in spec.placements))
+
+
+def _has_strategy(kind: type, func: Any) -> bool:
+    """Whether DTensor (class ``kind``) has a sharding strategy of its own for ``func`` (else it would raise, and so
+    must it here)."""
+    propagator = getattr(getattr(kind, "_op_dispatcher", None), "sharding_propagator", None)
+    return any(func in getattr(propagator, name, {}) for name in ("op_strategy_funcs", "op_single_dim_strategy_funcs"))
+
+
+def on_locals(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+              ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """The arguments of the local call DTensor would make for ``func(*args, **kwargs)`` (each DTensor list replaced by
+    its local tensors), where the call is an in-place element-wise foreach op over DTensors of one layout; else None."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or schema.name not in _IN_PLACE or not args or type(args[0]) is not list or not args[0]:
+        return None
+    first = args[0]
+    kind = type(first[0])
+    if kind.__name__ != "DTensor" or not _has_strategy(kind, func):
+        return None
+    values = (*args, *kwargs.values())
+    local: list[Any] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return None  # (a tensor as a scalar: DTensor decides how it meets the shards)
+        if type(value) is list and value and isinstance(value[0], torch.Tensor):
+            if len(value) != len(first):
+                return None
+            shards = []
+            for t, like in zip(value, first):
+                if type(t) is not kind or not _same_layout(t, like):
+                    return None
+                shards.append(t._local_tensor)
+            local.append(shards)
+        else:
+            local.append(value)
+    return tuple(local[:len(args)]), dict(zip(kwargs, local[len(args):]))
