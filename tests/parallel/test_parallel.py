@@ -370,9 +370,10 @@ def test_an_optimizers_foreach_ops_on_local_shards_give_the_same_report(target: 
     asked = _without_local_foreach(monkeypatch)
     short = torchcost.analyze(model, X, **options).to_dict()
     # AdamW's multi-tensor step over the 6 sharded parameters (3 Linear weights and biases, each one DTensor list):
-    # lerp_, mul_, addcmul_, div_, add_, addcdiv_ in place, and weight decay's mul_: 7 calls taken in the warm-up, and
-    # 7 more in the measured step where it uses the multi-tensor kernels too (torch's default on CUDA)
-    assert sum(asked) == (14 if target == "cuda" else 7)
+    # lerp_, mul_, addcmul_, div_, add_, addcdiv_ in place, weight decay's mul_, and sqrt making the denominators: 8
+    # calls taken in the warm-up, and 8 more in the measured step where it uses the multi-tensor kernels too (torch's
+    # default on CUDA)
+    assert sum(asked) == (16 if target == "cuda" else 8)
     from torchcost.collect import fakeops, ops
 
     monkeypatch.setattr(ops, "on_locals", lambda *a: None)
@@ -380,11 +381,11 @@ def test_an_optimizers_foreach_ops_on_local_shards_give_the_same_report(target: 
     assert torchcost.analyze(model, X, **options).to_dict() == short
 
 
-def test_only_in_place_foreach_ops_over_one_layout_run_on_local_shards() -> None:
+def test_only_element_wise_foreach_ops_over_one_layout_run_on_local_shards() -> None:
     from torch.distributed.tensor import Partial, Replicate, Shard, distribute_tensor
     from torch.distributed.tensor.placement_types import _StridedShard
 
-    from torchcost.collect.sharded import on_locals
+    from torchcost.collect.sharded import on_locals, wrapped
     from torchcost.parallel.world import make_mesh, simulated_world
 
     aten = torch.ops.aten
@@ -401,10 +402,20 @@ def test_only_in_place_foreach_ops_over_one_layout_run_on_local_shards() -> None
         got = on_locals(aten._foreach_addcmul_.Scalar, ([a, v], [b, v], [c, v]), {"value": 0.1})
         assert got is not None and [t.shape for t in got[0][2]] == [(4, 4), (3,)] and got[1] == {"value": 0.1}
         assert on_locals(aten._foreach_add_.List, ([whole], [whole]), {}) is not None  # replicated alike
+        # new tensors: each local output wrapped as DTensor wraps it (compared with DTensor's own call, no mode on)
+        got = on_locals(aten._foreach_sqrt.default, ([a, v],), {})
+        assert got is not None
+        made = wrapped(aten._foreach_sqrt.default, ([a, v],), aten._foreach_sqrt.default(*got[0]))
+        theirs = torch._foreach_sqrt([a, v])
+        for mine, their in zip(made, theirs, strict=True):
+            assert type(mine) is type(their) and mine._spec == their._spec
+            assert (mine.shape, mine.stride(), mine.dtype) == (their.shape, their.stride(), their.dtype)
+            assert mine._local_tensor.shape == their._local_tensor.shape  # (4, 4) and (3,) on rank 0
+        assert wrapped(aten._foreach_mul_.Scalar, ([a], 2.0), None) is None  # in place: nothing returned
         refused = [
             (aten._foreach_add_.List, ([a], [whole])),  # another placement at the same place
             (aten._foreach_add_.List, ([a, v], [v, a])),  # another global shape at the same place
-            (aten._foreach_sqrt.default, ([a, b],)),  # new tensors: DTensor makes them and their specs
+            (aten._foreach_sqrt.default, ([a.t()],)),  # new tensors of a transposed DTensor: strides not contiguous
             (aten._foreach_mul_.Tensor, ([a, b], torch.tensor(2.0))),  # a tensor as the scalar
             (aten._foreach_mul_.Scalar, ([a._local_tensor], 2.0)),  # no DTensor at all
             (aten.mul_.Scalar, (a, 2.0)),  # not a foreach op

@@ -75,7 +75,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect import fakerules
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
-from torchcost.collect.sharded import on_locals
+from torchcost.collect.sharded import on_locals, wrapped
 
 # Tensor.layout's C getter. FakeTensor.layout is a Python property (two more Python calls to ask whether the tensor
 # stands for an mkldnn one, which only a fake tensor with dispatch keys of its own can): for a fake tensor whose
@@ -234,7 +234,7 @@ def lifted(mode: Any, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 class ConstantLifts(TorchDispatchMode):
     """A dispatch mode for code run on a twin outside the collectors (the optimizer's warm-up step, run/step.py),
     right above the twin's fake mode: ``torch.tensor(x)`` answered by :func:`lifted` (an optimizer's step counter
-    ``torch.tensor(0.0)``), an in-place foreach op over DTensors of one layout run on their local tensors
+    ``torch.tensor(0.0)``), an element-wise foreach op over DTensors of one layout run on their local tensors
     (collect/sharded.py), every other op passed on to the fake mode."""
 
     @classmethod
@@ -255,7 +255,7 @@ class ConstantLifts(TorchDispatchMode):
         if any(kind.__name__ == "DTensor" for kind in types):
             local = on_locals(func, args, kwargs)  # (a simulated rank's foreach op: DTensor's local call, made here)
             if local is not None:
-                return func(*local[0], **local[1])
+                return wrapped(func, args, func(*local[0], **local[1]))
         return func(*args, **kwargs)
 
 

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
-from torchcost.collect.sharded import on_locals
+from torchcost.collect.sharded import on_locals, wrapped
 from torchcost.collect.unwritten import Unwritten
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
@@ -852,7 +852,8 @@ class DispatchCollector(TorchDispatchMode):
                 local = on_locals(func, args, kwargs)  # (an optimizer's foreach op: the local call, made here)
                 if local is None:
                     return NotImplemented
-                return self.__torch_dispatch__(func, tuple({type(t) for t in tensors_in(local)}), *local)
+                out = self.__torch_dispatch__(func, tuple({type(t) for t in tensors_in(local)}), *local)
+                return wrapped(func, args, out)
         memo = None
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)

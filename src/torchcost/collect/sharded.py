@@ -1,4 +1,4 @@
-"""An in-place element-wise foreach op over DTensors that all share one layout, run on their local shards.
+"""An element-wise foreach op over DTensors that all share one layout, run on their local shards.
 
 A simulated rank's optimizer (FSDP2's sharded parameters, a tensor-parallel plan's) steps lists of DTensors with
 torch's multi-tensor kernels: ``torch._foreach_lerp_(exp_avgs, grads, 0.1)`` over every parameter at once. DTensor
@@ -11,10 +11,13 @@ ranks (723 parameters in one list) an optimizer's warm-up step took about 16 s o
 Where every tensor argument is a DTensor and, element by element, each list's DTensor has the first list's mesh,
 placements, shard order and global shape, every placement a plain Shard or Replicate (not Partial, not the strided
 shards of FSDP2 beside tensor parallelism), and DTensor has a strategy for the op, that strategy keeps the layout
-and moves no data: DTensor runs the same op on the local tensors, and an in-place op returns nothing.
-:func:`on_locals` gives that local call's arguments, so the caller runs it directly (the dispatch mode records it
-exactly as it records the local call DTensor makes). Any other call, an op that makes new tensors among them, is
-left to DTensor. Reports are the same either way: ``tests/parallel/test_parallel.py`` compares them.
+and moves no data: DTensor runs the same op on the local tensors; an in-place op returns nothing, an op that makes
+new tensors returns each local output wrapped as a DTensor of that layout, its global metadata the one DTensor
+works out on the global shapes. :func:`on_locals` gives that local call's arguments, so the caller runs it directly
+(the dispatch mode records it exactly as it records the local call DTensor makes), and :func:`wrapped` its
+outputs. An op that makes new tensors is taken only where every global and local tensor is contiguous, so that its
+outputs' global strides are the contiguous ones DTensor's propagation gives. Anything else is left to DTensor.
+Reports are the same either way: ``tests/parallel/test_parallel.py`` compares them.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["on_locals"]
+__all__ = ["on_locals", "wrapped"]
 
-# in-place element-wise foreach ops: every overload of these (a single-tensor scalar argument is left to DTensor)
-_IN_PLACE = frozenset(f"aten::_foreach_{name}_" for name in (
-    "add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "reciprocal", "maximum", "minimum",
-    "clamp_min", "clamp_max", "abs", "exp", "sign", "pow", "zero"))
-
+_ELEMENTWISE = ("add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "reciprocal", "maximum",
+                "minimum", "clamp_min", "clamp_max", "abs", "exp", "sign", "pow")
+# element-wise foreach ops, every overload of these (a single-tensor scalar argument is left to DTensor): in place,
+# and making a new tensor for each element of the first list
+_IN_PLACE = frozenset({f"aten::_foreach_{name}_" for name in _ELEMENTWISE} | {"aten::_foreach_zero_"})
+_NEW = frozenset(f"aten::_foreach_{name}" for name in _ELEMENTWISE)
 
 _PLAIN = frozenset({"Shard", "Replicate"})  # the placements taken (by class name: a subclass is not one of them)
 
@@ -52,12 +56,30 @@ def _has_strategy(kind: type, func: Any) -> bool:
     return any(func in getattr(propagator, name, {}) for name in ("op_strategy_funcs", "op_single_dim_strategy_funcs"))
 
 
+def _contiguous(t: Any) -> bool:
+    """Whether DTensor ``t`` is contiguous, globally and in its local shard."""
+    meta = t._spec.tensor_meta
+    return meta is not None and tuple(meta.stride) == _strides(tuple(meta.shape)) and t._local_tensor.is_contiguous()
+
+
+def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The contiguous strides of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
 def on_locals(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
               ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     """The arguments of the local call DTensor would make for ``func(*args, **kwargs)`` (each DTensor list replaced by
-    its local tensors), where the call is an in-place element-wise foreach op over DTensors of one layout; else None."""
+    its local tensors), where the call is an element-wise foreach op over DTensors of one layout; else None."""
     schema = getattr(func, "_schema", None)
-    if schema is None or schema.name not in _IN_PLACE or not args or type(args[0]) is not list or not args[0]:
+    if schema is None or not args or type(args[0]) is not list or not args[0]:
+        return None
+    new = schema.name in _NEW
+    if not new and schema.name not in _IN_PLACE:
         return None
     first = args[0]
     kind = type(first[0])
@@ -73,10 +95,27 @@ def on_locals(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                 return None
             shards = []
             for t, like in zip(value, first):
-                if type(t) is not kind or not _same_layout(t, like):
+                if type(t) is not kind or not _same_layout(t, like) or (new and not _contiguous(t)):
                     return None
                 shards.append(t._local_tensor)
             local.append(shards)
         else:
             local.append(value)
     return tuple(local[:len(args)]), dict(zip(kwargs, local[len(args):]))
+
+
+def wrapped(func: Any, args: tuple[Any, ...], out: Any) -> Any:
+    """The call's output as DTensor returns it, from the local call's ``out`` (the call :func:`on_locals` took): for
+    an op that makes new tensors, each local output a DTensor laid out as the first list's element at its place, of
+    that element's global shape, contiguous, in the output's dtype; for an in-place op, ``out`` itself (nothing)."""
+    if func._schema.name not in _NEW:
+        return out
+    from torch.distributed.tensor._dtensor_spec import DTensorSpec, TensorMeta
+
+    made = []
+    for local, like in zip(out, args[0]):
+        spec = like._spec
+        meta = TensorMeta(like.shape, _strides(tuple(like.shape)), local.dtype)
+        made.append(type(like)(local, DTensorSpec(spec.mesh, spec.placements, tensor_meta=meta),
+                               requires_grad=local.requires_grad))
+    return made
