@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["expected"]
+__all__ = ["contiguous_strides", "expected"]
 
 _aten = torch.ops.aten
 _BATCH_NORM = _aten.native_batch_norm.default
@@ -71,7 +71,8 @@ _UNTAGGED_POINTWISE = frozenset({
     "aten::softshrink_backward"})
 
 
-def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of ``shape`` (a dimension of size 0 steps as one of size 1, as torch's)."""
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
@@ -91,7 +92,7 @@ def _input(t: Any, fake: Any, dims: int = 2) -> tuple[tuple[int, ...], Any] | No
             return None
         device = t.fake_device
     shape = tuple(t.shape)
-    if t.layout is not torch.strided or len(shape) < dims or 0 in shape or t.stride() != _contiguous(shape) or \
+    if t.layout is not torch.strided or len(shape) < dims or 0 in shape or t.stride() != contiguous_strides(shape) or \
             t.storage_offset() != 0 or t.is_conj() or t.is_neg():
         return None
     return shape, device
@@ -155,7 +156,7 @@ def _pointwise(func: Any, args: tuple[Any, ...], fake: Any) -> Expected | None:
     if first is None:
         return None
     shape, device = first
-    return tuple(kind), False, ((shape, _contiguous(shape), dtype, False, False, False, device),)
+    return tuple(kind), False, ((shape, contiguous_strides(shape), dtype, False, False, False, device),)
 
 
 def _forward(args: tuple[Any, ...], fake: Any) -> Expected | None:
@@ -175,7 +176,7 @@ def _forward(args: tuple[Any, ...], fake: Any) -> Expected | None:
     saved = (shape[1],) if training or not on_cpu else (0,)
     kind = ("native_batch_norm", fake is None, x.dtype, device, len(shape), tuple(s == 1 for s in shape), optional,
             training)
-    out = (shape, _contiguous(shape), x.dtype, False, False, False, device)
+    out = (shape, contiguous_strides(shape), x.dtype, False, False, False, device)
     stat = (saved, (1,), saved_dtype, False, False, False, device)
     return kind, True, (out, stat, stat)
 
@@ -198,5 +199,5 @@ def _backward(args: tuple[Any, ...], fake: Any) -> Expected | None:
     kind = ("native_batch_norm_backward", fake is None, x.dtype, grad.dtype, device, len(shape),
             tuple(s == 1 for s in shape), optional, train, tuple(mask))
     vector = ((shape[1],), (1,), param_dtype, False, False, False, device)
-    return kind, True, ((shape, _contiguous(shape), x.dtype, False, False, False, device),
+    return kind, True, ((shape, contiguous_strides(shape), x.dtype, False, False, False, device),
                   vector if mask[1] else None, vector if mask[2] else None)

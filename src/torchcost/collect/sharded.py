@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from torchcost.collect.fakerules import contiguous_strides
+
 __all__ = ["on_locals", "wrapped"]
 
 _ELEMENTWISE = ("add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "reciprocal", "maximum",
@@ -59,16 +61,8 @@ def _has_strategy(kind: type, func: Any) -> bool:
 def _contiguous(t: Any) -> bool:
     """Whether DTensor ``t`` is contiguous, globally and in its local shard."""
     meta = t._spec.tensor_meta
-    return meta is not None and tuple(meta.stride) == _strides(tuple(meta.shape)) and t._local_tensor.is_contiguous()
-
-
-def _strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The contiguous strides of ``shape``."""
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
+    return (meta is not None and tuple(meta.stride) == contiguous_strides(tuple(meta.shape))
+            and t._local_tensor.is_contiguous())
 
 
 def on_locals(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -115,7 +109,7 @@ def wrapped(func: Any, args: tuple[Any, ...], out: Any) -> Any:
     made = []
     for local, like in zip(out, args[0]):
         spec = like._spec
-        meta = TensorMeta(like.shape, _strides(tuple(like.shape)), local.dtype)
+        meta = TensorMeta(like.shape, contiguous_strides(tuple(like.shape)), local.dtype)
         made.append(type(like)(local, DTensorSpec(spec.mesh, spec.placements, tensor_meta=meta),
                                requires_grad=local.requires_grad))
     return made
