@@ -1138,35 +1138,25 @@ def tree_copy_main(argv: list[str]) -> int:
 
 def run_growth(sizes: Sequence[int], rounds: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """The N-block stack's ``analyze()`` and ``analyze(mode="train")`` at every size, CPU ms of the thread, medians:
-    each round runs every size, the sizes' order and the two analyses' order rotated from round to round, so that a
-    machine's drift over minutes falls on every size alike (a size timed minutes after another, as :func:`run_linearity`
-    times them, reads that drift as growth: docs/benchmarks.md, round 26). One untimed call of each first;
-    gc.collect() before each timed one."""
+    :func:`_interleaved_cpu` over every (size, analysis) pair, so each round runs every size, in an order rotated from
+    round to round, and a machine's drift over minutes falls on every size alike (a size timed minutes after another,
+    as :func:`run_linearity` times them, reads that drift as growth: docs/benchmarks.md, round 26)."""
     import torchcost
 
     torch.set_num_threads(1)
-    entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
+    analyses: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
         "analyze()": lambda m, b: torchcost.analyze(m, *b.args),
         "train step": lambda m, b: torchcost.analyze(m, *b.args, mode="train")}
     built = {n: ladder_model(f"blocks{n}") for n in sizes}
-    times: dict[tuple[int, str], list[float]] = {(n, name): [] for n in sizes for name in entries}
-    for n in sizes:
-        for name in entries:
-            with quiet(), torch.no_grad():
-                entries[name](built[n].model, built[n])
-    names = list(entries)
-    for i in range(rounds):
-        for n in list(sizes)[i % len(sizes):] + list(sizes)[:i % len(sizes)]:
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                gc.collect()
-                with quiet(), torch.no_grad():
-                    start = time.thread_time()
-                    entries[name](built[n].model, built[n])
-                    times[n, name].append(time.thread_time() - start)
-        log(f"  round {i + 1} of {rounds}: " + "  ".join(
-            f"N={n} {name} {times[n, name][-1] * 1e3:.1f} ms" for n in sizes for name in names))
-    return [{"blocks": n, "rounds": rounds, **{name: statistics.median(times[n, name]) * 1e3 for name in names}}
-            for n in sizes]
+    entries: dict[str, Callable[[torch.nn.Module, Built], Any]] = {
+        f"{n} {name}": lambda _m, _b, run=run, own=built[n]: run(own.model, own)
+        for n in sizes for name, run in analyses.items()}
+    times = _interleaved_cpu(built[sizes[0]], entries, rounds)
+    rows = [{"blocks": n, "rounds": rounds, **{name: statistics.median(times[f"{n} {name}"]) * 1e3
+                                               for name in analyses}} for n in sizes]
+    for row in rows:
+        log(f"  N={row['blocks']:6d}  " + "  ".join(f"{name} {row[name]:.1f} ms" for name in analyses))
+    return rows
 
 
 def growth_main(argv: list[str]) -> int:
