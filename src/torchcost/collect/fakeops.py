@@ -82,7 +82,7 @@ from torchcost.collect.sharded import on_locals, wrapped
 # ``dispatch_keys`` is None this gives the same layout without them.
 BASE_LAYOUT: Callable[[torch.Tensor], torch.layout] = torch._C.TensorBase.__dict__["layout"].__get__
 
-__all__ = ["MISS", "FakeShortcuts", "FakeWrapper"]
+__all__ = ["MISS", "FakeShortcuts", "FakeWrapper", "MetaAnswers"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
@@ -257,6 +257,31 @@ class ConstantLifts(TorchDispatchMode):
             if local is not None:
                 return wrapped(func, args, func(*local[0], **local[1]))
         return func(*args, **kwargs)
+
+
+class MetaAnswers(TorchDispatchMode):
+    """A dispatch mode for a forward on meta tensors outside the collectors (serve/steps.py's plain forwards, which
+    only fill a generation's cache): each op's output answered by :class:`FakeShortcuts` where it has an answer (a
+    fresh op of a key seen in this process: an empty meta tensor of that call's output metadata, instead of torch's
+    Python reference kernels, 100 us and more a call), every other op run as it is and learned. To be entered with
+    no other dispatch mode on (the shortcuts answer meta tensors only then)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # (as collect/ops.py's DispatchCollector: nothing here is compiled)
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        self.short = FakeShortcuts()  # (made before the mode goes on: it reads the modes below)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        short = self.short
+        out = short.answer(func, args, kwargs)
+        if out is MISS:
+            out = func(*args, **kwargs)
+            short.learn(out)
+        return out
 
 
 class FakeWrapper:

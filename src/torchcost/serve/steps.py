@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.collect.fakeops import MetaAnswers
 from torchcost.collect.recording import Recording
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.report import CostReport
@@ -127,9 +128,12 @@ class StepRunner:
         return kwargs
 
     def plain(self, tokens: int, cache: Any) -> None:
-        """A forward that only fills the cache (meta tensors: nothing computed, nothing allocated)."""
+        """A forward that only fills the cache (meta tensors: nothing computed, nothing allocated). On the meta twin,
+        ops of a key seen before in the process are answered from metadata (collect/fakeops.py's MetaAnswers): the
+        layers repeat their shapes, and torch's meta kernels of pointwise ops are Python references."""
         kwargs = self.inputs(tokens, cache)
-        with self.context(), torch.no_grad():
+        answers = MetaAnswers() if self.fake is None else contextlib.nullcontext()
+        with self.context(), torch.no_grad(), answers:
             self.model(**kwargs)
 
     def recorded(self, kind: str, tokens: int, cache: Any) -> tuple[StepCost, CostReport]:

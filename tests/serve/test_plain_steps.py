@@ -1,0 +1,67 @@
+"""The plain forwards of a generation (serve/steps.py StepRunner.plain: they only fill a cache to a context) run
+under collect/fakeops.py's MetaAnswers, which answers an op from the metadata of an earlier call of the same key:
+the cache they leave must be the one a forward without it leaves, tensor for tensor, and the answers must be taken
+(the layers of a model repeat their shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from tests.serve.models import build
+from tests.serve.truth import cache_state_tensors
+from torchcost.collect import fakeops
+from torchcost.formulas import REGISTRY
+from torchcost.run.step import StepOptions, make_twin
+from torchcost.serve.cache import check_generative
+from torchcost.serve.steps import StepRunner
+
+
+def _layout(cache: Any) -> list[tuple[Any, ...]]:
+    """Every tensor of the cache's state: its metadata, its storage's size, and which storage it shares."""
+    tensors = cache_state_tensors(cache)
+    storages: dict[int, int] = {}
+    return [(tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device.type,
+             t.untyped_storage().nbytes(), storages.setdefault(t.untyped_storage()._cdata, len(storages)))
+            for t in tensors]
+
+
+def _runner(family: str) -> StepRunner:
+    twin = make_twin(build(family, torch.bfloat16), (), {}, "meta", torch.device("cpu")).model.eval()
+    options = StepOptions("eval", None, None, None, "cuda", None)
+    return StepRunner(twin, REGISTRY, options, 2, check_generative(twin), True)
+
+
+def _filled(runner: StepRunner, plain: Any) -> list[tuple[Any, ...]]:
+    cache = runner.new_cache()
+    plain(runner, 11, cache)  # a prompt longer than the sliding windows (8), then two decode steps
+    plain(runner, 1, cache)
+    plain(runner, 1, cache)
+    return _layout(cache)
+
+
+def _without_answers(runner: StepRunner, tokens: int, cache: Any) -> None:
+    with torch.no_grad():
+        runner.model(**runner.inputs(tokens, cache))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "deepseek_v2", "jamba"])
+def test_plain_forwards_leave_the_cache_a_forward_without_answers_leaves(family: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = _runner(family)
+    expected = _filled(runner, _without_answers)
+    answered = [0]
+    original = fakeops.FakeShortcuts.answer
+
+    def counting(self: Any, func: Any, args: Any, kwargs: Any) -> Any:
+        out = original(self, func, args, kwargs)
+        answered[0] += out is not fakeops.MISS
+        return out
+
+    monkeypatch.setattr(fakeops.FakeShortcuts, "answer", counting)
+    assert _filled(runner, StepRunner.plain) == expected
+    assert len(expected) > 0
+    # every layer after the first repeats the first one's calls: answered from their metadata
+    assert answered[0] > 0
