@@ -1,5 +1,5 @@
 """The plain forwards of a generation (serve/steps.py StepRunner.plain: they only fill a cache to a context) run
-under collect/fakeops.py's MetaAnswers, which answers an op from the metadata of an earlier call of the same key:
+under collect/fakeops.py's TwinAnswers, which answers an op from the metadata of an earlier call of the same key:
 the cache they leave must be the one a forward without it leaves, tensor for tensor, and the answers must be taken
 (the layers of a model repeat their shapes)."""
 
@@ -47,11 +47,8 @@ def _without_answers(runner: StepRunner, tokens: int, cache: Any) -> None:
         runner.model(**runner.inputs(tokens, cache))
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "deepseek_v2", "jamba"])
-def test_plain_forwards_leave_the_cache_a_forward_without_answers_leaves(family: str,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = _runner(family)
-    expected = _filled(runner, _without_answers)
+def _counting_answers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on in the test, [the calls FakeShortcuts answered]."""
     answered = [0]
     original = fakeops.FakeShortcuts.answer
 
@@ -61,7 +58,45 @@ def test_plain_forwards_leave_the_cache_a_forward_without_answers_leaves(family:
         return out
 
     monkeypatch.setattr(fakeops.FakeShortcuts, "answer", counting)
+    return answered
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "deepseek_v2", "jamba"])
+def test_plain_forwards_leave_the_cache_a_forward_without_answers_leaves(family: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = _runner(family)
+    expected = _filled(runner, _without_answers)
+    answered = _counting_answers(monkeypatch)
     assert _filled(runner, StepRunner.plain) == expected
     assert len(expected) > 0
     # every layer after the first repeats the first one's calls: answered from their metadata
     assert answered[0] > 0
+
+
+def test_a_tensor_parallel_ranks_plain_forwards_leave_the_same_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One simulated rank of 2-way tensor parallelism (fake CPU tensors, DTensor weights; serve/generation.py's
+    _tensor_parallel): the mode sits right above the twin's fake mode, and DTensor's local ops come back to it."""
+    from torchcost.parallel import Parallel
+    from torchcost.parallel.runner import _fake_twin
+    from torchcost.parallel.world import make_mesh, simulated_world
+
+    twin = make_twin(build("llama"), (), {}, "meta", torch.device("cpu")).model.eval()
+    plan = Parallel(tp=2, rank=0)
+    plan.check(twin, "eval")
+    with simulated_world(0, plan.world):
+        rank, _ = _fake_twin(twin, (), {}, plan, make_mesh(plan.mesh_shape, plan.mesh_dims))
+        rank.model.eval()
+        runner = StepRunner(rank.model, REGISTRY, StepOptions("eval", None, None, None, "cuda", "table"), 2,
+                            check_generative(twin), True, fake=rank.fake_mode)
+
+        def without(runner: StepRunner, tokens: int, cache: Any) -> None:
+            kwargs = runner.inputs(tokens, cache)
+            with runner.context(), torch.no_grad():
+                runner.model(**kwargs)
+
+        expected = _filled(runner, without)
+        answered = _counting_answers(monkeypatch)
+        got = _filled(runner, StepRunner.plain)
+    # each of the 2 layers' K and V: one of the 2 KV heads on this rank, 2 sequences, 13 tokens, 16 wide
+    assert [entry[0] for entry in expected] == [(2, 1, 13, 16)] * 4
+    assert got == expected and answered[0] > 0

@@ -82,7 +82,7 @@ from torchcost.collect.sharded import on_locals, wrapped
 # ``dispatch_keys`` is None this gives the same layout without them.
 BASE_LAYOUT: Callable[[torch.Tensor], torch.layout] = torch._C.TensorBase.__dict__["layout"].__get__
 
-__all__ = ["MISS", "FakeShortcuts", "FakeWrapper", "MetaAnswers"]
+__all__ = ["MISS", "FakeShortcuts", "FakeWrapper", "TwinAnswers"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
@@ -259,12 +259,14 @@ class ConstantLifts(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-class MetaAnswers(TorchDispatchMode):
-    """A dispatch mode for a forward on meta tensors outside the collectors (serve/steps.py's plain forwards, which
-    only fill a generation's cache): each op's output answered by :class:`FakeShortcuts` where it has an answer (a
-    fresh op of a key seen in this process: an empty meta tensor of that call's output metadata, instead of torch's
-    Python reference kernels, 100 us and more a call), every other op run as it is and learned. To be entered with
-    no other dispatch mode on (the shortcuts answer meta tensors only then)."""
+class TwinAnswers(TorchDispatchMode):
+    """A dispatch mode for a forward on a twin outside the collectors (serve/steps.py's plain forwards, which only
+    fill a generation's cache): each op answered by :class:`FakeShortcuts` where it has an answer (a fresh op of a
+    key seen in this process: an empty meta tensor of that call's output metadata, wrapped as the fake mode wraps
+    it, instead of torch's Python reference kernels on meta tensors or the fake mode's dispatch, 100 us and more a
+    call), every other op run as it is and learned. An op on DTensors is left to DTensor, whose local ops come back
+    here. To be made and entered right above the twin's fake mode, or with no dispatch mode on for meta tensors:
+    the shortcuts answer only then."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -276,6 +278,8 @@ class MetaAnswers(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if any(kind.__name__ == "DTensor" for kind in types):
+            return NotImplemented
         short = self.short
         out = short.answer(func, args, kwargs)
         if out is MISS:

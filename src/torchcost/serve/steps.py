@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.collect.fakeops import MetaAnswers
+from torchcost.collect.fakeops import TwinAnswers
 from torchcost.collect.recording import Recording
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.report import CostReport
@@ -128,12 +128,11 @@ class StepRunner:
         return kwargs
 
     def plain(self, tokens: int, cache: Any) -> None:
-        """A forward that only fills the cache (meta tensors: nothing computed, nothing allocated). On the meta twin,
-        ops of a key seen before in the process are answered from metadata (collect/fakeops.py's MetaAnswers): the
-        layers repeat their shapes, and torch's meta kernels of pointwise ops are Python references."""
+        """A forward that only fills the cache (meta or fake tensors: nothing computed, nothing allocated). Ops of a
+        key seen before in the process are answered from metadata (collect/fakeops.py's TwinAnswers): the layers
+        repeat their shapes, and torch's meta kernels of pointwise ops are Python references."""
         kwargs = self.inputs(tokens, cache)
-        answers = MetaAnswers() if self.fake is None else contextlib.nullcontext()
-        with self.context(), torch.no_grad(), answers:
+        with self.context(), torch.no_grad(), TwinAnswers():
             self.model(**kwargs)
 
     def recorded(self, kind: str, tokens: int, cache: Any) -> tuple[StepCost, CostReport]:
