@@ -317,6 +317,29 @@ def test_fsdp_x_tp_with_uneven_shards_runs_every_layout_in_one_call() -> None:
         assert alone.peak_memory == peak  # one world after another gives each rank what it gives alone
 
 
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")
+def test_fsdp_x_tp_foreach_ops_on_local_shards_give_the_same_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSDP2 beside tensor parallelism: the parameters TP shards are FSDP2's strided shards (_StridedShard), the
+    others plain Shard(0); AdamW's multi-tensor ops over them run on the local shards, and the report is the one
+    DTensor's own calls give."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=101)
+    model = transformers.LlamaForCausalLM(cfg)
+    options: dict[str, object] = {"kwargs": {"input_ids": torch.randint(0, 101, (2, 8))}, "mode": "train",
+                                  "target": "cuda", "parallel": Parallel(fsdp=2, tp=2, rank=3)}
+    asked = _without_local_foreach(monkeypatch)
+    short = torchcost.analyze(model, **options).to_dict()
+    # the same 8 multi-tensor calls a step as in the test above, in the warm-up and in the measured step (CUDA's
+    # default: multi-tensor kernels), each over all the parameters in one list
+    assert sum(asked) == 16
+    from torchcost.collect import fakeops, ops
+
+    monkeypatch.setattr(ops, "on_locals", lambda *a: None)
+    monkeypatch.setattr(fakeops, "on_locals", lambda *a: None)
+    assert torchcost.analyze(model, **options).to_dict() == short
+
+
 def test_a_user_plan_with_sequence_parallel() -> None:
     from torch.distributed.tensor import Shard
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
@@ -422,8 +445,18 @@ def test_only_element_wise_foreach_ops_over_one_layout_run_on_local_shards() -> 
         ]
         for func, args in refused:
             assert on_locals(func, args, {}) is None, func
-        strided = distribute_tensor(torch.zeros(8, 4), mesh, [_StridedShard(0, split_factor=2)])
-        assert on_locals(aten._foreach_mul_.Scalar, ([strided], 2.0), {}) is None  # FSDP2 beside TP's shards
+        # FSDP2 beside tensor parallelism: strided shards, taken where every list's element has the same split
+        strided, other = (distribute_tensor(torch.zeros(8, 4), mesh, [_StridedShard(0, split_factor=2)])
+                          for _ in range(2))
+        assert on_locals(aten._foreach_add_.List, ([strided], [other]), {}) is not None
+        assert on_locals(aten._foreach_add_.List, ([strided], [a]), {}) is None  # a plain Shard(0) beside it
+        apart = distribute_tensor(torch.zeros(8, 4), mesh, [_StridedShard(0, split_factor=4)])
+        assert on_locals(aten._foreach_add_.List, ([strided], [apart]), {}) is None  # another split
+        got = on_locals(aten._foreach_sqrt.default, ([strided],), {})
+        assert got is not None
+        made = wrapped(aten._foreach_sqrt.default, ([strided],), aten._foreach_sqrt.default(*got[0]))
+        theirs = torch._foreach_sqrt([strided])
+        assert made[0]._spec == theirs[0]._spec and made[0].stride() == theirs[0].stride() == (4, 1)
         partial = a.redistribute(mesh, [Replicate()]).to_local()
         pending = type(a).from_local(partial, mesh, [Partial()], run_check=False)
         assert on_locals(aten._foreach_mul_.Scalar, ([pending], 2.0), {}) is None  # a sum not yet taken

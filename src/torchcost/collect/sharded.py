@@ -9,9 +9,10 @@ ranks (723 parameters in one list) an optimizer's warm-up step took about 16 s o
 (docs/benchmarks.md, issue 16's round 26).
 
 Where every tensor argument is a DTensor and, element by element, each list's DTensor has the first list's mesh,
-placements, shard order and global shape, every placement a plain Shard or Replicate (not Partial, not the strided
-shards of FSDP2 beside tensor parallelism), and DTensor has a strategy for the op, that strategy keeps the layout
-and moves no data: DTensor runs the same op on the local tensors; an in-place op returns nothing, an op that makes
+placements, shard order and global shape, every placement a Shard, a Replicate or the strided shard FSDP2 makes
+beside tensor parallelism (``_StridedShard``, its split the same too; not Partial, a sum not yet taken), and DTensor
+has a strategy for the op, that strategy keeps the layout and moves no data (each rank's shards hold the same global
+elements of every list): DTensor runs the same op on the local tensors; an in-place op returns nothing, an op that makes
 new tensors returns each local output wrapped as a DTensor of that layout, its global metadata the one DTensor
 works out on the global shapes. :func:`on_locals` gives that local call's arguments, so the caller runs it directly
 (the dispatch mode records it exactly as it records the local call DTensor makes), and :func:`wrapped` its
@@ -37,12 +38,13 @@ _ELEMENTWISE = ("add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt"
 _IN_PLACE = frozenset({f"aten::_foreach_{name}_" for name in _ELEMENTWISE} | {"aten::_foreach_zero_"})
 _NEW = frozenset(f"aten::_foreach_{name}" for name in _ELEMENTWISE)
 
-_PLAIN = frozenset({"Shard", "Replicate"})  # the placements taken (by class name: a subclass is not one of them)
+# the placements taken, by class name (a subclass is not one of them): _StridedShard (a Shard's subclass) by its own
+_PLAIN = frozenset({"Shard", "Replicate", "_StridedShard"})
 
 
 def _same_layout(t: Any, like: Any) -> bool:
     """Whether DTensor ``t`` is laid out as ``like``: the same mesh (the object), placements, shard order and global
-    shape, every placement a plain Shard or Replicate."""
+    shape, every placement a Shard, Replicate or _StridedShard (compared with its split factor)."""
     spec, other = t._spec, like._spec
     return (spec.mesh is other.mesh and spec.placements == other.placements and t.shape == like.shape
             and getattr(spec, "shard_order", None) == getattr(other, "shard_order", None)
