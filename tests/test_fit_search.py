@@ -82,6 +82,20 @@ def test_bent_peaks_get_the_exact_boundary(peak: Callable[[int], int], budget: i
     assert len(probed) <= 16  # a few analyses, not a scan
 
 
+def test_a_peak_that_bends_upwards_follows_its_own_slope() -> None:
+    # a prompt's attention scores grow with its square: peak(b) = 1,000,000 + 1,000*b + b*b <= 50,000,000
+    # -> b*b + 1,000*b - 49,000,000 <= 0 -> b <= (-1,000 + sqrt(197,000,000)) / 2 = (-1,000 + 14,035.7) / 2 = 6,517.8
+    # (6,517: 42,471,289 + 6,517,000 + 1,000,000 = 49,988,289 fits; 6,518: 50,002,324 does not)
+    def peak(b: int) -> int:
+        return 1_000_000 + 1_000 * b + b * b
+
+    batch, at_limit, probed = run(peak, 50_000_000)
+    assert (batch, at_limit) == (6_517, False) and {6_517, 6_518} <= set(probed)
+    # every line through two far-apart probes lands short of the boundary (the chord of a convex peak lies above
+    # it): 27 probes when only those were followed; the peak's own slope at a pair of neighbours lands just past it
+    assert len(probed) <= 14
+
+
 def test_limit_respected_and_reported() -> None:
     # the boundary is 50 (peak(b) = 1000 + 10*b <= 1500), beyond the limit of 32
     batch, at_limit, probed = run(line, 1500, limit=32)

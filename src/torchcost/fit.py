@@ -386,28 +386,45 @@ def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: i
 
     Regula falsi: the peak is piecewise linear in the batch, so the line through the peaks at ``lo`` and ``hi``
     lands close; check the guess and its neighbour, and bisect once when ``hi`` has not moved for two rounds (a bent
-    stretch, where the line keeps landing short)."""
+    stretch, where the line keeps landing short). Where ``lo - 1`` fits too (the neighbour just checked), the line
+    through the peaks at ``lo - 1`` and ``lo``, the peak's own slope there, is followed first, once from each ``lo``:
+    on a peak that bends upwards (a prompt's attention, quadratic in its length) the line through ``lo`` and ``hi``
+    lands short of the boundary round after round, the local one just past it."""
     stale = 0  # interpolation rounds in a row that only moved lo
+    fitted = {lo}  # batches found to fit here (their peaks known)
+    followed = None  # the lo whose local line was followed last
     while hi - lo > 1:
         if stale >= 2:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            if fits(mid):
+                lo = mid
+                fitted.add(mid)
+            else:
+                hi = mid
             stale = 0
             continue
-        mid = min(hi - 1, max(lo + 1, _interpolate(lo, hi, peak_at, room, limit)))
-        lo, hi, moved_hi = _probe_pair(fits, mid, lo, hi)
+        guess = None
+        if lo - 1 in fitted and followed != lo:
+            followed = lo
+            guess = _interpolate(lo - 1, lo, peak_at, room, limit)
+            guess = guess if lo < guess < hi else None
+        if guess is None:
+            guess = _interpolate(lo, hi, peak_at, room, limit)
+        mid = min(hi - 1, max(lo + 1, guess))
+        lo, hi, moved_hi = _probe_pair(fits, mid, lo, hi, fitted)
         stale = 0 if moved_hi else stale + 1
     return lo
 
 
-def _probe_pair(fits: Fits, mid: int, lo: int, hi: int) -> tuple[int, int, bool]:
+def _probe_pair(fits: Fits, mid: int, lo: int, hi: int, fitted: set[int]) -> tuple[int, int, bool]:
     """``lo`` and ``hi`` after checking ``mid`` and ``mid + 1`` (those strictly between them), and whether ``hi``
-    moved; a failure ends the check."""
+    moved; a failure ends the check. Each one that fits is added to ``fitted``."""
     for candidate in (mid, mid + 1):
         if lo < candidate < hi:
             if not fits(candidate):
                 return lo, candidate, True
             lo = candidate
+            fitted.add(candidate)
     return lo, hi, False
 
 

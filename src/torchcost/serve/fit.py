@@ -5,7 +5,8 @@ with the budget is the generation's (the highest of the prefill and every decode
 :func:`torchcost.max_batch_size` (``reserve`` and ``fragmentation``; 1 GiB and 5 % on "cuda", none on "cpu"). The
 search is fit.py's :func:`~torchcost.fit.search_largest`: probes at 1 and 2, the line through them (the peak is
 affine in the prompt length and in the batch for standard attention, so the first guess usually lands on the answer
-or next to it), then doubling and regula falsi until two neighbours, one fitting and one not, are known.
+or next to it), then doubling and regula falsi (following the peak's own slope where two neighbours fit) until two
+neighbours, one fitting and one not, are known.
 """
 
 from __future__ import annotations
