@@ -12,7 +12,7 @@ that), half of a training step's analysis. Some ops have an answer known without
 * ``lift_fresh`` of a real tensor of one element (``torch.tensor(0.0)``, an optimizer's step counter, a constant in a
   forward): a fake tensor carrying a copy of the value, made as the fake mode's converter makes it (:func:`lifted`,
   :func:`fake_constant`), without the converter's walk of the tensor and its import of ``torch._dynamo.source``
-  (run/dynamo.py). :class:`ConstantLifts` does the same for the optimizer's warm-up step, which runs outside the
+  (run/dynamo.py). :class:`TwinAnswers` does the same for the optimizer's warm-up step, which runs outside the
   collectors.
 * An in-place pointwise op on fake tensors that all carry their values, its other arguments numbers (``step += 1``
   on an optimizer's step counter): the op run on the values, and its first argument returned, as the fake mode does.
@@ -76,6 +76,7 @@ from torchcost.collect import fakerules
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
 from torchcost.collect.sharded import on_locals, wrapped
+from torchcost.trees import tensors_in
 
 # Tensor.layout's C getter. FakeTensor.layout is a Python property (two more Python calls to ask whether the tensor
 # stands for an mkldnn one, which only a fake tensor with dispatch keys of its own can): for a fake tensor whose
@@ -231,42 +232,17 @@ def lifted(mode: Any, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     return fake_constant(mode, out, wrap)
 
 
-class ConstantLifts(TorchDispatchMode):
-    """A dispatch mode for code run on a twin outside the collectors (the optimizer's warm-up step, run/step.py),
-    right above the twin's fake mode: ``torch.tensor(x)`` answered by :func:`lifted` (an optimizer's step counter
-    ``torch.tensor(0.0)``), an element-wise foreach op over DTensors of one layout run on their local tensors
-    (collect/sharded.py), every other op passed on to the fake mode."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False  # (as collect/ops.py's DispatchCollector: nothing here is compiled)
-
-    def __init__(self, mode: Any) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-        self.fake_mode = mode
-        self.wrap = FakeWrapper().wrap
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if func in _LIFTS:
-            out = lifted(self.fake_mode, func, args, kwargs, self.wrap)
-            if out is not MISS:
-                return out
-        if any(kind.__name__ == "DTensor" for kind in types):
-            local = on_locals(func, args, kwargs)  # (a simulated rank's foreach op: DTensor's local call, made here)
-            if local is not None:
-                return wrapped(func, args, func(*local[0], **local[1]))
-        return func(*args, **kwargs)
-
-
 class TwinAnswers(TorchDispatchMode):
-    """A dispatch mode for a forward on a twin outside the collectors (serve/steps.py's plain forwards, which only
-    fill a generation's cache): each op answered by :class:`FakeShortcuts` where it has an answer (a fresh op of a
-    key seen in this process: an empty meta tensor of that call's output metadata, wrapped as the fake mode wraps
-    it, instead of torch's Python reference kernels on meta tensors or the fake mode's dispatch, 100 us and more a
-    call), every other op run as it is and learned. An op on DTensors is left to DTensor, whose local ops come back
-    here. To be made and entered right above the twin's fake mode, or with no dispatch mode on for meta tensors:
-    the shortcuts answer only then."""
+    """A dispatch mode for code run on a twin outside the collectors: the optimizer's warm-up step (run/step.py)
+    and serve/steps.py's plain forwards, which only fill a generation's cache. Each op is answered by
+    :class:`FakeShortcuts` where it has an answer (``torch.tensor(x)``, an optimizer's step counter, made as the fake
+    mode makes it; a fresh op of a key seen in this process, an empty meta tensor of that call's output metadata,
+    wrapped as the fake mode wraps it, instead of torch's Python reference kernels on meta tensors or the fake mode's
+    dispatch, 100 us and more a call), every other op run as it is and learned (so the collectors' own shortcuts
+    answer it in the measured step). An element-wise foreach op over DTensors of one layout runs on their local
+    tensors (collect/sharded.py); any other op on DTensors is left to DTensor, whose local ops come back here. To be
+    made and entered right above the twin's fake mode, or with no dispatch mode on for meta tensors: the shortcuts
+    answer only then."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -279,7 +255,11 @@ class TwinAnswers(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if any(kind.__name__ == "DTensor" for kind in types):
-            return NotImplemented
+            local = on_locals(func, args, kwargs)  # (a simulated rank's foreach op: DTensor's local call, made here)
+            if local is None:
+                return NotImplemented
+            out = self.__torch_dispatch__(func, tuple({type(t) for t in tensors_in(local)}), *local)
+            return wrapped(func, args, out)
         short = self.short
         out = short.answer(func, args, kwargs)
         if out is MISS:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.optim import optimizer as _optimizer_module
 
-from torchcost.collect.fakeops import ConstantLifts, FakeWrapper, fake_constant
+from torchcost.collect.fakeops import FakeWrapper, TwinAnswers, fake_constant
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
@@ -654,14 +654,16 @@ def _warm_step(opt: torch.optim.Optimizer) -> None:
 
 @contextlib.contextmanager
 def _lifts_on_twin() -> Any:
-    """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's ConstantLifts above it, so that
+    """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's TwinAnswers above it, so that
     ``torch.tensor(x)`` in the step (a step counter) is made as the fake mode makes it, without its converter's
-    import of ``torch._dynamo.source`` (run/dynamo.py)."""
+    import of ``torch._dynamo.source`` (run/dynamo.py), and the step's ops are answered from metadata where the fake
+    shortcuts know them (a new parameter's ``zeros_like`` state of a shape seen), and learned for the measured step
+    where not."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if torch._C._len_torch_dispatch_stack() == 1 and \
-            type(mode := torch._C._get_dispatch_stack_at(0)) is FakeTensorMode:
-        with ConstantLifts(mode):
+            type(torch._C._get_dispatch_stack_at(0)) is FakeTensorMode:
+        with TwinAnswers():
             yield
     else:
         yield
