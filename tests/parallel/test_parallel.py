@@ -328,15 +328,12 @@ def test_fsdp_x_tp_foreach_ops_on_local_shards_give_the_same_report(monkeypatch:
     model = transformers.LlamaForCausalLM(cfg)
     options: dict[str, object] = {"kwargs": {"input_ids": torch.randint(0, 101, (2, 8))}, "mode": "train",
                                   "target": "cuda", "parallel": Parallel(fsdp=2, tp=2, rank=3)}
-    asked = _without_local_foreach(monkeypatch)
+    asked = _counting_local_foreach(monkeypatch)
     short = torchcost.analyze(model, **options).to_dict()
     # the same 8 multi-tensor calls a step as in the test above, in the warm-up and in the measured step (CUDA's
     # default: multi-tensor kernels), each over all the parameters in one list
     assert sum(asked) == 16
-    from torchcost.collect import fakeops, ops
-
-    monkeypatch.setattr(ops, "on_locals", lambda *a: None)
-    monkeypatch.setattr(fakeops, "on_locals", lambda *a: None)
+    _without_local_foreach(monkeypatch)
     assert torchcost.analyze(model, **options).to_dict() == short
 
 
@@ -368,21 +365,28 @@ def test_a_user_plan_with_sequence_parallel() -> None:
     assert r.module("0.fc1").macs == 2 * 32 * 64 * 128
 
 
-def _without_local_foreach(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Every foreach op over DTensors left to DTensor (collect/sharded.py switched off); returns the list the real
-    on_locals appends to, one entry per call asked, True where it gave the local call."""
-    from torchcost.collect import fakeops, ops, sharded
+def _counting_local_foreach(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """From now on in the test, collect/sharded.py's on_locals counted: returns the list it appends to, one entry
+    per call asked, True where it gave the local call."""
+    from torchcost.collect import sharded
 
     asked: list[bool] = []
+    real = sharded.on_locals
 
     def counted(func: object, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        found = sharded.on_locals(func, args, kwargs)
+        found = real(func, args, kwargs)
         asked.append(found is not None)
         return found
 
-    monkeypatch.setattr(ops, "on_locals", counted)
-    monkeypatch.setattr(fakeops, "on_locals", counted)
+    monkeypatch.setattr(sharded, "on_locals", counted)
     return asked
+
+
+def _without_local_foreach(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on in the test, every foreach op over DTensors left to DTensor (collect/sharded.py switched off)."""
+    from torchcost.collect import sharded
+
+    monkeypatch.setattr(sharded, "on_locals", lambda *a: None)
 
 
 @pytest.mark.parametrize("target", ["cpu", "cuda"])
@@ -390,17 +394,14 @@ def test_an_optimizers_foreach_ops_on_local_shards_give_the_same_report(target: 
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     model = mlp()
     options: dict[str, object] = {"mode": "train", "target": target, "parallel": Parallel(fsdp=2, rank=1)}
-    asked = _without_local_foreach(monkeypatch)
+    asked = _counting_local_foreach(monkeypatch)
     short = torchcost.analyze(model, X, **options).to_dict()
     # AdamW's multi-tensor step over the 6 sharded parameters (3 Linear weights and biases, each one DTensor list):
     # lerp_, mul_, addcmul_, div_, add_, addcdiv_ in place, weight decay's mul_, and sqrt making the denominators: 8
     # calls taken in the warm-up, and 8 more in the measured step where it uses the multi-tensor kernels too (torch's
     # default on CUDA)
     assert sum(asked) == (16 if target == "cuda" else 8)
-    from torchcost.collect import fakeops, ops
-
-    monkeypatch.setattr(ops, "on_locals", lambda *a: None)
-    monkeypatch.setattr(fakeops, "on_locals", lambda *a: None)
+    _without_local_foreach(monkeypatch)
     assert torchcost.analyze(model, X, **options).to_dict() == short
 
 

@@ -75,8 +75,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect import fakerules
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
-from torchcost.collect.sharded import on_locals, wrapped
-from torchcost.trees import tensors_in
+from torchcost.collect.sharded import on_shards
 
 # Tensor.layout's C getter. FakeTensor.layout is a Python property (two more Python calls to ask whether the tensor
 # stands for an mkldnn one, which only a fake tensor with dispatch keys of its own can): for a fake tensor whose
@@ -254,12 +253,9 @@ class TwinAnswers(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if any(kind.__name__ == "DTensor" for kind in types):
-            local = on_locals(func, args, kwargs)  # (a simulated rank's foreach op: DTensor's local call, made here)
-            if local is None:
-                return NotImplemented
-            out = self.__torch_dispatch__(func, tuple({type(t) for t in tensors_in(local)}), *local)
-            return wrapped(func, args, out)
+        for kind in types:
+            if kind.__name__ == "DTensor":  # (a simulated rank's foreach op: DTensor's local call, made here)
+                return on_shards(self.__torch_dispatch__, func, args, kwargs)
         short = self.short
         out = short.answer(func, args, kwargs)
         if out is MISS:

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
-from torchcost.collect.sharded import on_locals, wrapped
+from torchcost.collect.sharded import on_shards
 from torchcost.collect.unwritten import Unwritten
 from torchcost.errors import FormulaError
 from torchcost.formulas.backward import GRAD_SPLITS
@@ -849,11 +849,7 @@ class DispatchCollector(TorchDispatchMode):
             return func(*args, **kwargs)
         for kind in types:
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
-                local = on_locals(func, args, kwargs)  # (an optimizer's foreach op: the local call, made here)
-                if local is None:
-                    return NotImplemented
-                out = self.__torch_dispatch__(func, tuple({type(t) for t in tensors_in(local)}), *local)
-                return wrapped(func, args, out)
+                return on_shards(self.__torch_dispatch__, func, args, kwargs)  # (an optimizer's foreach op: here)
         memo = None
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)

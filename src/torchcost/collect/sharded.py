@@ -12,24 +12,27 @@ Where every tensor argument is a DTensor and, element by element, each list's DT
 placements, shard order and global shape, every placement a Shard, a Replicate or the strided shard FSDP2 makes
 beside tensor parallelism (``_StridedShard``, its split the same too; not Partial, a sum not yet taken), and DTensor
 has a strategy for the op, that strategy keeps the layout and moves no data (each rank's shards hold the same global
-elements of every list): DTensor runs the same op on the local tensors; an in-place op returns nothing, an op that makes
-new tensors returns each local output wrapped as a DTensor of that layout, its global metadata the one DTensor
+elements of every list): DTensor runs the same op on the local tensors; an in-place op returns nothing, an op that
+makes new tensors returns each local output wrapped as a DTensor of that layout, its global metadata the one DTensor
 works out on the global shapes. :func:`on_locals` gives that local call's arguments, so the caller runs it directly
-(the dispatch mode records it exactly as it records the local call DTensor makes), and :func:`wrapped` its
-outputs. An op that makes new tensors is taken only where every global and local tensor is contiguous, so that its
-outputs' global strides are the contiguous ones DTensor's propagation gives. Anything else is left to DTensor.
+(the dispatch mode records it exactly as it records the local call DTensor makes), and :func:`wrapped` its outputs;
+:func:`on_shards` does both for a dispatch mode's handler (collect/ops.py's DispatchCollector, collect/fakeops.py's
+TwinAnswers). An op that makes new tensors is taken only where every global and local tensor is contiguous, so that
+its outputs' global strides are the contiguous ones DTensor's propagation gives. Anything else is left to DTensor.
 Reports are the same either way: ``tests/parallel/test_parallel.py`` compares them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from torchcost.collect.fakerules import contiguous_strides
+from torchcost.trees import tensors_in
 
-__all__ = ["on_locals", "wrapped"]
+__all__ = ["on_locals", "on_shards", "wrapped"]
 
 _ELEMENTWISE = ("add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "reciprocal", "maximum",
                 "minimum", "clamp_min", "clamp_max", "abs", "exp", "sign", "pow")
@@ -115,3 +118,14 @@ def wrapped(func: Any, args: tuple[Any, ...], out: Any) -> Any:
         made.append(type(like)(local, DTensorSpec(spec.mesh, spec.placements, tensor_meta=meta),
                                requires_grad=local.requires_grad))
     return made
+
+
+def on_shards(handler: Callable[..., Any], func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A dispatch mode's answer to an op on DTensors: where :func:`on_locals` takes the call, its local call made
+    through ``handler`` (the mode's own ``__torch_dispatch__``, so it is seen as DTensor's local call would be) and
+    the outputs :func:`wrapped`; else NotImplemented (DTensor runs it, and its local ops come back to the mode)."""
+    local = on_locals(func, args, kwargs)
+    if local is None:
+        return NotImplemented
+    out = handler(func, tuple({type(t) for t in tensors_in(local)}), *local)
+    return wrapped(func, args, out)

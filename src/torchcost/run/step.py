@@ -648,12 +648,12 @@ def _warm_step(opt: torch.optim.Optimizer) -> None:
     ops for all parameters instead of a few per parameter. Where foreach refuses the tensors (plain tensors beside
     DTensors), the step runs as configured; a state the refused attempt made is then stepped once more, which on a
     twin changes no size."""
-    with _lifts_on_twin():
+    with _answers_on_twin():
         _foreach_first(opt)
 
 
 @contextlib.contextmanager
-def _lifts_on_twin() -> Any:
+def _answers_on_twin() -> Any:
     """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's TwinAnswers above it, so that
     ``torch.tensor(x)`` in the step (a step counter) is made as the fake mode makes it, without its converter's
     import of ``torch._dynamo.source`` (run/dynamo.py), and the step's ops are answered from metadata where the fake
