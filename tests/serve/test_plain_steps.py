@@ -97,6 +97,6 @@ def test_a_tensor_parallel_ranks_plain_forwards_leave_the_same_cache(monkeypatch
         expected = _filled(runner, without)
         answered = _counting_answers(monkeypatch)
         got = _filled(runner, StepRunner.plain)
-    # each of the 2 layers' K and V: one of the 2 KV heads on this rank, 2 sequences, 13 tokens, 16 wide
+    # each of the 2 layers' K and V: one of the 2 KV heads on this rank, 2 sequences, 11 + 1 + 1 = 13 tokens, 16 wide
     assert [entry[0] for entry in expected] == [(2, 1, 13, 16)] * 4
     assert got == expected and answered[0] > 0
