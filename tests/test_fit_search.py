@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
-from torchcost.fit import Allowance, search_largest
+from torchcost.fit import Allowance, boundary_from_timelines, search_largest
 
 
-def run(peak: Callable[[int], int], budget: int, limit: int = 1 << 20) -> tuple[int, bool, list[int]]:
+def run(peak: Callable[[int], int], budget: int, limit: int = 1 << 20,
+        predict: Callable[[], int | None] | None = None) -> tuple[int, bool, list[int]]:
     probed: list[int] = []
 
     def fits(b: int) -> bool:
@@ -26,7 +27,7 @@ def run(peak: Callable[[int], int], budget: int, limit: int = 1 << 20) -> tuple[
         assert b in probed, f"peak_at({b}) before fits({b})"  # max_batch_size only has the peaks it analyzed
         return peak(b)
 
-    batch, at_limit = search_largest(fits, peak_at, budget, limit)
+    batch, at_limit = search_largest(fits, peak_at, budget, limit, predict)
     return batch, at_limit, probed
 
 
@@ -147,3 +148,68 @@ def test_allowance_formula() -> None:
     assert allowance.needed(0) == 2**30
     assert allowance.room(2**30 + 1250) == 1000.0  # (budget - reserve) / 1.25
     assert Allowance(0, 0.0).needed(123) == 123
+
+
+# --- guesses from the probes' memory timelines (max_batch_size's predict) ------------------------------------------
+
+def three_ops(b: int) -> tuple[int, int, int]:
+    """Bytes alive after each of three ops at batch ``b``: 90 + 10b (the weights' op), 250 + 50b, 170 + 80b."""
+    return 90 + 10 * b, 250 + 50 * b, 170 + 80 * b
+
+
+def test_timelines_give_the_boundary_of_the_highest_line() -> None:
+    # room 1000: op 1 reaches it at b = (1000 - 90) / 10 = 91, op 2 at (1000 - 250) / 50 = 15, op 3 at
+    # (1000 - 170) / 80 = 10.375: the first is 10 (at b = 10: 190, 750, 970 <= 1000; at 11: 1050 > 1000).
+    # The line through the peaks at 1 and 2 (op 2's 300 and 350) would say 15.
+    ops = ("addmm", "relu", "mm")
+    timelines = {1: (ops, three_ops(1)), 2: (ops, three_ops(2))}
+    assert boundary_from_timelines(timelines, 1000, 1 << 20) == 10
+    assert boundary_from_timelines(timelines, 1000, 8) == 8  # within the limit
+
+
+def test_timelines_pair_only_runs_of_the_same_ops() -> None:
+    ops = ("addmm", "relu", "mm")
+    other = ("addmm", "view", "mm")  # batch 1 took another path (a squeeze, a fast path)
+    assert boundary_from_timelines({1: (other, three_ops(1)), 2: (ops, three_ops(2))}, 1000, 1 << 20) is None
+    # the largest pair of the same ops: 2 and 5 (5: 140, 500, 570), not batch 1
+    timelines = {1: (other, (0, 0, 0)), 2: (ops, three_ops(2)), 5: (ops, three_ops(5))}
+    assert boundary_from_timelines(timelines, 1000, 1 << 20) == 10
+
+
+def test_timelines_that_do_not_grow_give_no_guess() -> None:
+    ops = ("addmm",)
+    assert boundary_from_timelines({1: (ops, (500,)), 2: (ops, (500,))}, 1000, 1 << 20) is None
+    assert boundary_from_timelines({1: (ops, (1500,)), 2: (ops, (1500,))}, 1000, 1 << 20) is None
+
+
+def highest_line(b: int) -> int:
+    return max(three_ops(b))
+
+
+@pytest.mark.parametrize("guess", [10, 3, 9, 11, 40, 1 << 20])
+def test_a_guess_is_checked_and_galloped_from(guess: int) -> None:
+    # highest_line(b) = max(90 + 10b, 250 + 50b, 170 + 80b) <= 1000  ->  b <= 10 (above). An exact guess costs the
+    # guess and its neighbour; a wrong one steps 1, 2, 4, ... from it towards the boundary, then narrows
+    batch, at_limit, probed = run(highest_line, 1000, predict=lambda: guess)
+    assert (batch, at_limit) == (10, False) and {10, 11} <= set(probed)
+    if guess == 10:
+        assert probed == [1, 2, 10, 11]
+    assert len(probed) <= 12
+
+
+def test_a_guess_at_the_limit_that_fits() -> None:
+    # line(b) = 1000 + 10b <= 1500 up to 50: a guess of 32 = the limit fits, and the search stops there
+    assert run(line, 1500, limit=32, predict=lambda: 32) == (32, True, [1, 2, 32])
+
+
+def test_without_a_guess_the_line_is_followed_and_asked_again() -> None:
+    # no guess at first (the probes at 1 and 2 ran different ops): the line through 1 and 2 (op 2's 300 and 350)
+    # lands on 15 (> 10: fails), then the guess from 2 and 15 is 10: probes 1, 2, 15, 10, 11
+    asked: list[int] = []
+
+    def predict() -> int | None:
+        asked.append(len(asked))
+        return None if len(asked) == 1 else 10
+
+    assert run(highest_line, 1000, predict=predict) == (10, False, [1, 2, 15, 10, 11])
+    assert len(asked) == 2

@@ -161,26 +161,38 @@ class _Probe:
                        kwargs=_rebatch(self.kwargs, self.base, batch), parallel=parallel, **self.options)
 
     def largest(self, budget_bytes: int, allowance: Allowance, limit: int, parallel: Parallel | None,
-                known: Mapping[int, int] | None = None, hint: tuple[int, float] | None = None) -> BatchFit:
-        """The search of :func:`max_batch_size`; ``known``: peaks already predicted (batch -> peak) with ``parallel``
+                known: Mapping[int, CostReport] | None = None, hint: tuple[int, float] | None = None) -> BatchFit:
+        """The search of :func:`max_batch_size`; ``known``: reports already made (batch -> report) with ``parallel``
         as given (its rank fixed); ``hint``: a batch near the answer and the peak's slope per sample there (a
-        sweep's previous answer): tried first, the full search only when it does not settle the answer."""
-        peaks: dict[int, int] = dict(known or {})  # every probe's predicted peak, in the order they ran
+        sweep's previous answer): tried first, the full search only when it does not settle the answer. The
+        search's guesses come from the probes' memory timelines (:func:`boundary_from_timelines`)."""
+        peaks: dict[int, int] = {}  # every probe's predicted peak, in the order they ran
+        timelines: dict[int, Timeline] = {}
         plan = [parallel]  # after the first probe: the rank it reported, fixed for the others
+
+        def note(batch: int, report: CostReport) -> None:
+            peaks[batch] = report.peak_memory
+            if report.memory is not None:
+                timelines[batch] = (report.memory.timeline.ops, report.memory.timeline.bytes)
+
+        for batch, report in (known or {}).items():
+            note(batch, report)
 
         def peak(batch: int) -> int:
             if batch not in peaks:
                 report = self.run(batch, plan[0])
                 if plan[0] is not None and plan[0].rank is None and report.parallel is not None:
                     plan[0] = replace(plan[0], rank=report.parallel.rank)
-                peaks[batch] = report.peak_memory
+                note(batch, report)
             return peaks[batch]
 
         def fits(batch: int) -> bool:
             return allowance.needed(peak(batch)) <= budget_bytes
 
-        found = _try_hint(fits, peak, allowance.room(budget_bytes), limit, hint) if hint is not None else None
-        batch, at_limit = (found, False) if found else search_largest(fits, peak, allowance.room(budget_bytes), limit)
+        room = allowance.room(budget_bytes)
+        found = _try_hint(fits, peak, room, limit, hint) if hint is not None else None
+        batch, at_limit = (found, False) if found else search_largest(
+            fits, peak, room, limit, lambda: boundary_from_timelines(timelines, room, limit))
         best = peaks.get(batch, 0)
         return BatchFit(batch, best, allowance.needed(best) if batch else 0, budget_bytes, allowance.reserve,
                         allowance.fragmentation, self.options["mode"], self.options["target"], tuple(peaks.items()),
@@ -246,7 +258,7 @@ def fsdp_sweep(
             fit = None
             if budget_bytes is not None:
                 before = next((p.fit for p in reversed(points) if p.fit is not None and p.fit.batch_size), None)
-                fit = probe.largest(budget_bytes, allowance, limit, fixed, known={probe.base: report.peak_memory},
+                fit = probe.largest(budget_bytes, allowance, limit, fixed, known={probe.base: report},
                                     hint=_slope_at_answer(before) if before is not None else None)
             points.append(SweepPoint(fixed, report, fit))
     return tuple(points)
@@ -338,38 +350,85 @@ def _try_hint(fits: Fits, peak_at: PeakAt, room: float, limit: int, hint: tuple[
 
 Fits = Callable[[int], bool]
 PeakAt = Callable[[int], int]
+Predict = Callable[[], "int | None"]
+Timeline = tuple[Sequence[str], Sequence[int]]  # a probe's memory timeline: each op's name, the bytes alive after it
 
 
-def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int) -> tuple[int, bool]:
+def boundary_from_timelines(timelines: Mapping[int, Timeline], room: float, limit: int) -> int | None:
+    """A guess at the largest batch whose peak is within ``room``, from two probes' memory timelines whose ops are
+    the same, one for one (the largest such pair; None where no two are, or nothing grows).
+
+    The bytes alive after an op are the sizes of the storages alive then; where two batches ran the same ops, each
+    of those sizes is in practice affine in the batch (an activation's, a gradient's, a cache's: so many bytes a
+    sample; a weight's: none), so the bytes after each op are too, and the peak, the largest of them, is the
+    maximum of those lines: convex and piecewise linear in the batch, with its kinks where another op becomes the
+    peak, which the line through two probes' peaks cannot see. The guess is where the first of the lines through
+    each op's two points reaches ``room``. It is only a guess (an allocator's rounding of each storage, a kernel
+    whose workspace follows the batch otherwise, another path at another batch): the search checks it and its
+    neighbour."""
+    batches = sorted(timelines, reverse=True)
+    pair = next(((a, b) for i, b in enumerate(batches) for a in batches[i + 1:]
+                 if timelines[a][1] and timelines[a][0] == timelines[b][0]), None)
+    if pair is None:
+        return None
+    a, b = pair
+    low, high, span = timelines[a][1], timelines[b][1], b - a
+    best: float | None = None
+    for at_a, at_b in zip(low, high, strict=True):
+        rise = at_b - at_a
+        if rise > 0:
+            x = a + (room - at_a) * span / rise
+            best = x if best is None or x < best else best
+        elif at_a > room:  # (the search finds what does not fit by itself)
+            return None
+    return None if best is None else max(1, min(limit, math.floor(best)))
+
+
+def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
+                   predict: Predict | None = None) -> tuple[int, bool]:
     """The largest batch size in ``[1, limit]`` that ``fits``, and whether the search stopped because ``limit``
     itself fits (what lies beyond was not asked); ``(0, False)`` when not even 1 fits.
 
     ``peak_at(b)`` is the predicted peak at ``b``, asked only of batch sizes already given to ``fits``; ``room`` is
     the peak at which the allowance reaches the budget (:meth:`Allowance.room`). The peak is assumed not to shrink
     as the batch grows. Probes at 1 and 2 give a linear first guess at the boundary; doubling from the largest
-    batch known to fit finds one that does not; regula falsi then narrows the two (:func:`_settle`). Both callables
-    may be asked about a batch size more than once: the caller caches.
+    batch known to fit finds one that does not; regula falsi then narrows the two (:func:`_settle`).
+
+    ``predict()``, where given, is asked for a guess at the answer from what the probes so far saw (after 1 and 2,
+    and once more after the line's first guess where it had none): max_batch_size's guess from two probes' memory
+    timelines (:func:`boundary_from_timelines`). From a guess the search gallops: the guess, then steps of 1, 2 and
+    4 towards the boundary, until one batch fits and the next does not; a guess further off leaves a narrower
+    bracket to the search without it. An exact guess costs two probes (the guess fits, the next does not); a wrong
+    one only costs probes: the answer is always the one ``fits`` proves. Both callables may be asked about a batch
+    size more than once: the caller caches.
     """
     if not fits(1):
         return 0, False
     if limit <= 1 or not fits(2):
         return 1, limit <= 1
-    lo, hi = _bracket(fits, peak_at, room, limit)
+    lo, hi = _bracket(fits, peak_at, room, limit, predict)
     if hi is None:
         return lo, True
     return _settle(fits, peak_at, room, lo, hi, limit), False
 
 
-def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int) -> tuple[int, int | None]:
-    """A batch ``lo`` that fits and a larger ``hi`` that does not (None: ``lo`` is ``limit``), given that 2 fits: the
-    line through the peaks at 1 and 2 guesses the boundary (when it rises), then ``lo`` doubles until it fails."""
+def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int,
+             predict: Predict | None) -> tuple[int, int | None]:
+    """A batch ``lo`` that fits and a larger ``hi`` that does not (None: ``lo`` is ``limit``), given that 2 fits: from
+    a prediction where there is one (:func:`_gallop`); else the line through the peaks at 1 and 2 guesses the
+    boundary (when it rises) and a prediction is asked again. While no batch is known not to fit, ``lo``
+    doubles."""
     lo, hi = 2, None
-    if peak_at(2) - peak_at(1) > 0:
-        guess = _interpolate(1, 2, peak_at, room, limit)
-        if fits(guess):
-            lo = guess
+    guess = predict() if predict is not None else None
+    if guess is None and peak_at(2) - peak_at(1) > 0:
+        line = _interpolate(1, 2, peak_at, room, limit)
+        if fits(line):
+            lo = line
         else:
-            hi = guess
+            hi = line
+        guess = predict() if predict is not None else None
+    if guess is not None:
+        lo, hi = _gallop(fits, guess, lo, hi, limit)
     while hi is None:
         nxt = min(limit, lo * 2)
         if nxt == lo:
@@ -377,6 +436,38 @@ def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int) -> tuple[int,
         if fits(nxt):
             lo = nxt
         else:
+            hi = nxt
+    return lo, hi
+
+
+_GALLOP = 3  # steps from a guess (1, 2 and 4 batches beyond it) before the search goes on without it
+
+
+def _gallop(fits: Fits, guess: int, lo: int, hi: int | None, limit: int) -> tuple[int, int | None]:
+    """``lo`` (fits) and ``hi`` (does not; None: not known) narrowed from ``guess``: the guess is checked, then up to
+    ``_GALLOP`` batches 1, 2, 4 beyond it on the side where the boundary lies, until one fits and the next does
+    not, or a checked batch crosses the boundary. A guess far off leaves the rest to the search without it."""
+    top = limit if hi is None else hi - 1
+    g = min(max(guess, lo), top)
+    up = True
+    if g > lo:
+        up = fits(g)
+        lo, hi = (g, hi) if up else (lo, g)
+    for step in (1 << k for k in range(_GALLOP)):
+        if up:
+            nxt = min(lo + step, limit if hi is None else hi)
+            if nxt in (lo, hi):  # lo is the limit, or the bracket is known
+                break
+            if not fits(nxt):
+                return lo, nxt
+            lo = nxt
+        else:
+            assert hi is not None
+            nxt = hi - step
+            if nxt <= lo:
+                break
+            if fits(nxt):
+                return nxt, hi
             hi = nxt
     return lo, hi
 

@@ -25,7 +25,8 @@ def test_cpu_target_inference_by_hand() -> None:
     assert fit.batch_size == 100 and int(fit) == 100
     assert fit.peak_bytes == 8_008_000 + 12_000 * 100
     assert (fit.reserve_bytes, fit.fragmentation) == (0, 0.0)
-    assert len(fit.probes) <= 6  # the linear first guess settles a straight line at once
+    # the bytes after each op at batches 1 and 2 give the boundary: 100 and 101 are the proof
+    assert [b for b, _ in fit.probes] == [1, 2, 100, 101]
 
 
 def test_answer_is_the_boundary_for_a_training_step() -> None:
@@ -33,6 +34,26 @@ def test_answer_is_the_boundary_for_a_training_step() -> None:
     x = torch.randn(4, 1000)
     fit = torchcost.max_batch_size(model, x, budget="64MiB", mode="train", optimizer="adamw", target="cpu")
     assert fit.batch_size > 0
+
+    def peak(b: int) -> int:
+        return torchcost.analyze(model, torch.randn(b, 1000), mode="train", optimizer="adamw").peak_memory
+
+    assert peak(fit.batch_size) <= parse_bytes("64MiB") < peak(fit.batch_size + 1)
+
+
+def test_a_bending_peak_is_found_from_two_timelines() -> None:
+    # a training step's peak bends upwards with the batch: at batch 1 and 2 it is where the optimizer's state sits
+    # beside the weights, at large batches in the backward, where the activations and their gradients grow faster.
+    # The line through the peaks at 1 and 2 lands far past the boundary; each op's own line through its bytes
+    # after it at 1 and 2 (the same ops ran at both) lands on it: four analyses, the last two the proof
+    model = _mlp()
+    fit = torchcost.max_batch_size(model, torch.randn(4, 1000), budget="64MiB", mode="train", optimizer="adamw",
+                                   target="cpu")
+    batches = [b for b, _ in fit.probes]
+    assert batches == [1, 2, fit.batch_size, fit.batch_size + 1]
+    peaks = dict(fit.probes)
+    line = 1 + (parse_bytes("64MiB") - peaks[1]) / (peaks[2] - peaks[1])
+    assert line > 2 * fit.batch_size  # where the line through 1 and 2 would have looked first
 
     def peak(b: int) -> int:
         return torchcost.analyze(model, torch.randn(b, 1000), mode="train", optimizer="adamw").peak_memory
