@@ -186,15 +186,59 @@ def highest_line(b: int) -> int:
     return max(three_ops(b))
 
 
-@pytest.mark.parametrize("guess", [10, 3, 9, 11, 40, 1 << 20])
-def test_a_guess_is_checked_and_galloped_from(guess: int) -> None:
-    # highest_line(b) = max(90 + 10b, 250 + 50b, 170 + 80b) <= 1000  ->  b <= 10 (above). An exact guess costs the
-    # guess and its neighbour; a wrong one steps 1, 2, 4, ... from it towards the boundary, then narrows
-    batch, at_limit, probed = run(highest_line, 1000, predict=lambda: guess)
-    assert (batch, at_limit) == (10, False) and {10, 11} <= set(probed)
-    if guess == 10:
-        assert probed == [1, 2, 10, 11]
-    assert len(probed) <= 12
+def run_predicted(timeline: Callable[[int], tuple[int, ...]], budget: int,
+                  limit: int = 1 << 20) -> tuple[int, bool, list[int]]:
+    """``run`` with max_batch_size's predictions: from the timelines of the batches probed so far."""
+    probed: list[int] = []
+    ops = tuple(f"op{i}" for i in range(len(timeline(1))))
+
+    def predict() -> int | None:
+        return boundary_from_timelines({b: (ops, timeline(b)) for b in probed}, budget, limit)
+
+    def fits(b: int) -> bool:
+        if b not in probed:
+            probed.append(b)
+        return max(timeline(b)) <= budget
+
+    batch, at_limit = search_largest(fits, lambda b: max(timeline(b)), budget, limit, predict)
+    return batch, at_limit, probed
+
+
+def test_lines_per_op_settle_in_four_probes() -> None:
+    # highest_line(b) <= 1000  ->  b <= 10 (above); the guess from 1 and 2 is 10, and 11 proves it
+    assert run_predicted(three_ops, 1000) == (10, False, [1, 2, 10, 11])
+    # the line through the peaks at 1 and 2 (op 2's 300, 350) alone: 15 first
+    assert run(highest_line, 1000)[2][:3] == [1, 2, 15]
+
+
+def rounded(b: int) -> tuple[int, ...]:
+    """Each op's bytes rounded up to 512-byte blocks, as a "cuda" target's allocator does: 8 + 600b and 4,000 +
+    100b, each rounded up to a multiple of 512 bytes."""
+    return tuple(-(-x // 512) * 512 for x in (8 + 600 * b, 4_000 + 100 * b))
+
+
+def test_a_guess_off_by_rounding_follows_the_slope_at_the_guess() -> None:
+    # rounded(b)[0] = 512 * ceil((8 + 600b) / 512) <= 1,000,000  ->  8 + 600b <= 999,936 (a multiple of 512: 1953
+    # blocks)  ->  b <= 1,666.5  ->  1,666 (8 + 999,600 = 999,608 -> 999,936 fits; 1,667: 1,000,208 -> 1,000,448 does
+    # not); op 2 stays below (4,000 + 166,600). From 1 and 2 (1,024 and 1,536: 512 a sample, not 600) the first guess
+    # lands past it (1,952) and fails; the next ones come from pairs of neighbours, whose rounding the search
+    # outlasts. Without predictions: 15 probes (the peaks at 1 and 2 are op 2's 4,608 twice: no line, so doubling)
+    batch, at_limit, probed = run_predicted(rounded, 1_000_000)
+    assert (batch, at_limit) == (1_666, False) and {1_666, 1_667} <= set(probed)
+    assert len(probed) <= 9
+    assert len(run(lambda b: max(rounded(b)), 1_000_000)[2]) == 15
+
+
+def test_guesses_that_miss_leave_the_search_to_go_on() -> None:
+    # a predictor that always says 3 (far below the boundary of 50 for line(b) = 1000 + 10b <= 1500): each guess is
+    # clamped to what is known to fit and checked with its successor (3, 4; 5; 6), then the search doubles and
+    # narrows as without predictions
+    batch, at_limit, probed = run(line, 1500, predict=lambda: 3)
+    assert (batch, at_limit) == (50, False) and probed[:6] == [1, 2, 3, 4, 5, 6]
+    # one that always says 1 << 20 (far above): 2^20 and 2^20 - 1 fail, then each guess is clamped below what
+    # failed (2^20 - 2, 2^20 - 3; ...), and regula falsi from 2 finds 50
+    batch, at_limit, probed = run(line, 1500, predict=lambda: 1 << 20)
+    assert (batch, at_limit) == (50, False) and len(probed) <= 16
 
 
 def test_a_guess_at_the_limit_that_fits() -> None:

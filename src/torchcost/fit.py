@@ -396,9 +396,9 @@ def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
 
     ``predict()``, where given, is asked for a guess at the answer from what the probes so far saw (after 1 and 2,
     and once more after the line's first guess where it had none): max_batch_size's guess from two probes' memory
-    timelines (:func:`boundary_from_timelines`). From a guess the search gallops: the guess, then steps of 1, 2 and
-    4 towards the boundary, until one batch fits and the next does not; a guess further off leaves a narrower
-    bracket to the search without it. An exact guess costs two probes (the guess fits, the next does not); a wrong
+    timelines (:func:`boundary_from_timelines`). Each guess is checked with its neighbour (the batch after it where
+    it fits, before it where it does not), which gives the next prediction the peak's slope there; an exact guess
+    costs two probes (the guess fits, the next does not); after three guesses the search goes on without. A wrong
     one only costs probes: the answer is always the one ``fits`` proves. Both callables may be asked about a batch
     size more than once: the caller caches.
     """
@@ -415,20 +415,20 @@ def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
 def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int,
              predict: Predict | None) -> tuple[int, int | None]:
     """A batch ``lo`` that fits and a larger ``hi`` that does not (None: ``lo`` is ``limit``), given that 2 fits: from
-    a prediction where there is one (:func:`_gallop`); else the line through the peaks at 1 and 2 guesses the
-    boundary (when it rises) and a prediction is asked again. While no batch is known not to fit, ``lo``
+    predictions where there are some (:func:`_from_guesses`); else the line through the peaks at 1 and 2 guesses
+    the boundary (when it rises) and predictions are asked for again. While no batch is known not to fit, ``lo``
     doubles."""
-    lo, hi = 2, None
-    guess = predict() if predict is not None else None
-    if guess is None and peak_at(2) - peak_at(1) > 0:
+    lo, hi, guessed = 2, None, False
+    if predict is not None:
+        lo, hi, guessed = _from_guesses(fits, predict, lo, hi, limit)
+    if not guessed and peak_at(2) - peak_at(1) > 0:
         line = _interpolate(1, 2, peak_at, room, limit)
         if fits(line):
             lo = line
         else:
             hi = line
-        guess = predict() if predict is not None else None
-    if guess is not None:
-        lo, hi = _gallop(fits, guess, lo, hi, limit)
+        if predict is not None:
+            lo, hi, _ = _from_guesses(fits, predict, lo, hi, limit)
     while hi is None:
         nxt = min(limit, lo * 2)
         if nxt == lo:
@@ -440,36 +440,39 @@ def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int,
     return lo, hi
 
 
-_GALLOP = 3  # steps from a guess (1, 2 and 4 batches beyond it) before the search goes on without it
+_GUESSES = 3  # predictions followed before the search goes on without them
 
 
-def _gallop(fits: Fits, guess: int, lo: int, hi: int | None, limit: int) -> tuple[int, int | None]:
-    """``lo`` (fits) and ``hi`` (does not; None: not known) narrowed from ``guess``: the guess is checked, then up to
-    ``_GALLOP`` batches 1, 2, 4 beyond it on the side where the boundary lies, until one fits and the next does
-    not, or a checked batch crosses the boundary. A guess far off leaves the rest to the search without it."""
-    top = limit if hi is None else hi - 1
-    g = min(max(guess, lo), top)
-    up = True
-    if g > lo:
-        up = fits(g)
-        lo, hi = (g, hi) if up else (lo, g)
-    for step in (1 << k for k in range(_GALLOP)):
-        if up:
-            nxt = min(lo + step, limit if hi is None else hi)
-            if nxt in (lo, hi):  # lo is the limit, or the bracket is known
+def _from_guesses(fits: Fits, predict: Predict, lo: int, hi: int | None,
+                  limit: int) -> tuple[int, int | None, bool]:
+    """``lo`` (fits) and ``hi`` (does not; None: not known) narrowed by up to ``_GUESSES`` predictions, and whether
+    there was one: each guess is checked with its neighbour on the side of the boundary (the batch after a guess
+    that fits, the one before a guess that does not), so the next prediction has a pair of neighbours there, the
+    peak's own slope at the guess. Stops when one batch fits and the next does not."""
+    guessed = False
+    for _ in range(_GUESSES):
+        if hi is not None and hi - lo <= 1:
+            break
+        guess = predict()
+        if guess is None:
+            break
+        guessed = True
+        g = min(max(guess, lo), limit if hi is None else hi - 1)
+        if g == lo or fits(g):
+            lo = g
+            nxt = lo + 1
+            if nxt > limit:
                 break
             if not fits(nxt):
-                return lo, nxt
+                return lo, nxt, True
             lo = nxt
         else:
-            assert hi is not None
-            nxt = hi - step
-            if nxt <= lo:
-                break
-            if fits(nxt):
-                return nxt, hi
-            hi = nxt
-    return lo, hi
+            hi, nxt = g, g - 1
+            if nxt > lo:
+                if fits(nxt):
+                    return nxt, g, True
+                hi = nxt
+    return lo, hi, guessed
 
 
 def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: int) -> int:

@@ -255,3 +255,23 @@ def test_hf_local_config_file_and_folder(tmp_path: Any) -> None:
                                                     "vocab_size": 100}))
     r = resolve(f"hf:{tmp_path / 'bert.json'}", meta=True)
     assert type(r.model).__name__ == "BertModel" and set(r.kwargs) == {"input_ids"}  # an encoder on meta: no mask
+
+
+@pytest.mark.parametrize("name", ["conv1d_series", "conv3d_action", "standard_conv", "depthwise_separable"])
+def test_examples_are_built_with_their_draws_as_means(name: str) -> None:
+    # the shipped examples' initialisers draw from distributions of mean 0 (kaiming_uniform_ on weights, uniform_ in
+    # +-1/sqrt(fan_in) on biases; BatchNorm's ones and zeros are fills, not draws): built by the resolver, every
+    # parameter is its mean, 0, and every buffer what the constructor set. Their figures do not depend on values
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    from torchcost.examples import EXAMPLES
+
+    r = resolve(f"example:{name}")
+    drawn = EXAMPLES[name].factory()
+    assert _get_current_dispatch_mode_stack() == []  # (the mode that made the means is gone)
+    for (key, p), (_, q) in zip(r.model.named_parameters(), drawn.named_parameters(), strict=True):
+        assert torch.count_nonzero(p) == 0 and torch.count_nonzero(q) > 0, key
+    for (key, b), (_, c) in zip(r.model.named_buffers(), drawn.named_buffers(), strict=True):
+        assert torch.equal(b, c), key
+    x = r.args[0]
+    assert torchcost.analyze(r.model, x).to_dict() == torchcost.analyze(drawn, x).to_dict()
