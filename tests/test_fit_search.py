@@ -35,12 +35,13 @@ def line(b: int) -> int:
     return 1000 + 10 * b
 
 
-def test_straight_line_settles_in_six_probes() -> None:
+def test_straight_line_settles_in_four_probes() -> None:
     # peak(b) = 1000 + 10*b <= 1500  ->  b <= 50
     batch, at_limit, probed = run(line, 1500)
     assert (batch, at_limit) == (50, False)
     assert 50 in probed and 51 in probed  # the answer is proven: 50 fits, 51 was checked and does not
-    assert len(probed) <= 6
+    # the line through 1 (1,010) and 2 (1,020) reaches 1,500 at 1 + 490 / 10 = 50; its successor settles it
+    assert probed == [1, 2, 50, 51]
 
 
 def test_straight_line_off_the_grid() -> None:

@@ -416,15 +416,19 @@ def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int,
              predict: Predict | None) -> tuple[int, int | None]:
     """A batch ``lo`` that fits and a larger ``hi`` that does not (None: ``lo`` is ``limit``), given that 2 fits: from
     predictions where there are some (:func:`_from_guesses`); else the line through the peaks at 1 and 2 guesses
-    the boundary (when it rises) and predictions are asked for again. While no batch is known not to fit, ``lo``
-    doubles."""
+    the boundary (when it rises), checked with its successor where it fits, and predictions are asked for again.
+    While no batch is known not to fit, ``lo`` doubles."""
     lo, hi, guessed = 2, None, False
     if predict is not None:
         lo, hi, guessed = _from_guesses(fits, predict, lo, hi, limit)
     if not guessed and peak_at(2) - peak_at(1) > 0:
         line = _interpolate(1, 2, peak_at, room, limit)
-        if fits(line):
+        if fits(line):  # (the line is exact where the peak is straight: its successor settles it at once)
             lo = line
+            if line < limit:
+                if not fits(line + 1):
+                    return line, line + 1
+                lo = line + 1
         else:
             hi = line
         if predict is not None:
