@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import types
+from typing import Any
 
 import pytest
 import torch
@@ -461,3 +462,57 @@ def test_only_element_wise_foreach_ops_over_one_layout_run_on_local_shards() -> 
         partial = a.redistribute(mesh, [Replicate()]).to_local()
         pending = type(a).from_local(partial, mesh, [Partial()], run_check=False)
         assert on_locals(aten._foreach_mul_.Scalar, ([pending], 2.0), {}) is None  # a sum not yet taken
+
+
+def _sequence_parallel_case() -> tuple[nn.Module, torch.Tensor, dict[str, object]]:
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*(nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64))
+                            for _ in range(2)))
+    plan: dict[str, object] = {}
+    for i in range(2):
+        plan |= {f"{i}.0": SequenceParallel(), f"{i}.1": ColwiseParallel(input_layouts=Shard(1)),
+                 f"{i}.3": RowwiseParallel(output_layouts=Shard(1))}
+    return model, torch.randn(2, 16, 64), {"mode": "train", "parallel": Parallel(tp=2, tp_plan=plan)}
+
+
+@pytest.mark.parametrize("case", ["sequence_parallel", "llama_tp"])
+def test_functional_collectives_answered_from_metadata_give_the_same_report(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DTensor's redistributions call torch's functional collectives (all_reduce, all_gather_into_tensor,
+    reduce_scatter_tensor, wait_tensor) on the rank's fake tensors; a call of a key seen before is answered from
+    the first one's output metadata (collect/fakeops.py), and the report is the one the fake mode's own kernels
+    give."""
+    from torchcost.collect import fakeops
+
+    if case == "llama_tp":
+        transformers = pytest.importorskip("transformers")
+        cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
+        torch.manual_seed(0)
+        model: nn.Module = transformers.LlamaForCausalLM(cfg)
+        args: tuple[object, ...] = ()
+        options: dict[str, object] = {"kwargs": {"input_ids": torch.randint(0, 100, (2, 8))}, "mode": "train",
+                                      "target": "cuda", "parallel": Parallel(tp=2)}
+    else:
+        model, x, options = _sequence_parallel_case()
+        args = (x,)
+    answered: list[bool] = []
+    real, names = fakeops.FakeShortcuts._fresh, fakeops._COLLECTIVES
+
+    def counted(self: object, func: Any, a: tuple[object, ...], kw: dict[str, object]) -> object:
+        got = real(self, func, a, kw)  # type: ignore[arg-type]
+        if func._schema.name in names:
+            answered.append(got is not fakeops.MISS)
+        return got
+
+    monkeypatch.setattr(fakeops.FakeShortcuts, "_fresh", counted)
+    short = torchcost.analyze(model, *args, **options).to_dict()
+    assert any(answered) and not all(answered)  # the first call of each key runs in the fake mode and is learned
+    monkeypatch.setattr(fakeops, "_COLLECTIVES", frozenset())
+    monkeypatch.setattr(fakeops, "_KINDS", {})  # (each op's kind is kept for the process: asked again)
+    answered.clear()
+    assert torchcost.analyze(model, *args, **options).to_dict() == short
+    assert answered == []  # (no collective reached the shortcuts: each went to the fake mode)

@@ -143,8 +143,11 @@ def _is_plain_view(func: Any) -> bool:
 
 def _makes_fresh(func: Any) -> bool:
     """An aten op whose outputs are all new tensors (no output an alias, no argument written), of metadata that the
-    fake mode's own cache keys by the arguments' metadata: not data-dependent, not random, not a view, not a lift."""
+    fake mode's own cache keys by the arguments' metadata: not data-dependent, not random, not a view, not a lift;
+    or one of torch's functional collectives (:data:`_COLLECTIVES`), whose fake kernels are such ops too."""
     schema = getattr(func, "_schema", None)
+    if schema is not None and schema.name in _COLLECTIVES:
+        return True
     if schema is None or getattr(func, "namespace", None) != "aten" or getattr(func, "is_view", True):
         return False
     if any(tag in func.tags for tag in _NOT_CACHED) or schema.name in _UNCACHED:
@@ -153,6 +156,11 @@ def _makes_fresh(func: Any) -> bool:
         return False
     return all(a.alias_info is None for a in schema.arguments)
 
+
+# torch's functional collectives, as DTensor's redistributions and FSDP2 call them on a simulated rank: their fake
+# kernels make a new tensor whose metadata follows from the arguments' (the input's, the group's size), waiting too
+_COLLECTIVES = frozenset({"_c10d_functional::all_reduce", "_c10d_functional::all_gather_into_tensor",
+                          "_c10d_functional::reduce_scatter_tensor", "_c10d_functional::wait_tensor"})
 
 # ops the fake mode never answers from its cache, or answers with a constant
 _UNCACHED = frozenset({"aten::_unsafe_view", "aten::lift", "aten::lift_fresh", "aten::lift_fresh_copy",
