@@ -157,8 +157,9 @@ def _makes_fresh(func: Any) -> bool:
     return all(a.alias_info is None for a in schema.arguments)
 
 
-# torch's functional collectives, as DTensor's redistributions and FSDP2 call them on a simulated rank: their fake
-# kernels make a new tensor whose metadata follows from the arguments' (the input's, the group's size), waiting too
+# torch's functional collectives, as DTensor's redistributions call them on a simulated rank (FSDP2's collectives
+# are other ops): their fake kernels make a new tensor whose metadata follows from the arguments' (the input's, the
+# group's size), waiting too
 _COLLECTIVES = frozenset({"_c10d_functional::all_reduce", "_c10d_functional::all_gather_into_tensor",
                           "_c10d_functional::reduce_scatter_tensor", "_c10d_functional::wait_tensor"})
 

@@ -8,6 +8,7 @@ values), and drawing ``simple_cnn``'s 401 M weights took 5.7 s here, most of the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -40,8 +41,7 @@ def build(name: str, opts: BuildOptions) -> Resolved:
         raise unknown_name("example", name, EXAMPLES, what="example")
     if opts.seq_len is not None:
         raise SpecError(f"--seq-len applies to text models (hf:...), not to {spec}")
-    means = _Means() if opts.device.type != "meta" else contextlib.nullcontext()  # type: ignore[no-untyped-call]
-    with exclusive(), means:
+    with _drawn_as_means(opts.device):
         model = build_under(opts.device, opts.dtype, lambda: example.factory(**opts.kwargs), spec, opts.kwargs)
     dtype = model_dtype(model)
     sizes = opts.input_sizes or (example.input_size,)
@@ -49,6 +49,15 @@ def build(name: str, opts: BuildOptions) -> Resolved:
     shapes = ", ".join("x".join(map(str, a.shape)) for a in args)
     return Resolved(model, args, {}, f"{spec}: {example.description}; input {shapes}", spec, name)
 
+
+@contextlib.contextmanager
+def _drawn_as_means(device: torch.device) -> Iterator[None]:
+    """:class:`_Means` on, under the analysis lock, while a model is built on ``device`` (nothing to draw on meta)."""
+    if device.type == "meta":
+        yield
+        return
+    with exclusive(), _Means():  # type: ignore[no-untyped-call]  # torch leaves TorchDispatchMode's unannotated
+        yield
 
 
 _aten = torch.ops.aten
