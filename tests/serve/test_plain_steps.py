@@ -100,3 +100,34 @@ def test_a_tensor_parallel_ranks_plain_forwards_leave_the_same_cache(monkeypatch
     # each of the 2 layers' K and V: one of the 2 KV heads on this rank, 2 sequences, 11 + 1 + 1 = 13 tokens, 16 wide
     assert [entry[0] for entry in expected] == [(2, 1, 13, 16)] * 4
     assert got == expected and answered[0] > 0
+
+
+@pytest.mark.parametrize(("family", "tp"), [("llama", 1), ("gemma2", 1), ("deepseek_v2", 1), ("jamba", 1),
+                                            ("llama", 2)])
+def test_steps_resume_the_cache_a_step_left(family: str, tp: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve/generation.py's decode steps resume the cache a step left where it holds the length they need: the
+    same report as with every cache filled anew, and 4 plain forwards fewer: the prefill of the prompt for the first
+    decode step, the prompt's and one step's for the second, and the final length's for the cache's growth."""
+    import torchcost
+    from torchcost.serve import generation
+
+    plains = [0]
+    original = StepRunner.plain
+
+    def counting(self: StepRunner, tokens: int, cache: Any) -> None:
+        plains[0] += 1
+        original(self, tokens, cache)
+
+    monkeypatch.setattr(StepRunner, "plain", counting)
+    model = build(family, torch.bfloat16)  # (deepseek_v2's experts' grouped product on "cuda": bf16 only)
+    # a prompt of 11 (past gemma2's window of 8) and 9 new tokens: the first decode step at 11, then 12 .. 19
+    resumed = torchcost.analyze_generation(model, prompt_len=11, new_tokens=9, batch_size=2, target="cuda", tp=tp)
+    with_resumption = plains[0]
+    plains[0] = 0
+    monkeypatch.setattr(generation._Generation, "_resume", lambda self, length, cache: None)
+    anew = torchcost.analyze_generation(model, prompt_len=11, new_tokens=9, batch_size=2, target="cuda", tp=tp)
+    assert resumed == anew
+    # anew: 1 (step at 11) + 2 for each other step sampled + 3 for the growth; resumed: 4 fewer
+    sampled = len(anew.samples)
+    assert plains[0] == 1 + 2 * (sampled - 1) + 3
+    assert with_resumption == plains[0] - 4

@@ -17,6 +17,7 @@ import inspect
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -149,6 +150,8 @@ class _Generation:
     new_tokens: int
     reports: bool
     samples: dict[int, _Sample] = field(default_factory=dict)
+    # caches a recorded step left, by the tokens they hold, kept for the step that continues from that length
+    resumable: dict[int, Any] = field(default_factory=dict)
 
     @property
     def slack(self) -> int:
@@ -169,26 +172,41 @@ class _Generation:
         return self.prompt_len + self.new_tokens - 2
 
     def decode_at(self, context: int) -> _Sample:
+        """The decode step with ``context`` tokens cached: the prompt's prefill, then decode steps up to it. The
+        cache is the one a step already left at that length where there is one (:attr:`resumable`: the prefill's
+        for the first step, the first step's for the second), else a new one filled by plain forwards: the prefill
+        of ``context - 1`` tokens and one decode step (one prefill of the prompt for the first)."""
         found = self.samples.get(context)
         if found is not None:
             return found
         runner = self.runner
-        cache = runner.new_cache()
-        if context == self.prompt_len:
-            runner.plain(context, cache)
-        else:
-            runner.plain(context - 1, cache)
-            runner.plain(1, cache)
+        cache = self.resumable.pop(context, None)
+        if cache is None:
+            cache = runner.new_cache()
+            if context == self.prompt_len:
+                runner.plain(context, cache)
+            else:
+                runner.plain(context - 1, cache)
+                runner.plain(1, cache)
         cost, report = runner.recorded("decode", 1, cache)
         keep = self.reports and context == self.last
         sample = _Sample(cost, cache_layers(cache, runner.model), report if keep else None)
         self.samples[context] = sample
+        self._resume(context + 1, cache)
         return sample
+
+    def _resume(self, length: int, cache: Any) -> None:
+        """Keep ``cache``, left by a step with ``length`` tokens in it, for the step that needs that length (the
+        prefill's for the first decode step, the first's for the second, the last's for :func:`_grown_layers`):
+        the same forwards a new cache would be filled by, already run. Only those lengths: no other is asked."""
+        if length in (self.prompt_len, self.prompt_len + 1, self.last + 1) and length not in self.samples:
+            self.resumable[length] = cache
 
     def report(self) -> GenerationReport:
         runner = self.runner
         cache = runner.new_cache()
         prefill, prefill_report = runner.recorded("prefill", self.prompt_len, cache)
+        self._resume(self.prompt_len, cache)
         kinks = window_kinks(cache)
         steps = self.new_tokens - 1
         pieces: list[DecodePiece] = []
@@ -203,7 +221,10 @@ class _Generation:
             final_layers = self.decode_at(self.last).layers
         else:
             final_layers = cache_layers(cache, runner.model)
-        grown = _grown_layers(runner, self.prompt_len + self.new_tokens - 1)
+        del cache
+        tokens = self.prompt_len + self.new_tokens - 1
+        grown = _grown_layers(runner, tokens, self.resumable.pop(tokens, None))
+        self.resumable.clear()
         groups = _groups(final_layers, grown, runner.batch)
         decoded = [self.samples[c].cost for c in sorted(self.samples)]
         worst = max([prefill, *decoded], key=lambda s: s.peak_bytes)
@@ -279,11 +300,14 @@ def _sum(pieces: list[DecodePiece], cost: Callable[[int], StepCost]) -> tuple[in
     return macs, flops
 
 
-def _grown_layers(runner: StepRunner, tokens: int) -> tuple[list[CacheLayerInfo], list[CacheLayerInfo]]:
+def _grown_layers(runner: StepRunner, tokens: int, cache: Any = None
+                  ) -> tuple[list[CacheLayerInfo], list[CacheLayerInfo]]:
     """The cache after ``tokens + 1`` and ``tokens + 2`` tokens (plain forwards; the last two by decode steps): the
-    growth per token at the final length."""
-    cache = runner.new_cache()
-    runner.plain(tokens, cache)
+    growth per token at the final length. ``cache``: one holding ``tokens`` tokens already (the last decode step's),
+    else a new one is filled by a prefill of ``tokens``."""
+    if cache is None:
+        cache = runner.new_cache()
+        runner.plain(tokens, cache)
     runner.plain(1, cache)
     one = cache_layers(cache, runner.model)
     runner.plain(1, cache)
