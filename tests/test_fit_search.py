@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from torchcost.fit import Allowance, boundary_from_timelines, search_largest
+from torchcost.fit import Allowance, boundary_from_peaks, boundary_from_timelines, search_largest
 
 
 def run(peak: Callable[[int], int], budget: int, limit: int = 1 << 20,
@@ -258,3 +258,49 @@ def test_without_a_guess_the_line_is_followed_and_asked_again() -> None:
 
     assert run(highest_line, 1000, predict=predict) == (10, False, [1, 2, 15, 10, 11])
     assert len(asked) == 2
+
+
+# --- a parabola's guess (fit.py boundary_from_peaks: serving's --max-context) -----------------------------------
+
+
+def test_parabola_through_three_peaks_lands_on_the_boundary() -> None:
+    # peak(x) = x^2 + 3x + 100: peak(1) = 104, peak(2) = 110, peak(150) = 22,500 + 450 + 100 = 23,050; within
+    # 10,000: x^2 + 3x - 9,900 <= 0, x <= (-3 + sqrt(9 + 39,600)) / 2 = 98.01: peak(98) = 9,604 + 294 + 100 = 9,998
+    # fits, peak(99) = 9,801 + 297 + 100 = 10,198 does not
+    assert boundary_from_peaks({1: 104, 2: 110, 150: 23_050}, 10_000, 1000) == 98
+    assert boundary_from_peaks({1: 104, 2: 110, 150: 23_050}, 10_000, 50) == 50  # (the limit)
+    assert boundary_from_peaks({1: 104, 2: 110}, 10_000, 1000) is None  # (two probes: no bend)
+    # no bend: 10x reaches 95 at 9.5
+    assert boundary_from_peaks({1: 10, 2: 20, 3: 30}, 95, 1000) == 9
+    # -x^2 + 13x - 12 (peaks 0, 10, 18): at most 30.25 at 6.5, never 100
+    assert boundary_from_peaks({1: 0, 2: 10, 3: 18}, 100, 1000) is None
+    # (x - 10)^2 (peaks 81, 64, 49) crosses 36 falling at 4 and rising at 16, and 400 rising at 30
+    assert boundary_from_peaks({1: 81, 2: 64, 3: 49}, 36, 1000) == 16
+    assert boundary_from_peaks({1: 81, 2: 64, 3: 49}, 400, 1000) == 30
+    # the three nearest the room: 5, 6 and 7 (peaks 140, 151, 164 of x^2 + 2x + 105) from {1, 5, 6, 7}, and x^2 + 2x
+    # + 105 <= 200: x <= -1 + sqrt(96) = 8.80; the probe at 1 (a peak of another regime, 3,000) left out
+    assert boundary_from_peaks({1: 3000, 5: 140, 6: 153, 7: 168}, 200, 1000) == 8
+
+
+def test_search_with_the_parabola_settles_a_bending_peak() -> None:
+    # peak(x) = x^2 + 3x + 100, room 10,000 (above): the line through 1 and 2 (slope 6) guesses
+    # 1 + (10,000 - 104) // 6 = 1,650, which does not fit; the parabola through 1, 2 and 1,650 is the peak itself:
+    # 98, which fits, and 99, which does not
+    def peak(x: int) -> int:
+        return x * x + 3 * x + 100
+
+    seen: list[int] = []
+
+    def predict() -> int | None:
+        return boundary_from_peaks({x: peak(x) for x in seen}, 10_000, 1 << 20)
+
+    def recorded(x: int) -> int:
+        if x not in seen:
+            seen.append(x)
+        return peak(x)
+
+    batch, at_limit, probed = run(recorded, 10_000, predict=predict)
+    assert (batch, at_limit) == (98, False)
+    assert probed == [1, 2, 1650, 98, 99]
+    # without it: the line's guess, then doubling and regula falsi
+    assert len(run(peak, 10_000)[2]) > 5

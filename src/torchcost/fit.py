@@ -384,6 +384,40 @@ def boundary_from_timelines(timelines: Mapping[int, Timeline], room: float, limi
     return None if best is None else max(1, min(limit, math.floor(best)))
 
 
+def boundary_from_peaks(peaks: Mapping[int, int], room: float, limit: int) -> int | None:
+    """A guess at the largest size whose peak is within ``room``, from the parabola through the three probes whose
+    peaks are nearest to it (None with fewer than three, or where the parabola does not rise through ``room``).
+
+    For a peak that bends upwards, as a generation's does in the prompt's length (the attention's scores and the
+    causal mask grow with its square, the cache and the activations with the length), the line through two probes
+    lands short of the boundary round after round; a parabola has the bend. The probes nearest the boundary give
+    its local slope and bend: the first guess (from the probes at 1, 2 and the line's guess) is the roughest, later
+    ones come from the guess and its neighbour. Only a guess: the search checks it and its neighbour."""
+    if len(peaks) < 3:
+        return None
+    nearest = sorted(peaks.items(), key=lambda item: (abs(item[1] - room), item[0]))[:3]
+    (x0, y0), (x1, y1), (x2, y2) = sorted(nearest)
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    bend = (d12 - d01) / (x2 - x0)
+    # y = bend x^2 + b x + c (Newton's form multiplied out); the crossing where it rises, written so that a bend
+    # near 0 loses no precision: x = 2 (room - c) / (b + sqrt(b^2 - 4 bend (c - room)))
+    b = d01 - bend * (x0 + x1)
+    c = y0 - d01 * x0 + bend * x0 * x1
+    disc = b * b - 4 * bend * (c - room)
+    if disc < 0:
+        return None
+    root = math.sqrt(disc)
+    if b + root > 0:
+        x = 2 * (room - c) / (b + root)
+    elif bend != 0:  # (a parabola whose lowest point lies right of 0, crossed where it rises again)
+        x = (root - b) / (2 * bend)
+    else:
+        return None
+    if not math.isfinite(x):
+        return None
+    return max(1, min(limit, math.floor(x)))
+
+
 def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
                    predict: Predict | None = None) -> tuple[int, bool]:
     """The largest batch size in ``[1, limit]`` that ``fits``, and whether the search stopped because ``limit``

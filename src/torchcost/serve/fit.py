@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from torchcost.errors import InputError
-from torchcost.fit import allowance_for, parse_budget, search_largest
+from torchcost.fit import allowance_for, boundary_from_peaks, parse_budget, search_largest
 from torchcost.inputs import model_device
 from torchcost.run.plan import default_target
 from torchcost.serve.cache import text_config
@@ -133,7 +133,10 @@ def _search(what: str, model: nn.Module, budget: int | str, limit: int, options:
     def fits(value: int) -> bool:
         return allowance.needed(peak_at(value)) <= budget_bytes
 
-    best, at_limit = search_largest(fits, peak_at, allowance.room(budget_bytes), limit)
+    room = allowance.room(budget_bytes)
+    predict = (lambda: boundary_from_peaks({v: runs[v].peak_bytes for v in order}, room, limit)) \
+        if what == "context" else None  # (a peak straight in the batch: the line through 1 and 2 is exact)
+    best, at_limit = search_largest(fits, peak_at, room, limit, predict)
     found = shape(best) if best else {**shape(1), "prompt_len" if what == "context" else "batch_size": 0}
     peak = runs[best].peak_bytes if best else 0
     return ServingFit(what=what, prompt_len=found["prompt_len"], new_tokens=found["new_tokens"],
