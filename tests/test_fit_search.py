@@ -263,44 +263,71 @@ def test_without_a_guess_the_line_is_followed_and_asked_again() -> None:
 # --- a parabola's guess (fit.py boundary_from_peaks: serving's --max-context) -----------------------------------
 
 
-def test_parabola_through_three_peaks_lands_on_the_boundary() -> None:
-    # peak(x) = x^2 + 3x + 100: peak(1) = 104, peak(2) = 110, peak(150) = 22,500 + 450 + 100 = 23,050; within
-    # 10,000: x^2 + 3x - 9,900 <= 0, x <= (-3 + sqrt(9 + 39,600)) / 2 = 98.01: peak(98) = 9,604 + 294 + 100 = 9,998
-    # fits, peak(99) = 9,801 + 297 + 100 = 10,198 does not
-    assert boundary_from_peaks({1: 104, 2: 110, 150: 23_050}, 10_000, 1000) == 98
-    assert boundary_from_peaks({1: 104, 2: 110, 150: 23_050}, 10_000, 50) == 50  # (the limit)
-    assert boundary_from_peaks({1: 104, 2: 110}, 10_000, 1000) is None  # (two probes: no bend)
-    # no bend: 10x reaches 95 at 9.5
-    assert boundary_from_peaks({1: 10, 2: 20, 3: 30}, 95, 1000) == 9
-    # -x^2 + 13x - 12 (peaks 0, 10, 18): at most 30.25 at 6.5, never 100
-    assert boundary_from_peaks({1: 0, 2: 10, 3: 18}, 100, 1000) is None
-    # (x - 10)^2 (peaks 81, 64, 49) crosses 36 falling at 4 and rising at 16, and 400 rising at 30
-    assert boundary_from_peaks({1: 81, 2: 64, 3: 49}, 36, 1000) == 16
-    assert boundary_from_peaks({1: 81, 2: 64, 3: 49}, 400, 1000) == 30
-    # the three nearest the room: 5, 6 and 7 (peaks 140, 151, 164 of x^2 + 2x + 105) from {1, 5, 6, 7}, and x^2 + 2x
-    # + 105 <= 200: x <= -1 + sqrt(96) = 8.80; the probe at 1 (a peak of another regime, 3,000) left out
-    assert boundary_from_peaks({1: 3000, 5: 140, 6: 153, 7: 168}, 200, 1000) == 8
+def test_parabola_through_a_pair_and_a_probe_across_the_boundary() -> None:
+    # peak(x) = x^2 + 3x + 100: peak(7) = 49 + 21 + 100 = 170, peak(8) = 64 + 24 + 100 = 188, peak(150) = 22,500 +
+    # 450 + 100 = 23,050; within 10,000: x^2 + 3x - 9,900 <= 0, x <= (-3 + sqrt(9 + 39,600)) / 2 = 98.01:
+    # peak(98) = 9,604 + 294 + 100 = 9,998 fits, peak(99) = 9,801 + 297 + 100 = 10,198 does not
+    assert boundary_from_peaks({7: 170, 8: 188, 150: 23_050}, 10_000, 1000) == 98
+    assert boundary_from_peaks({7: 170, 8: 188, 150: 23_050}, 10_000, 50) == 50  # (the limit)
+    # no pair of neighbours but 1 and 2 (the line through them was the first guess): none
+    assert boundary_from_peaks({1: 104, 2: 110, 150: 23_050}, 10_000, 1000) is None
+    assert boundary_from_peaks({7: 170, 8: 188}, 10_000, 1000) is None  # (a pair alone)
+    # no bend: 10x (the pair 2, 3 and 10 across) reaches 95 at 9.5
+    assert boundary_from_peaks({2: 20, 3: 30, 10: 100}, 95, 1000) == 9
+    # -x^2 + 13x - 12 (peaks 10, 18, 28 at 2, 3, 5): at most 30.25 at 6.5, never 100; the line through the pair
+    # 2, 3 (slope 8) then: 2 + 90 / 8 = 13.25
+    assert boundary_from_peaks({2: 10, 3: 18, 5: 28}, 100, 1000) == 13
+    # (x - 10)^2 (peaks 64, 49, 36 at 2, 3, 4) falls to 36 at 4 and rises through it at 16: the pair 3, 4 (nearest
+    # 36) and 2 across; through 400 it rises at 30: the pair 2, 3 and, none across, 4
+    assert boundary_from_peaks({2: 64, 3: 49, 4: 36}, 36, 1000) == 16
+    assert boundary_from_peaks({2: 64, 3: 49, 4: 36}, 400, 1000) == 30
+    # x^2 + 2x + 105 (peaks 140, 153, 168, 545 at 5, 6, 7, 20), within 200: x <= -1 + sqrt(96) = 8.80: the pair
+    # nearest 200 is 6, 7 and the probe across it nearest is 20; the probe at 1, another regime's peak, is left out
+    assert boundary_from_peaks({1: 3000, 5: 140, 6: 153, 7: 168, 20: 545}, 200, 1000) == 8
 
 
-def test_search_with_the_parabola_settles_a_bending_peak() -> None:
+def test_search_refined_by_the_parabola_settles_a_bending_peak() -> None:
     # peak(x) = x^2 + 3x + 100, room 10,000 (above): the line through 1 and 2 (slope 6) guesses
-    # 1 + (10,000 - 104) // 6 = 1,650, which does not fit; the parabola through 1, 2 and 1,650 is the peak itself:
-    # 98, which fits, and 99, which does not
+    # 1 + (10,000 - 104) // 6 = 1,650, which does not fit; the secant from 2 to 1,650, slope
+    # (2,722,500 + 4,950 + 100 - 110) / 1,648 = 1,655, lands at 2 + 9,890 // 1,655 = 7: 7 and 8 fit; the parabola
+    # through 7, 8 and 1,650 is the peak itself: 98, which fits, and 99, which does not
     def peak(x: int) -> int:
         return x * x + 3 * x + 100
 
-    seen: list[int] = []
+    probed: list[int] = []
 
-    def predict() -> int | None:
-        return boundary_from_peaks({x: peak(x) for x in seen}, 10_000, 1 << 20)
+    def fits(x: int) -> bool:
+        if x not in probed:
+            probed.append(x)
+        return peak(x) <= 10_000
 
-    def recorded(x: int) -> int:
-        if x not in seen:
-            seen.append(x)
-        return peak(x)
+    def refine() -> int | None:
+        return boundary_from_peaks({x: peak(x) for x in probed}, 10_000, 1 << 20)
 
-    batch, at_limit, probed = run(recorded, 10_000, predict=predict)
-    assert (batch, at_limit) == (98, False)
-    assert probed == [1, 2, 1650, 98, 99]
-    # without it: the line's guess, then doubling and regula falsi
-    assert len(run(peak, 10_000)[2]) > 5
+    assert search_largest(fits, peak, 10_000, 1 << 20, refine=refine) == (98, False)
+    assert probed == [1, 2, 1650, 7, 8, 98, 99]
+    # without it: the local line through 7 and 8 (slope 18) lands past, at 8 + 9,812 // 18 = 553, and so on
+    assert len(run(peak, 10_000)[2]) > len(probed)
+
+
+def test_a_refining_guess_that_lands_short_is_asked_three_times() -> None:
+    # a guesser that always says "one past the largest that fits": each round it only moves lo, so after three
+    # such rounds the search goes on without it (lines and bisection) and still proves x^2 + 3x + 100's 98
+    def peak(x: int) -> int:
+        return x * x + 3 * x + 100
+
+    asked = [0]
+
+    def refine() -> int | None:
+        asked[0] += 1
+        return max(x for x in probed if peak(x) <= 10_000) + 1
+
+    probed: list[int] = []
+
+    def fits(x: int) -> bool:
+        if x not in probed:
+            probed.append(x)
+        return peak(x) <= 10_000
+
+    assert search_largest(fits, peak, 10_000, 1 << 20, refine=refine) == (98, False)
+    assert asked[0] == 3 and {98, 99} <= set(probed)

@@ -14,7 +14,7 @@ allocator's rounding and fragmentation (``fragmentation``, default 5 % of the pr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -385,18 +385,39 @@ def boundary_from_timelines(timelines: Mapping[int, Timeline], room: float, limi
 
 
 def boundary_from_peaks(peaks: Mapping[int, int], room: float, limit: int) -> int | None:
-    """A guess at the largest size whose peak is within ``room``, from the parabola through the three probes whose
-    peaks are nearest to it (None with fewer than three, or where the parabola does not rise through ``room``).
+    """A guess at the largest size whose peak is within ``room``, from the parabola through a pair of neighbouring
+    probes (the pair nearest the room, other than 1 and 2) and the probe nearest the room on the pair's other side
+    (or, where there is none, nearest it elsewhere); where the parabola does not rise through ``room``, the line
+    through the pair. None without such a pair, or where neither rises.
 
-    For a peak that bends upwards, as a generation's does in the prompt's length (the attention's scores and the
-    causal mask grow with its square, the cache and the activations with the length), the line through two probes
-    lands short of the boundary round after round; a parabola has the bend. The probes nearest the boundary give
-    its local slope and bend: the first guess (from the probes at 1, 2 and the line's guess) is the roughest, later
-    ones come from the guess and its neighbour. Only a guess: the search checks it and its neighbour."""
-    if len(peaks) < 3:
+    For a peak that bends upwards, as a generation's does in the prompt's length (the attention's mask and scores
+    grow with its square, the cache and the activations with the length), the line through two neighbours, the
+    peak's own slope there, lands past the boundary and the line through the bracket's ends short of it; the
+    parabola through the pair and a probe across the boundary has the bend. The pair at 1 and 2 is left out: the
+    line through it was the search's first guess, and a short prompt's peak is often another step's (the decode
+    step's: the weights and the cache), whose slope says nothing about a long one's. Only a guess: the search
+    checks it and its neighbour, and counts the rounds it lands short (:func:`_settle`)."""
+    pairs = [x for x in peaks if x > 1 and x + 1 in peaks]
+    if not pairs:
         return None
-    nearest = sorted(peaks.items(), key=lambda item: (abs(item[1] - room), item[0]))[:3]
-    (x0, y0), (x1, y1), (x2, y2) = sorted(nearest)
+    x0 = min(pairs, key=lambda x: (abs(peaks[x] - room), -x))
+    x1 = x0 + 1
+    inside = peaks[x1] <= room
+    others = [x for x in peaks if x not in (x0, x1)]
+    across = [x for x in others if (peaks[x] > room) == inside]
+    nearest = min(across or others, key=lambda x: (abs(peaks[x] - room), x), default=None)
+    if nearest is None:
+        return None
+    guess = _parabola(((x, peaks[x]) for x in (x0, x1, nearest)), room)
+    if guess is None:  # (it bends down and never gets there: the line through the pair, where it rises)
+        slope = peaks[x1] - peaks[x0]
+        guess = x0 + (room - peaks[x0]) / slope if slope > 0 else None
+    return None if guess is None else max(1, min(limit, math.floor(guess)))
+
+
+def _parabola(points: Iterable[tuple[int, int]], room: float) -> float | None:
+    """Where the parabola through three points rises through ``room`` (None: it does not)."""
+    (x0, y0), (x1, y1), (x2, y2) = sorted(points)
     d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
     bend = (d12 - d01) / (x2 - x0)
     # y = bend x^2 + b x + c (Newton's form multiplied out); the crossing where it rises, written so that a bend
@@ -413,13 +434,11 @@ def boundary_from_peaks(peaks: Mapping[int, int], room: float, limit: int) -> in
         x = (root - b) / (2 * bend)
     else:
         return None
-    if not math.isfinite(x):
-        return None
-    return max(1, min(limit, math.floor(x)))
+    return x if math.isfinite(x) else None
 
 
 def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
-                   predict: Predict | None = None) -> tuple[int, bool]:
+                   predict: Predict | None = None, refine: Predict | None = None) -> tuple[int, bool]:
     """The largest batch size in ``[1, limit]`` that ``fits``, and whether the search stopped because ``limit``
     itself fits (what lies beyond was not asked); ``(0, False)`` when not even 1 fits.
 
@@ -432,9 +451,11 @@ def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
     and once more after the line's first guess where it had none): max_batch_size's guess from two probes' memory
     timelines (:func:`boundary_from_timelines`). Each guess is checked with its neighbour (the batch after it where
     it fits, before it where it does not), which gives the next prediction the peak's slope there; an exact guess
-    costs two probes (the guess fits, the next does not); after three guesses the search goes on without. A wrong
-    one only costs probes: the answer is always the one ``fits`` proves. Both callables may be asked about a batch
-    size more than once: the caller caches.
+    costs two probes (the guess fits, the next does not); after three guesses the search goes on without.
+    ``refine()``, where given, is asked for a guess in each round of the regula falsi before its own lines (serving's
+    ``--max-context``: :func:`boundary_from_peaks`, from the neighbours the last round checked). A wrong guess only
+    costs probes: the answer is always the one ``fits`` proves. The callables may be asked about a batch size more
+    than once: the caller caches.
     """
     if not fits(1):
         return 0, False
@@ -443,7 +464,7 @@ def search_largest(fits: Fits, peak_at: PeakAt, room: float, limit: int,
     lo, hi = _bracket(fits, peak_at, room, limit, predict)
     if hi is None:
         return lo, True
-    return _settle(fits, peak_at, room, lo, hi, limit), False
+    return _settle(fits, peak_at, room, lo, hi, limit, refine), False
 
 
 def _bracket(fits: Fits, peak_at: PeakAt, room: float, limit: int,
@@ -513,7 +534,8 @@ def _from_guesses(fits: Fits, predict: Predict, lo: int, hi: int | None,
     return lo, hi, guessed
 
 
-def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: int) -> int:
+def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: int,
+            refine: Predict | None = None) -> int:
     """The largest batch that fits, given that ``lo`` fits and ``hi`` does not.
 
     Regula falsi: the peak is piecewise linear in the batch, so the line through the peaks at ``lo`` and ``hi``
@@ -521,10 +543,13 @@ def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: i
     stretch, where the line keeps landing short). Where ``lo - 1`` fits too (the neighbour just checked), the line
     through the peaks at ``lo - 1`` and ``lo``, the peak's own slope there, is followed first, once from each ``lo``:
     on a peak that bends upwards (a prompt's attention, quadratic in its length) the line through ``lo`` and ``hi``
-    lands short of the boundary round after round, the local one just past it."""
+    lands short of the boundary round after round, the local one just past it. A guess from ``refine()`` strictly
+    between ``lo`` and ``hi`` goes before both lines; its rounds are not counted as stale (it is asked no more after
+    ``_GUESSES`` of them only moved ``lo``)."""
     stale = 0  # interpolation rounds in a row that only moved lo
     fitted = {lo}  # batches found to fit here (their peaks known)
     followed = None  # the lo whose local line was followed last
+    short = 0  # guesses of ``refine()`` that only moved lo (after _GUESSES of them it is no longer asked)
     while hi - lo > 1:
         if stale >= 2:
             mid = (lo + hi) // 2
@@ -535,8 +560,10 @@ def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: i
                 hi = mid
             stale = 0
             continue
-        guess = None
-        if lo - 1 in fitted and followed != lo:
+        guess = refine() if refine is not None and short < _GUESSES else None
+        guess = guess if guess is not None and lo < guess < hi else None
+        refined = guess is not None
+        if guess is None and lo - 1 in fitted and followed != lo:
             followed = lo
             guess = _interpolate(lo - 1, lo, peak_at, room, limit)
             guess = guess if lo < guess < hi else None
@@ -544,7 +571,10 @@ def _settle(fits: Fits, peak_at: PeakAt, room: float, lo: int, hi: int, limit: i
             guess = _interpolate(lo, hi, peak_at, room, limit)
         mid = min(hi - 1, max(lo + 1, guess))
         lo, hi, moved_hi = _probe_pair(fits, mid, lo, hi, fitted)
-        stale = 0 if moved_hi else stale + 1
+        if refined:  # (a guess near the boundary that lands short is no sign of a bent stretch: counted apart)
+            short += not moved_hi
+        else:
+            stale = 0 if moved_hi else stale + 1
     return lo
 
 

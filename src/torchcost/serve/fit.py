@@ -134,9 +134,9 @@ def _search(what: str, model: nn.Module, budget: int | str, limit: int, options:
         return allowance.needed(peak_at(value)) <= budget_bytes
 
     room = allowance.room(budget_bytes)
-    predict = (lambda: boundary_from_peaks({v: runs[v].peak_bytes for v in order}, room, limit)) \
+    refine = (lambda: boundary_from_peaks({v: runs[v].peak_bytes for v in order}, room, limit)) \
         if what == "context" else None  # (a peak straight in the batch: the line through 1 and 2 is exact)
-    best, at_limit = search_largest(fits, peak_at, room, limit, predict)
+    best, at_limit = search_largest(fits, peak_at, room, limit, refine=refine)
     found = shape(best) if best else {**shape(1), "prompt_len" if what == "context" else "batch_size": 0}
     peak = runs[best].peak_bytes if best else 0
     return ServingFit(what=what, prompt_len=found["prompt_len"], new_tokens=found["new_tokens"],
