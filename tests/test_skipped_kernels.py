@@ -25,10 +25,11 @@ _aten = torch.ops.aten
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int | None]]:
     """Per execute() of the tests' analyses, the kernels it skipped (None: a run that skips none), in order; no
-    plan trusted, no call's output and no model that reads values known at the start."""
+    plan trusted, no call's output, no convolution formula and no model that reads values known at the start."""
     monkeypatch.setattr(leaves, "WORTH_SKIPPING", 0)  # (the tests' kernels are small: every one is worth it here)
     monkeypatch.setattr(leaves, "TRUSTED", {})
     monkeypatch.setattr(leaves, "_OUTPUTS", {})
+    monkeypatch.setattr(leaves, "_FORMULA", {})
     monkeypatch.setattr(leaves, "_MISSED", set())
     monkeypatch.setattr(plan, "READ_VALUES", weakref.WeakSet())
     monkeypatch.setattr(execute, "READ_VALUES", plan.READ_VALUES)
@@ -287,3 +288,82 @@ def test_only_a_kernel_worth_it_is_skipped(runs: list[int | None], monkeypatch: 
     for _ in range(3):
         torchcost.analyze(big, torch.randn(1, 16, 32, 32))
     assert runs == [0, 0, 0, 0, 0, 1]
+
+
+class Widening(nn.Module):
+    """Three convolutions of one kind (3x3, stride 1, padding 1, a bias; dense contiguous input), each at metadata
+    of its own: 3 -> 4 channels on 12 x 10, 4 -> 6 on 12 x 10, 6 -> 8 on 6 x 5 (after a 2 x 2 pool)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(6, 8, 3,
+                                                                                                      padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.pool(self.b(self.a(x))))
+
+
+def test_a_convolution_of_a_kind_seen_right_is_skipped_at_metadata_not_run_yet(runs: list[int | None]) -> None:
+    model, x = Widening().eval(), torch.randn(2, 3, 12, 10)
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    first = torchcost.analyze(model, x).to_dict()
+    assert first == plain
+    # the run with every kernel checked the plans (a's for the convolutions, the pool's). Then a's kernel runs (its
+    # metadata not seen, the formula not yet seen right) and gives the formula's output, (2, 4, 12, 10) contiguous;
+    # b and c, at metadata not seen either, are skipped by it: (2, 6, 12, 10) and (2, 8, (6 + 2 - 2 - 1) // 1 + 1 =
+    # 6, 5); the pool, at metadata not seen, runs
+    assert runs[1:] == [2]
+    assert [kind for kind, right in leaves._FORMULA.items() if right] != []
+    # the MACs are the formulas' all the same: a 4*3*9 * 2*12*10 = 25,920, b 6*4*9 * 240 = 51,840,
+    # c 8*6*9 * 2*6*5 = 25,920
+    assert torchcost.analyze(model, x).macs == 25_920 + 51_840 + 25_920
+
+
+def test_a_convolution_whose_formula_was_wrong_once_always_runs(runs: list[int | None],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    original = leaves._by_formula
+
+    def wrong(call: Any) -> Any:  # (a formula giving the output other strides: never right)
+        found = original(call)
+        if found is None:
+            return None
+        kind, meta, macs = found
+        return kind, (meta[0], tuple(reversed(meta[1])), *meta[2:]), macs
+
+    monkeypatch.setattr(leaves, "_by_formula", wrong)
+    model, x = Widening().eval(), torch.randn(2, 3, 12, 10)
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    assert torchcost.analyze(model, x).to_dict() == plain
+    assert runs[1:] == [0] and leaves._FORMULA and not any(leaves._FORMULA.values())
+
+
+class Conv2dBy(nn.Conv2d):
+    """An nn.Conv2d with a constructor and a helper of its own (as torchvision's video Conv3DSimple)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3, padding=1)
+
+    @staticmethod
+    def describe() -> str:
+        return "3x3"
+
+
+class Conv2dOwnForward(nn.Conv2d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(x, weight, bias) * 2
+
+
+def test_a_subclass_that_only_adds_is_planned_as_its_base(runs: list[int | None]) -> None:
+    assert leaves._planner(Conv2dBy) is leaves._planner(nn.Conv2d)
+    assert leaves._planner(Conv2dOwnForward) is None  # (it replaces a method of the base's forward)
+    model, x = nn.Sequential(Conv2dBy(4), Conv2dOwnForward(4, 4, 3)).eval(), torch.randn(1, 4, 8, 8)
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()
+    for _ in range(3):
+        assert torchcost.analyze(model, x).to_dict() == plain
+    # the run with every kernel checked Conv2dBy's plan; the next learnt its output, and later ones skip it: one
+    # kernel skipped a run, Conv2dOwnForward's always runs
+    assert runs[1:] == [0, 1, 1]

@@ -39,6 +39,7 @@ torchcost's, and no mode on torch's stacks but torchcost's own. Anything else ru
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ from torch import nn
 from torch.nn.modules import module as module_mod
 
 from torchcost.collect import Switch
+from torchcost.collect.fakerules import contiguous_strides
 from torchcost.collect.keys import LEAVES, numbered, tensor_key
 from torchcost.collect.unwritten import SkipMode, Unwritten
 
@@ -298,14 +300,37 @@ _PLANNERS: dict[type, Callable[[Any, torch.Tensor], Plan | None]] = {
 
 def _planner(kind: type) -> Callable[[Any, torch.Tensor], Plan | None] | None:
     """The planner of a module type: _PLANNERS', or one of a library's classes known by name (transformers'
-    Conv1D, when the module is one: transformers is never imported here)."""
+    Conv1D, when the module is one: transformers is never imported here), or that of the planned type a subclass
+    derives from when it only adds to it (:func:`_adds_only`: torchvision's video ``Conv3DSimple``, an
+    ``nn.Conv3d`` with a constructor of its own). Its calls are planned as the base's, their kind its own: the
+    first is checked against the plan as any kind's."""
     planner = _PLANNERS.get(kind)
     if planner is None and kind not in _NOT_PLANNED:
+        base = next((b for b in kind.__mro__[1:] if b in _PLANNERS), None)
         if (kind.__module__, kind.__qualname__) == ("transformers.pytorch_utils", "Conv1D"):
             planner = _PLANNERS[kind] = _conv1d_transformers
+        elif base is not None and _adds_only(kind, base):
+            planner = _PLANNERS[kind] = _PLANNERS[base]
         else:
             _NOT_PLANNED.add(kind)
     return planner
+
+
+# what a class's namespace holds of its own whatever it defines (Python's bookkeeping), and its constructor
+_OWN = frozenset({"__module__", "__qualname__", "__doc__", "__init__", "__annotations__", "__dict__", "__weakref__",
+                  "__firstlineno__", "__static_attributes__", "__orig_bases__", "__parameters__"})
+
+
+def _adds_only(kind: type, base: type) -> bool:
+    """Whether every class from ``kind`` up to ``base`` defines nothing ``base`` has (no method, property or
+    constant of the forward's path replaced) but its constructor: new names only, which the base's forward does
+    not reach."""
+    for cls in kind.__mro__:
+        if cls is base:
+            return True
+        if any(name not in _OWN and hasattr(base, name) for name in vars(cls)):
+            return False
+    return False
 
 
 _NOT_PLANNED: set[type] = set()
@@ -458,6 +483,10 @@ class LeafCall:
 _OUTPUTS: dict[tuple[int, bool], tuple[Any, ...] | str | None] = {}
 _INPUT = "input"
 _MISSED: set[tuple[Any, ...]] = set()
+# a convolution's output by formula, for a call whose metadata has not run yet (:func:`_by_formula`): (its plan's
+# kind, which dimensions of its input, weight and output have size 1, oneDNN's switch) -> whether every call of
+# that kind whose kernel ran gave the formula's output, to the byte of its metadata (False: once not, never used)
+_FORMULA: dict[tuple[Any, ...], bool] = {}
 # the least work (multiply-accumulates plus bytes read and written, by the op collector's price of the call's ops)
 # whose kernel is skipped: under it the kernel takes a few microseconds, less than skipping it costs (the skip
 # mode, an empty output, following its storage). nn.Linear(64, 64) on one row, 4,096 MACs and about 17 KB: not skipped
@@ -491,6 +520,32 @@ def _output_kind(call: LeafCall, output: torch.Tensor) -> tuple[Any, ...] | str 
     if _meta(remade) != meta or remade.untyped_storage().nbytes() != output.untyped_storage().nbytes():
         return None
     return meta
+
+
+def _by_formula(call: LeafCall) -> tuple[tuple[Any, ...], tuple[Any, ...], int] | None:
+    """A planned convolution's output by formula: (the formula's kind, the output's metadata as :func:`_output_kind`
+    gives a new dense tensor's, the call's multiply-accumulates), or None for another call.
+
+    A convolution's output (not transposed, dense contiguous input and weight) has sizes (N, C_out, *o), each o =
+    (i + 2 p - d (k - 1) - 1) // s + 1, the input's dtype and, on the CPU where input and weight are contiguous,
+    contiguous strides. The one doubt is the memory format a backend picks where a size-1 dimension makes a
+    contiguous tensor look channels-last too: the kind holds which dimensions have size 1, and a kind is used only
+    once a call of it ran its kernel and gave the formula's output (:data:`_FORMULA`)."""
+    steps = call.steps
+    if len(steps) != 1 or steps[0][0] is not _aten.convolution.default:
+        return None
+    x, weight, _, stride, padding, dilation, transposed, _, _ = steps[0][1]
+    if transposed or not (x.is_contiguous() and weight.is_contiguous()) or x.numel() == 0:
+        return None
+    sizes = [(i + 2 * p - d * (k - 1) - 1) // st + 1 for i, k, st, p, d in
+             zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True)]
+    if min(sizes, default=1) < 1:
+        return None
+    shape = (x.shape[0], weight.shape[0], *sizes)
+    meta = (shape, contiguous_strides(shape), x.dtype, 0, False, torch.strided)
+    kind = (call.key, *(tuple(d == 1 for d in t) for t in (x.shape, weight.shape, shape)), _MKLDNN_ENABLED())
+    macs = math.prod(shape) * weight.shape[1] * math.prod(weight.shape[2:])  # (C_in / groups = the weight's dim 1)
+    return kind, meta, macs
 
 
 class _Swapped:
@@ -584,7 +639,12 @@ class DirectLeaves:
         call = LeafCall(key, steps, x.device, guards, x)
         call.number = _fingerprint(key, steps, call.inputs)
         if self.unwritten is not None and call.number is not None and steps and key not in _MISSED:
-            made = _OUTPUTS.get((call.number, _MKLDNN_ENABLED()))
+            learnt = (call.number, _MKLDNN_ENABLED())
+            made = _OUTPUTS.get(learnt)
+            if made is None and learnt not in _OUTPUTS:  # (metadata not run yet: a convolution's by formula)
+                formula = _by_formula(call)
+                if formula is not None and _FORMULA.get(formula[0]) and formula[2] >= WORTH_SKIPPING:
+                    made = formula[1]
             if made is not None:
                 self._skip(call, made)
         return call
@@ -679,7 +739,11 @@ class DirectLeaves:
                 from torchcost.collect.ops import priced_work  # (ops imports scope, which imports this module)
 
                 work = sum(priced_work((call.number, i)) or 0 for i in range(len(call.steps)))
-                _OUTPUTS[learnt] = _output_kind(call, output) if work >= WORTH_SKIPPING else None
+                made = _output_kind(call, output)
+                _OUTPUTS[learnt] = made if work >= WORTH_SKIPPING else None
+                formula = _by_formula(call)
+                if formula is not None:
+                    _FORMULA[formula[0]] = _FORMULA.get(formula[0], True) and made == formula[1]
         if unwritten and unwritten.holds([t for tensors in call.inputs for t in tensors]):
             unwritten.mark(output)
 
