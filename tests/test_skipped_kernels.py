@@ -367,3 +367,19 @@ def test_a_subclass_that_only_adds_is_planned_as_its_base(runs: list[int | None]
     # the run with every kernel checked Conv2dBy's plan; the next learnt its output, and later ones skip it: one
     # kernel skipped a run, Conv2dOwnForward's always runs
     assert runs[1:] == [0, 1, 1]
+
+
+def test_batch_norm_and_activations_follow_their_input_at_metadata_not_run_yet(runs: list[int | None]) -> None:
+    # two stages: conv, batch norm, SiLU, in-place ReLU at 2 x 4 x 12 x 10; then the same at stride 2, 2 x 4 x 6 x 5
+    # ((12 + 2 - 2 - 1) // 2 + 1 = 6, (10 + 2 - 2 - 1) // 2 + 1 = 5): every second call at metadata not run yet
+    def stage(stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(4, 4, 3, stride=stride, padding=1), nn.BatchNorm2d(4), nn.SiLU(), nn.ReLU(inplace=True)]
+
+    model, x = nn.Sequential(*stage(1), *stage(2)).eval(), torch.randn(2, 4, 12, 10)
+    with unwritten.off():
+        plain = torchcost.analyze(model, x).to_dict()  # (checks the four plans)
+    assert torchcost.analyze(model, x).to_dict() == plain
+    # the first stage's four kernels run (each formula seen right); the second stage's four are skipped: the
+    # convolution's output (2, 4, 6, 5), batch norm's and SiLU's like their input, the in-place ReLU its input
+    assert runs[1:] == [4]
+    assert sum(leaves._FORMULA.values()) == 4

@@ -522,30 +522,57 @@ def _output_kind(call: LeafCall, output: torch.Tensor) -> tuple[Any, ...] | str 
     return meta
 
 
-def _by_formula(call: LeafCall) -> tuple[tuple[Any, ...], tuple[Any, ...], int] | None:
-    """A planned convolution's output by formula: (the formula's kind, the output's metadata as :func:`_output_kind`
-    gives a new dense tensor's, the call's multiply-accumulates), or None for another call.
+def _by_formula(call: LeafCall) -> tuple[tuple[Any, ...], tuple[Any, ...] | str, int] | None:
+    """A planned call's module output by formula: (the formula's kind, the output as :func:`_output_kind` keeps it,
+    a lower bound of the call's work as the op collector prices it), or None for a call without one.
 
-    A convolution's output (not transposed, dense contiguous input and weight) has sizes (N, C_out, *o), each o =
-    (i + 2 p - d (k - 1) - 1) // s + 1, the input's dtype and, on the CPU where input and weight are contiguous,
-    contiguous strides. The one doubt is the memory format a backend picks where a size-1 dimension makes a
-    contiguous tensor look channels-last too: the kind holds which dimensions have size 1, and a kind is used only
-    once a call of it ran its kernel and gave the formula's output (:data:`_FORMULA`)."""
+    * A convolution (not transposed, dense contiguous input and weight): sizes (N, C_out, *o), each o =
+      (i + 2 p - d (k - 1) - 1) // s + 1, contiguous strides, the input's dtype; its multiply-accumulates.
+    * An activation out of place, or batch norm (dense contiguous input): the input's sizes, contiguous strides, the
+      input's dtype; the bytes it reads and writes. An activation in place: its input itself.
+
+    The one doubt is the memory format a backend picks where a size-1 dimension makes a contiguous tensor look
+    channels-last too: the kind holds which dimensions have size 1, and a kind is used only once a call of it ran
+    its kernel and gave the formula's output (:data:`_FORMULA`)."""
     steps = call.steps
-    if len(steps) != 1 or steps[0][0] is not _aten.convolution.default:
+    if not steps or not steps[-1][1]:
         return None
-    x, weight, _, stride, padding, dilation, transposed, _, _ = steps[0][1]
-    if transposed or not (x.is_contiguous() and weight.is_contiguous()) or x.numel() == 0:
+    func, args = steps[-1][0], steps[-1][1]
+    x = args[0]
+    if type(x) not in _TENSORS or not x.is_contiguous() or x.numel() == 0:
         return None
-    sizes = [(i + 2 * p - d * (k - 1) - 1) // st + 1 for i, k, st, p, d in
-             zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True)]
-    if min(sizes, default=1) < 1:
+    moved = 2 * x.numel() * x.element_size()
+    if func in _IN_PLACE and len(steps) == 1:
+        return (call.key, tuple(d == 1 for d in x.shape), _MKLDNN_ENABLED()), _INPUT, moved
+    if func in _LIKE_INPUT:
+        shape: tuple[int, ...] = tuple(x.shape)
+        weight_ones: tuple[bool, ...] = ()
+        work = moved
+    elif func is _aten.convolution.default and len(steps) == 1:
+        _, weight, _, stride, padding, dilation, transposed, _, _ = args
+        if transposed or not weight.is_contiguous():
+            return None
+        sizes = [(i + 2 * p - d * (k - 1) - 1) // st + 1 for i, k, st, p, d in
+                 zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True)]
+        if min(sizes, default=1) < 1:
+            return None
+        shape = (x.shape[0], weight.shape[0], *sizes)
+        weight_ones = tuple(d == 1 for d in weight.shape)
+        work = math.prod(shape) * weight.shape[1] * math.prod(weight.shape[2:])  # (C_in / groups: weight's dim 1)
+    else:
         return None
-    shape = (x.shape[0], weight.shape[0], *sizes)
     meta = (shape, contiguous_strides(shape), x.dtype, 0, False, torch.strided)
-    kind = (call.key, *(tuple(d == 1 for d in t) for t in (x.shape, weight.shape, shape)), _MKLDNN_ENABLED())
-    macs = math.prod(shape) * weight.shape[1] * math.prod(weight.shape[2:])  # (C_in / groups = the weight's dim 1)
-    return kind, meta, macs
+    kind = (call.key, tuple(d == 1 for d in x.shape), weight_ones, tuple(d == 1 for d in shape), _MKLDNN_ENABLED())
+    return kind, meta, work
+
+
+# the ops of planned calls whose output is like their input (an activation out of place, batch norm on the CPU), or
+# is their input (an activation in place): :func:`_by_formula`
+_LIKE_INPUT = frozenset({_aten.relu.default, _aten.hardtanh.default, _aten.silu.default, _aten.hardswish.default,
+                         _aten.hardsigmoid.default, _aten.leaky_relu.default, _aten.sigmoid.default,
+                         _aten.tanh.default, _aten.gelu.default, _aten.native_batch_norm.default})
+_IN_PLACE = frozenset({_aten.relu_.default, _aten.hardtanh_.default, _aten.silu_.default, _aten.hardswish_.default,
+                       _aten.hardsigmoid_.default, _aten.leaky_relu_.default})
 
 
 class _Swapped:
