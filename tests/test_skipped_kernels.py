@@ -359,6 +359,9 @@ class Conv2dOwnForward(nn.Conv2d):
 def test_a_subclass_that_only_adds_is_planned_as_its_base(runs: list[int | None]) -> None:
     assert leaves._planner(Conv2dBy) is leaves._planner(nn.Conv2d)
     assert leaves._planner(Conv2dOwnForward) is None  # (it replaces a method of the base's forward)
+    # a parametrized convolution's class puts a property in front of its weight: not planned
+    parametrized = torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 3))
+    assert leaves._adds_only(type(parametrized), nn.Conv2d) is False
     model, x = nn.Sequential(Conv2dBy(4), Conv2dOwnForward(4, 4, 3)).eval(), torch.randn(1, 4, 8, 8)
     with unwritten.off():
         plain = torchcost.analyze(model, x).to_dict()

@@ -323,13 +323,14 @@ _OWN = frozenset({"__module__", "__qualname__", "__doc__", "__init__", "__annota
 
 def _adds_only(kind: type, base: type) -> bool:
     """Whether every class from ``kind`` up to ``base`` defines nothing ``base`` has (no method, property or
-    constant of the forward's path replaced) but its constructor: new names only, which the base's forward does
-    not reach."""
+    constant of the forward's path replaced) but its constructor, and no data descriptor (a property in front of an
+    instance's attribute: a parametrization's ``weight``): new names only, which the base's forward does not reach."""
     for cls in kind.__mro__:
         if cls is base:
             return True
-        if any(name not in _OWN and hasattr(base, name) for name in vars(cls)):
-            return False
+        for name, value in vars(cls).items():
+            if (name not in _OWN and hasattr(base, name)) or hasattr(type(value), "__set__"):
+                return False
     return False
 
 
