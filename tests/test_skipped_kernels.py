@@ -386,3 +386,43 @@ def test_batch_norm_and_activations_follow_their_input_at_metadata_not_run_yet(r
     # convolution's output (2, 4, 6, 5), batch norm's and SiLU's like their input, the in-place ReLU its input
     assert runs[1:] == [4]
     assert sum(leaves._FORMULA.values()) == 4
+
+
+def test_a_product_on_values_not_computed_is_made_by_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unwritten, "_FOLLOWS", {})
+    values = Unwritten()
+    x, w = torch.randn(64, 128), torch.randn(96, 128)
+    values.mark(x)
+    # mm(x, w.t()): 64 x 128 by 128 x 96, 64*96*128 = 786,432 multiply-accumulates (at least 2^18 = 262,144): the
+    # kind is asked once, of 2 x 2 operands, and the product is not run: (64, 96), strides (96, 1)
+    out = values.run(_aten.mm.default, (x, w.t()), {})
+    assert values.skipped == 1 and (out.shape, out.stride(), out.dtype) == ((64, 96), (96, 1), torch.float32)
+    assert list(unwritten._FOLLOWS.values()) == [True]
+    # addmm with a bias of 96 and bmm (4 x 64 x 128 by 4 x 128 x 96): the same, each kind asked once
+    out = values.run(_aten.addmm.default, (torch.randn(96), x, w.t()), {})
+    assert values.skipped == 2 and out.shape == (64, 96)
+    out = values.run(_aten.bmm.default, (x.expand(4, 64, 128).contiguous(), w.t().expand(4, 128, 96)), {})
+    assert values.skipped == 2 and out.shape == (4, 64, 96)  # (an expanded operand: neither order, it ran)
+    # a small product (8 x 8 by 8 x 8: 512) runs, and so does one whose sizes do not fit, which raises as the kernel
+    small = values.run(_aten.mm.default, (x[:8, :8], w[:8, :8]), {})
+    assert values.skipped == 2 and torch.equal(small, x[:8, :8] @ w[:8, :8])
+    with pytest.raises(ValuesNeeded):
+        values.run(_aten.mm.default, (x, w), {})
+
+
+def test_a_language_models_head_on_hidden_states_not_computed_is_not_run(runs: list[int | None],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setattr(unwritten, "_FOLLOWS", {})
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=1000, n_positions=32, bos_token_id=0,
+                                     eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 1000, (1, 8))
+    first = torchcost.analyze(model, kwargs={"input_ids": ids}).to_dict()
+    with unwritten.off():
+        plain = torchcost.analyze(model, kwargs={"input_ids": ids}).to_dict()
+    assert first == plain
+    # the head: 8 tokens x 64 by 64 x 1,000, 512,000 multiply-accumulates, on the final norm's output, which holds
+    # values not computed (every layer norm after the first, at its metadata, skipped): made by formula, (8, 1000)
+    assert any(kind[0] is _aten.mm.default for kind in unwritten._FOLLOWS)
+    assert runs[0] is not None and runs[0] > 0

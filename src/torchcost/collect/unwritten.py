@@ -27,6 +27,7 @@ extension reading ``data_ptr()`` memory itself) is not seen; such a forward gets
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import Switch
+from torchcost.collect.fakerules import contiguous_strides
 from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
@@ -157,7 +159,15 @@ class Unwritten:
         return hit
 
     def run(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run an op that reads values not computed: an error it raises may come from those values."""
+        """Run an op that reads values not computed: an error it raises may come from those values. A matrix
+        product whose output follows its formula (:func:`_product`), in a kind seen to follow it, is not run: its
+        output's values would not be computed values either (a transformer's first analysis: the LM head's product
+        on hidden states whose kernels were skipped)."""
+        formula = _product(func, args) if func in _PRODUCTS else None
+        if formula is not None and _follows(func, *formula):
+            self.skipped += 1
+            shape, dtype, device = formula[1]  # (an aten op, past the function modes: no torch function called)
+            return _aten.empty.memory_format(list(shape), dtype=dtype, device=device)
         try:
             return func(*args, **kwargs)
         except Exception as exc:
@@ -182,6 +192,75 @@ class Unwritten:
         """A torch function of READS was called (the function mode): stop if it reads values not computed."""
         if self.holds(tensors_in((args, kwargs))):
             raise self.stop(f"{getattr(func, '__name__', func)} read values the run did not compute")
+
+
+_aten = torch.ops.aten
+# the matrix products whose output :meth:`Unwritten.run` may make by formula, and the kinds (the op, the operands'
+# dtype, which of their dimensions have size 1 and which are contiguous or transposed) seen to follow it: True while
+# every product of the kind whose kernel ran gave the formula's output to the byte of its metadata and storage
+_PRODUCTS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default})
+_FOLLOWS: dict[tuple[Any, ...], bool] = {}
+WORTH_MAKING = 1 << 18  # the least multiply-accumulates a product made by formula has (less: its kernel is quick)
+
+
+def _product(func: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[int, ...], Any, Any]] | None:
+    """(the kind, (sizes, dtype, device)) of a dense CPU matrix product's output: ``mm(a, b)`` and ``addmm(bias, a,
+    b)`` (m, n) for a (m, k) and b (k, n), ``bmm(a, b)`` (B, m, n) for a (B, m, k) and b (B, k, n); contiguous, the
+    operands' dtype. None where the operands do not fit (the kernel then runs, and raises where it would), each
+    operand neither contiguous nor transposed, the product is small, or another dispatch mode is on (the handler
+    of torchcost's own has it off). The kind: the op, the dtype, and per
+    operand its dimensions, which of them have size 1 and whether it is contiguous or transposed."""
+    operands = args[1:3] if func is _aten.addmm.default else args[:2]
+    if len(operands) != 2 or torch._C._len_torch_dispatch_stack():  # (a mode below torchcost's: the op is its)
+        return None
+    a, b = operands
+    if type(a) is not torch.Tensor or type(b) is not torch.Tensor or a.dtype != b.dtype or \
+            not a.is_floating_point() or a.layout != torch.strided or b.layout != torch.strided or \
+            a.device.type != "cpu" or b.device != a.device:
+        return None
+    dims = 3 if func is _aten.bmm.default else 2
+    if a.dim() != dims or b.dim() != dims or a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
+        return None
+    shape = (*a.shape[:-1], b.shape[-1])
+    if math.prod(shape) * a.shape[-1] < WORTH_MAKING:
+        return None
+    tensors = [a, b]
+    if func is _aten.addmm.default:
+        bias = args[0]
+        if type(bias) is not torch.Tensor or bias.dtype != a.dtype or bias.device != a.device or bias.dim() > 2 or \
+                any(s not in (1, t) for s, t in zip(reversed(bias.shape), reversed(shape), strict=False)):
+            return None
+        tensors.insert(0, bias)
+    parts: list[Any] = [func, a.dtype]
+    for t in tensors:
+        order = "c" if t.is_contiguous() else "t" if t.dim() >= 2 and t.mT.is_contiguous() else None
+        if order is None:
+            return None
+        parts.append((tuple(d == 1 for d in t.shape), order))
+    return tuple(parts), (shape, a.dtype, a.device)
+
+
+def _follows(func: Any, kind: tuple[Any, ...], made: tuple[tuple[int, ...], Any, Any]) -> bool:
+    """Whether products of ``kind`` give the formula's output, to the byte of its metadata and storage. mm, addmm
+    and bmm are structured kernels: their output is allocated by the op's meta function, from the operands'
+    sizes, never their values; so the kind is asked once a process, of the same product on operands of 2 where
+    these have more (the same size-1 dimensions, the same order), zeros, run here."""
+    known = _FOLLOWS.get(kind)
+    if known is None:
+        dtype, device = made[1], made[2]
+        small = []
+        for ones, order in kind[2:]:
+            sizes = [1 if one else 2 for one in ones]
+            if order == "t":
+                sizes[-2:] = sizes[-1], sizes[-2]
+            t = _aten.zeros.default(sizes, dtype=dtype, device=device)
+            small.append(t.mT if order == "t" else t)
+        out = func(*small)
+        shape = (*small[-2].shape[:-1], small[-1].shape[-1])
+        known = _FOLLOWS[kind] = type(out) is torch.Tensor and \
+            (tuple(out.shape), out.stride(), out.dtype, out.storage_offset(), out.untyped_storage().nbytes()) == \
+            (shape, contiguous_strides(shape), dtype, 0, math.prod(shape) * out.element_size())
+    return known
 
 
 class SkipMode(TorchFunctionMode):
