@@ -426,3 +426,32 @@ def test_a_language_models_head_on_hidden_states_not_computed_is_not_run(runs: l
     # values not computed (every layer norm after the first, at its metadata, skipped): made by formula, (8, 1000)
     assert any(kind[0] is _aten.mm.default for kind in unwritten._FOLLOWS)
     assert runs[0] is not None and runs[0] > 0
+
+
+def test_a_pointwise_op_on_values_not_computed_is_made_once_its_kind_was_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unwritten, "_FOLLOWS", {})
+    values = Unwritten()
+    x, y = torch.randn(64, 1024), torch.randn(64, 1024)  # 65,536 floats: 256 KiB each, 768 KiB moved by x * y
+    values.mark(x)
+    # the first call of a kind runs its kernel and is compared with the formula; the next is made by it
+    for expected in (0, 1, 2):
+        out = values.run(_aten.mul.Tensor, (x, y), {})
+        assert values.skipped == expected and (out.shape, out.stride()) == ((64, 1024), (1024, 1))
+    # a number's value is part of the kind: x * 0.5 runs once, then is made
+    values.run(_aten.mul.Tensor, (x, 0.5), {})
+    values.run(_aten.mul.Tensor, (x, 0.5), {})
+    assert values.skipped == 3
+    # a comparison's output is bool, not like its input: its kind never follows, it always runs
+    for _ in range(2):
+        assert values.run(_aten.gt.Tensor, (x, y), {}).dtype == torch.bool
+    assert values.skipped == 3
+    # in place (it writes its argument) and a draw of random numbers (it advances the generator): never made
+    assert values.run(_aten.mul_.Tensor, (x, 2.0), {}) is x
+    values.run(_aten.mul_.Tensor, (x, 2.0), {})
+    state = torch.get_rng_state()
+    values.run(_aten.bernoulli.p, (x, 0.5), {})
+    values.run(_aten.bernoulli.p, (x, 0.5), {})
+    assert values.skipped == 3 and not torch.equal(torch.get_rng_state(), state)
+    # a small call (8 floats) always runs
+    small = values.run(_aten.mul.Tensor, (x[0, :8].contiguous(), 0.5), {})
+    assert values.skipped == 3 and small.shape == (8,)

@@ -163,15 +163,19 @@ class Unwritten:
         product whose output follows its formula (:func:`_product`), in a kind seen to follow it, is not run: its
         output's values would not be computed values either (a transformer's first analysis: the LM head's product
         on hidden states whose kernels were skipped)."""
-        formula = _product(func, args) if func in _PRODUCTS else None
-        if formula is not None and _follows(func, *formula):
+        product = func in _PRODUCTS
+        formula = _product(func, args) if product else None if kwargs else _elementwise(func, args)
+        if formula is not None and (_follows(func, *formula) if product else _FOLLOWS.get(formula[0]) is True):
             self.skipped += 1
             shape, dtype, device = formula[1]  # (an aten op, past the function modes: no torch function called)
             return _aten.empty.memory_format(list(shape), dtype=dtype, device=device)
         try:
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
         except Exception as exc:
             raise self.stop(f"{func} raised on values the run did not compute") from exc
+        if formula is not None and formula[0] not in _FOLLOWS:  # (an elementwise kind's first call: it ran)
+            _FOLLOWS[formula[0]] = _made_so(out, formula[1])
+        return out
 
     def after(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """After such an op: its outputs and the arguments it writes hold values not computed."""
@@ -256,11 +260,65 @@ def _follows(func: Any, kind: tuple[Any, ...], made: tuple[tuple[int, ...], Any,
             t = _aten.zeros.default(sizes, dtype=dtype, device=device)
             small.append(t.mT if order == "t" else t)
         out = func(*small)
-        shape = (*small[-2].shape[:-1], small[-1].shape[-1])
-        known = _FOLLOWS[kind] = type(out) is torch.Tensor and \
-            (tuple(out.shape), out.stride(), out.dtype, out.storage_offset(), out.untyped_storage().nbytes()) == \
-            (shape, contiguous_strides(shape), dtype, 0, math.prod(shape) * out.element_size())
+        known = _FOLLOWS[kind] = _made_so(out, ((*small[-2].shape[:-1], small[-1].shape[-1]), dtype, device))
     return known
+
+
+def _made_so(out: Any, made: tuple[tuple[int, ...], Any, Any]) -> bool:
+    """Whether ``out`` is the tensor a formula makes: a new dense contiguous one of ``made``'s sizes and dtype, on a
+    storage of its own size."""
+    shape, dtype = made[0], made[1]
+    return type(out) is torch.Tensor and \
+        (tuple(out.shape), out.stride(), out.dtype, out.storage_offset(), out.untyped_storage().nbytes()) == \
+        (shape, contiguous_strides(shape), dtype, 0, math.prod(shape) * out.element_size())
+
+
+# id() of an op -> whether :func:`_elementwise` takes it (tagged pointwise, writes no argument, returns one tensor),
+# and the op (held, so that no id is reused)
+_ELEMENTWISE: dict[int, tuple[bool, Any]] = {}
+_NUMBERS = frozenset({bool, int, float})
+
+
+def _elementwise(func: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[int, ...], Any, Any]] | None:
+    """(the kind, (sizes, dtype, device)) of a pointwise op's output: tagged so, out of place, drawing no random
+    numbers, one tensor returned, no keywords, on dense contiguous CPU tensors of one shape, dtype and device, beside
+    numbers; one like its first tensor, contiguous. None for any other call, one that moves fewer than
+    :data:`WORTH_MAKING` bytes, or with another dispatch mode on. The kind (the op; the dtype, device, dimensions and
+    size-1 dimensions; each number's type and value) is made by formula only once a call of it ran its kernel and
+    gave the formula's output, to the byte of its metadata and storage (:data:`_FOLLOWS`): an op whose output is not
+    like its input (a comparison's bool) never does."""
+    known = _ELEMENTWISE.get(id(func))
+    if known is None:
+        schema = getattr(func, "_schema", None)
+        known = _ELEMENTWISE[id(func)] = (
+            schema is not None and torch.Tag.pointwise in getattr(func, "tags", ()) and not schema.is_mutable
+            and torch.Tag.nondeterministic_seeded not in func.tags  # (a draw advances the generator: it runs)
+            and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor", func)
+    if not known[0] or torch._C._len_torch_dispatch_stack():
+        return None
+    kind: list[Any] = [func]
+    first: torch.Tensor | None = None
+    count = 0
+    for v in args:
+        if type(v) in _NUMBERS:
+            if v != v or v in (math.inf, -math.inf):
+                return None
+            kind.append((type(v), v))
+            continue
+        if type(v) is not torch.Tensor or v.layout != torch.strided or not v.is_contiguous() or \
+                v.storage_offset() != 0 or v.is_conj() or v.is_neg() or v.device.type != "cpu":
+            return None
+        if first is None:
+            first = v
+            kind.append((v.dtype, v.dim(), tuple(size == 1 for size in v.shape)))
+        elif v.shape != first.shape or v.dtype != first.dtype or v.device != first.device:
+            return None
+        else:
+            kind.append(True)
+        count += 1
+    if first is None or first.numel() * first.element_size() * (count + 1) < WORTH_MAKING:
+        return None
+    return tuple(kind), (tuple(first.shape), first.dtype, first.device)
 
 
 class SkipMode(TorchFunctionMode):
