@@ -409,10 +409,10 @@ def boundary_from_peaks(peaks: Mapping[int, int], room: float, limit: int) -> in
     if nearest is None:
         return None
     guess = _parabola(((x, peaks[x]) for x in (x0, x1, nearest)), room)
-    if guess is None:  # (it bends down and never gets there: the line through the pair, where it rises)
-        slope = peaks[x1] - peaks[x0]
-        guess = x0 + (room - peaks[x0]) / slope if slope > 0 else None
-    return None if guess is None else max(1, min(limit, math.floor(guess)))
+    if guess is not None:
+        return max(1, min(limit, math.floor(guess)))
+    # (it bends down and never gets there: the line through the pair, where it rises)
+    return _interpolate(x0, x1, peaks.__getitem__, room, limit) if peaks[x1] > peaks[x0] else None
 
 
 def _parabola(points: Iterable[tuple[int, int]], room: float) -> float | None:

@@ -45,12 +45,13 @@ changes nothing a report reads, as when the fake shortcuts answer a second call 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["contiguous_strides", "expected"]
+__all__ = ["contiguous_strides", "expected", "like_first"]
 
 _aten = torch.ops.aten
 _BATCH_NORM = _aten.native_batch_norm.default
@@ -132,31 +133,47 @@ def expected(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fake: Any
 
 def _pointwise(func: Any, args: tuple[Any, ...], fake: Any) -> Expected | None:
     """A pointwise op on tensors of one shape, dtype and device, each dense and contiguous, beside numbers: one
-    output like its first tensor. The numbers' values are part of the kind (a value may make the kernel refuse the
-    call: an integer to a negative power); so are the op, the dtype, the device, the number of dimensions and which
-    have size 1. An op whose output is not like its input (a comparison's bool, an integer division's float) has
-    kinds that never match, and is never answered by formula."""
+    output like its first tensor (:func:`like_first`). An op whose output is not like its input (a comparison's
+    bool, an integer division's float) has kinds that never match, and is never answered by formula."""
+    found = like_first(args, lambda v: _input(v, fake, 1))
+    if found is None:
+        return None
+    parts, shape, dtype, device, _ = found
+    return (func, fake is None, *parts), False, ((shape, contiguous_strides(shape), dtype, False, False, False,
+                                                  device),)
+
+
+def like_first(args: tuple[Any, ...], dense: Callable[[Any], tuple[tuple[int, ...], Any] | None]
+               ) -> tuple[list[Any], tuple[int, ...], torch.dtype, Any, int] | None:
+    """The arguments of a pointwise call whose output is like its first tensor: tensors of one shape, dtype and
+    device (``dense(t)``: a tensor's sizes and device where it is dense and contiguous as the caller needs, else
+    None), beside finite numbers. Returns the parts of the call's kind, in the arguments' order (each number's type
+    and value: a value may make the kernel refuse the call, an integer to a negative power; the first tensor's
+    dtype, device, number of dimensions and which have size 1; True for each other tensor, like the first), the
+    first tensor's sizes, dtype and device, and the number of tensors; None for any other arguments. The op itself
+    is the caller's part of the kind."""
+    parts: list[Any] = []
     first: tuple[tuple[int, ...], Any] | None = None
-    kind: list[Any] = [func, fake is None]
     dtype = None
+    tensors = 0
     for v in args:
         if type(v) in _NUMBERS:
             if v != v or v in (math.inf, -math.inf):  # (a NaN is not equal to itself: no kind to find again)
                 return None
-            kind.append((type(v), v))
+            parts.append((type(v), v))
             continue
-        found = _input(v, fake, 1)
+        found = dense(v)
         if found is None or (first is not None and (found != first or v.dtype != dtype)):
             return None
         if first is None:
             first, dtype = found, v.dtype
-            kind.append((dtype, found[1], len(found[0]), tuple(size == 1 for size in found[0])))
+            parts.append((dtype, found[1], len(found[0]), tuple(size == 1 for size in found[0])))
         else:
-            kind.append(True)  # (another tensor like the first)
-    if first is None:
+            parts.append(True)  # (another tensor like the first)
+        tensors += 1
+    if first is None or dtype is None:
         return None
-    shape, device = first
-    return tuple(kind), False, ((shape, contiguous_strides(shape), dtype, False, False, False, device),)
+    return parts, first[0], dtype, first[1], tensors
 
 
 def _forward(args: tuple[Any, ...], fake: Any) -> Expected | None:

@@ -36,7 +36,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import Switch
-from torchcost.collect.fakerules import contiguous_strides
+from torchcost.collect.fakerules import contiguous_strides, like_first
 from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
@@ -276,7 +276,6 @@ def _made_so(out: Any, made: tuple[tuple[int, ...], Any, Any]) -> bool:
 # id() of an op -> whether :func:`_elementwise` takes it (tagged pointwise, writes no argument, returns one tensor),
 # and the op (held, so that no id is reused)
 _ELEMENTWISE: dict[int, tuple[bool, Any]] = {}
-_NUMBERS = frozenset({bool, int, float})
 
 
 def _elementwise(func: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[int, ...], Any, Any]] | None:
@@ -296,29 +295,22 @@ def _elementwise(func: Any, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], tup
             and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor", func)
     if not known[0] or torch._C._len_torch_dispatch_stack():
         return None
-    kind: list[Any] = [func]
-    first: torch.Tensor | None = None
-    count = 0
-    for v in args:
-        if type(v) in _NUMBERS:
-            if v != v or v in (math.inf, -math.inf):
-                return None
-            kind.append((type(v), v))
-            continue
-        if type(v) is not torch.Tensor or v.layout != torch.strided or not v.is_contiguous() or \
-                v.storage_offset() != 0 or v.is_conj() or v.is_neg() or v.device.type != "cpu":
-            return None
-        if first is None:
-            first = v
-            kind.append((v.dtype, v.dim(), tuple(size == 1 for size in v.shape)))
-        elif v.shape != first.shape or v.dtype != first.dtype or v.device != first.device:
-            return None
-        else:
-            kind.append(True)
-        count += 1
-    if first is None or first.numel() * first.element_size() * (count + 1) < WORTH_MAKING:
+    found = like_first(args, _dense_cpu)
+    if found is None:
         return None
-    return tuple(kind), (tuple(first.shape), first.dtype, first.device)
+    parts, shape, dtype, device, tensors = found
+    if math.prod(shape) * dtype.itemsize * (tensors + 1) < WORTH_MAKING:
+        return None
+    return (func, *parts), (shape, dtype, device)
+
+
+def _dense_cpu(t: Any) -> tuple[tuple[int, ...], torch.device] | None:
+    """The sizes and device of a plain dense contiguous CPU tensor (:func:`~torchcost.collect.fakerules.like_first`),
+    else None."""
+    if type(t) is not torch.Tensor or t.layout != torch.strided or not t.is_contiguous() or t.storage_offset() != 0 \
+            or t.is_conj() or t.is_neg() or t.device.type != "cpu":
+        return None
+    return tuple(t.shape), t.device
 
 
 class SkipMode(TorchFunctionMode):
