@@ -92,11 +92,32 @@ def test_a_refused_call_is_not_learned(mode: Any) -> None:
 def test_other_ops_are_passed_on(mode: Any) -> None:
     short = FakeShortcuts()
     a, b = torch.empty(4, 3), torch.empty(4, 3)
-    for func, args in ((aten.native_dropout.default, (a, 0.5, True)), (aten.copy_.default, (a, b)),
-                       (aten.t_.default, (a,)),
-                       (aten.uniform_.default, (a,)), (aten.clamp_.default, (a, 0.0))):
-        _asked(short, func, *args)
-        assert short.answer(func, args, {}) is MISS, func
+    for func, args, *more in ((aten.native_dropout.default, (a, 0.5, True)), (aten.copy_.default, (a, b)),
+                              (aten.t_.default, (a,)), (aten.uniform_.default, (a, 0.0, 1.0), {"generator": None}),
+                              (aten.clamp_.default, (a, 0.0))):
+        kwargs = more[0] if more else {}
+        _asked(short, func, *args, **kwargs)
+        assert short.answer(func, args, kwargs) is MISS, func
+
+
+def test_a_random_fill_is_the_tensor_itself_once_the_fake_mode_accepted_its_like(mode: Any) -> None:
+    # dropout on the CPU is ``empty_like(x).bernoulli_(1 - p)``: on a fake tensor the fake mode runs the meta kernel,
+    # which draws nothing, and returns the tensor itself; so does the shortcut, once the fake mode accepted the kind
+    short = FakeShortcuts()
+    a, b = torch.empty(4, 3), torch.empty(2, 5)
+    state = torch.get_rng_state()
+    assert short.answer(aten.bernoulli_.float, (a, 0.9), {}) is MISS  # not seen yet
+    assert aten.bernoulli_.float(a, 0.9) is a
+    short.learn()
+    assert short.answer(aten.bernoulli_.float, (b, 0.5), {}) is b  # another shape, another p: the same kind
+    assert _asked(short, aten.uniform_.default, a, -1.0, 1.0) is a
+    assert short.answer(aten.uniform_.default, (b, 0.0, 2.0), {}) is b
+    with torch.utils._python_dispatch._disable_current_modes():
+        assert torch.equal(torch.get_rng_state(), state)  # no real number was drawn
+    constant = mode.from_tensor(torch.ones(4, 3), static_shapes=True)
+    constant.constant = torch.ones(4, 3)  # (one carrying its value: the fake mode's own way)
+    assert short.answer(aten.bernoulli_.float, (constant, 0.5), {}) is MISS
+    assert short.answer(aten.bernoulli_.float, (a.to(torch.float64), 0.5), {}) is MISS  # another dtype
 
 
 @pytest.mark.parametrize(("func", "extra"), [

@@ -28,11 +28,16 @@ that), half of a training step's analysis. Some ops have an answer known without
     shape without changing it and is either that tensor or on another storage (no partial overlap);
   - the other arguments are Python numbers (the schema allows only tensors and numbers).
   The version counter and autograd's view bookkeeping are done above the dispatch mode, so they are unchanged.
+* An in-place random fill (``bernoulli_(p)``, which dropout runs on the CPU on an ``empty_like`` of its input;
+  ``uniform_``, ``normal_``), its other arguments numbers: on a fake tensor the fake mode runs the meta kernel,
+  which draws nothing, and returns the tensor itself. Answered so under the same conditions as an in-place
+  pointwise op; never on a tensor carrying its value (there the fake mode has its own way).
 * A view op with its own kernel (``t``, ``detach``, ``view``, ``expand``, ``transpose``, ``split``, ...; autograd's
   backward makes several per layer), and ``_unsafe_view`` (a view of its input's storage that autograd does not
   mark as one), of a fake tensor of no constant value, its other arguments plain integers: the op's meta kernel run
   on the tensor and the result (each of a list) wrapped on the tensor's device, the fake mode's own steps without
-  its cache key (a kernel that refuses the arguments raises as it does under the fake mode). The fake mode takes
+  its cache key, and without the generator of its kernel-invocation guard (the same thread-local switches are set
+  directly). A kernel that refuses the arguments raises as it does under the fake mode. The fake mode takes
   about 250 us for an ``_unsafe_view`` and a ``split``, which its cache never holds (their outputs alias).
 * An op whose outputs are all new tensors (``mm``, ``addmm``, ``sqrt``, ``div``, ``native_batch_norm``, ...): after
   the fake mode has answered one call, a call with the same key gets outputs made from that answer's metadata, as
@@ -82,40 +87,59 @@ from torchcost.collect.sharded import on_shards
 # ``dispatch_keys`` is None this gives the same layout without them.
 BASE_LAYOUT: Callable[[torch.Tensor], torch.layout] = torch._C.TensorBase.__dict__["layout"].__get__
 
-__all__ = ["MISS", "FakeShortcuts", "FakeWrapper", "TwinAnswers"]
+__all__ = ["META_DEVICE", "MISS", "FakeShortcuts", "FakeWrapper", "TwinAnswers"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
 _make_subclass = torch.Tensor._make_subclass
 _NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch  # (what torch.utils._mode_utils.no_dispatch is)
+_KEEP_KEYS = torch._C._PreserveDispatchKeyGuard
+_META_IN_TLS, _SET_META_IN_TLS = torch._C._meta_in_tls_dispatch_include, torch._C._set_meta_in_tls_dispatch_include
 _DEVICE = torch.ops.prim.device.default
-_META_DEVICE = torch.device("meta")
+META_DEVICE = torch.device("meta")  # (a device object: torch parses a "meta" string on every call)
 _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
-_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT = range(7)
+_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT, _KIND_FILL = range(8)
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)  # what torch.tensor() calls
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
 
 
+def _writes_first(func: Any, wanted: Any, refused: Any) -> Any:
+    """The arguments of an op tagged ``wanted`` and not ``refused`` that writes its first argument and returns it
+    alone, the other arguments aliasing nothing; None for any other op."""
+    tags = getattr(func, "tags", ())
+    schema = getattr(func, "_schema", None)
+    if schema is None or wanted not in tags or refused in tags:
+        return None
+    arguments, returns = schema.arguments, schema.returns
+    if not arguments or len(returns) != 1:
+        return None
+    first, out = arguments[0].alias_info, returns[0].alias_info
+    if first is None or not first.is_write or out is None or not out.is_write or \
+            any(a.alias_info is not None for a in arguments[1:]):
+        return None
+    return arguments
+
+
 def _is_inplace_pointwise(func: Any) -> bool:
     """A pointwise op that writes its first argument alone and returns it, whose arguments are tensors and numbers
     (no optional ones, no lists, no strings), drawing no random numbers."""
-    tags = getattr(func, "tags", ())
-    schema = getattr(func, "_schema", None)
-    if schema is None or torch.Tag.pointwise not in tags or torch.Tag.nondeterministic_seeded in tags:
-        return False
-    arguments, returns = schema.arguments, schema.returns
-    if not arguments or len(returns) != 1:
-        return False
-    first, out = arguments[0].alias_info, returns[0].alias_info
-    if first is None or not first.is_write or out is None or not out.is_write:
-        return False
-    return all(str(a.type) in ("Tensor", "number") for a in arguments) and \
-        all(a.alias_info is None for a in arguments[1:])
+    arguments = _writes_first(func, torch.Tag.pointwise, torch.Tag.nondeterministic_seeded)
+    return arguments is not None and all(str(a.type) in ("Tensor", "number") for a in arguments)
+
+
+def _is_random_fill(func: Any) -> bool:
+    """An in-place op that fills its first argument with random numbers and returns it (``bernoulli_(p)``, what
+    dropout runs on the CPU, ``uniform_``, ``normal_``), its other arguments numbers and an optional generator. On a
+    fake tensor the fake mode runs the meta kernel, which draws nothing, and returns the tensor itself."""
+    arguments = _writes_first(func, torch.Tag.nondeterministic_seeded, None)
+    return arguments is not None and torch.Tag.inplace in func.tags and \
+        all(str(a.type) in ("float", "int") or (a.kwarg_only and str(a.type) == "Optional[Generator]")
+            for a in arguments[1:])
 
 
 # an op the fake mode answers as a view although its schema does not say so: _unsafe_view gives its input's storage
@@ -175,7 +199,8 @@ def _empty(meta: tuple[Any, ...]) -> torch.Tensor:
     """A new meta tensor of an output's metadata (sizes, strides, dtype, grad flag, conjugate and negative bits), as
     the fake mode's cache makes one."""
     shape, stride, dtype, grad, conj, neg, _ = meta
-    empty = torch.empty_strided(shape, stride, dtype=dtype, device="meta", requires_grad=grad)
+    empty = (torch.empty_strided(shape, stride, dtype=dtype, device=META_DEVICE, requires_grad=True) if grad else
+             torch.empty_strided(shape, stride, dtype=dtype, device=META_DEVICE))
     if conj:
         torch._C._set_conj(empty, True)
     if neg:
@@ -216,7 +241,7 @@ def fake_constant(mode: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.
     if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
         return converter.from_real_tensor(mode, constant, make_constant=True)
     with _NO_PYTHON_DISPATCH():  # (a plain meta tensor, also where the fake mode is on the stack)
-        meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device="meta")
+        meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device=META_DEVICE)
         made = wrap(mode, meta, constant.device)
     made.constant = constant
     converter.set_tensor_memo(constant, made)
@@ -366,10 +391,9 @@ class FakeShortcuts:
     calls the fake mode accepts (:func:`learn`)."""
 
     def __init__(self) -> None:
-        from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, in_kernel_invocation_manager
+        from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
         self._fake = FakeTensor
-        self._in_kernel = in_kernel_invocation_manager
         # made just before the collectors' dispatch mode goes on: the modes below it. Answers skip them, so there
         # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
         below = torch._C._len_torch_dispatch_stack()
@@ -394,7 +418,8 @@ class FakeShortcuts:
         kind = self._kinds.get(id(func))
         if kind is None:
             kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM else _KIND_LIFT if func in _LIFTS
-                    else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_VIEW if _is_plain_view(func)
+                    else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_FILL if _is_random_fill(func)
+                    else _KIND_VIEW if _is_plain_view(func)
                     else _KIND_FRESH if _makes_fresh(func) else _OTHER)
             self._kinds[id(func)] = kind
             _KEEP.append(func)
@@ -406,7 +431,7 @@ class FakeShortcuts:
         first = args[0] if args else None
         if type(first) is not self._fake or not self._fake_alone:
             return MISS
-        return _META_DEVICE if first.fake_mode.in_kernel_invocation else first.fake_device
+        return META_DEVICE if first.fake_mode.in_kernel_invocation else first.fake_device
 
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned). :attr:`priced` is
@@ -430,6 +455,8 @@ class FakeShortcuts:
                 return func(constant)
         if kind == _KIND_VIEW:
             return self._view(func, first, args, kwargs)
+        if kind == _KIND_FILL and first.constant is not None:
+            return MISS  # (on a tensor carrying its value the fake mode may draw real numbers: its own way)
         return self._inplace(func, first, args, kwargs)
 
     def _lift(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -447,8 +474,18 @@ class FakeShortcuts:
                 mode.shape_env is not None or not _plain_values(args[1:]) or \
                 (kwargs and not _plain_values(kwargs.values())):
             return MISS
-        with self._in_kernel(mode):
-            out = func(*args, **kwargs)
+        # (torch's in_kernel_invocation_manager, without its generator: the meta kernel runs on the fake tensor's
+        # own meta storage, no dispatch mode sees it)
+        before = mode.in_kernel_invocation
+        if before != _META_IN_TLS():
+            raise AssertionError(f"{_META_IN_TLS()}, {before}")
+        with _NO_PYTHON_DISPATCH(), _KEEP_KEYS():
+            mode.in_kernel_invocation = True
+            _SET_META_IN_TLS(True)
+            try:
+                out = func(*args, **kwargs)
+            finally:
+                mode.in_kernel_invocation = before
         if type(out) is list:  # (split and its like: a view each)
             return [self._wrap(mode, view, base.fake_device) for view in out]
         return self._wrap(mode, out, base.fake_device)

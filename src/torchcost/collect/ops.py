@@ -836,12 +836,12 @@ class DispatchCollector(TorchDispatchMode):
         return tuple(fixed) if fixed is not None else out
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
         short = self._short
-        if short is not None and func is _DEVICE:  # a fake tensor asking its device: not an op that ran
+        if func is _DEVICE and short is not None:  # a fake tensor asking its device: not an op that ran
             device = short.device(args)
             if device is not MISS:
                 return device
+        kwargs = kwargs or {}
         self.seen += 1
         if self.watch is not None and id(func) not in self._idle:
             self.watch(func, args, kwargs)

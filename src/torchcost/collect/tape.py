@@ -45,7 +45,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import _pop_mode_temporarily
 
 from torchcost.collect import Switch
-from torchcost.collect.fakeops import BASE_LAYOUT
+from torchcost.collect.fakeops import BASE_LAYOUT, META_DEVICE
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.memory import ALIVE
 from torchcost.collect.probe import strided_elements
@@ -452,7 +452,7 @@ def _new(meta: tuple[Any, ...], anchor: Any, wrap: Callable[[Any, torch.Tensor, 
     fake mode on its device, as the twin's shortcuts make one (on a meta twin, the meta tensor)."""
     shape, stride, dtype, device = meta
     with _NO_PYTHON_DISPATCH():
-        empty = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+        empty = torch.empty_strided(shape, stride, dtype=dtype, device=META_DEVICE)
     if device is None or wrap is None:
         return empty
     return wrap(anchor.fake_mode, empty, device)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.optim import optimizer as _optimizer_module
 
-from torchcost.collect.fakeops import FakeWrapper, TwinAnswers, fake_constant
+from torchcost.collect.fakeops import META_DEVICE, FakeWrapper, TwinAnswers, fake_constant
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
@@ -159,7 +159,7 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
             if t.device.type == "meta":  # (the converter remembers the user's meta tensor: one fake tensor for it)
                 return converter.from_meta_and_device(fake_mode, t, device)
             # a fresh meta tensor nothing else holds: wrapped as the converter wraps it, less its memo
-            meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+            meta = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=META_DEVICE)
             return cast("torch.Tensor", wrap(fake_mode, meta, device))
     elif method == "copy":
         def convert(t: torch.Tensor) -> torch.Tensor:
@@ -614,7 +614,7 @@ def _from_pattern(pattern: tuple[Any, ...], anchor: Any, wrap: Callable[[Any, to
         made = fake_constant(anchor.fake_mode, pattern[1].clone(), wrap)
         return made if (made.shape, made.stride(), made.dtype, made.device) == pattern[2] else None
     shape, stride, dtype, device = pattern[1]
-    meta = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    meta = torch.empty_strided(shape, stride, dtype=dtype, device=META_DEVICE)
     # (a fake one as the converter's from_meta_and_device makes it, less its memo of a fresh meta tensor that
     # nothing else holds)
     return wrap(anchor.fake_mode, meta, device) if pattern[2] else meta
