@@ -613,3 +613,26 @@ def test_training_step_report_is_the_same_with_the_fake_modes_own_cache(name: st
     with_cache = torchcost.analyze(model, *args, **options).to_dict()
     assert [m.cache_enabled for m in made] == [False, True]
     assert with_cache == without
+
+
+@pytest.mark.parametrize("name", ["gpt2, two layers", "mlp adamw", "resnet18", "bump"])
+def test_a_views_memory_entry_is_what_the_whole_walk_makes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a view the shortcuts answered (on the storage of its one tensor argument) gets only its timeline entry from the
+    # memory tracker (MemoryTracker.on_view): the report equals the one where every op takes on_op's whole walk
+    from torchcost.collect import memory
+
+    model, args, options = _models()[name]
+    options = {"mode": "train", **options}
+    short: list[int] = []
+    original = memory.MemoryTracker.on_view
+
+    def counted(self: Any, *a: Any, **k: Any) -> None:
+        short.append(1)
+        original(self, *a, **k)
+
+    monkeypatch.setattr(memory.MemoryTracker, "on_view", counted)
+    with_views = torchcost.analyze(model, *args, **options).to_dict()
+    assert short  # (autograd's backward takes views of every layer's tensors: t, detach, view)
+    monkeypatch.setattr(memory.MemoryTracker, "on_view",
+                        lambda self, func, args, kwargs, out, base: self.on_op(func, args, kwargs, out))
+    assert torchcost.analyze(model, *args, **options).to_dict() == with_views

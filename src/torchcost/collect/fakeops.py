@@ -94,6 +94,7 @@ MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 _make_subclass = torch.Tensor._make_subclass
 _NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch  # (what torch.utils._mode_utils.no_dispatch is)
 _KEEP_KEYS = torch._C._PreserveDispatchKeyGuard
+_BELOW_VIEWS = torch._C._AutoDispatchBelowADInplaceOrView
 _META_IN_TLS, _SET_META_IN_TLS = torch._C._meta_in_tls_dispatch_include, torch._C._set_meta_in_tls_dispatch_include
 _DEVICE = torch.ops.prim.device.default
 META_DEVICE = torch.device("meta")  # (a device object: torch parses a "meta" string on every call)
@@ -410,6 +411,7 @@ class FakeShortcuts:
         # the last call's key for its price (collect/ops.py's memo of prices): everything a built-in formula and
         # call_bytes read of a fresh or in-place op's call, which fixes its output's metadata too; None for others
         self.priced: tuple[Any, ...] | None = None
+        self.viewed: Any = None  # the input of the last call, where it was answered as one view of it
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
         self._check: fakerules.Expected | None = None  # a formula's answer for the call passed on, to compare
         self._wrap = FakeWrapper().wrap
@@ -436,7 +438,7 @@ class FakeShortcuts:
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned). :attr:`priced` is
         then the key of the call's price, or None."""
-        self.pending = self._fresh_call = self.priced = self._check = None
+        self.pending = self._fresh_call = self.priced = self._check = self.viewed = None
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
@@ -475,11 +477,12 @@ class FakeShortcuts:
                 (kwargs and not _plain_values(kwargs.values())):
             return MISS
         # (torch's in_kernel_invocation_manager, without its generator: the meta kernel runs on the fake tensor's
-        # own meta storage, no dispatch mode sees it)
+        # own meta storage, no dispatch mode sees it; below autograd's view bookkeeping, which the wrapped output
+        # does not keep: autograd does it for that output above the dispatch mode, as for the fake mode's answer)
         before = mode.in_kernel_invocation
         if before != _META_IN_TLS():
             raise AssertionError(f"{_META_IN_TLS()}, {before}")
-        with _NO_PYTHON_DISPATCH(), _KEEP_KEYS():
+        with _NO_PYTHON_DISPATCH(), _KEEP_KEYS(), _BELOW_VIEWS():
             mode.in_kernel_invocation = True
             _SET_META_IN_TLS(True)
             try:
@@ -488,6 +491,7 @@ class FakeShortcuts:
                 mode.in_kernel_invocation = before
         if type(out) is list:  # (split and its like: a view each)
             return [self._wrap(mode, view, base.fake_device) for view in out]
+        self.viewed = base
         return self._wrap(mode, out, base.fake_device)
 
     def _inplace(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

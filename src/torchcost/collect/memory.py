@@ -360,6 +360,30 @@ class MemoryTracker:
         self.phases.append(self.phase)
         self.alive.append(self.current + held)
 
+    def on_view(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor,
+                base: torch.Tensor) -> None:
+        """:meth:`on_op` of a view a fake twin's shortcuts answered (collect/fakeops.py): ``out`` is on the storage
+        of ``base``, the op's one tensor argument (the others are plain integers). Where that storage is followed
+        already at its size and the op may hold no kernel memory and moves no collective's buffers, on_op would
+        register nothing and note no kernel memory: only the timeline's entry is made."""
+        if self.closed:
+            return
+        s = storage_of(base)
+        uid = None if s is None else self._by_storage.get(id(s))
+        known = self._known(func)
+        if s is None or uid is None or known[1] or known[2] or \
+                (self.sizes[uid] and self._size(s.nbytes()) != self.sizes[uid]):
+            self.on_op(func, args, kwargs, out)
+            return
+        if self._pending:
+            self._pending.clear()
+        if self._posted is not None and self.phase == "backward":
+            self._accumulation(func, args, kwargs, out)
+        self.ops.append(known[0])
+        self.modules.append(self.scope.current if self.phase != "backward" else self._module())
+        self.phases.append(self.phase)
+        self.alive.append(self.current)
+
     def _known(self, func: Any) -> tuple[str, bool, bool, Any]:
         """An op's key, whether it is a collective with buffers, whether it may hold kernel memory (and the op,
         kept so that no id is reused)."""

@@ -850,7 +850,7 @@ class DispatchCollector(TorchDispatchMode):
         for kind in types:
             if kind.__name__ == "DTensor":  # let DTensor run the op: its local ops (local shapes) come back here
                 return on_shards(self.__torch_dispatch__, func, args, kwargs)  # (an optimizer's foreach op: here)
-        memo = None
+        memo = viewed = None
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
         if reads:
@@ -859,7 +859,7 @@ class DispatchCollector(TorchDispatchMode):
             out = func(*args, **kwargs)
         else:
             out = short.answer(func, args, kwargs)
-            memo = short.priced
+            memo, viewed = short.priced, short.viewed
             if out is MISS:
                 out = func(*args, **kwargs)
                 short.learn(out)
@@ -872,7 +872,11 @@ class DispatchCollector(TorchDispatchMode):
         if self.trace is not None:
             self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out, memo)
-        if self.memory is not None:
+        if self.memory is None:
+            pass
+        elif viewed is not None:
+            self.memory.on_view(func, args, kwargs, out, viewed)
+        else:
             self.memory.on_op(func, args, kwargs, out, priced=memo)
         if self.taping is not None:
             self.taping(func, args, kwargs, out, memo)
