@@ -1275,8 +1275,93 @@ def phases_main(argv: list[str]) -> int:
     return 0
 
 
+# the parts of one op in torchcost's dispatch mode timed by :func:`run_op_costs`: label -> (module, class, method)
+OP_PARTS: dict[str, tuple[str, str, str]] = {
+    "whole": ("torchcost.collect.ops", "DispatchCollector", "__torch_dispatch__"),
+    "answer": ("torchcost.collect.fakeops", "FakeShortcuts", "answer"),
+    "pricing": ("torchcost.collect.ops", "OpCollector", "on_aten"),
+    "memory": ("torchcost.collect.memory", "MemoryTracker", "on_op"),
+    "memory (view)": ("torchcost.collect.memory", "MemoryTracker", "on_view")}
+
+
+def run_op_costs(built: Built, rounds: int) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """Per (phase, op) of a training step's analysis of ``built`` on its fake twin: the calls a round and the
+    seconds spent in each of :data:`OP_PARTS` (the dispatch mode's whole handling of the op; the twin's answer; the
+    op collector; the memory tracker), summed over ``rounds`` analyses after three untimed ones. The phase is
+    "backward" inside ``torch.autograd.backward``, else "other" (forward, loss, optimizer)."""
+    import importlib
+
+    import torchcost
+
+    torch.set_num_threads(1)
+    for _ in range(3):
+        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+    phase = ["other"]
+    spent: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+    def timer(label: str) -> Callable[[Any], Any]:
+        def make(original: Any) -> Any:
+            def timed(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return original(self, func, *args, **kwargs)
+                finally:
+                    parts = spent.setdefault((phase[0], str(func)), {})
+                    entry = parts.setdefault(label, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += time.perf_counter() - start
+            return timed
+        return make
+
+    def backward(original: Any) -> Any:
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            phase[0] = "backward"
+            try:
+                return original(*args, **kwargs)
+            finally:
+                phase[0] = "other"
+        return marked
+
+    targets: list[tuple[str, str | None, str, Callable[[Any], Any]]] = [
+        (module, cls, name, timer(label)) for label, (module, cls, name) in OP_PARTS.items()
+        if hasattr(getattr(importlib.import_module(module), cls), name)]
+    with _replaced([*targets, ("torch.autograd", None, "backward", backward)]):
+        for _ in range(rounds):
+            gc.collect()
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+    return spent
+
+
+def ops_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed ops``: where a training step's analysis spends its time op by op
+    (:func:`run_op_costs`): per phase and op the calls a step and the microseconds a call in each part."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed ops")
+    parser.add_argument("--model", default="blocks100")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args(argv)
+    spent = run_op_costs(ladder_model(args.model), args.rounds)
+    # (ops handed to the collectors outside the dispatch mode, as the optimizer's replayed tapes, have no "whole")
+    rows = sorted(((k, v) for k, v in spent.items() if "whole" in v), key=lambda item: -item[1]["whole"][1])
+    rows = rows[:args.top]
+    labels = list(OP_PARTS)
+    print(f"{args.model}: a training step's ops in torchcost's dispatch mode, per step ({args.rounds} steps); "
+          "us a call in each part")
+    print()
+    print("| phase | op | calls | ms a step | " + " | ".join(labels) + " |")
+    print("|---|---|---|---|" + "---|" * len(labels))
+    for (where, op), parts in rows:
+        calls, whole = parts["whole"]
+        cells = [f"{parts[label][1] / parts[label][0] * 1e6:.1f}" if label in parts else "" for label in labels]
+        print(f"| {where} | {op} | {calls // args.rounds} | {whole / args.rounds * 1e3:.2f} | " + " | ".join(cells)
+              + " |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ops"]:
+        return ops_main(argv[1:])
     if argv[:1] == ["phases"]:
         return phases_main(argv[1:])
     if argv[:1] == ["ladder"]:

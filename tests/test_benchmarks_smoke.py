@@ -397,3 +397,55 @@ def test_the_cli_wall_benchmark_times_a_command(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     row = [line for line in out.splitlines() if line.startswith("| `torchcost --version`")]
     assert len(row) == 1 and "FAILED" not in row[0]
+
+
+def test_the_ops_benchmark_times_each_op_part_by_part_and_puts_its_functions_back(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from benchmarks import speed
+
+    def current() -> dict[str, object]:
+        return {label: getattr(getattr(importlib.import_module(m), c), n) for label, (m, c, n) in
+                speed.OP_PARTS.items()}
+
+    before, backward = current(), torch.autograd.backward
+    threads = torch.get_num_threads()
+    try:
+        spent = speed.run_op_costs(speed.ladder_model("blocks2"), 2)
+        assert speed.main(["ops", "--model", "blocks2", "--rounds", "1", "--top", "3"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the benchmark pins one thread)
+    assert current() == before and torch.autograd.backward is backward
+    # the stack of 2 blocks: its backward's two products (each Linear's weight gradient; the first layer's input
+    # needs none, so 1 + 2 = 3), twice (2 rounds), each whole handling no shorter than the answer inside it
+    calls, whole = spent[("backward", "aten.mm.default")]["whole"]
+    assert calls == 3 * 2 and whole >= spent[("backward", "aten.mm.default")]["answer"][1] > 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| phase | op | calls | ms a step | whole |") and len(lines) == 2 + 2 + 3
+
+
+def test_the_against_benchmark_loads_another_tree_that_shares_no_module(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from benchmarks import against, speed
+
+    src = Path(torchcost.__file__).parent.parent  # (this checkout's own tree stands for the other version)
+    old = against.load_old(src, tmp_path)
+    try:
+        assert old is not torchcost and old.analyze is not torchcost.analyze
+        built = speed.ladder_model("blocks2")
+        times = against.run_against(old, torchcost, built, 2, "train")
+        assert [len(times["old"]), len(times["new"])] == [2, 2]
+        mine = {name for name in sys.modules if name.startswith(against.OLD_NAME)}
+        assert f"{against.OLD_NAME}.collect.ops" in mine
+        # every module the copy loaded is the copy's own: none of its files imports this checkout's modules
+        files = [m.__file__ for name, m in sys.modules.items() if name in mine and getattr(m, "__file__", None)]
+        assert files and all(str(tmp_path) in f for f in files)
+        assert old.analyze(built.model, *built.args, mode="train").to_dict() == \
+            torchcost.analyze(built.model, *built.args, mode="train").to_dict()
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [n for n in sys.modules if n.startswith(against.OLD_NAME)]:
+            del sys.modules[name]
