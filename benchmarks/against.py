@@ -15,14 +15,12 @@ machine's drift between processes as well.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import re
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +30,8 @@ import torch
 __all__ = ["load_old", "main", "run_against"]
 
 OLD_NAME = "torchcost_old"
+
+
 def _renamed(source: str, modules: frozenset[str]) -> str:
     """``source`` with each reference to one of the package's own modules (``modules``: the names of its files and
     folders) renamed, in code or in a string (``"torchcost.formulas"``), and its imports of the package itself; other
@@ -56,20 +56,18 @@ def load_old(src: Path, into: Path) -> ModuleType:
 
 
 def run_against(old: Any, new: Any, built: Any, rounds: int, mode: str) -> dict[str, list[float]]:
-    """CPU seconds of ``rounds`` analyses of ``built`` by each version, alternating which goes first."""
+    """CPU seconds of ``rounds`` analyses of ``built`` by each version, timed as the ladder times its variants
+    (benchmarks/speed.py's ``_interleaved_cpu``: the order rotated each round, gc before each call), after two more
+    untimed analyses each (a process's third training step replays its optimizer from tapes)."""
+    from benchmarks.speed import _interleaved_cpu
+
     torch.set_num_threads(1)
-    tools = {"old": old, "new": new}
-    for tool in tools.values():
-        for _ in range(3):
-            tool.analyze(built.model, *built.args, kwargs=built.kwargs, mode=mode)
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for r in range(rounds):
-        for which in ("old", "new") if r % 2 == 0 else ("new", "old"):
-            gc.collect()
-            start = time.thread_time()
-            tools[which].analyze(built.model, *built.args, kwargs=built.kwargs, mode=mode)
-            times[which].append(time.thread_time() - start)
-    return times
+    entries = {name: (lambda model, b, tool=tool: tool.analyze(model, *b.args, kwargs=b.kwargs, mode=mode))
+               for name, tool in (("old", old), ("new", new))}
+    for entry in entries.values():
+        for _ in range(2):
+            entry(built.model, built)
+    return _interleaved_cpu(built, entries, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -355,10 +355,7 @@ class MemoryTracker:
             held = self._kernel_memory(key, func, args, kwargs, out, index, meta, priced)
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
-        self.ops.append(key)
-        self.modules.append(self.scope.current if self.phase != "backward" else self._module())
-        self.phases.append(self.phase)
-        self.alive.append(self.current + held)
+        self._entry(key, held)
 
     def on_view(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor,
                 base: torch.Tensor) -> None:
@@ -379,10 +376,7 @@ class MemoryTracker:
             self._pending.clear()
         if self._posted is not None and self.phase == "backward":
             self._accumulation(func, args, kwargs, out)
-        self.ops.append(known[0])
-        self.modules.append(self.scope.current if self.phase != "backward" else self._module())
-        self.phases.append(self.phase)
-        self.alive.append(self.current)
+        self._entry(known[0])
 
     def _known(self, func: Any) -> tuple[str, bool, bool, Any]:
         """An op's key, whether it is a collective with buffers, whether it may hold kernel memory (and the op,
@@ -445,13 +439,14 @@ class MemoryTracker:
                 self._register(s, index, "", self._counted(t))
         self._entry(key)
 
-    def _entry(self, key: str) -> None:
-        """The timeline's entry of an optimizer op that holds no kernel memory: its key, the running module (the
-        optimizer runs outside every module), the phase, the bytes alive."""
+    def _entry(self, key: str, held: int = 0) -> None:
+        """The timeline's entry of an op: its key, the running module (in the backward, the module of the autograd
+        node running it; the optimizer runs outside every module), the phase, the bytes alive during it (``held``:
+        the kernel memory it holds besides its tensors)."""
         self.ops.append(key)
-        self.modules.append(self.scope.current)
+        self.modules.append(self.scope.current if self.phase != "backward" else self._module())
         self.phases.append(self.phase)
-        self.alive.append(self.current)
+        self.alive.append(self.current + held)
 
     def _accumulation(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Note autograd's sum of two gradients for one input (``InputBuffer::accumulate``, run by the engine right

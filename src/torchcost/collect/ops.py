@@ -872,12 +872,12 @@ class DispatchCollector(TorchDispatchMode):
         if self.trace is not None:
             self.trace.append((func, args, kwargs, out))
         self.ops.on_aten(func, args, kwargs, out, memo)
-        if self.memory is None:
-            pass
-        elif viewed is not None:
-            self.memory.on_view(func, args, kwargs, out, viewed)
-        else:
-            self.memory.on_op(func, args, kwargs, out, priced=memo)
+        memory = self.memory
+        if memory is not None:
+            if viewed is not None:
+                memory.on_view(func, args, kwargs, out, viewed)
+            else:
+                memory.on_op(func, args, kwargs, out, priced=memo)
         if self.taping is not None:
             self.taping(func, args, kwargs, out, memo)
         return out
