@@ -397,6 +397,32 @@ def test_a_wrapped_output_is_what_the_constructor_makes(mode: Any, device: str) 
         assert _state(made) == _state(FakeTensor(mode, elem, on))
 
 
+def test_wrap_switches_between_modes_and_devices_and_gives_each_tensor_its_own_attributes(mode: Any) -> None:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    wrapper = FakeWrapper()
+    other = FakeTensorMode()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    # the last (mode, device) pair is answered without the table: every switch must still give the constructor's
+    # tensor of the mode and device asked, also for a device object equal to the last but not the same object
+    asks = [(mode, cpu), (mode, cpu), (other, cpu), (mode, cuda), (mode, torch.device("cpu")), (other, cuda),
+            (other, cuda), (mode, cpu)]
+    made = []
+    for asked_mode, on in asks:
+        elem = torch.empty(3, device="meta")
+        out = wrapper.wrap(asked_mode, elem, on)
+        assert out.fake_mode is asked_mode
+        assert _state(out) == _state(FakeTensor(asked_mode, elem, on))
+        made.append(out)
+    # each tensor's attribute table is its own: setting one (as the fake mode sets a constant or a memo on a tensor)
+    # changes no other tensor, and not the state later tensors are made from
+    made[1].constant = torch.tensor(1.0)
+    made[1]._item_memo = 7
+    assert all(t.constant is None and t._item_memo is None for i, t in enumerate(made) if i != 1)
+    later = wrapper.wrap(mode, torch.empty(3, device="meta"), cpu)
+    assert later.constant is None and later._item_memo is None
+
+
 def test_wrap_takes_the_constructor_where_its_state_holds_a_value_of_the_tensors_own(mode: Any) -> None:
     from torch._subclasses.fake_tensor import FakeTensor
 

@@ -315,9 +315,15 @@ class FakeWrapper:
         # (id of a fake mode, device) -> the attributes FakeTensor's constructor gives a tensor of that mode on that
         # device, and the device it normalised; False: a tensor made from them would differ
         self._states: dict[tuple[int, Any], tuple[dict[str, Any], torch.device] | bool] = {}
+        # the last mode and device object asked for and their usable state: a run wraps nearly every tensor on one
+        # device of one mode, and the key's tuple and hash cost more than two identity tests
+        self._last: tuple[Any, Any, tuple[dict[str, Any], torch.device] | None] = (None, None, None)
 
     def wrap(self, mode: Any, elem: torch.Tensor, device: torch.device) -> Any:
         """``FakeTensor(mode, elem, device)`` for a meta tensor ``elem``."""
+        last_mode, last_device, last = self._last
+        if mode is last_mode and device is last_device and last is not None:
+            return self._made(mode, elem, *last)
         key = (id(mode), device)
         state = self._states.get(key)
         if state is None:
@@ -326,7 +332,9 @@ class FakeWrapper:
             return made
         if state is False:
             return self._fake(mode, elem, device)
-        return self._made(mode, elem, *cast("tuple[dict[str, Any], torch.device]", state))
+        usable = cast("tuple[dict[str, Any], torch.device]", state)
+        self._last = (mode, device, usable)
+        return self._made(mode, elem, *usable)
 
     def _made(self, mode: Any, elem: torch.Tensor, state: dict[str, Any], device: torch.device) -> Any:
         made = _make_subclass(self._fake, elem, elem.requires_grad, dispatch_device=True,
@@ -335,7 +343,8 @@ class FakeWrapper:
             torch._C._set_warn_deprecated_on_mutable_data_ptr(made)
         else:
             torch._C._set_throw_on_mutable_data_ptr(made)
-        made.__dict__.update(state)
+        made.__dict__ = state.copy()  # (the new tensor's own dict is empty: a copy of the table costs less than
+        # putting its entries in one by one)
         return made
 
     def _state_of(self, made: Any, mode: Any, elem: torch.Tensor) -> tuple[dict[str, Any], torch.device] | bool:
@@ -486,7 +495,8 @@ class FakeShortcuts:
             mode.in_kernel_invocation = True
             _SET_META_IN_TLS(True)
             try:
-                out = func(*args, **kwargs)
+                # (OpOverload.__call__ calls its _op but where a Python dispatcher object is set on the op)
+                out = (func._op if func._pyobj_dispatcher is None else func)(*args, **kwargs)
             finally:
                 mode.in_kernel_invocation = before
         if type(out) is list:  # (split and its like: a view each)
@@ -594,6 +604,14 @@ class FakeShortcuts:
         many, metas = known
         if mode is _META:
             outs = tuple(None if meta is None else _empty(meta) for meta in metas)
+        elif len(metas) == 1:  # (most ops: one output, made without the loops below)
+            meta = metas[0]
+            if meta is None:
+                outs = (None,)
+            else:
+                with _NO_PYTHON_DISPATCH():
+                    empty = _empty(meta)
+                outs = (self._wrap(mode, empty, meta[-1]),)
         else:
             with _NO_PYTHON_DISPATCH():  # (past the fake mode: plain meta tensors, then wrapped as the fake mode wraps)
                 made = [None if meta is None else _empty(meta) for meta in metas]
