@@ -8,8 +8,10 @@ module, cache or table) and imported beside this checkout's ``torchcost``. Each 
 each version (their process-level caches warm, as a notebook's or a search's later analyses are), then ``--rounds``
 times by each, in alternating order, one thread; the table gives the medians of the CPU times, their ratio, and the
 median and range of the rounds' own ratios (each round's two analyses ran next to each other, so a slow spell of
-this shared machine slows both). Separate processes per version, as ``benchmarks.cli_wall`` runs them, see the
-machine's drift between processes as well.
+this shared machine slows both). ``--phases`` also times each part of a training step in both versions, as
+``python -m benchmarks.speed phases`` does (the forward, autograd's backward, the optimizer step, the twin, the
+optimizer's warm-up, the step's accounting, the report), and prints a table per model. Separate processes per
+version, as ``benchmarks.cli_wall`` runs them, see the machine's drift between processes as well.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import types
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -70,12 +73,52 @@ def run_against(old: Any, new: Any, built: Any, rounds: int, mode: str) -> dict[
     return _interleaved_cpu(built, entries, rounds)
 
 
+def run_against_phases(old: Any, new: Any, built: Any, rounds: int, mode: str
+                       ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """:func:`run_against`, with each version's training step also timed part by part as ``python -m
+    benchmarks.speed phases`` times it (benchmarks/speed.py's PHASES: each part's thread CPU seconds in each
+    analysis, the other version's copy of the part timed alike): the analyses' times, and per version per part
+    its time in each of the ``rounds`` timed analyses."""
+    from benchmarks.speed import PHASES, _replaced, phase_timer
+
+    parts: dict[str, dict[str, list[float]]] = {version: {label: [] for label in PHASES} for version in ("old", "new")}
+    running: list[str | None] = [None]
+
+    def add(label: str, seconds: float) -> None:
+        if running[0] is not None:
+            parts[running[0]][label][-1] += seconds
+
+    targets = []
+    for label, (module, name) in PHASES.items():
+        targets.append((module, None, name, phase_timer(label, add)))
+        if module.startswith("torchcost."):  # (the other version's own copy of the part)
+            targets.append((OLD_NAME + module[len("torchcost"):], None, name, phase_timer(label, add)))
+
+    def counted(tool: Any, version: str) -> Any:
+        def analyze(*args: Any, **kwargs: Any) -> Any:
+            for times in parts[version].values():
+                times.append(0.0)
+            running[0] = version
+            try:
+                return tool.analyze(*args, **kwargs)
+            finally:
+                running[0] = None
+        return types.SimpleNamespace(analyze=analyze)
+
+    with _replaced(targets):
+        times = run_against(counted(old, "old"), counted(new, "new"), built, rounds, mode)
+    # (the untimed analyses first: two in run_against, one in the ladder's loop)
+    return times, {version: {label: values[-rounds:] for label, values in by.items()} for version, by in parts.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.against")
     parser.add_argument("old_src", help="the src folder of the other version's checkout")
     parser.add_argument("--models", default="blocks100,resnet18,mobilenet_v2,gpt2")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--mode", default="train", choices=("train", "eval"))
+    parser.add_argument("--phases", action="store_true",
+                        help="also each part of a training step, as benchmarks.speed phases times it")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     import torchcost
@@ -88,17 +131,36 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print("| model | old | new | new / old | rounds' ratios: median (range) |")
             print("|---|---|---|---|---|")
+            by_model = {}
             for name in (m for m in args.models.split(",") if m):
-                times = run_against(old, torchcost, ladder_model(name), args.rounds, args.mode)
-                o, n = statistics.median(times["old"]), statistics.median(times["new"])
-                ratios = sorted(b / a for a, b in zip(times["old"], times["new"]))
-                print(f"| {name} | {o * 1e3:.1f} | {n * 1e3:.1f} | {n / o:.3f} | {statistics.median(ratios):.3f} "
-                      f"({ratios[0]:.2f}-{ratios[-1]:.2f}) |")
+                if args.phases and args.mode == "train":
+                    times, by_model[name] = run_against_phases(old, torchcost, ladder_model(name), args.rounds,
+                                                               args.mode)
+                else:
+                    times = run_against(old, torchcost, ladder_model(name), args.rounds, args.mode)
+                print(_row(name, times["old"], times["new"]))
+            for name, parts in by_model.items():
+                print()
+                print(f"{name}: the training step's parts (benchmarks.speed phases), CPU ms, medians of "
+                      f"{args.rounds} rounds")
+                print()
+                print("| part | old | new | new / old | rounds' ratios: median (range) |")
+                print("|---|---|---|---|---|")
+                for label in parts["old"]:
+                    print(_row(label, parts["old"][label], parts["new"][label]))
         finally:
             sys.path.remove(folder)
             for key in [k for k in sys.modules if k == OLD_NAME or k.startswith(OLD_NAME + ".")]:
                 del sys.modules[key]
     return 0
+
+
+def _row(name: str, old: list[float], new: list[float]) -> str:
+    """A table row: the medians of two versions' seconds in ms, their ratio, and the rounds' own ratios."""
+    o, n = statistics.median(old), statistics.median(new)
+    ratios = sorted(b / a for a, b in zip(old, new) if a > 0)
+    spread = f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})" if ratios else "-"
+    return f"| {name} | {o * 1e3:.1f} | {n * 1e3:.1f} | {n / o if o else float('nan'):.3f} | {spread} |"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the optimizer's warm-up state, and torch's own lazy imports):
     PYTHONPATH=<old tree>/src python -m benchmarks.first_analysis resnet50 8
     python -m benchmarks.first_analysis blocks100 --mode train --optimizer sgd
     python -m benchmarks.first_analysis example:conv1d_series --device meta
+    python -m benchmarks.first_analysis blocks100 --mode train --preimport sympy,torch.distributed.tensor
 
 MODEL is a torchvision.models name (weights=None, 3x224x224 inputs), ``blocksN`` (benchmarks.speed's stack of N
 Linear(64, 64)+ReLU blocks, 64 features) or ``example:NAME`` (torchcost.examples, its own input). torchvision
@@ -16,6 +17,8 @@ imports ``torch._dynamo`` itself; the other two do not, so they show what an ana
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib
 import sys
 import time
 from typing import Any
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("eval", "train"), default="eval")
     parser.add_argument("--optimizer", help="the training step's optimizer (default: torchcost's)")
     parser.add_argument("--device", help="analyze(device=...), e.g. meta")
+    parser.add_argument("--preimport", default="",
+                        help="modules to import before the timed analysis, comma-separated (what the analysis would "
+                             "otherwise import itself: e.g. sympy,torch.distributed.tensor)")
     args = parser.parse_args(argv)
     import torchcost
 
@@ -62,13 +68,24 @@ def main(argv: list[str] | None = None) -> int:
         options["optimizer"] = args.optimizer
     if args.device:
         options["device"] = args.device
+    for name in filter(None, args.preimport.split(",")):
+        importlib.import_module(name)
+    before = set(sys.modules)
     start = time.process_time()
     torchcost.analyze(model, *inputs, **options)
     analysis = time.process_time() - start
+    imported = sorted(set(sys.modules) - before)
     what = ", ".join(f"{k}={v}" for k, v in options.items())
     dynamo = "yes" if "torch._dynamo" in sys.modules else "no"
     print(f"{args.model} batch {args.batch}: forward {forward:.3f} s, analyze({what}) {analysis:.3f} s, "
           f"{analysis / forward:.2f}x; torch._dynamo imported: {dynamo}")
+    # the packages the analysis imported (torch's lazy imports among them), most modules first: where a first
+    # analysis's time may go (torch's subpackages by three dotted levels, any other package by its name)
+    packages = collections.Counter(".".join(name.split(".")[:3 if name.startswith("torch.") else 1])
+                                   for name in imported if not name.startswith("torchcost"))
+    shown = ", ".join(f"{name} {count}" for name, count in packages.most_common(8))
+    print(f"imported by the analysis: {len(imported)} modules" + (f" ({shown}{', ...' if len(packages) > 8 else ''})"
+                                                                  if packages else ""))
     return 0
 
 

@@ -1199,23 +1199,29 @@ PHASES: dict[str, tuple[str, str]] = {
     "report": ("torchcost.api", "build_report")}
 
 
+def phase_timer(label: str, add: Callable[[str, float], None]) -> Callable[[Any], Any]:
+    """What :func:`_replaced` puts in place of a :data:`PHASES` function: the function, each call's thread CPU
+    seconds handed to ``add(label, seconds)``."""
+    def make(original: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                add(label, time.thread_time() - start)
+        return timed
+    return make
+
+
 @contextlib.contextmanager
 def _phase_timers(times: dict[str, list[float]], on: list[bool]) -> Any:
     """While inside, each call of a :data:`PHASES` function adds its thread CPU seconds to ``times[label][-1]``
     while ``on[0]``."""
-    def timer(label: str) -> Callable[[Any], Any]:
-        def make(original: Any) -> Any:
-            def timed(*args: Any, **kwargs: Any) -> Any:
-                start = time.thread_time()
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    if on[0]:
-                        times[label][-1] += time.thread_time() - start
-            return timed
-        return make
+    def add(label: str, seconds: float) -> None:
+        if on[0]:
+            times[label][-1] += seconds
 
-    with _replaced([(module, None, name, timer(label)) for label, (module, name) in PHASES.items()]):
+    with _replaced([(module, None, name, phase_timer(label, add)) for label, (module, name) in PHASES.items()]):
         yield
 
 

@@ -328,10 +328,11 @@ def test_the_first_analysis_benchmark_prints_its_line(capsys: pytest.CaptureFixt
 def test_the_first_analysis_benchmark_takes_a_stack_and_a_training_step(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import first_analysis
 
-    assert first_analysis.main(["blocks3", "--mode", "train", "--optimizer", "sgd"]) == 0
-    line = capsys.readouterr().out
+    assert first_analysis.main(["blocks3", "--mode", "train", "--optimizer", "sgd", "--preimport", "json,csv"]) == 0
+    line, imports = capsys.readouterr().out.splitlines()
     assert line.startswith("blocks3 batch 1: forward ") and "analyze(mode=train, optimizer=sgd)" in line
     assert "torch._dynamo imported: " in line
+    assert imports.startswith("imported by the analysis: ") and " modules" in imports
 
 
 def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixture[str]) -> None:
@@ -445,6 +446,20 @@ def test_the_against_benchmark_loads_another_tree_that_shares_no_module(tmp_path
         assert files and all(str(tmp_path) in f for f in files)
         assert old.analyze(built.model, *built.args, mode="train").to_dict() == \
             torchcost.analyze(built.model, *built.args, mode="train").to_dict()
+        # --phases: each version's parts timed in its own analyses, a value per timed round, every part seen
+        import torch.autograd
+
+        backward = torch.autograd.backward
+        times, parts = against.run_against_phases(old, torchcost, built, 2, "train")
+        assert [len(times["old"]), len(times["new"])] == [2, 2]
+        assert set(parts) == {"old", "new"} and set(parts["old"]) == set(speed.PHASES)
+        for version in ("old", "new"):
+            for label, values in parts[version].items():
+                assert len(values) == 2 and all(v > 0 for v in values), (version, label)
+                if label != "backward":  # (autograd's, the same function for both)
+                    assert all(v < t for v, t in zip(values, times[version])), (version, label)
+        assert torch.autograd.backward is backward  # (every part put back)
+        assert sys.modules[f"{against.OLD_NAME}.run.execute"]._forward.__module__.startswith(against.OLD_NAME)
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n.startswith(against.OLD_NAME)]:
