@@ -8,7 +8,8 @@ module, cache or table) and imported beside this checkout's ``torchcost``. Each 
 each version (their process-level caches warm, as a notebook's or a search's later analyses are), then ``--rounds``
 times by each, in alternating order, one thread; the table gives the medians of the CPU times, their ratio, and the
 median and range of the rounds' own ratios (each round's two analyses ran next to each other, so a slow spell of
-this shared machine slows both). ``--phases`` also times each part of a training step in both versions, as
+this shared machine slows both). ``--answers`` instead times a fake twin's answer to a view and to an op making a
+new tensor, per call in a tight loop. ``--phases`` also times each part of a training step in both versions, as
 ``python -m benchmarks.speed phases`` does (the forward, autograd's backward, the optimizer step, the twin, the
 optimizer's warm-up, the step's accounting, the report), and prints a table per model. Separate processes per
 version, as ``benchmarks.cli_wall`` runs them, see the machine's drift between processes as well.
@@ -23,6 +24,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 from types import ModuleType
@@ -111,6 +113,49 @@ def run_against_phases(old: Any, new: Any, built: Any, rounds: int, mode: str
     return times, {version: {label: values[-rounds:] for label, values in by.items()} for version, by in parts.items()}
 
 
+# the calls :func:`run_answers` times: label -> (op, the shapes of its fake tensor arguments)
+ANSWERED: dict[str, tuple[Any, tuple[tuple[int, ...], ...]]] = {
+    "t (a view)": (torch.ops.aten.t.default, ((64, 64),)),
+    "detach (a view)": (torch.ops.aten.detach.default, ((64, 64),)),
+    "mm (a new tensor)": (torch.ops.aten.mm.default, ((64, 64), (64, 64))),
+}
+
+
+def run_answers(old: Any, new: Any, rounds: int, calls: int = 2000) -> dict[str, dict[str, list[float]]]:
+    """Microseconds a call of a fake twin's answer (collect/fakeops.py's ``FakeShortcuts.answer``) in each version,
+    per call of :data:`ANSWERED`: ``calls`` answers in a tight loop a round, the versions alternating, after the fake
+    mode answered the call once (a view is answered from the start; a new tensor's output metadata is learned)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.set_num_threads(1)
+    mode = FakeTensorMode()
+    modules = {"old": importlib.import_module(f"{OLD_NAME}.collect.fakeops"),
+               "new": importlib.import_module(f"{new.__name__}.collect.fakeops")}
+    times: dict[str, dict[str, list[float]]] = {label: {"old": [], "new": []} for label in ANSWERED}
+
+    def per_call(fakeops: Any, func: Any, args: tuple[Any, ...]) -> float:
+        with mode:
+            short = fakeops.FakeShortcuts()  # (made with the fake mode below it, as in a run)
+        if short.answer(func, args, {}) is fakeops.MISS:
+            with mode:
+                out = func(*args)
+            short.learn(out)
+        if short.answer(func, args, {}) is fakeops.MISS:
+            raise AssertionError(f"{func} is not answered")
+        start = time.perf_counter()
+        for _ in range(calls):
+            short.answer(func, args, {})
+        return (time.perf_counter() - start) / calls
+
+    for label, (func, shapes) in ANSWERED.items():
+        with mode:
+            args = tuple(torch.empty(shape) for shape in shapes)
+        for i in range(rounds):
+            for version in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                times[label][version].append(per_call(modules[version], func, args))
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.against")
     parser.add_argument("old_src", help="the src folder of the other version's checkout")
@@ -119,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="train", choices=("train", "eval"))
     parser.add_argument("--phases", action="store_true",
                         help="also each part of a training step, as benchmarks.speed phases times it")
+    parser.add_argument("--answers", action="store_true",
+                        help="instead: the microseconds a call of a fake twin's answer (views, a new tensor)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     import torchcost
@@ -127,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         old = load_old(Path(args.old_src), Path(folder))
         try:
+            if args.answers:
+                print(f"a fake twin's answer, us a call, medians of {args.rounds} rounds (old: {args.old_src})")
+                print()
+                print("| call | old | new | new / old | rounds' ratios: median (range) |")
+                print("|---|---|---|---|---|")
+                for label, by in run_answers(old, torchcost, args.rounds).items():
+                    print(_row(label, [t * 1e3 for t in by["old"]], [t * 1e3 for t in by["new"]]))  # (_row: x 1e3)
+                return 0
             print(f"{args.mode} analyses, CPU ms, medians of {args.rounds} rounds (old: {args.old_src})")
             print()
             print("| model | old | new | new / old | rounds' ratios: median (range) |")

@@ -460,6 +460,10 @@ def test_the_against_benchmark_loads_another_tree_that_shares_no_module(tmp_path
                     assert all(v < t for v, t in zip(values, times[version])), (version, label)
         assert torch.autograd.backward is backward  # (every part put back)
         assert sys.modules[f"{against.OLD_NAME}.run.execute"]._forward.__module__.startswith(against.OLD_NAME)
+        # --answers: each version's own shortcuts, per call of each op, a value a round
+        answers = against.run_answers(old, torchcost, 2, calls=20)
+        assert set(answers) == set(against.ANSWERED)
+        assert all(len(by[v]) == 2 and all(t > 0 for t in by[v]) for by in answers.values() for v in ("old", "new"))
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n.startswith(against.OLD_NAME)]:
