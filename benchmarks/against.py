@@ -122,7 +122,7 @@ ANSWERED: dict[str, tuple[Any, tuple[tuple[int, ...], ...]]] = {
 
 
 def run_answers(old: Any, new: Any, rounds: int, calls: int = 2000) -> dict[str, dict[str, list[float]]]:
-    """Microseconds a call of a fake twin's answer (collect/fakeops.py's ``FakeShortcuts.answer``) in each version,
+    """Seconds a call of a fake twin's answer (collect/fakeops.py's ``FakeShortcuts.answer``) in each version,
     per call of :data:`ANSWERED`: ``calls`` answers in a tight loop a round, the versions alternating, after the fake
     mode answered the call once (a view is answered from the start; a new tensor's output metadata is learned)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", action="store_true",
                         help="instead: the microseconds a call of a fake twin's answer (views, a new tensor)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.phases and args.mode != "train":
+        parser.error("--phases times the parts of a training step: use it with --mode train")
 
     import torchcost
     from benchmarks.speed import ladder_model
@@ -175,20 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         old = load_old(Path(args.old_src), Path(folder))
         try:
             if args.answers:
-                print(f"a fake twin's answer, us a call, medians of {args.rounds} rounds (old: {args.old_src})")
-                print()
-                print("| call | old | new | new / old | rounds' ratios: median (range) |")
-                print("|---|---|---|---|---|")
+                _head(f"a fake twin's answer, us a call, medians of {args.rounds} rounds (old: {args.old_src})",
+                      "call")
                 for label, by in run_answers(old, torchcost, args.rounds).items():
-                    print(_row(label, [t * 1e3 for t in by["old"]], [t * 1e3 for t in by["new"]]))  # (_row: x 1e3)
+                    print(_row(label, by["old"], by["new"], scale=1e6))
                 return 0
-            print(f"{args.mode} analyses, CPU ms, medians of {args.rounds} rounds (old: {args.old_src})")
-            print()
-            print("| model | old | new | new / old | rounds' ratios: median (range) |")
-            print("|---|---|---|---|---|")
+            _head(f"{args.mode} analyses, CPU ms, medians of {args.rounds} rounds (old: {args.old_src})", "model")
             by_model = {}
             for name in (m for m in args.models.split(",") if m):
-                if args.phases and args.mode == "train":
+                if args.phases:
                     times, by_model[name] = run_against_phases(old, torchcost, ladder_model(name), args.rounds,
                                                                args.mode)
                 else:
@@ -196,11 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(_row(name, times["old"], times["new"]))
             for name, parts in by_model.items():
                 print()
-                print(f"{name}: the training step's parts (benchmarks.speed phases), CPU ms, medians of "
-                      f"{args.rounds} rounds")
-                print()
-                print("| part | old | new | new / old | rounds' ratios: median (range) |")
-                print("|---|---|---|---|---|")
+                _head(f"{name}: the training step's parts (benchmarks.speed phases), CPU ms, medians of "
+                      f"{args.rounds} rounds", "part")
                 for label in parts["old"]:
                     print(_row(label, parts["old"][label], parts["new"][label]))
         finally:
@@ -210,12 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _row(name: str, old: list[float], new: list[float]) -> str:
-    """A table row: the medians of two versions' seconds in ms, their ratio, and the rounds' own ratios."""
+def _head(title: str, first: str) -> None:
+    """A table's title and header: ``first`` names the rows, then the two versions, their ratio, the rounds'."""
+    print(title)
+    print()
+    print(f"| {first} | old | new | new / old | rounds' ratios: median (range) |")
+    print("|---|---|---|---|---|")
+
+
+def _row(name: str, old: list[float], new: list[float], scale: float = 1e3) -> str:
+    """A table row: the medians of two versions' seconds times ``scale`` (ms; us with 1e6), their ratio, and the
+    rounds' own ratios."""
     o, n = statistics.median(old), statistics.median(new)
     ratios = sorted(b / a for a, b in zip(old, new) if a > 0)
     spread = f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})" if ratios else "-"
-    return f"| {name} | {o * 1e3:.1f} | {n * 1e3:.1f} | {n / o if o else float('nan'):.3f} | {spread} |"
+    return f"| {name} | {o * scale:.1f} | {n * scale:.1f} | {n / o if o else float('nan'):.3f} | {spread} |"
 
 
 if __name__ == "__main__":

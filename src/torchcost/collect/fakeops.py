@@ -604,20 +604,20 @@ class FakeShortcuts:
         many, metas = known
         if mode is _META:
             outs = tuple(None if meta is None else _empty(meta) for meta in metas)
-        elif len(metas) == 1:  # (most ops: one output, made without the loops below)
-            meta = metas[0]
-            if meta is None:
-                outs = (None,)
-            else:
-                with _NO_PYTHON_DISPATCH():
-                    empty = _empty(meta)
-                outs = (self._wrap(mode, empty, meta[-1]),)
+        elif len(metas) == 1:  # (most ops: one output, made without the generator below)
+            outs = (self._output(mode, metas[0]),)
         else:
-            with _NO_PYTHON_DISPATCH():  # (past the fake mode: plain meta tensors, then wrapped as the fake mode wraps)
-                made = [None if meta is None else _empty(meta) for meta in metas]
-            outs = tuple(None if empty is None or meta is None else self._wrap(mode, empty, meta[-1])
-                         for empty, meta in zip(made, metas))
+            outs = tuple(self._output(mode, meta) for meta in metas)
         return outs if many else outs[0]
+
+    def _output(self, mode: Any, meta: tuple[Any, ...] | None) -> Any:
+        """A fresh op's output of ``meta`` (None: none) in the fake mode ``mode``: a plain meta tensor made past the
+        fake mode, then wrapped on the output's device as the fake mode wraps it."""
+        if meta is None:
+            return None
+        with _NO_PYTHON_DISPATCH():
+            empty = _empty(meta)
+        return self._wrap(mode, empty, meta[-1])
 
     def _describe(self, values: Any, parts: list[Any], found: list[Any]) -> bool:
         """Append the key of each of ``values`` to ``parts`` (``found``: the fake mode met, the storages of the
