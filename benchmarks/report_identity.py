@@ -12,6 +12,7 @@ under two names, an empty child slot, one module under several names), a meta ll
 minute in all. Every report's ``to_dict()`` is kept, with the torch and torchcost versions left out.
 It prints one line per case that differs (with the first differing path) and a summary line; nothing else.
 ``--repeat 2`` keeps each case's second analysis: the one that runs planned leaf modules past the modes.
+``--shuffle SEED`` runs the cases in another order (compare with a run in the usual order: the same reports).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import random
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -208,15 +210,22 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
 _VOLATILE = ("torch_version", "torchcost_version")
 
 
-def reports(names: list[str] | None = None, repeat: int = 1) -> dict[str, Any]:
+def reports(names: list[str] | None = None, repeat: int = 1, shuffle: int | None = None) -> dict[str, Any]:
     """Each case's report as a dict (or the error it raised, as text); with ``repeat``, the last of that many
-    analyses of the case (a leaf module's plan is checked on its first call and used after: collect/leaves.py)."""
+    analyses of the case (a leaf module's plan is checked on its first call and used after: collect/leaves.py).
+    ``shuffle``: the cases run in an order drawn with this seed, not in :data:`CASES`'s (what the process keeps
+    from one analysis for the next, collect/fakeops.py's answers, collect/tape.py's tapes, the planned calls'
+    kernel memory, must not depend on which case ran before)."""
     import torchcost
 
+    order = list(CASES)
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(order)
     out: dict[str, Any] = {}
-    for name, make in CASES.items():
+    for name in order:
         if names and name not in names:
             continue
+        make = CASES[name]
         spec = make()
         model, args = spec.pop("model"), spec.pop("args")
         try:
@@ -263,10 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", help="a file an earlier run wrote: compare with it")
     parser.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="analyse each case this many times, keep the last")
+    parser.add_argument("--shuffle", type=int, metavar="SEED",
+                        help="run the cases in an order drawn with this seed (the file is written sorted as always)")
     ns = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = [n for n in ns.cases.split(",") if n]
-    got = reports(names, max(1, ns.repeat))
+    got = reports(names, max(1, ns.repeat), ns.shuffle)
     text = json.dumps(got, indent=1, sort_keys=True)
     Path(ns.out).write_text(text + "\n")
     errors = sum(isinstance(v, str) for v in got.values())

@@ -1225,14 +1225,38 @@ def _phase_timers(times: dict[str, list[float]], on: list[bool]) -> Any:
         yield
 
 
-def run_phases(built: Built, rounds: int) -> dict[str, list[float]]:
+def run_phases(built: Built, rounds: int, twin: str = "fake") -> dict[str, list[float]]:
     """Thread CPU seconds of each round's training-step analysis of ``built``, of its parts (:data:`PHASES`; what
     is left is "rest": the model guard, the recording's set-up, the baselines) and of the eval analysis run beside
     it, after three untimed steps (so the optimizer's step is replayed, collect/tape.py, and the eval analysis skips
-    the kernels it may, collect/unwritten.py)."""
+    the kernels it may, collect/unwritten.py). ``twin``: what the training step runs on, "fake" (what an analysis
+    of a CPU model chooses, run/plan.py), or for comparison "meta" (plain meta tensors: no tensor subclass, but no
+    CPU kernels' choices either) or "copy" (a real copy: real kernels), forced for the step alone."""
     import torchcost
 
     torch.set_num_threads(1)
+    with _twin_forced(twin):
+        return _phases(torchcost, built, rounds)
+
+
+@contextlib.contextmanager
+def _twin_forced(twin: str) -> Any:
+    """While inside, a training step runs on a twin of kind ``twin`` (run/plan.py's choice replaced; "fake" leaves
+    it as it is); put back on the way out."""
+    if twin == "fake":
+        yield
+        return
+
+    def forced(original: Any) -> Any:
+        def choose(device: torch.device, options: Any, model: torch.nn.Module) -> Any:
+            return twin if options.mode == "train" else original(device, options, model)
+        return choose
+
+    with _replaced([("torchcost.run.execute", None, "choose_method", forced)]):
+        yield
+
+
+def _phases(torchcost: Any, built: Built, rounds: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {label: [] for label in (*PHASES, "rest", "training step", "eval")}
     for _ in range(3):
         torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
@@ -1262,13 +1286,17 @@ def phases_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed phases")
     parser.add_argument("--models", default="blocks100,resnet18")
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--twin", default="fake", choices=("fake", "meta", "copy"),
+                        help="what the training step runs on (default: fake, an analysis's own choice for a CPU "
+                             "model; meta or copy only for comparison: their reports may differ)")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     results = {}
     for name in models:
-        results[name] = run_phases(ladder_model(name), args.rounds)
+        results[name] = run_phases(ladder_model(name), args.rounds, args.twin)
     labels = [*PHASES, "rest", "training step", "eval"]
-    print(f"CPU ms of one analysis (median of {args.rounds} rounds; in parentheses: / the eval analysis)")
+    print(f"CPU ms of one analysis (median of {args.rounds} rounds; in parentheses: / the eval analysis)"
+          + (f"; the training step on a {args.twin} twin" if args.twin != "fake" else ""))
     print()
     print("| part | " + " | ".join(models) + " |")
     print("|---|" + "---|" * len(models))

@@ -7,6 +7,7 @@ skip; with `.[bench]` each installed peer is run too.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -375,6 +376,34 @@ def test_the_phases_benchmark_splits_a_training_step_and_puts_its_functions_back
     assert lines[2] == "| part | blocks2 |" and lines[-1].startswith("| eval | ") and len(lines) == 2 + 2 + 10
 
 
+@pytest.mark.parametrize("twin", ["meta", "copy"])
+def test_the_phases_benchmark_runs_the_step_on_the_twin_asked_and_puts_the_choice_back(twin: str) -> None:
+    from benchmarks import speed
+
+    from torchcost.run import execute
+
+    choose = execute.choose_method
+    methods: list[str] = []
+    threads = torch.get_num_threads()
+    original = execute.execute
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        ran = original(*args, **kwargs)
+        methods.append(ran.method)
+        return ran
+
+    execute.execute = spy
+    try:
+        times = speed.run_phases(speed.ladder_model("blocks2"), 1, twin)
+    finally:
+        execute.execute = original
+        torch.set_num_threads(threads)
+    assert execute.choose_method is choose
+    # 3 untimed pairs and 1 timed pair of (training step, eval analysis): the steps on the twin asked, eval as always
+    assert methods == [twin, "real"] * 4
+    assert times["training step"][0] > 0
+
+
 def test_where_lists_equal_differences_by_name() -> None:
     model = nn.Sequential()
     model.add_module("z", nn.ReLU())
@@ -468,3 +497,19 @@ def test_the_against_benchmark_loads_another_tree_that_shares_no_module(tmp_path
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n.startswith(against.OLD_NAME)]:
             del sys.modules[name]
+
+
+def test_report_identity_gives_the_same_reports_in_a_shuffled_order(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import report_identity
+
+    cases = "mlp-eval,shared-train,twice-eval,mlp-train-sgd"
+    threads = torch.get_num_threads()
+    try:
+        assert report_identity.main(["--out", str(tmp_path / "a.json"), "--cases", cases]) == 0
+        assert report_identity.main(["--out", str(tmp_path / "b.json"), "--cases", cases, "--shuffle", "5",
+                                     "--against", str(tmp_path / "a.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the benchmark pins one thread)
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"4 reports, 4 identical to {tmp_path / 'a.json'}, 0 differ (0 ended in an error)"
