@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import pytest
 import torch
+from benchmarks.report_identity import _VOLATILE, _first_difference
 from torch import nn
 
 import torchcost
@@ -134,9 +135,6 @@ CASES["mlp-train-bf16"] = Case(_mlp, _rows, "train", options=(("amp", "bf16"),))
 CASES["cnn-train-cuda-target"] = Case(_cnn, _images, "train", options=(("target", "cuda"),))
 CASES["cnn-eval-on-meta"] = Case(_cnn, _images, "eval", options=(("device", "meta"),))
 
-_VOLATILE = ("torch_version", "torchcost_version")
-
-
 def _width(name: str) -> int:
     return 16 + sorted(CASES).index(name)  # (each case its own sizes: no case answers another's calls)
 
@@ -203,18 +201,3 @@ def test_a_model_changed_after_an_analysis_gets_a_fresh_processs_report(
     assert second != first, "the change must show in the report, or this case checks nothing"
     assert second == fresh[name], _first_difference(second, fresh[name])
 
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-    """Where two reports first differ: a path, and what each holds there."""
-    if type(a) is not type(b) or not isinstance(a, (dict, list)):
-        return "" if a == b else f"{path or '.'}: {a!r:.80} (here) vs {b!r:.80} (a fresh process)"
-    if isinstance(a, list) and len(a) != len(b):
-        return f"{path}: {len(a)} items (here) vs {len(b)} (a fresh process)"
-    keys = sorted(set(a) | set(b)) if isinstance(a, dict) else range(len(a))
-    for key in keys:
-        if isinstance(a, dict) and (key not in a or key not in b):
-            return f"{path}.{key}: only {'here' if key in a else 'in a fresh process'}"
-        found = _first_difference(a[key], b[key], f"{path}.{key}" if isinstance(a, dict) else f"{path}[{key}]")
-        if found:
-            return found
-    return ""
