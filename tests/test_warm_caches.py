@@ -2,9 +2,10 @@
 the trusted plans of direct leaves (collect/leaves.py), the optimizer's tapes and warm-up state (collect/tape.py,
 run/step.py), the kernel memory of planned calls (collect/memory.py), the models whose forward read values
 (run/plan.py). Issue 16's speed work added them; none may change a figure. Here a model is analysed, then changed in
-place (a layer frozen, replaced, cast, its settings rewritten) or analysed again under other global settings, and
-its second report must be the report a fresh process gives for the model as it is then: every case's reference
-comes from one subprocess, where each case has sizes of its own so that no case warms another's answers."""
+place (a layer frozen, replaced, cast, its settings rewritten) or analysed again under other global settings or
+options (another optimizer, amp, a cuda target, meta, a simulated rank of sharded training), and its second report
+must be the report a fresh process gives for the model as it is then: every case's reference comes from one
+subprocess, where each case has sizes of its own so that no case warms another's answers."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from benchmarks.report_identity import _VOLATILE, _first_difference
 from torch import nn
 
 import torchcost
+from torchcost.parallel.config import Parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +136,8 @@ CASES["mlp-train-sgd"] = Case(_mlp, _rows, "train", options=(("optimizer", _plai
 CASES["mlp-train-bf16"] = Case(_mlp, _rows, "train", options=(("amp", "bf16"),))
 CASES["cnn-train-cuda-target"] = Case(_cnn, _images, "train", options=(("target", "cuda"),))
 CASES["cnn-eval-on-meta"] = Case(_cnn, _images, "eval", options=(("device", "meta"),))
+CASES["mlp-train-fsdp2-rank0"] = Case(_mlp, _rows, "train", options=(("parallel", Parallel(fsdp=2, rank=0)),))
+CASES["cnn-train-fsdp2-rank1"] = Case(_cnn, _images, "train", options=(("parallel", Parallel(fsdp=2, rank=1)),))
 
 def _width(name: str) -> int:
     return 16 + sorted(CASES).index(name)  # (each case its own sizes: no case answers another's calls)
