@@ -165,14 +165,39 @@ def _as_changed(name: str) -> tuple[nn.Module, torch.Tensor]:
     return model, x
 
 
+# serving (torchcost.serve): a tiny causal LM of a family (tests/serve/models.py), a prompt, new tokens, a batch
+GENERATIONS: dict[str, tuple[str, int, int, int]] = {
+    "llama-12-3": ("llama", 12, 3, 1), "llama-20-5-b2": ("llama", 20, 5, 2),
+    "gemma2-window-18-4": ("gemma2", 18, 4, 1), "mixtral-experts-14-3-b2": ("mixtral", 14, 3, 2)}
+
+
+def _generation(name: str) -> dict[str, Any]:
+    from tests.serve.models import build
+    from torchcost.serve import analyze_generation
+
+    family, prompt, new, batch = GENERATIONS[name]
+    # (the experts' kernel, aten::_grouped_mm, has a meta kernel for half precision only: tests/serve/test_kv_cache.py)
+    dtype = torch.bfloat16 if family == "mixtral" else torch.float32
+    d = analyze_generation(build(family, dtype), prompt_len=prompt, new_tokens=new, batch_size=batch).to_dict()
+    plain: dict[str, Any] = json.loads(json.dumps(d, default=str))
+    for report in (plain.get("prefill_report"), plain.get("decode_report")):
+        for key in _VOLATILE:
+            if isinstance(report, dict):
+                report.pop(key, None)
+    return plain
+
+
 def references(threads: int) -> dict[str, dict[str, Any]]:
-    """Each case's model as changed, analysed once (in a fresh process: the subprocess below), with this process's
-    thread count (a kernel's own memory depends on it: collect/memory.py's ``_kernel_settings``)."""
+    """Each case's model as changed, analysed once, and each generation analysed once (in a fresh process: the
+    subprocess below), with this process's thread count (a kernel's own memory depends on it: collect/memory.py's
+    ``_kernel_settings``)."""
     torch.set_num_threads(threads)
     out = {}
     for name, case in CASES.items():
         model, x = _as_changed(name)
         out[name] = _report(model, x, case)
+    for name in GENERATIONS:
+        out[name] = _generation(name)
     return out
 
 
@@ -186,6 +211,17 @@ def fresh() -> dict[str, dict[str, Any]]:
     assert done.returncode == 0, done.stderr[-2000:]
     result: dict[str, dict[str, Any]] = json.loads(done.stdout)
     return result
+
+
+def test_generations_analysed_after_each_other_get_a_fresh_processs_reports(fresh: dict[str, dict[str, Any]]) -> None:
+    """A serving analysis keeps its steps' answers for the process too (collect/fakeops.py's ``TwinAnswers``, the
+    decode steps resuming a cache): the generations analysed here after each other, in reverse order and then in
+    order, give what each gives alone in a fresh process."""
+    names = list(GENERATIONS)
+    here = {name: _generation(name) for name in reversed(names)}
+    for name in names:
+        assert _generation(name) == here[name], name
+        assert here[name] == fresh[name], f"{name}: {_first_difference(here[name], fresh[name])}"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
