@@ -26,6 +26,7 @@ import torch
 from torch.nn.modules import module as module_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchcost.collect import metagaps
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
@@ -791,6 +792,8 @@ class DispatchCollector(TorchDispatchMode):
         self.seen = 0  # aten ops seen so far (read by a progress display: collect/recording.py's live_status)
         # whether the run's tensors are fake or meta, standing for real ones: their ops' outputs are made distinct
         self.twin = twin
+        # the device type whose kernels meta tensors stand for (Recording's ``emulate``), or None
+        self.emulate: str | None = None
         # id(op) -> whether its schema's outputs are fresh tensors (none an alias): _distinct
         self._fresh: dict[int, tuple[bool, Any]] = {}
         # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
@@ -835,6 +838,13 @@ class DispatchCollector(TorchDispatchMode):
                 seen.add(id(t))
         return tuple(fixed) if fixed is not None else out
 
+    def _target(self, args: tuple[Any, ...]) -> str | None:
+        """The device type whose kernel an op on a twin stands for: its first tensor's (a fake tensor's claimed
+        device), or for meta tensors the device they emulate."""
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        kind = first.device.type if first is not None else None
+        return self.emulate if kind in (None, "meta") else kind
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         short = self._short
         if func is _DEVICE and short is not None:  # a fake tensor asking its device: not an op that ran
@@ -861,7 +871,13 @@ class DispatchCollector(TorchDispatchMode):
             out = short.answer(func, args, kwargs)
             memo, viewed = short.priced, short.viewed
             if out is MISS:
-                out = func(*args, **kwargs)
+                try:
+                    out = func(*args, **kwargs)
+                except Exception:
+                    # (a meta kernel refusing what the device the twin stands for runs: collect/metagaps.py)
+                    out = metagaps.answer(func, args, kwargs, self._target(args))
+                    if out is None:
+                        raise
                 short.learn(out)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
