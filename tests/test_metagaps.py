@@ -121,7 +121,8 @@ def test_a_float32_transformers_mixtral_trains_and_generates_as_in_bfloat16() ->
     for dtype in (torch.float32, torch.bfloat16):
         model = build("mixtral", dtype)
         steps[dtype] = torchcost.analyze(model, kwargs={"input_ids": ids}, mode="train").step_macs
-        made = torchcost.analyze_generation(model, prompt_len=14, new_tokens=3, batch_size=2, reports=False)
+        # (40 new tokens: the decode steps between the sampled ones are plain forwards, under TwinAnswers)
+        made = torchcost.analyze_generation(model, prompt_len=14, new_tokens=40, batch_size=2, reports=False)
         generations[dtype] = (made.prefill.macs, made.decode_macs)
     assert steps[torch.float32] == steps[torch.bfloat16]
     assert generations[torch.float32] == generations[torch.bfloat16]

@@ -77,7 +77,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchcost.collect import fakerules
+from torchcost.collect import fakerules, metagaps
 from torchcost.collect.keys import LEAVES
 from torchcost.collect.probe import strided_elements
 from torchcost.collect.sharded import on_shards
@@ -87,7 +87,7 @@ from torchcost.collect.sharded import on_shards
 # ``dispatch_keys`` is None this gives the same layout without them.
 BASE_LAYOUT: Callable[[torch.Tensor], torch.layout] = torch._C.TensorBase.__dict__["layout"].__get__
 
-__all__ = ["META_DEVICE", "MISS", "FakeShortcuts", "FakeWrapper", "TwinAnswers"]
+__all__ = ["META_DEVICE", "MISS", "FakeShortcuts", "FakeWrapper", "TwinAnswers", "stands_for"]
 
 MISS: Any = object()  # FakeShortcuts.answer: no answer, run the op
 
@@ -228,6 +228,13 @@ def _plain_values(values: Any) -> bool:
 _ITEM_MEMO = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.float64})
 
 
+def stands_for(tensor: torch.Tensor | None, emulate: str | None) -> str | None:
+    """The device type whose kernel an op on ``tensor`` (an op's first tensor) stands for: the tensor's own (a fake
+    tensor's claimed device), or for a meta tensor, or none, ``emulate``: the device meta tensors stand for."""
+    kind = tensor.device.type if tensor is not None else None
+    return emulate if kind in (None, "meta") else kind
+
+
 def fake_constant(mode: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.Tensor, torch.device], Any]) -> Any:
     """What ``mode.fake_tensor_converter.from_real_tensor(mode, constant, make_constant=True)`` makes of a fresh real
     tensor ``constant`` (nothing else holds it or its storage), on the constant's device, less the converter's walk
@@ -282,9 +289,9 @@ class TwinAnswers(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:
         return False  # (as collect/ops.py's DispatchCollector: nothing here is compiled)
 
-    def __init__(self) -> None:
+    def __init__(self, emulate: str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-        self.short = FakeShortcuts()  # (made before the mode goes on: it reads the modes below)
+        self.short = FakeShortcuts(emulate)  # (made before the mode goes on: it reads the modes below)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -293,10 +300,7 @@ class TwinAnswers(TorchDispatchMode):
                 return on_shards(self.__torch_dispatch__, func, args, kwargs)
         short = self.short
         out = short.answer(func, args, kwargs)
-        if out is MISS:
-            out = func(*args, **kwargs)
-            short.learn(out)
-        return out
+        return short.run(func, args, kwargs) if out is MISS else out
 
 
 class FakeWrapper:
@@ -400,9 +404,10 @@ class FakeShortcuts:
     """Answers the ops above for one run on a fake twin (:func:`answer`); learns, per op and kinds of argument, which
     calls the fake mode accepts (:func:`learn`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, emulate: str | None = None) -> None:
         from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
+        self.emulate = emulate  # the device type whose kernels meta tensors stand for (None: not known)
         self._fake = FakeTensor
         # made just before the collectors' dispatch mode goes on: the modes below it. Answers skip them, so there
         # must be none but a fake twin's own fake mode (fake tensors), or none at all (meta tensors).
@@ -656,6 +661,20 @@ class FakeShortcuts:
             else:
                 return False
         return True
+
+    def run(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a call :meth:`answer` passed on, and :meth:`learn` its output. A call the meta kernel refuses
+        although the device the twin stands for runs it gets that device's output (collect/metagaps.py); any
+        other error stands."""
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            out = metagaps.answer(func, args, kwargs, stands_for(first, self.emulate))
+            if out is None:
+                raise
+        self.learn(out)
+        return out
 
     def learn(self, out: Any = None) -> None:
         """The call :func:`answer` passed on ran through the fake mode without raising (``out``: its output): answer

@@ -32,6 +32,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect import probe
+from torchcost.collect.fakeops import stands_for
 from torchcost.collect.keys import metadata_key, ours
 from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
@@ -486,8 +487,7 @@ class MemoryTracker:
     def _target(self, tensor: torch.Tensor | None) -> str | None:
         """The device type whose kernels the op stands for: its first tensor's own, or on meta the target
         (MemoryMode)."""
-        kind = tensor.device.type if tensor is not None else None
-        return self.target if kind in (None, "meta") else kind
+        return stands_for(tensor, self.target)
 
     def _kernel_memory(self, key: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
                        index: int, meta: Any = None, priced: Any = None) -> int:

@@ -10,8 +10,9 @@ went through.
 :func:`answer` gives such a call's output where the run's tensors stand for the CPU: the CPU kernel's checks,
 raised with its messages, then an empty tensor of the output's metadata by the rule torch's kernels share
 (``create_grouped_gemm_output_tensor``: the sizes, and strides whose rows are padded to 16 bytes). It is asked only
-after the meta kernel refused the call (collect/ops.py), so every call a meta kernel takes is answered as before;
-anywhere else it gives None and the meta kernel's error stands. tests/test_metagaps.py compares its answers with the
+after the meta kernel refused the call (collect/fakeops.py's ``FakeShortcuts.run``, for the collectors' dispatch
+mode and for ``TwinAnswers``' plain runs alike), so every call a meta kernel takes is answered as before; anywhere
+else it gives None and the meta kernel's error stands. tests/test_metagaps.py compares its answers with the
 CPU kernel's outputs.
 """
 

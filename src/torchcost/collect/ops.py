@@ -26,7 +26,6 @@ import torch
 from torch.nn.modules import module as module_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from torchcost.collect import metagaps
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
@@ -782,7 +781,7 @@ class DispatchCollector(TorchDispatchMode):
 
     def __init__(self, ops: OpCollector, memory: MemoryTracker | None = None,
                  watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
-                 twin: bool = False) -> None:
+                 twin: bool = False, emulate: str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.ops = ops
         self.memory = memory
@@ -792,14 +791,12 @@ class DispatchCollector(TorchDispatchMode):
         self.seen = 0  # aten ops seen so far (read by a progress display: collect/recording.py's live_status)
         # whether the run's tensors are fake or meta, standing for real ones: their ops' outputs are made distinct
         self.twin = twin
-        # the device type whose kernels meta tensors stand for (Recording's ``emulate``), or None
-        self.emulate: str | None = None
         # id(op) -> whether its schema's outputs are fresh tensors (none an alias): _distinct
         self._fresh: dict[int, tuple[bool, Any]] = {}
         # while a leaf module's plan is checked (collect/leaves.py): the (op, args, kwargs, output) seen, else None
         self.trace: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] | None = None
         # on a twin (fake or meta tensors): ops answered from metadata where the answer is known (collect/fakeops.py)
-        self._short = FakeShortcuts() if twin else None
+        self._short = FakeShortcuts(emulate) if twin else None
         # a run that skips kernels: the storages whose values it did not compute (collect/unwritten.py), else None
         self.unwritten: Unwritten | None = None
         # while a real optimizer step is written down as tapes (collect/tape.py): told of each op after the
@@ -838,13 +835,6 @@ class DispatchCollector(TorchDispatchMode):
                 seen.add(id(t))
         return tuple(fixed) if fixed is not None else out
 
-    def _target(self, args: tuple[Any, ...]) -> str | None:
-        """The device type whose kernel an op on a twin stands for: its first tensor's (a fake tensor's claimed
-        device), or for meta tensors the device they emulate."""
-        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        kind = first.device.type if first is not None else None
-        return self.emulate if kind in (None, "meta") else kind
-
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         short = self._short
         if func is _DEVICE and short is not None:  # a fake tensor asking its device: not an op that ran
@@ -871,14 +861,7 @@ class DispatchCollector(TorchDispatchMode):
             out = short.answer(func, args, kwargs)
             memo, viewed = short.priced, short.viewed
             if out is MISS:
-                try:
-                    out = func(*args, **kwargs)
-                except Exception:
-                    # (a meta kernel refusing what the device the twin stands for runs: collect/metagaps.py)
-                    out = metagaps.answer(func, args, kwargs, self._target(args))
-                    if out is None:
-                        raise
-                short.learn(out)
+                out = short.run(func, args, kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:

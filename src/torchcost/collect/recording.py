@@ -147,8 +147,8 @@ class Recording:
                 stack.enter_context(MemoryMode(self.memory, target=self._emulate))
             tag = NodeTags(self.scope, self.memory) if self._train else None
             self._catcher = stack.enter_context(CompositeCatcher(self.ops, tag))
-            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin))
-            self.dispatch.emulate = self._emulate
+            self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin,
+                                                                  self._emulate))
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 if self.unwritten is not None:
                     self.dispatch.unwritten = self._catcher.unwritten = self.unwritten

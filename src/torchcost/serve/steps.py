@@ -132,7 +132,7 @@ class StepRunner:
         key seen before in the process are answered from metadata (collect/fakeops.py's TwinAnswers): the layers
         repeat their shapes, and torch's meta kernels of pointwise ops are Python references."""
         kwargs = self.inputs(tokens, cache)
-        with self.context(), torch.no_grad(), TwinAnswers():
+        with self.context(), torch.no_grad(), TwinAnswers(self.options.target):
             self.model(**kwargs)
 
     def recorded(self, kind: str, tokens: int, cache: Any) -> tuple[StepCost, CostReport]:
