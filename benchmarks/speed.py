@@ -1236,7 +1236,27 @@ def run_phases(built: Built, rounds: int, twin: str = "fake") -> dict[str, list[
 
     torch.set_num_threads(1)
     with _twin_forced(twin):
-        return _phases(torchcost, built, rounds)
+        times: dict[str, list[float]] = {label: [] for label in (*PHASES, "rest", "training step", "eval")}
+        for _ in range(3):
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+        on = [False]
+        with _phase_timers(times, on):
+            for _ in range(rounds):
+                for label in PHASES:
+                    times[label].append(0.0)
+                gc.collect()
+                on[0] = True
+                start = time.thread_time()
+                torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
+                times["training step"].append(time.thread_time() - start)
+                on[0] = False
+                times["rest"].append(times["training step"][-1] - sum(times[label][-1] for label in PHASES))
+                gc.collect()
+                start = time.thread_time()
+                torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
+                times["eval"].append(time.thread_time() - start)
+        return times
 
 
 @contextlib.contextmanager
@@ -1254,30 +1274,6 @@ def _twin_forced(twin: str) -> Any:
 
     with _replaced([("torchcost.run.execute", None, "choose_method", forced)]):
         yield
-
-
-def _phases(torchcost: Any, built: Built, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {label: [] for label in (*PHASES, "rest", "training step", "eval")}
-    for _ in range(3):
-        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
-        torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
-    on = [False]
-    with _phase_timers(times, on):
-        for _ in range(rounds):
-            for label in PHASES:
-                times[label].append(0.0)
-            gc.collect()
-            on[0] = True
-            start = time.thread_time()
-            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode="train")
-            times["training step"].append(time.thread_time() - start)
-            on[0] = False
-            times["rest"].append(times["training step"][-1] - sum(times[label][-1] for label in PHASES))
-            gc.collect()
-            start = time.thread_time()
-            torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
-            times["eval"].append(time.thread_time() - start)
-    return times
 
 
 def phases_main(argv: list[str]) -> int:
