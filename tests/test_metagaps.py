@@ -1,6 +1,8 @@
 """collect/metagaps.py: a twin's ``aten::_grouped_mm`` in float32 or float16, which torch 2.14's meta kernel refuses
-(it takes bfloat16 only) and the CPU kernel runs. The answers are compared with the CPU kernel's own outputs and
-errors; a mixture-of-experts training step and generation in float32 are counted as in bfloat16."""
+(it takes bfloat16 only) and the CPU kernel runs, as CUDA's does through its fallback (the two share their checks and
+their output rule, so a "cuda" target gets the same answers). The answers are compared with the CPU kernel's own
+outputs and errors; a mixture-of-experts training step and generation in float32 are counted as in bfloat16, on a
+fake twin of a CPU model and on a meta model (whose target is CUDA by default)."""
 
 from __future__ import annotations
 
@@ -39,16 +41,17 @@ LAYOUTS: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor |
 }
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_the_output_is_the_cpu_kernels(layout: str, dtype: torch.dtype) -> None:
+def test_the_output_is_the_cpu_kernels(layout: str, dtype: torch.dtype, target: str) -> None:
     a, b, offs = LAYOUTS[layout]()
     a, b = a.to(dtype), b.to(dtype)
     real = torch._grouped_mm(a, b, offs=offs)
     args = (_meta(a), _meta(b), _meta(offs))
     with pytest.raises(RuntimeError):  # (what this answers: the meta kernel refuses the call)
         _GROUPED_MM(*args)
-    made = metagaps.answer(_GROUPED_MM, args, {}, "cpu")
+    made = metagaps.answer(_GROUPED_MM, args, {}, target)
     assert made.device.type == "meta"
     assert (made.shape, made.stride(), made.dtype) == (real.shape, real.stride(), real.dtype)
 
@@ -66,20 +69,21 @@ REFUSED: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
 }
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_a_call_the_cpu_kernel_refuses_is_refused_with_its_message(case: str) -> None:
+def test_a_call_the_cpu_kernel_refuses_is_refused_with_its_message(case: str, target: str) -> None:
     args, kwargs = REFUSED[case]()
     with pytest.raises(RuntimeError) as real:
         torch._grouped_mm(*args, **kwargs)
     with pytest.raises(RuntimeError) as answered:
-        metagaps.answer(_GROUPED_MM, tuple(map(_meta, args)), {k: _meta(v) for k, v in kwargs.items()}, "cpu")
+        metagaps.answer(_GROUPED_MM, tuple(map(_meta, args)), {k: _meta(v) for k, v in kwargs.items()}, target)
     assert str(answered.value) == str(real.value).splitlines()[0]
 
 
-def test_calls_no_cpu_kernel_takes_are_left_to_the_meta_kernel() -> None:
+def test_calls_no_known_kernel_takes_are_left_to_the_meta_kernel() -> None:
     a, b = torch.empty(28, 64, device="meta"), torch.empty(4, 64, 128, device="meta")
     offs = _meta(OFFS)
-    assert metagaps.answer(_GROUPED_MM, (a, b, offs), {}, "cuda") is None  # (CUDA's kernel: bfloat16 only)
+    assert metagaps.answer(_GROUPED_MM, (a, b, offs), {}, "mps") is None  # (a device whose kernel is not known)
     assert metagaps.answer(_GROUPED_MM, (a, b, offs), {}, None) is None
     assert metagaps.answer(_GROUPED_MM, (a.double(), b.double(), offs), {}, "cpu") is None  # (no kernel takes it)
     assert metagaps.answer(torch.ops.aten.mm.default, (a, a.t()), {}, "cpu") is None
@@ -111,6 +115,18 @@ def test_a_float32_mixture_of_experts_training_step_is_counted_as_in_bfloat16(dt
     backward = next(p for p in report.phases if p.name == "backward")
     assert {o.op: o.calls for o in backward.ops}["aten::_grouped_mm"] == 2
     assert report.memory is not None and report.memory.method == "fake"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_a_mixture_of_experts_on_meta_is_counted_for_its_cuda_target(dtype: torch.dtype) -> None:
+    """A model on the meta device (target "cuda" by default): CUDA's kernel takes float32 and float16 through its
+    fallback, so the analysis runs and counts what the CPU model's does."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(16, 64), Experts()).to(dtype)
+    x = torch.empty(28, 16, dtype=dtype, device="meta")
+    assert torchcost.analyze(model, x).macs == 28 * 16 * 64 + 28 * 32 * 64 == 86_016  # (as above)
+    report = torchcost.analyze(model, x, mode="train")
+    assert report.step_macs == 86_016 + 28 * 64 * 32 + 4 * 64 * 32 * 7 + 16 * 64 * 28 == 229_376  # (as above)
 
 
 def test_a_float32_transformers_mixtral_trains_and_generates_as_in_bfloat16() -> None:

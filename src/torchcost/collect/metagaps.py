@@ -1,19 +1,23 @@
 """Calls a twin's meta kernels refuse although the device the twin stands for runs them.
 
-A fake or meta twin's ops run torch's meta kernels. A meta kernel written after one device's kernel can refuse what
-another device's kernel runs: in torch 2.14 the meta kernel of ``aten::_grouped_mm``, the experts' product of
-transformers' mixture-of-experts layers, follows the CUDA kernel and takes bfloat16 only (float16 with cuBLASLt),
-while the CPU kernel takes float32, float16 and bfloat16. A float32 mixture-of-experts model that runs on the CPU
-then failed its training step, an analysis on meta and a serving analysis, where the eval run on the model itself
-went through.
+A fake or meta twin's ops run torch's meta kernels. A meta kernel written after one device's fast path can refuse
+what the devices' kernels run: in torch 2.14 the meta kernel of ``aten::_grouped_mm``, the experts' product of
+transformers' mixture-of-experts layers, follows CUDA's grouped-GEMM fast path and takes bfloat16 only (float16 with
+cuBLASLt), while the kernels themselves take float32, float16 and bfloat16. The CPU kernel and the CUDA kernel share
+their checks (``_grouped_mm_validate_inputs``: "Expected mat_a to be Float32, BFloat16 or Float16 matrix") and
+their output (``create_grouped_gemm_output_tensor``); where CUDA's fast path does not apply (a dtype other than
+bfloat16, or a GPU before sm90) CUDA runs ``_grouped_mm_fallback``, one matrix product per group, into that output,
+as the CPU kernel does (both strings are in torch 2.14.1's libtorch_cpu.so and libtorch_cuda.so). A float32
+mixture-of-experts model then failed its training step, an analysis on meta (whose target is CUDA by default) and a
+serving analysis, where the eval run on the model itself went through.
 
-:func:`answer` gives such a call's output where the run's tensors stand for the CPU: the CPU kernel's checks,
-raised with its messages, then an empty tensor of the output's metadata by the rule torch's kernels share
-(``create_grouped_gemm_output_tensor``: the sizes, and strides whose rows are padded to 16 bytes). It is asked only
-after the meta kernel refused the call (collect/fakeops.py's ``FakeShortcuts.run``, for the collectors' dispatch
-mode and for ``TwinAnswers``' plain runs alike), so every call a meta kernel takes is answered as before; anywhere
-else it gives None and the meta kernel's error stands. tests/test_metagaps.py compares its answers with the
-CPU kernel's outputs.
+:func:`answer` gives such a call's output where the run's tensors stand for the CPU or CUDA: the kernels' checks,
+raised with their messages, then an empty tensor of the output's metadata by the rule the kernels share (the
+sizes, and strides whose rows are padded to 16 bytes). It is asked only after the meta kernel refused the call
+(collect/fakeops.py's ``FakeShortcuts.run``, for the collectors' dispatch mode and for ``TwinAnswers``' plain runs
+alike), so every call a meta kernel takes is answered as before; anywhere else (another device, float64, another
+op) it gives None and the meta kernel's error stands. tests/test_metagaps.py compares its answers with the CPU
+kernel's outputs.
 """
 
 from __future__ import annotations
@@ -26,18 +30,20 @@ __all__ = ["answer"]
 
 _GROUPED_MM = torch.ops.aten._grouped_mm.default
 _NAMES = ("mat_a", "mat_b", "offs", "bias", "out_dtype")
-_CPU_ONLY = (torch.float32, torch.float16)  # what the CPU kernel takes beside bfloat16, which the meta kernel takes
+# what the CPU kernel and CUDA's fallback take beside bfloat16, which the meta kernel takes
+_FALLBACK_DTYPES = (torch.float32, torch.float16)
+_DEVICES = ("cpu", "cuda")  # the devices whose kernels are known to share the checks and the output rule
 
 
 def answer(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], target: str | None) -> Any:
     """The output of a call the meta kernel refused, as the ``target`` device's kernel makes it; None where the
     target's kernel refuses it too, or the op is not one of those above."""
-    if func is not _GROUPED_MM or target != "cpu":
+    if func is not _GROUPED_MM or target not in _DEVICES:
         return None
     bound = dict(zip(_NAMES, args))
     bound.update(kwargs)
     a, b, offs = bound.get("mat_a"), bound.get("mat_b"), bound.get("offs")
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.dtype not in _CPU_ONLY:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.dtype not in _FALLBACK_DTYPES:
         return None
     size, stride = _grouped_mm_output(a, b, offs, bound.get("bias"), bound.get("out_dtype"))
     return torch.empty_strided(size, stride, dtype=a.dtype, device=a.device)
@@ -50,7 +56,8 @@ def _check(ok: bool, message: str) -> None:
 
 def _grouped_mm_output(a: torch.Tensor, b: torch.Tensor, offs: Any, bias: Any, out_dtype: Any
                        ) -> tuple[list[int], list[int]]:
-    """The CPU kernel's checks of a float32 or float16 ``_grouped_mm``, and its output's sizes and strides."""
+    """The kernels' checks of a float32 or float16 ``_grouped_mm`` (the CPU kernel's messages, which CUDA's
+    shares), and its output's sizes and strides."""
     _check(b.dtype == a.dtype, f"Expected mat_b dtype to match mat_a dtype, got mat_a.dtype={a.dtype} and "
                                f"mat_b.dtype={b.dtype}.")
     _check(a.dim() in (2, 3), "mat_a has to be 2 or 3d")
