@@ -308,9 +308,9 @@ def _probe_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
     from torchcost.resolve.hf import meta_attention_mask
 
     batch, seq = mask.shape
-    made = meta_attention_mask(model, getattr(model, "config", None), batch, seq, "meta")
     rest = {k: v for k, v in kwargs.items() if k != "attention_mask"}
-    return rest if made is None else {**rest, "attention_mask": made[0]}
+    made = meta_attention_mask(model, getattr(model, "config", None), batch, seq, "meta", inputs=rest)
+    return rest if made is None or made[0] is None else {**rest, "attention_mask": made[0]}
 
 
 def _rebatch(obj: Any, old: int, new: int) -> Any:

@@ -140,6 +140,77 @@ def test_meta_counts_equal_cpu_counts(name: str) -> None:
     assert (on_meta.params, on_meta.macs, on_meta.flops) == (cpu.params, cpu.macs, cpu.flops)
 
 
+def _tiny_config(tmp_path: Any, model_type: str, arch: str, **fields: Any) -> str:
+    """hf:PATH of a config.json of transformers' defaults for ``model_type`` with ``fields`` set."""
+    from transformers import AutoConfig
+
+    data = AutoConfig.for_model(model_type, **fields).to_dict()
+    data["architectures"] = [arch]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    return f"hf:{tmp_path / 'config.json'}"
+
+
+# model type, class, fields: each derives positions or ALiBi slopes from a 2-d mask, multiplies its states by it,
+# or builds its own 4-d mask from it, and fails with a 4-d one
+TAKE_NO_4D_MASK = {
+    "opt": ("OPTForCausalLM", {"num_hidden_layers": 2, "hidden_size": 32, "ffn_dim": 64, "num_attention_heads": 4,
+                               "word_embed_proj_dim": 32, "vocab_size": 100, "max_position_embeddings": 64}),
+    "bloom": ("BloomForCausalLM", {"n_layer": 2, "hidden_size": 32, "n_head": 4, "vocab_size": 100}),
+    "mamba": ("MambaForCausalLM", {"num_hidden_layers": 2, "hidden_size": 32, "state_size": 4, "vocab_size": 100}),
+    "openai-gpt": ("OpenAIGPTLMHeadModel", {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 100,
+                                            "n_positions": 64}),
+}
+
+
+@pytest.mark.parametrize("model_type", list(TAKE_NO_4D_MASK))
+def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type: str, tmp_path: Any) -> None:
+    """Round 33's sweep of transformers' causal-LM families: these failed on meta with the 4-d causal mask (OPT:
+    "too many values to unpack"); a probe forward of a one-layer meta copy sees it. They get the 2-d mask of ones
+    the CPU run gets, and count as the CPU run does; OPT, which reads that mask's values, gets none."""
+    pytest.importorskip("transformers")
+    arch, fields = TAKE_NO_4D_MASK[model_type]
+    spec = _tiny_config(tmp_path, model_type, arch, **fields)
+    cpu = resolve(spec, seq_len=16)
+    on_meta = resolve(spec, meta=True, seq_len=16)
+    assert cpu.kwargs["attention_mask"].shape == (1, 16)
+    extra = 0
+    if model_type == "opt":
+        assert "attention_mask" not in on_meta.kwargs
+        assert "no attention_mask (this model takes no 4-d mask on meta, nor one of ones" in on_meta.description
+        # OPT makes its positions from the mask, cumsum(mask) * mask - 1: on the CPU run's int64 mask of ones these
+        # are integer ops (free, docs/conventions.md); the mask OPT makes itself without one is float: (16 - 1)
+        # adds of the cumsum, 16 products, 16 subtractions
+        extra = (16 - 1) + 16 + 16
+    else:
+        mask = on_meta.kwargs["attention_mask"]
+        assert (mask.shape, mask.dtype, mask.device.type) == ((1, 16), torch.int64, "meta")
+        assert "attention_mask of ones (2-d: this model takes no 4-d mask)" in on_meta.description
+    for mode in ("eval", "train"):
+        want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs, mode=mode)
+        got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, mode=mode, target="cpu")
+        assert (got.params, got.macs, got.step_macs, got.step_flops) == \
+            (want.params, want.macs, want.step_macs, want.step_flops + extra)
+
+
+def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:
+    pytest.importorskip("transformers")
+    r = resolve("hf:llama-3-8b", meta=True, seq_len=16, config={"num_hidden_layers": "2"})
+    assert r.kwargs["attention_mask"].shape == (1, 1, 16, 16) and r.kwargs["attention_mask"].dtype == torch.bool
+    assert "causal attention_mask" in r.description
+    layers = r.model.model.layers  # (the probe ran a copy with one layer: the model keeps both, on meta)
+    assert len(layers) == 2 and {p.device.type for p in r.model.parameters()} == {"meta"}
+
+
+def test_a_max_position_count_of_minus_one_is_no_bound(tmp_path: Any) -> None:
+    """XLNet's max_position_embeddings is -1 (relative positions of any length): not "takes at most -1 positions"."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "xlnet", "XLNetLMHeadModel", n_layer=1, d_model=32, n_head=4, d_inner=64,
+                        vocab_size=100)
+    r = resolve(spec, seq_len=16)
+    assert r.kwargs["input_ids"].shape == (1, 16)
+    assert resolve(spec, meta=True).kwargs["input_ids"].shape == (1, 128)  # (the default length, not capped)
+
+
 # -- torchvision / timm / examples: default inputs ---------------------------------------------------------------------
 
 @pytest.mark.filterwarnings("ignore:The default weight initialization of inception_v3:FutureWarning")

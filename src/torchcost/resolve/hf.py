@@ -13,7 +13,10 @@ length is capped at the config's maximum positions), an ``attention_mask`` of on
 ``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of
 1 x channels x image_size x image_size. On the meta device, where transformers' mask code cannot read values, a causal
 model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d mask of ones and an
-encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu run's.
+encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu run's. A model that
+takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1, ProphetNet, OPT) gets the
+2-d mask of ones where it runs with one on meta, else none (``meta_attention_mask``). A maximum position count of 0
+or less (XLNet's -1) is no bound.
 
 Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
 says to add ``--meta``.
@@ -242,18 +245,56 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int,
-                        device: torch.device | str) -> tuple[torch.Tensor, str] | None:
+def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, device: torch.device | str,
+                        inputs: dict[str, Any] | None = None) -> tuple[torch.Tensor | None, str] | None:
     """The attention mask a run on meta tensors gives a transformers model for ``batch`` sequences of ``seq`` tokens
-    without padding, and its description; None: no mask. A 2-d mask of ones would be read for its values
-    (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and so
-    would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
-    an encoder-decoder one of ones, anything else none."""
+    without padding, and its description; None: no mask, nothing to say. A 2-d mask of ones would be read for its
+    values (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and
+    so would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
+    an encoder-decoder one of ones, anything else none.
+
+    Some models take no 4-d mask: they derive ALiBi slopes (BLOOM) or positions (OPT) from a 2-d one, multiply their
+    states by it (Mamba) or build their own 4-d mask from it (GPT-1, ProphetNet). Where ``inputs`` (the other keyword
+    inputs) are given, the 4-d mask is first tried in a forward of a meta copy of the model with one layer per
+    stack (:func:`_runs_on_meta`). A model that fails with it gets the 2-d mask of ones a CPU run gets, where a
+    forward runs with that (the same ops as on the CPU, so the same counts), else none where a forward runs without
+    one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
+    float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens)."""
     if _is_causal(model, config):
-        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril(), "causal attention_mask"
-    if getattr(config, "is_encoder_decoder", False):
-        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
-    return None
+        made: tuple[torch.Tensor | None, str] = (
+            torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril(), "causal attention_mask")
+    elif getattr(config, "is_encoder_decoder", False):
+        made = torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
+    else:
+        return None
+    if inputs is None or _runs_on_meta(model, {**inputs, "attention_mask": made[0]}):
+        return made
+    flat = torch.ones((batch, seq), dtype=torch.int64, device=device)
+    if _runs_on_meta(model, {**inputs, "attention_mask": flat}):
+        return flat, "attention_mask of ones (2-d: this model takes no 4-d mask)"
+    if _runs_on_meta(model, inputs):
+        return None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it makes its own)"
+    return made
+
+
+def _runs_on_meta(model: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether a forward of a meta copy of ``model`` with one layer per stack (run/step.py's
+    ``shortened_meta_copy``; the user's model untouched) runs on ``kwargs``: where a model takes its mask is in the
+    code before the layers and in each layer alike."""
+    import warnings
+
+    from torchcost.run.step import shortened_meta_copy
+    from torchcost.trees import map_tensors
+
+    try:
+        probe = shortened_meta_copy(model)
+        inputs = map_tensors(kwargs, lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta"))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe(**inputs)
+    except Exception:  # (whatever the model raises: the analysis reports it)
+        return False
+    return True
 
 
 def _is_causal(model: nn.Module, config: Any) -> bool:
@@ -282,8 +323,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
     if given and len(given) > 1:
         raise InputError(f"{spec} takes one --input-size (input_ids as batch,seq or pixel_values as b,c,h,w)")
     if "input_ids" in params and vocab:
+        # (a count of at most 0 is no bound: XLNet's -1, relative positions of any length)
         max_pos = next((getattr(text_config, k) for k in ("max_position_embeddings", "n_positions")
-                        if isinstance(getattr(text_config, k, None), int)), None)
+                        if isinstance(getattr(text_config, k, None), int) and getattr(text_config, k) > 0), None)
         if given:
             shape = with_batch(given[0], opts.batch_size)
             if len(shape) != 2:
@@ -298,17 +340,22 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         kwargs: dict[str, Any] = {"input_ids": int_input(shape, vocab, dev)}
         what = f"input_ids {shape[0]}x{shape[1]}"
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        decoder = encoder_decoder and "decoder_input_ids" in params
+        if decoder:
+            kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
         if "attention_mask" in params:
             if not opts.meta:
                 kwargs["attention_mask"] = torch.ones(shape, dtype=torch.int64, device=dev)
                 what += ", attention_mask of ones"
             else:
-                made = meta_attention_mask(model, config, *shape, dev)
+                made = meta_attention_mask(model, config, *shape, dev, inputs=dict(kwargs))
                 if made is not None:
-                    kwargs["attention_mask"], said = made
+                    mask, said = made
+                    if mask is not None:
+                        kwargs["attention_mask"] = mask
                     what += ", " + said
-        if encoder_decoder and "decoder_input_ids" in params:
-            kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
+        if decoder:
+            kwargs["decoder_input_ids"] = kwargs.pop("decoder_input_ids")  # (keyword order: as before)
             what += f", decoder_input_ids {shape[0]}x{shape[1]}"
         return (), kwargs, what
     if opts.seq_len is not None:

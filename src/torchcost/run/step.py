@@ -196,6 +196,26 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     return Twin(twin_model, twin_args, twin_kwargs, method, run_device, params, fake_mode)
 
 
+def shortened_meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on meta tensors whose module lists keep their first entry alone (a transformer's first
+    layer of each stack): what a probe forward needs to see the code around and in the layers run, at a fraction
+    of the whole model's cost. ``model`` is left as it is."""
+    memo: dict[int, Any] = {}
+    modules = list(model.modules())
+    with torch.no_grad():
+        for module in modules:
+            for p in module._parameters.values():
+                if p is not None and id(p) not in memo:
+                    memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for b in module._buffers.values():
+                if b is not None and id(b) not in memo:
+                    memo[id(b)] = torch.empty_like(b, device="meta")
+        for module in reversed(modules):  # (inner lists first: a kept entry holds its own lists shortened)
+            if isinstance(module, nn.ModuleList) and len(module) > 1:
+                memo[id(module)] = nn.ModuleList([_deep_copy(module[0], memo)])
+        return _deep_copy(model, memo)
+
+
 def _parameter(t: torch.Tensor, requires_grad: bool, method: TwinMethod) -> nn.Parameter:
     """``nn.Parameter(t, requires_grad)``. For a fake tensor, which nn.Parameter detaches first (an op through the
     fake mode, about 100 us), the same done on ``t`` itself: it is fresh, made for this parameter alone."""
