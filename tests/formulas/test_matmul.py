@@ -156,3 +156,32 @@ def test_grouped_mm_of_mixture_of_experts() -> None:
     # 3-D x 3-D, batched: 3 * (4x16 @ 16x8) = 3 * 4 * 8 * 16 = 1,536
     r = fn_both(torch._grouped_mm, torch.randn(3, 4, 16, dtype=bf), torch.randn(3, 16, 8, dtype=bf))
     assert r.macs == 3 * 4 * 8 * 16 == 1_536
+
+
+# -- triangular solves (round 33: uncounted in Qwen3-Next's and Qwen3.5's chunked gated delta rule) -------------------
+
+def _triangular(batch: int, n: int) -> torch.Tensor:
+    return torch.randn(batch, n, n).tril() + n * torch.eye(n)
+
+
+def test_solve_triangular_is_substitution() -> None:
+    # 3 systems, a 5 x 5 lower-triangular A, 7 right-hand sides: 3*5*7 = 105 unknowns; unknown i of a column takes i
+    # multiply-subtracts (0+1+2+3+4 = 10 a column of 5: 105 * (5 - 1) / 2 = 210 MACs) and a division (105)
+    r = fn_both(lambda a, b: torch.linalg.solve_triangular(a, b, upper=False), _triangular(3, 5), torch.randn(3, 5, 7))
+    assert r.macs == 3 * 7 * (0 + 1 + 2 + 3 + 4) == 210
+    assert r.flops == 2 * 210 + 3 * 5 * 7 == 525 == 3 * 7 * 5 * 5  # (LAPACK's trsm count: n^2 a column)
+    assert r.uncounted == ()
+
+
+def test_solve_triangular_on_the_right_and_unit_diagonal() -> None:
+    # X A = B: each of B's 7 rows solves 5 unknowns (210 MACs as above); a unit diagonal divides by nothing
+    r = fn_both(lambda a, b: torch.linalg.solve_triangular(a, b, upper=True, left=False, unitriangular=True),
+                _triangular(3, 5).mT, torch.randn(3, 7, 5))
+    assert r.macs == 3 * 7 * 10 == 210
+    assert r.flops == 2 * 210 == 420
+
+
+@pytest.mark.filterwarnings("ignore:torch.triangular_solve is deprecated:UserWarning")
+def test_the_old_triangular_solve_counts_the_same() -> None:
+    r = fn_both(lambda b, a: torch.triangular_solve(b, a, upper=False)[0], torch.randn(3, 5, 7), _triangular(3, 5))
+    assert (r.macs, r.flops) == (210, 525)  # (as above)

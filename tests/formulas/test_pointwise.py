@@ -202,3 +202,10 @@ def test_meta_run_allocates_nothing_and_counts_the_same() -> None:
     # Linear 2*3*4*8 = 192 MACs + 48 bias; GELU 5*48; LayerNorm 8*48
     assert r.macs == 192
     assert r.flops == 2 * 192 + 48 + 5 * 48 + 8 * 48 == 1_056
+
+
+def test_polar_is_cos_sin_and_two_products() -> None:
+    # round 33: uncounted in llama4's rotary table. abs * (cos(angle) + i sin(angle)): 4 FLOPs per element, 4*6 = 24
+    r = fn_both(torch.polar, torch.rand(4, 6), torch.rand(4, 6))
+    assert r.flops == 4 * 4 * 6 == 96
+    assert r.macs == 0 and r.uncounted == ()

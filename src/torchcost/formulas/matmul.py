@@ -8,6 +8,12 @@ on a (B, T, C) input costs B*T*C*N MACs. An added bias/``input`` term is one FLO
 An outer product (``torch.outer``, ``einsum("i,j->ij")``) has nothing to accumulate: torch runs it as ``mul``, one
 FLOP per element, not a MAC. A product of integer tensors (``_int_mm``, int8 GEMMs) still counts its MACs: a MAC is
 a MAC whatever the dtype; only the element-wise and reduction ops are free on non-floating results.
+
+A triangular solve (``torch.linalg.solve_triangular``, ``torch.triangular_solve``: substitution, as the chunked
+gated delta rule of Qwen3-Next and Qwen3.5 runs it) with an n x n triangular matrix solves each of the result's
+columns (rows, for ``left=False``) of n unknowns by substitution: unknown i takes i multiply-subtracts of the ones
+found before it and a division by the diagonal, so MACs = result size * (n - 1) / 2 and one more FLOP per result
+element for the divisions (none with ``unitriangular=True``): result size * n FLOPs in all, LAPACK's count for trsm.
 """
 
 from __future__ import annotations
@@ -87,3 +93,18 @@ def grouped_mm_cost(call: OpCall) -> Cost:
 
 
 register_many(["aten::_grouped_mm", "aten::_scaled_grouped_mm"], grouped_mm_cost)
+
+
+def triangular_solve_cost(call: OpCall) -> Cost:
+    """linalg_solve_triangular(A, B) and triangular_solve(B, A): substitution through an n x n triangular A."""
+    if call.key.endswith("linalg_solve_triangular"):
+        a = call.args[0]
+    else:  # (triangular_solve(self=B, A): the solution and a copy of A)
+        a = call.arg("A")
+    n = int(a.shape[-1])
+    solved = first_tensor(call.out)
+    divisions = 0 if call.arg("unitriangular", False) else solved.numel()
+    return Cost(macs=solved.numel() * (n - 1) // 2, other_flops=divisions)
+
+
+register_many(["aten::linalg_solve_triangular", "aten::triangular_solve"], triangular_solve_cost)

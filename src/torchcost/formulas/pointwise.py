@@ -45,6 +45,7 @@ PER_ELEMENT: dict[str, int] = {
     "pow": 1, "float_power": 1, "tanh": 1, "erf": 1, "erfc": 1, "erfinv": 1, "sin": 1, "cos": 1, "tan": 1,
     "asin": 1, "acos": 1, "atan": 1, "atan2": 1, "sinh": 1, "cosh": 1, "asinh": 1, "acosh": 1, "atanh": 1,
     "lgamma": 1, "digamma": 1,
+    "polar": 4,  # abs * cos(angle) + i * abs * sin(angle): cos, sin, two products (llama4's rotary table)
     # activations
     "relu": 1, "threshold": 1, "hardtanh": 2, "relu6": 2,
     "clamp": 2,  # one comparison per bound given (clamp(min=0) is 1), see _adjusted
