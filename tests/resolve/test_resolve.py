@@ -159,6 +159,9 @@ TAKE_NO_4D_MASK = {
     "mamba": ("MambaForCausalLM", {"num_hidden_layers": 2, "hidden_size": 32, "state_size": 4, "vocab_size": 100}),
     "openai-gpt": ("OpenAIGPTLMHeadModel", {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 100,
                                             "n_positions": 64}),
+    # XLNet also makes parameters with torch.FloatTensor(...), which ignores the default device: a meta build kept
+    # them on the cpu, and its forward failed on the two devices ("Tensor on device meta is not on the expected ...")
+    "xlnet": ("XLNetLMHeadModel", {"n_layer": 2, "d_model": 32, "n_head": 4, "d_inner": 64, "vocab_size": 100}),
 }
 
 
@@ -173,6 +176,7 @@ def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type:
     cpu = resolve(spec, seq_len=16)
     on_meta = resolve(spec, meta=True, seq_len=16)
     assert cpu.kwargs["attention_mask"].shape == (1, 16)
+    assert {t.device.type for t in (*on_meta.model.parameters(), *on_meta.model.buffers())} == {"meta"}
     extra = 0
     if model_type == "opt":
         assert "attention_mask" not in on_meta.kwargs

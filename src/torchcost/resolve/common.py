@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import itertools
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "float_input",
     "int_input",
     "model_dtype",
+    "on_device",
     "parse_value",
     "require",
     "unknown_name",
@@ -154,9 +156,22 @@ def build_under(device: torch.device, dtype: torch.dtype | None, factory: Callab
             given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
             raise SpecError(f"{spec!r} does not take the arguments {given}: {exc}") from exc
         raise
-    if isinstance(built, nn.Module) and dtype is not None:
-        built = built.to(dtype)
+    if isinstance(built, nn.Module):
+        built = on_device(built, device)
+        if dtype is not None:
+            built = built.to(dtype)
     return built
+
+
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with every parameter and buffer on ``device``. A constructor that makes a tensor with a legacy
+    constructor (``torch.FloatTensor(n)``, ``torch.Tensor(n)``: transformers' XLNet) makes it on the cpu whatever
+    the default device, so a meta build kept those on the cpu, allocated (and a model split across two devices does
+    not run)."""
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    if any(t.device.type != device.type for t in tensors):
+        model = model.to(device)
+    return model
 
 
 def check_device(device: torch.device) -> None:

@@ -41,6 +41,7 @@ from torchcost.resolve.common import (
     closest,
     float_input,
     int_input,
+    on_device,
     parse_value,
     require,
     unknown_name,
@@ -220,7 +221,7 @@ def build(name: str, opts: BuildOptions) -> Resolved:
                             f"analyse it without allocating weights")
         del probe
     with torch.device(opts.device):
-        model = _call(make, spec, opts)
+        model = on_device(_call(make, spec, opts), opts.device)
     args, kwargs, what = _inputs(model, config, dtype, opts, spec)
     extra = f"; {', '.join(f'{k}={v}' for k, v in opts.config.items())}" if opts.config else ""
     return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__} from config{extra}; {what})", spec, label)
