@@ -145,6 +145,7 @@ def test_resnet18_16x16_in_train_mode(device: str) -> None:
     assert "layer2.1.bn2" in e.ran_before
     text = one_line(e)
     assert "'layer3.0.bn1' (BatchNorm2d)" in text and "[1, 256, 1, 1]" in text
+    assert "give a batch of 2 or more, CLI --batch-size 2, or a larger input" in text  # (what to change)
     assert isinstance(e.__cause__, ValueError)
     # in eval mode BatchNorm uses its running statistics and the same input runs through (1x1 at layer4, avgpool)
     r = torchcost.analyze(model, x)

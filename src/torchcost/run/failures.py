@@ -54,6 +54,19 @@ def quiet_meta_failures() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
+# what to do about a failure whose reason holds the key: torch says why, not what the user can change
+_HINTS = (
+    ("expected more than 1 value per channel when training",
+     " (batch norm's training statistics need more than one value per channel: give a batch of 2 or more, CLI "
+     "--batch-size 2, or a larger input)"),
+)
+
+
+def _hint(reason: str) -> str:
+    lowered = reason.lower()
+    return next((hint for key, hint in _HINTS if key in lowered), "")
+
+
 def _reason(exc: BaseException) -> str:
     return first_line(exc).rstrip(".")
 
@@ -82,7 +95,7 @@ def wrap_failure(exc: BaseException, scope: ScopeTracker, model: nn.Module) -> M
     before = ", ".join(f"{n} ({scope.types[n]})" for n in shown[-8:]) if shown else "none"
     if len(shown) > 8:
         before = f"{len(shown) - 8} more, then " + before
-    message = f"{where} failed on input {inputs}: {reason}. Layers that ran before it: {before}."
+    message = f"{where} failed on input {inputs}: {reason}{_hint(reason)}. Layers that ran before it: {before}."
     return _error_class(reason)(message, layer=name, layer_type=type_name, input_shapes=inputs, reason=reason,
                                 ran_before=tuple(shown))
 
