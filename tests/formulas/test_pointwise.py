@@ -209,3 +209,19 @@ def test_polar_is_cos_sin_and_two_products() -> None:
     r = fn_both(torch.polar, torch.rand(4, 6), torch.rand(4, 6))
     assert r.flops == 4 * 4 * 6 == 96
     assert r.macs == 0 and r.uncounted == ()
+
+
+def test_random_draws_of_every_distribution_are_free() -> None:
+    # round 33: PhiMoE's router draws exponential noise in training (uncounted); drawing is free, as for randn
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        e = torch.empty_like(x).exponential_()
+        g = torch.empty_like(x).geometric_(0.5)
+        c = torch.empty_like(x).cauchy_()
+        n = torch.empty_like(x).log_normal_()
+        return x * e + g + c + n + torch.poisson(x.abs())
+
+    r = fn_both(noisy, torch.randn(3, 4))
+    assert r.flops == 6 * 12 == 72  # the product, four sums and the abs of 12 elements
+    assert r.uncounted == ()
+    free = {o.op for o in r.free_ops}
+    assert {"aten::exponential_", "aten::geometric_", "aten::cauchy_", "aten::log_normal_", "aten::poisson"} <= free

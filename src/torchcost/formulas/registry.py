@@ -260,7 +260,8 @@ FREE: frozenset[str] = frozenset(
     empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like new_ones
     full full_like new_full fill_ fill zero_ scalar_tensor arange linspace eye tensor _local_scalar_dense item
     randn randn_like rand rand_like randint randint_like normal normal_ uniform_ bernoulli bernoulli_ random_
-    randperm multinomial
+    randperm multinomial exponential_ geometric_ cauchy_ log_normal_ poisson binomial _standard_gamma
+    _sample_dirichlet
     cat stack hstack vstack concat concatenate _unsafe_view unsafe_split unsafe_split_with_sizes unsafe_chunk
     repeat repeat_interleave tile roll flip rot90 constant_pad_nd reflection_pad1d reflection_pad2d
     reflection_pad3d replication_pad1d replication_pad2d replication_pad3d pad _pad_enum
