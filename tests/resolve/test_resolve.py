@@ -196,6 +196,31 @@ def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type:
             (want.params, want.macs, want.step_macs, want.step_flops + extra)
 
 
+_SMALL_ENCODER = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+                  "vocab_size": 100, "max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize(("model_type", "arch"), [("deberta", "DebertaModel"), ("markuplm", "MarkupLMModel")])
+def test_an_encoder_that_reads_its_ids_without_a_mask_gets_a_2d_one_on_meta(model_type: str, arch: str,
+                                                                           tmp_path: Any) -> None:
+    """Round 33's sweep: without a mask these encoders check their ids for padding, a read of values a meta run
+    cannot make ("Tensor.item() cannot be called on meta tensors"); with the CPU run's 2-d mask of ones they run and
+    count as on the CPU. MarkupLM indexes its list of xpath embeddings by a count of its own, so the copy with one
+    entry per list fails with every mask, and the whole model is tried."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, model_type, arch, **_SMALL_ENCODER)
+    cpu = resolve(spec, seq_len=16)
+    on_meta = resolve(spec, meta=True, seq_len=16)
+    mask = on_meta.kwargs["attention_mask"]
+    assert (mask.shape, mask.dtype, mask.device.type) == ((1, 16), torch.int64, "meta")
+    assert "attention_mask of ones (2-d: this model reads its inputs' values without one)" in on_meta.description
+    for mode in ("eval", "train"):
+        want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs, mode=mode)
+        got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, mode=mode, target="cpu")
+        assert (got.params, got.macs, got.step_macs, got.step_flops) == \
+            (want.params, want.macs, want.step_macs, want.step_flops)
+
+
 def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:
     pytest.importorskip("transformers")
     r = resolve("hf:llama-3-8b", meta=True, seq_len=16, config={"num_hidden_layers": "2"})

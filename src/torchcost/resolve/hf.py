@@ -252,7 +252,8 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     without padding, and its description; None: no mask, nothing to say. A 2-d mask of ones would be read for its
     values (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and
     so would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
-    an encoder-decoder one of ones, anything else none.
+    an encoder-decoder one of ones, anything else none (or, where a probe forward sees an encoder read its inputs'
+    values without a mask and run with a 2-d one, the 2-d mask of ones: DeBERTa, LayoutLM, MarkupLM, MRA).
 
     Some models take no 4-d mask: they derive ALiBi slopes (BLOOM) or positions (OPT) from a 2-d one, multiply their
     states by it (Mamba) or build their own 4-d mask from it (GPT-1, ProphetNet). Where ``inputs`` (the other keyword
@@ -261,34 +262,40 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     forward runs with that (the same ops as on the CPU, so the same counts), else none where a forward runs without
     one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
     float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens)."""
+    flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
     if _is_causal(model, config):
-        made: tuple[torch.Tensor | None, str] = (
+        first: tuple[torch.Tensor | None, str | None] = (
             torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril(), "causal attention_mask")
     elif getattr(config, "is_encoder_decoder", False):
-        made = torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
-    else:
-        return None
-    if inputs is None or _runs_on_meta(model, {**inputs, "attention_mask": made[0]}):
-        return made
-    flat = torch.ones((batch, seq), dtype=torch.int64, device=device)
-    if _runs_on_meta(model, {**inputs, "attention_mask": flat}):
-        return flat, "attention_mask of ones (2-d: this model takes no 4-d mask)"
-    if _runs_on_meta(model, inputs):
-        return None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it makes its own)"
-    return made
+        first = torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
+    else:  # an encoder: none, unless it reads values without one (a check for padding in the ids: DeBERTa)
+        first, flat_said = (None, None), "attention_mask of ones (2-d: this model reads its inputs' values without one)"
+    candidates = [first]
+    if inputs is not None:
+        candidates.append((torch.ones((batch, seq), dtype=torch.int64, device=device), flat_said))
+        if first[0] is not None:
+            candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
+                                     "makes its own)"))
+        # (a copy with one layer per stack first; the whole model where no candidate ran on that: a model may index
+        # a list by a count of its own, as MarkupLM its xpath embeddings)
+        first = next((c for whole in (False, True) for c in candidates
+                      if _runs_on_meta(model, inputs if c[0] is None else {**inputs, "attention_mask": c[0]}, whole)),
+                     first)
+    mask, said = first
+    return None if said is None else (mask, said)
 
 
-def _runs_on_meta(model: nn.Module, kwargs: dict[str, Any]) -> bool:
+def _runs_on_meta(model: nn.Module, kwargs: dict[str, Any], whole: bool = False) -> bool:
     """Whether a forward of a meta copy of ``model`` with one layer per stack (run/step.py's
-    ``shortened_meta_copy``; the user's model untouched) runs on ``kwargs``: where a model takes its mask is in the
-    code before the layers and in each layer alike."""
+    ``shortened_meta_copy``; the whole model with ``whole``; the user's model untouched) runs on ``kwargs``: where a
+    model takes its mask is in the code before the layers and in each layer alike."""
     import warnings
 
-    from torchcost.run.step import shortened_meta_copy
+    from torchcost.run.step import make_twin, shortened_meta_copy
     from torchcost.trees import map_tensors
 
     try:
-        probe = shortened_meta_copy(model)
+        probe = make_twin(model, (), {}, "meta", torch.device("meta")).model if whole else shortened_meta_copy(model)
         inputs = map_tensors(kwargs, lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta"))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
