@@ -150,6 +150,15 @@ def _tiny_config(tmp_path: Any, model_type: str, arch: str, **fields: Any) -> st
     return f"hf:{tmp_path / 'config.json'}"
 
 
+def _counts_as_on_the_cpu(cpu: Resolved, on_meta: Resolved, extra_flops: int = 0) -> None:
+    """Eval and a training step of the meta build (target cpu) count what the cpu build's do (+ ``extra_flops``)."""
+    for mode in ("eval", "train"):
+        want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs, mode=mode)
+        got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, mode=mode, target="cpu")
+        assert (got.params, got.macs, got.step_macs, got.step_flops) == \
+            (want.params, want.macs, want.step_macs, want.step_flops + extra_flops)
+
+
 # model type, class, fields: each derives positions or ALiBi slopes from a 2-d mask, multiplies its states by it,
 # or builds its own 4-d mask from it, and fails with a 4-d one
 TAKE_NO_4D_MASK = {
@@ -189,11 +198,7 @@ def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type:
         mask = on_meta.kwargs["attention_mask"]
         assert (mask.shape, mask.dtype, mask.device.type) == ((1, 16), torch.int64, "meta")
         assert "attention_mask of ones (2-d: this model takes no 4-d mask)" in on_meta.description
-    for mode in ("eval", "train"):
-        want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs, mode=mode)
-        got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, mode=mode, target="cpu")
-        assert (got.params, got.macs, got.step_macs, got.step_flops) == \
-            (want.params, want.macs, want.step_macs, want.step_flops + extra)
+    _counts_as_on_the_cpu(cpu, on_meta, extra)
 
 
 _SMALL_ENCODER = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
@@ -214,11 +219,7 @@ def test_an_encoder_that_reads_its_ids_without_a_mask_gets_a_2d_one_on_meta(mode
     mask = on_meta.kwargs["attention_mask"]
     assert (mask.shape, mask.dtype, mask.device.type) == ((1, 16), torch.int64, "meta")
     assert "attention_mask of ones (2-d: this model reads its inputs' values without one)" in on_meta.description
-    for mode in ("eval", "train"):
-        want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs, mode=mode)
-        got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, mode=mode, target="cpu")
-        assert (got.params, got.macs, got.step_macs, got.step_flops) == \
-            (want.params, want.macs, want.step_macs, want.step_flops)
+    _counts_as_on_the_cpu(cpu, on_meta)
 
 
 def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:
