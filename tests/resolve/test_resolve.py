@@ -222,6 +222,31 @@ def test_an_encoder_that_reads_its_ids_without_a_mask_gets_a_2d_one_on_meta(mode
     _counts_as_on_the_cpu(cpu, on_meta)
 
 
+def test_a_dual_encoder_gets_its_image_beside_its_text(tmp_path: Any) -> None:
+    """Round 33's sweep: CLIP-like models (CLIP, SigLIP, AltCLIP, OWL-ViT) take input_ids and pixel_values together;
+    with the text alone they failed ("'NoneType' object has no attribute 'shape'" in the vision embeddings). A probe
+    sees it, and they get pixel_values of their vision config's size, on the cpu and on meta alike."""
+    pytest.importorskip("transformers")
+    from transformers import CLIPConfig
+
+    config = CLIPConfig(text_config={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+                                     "num_attention_heads": 4, "vocab_size": 100, "max_position_embeddings": 32},
+                        vision_config={"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+                                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+                        projection_dim=16).to_dict()
+    config["architectures"] = ["CLIPModel"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    spec = f"hf:{tmp_path / 'config.json'}"
+    cpu, on_meta = resolve(spec, seq_len=16), resolve(spec, meta=True, seq_len=16)
+    for r in (cpu, on_meta):
+        assert r.kwargs["pixel_values"].shape == (1, 3, 32, 32)
+        assert r.description.endswith(", pixel_values 1x3x32x32)")
+    _counts_as_on_the_cpu(cpu, on_meta)
+    report = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)
+    # the vision tower's patch embedding: (32/8)^2 = 16 patches of 3*8*8 inputs to 32 channels
+    assert report.module("vision_model.embeddings.patch_embedding").macs == 16 * 3 * 8 * 8 * 32 == 98_304
+
+
 def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:
     pytest.importorskip("transformers")
     r = resolve("hf:llama-3-8b", meta=True, seq_len=16, config={"num_hidden_layers": "2"})

@@ -321,6 +321,28 @@ def _is_causal(model: nn.Module, config: Any) -> bool:
     return model_type in causal and model_type not in masked
 
 
+def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: bool,
+                 dtype: torch.dtype) -> tuple[int, ...] | None:
+    """The shape of the pixel_values a model that takes its text and an image together needs beside ``ids`` (a dual
+    encoder: CLIP, SigLIP, AltCLIP, OWL-ViT), from its vision config: where a probe forward (:func:`_runs_on_meta`)
+    sees the text alone fail and the text with an image run, with no mask or a 2-d one of ones (``masked``: the
+    forward takes one). None otherwise: a vision-language model runs on its text alone, as before."""
+    vision = getattr(config, "vision_config", None)
+    size = getattr(vision, "image_size", None)
+    if getattr(config, "text_config", None) is None or not isinstance(size, (int, list, tuple)):
+        return None
+    side = (size, size) if isinstance(size, int) else tuple(size)
+    batch = int(ids["input_ids"].shape[0])
+    shape = (batch, int(getattr(vision, "num_channels", 3)), *side)
+    masks: list[dict[str, Any]] = [{}]
+    if masked:
+        masks.append({"attention_mask": torch.ones(ids["input_ids"].shape, dtype=torch.int64, device="meta")})
+    if any(_runs_on_meta(model, {**ids, **mask}) for mask in masks):
+        return None
+    image = {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
+    return shape if any(_runs_on_meta(model, {**ids, **mask, **image}) for mask in masks) else None
+
+
 def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,
             spec: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
     params = inspect.signature(model.forward).parameters
@@ -351,6 +373,10 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         decoder = encoder_decoder and "decoder_input_ids" in params
         if decoder:
             kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
+        pixels = _dual_pixels(model, config, kwargs, "attention_mask" in params, dtype) \
+            if "pixel_values" in params else None
+        if pixels is not None:
+            kwargs["pixel_values"] = float_input(pixels, dtype, dev)
         if "attention_mask" in params:
             if not opts.meta:
                 kwargs["attention_mask"] = torch.ones(shape, dtype=torch.int64, device=dev)
@@ -365,6 +391,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         if decoder:
             kwargs["decoder_input_ids"] = kwargs.pop("decoder_input_ids")  # (keyword order: as before)
             what += f", decoder_input_ids {shape[0]}x{shape[1]}"
+        if pixels is not None:
+            kwargs["pixel_values"] = kwargs.pop("pixel_values")
+            what += ", pixel_values " + "x".join(map(str, pixels))
         return (), kwargs, what
     if opts.seq_len is not None:
         raise InputError(f"--seq-len applies to text models; {spec} is not one")
