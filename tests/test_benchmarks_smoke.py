@@ -513,3 +513,24 @@ def test_report_identity_gives_the_same_reports_in_a_shuffled_order(tmp_path: Pa
         torch.set_num_threads(threads)  # (the benchmark pins one thread)
     assert capsys.readouterr().out.splitlines()[-1] == \
         f"4 reports, 4 identical to {tmp_path / 'a.json'}, 0 differ (0 ended in an error)"
+
+
+def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
+    from benchmarks import sweep
+
+    records = sweep.run("torchvision", only=["mobilenet_v3_small"], log=lambda _line: None)
+    assert len(records) == 1 and "error" not in records[0], records
+    record = records[0]
+    assert record["meta_same"] and record["clean cpu"] and record["clean meta"] and record["uncounted"] == []
+    assert sweep.outcome(record) == "ok"
+    # the classes of the summary, from the errors the round 33 sweeps met
+    assert sweep.outcome({"error": "train (cpu): ShapeError: ... Expected more than 1 value per channel ..."}) == \
+        "batch 1"
+    assert sweep.outcome({"error": "eval (meta): ModelError: ... Tensor.item() cannot be called on meta tensors"}) \
+        == "values"
+    assert sweep.outcome({"error": "resolve (meta): SpecError: hf:x.json: transformers rejects this config: ..."}) \
+        == "config"
+    assert sweep.outcome({"error": "eval (cpu): ModelError: ... missing 1 required positional argument: 'grid'"}) \
+        == "inputs"
+    assert sweep.outcome({"uncounted": ["aten::_fft_c2c"]}) == "other"
+    assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, config 0")
