@@ -296,6 +296,8 @@ def _runs_on_meta(model: nn.Module, kwargs: dict[str, Any], whole: bool = False)
 
     try:
         probe = make_twin(model, (), {}, "meta", torch.device("meta")).model if whole else shortened_meta_copy(model)
+        probe.eval()  # (as an eval analysis runs it: transformers builds from a config in training mode, where
+        # FastSpeech2-Conformer asks for its labels)
         inputs = map_tensors(kwargs, lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta"))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
