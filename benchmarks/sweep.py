@@ -18,8 +18,9 @@ JSON line: what ran and what it gave. For each model, as far as it gets:
 The summary sorts the outcomes: ``ok``; ``config`` (the zoo's own defaults do not build or do not run on the cpu
 either); ``inputs`` (the model needs inputs the resolver does not make: say so with ``--kwargs``/a Python spec);
 ``values`` (the forward reads tensor values, which a meta run has not); ``batch 1`` (batch norm in training at the
-default batch of 1: torchcost's error says to give 2); and ``other``, the ones to look at. Round 33's runs are in
-docs/benchmarks.md.
+default batch of 1: torchcost's error says to give 2); ``meta differs`` (it ran, but the meta build counts other
+than the cpu build: a model's shortcut on its values, such as skipping an all-ones mask, that a run without values
+cannot take); and ``other``, the ones to look at. Round 33's runs are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -211,10 +212,9 @@ def outcome(record: dict[str, Any]) -> str:
     """The summary's class of one record (see the module's docstring)."""
     error = record.get("error")
     if error is None:
-        if record.get("uncounted") or record.get("meta_same") is False or False in (
-                record.get("clean cpu"), record.get("clean meta")):
+        if record.get("uncounted") or False in (record.get("clean cpu"), record.get("clean meta")):
             return "other"
-        return "ok"
+        return "meta differs" if record.get("meta_same") is False else "ok"
     if any(w in error for w in _CONFIG_WORDS) or error.startswith("config"):
         return "config"
     if "more than 1 value per channel" in error:
@@ -252,9 +252,10 @@ def run(zoo: str, only: Iterable[str] | None = None, log: Callable[[str], None] 
 def summary(zoo: str, records: list[dict[str, Any]]) -> str:
     by = collections.Counter(outcome(r) for r in records)
     lines = [f"{zoo}: {len(records)} models; " + ", ".join(f"{k} {by[k]}" for k in
-                                                           ("ok", "config", "inputs", "values", "batch 1", "other"))]
+                                                           ("ok", "meta differs", "config", "inputs", "values",
+                                                            "batch 1", "other"))]
     for record in records:
-        if outcome(record) == "other":
+        if outcome(record) in ("other", "meta differs"):
             said = record.get("error") or f"uncounted {record.get('uncounted')}, meta_same {record.get('meta_same')}"
             lines.append(f"  {record['model']}: {said[:200]}")
     return "\n".join(lines)

@@ -533,4 +533,5 @@ def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
     assert sweep.outcome({"error": "eval (cpu): ModelError: ... missing 1 required positional argument: 'grid'"}) \
         == "inputs"
     assert sweep.outcome({"uncounted": ["aten::_fft_c2c"]}) == "other"
-    assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, config 0")
+    assert sweep.outcome({"uncounted": [], "meta_same": False}) == "meta differs"
+    assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, meta differs 0, config 0")
