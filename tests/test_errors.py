@@ -164,3 +164,17 @@ def test_a_training_steps_shape_error_prints_no_torch_traceback(capfd: pytest.Ca
     one_line(e)
     err = capfd.readouterr().err
     assert "failed while attempting to run meta" not in err and "Traceback" not in err, err
+
+
+def test_a_detection_model_trained_without_targets_is_told_what_to_pass() -> None:
+    # round 33's torchvision sweep: the 12 detection models' training steps need targets; the hint's own call runs
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
+    images = [torch.rand(3, 320, 320)]
+    with pytest.raises(torchcost.ModelError) as info:
+        torchcost.analyze(model, images, mode="train")
+    text = one_line(info.value)
+    assert "targets should not be none when in training mode" in text
+    assert 'analyze(model, images, targets, mode="train", loss_fn=lambda losses: sum(losses.values()))' in text
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 150.0]]), "labels": torch.tensor([1])} for _ in images]
+    report = torchcost.analyze(model, images, targets, mode="train", loss_fn=lambda losses: sum(losses.values()))
+    assert report.phase("backward").macs > report.phase("forward").macs > 0

@@ -59,6 +59,10 @@ _HINTS = (
     ("expected more than 1 value per channel when training",
      " (batch norm's training statistics need more than one value per channel: give a batch of 2 or more, CLI "
      "--batch-size 2, or a larger input)"),
+    ("targets should not be none when in training mode",
+     " (a torchvision detection model's training step takes targets beside its images, one dict of \"boxes\" and "
+     "\"labels\" per image, and returns its losses: analyze(model, images, targets, mode=\"train\", "
+     "loss_fn=lambda losses: sum(losses.values())))"),
 )
 
 
