@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import torchcost
 from torchcost.errors import SpecError
@@ -245,6 +247,22 @@ def test_a_dual_encoder_gets_its_image_beside_its_text(tmp_path: Any) -> None:
     report = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)
     # the vision tower's patch embedding: (32/8)^2 = 16 patches of 3*8*8 inputs to 32 channels
     assert report.module("vision_model.embeddings.patch_embedding").macs == 16 * 3 * 8 * 8 * 32 == 98_304
+
+
+def test_a_video_model_gets_frames_and_sam_its_vision_configs_size(tmp_path: Any) -> None:
+    """Round 33's sweep: VideoMAE, ViViT and TimeSformer take (batch, frames, channels, H, W) and were given a
+    single image; SAM's image size is its vision config's (1024), not the 224 default."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "videomae", "VideoMAEModel", image_size=32, patch_size=16, num_frames=4,
+                        tubelet_size=2, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64)
+    r = resolve(spec)
+    assert r.kwargs["pixel_values"].shape == (1, 4, 3, 32, 32)
+    report = torchcost.analyze(r.model, kwargs=r.kwargs)
+    # tubelets of 2 frames x 16 x 16: (4 / 2) * (32 / 16)^2 = 8, each 3*2*16*16 = 1,536 inputs to 32 channels
+    assert report.module("embeddings.patch_embeddings.projection").macs == 8 * 32 * 3 * 2 * 16 * 16 == 393_216
+    sam_like = SimpleNamespace(vision_config=SimpleNamespace(image_size=1024, num_channels=3))
+    assert hf_source._image_shape(nn.Identity(), sam_like, 1, torch.float32) == (1, 3, 1024, 1024)
 
 
 def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:

@@ -345,6 +345,33 @@ def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: boo
     return shape if any(_runs_on_meta(model, {**ids, **mask, **image}) for mask in masks) else None
 
 
+def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
+    """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
+    1024); a video model's (a config with ``num_frames``: VideoMAE, ViViT, TimeSformer) batch x frames x channels x
+    side where a probe forward (:func:`_runs_on_meta`) runs with that and not with a single image."""
+    vision = getattr(config, "vision_config", None)
+    size = next((s for s in (getattr(config, "image_size", None), getattr(vision, "image_size", None))
+                 if isinstance(s, (int, list, tuple))), 224)
+    side = (size, size) if isinstance(size, int) else tuple(size)
+    channels = next((c for c in (getattr(config, "num_channels", None), getattr(vision, "num_channels", None))
+                     if isinstance(c, int)), 3)
+    image = (batch, channels, *side)
+    frames = getattr(config, "num_frames", None)
+    if not isinstance(frames, int) or frames < 1:
+        return image
+    video = (batch, frames, channels, *side)
+
+    def runs(shape: tuple[int, ...], whole: bool) -> bool:
+        return _runs_on_meta(model, {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}, whole)
+
+    for whole in (False, True):
+        if runs(image, whole):
+            return image
+        if runs(video, whole):
+            return video
+    return image
+
+
 def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,
             spec: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
     params = inspect.signature(model.forward).parameters
@@ -400,10 +427,8 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
     if opts.seq_len is not None:
         raise InputError(f"--seq-len applies to text models; {spec} is not one")
     if "pixel_values" in params:
-        size = getattr(config, "image_size", 224)
-        side = (size, size) if isinstance(size, int) else tuple(size)
-        channels = getattr(config, "num_channels", 3)
-        shape = with_batch(given[0], opts.batch_size) if given else (opts.batch_size or 1, channels, *side)
+        shape = with_batch(given[0], opts.batch_size) if given else _image_shape(model, config, opts.batch_size or 1,
+                                                                                 dtype)
         return (), {"pixel_values": float_input(shape, dtype, dev)}, "pixel_values " + "x".join(map(str, shape))
     raise SpecError(f"{spec}: torchcost does not know the inputs of {type(model).__name__} (its forward takes "
                     f"neither input_ids nor pixel_values)")
