@@ -225,3 +225,14 @@ def test_random_draws_of_every_distribution_are_free() -> None:
     assert r.uncounted == ()
     free = {o.op for o in r.free_ops}
     assert {"aten::exponential_", "aten::geometric_", "aten::cauchy_", "aten::log_normal_", "aten::poisson"} <= free
+
+
+def test_logical_ops_test_each_floating_operand() -> None:
+    # round 33: LongT5's logical_and on float tensors was uncounted. Each floating operand is compared with 0 per
+    # element (1); the logic on bools is free: and(x, y) 2*12, or(x, bool) 12, not(bool) 0; two gts 24, two adds 24
+    def logic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.logical_and(x, y).float() + torch.logical_not(x > 0).float() + torch.logical_or(x, y > 0).float()
+
+    r = fn_both(logic, torch.randn(3, 4), torch.randn(3, 4))
+    assert r.flops == 2 * 12 + 12 + 0 + 2 * 12 + 2 * 12 == 84
+    assert r.uncounted == ()

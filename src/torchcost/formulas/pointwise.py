@@ -255,3 +255,13 @@ register_many(["aten::_embedding_bag", "aten::_embedding_bag_forward_only", "ate
 register_many(["aten::scatter_add", "aten::scatter_add_", "aten::index_add", "aten::index_add_",
                "aten::scatter_reduce", "aten::scatter_reduce_"], _scatter_accumulate)
 register_many(["aten::col2im"], _col2im)
+
+
+def _logical(call: OpCall) -> Cost:
+    """logical_and/or/xor/not: each floating operand is tested against 0 per output element (a comparison, 1); the
+    logic on the bools that gives is free. On bool or integer operands: free."""
+    floating = sum(1 for t in call.inputs if is_floating(t))
+    return Cost(other_flops=floating * first_tensor(call.out).numel()) if floating else ZERO
+
+
+register_many([f"aten::logical_{n}{s}" for n in ("and", "or", "xor", "not") for s in ("", "_")], _logical)
