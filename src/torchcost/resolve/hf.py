@@ -258,7 +258,7 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     Some models take no 4-d mask: they derive ALiBi slopes (BLOOM) or positions (OPT) from a 2-d one, multiply their
     states by it (Mamba) or build their own 4-d mask from it (GPT-1, ProphetNet). Where ``inputs`` (the other keyword
     inputs) are given, the 4-d mask is first tried in a forward of a meta copy of the model with one layer per
-    stack (:func:`_runs_on_meta`). A model that fails with it gets the 2-d mask of ones a CPU run gets, where a
+    stack (:func:`_first_that_runs`). A model that fails with it gets the 2-d mask of ones a CPU run gets, where a
     forward runs with that (the same ops as on the CPU, so the same counts), else none where a forward runs without
     one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
     float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens)."""
@@ -276,35 +276,46 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
         if first[0] is not None:
             candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
                                      "makes its own)"))
-        # (a copy with one layer per stack first; the whole model where no candidate ran on that: a model may index
-        # a list by a count of its own, as MarkupLM its xpath embeddings)
-        first = next((c for whole in (False, True) for c in candidates
-                      if _runs_on_meta(model, inputs if c[0] is None else {**inputs, "attention_mask": c[0]}, whole)),
-                     first)
+        found = _first_that_runs(model, [inputs if c[0] is None else {**inputs, "attention_mask": c[0]}
+                                         for c in candidates])
+        if found is not None:
+            first = candidates[found]
     mask, said = first
     return None if said is None else (mask, said)
 
 
-def _runs_on_meta(model: nn.Module, kwargs: dict[str, Any], whole: bool = False) -> bool:
-    """Whether a forward of a meta copy of ``model`` with one layer per stack (run/step.py's
-    ``shortened_meta_copy``; the whole model with ``whole``; the user's model untouched) runs on ``kwargs``: where a
-    model takes its mask is in the code before the layers and in each layer alike."""
+def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True) -> int | None:
+    """The index of the first of ``candidates`` (keyword inputs) a forward of a meta copy of ``model`` runs on, in
+    eval mode (as an eval analysis runs it: transformers builds from a config in training mode, where
+    FastSpeech2-Conformer asks for its labels); None where none runs. The copy has one layer per stack (run/step.py's
+    ``shortened_meta_copy``): where a model takes its inputs is in the code before the layers and in each layer
+    alike. With ``whole_too``, where no candidate runs on it, a copy of the whole model is tried (a model may index a
+    list by a count of its own, as MarkupLM its xpath embeddings). One copy a pass serves every candidate; the
+    user's model is left as it is."""
     import warnings
 
     from torchcost.run.step import make_twin, shortened_meta_copy
     from torchcost.trees import map_tensors
 
-    try:
-        probe = make_twin(model, (), {}, "meta", torch.device("meta")).model if whole else shortened_meta_copy(model)
-        probe.eval()  # (as an eval analysis runs it: transformers builds from a config in training mode, where
-        # FastSpeech2-Conformer asks for its labels)
-        inputs = map_tensors(kwargs, lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta"))
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            probe(**inputs)
-    except Exception:  # (whatever the model raises: the analysis reports it)
-        return False
-    return True
+    def meta(t: torch.Tensor) -> torch.Tensor:
+        return t if t.device.type == "meta" else torch.empty_like(t, device="meta")
+
+    for whole in (False, True) if whole_too else (False,):
+        try:
+            probe = (make_twin(model, (), {}, "meta", torch.device("meta")).model if whole
+                     else shortened_meta_copy(model))
+        except Exception:  # (a model that cannot be copied so: the next pass, or the analysis, reports it)
+            continue
+        probe.eval()
+        for index, kwargs in enumerate(candidates):
+            try:
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    probe(**map_tensors(kwargs, meta))
+            except Exception:  # (whatever the model raises: the analysis reports it)
+                continue
+            return index
+    return None
 
 
 def _is_causal(model: nn.Module, config: Any) -> bool:
@@ -326,7 +337,7 @@ def _is_causal(model: nn.Module, config: Any) -> bool:
 def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: bool,
                  dtype: torch.dtype) -> tuple[int, ...] | None:
     """The shape of the pixel_values a model that takes its text and an image together needs beside ``ids`` (a dual
-    encoder: CLIP, SigLIP, AltCLIP, OWL-ViT), from its vision config: where a probe forward (:func:`_runs_on_meta`)
+    encoder: CLIP, SigLIP, AltCLIP, OWL-ViT), from its vision config: where a probe forward (:func:`_first_that_runs`)
     sees the text alone fail and the text with an image run, with no mask or a 2-d one of ones (``masked``: the
     forward takes one). None otherwise: a vision-language model runs on its text alone, as before."""
     vision = getattr(config, "vision_config", None)
@@ -339,16 +350,16 @@ def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: boo
     masks: list[dict[str, Any]] = [{}]
     if masked:
         masks.append({"attention_mask": torch.ones(ids["input_ids"].shape, dtype=torch.int64, device="meta")})
-    if any(_runs_on_meta(model, {**ids, **mask}) for mask in masks):
-        return None
     image = {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
-    return shape if any(_runs_on_meta(model, {**ids, **mask, **image}) for mask in masks) else None
+    text_alone, with_image = [{**ids, **m} for m in masks], [{**ids, **m, **image} for m in masks]
+    found = _first_that_runs(model, text_alone + with_image, whole_too=False)
+    return shape if found is not None and found >= len(text_alone) else None
 
 
 def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
     """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
     1024); a video model's (a config with ``num_frames``: VideoMAE, ViViT, TimeSformer) batch x frames x channels x
-    side where a probe forward (:func:`_runs_on_meta`) runs with that and not with a single image."""
+    side where a probe forward (:func:`_first_that_runs`) runs with that and not with a single image."""
     vision = getattr(config, "vision_config", None)
     size = next((s for s in (getattr(config, "image_size", None), getattr(vision, "image_size", None))
                  if isinstance(s, (int, list, tuple))), 224)
@@ -360,16 +371,9 @@ def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) 
     if not isinstance(frames, int) or frames < 1:
         return image
     video = (batch, frames, channels, *side)
-
-    def runs(shape: tuple[int, ...], whole: bool) -> bool:
-        return _runs_on_meta(model, {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}, whole)
-
-    for whole in (False, True):
-        if runs(image, whole):
-            return image
-        if runs(video, whole):
-            return video
-    return image
+    found = _first_that_runs(model, [{"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
+                                     for shape in (image, video)])
+    return video if found == 1 else image
 
 
 def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,

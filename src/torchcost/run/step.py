@@ -167,24 +167,8 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     else:  # pragma: no cover - internal
         raise ValueError(method)
 
-    memo: dict[int, Any] = {}
-    params: dict[int, nn.Parameter] = {}
-    modules = list(model.modules())
     with torch.no_grad():
-        # in the order of model.parameters(), model.buffers(), then tensors held as attributes (one walk each)
-        for module in modules:
-            for p in module._parameters.values():
-                if p is not None and id(p) not in memo:
-                    twin_p = _parameter(convert(p.detach()), p.requires_grad, method)
-                    memo[id(p)] = params[id(p)] = twin_p
-        for module in modules:
-            for b in module._buffers.values():
-                if b is not None and id(b) not in memo:
-                    memo[id(b)] = convert(b)
-        for module in modules:
-            for value in vars(module).values():
-                if isinstance(value, torch.Tensor) and id(value) not in memo:
-                    memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
+        memo, params = _tensor_memo(list(model.modules()), convert, method)
         twin_model = _deep_copy(model, memo)
 
     def move(t: torch.Tensor) -> torch.Tensor:
@@ -196,20 +180,34 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     return Twin(twin_model, twin_args, twin_kwargs, method, run_device, params, fake_mode)
 
 
-def shortened_meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on meta tensors whose module lists keep their first entry alone (a transformer's first
-    layer of each stack): what a probe forward needs to see the code around and in the layers run, at a fraction
-    of the whole model's cost. ``model`` is left as it is."""
+def _tensor_memo(modules: list[nn.Module], convert: Callable[[torch.Tensor], torch.Tensor], method: TwinMethod
+                 ) -> tuple[dict[int, Any], dict[int, nn.Parameter]]:
+    """The deep copy's memo of ``modules``' tensors, each ``convert``-ed, and id(parameter) -> its twin: in the
+    order of model.parameters(), model.buffers(), then tensors held as attributes (one walk each)."""
     memo: dict[int, Any] = {}
+    params: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module._parameters.values():
+            if p is not None and id(p) not in memo:
+                memo[id(p)] = params[id(p)] = _parameter(convert(p.detach()), p.requires_grad, method)
+    for module in modules:
+        for b in module._buffers.values():
+            if b is not None and id(b) not in memo:
+                memo[id(b)] = convert(b)
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and id(value) not in memo:
+                memo[id(value)] = convert(value.detach()).requires_grad_(value.requires_grad)
+    return memo, params
+
+
+def shortened_meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on meta tensors (as :func:`make_twin`'s "meta") whose module lists keep their first entry
+    alone (a transformer's first layer of each stack): what a probe forward needs to see the code around and in the
+    layers run, at a fraction of the whole model's cost. ``model`` is left as it is."""
     modules = list(model.modules())
     with torch.no_grad():
-        for module in modules:
-            for p in module._parameters.values():
-                if p is not None and id(p) not in memo:
-                    memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-            for b in module._buffers.values():
-                if b is not None and id(b) not in memo:
-                    memo[id(b)] = torch.empty_like(b, device="meta")
+        memo, _ = _tensor_memo(modules, lambda t: torch.empty_like(t, device="meta"), "meta")
         for module in reversed(modules):  # (inner lists first: a kept entry holds its own lists shortened)
             if isinstance(module, nn.ModuleList) and len(module) > 1:
                 memo[id(module)] = nn.ModuleList([_deep_copy(module[0], memo)])
