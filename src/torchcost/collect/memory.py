@@ -891,10 +891,63 @@ class NodeTags:
             todo.extend(child for child, _ in current.next_functions if child is not None)
 
 
+def _cpu_chooses_flash(b: dict[str, Any]) -> bool:
+    """Whether the CPU's own SDPA selector picks its flash kernel for these meta arguments (bound by name): asked
+    with CPU stand-ins of the same shapes, dtypes and last-dimension strides (every other stride 0, so that nothing
+    of the tensors' size is allocated). The selector's own rules, not a copy of them: it takes 3-d inputs and
+    key/value heads that broadcast (timm's multi-query attention), refuses dropout, and follows
+    ``torch.backends.cuda.enable_flash_sdp`` and ``sdpa_kernel``."""
+    q, k, v, mask = b["query"], b["key"], b["value"], b.get("attn_mask")
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" and t.layout == torch.strided
+               and t.dim() >= 1 for t in (q, k, v)):
+        return False
+    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.layout == torch.strided and mask.dim() >= 1):
+        return False
+    try:
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():  # (no mode sees the stand-ins)
+            choice = torch._fused_sdp_choice(
+                _stand_in(q), _stand_in(k), _stand_in(v), _stand_in(mask) if mask is not None else None,
+                float(b.get("dropout_p") or 0.0), bool(b.get("is_causal")), scale=b.get("scale"),
+                enable_gqa=bool(b.get("enable_gqa", False)))
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return bool(choice == _FLASH_CHOICE)
+
+
+_FLASH_CHOICE = 1  # (torch's SDPBackend: 0 math, 1 flash attention)
+
+
+def _stand_in(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor with ``t``'s shape, dtype and last stride, every other stride 0: a few elements of storage."""
+    last = t.stride(-1)
+    storage = torch.empty(max(1, (t.size(-1) - 1) * last + 1), dtype=t.dtype)
+    return storage.as_strided(t.shape, (0,) * (t.dim() - 1) + (last,))
+
+
+def _cpu_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+               scale: float | None) -> torch.Tensor:
+    """What ``scaled_dot_product_attention`` runs on the CPU once its selector picked the flash kernel, op for op
+    as a CPU run dispatches them: 3-d inputs get a batch dimension (and the mask dimensions up to 4), a boolean
+    mask becomes an additive one of the query's dtype (``where`` between 0 and -inf), the flash kernel keeps its
+    output and log-sum-exp, and a 3-d call's output loses the batch dimension again."""
+    three = q.dim() == 3
+    if three:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+        while mask is not None and mask.dim() < 4:
+            mask = mask.unsqueeze(0)
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.where(mask, torch.scalar_tensor(0.0, dtype=q.dtype, device=q.device),
+                           torch.scalar_tensor(float("-inf"), dtype=q.dtype, device=q.device))
+    out: torch.Tensor = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal,
+                                                                                   attn_mask=mask, scale=scale)[0]
+    return out.squeeze(0) if three else out
+
+
 class MemoryMode(TorchFunctionMode):
     """On meta tensors, which have no kernels of their own to choose, picks the kernels the target device would run
     where that changes memory. Scaled dot-product attention takes a fused path, which keeps no L x L attention
-    matrix: on "cpu" the CPU flash kernel (no dropout); on "cuda" FlashAttention-2 (half precision, no mask, head
+    matrix: on "cpu" the CPU flash kernel where the CPU's own selector picks it (:func:`_cpu_chooses_flash`), with
+    the ops a CPU run makes around it (:func:`_cpu_flash`); on "cuda" FlashAttention-2 (half precision, no mask, head
     dim <= 256) or else memory-efficient attention (equal head counts; a boolean mask becomes an additive bias
     first), as CUDA's selector prefers them. Dropout on "cuda" keeps a 1-byte mask, as the fused CUDA kernel does,
     instead of the float noise tensor of the reference implementation.
@@ -918,6 +971,9 @@ class MemoryMode(TorchFunctionMode):
         b = _bind(_SDPA_NAMES, args, kwargs)
         q, k, v = b["query"], b["key"], b["value"]
         mask, dropout, causal = b.get("attn_mask"), float(b.get("dropout_p") or 0.0), bool(b.get("is_causal"))
+        if self.target == "cpu" and _cpu_chooses_flash(b):
+            with contextlib.suppress(RuntimeError, NotImplementedError):
+                return _cpu_flash(q, k, v, mask, causal, b.get("scale"))
         usable = (
             isinstance(q, torch.Tensor) and q.device.type == "meta" and q.dim() == 4 and k.dim() == 4
             and v.dim() == 4 and torch.backends.cuda.flash_sdp_enabled()
@@ -925,11 +981,6 @@ class MemoryMode(TorchFunctionMode):
             and q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1
         )
         same_dim = isinstance(v, torch.Tensor) and q.size(-1) == v.size(-1)  # flash kernels need E == E_v (MLA: not)
-        if usable and self.target == "cpu" and not dropout and q.dtype in _FLOATS and same_dim:
-            # the CPU selector's choice: the flash kernel (no dropout), keeping output and log-sum-exp
-            with contextlib.suppress(RuntimeError, NotImplementedError):
-                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                    q, k, v, 0.0, causal, attn_mask=mask, scale=b.get("scale"))[0]
         if usable and self.target == "cuda":
             scale = b.get("scale")
             if mask is None and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) <= 256 and same_dim:
