@@ -185,3 +185,45 @@ def test_solve_triangular_on_the_right_and_unit_diagonal() -> None:
 def test_the_old_triangular_solve_counts_the_same() -> None:
     r = fn_both(lambda b, a: torch.triangular_solve(b, a, upper=False)[0], torch.randn(3, 5, 7), _triangular(3, 5))
     assert (r.macs, r.flops) == (210, 525)  # (as above)
+
+
+# -- nn.Bilinear: _trilinear, computed slice by slice along the output features (round 34: uncounted before) --------
+# x1 (B=4, in1=5), x2 (B, in2=7), W (out=3, in1, in2): per output feature o, torch multiplies x1 by W_o summed over
+# in1 (B*in1*in2 MACs: a (B, in2) result), dots that with x2 over in2 (B*in2 MACs), and adds the (B,) slice into the
+# zero output (B): MACs 3 * (4*5*7 + 4*7) = 3 * 168 = 504, other 3 * 4 = 12
+
+
+def test_bilinear_forward() -> None:
+    r = analyze_both(nn.Bilinear(5, 7, 3), torch.randn(4, 5), torch.randn(4, 7))
+    assert r.uncounted == ()
+    assert r.macs == 4 * 3 * 7 * (5 + 1) == 504
+    # 2 * 504 + 12 adds into zeros + 12 bias adds
+    assert r.flops == 2 * 504 + 12 + 12 == 1_032
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(2, 5, bias=False)
+        self.b = nn.Linear(2, 7, bias=False)
+        self.bil = nn.Bilinear(5, 7, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bil(self.a(x), self.b(x))
+
+
+def test_bilinear_backward_for_all_three_operands() -> None:
+    r = torchcost.analyze(_TwoInputs(), torch.randn(4, 2), mode="train")
+    backward = {p.name: p for p in r.phases}["backward"]
+    tri = {o.op: o for o in backward.ops}["aten::_trilinear"]
+    # three _trilinear calls (torch's _trilinear_backward), each a loop over the 3 output features:
+    # grad x1 = _trilinear(g, W, x2): g (4,3,1,1) * W_o (1,1,5,7) multiplied (140 a slice), summed with x2 over in2
+    #   (4*5*7 = 140 MACs, a (4,1,5,1) slice of 20 added): 3 * 140 = 420 MACs, 3 * (140 + 20) = 480 other
+    # grad W = _trilinear(x1, g, x2): x1 (4,1,5,1) * g_o (4,1,1,1) multiplied (20), then with x2 summed over the
+    #   batch (4*5*7 = 140 MACs, a (1,1,5,7) slice of 35 added): 420 MACs, 3 * (20 + 35) = 165 other
+    # grad x2 = _trilinear(x1, W, g): x1 with W_o summed over in1 (4*5*7 = 140 MACs, (4,1,1,7)), times g_o (28),
+    #   a (4,1,1,7) slice added (28): 420 MACs, 3 * (28 + 28) = 168 other
+    assert tri.calls == 3
+    assert tri.macs == 3 * 420 == 1_260
+    assert tri.flops == 2 * 1_260 + 480 + 165 + 168 == 3_333
+    assert all(not p.uncounted for p in r.phases)

@@ -14,9 +14,21 @@ gated delta rule of Qwen3-Next and Qwen3.5 runs it) with an n x n triangular mat
 columns (rows, for ``left=False``) of n unknowns by substitution: unknown i takes i multiply-subtracts of the ones
 found before it and a division by the diagonal, so MACs = result size * (n - 1) / 2 and one more FLOP per result
 element for the divisions (none with ``unitriangular=True``): result size * n FLOPs in all, LAPACK's count for trsm.
+
+``nn.Bilinear``/``F.bilinear`` (y_o = x1^T W_o x2 + b_o) reach the dispatcher as ``_trilinear``, which torch computes
+slice by slice along its unrolled dimension (the output features) as two products: W_o x2 summed over the second
+input's features, then that dotted with x1 over the first's, each slice's result added into a zero output. So
+MACs = B * out * in2 * (in1 + 1) (B * out * in1 * in2 for the first product, B * out * in1 for the second: which
+input is contracted first is torch's choice, not the cheaper one) and one FLOP per output element for the add into
+zeros; the bias is the ``add`` after it. In general (the backward's ``_trilinear`` calls too), per slice: a product
+summed over dimensions where both operands have a size costs the product of the operands' broadcast sizes in MACs; a
+summed dimension only one operand has is summed out of it first (n - 1 per remaining element); a product with
+nothing to sum is an element-wise multiply (1 per element).
 """
 
 from __future__ import annotations
+
+import math
 
 from torchcost.formulas._util import first_tensor
 from torchcost.formulas.pointwise import PER_ELEMENT
@@ -108,3 +120,49 @@ def triangular_solve_cost(call: OpCall) -> Cost:
 
 
 register_many(["aten::linalg_solve_triangular", "aten::triangular_solve"], triangular_solve_cost)
+
+
+def _pair(left: list[int], right: list[int], summed: set[int]) -> tuple[int, int, list[int]]:
+    """One of _trilinear's products of two slices (torch's sumproduct_pair, keepdim): (MACs, other FLOPs, the
+    result's sizes)."""
+    left, right = list(left), list(right)
+    other = 0
+    if not summed:
+        out = [max(a, b) for a, b in zip(left, right)]
+        return 0, math.prod(out), out
+    for d in summed:
+        if left[d] != 1 and right[d] == 1:  # (summed out of the left operand first)
+            other += math.prod(left) // left[d] * (left[d] - 1)
+            left[d] = 1
+        elif right[d] != 1 and left[d] == 1:
+            other += math.prod(right) // right[d] * (right[d] - 1)
+            right[d] = 1
+    macs = math.prod(max(a, b) for a, b in zip(left, right))
+    out = [1 if d in summed else max(a, b) for d, (a, b) in enumerate(zip(left, right))]
+    return macs, other, out
+
+
+def trilinear_cost(call: OpCall) -> Cost:
+    """_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim): the kernel's loop over the unrolled
+    dimension, two products a slice and the slice's add into the zero output."""
+    tensors = [first_tensor(call.args[i]) for i in range(3)]
+    expands = [set(call.arg(name)) for name in ("expand1", "expand2", "expand3")]
+    sumdim, unroll = set(call.arg("sumdim")), int(call.arg("unroll_dim", 1))
+    if any(t.numel() == 0 for t in tensors):
+        return Cost()
+    total = tensors[0].dim() + len(expands[0])
+    shapes: list[list[int]] = []
+    for t, expand in zip(tensors, expands):
+        sizes = iter(int(s) for s in t.shape)
+        shapes.append([1 if d in expand else next(sizes) for d in range(total)])
+    sums_12 = {d for d in range(total) if d in sumdim and d != unroll and d in expands[2]}
+    sums_23 = {d for d in range(total) if d in sumdim and d != unroll and d not in expands[2]}
+    slices = max(shape[unroll] for shape in shapes)
+    for shape in shapes:
+        shape[unroll] = 1
+    macs_12, other_12, buf = _pair(shapes[0], shapes[1], sums_12)
+    macs_23, other_23, buf = _pair(buf, shapes[2], sums_23)
+    return Cost(macs=slices * (macs_12 + macs_23), other_flops=slices * (other_12 + other_23 + math.prod(buf)))
+
+
+register_many(["aten::_trilinear"], trilinear_cost)
