@@ -7,7 +7,7 @@
 * **FLOPs** = 2 x MACs + every other floating-point operation: bias adds, normalisation, pooling, activations,
   element-wise arithmetic, reductions, interpolation, losses, sorting/selection and detection ops (NMS, RoIAlign),
   at the costs in :mod:`pointwise`, :mod:`norm`, :mod:`pool`, :mod:`resample`, :mod:`loss`, :mod:`select`,
-  :mod:`vision`, :mod:`fft` (FFTs at the nominal 5 N log2 N real FLOPs).
+  :mod:`vision`, :mod:`fft` (FFTs at the nominal 5 N log2 N real FLOPs), :mod:`distance` (cdist, pdist).
 * **Free** ops move, view, allocate, index or select data (views, copies, cat, embedding lookup, masked_fill, random
   number generation); ops whose tensors are not floating point are free too (integer index arithmetic, boolean
   masks). Matrix products and convolutions of integer tensors still count their MACs.
@@ -31,6 +31,7 @@ from torchcost.formulas import (  # noqa: F401  (registration)
     attention,
     backward,
     conv,
+    distance,
     fft,
     loss,
     matmul,
