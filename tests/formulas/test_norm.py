@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import torchcost
 from tests.formulas._check import Fn, analyze_both, fn_both
 
 X = (2, 3, 4, 5)
@@ -74,3 +75,28 @@ def test_fused_rms_norm_kernel_priced_like_the_decomposition() -> None:
     fused = fn_both(lambda x, w: torch.ops.aten._fused_rms_norm(x, [5], w, 1e-6)[0], torch.randn(X), torch.ones(5))
     decomposed = analyze_both(Fn(lambda x, w: torch.rms_norm(x, [5], w, 1e-6)), torch.randn(X), torch.ones(5))
     assert fused.flops == decomposed.flops == 4 * N + 2 * 24
+
+
+# -- weight normalisation (round 34: _weight_norm_interface was uncounted; wav2vec2's positional convolution) -------
+# v of Conv1d(4, 6, 3): (6, 4, 3), 72 elements
+
+
+@pytest.mark.parametrize(("dim", "slices"), [(0, 6), (2, 3)])
+def test_weight_norm_forward_and_backward(dim: int, slices: int) -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = nn.Sequential(weight_norm(nn.Conv1d(4, 6, 3), dim=dim))
+    r = torchcost.analyze(model, torch.randn(2, 4, 10), mode="train")
+    phases = {p.name: {o.op: o.flops for o in p.ops} for p in r.phases}
+    # forward: per slice of n: the norm 2n, g / norm 1; v times it 1 per element: 3 * 72 + slices
+    assert phases["forward"]["aten::_weight_norm_interface"] == 3 * 72 + slices
+    # backward: per slice the dot 2n - 1, grad g 1, scale 2, g / norm 1; per element 3: 5 * 72 + 3 * slices
+    assert phases["backward"]["aten::_weight_norm_interface_backward"] == 5 * 72 + 3 * slices
+    assert all(not p.uncounted for p in r.phases)
+
+
+def test_weight_norm_in_eval_on_meta_too() -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    r = analyze_both(nn.Sequential(weight_norm(nn.Conv1d(4, 6, 3))), torch.randn(2, 4, 10))
+    assert {o.op: o.flops for o in r.ops}["aten::_weight_norm_interface"] == 3 * 72 + 6 == 222

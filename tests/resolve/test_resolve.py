@@ -419,3 +419,55 @@ def test_examples_are_built_with_their_draws_as_means(name: str) -> None:
         assert torch.equal(b, c), key
     x = r.args[0]
     assert torchcost.analyze(r.model, x).to_dict() == torchcost.analyze(drawn, x).to_dict()
+
+
+# -- audio models (round 34: "does not know the inputs" for every transformers audio family) ------------------------
+
+
+def test_whisper_gets_its_spectrogram_and_decoder_ids(tmp_path: Any) -> None:
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "whisper", "WhisperModel", d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                        decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=20, max_target_positions=16,
+                        vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                        decoder_start_token_id=1)
+    cpu = resolve(spec)
+    # Whisper takes exactly 2 x max_source_positions frames: (1, 8 bins, 40 frames); the decoder 16 tokens (capped
+    # at its 16 positions)
+    assert cpu.kwargs["input_features"].shape == (1, 8, 40)
+    assert cpu.kwargs["decoder_input_ids"].shape == (1, 16)
+    assert "decoder_attention_mask" not in cpu.kwargs
+    on_meta = resolve(spec, meta=True)
+    assert on_meta.kwargs["decoder_attention_mask"].shape == (1, 1, 16, 16)  # (the causal mask, 4-d, on meta)
+    report = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)
+    # conv1: Conv1d(8, 32, 3, padding=1) over 40 frames: 40 * 32 * 8 * 3 = 30,720 MACs
+    assert report.module("encoder.conv1").macs == 30_720
+    meta_report = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, target="cpu")
+    assert (meta_report.macs, meta_report.flops) == (report.macs, report.flops)
+    assert report.uncounted == ()
+
+
+def test_wav2vec2_gets_one_second_of_waveform(tmp_path: Any) -> None:
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "wav2vec2", "Wav2Vec2Model", hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 2),
+                        conv_kernel=(10, 3), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    r = resolve(spec)
+    assert r.kwargs["input_values"].shape == (1, 16_000)  # one second at the default 16 kHz
+    report = torchcost.analyze(r.model, kwargs=r.kwargs)
+    # the first conv: 1 -> 8 channels, kernel 10, stride 5: (16,000 - 10) // 5 + 1 = 3,199 outputs: 3,199 * 8 * 10
+    assert report.module("feature_extractor.conv_layers.0.conv").macs == 3_199 * 8 * 10 == 255_920
+    assert report.uncounted == ()  # (the positional conv's weight norm is priced)
+
+
+def test_audio_layouts_tried_in_order() -> None:
+    # a spectrogram passed as input_values (AST): max_length x num_mel_bins first
+    ast = SimpleNamespace(num_mel_bins=128, max_length=1024)
+    assert hf_source._audio_shapes(ast, "input_values", 2)[0][0] == (2, 1024, 128)
+    # a codec (its config names its channels) takes batch x channels x samples first, at its own rate
+    codec = SimpleNamespace(audio_channels=2, sampling_rate=24_000)
+    assert [s for s, _ in hf_source._audio_shapes(codec, "input_values", 1)] == [(1, 2, 24_000), (1, 24_000)]
+    # Speech2Text's features: input_feat_per_channel x input_channels, 100 frames where the positions run past
+    # Whisper's 1,500 (its 6,000 is not a fixed length)
+    s2t = SimpleNamespace(input_feat_per_channel=80, input_channels=1, max_source_positions=6000)
+    assert [s for s, _ in hf_source._audio_shapes(s2t, "input_features", 1)] == [(1, 80, 100), (1, 100, 80)]

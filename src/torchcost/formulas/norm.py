@@ -25,6 +25,14 @@ priced by :mod:`pointwise`: square 1, mean 1 (the sum's n - 1 adds and one divid
 element, plus add eps and rsqrt once per row, i.e. (3 + weight) * numel + 2 * rows. The fused kernels
 (``aten::_fused_rms_norm`` on CUDA, ``aten::rms_norm`` if it reaches the dispatcher) are priced by that same formula,
 so every device counts RMSNorm the same.
+
+Weight normalisation (``nn.utils.weight_norm``/``parametrizations.weight_norm`` over a tensor's first or last
+dimension: ``_weight_norm_interface``, wav2vec2's and the audio codecs' convolutions) computes w = g * v / ||v|| with
+the norm over every dimension but ``dim``, per slice of n elements: the norm 2n (n squares, n - 1 adds, a square
+root), g / norm 1, and v times it n: 3 * numel + slices. Its backward (``_weight_norm_interface_backward``), per
+slice: the dot product of the gradient and v 2n - 1, the gradient of g (divide by the norm) 1, the scale of v's
+correction (dot / norm^2) 2 and g / norm 1, and per element grad_v = (g / norm) * (grad_w - v * scale) 3: 5 * numel +
+3 * slices. (Over a middle dimension torch computes it op by op, each priced as such.)
 """
 
 from __future__ import annotations
@@ -91,3 +99,24 @@ register_many(
 register_many(["aten::_native_batch_norm_legit_no_training", "aten::_batch_norm_no_update"], batch_norm_eval_cost)
 register_many(["aten::native_layer_norm", "aten::native_group_norm"], layer_norm_cost)
 register_many(["aten::rms_norm", "aten::_fused_rms_norm"], rms_norm_cost)
+
+
+def _slices(v: object, dim: int) -> int:
+    t = first_tensor(v)
+    return 1 if dim == -1 and t.dim() == 0 else int(t.shape[dim])
+
+
+def weight_norm_cost(call: OpCall) -> Cost:
+    # _weight_norm_interface(v, g, dim=0) -> (w, norms)
+    v = first_tensor(call.args[0])
+    return Cost(other_flops=3 * v.numel() + _slices(v, int(call.arg("dim", 0))))
+
+
+def weight_norm_backward_cost(call: OpCall) -> Cost:
+    # _weight_norm_interface_backward(grad_w, saved_v, saved_g, saved_norms, dim) -> (grad_v, grad_g)
+    v = first_tensor(call.args[1])
+    return Cost(other_flops=5 * v.numel() + 3 * _slices(v, int(call.arg("dim"))))
+
+
+register_many(["aten::_weight_norm_interface"], weight_norm_cost)
+register_many(["aten::_weight_norm_interface_backward"], weight_norm_backward_cost)

@@ -10,13 +10,14 @@ in the config's own dtype (``torch_dtype``/``dtype``; float32 when it names none
 
 Default inputs: text models get ``input_ids`` of 1 x 128 tokens (int64, random within the vocabulary; the sequence
 length is capped at the config's maximum positions), an ``attention_mask`` of ones when the forward takes one, and
-``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of
-1 x channels x image_size x image_size. On the meta device, where transformers' mask code cannot read values, a causal
-model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d mask of ones and an
-encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu run's. A model that
-takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1, ProphetNet, OPT) gets the
-2-d mask of ones where it runs with one on meta, else none (``meta_attention_mask``). A maximum position count of 0
-or less (XLNet's -1) is no bound.
+``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of 1 x channels x
+image_size x image_size; audio models ``input_values`` (one second of waveform) or ``input_features`` (a
+spectrogram), in the layout a probe forward takes (:func:`_audio_inputs`). On the meta device, where transformers'
+mask code cannot read values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an
+encoder-decoder a 4-d mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so
+the counts equal a cpu run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy:
+BLOOM, Mamba, GPT-1, ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none
+(``meta_attention_mask``). A maximum position count of 0 or less (XLNet's -1) is no bound.
 
 Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
 says to add ``--meta``.
@@ -428,6 +429,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
             kwargs["pixel_values"] = kwargs.pop("pixel_values")
             what += ", pixel_values " + "x".join(map(str, pixels))
         return (), kwargs, what
+    audio = next((name for name in params if name in _AUDIO_INPUTS), None)
+    if audio is not None and "pixel_values" not in params:
+        return _audio_inputs(model, config, audio, dtype, opts, spec)
     if opts.seq_len is not None:
         raise InputError(f"--seq-len applies to text models; {spec} is not one")
     if "pixel_values" in params:
@@ -435,4 +439,85 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
                                                                                  dtype)
         return (), {"pixel_values": float_input(shape, dtype, dev)}, "pixel_values " + "x".join(map(str, shape))
     raise SpecError(f"{spec}: torchcost does not know the inputs of {type(model).__name__} (its forward takes "
-                    f"neither input_ids nor pixel_values)")
+                    f"none of input_ids, pixel_values, input_values and input_features)")
+
+
+_AUDIO_INPUTS = ("input_values", "input_features")
+_FEATURE_KEYS = ("feature_projection_input_dim", "num_mel_bins", "feature_size", "n_mels", "num_mel_filters",
+                 "mel_bins", "feature_dim")
+AUDIO_FRAMES = 100  # a spectrogram's frames where the config names no length: one second at a 10 ms hop
+
+
+def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, opts: BuildOptions,
+                  spec: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """An audio model's inputs: ``input_values`` (a waveform: one second at the config's sampling rate, 16 kHz where
+    it names none, as batch x samples or batch x channels x samples; the Audio Spectrogram Transformer's
+    batch x max_length x num_mel_bins) or ``input_features`` (a spectrogram: the config's mel bins by its frames,
+    2 x ``max_source_positions`` where it names them (Whisper's 3,000), else 100; bins first or frames first), the
+    first layout a probe forward of a one-layer meta copy runs on (:func:`_first_that_runs`); and
+    ``decoder_input_ids`` of ``--seq-len`` tokens (128 by default, capped at the decoder's positions) where the
+    model has a text decoder (Whisper, Speech2Text, Moonshine). ``--input-size`` gives the audio input's shape."""
+    params = inspect.signature(model.forward).parameters
+    batch = opts.batch_size or 1
+    decoder_vocab = getattr(config, "vocab_size", None) if "decoder_input_ids" in params else None
+    if opts.seq_len is not None and not decoder_vocab:
+        raise InputError(f"--seq-len applies to text models and audio models with a text decoder; {spec} is neither")
+    extra: dict[str, Any] = {}
+    said = ""
+    if decoder_vocab:
+        most = next((v for v in (getattr(config, k, None) for k in ("max_target_positions", "max_position_embeddings"))
+                     if isinstance(v, int) and v > 0), None)
+        seq = opts.seq_len or (min(DEFAULT_SEQ_LEN, most) if most else DEFAULT_SEQ_LEN)
+        if most and seq > most:
+            raise InputError(f"{spec} takes at most {most} decoder positions; a sequence of {seq} is longer")
+        extra["decoder_input_ids"] = int_input((batch, seq), int(decoder_vocab), opts.device)
+        said = f", decoder_input_ids {batch}x{seq}"
+    shapes = ([(with_batch(opts.input_sizes[0], opts.batch_size), "")] if opts.input_sizes
+              else _audio_shapes(config, name, batch))
+    # the decoder's mask on meta: none, else the 4-d causal one (transformers' mask code reads the positions'
+    # values without one, as for the causal text models: meta_attention_mask)
+    masks: list[dict[str, Any]] = [{}]
+    if decoder_vocab:
+        seq = int(extra["decoder_input_ids"].shape[1])
+        masks.append({"decoder_attention_mask": torch.ones((batch, 1, seq, seq), dtype=torch.bool,
+                                                           device="meta").tril()})
+    probes = {k: torch.empty_like(v, device="meta") for k, v in extra.items()}
+    candidates = [(shape, mask) for shape in range(len(shapes)) for mask in range(len(masks))]
+    found = _first_that_runs(model, [{name: torch.empty(shapes[i][0], dtype=dtype, device="meta"), **probes,
+                                      **masks[j]} for i, j in candidates])
+    # (none runs on meta: a model that reads its inputs' values, Whisper's decoder or EnCodec's padding; a cpu build
+    # runs the first shape, a meta one fails with the analysis's own error)
+    shape_at, mask_at = candidates[found] if found is not None else (0, len(masks) - 1)
+    shape, why = shapes[shape_at]
+    kwargs = {name: float_input(shape, dtype, opts.device), **extra}
+    if opts.meta and mask_at:
+        kwargs["decoder_attention_mask"] = masks[mask_at]["decoder_attention_mask"].to(opts.device)
+        said += ", causal decoder_attention_mask"
+    return (), kwargs, f"{name} " + "x".join(map(str, shape)) + (f" ({why})" if why else "") + said
+
+
+def _audio_shapes(config: Any, name: str, batch: int) -> list[tuple[tuple[int, ...], str]]:
+    """The shapes :func:`_audio_inputs` tries, in order, each with what it stands for."""
+    if name == "input_values":
+        bins, length = getattr(config, "num_mel_bins", None), getattr(config, "max_length", None)
+        shapes: list[tuple[tuple[int, ...], str]] = []
+        if isinstance(bins, int) and isinstance(length, int):  # (AST: a spectrogram passed as input_values)
+            shapes.append(((batch, length, bins), f"{length} frames of {bins} mel bins"))
+        rate = getattr(config, "sampling_rate", None)
+        rate = rate if isinstance(rate, int) and rate > 0 else 16_000
+        channels = getattr(config, "audio_channels", None)
+        channels = channels if isinstance(channels, int) and channels > 0 else 1
+        clip = f"one second at {rate / 1000:g} kHz"
+        flat, with_channels = ((batch, rate), clip), ((batch, channels, rate), clip + f", {channels} channel(s)")
+        # (codecs, whose configs name their channels, take batch x channels x samples: EnCodec, DAC, Mimi)
+        shapes += [with_channels, flat] if hasattr(config, "audio_channels") else [flat, with_channels]
+        return shapes
+    bins = next((v for v in (getattr(config, k, None) for k in _FEATURE_KEYS) if isinstance(v, int) and v > 0), None)
+    per_channel, channels = getattr(config, "input_feat_per_channel", None), getattr(config, "input_channels", None)
+    if isinstance(per_channel, int) and isinstance(channels, int):  # (Speech2Text)
+        bins = per_channel * channels
+    bins = bins or 80
+    positions = getattr(config, "max_source_positions", None)
+    frames = 2 * positions if isinstance(positions, int) and 0 < positions <= 1500 else AUDIO_FRAMES
+    what = f"{frames} frames of {bins} features"
+    return [((batch, bins, frames), what), ((batch, frames, bins), what)]
