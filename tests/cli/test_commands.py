@@ -260,7 +260,7 @@ def test_list_hf_shows_every_shipped_config() -> None:
     assert specs == [f"hf:{n}" for n in sorted(["bert-base-uncased", "gpt2", "gpt2-xl", "llama-3-70b", "llama-3-8b",
                                                   "mistral-7b", "mixtral-8x7b", "qwen2-7b", "t5-base",
                                                   "vit-base-patch16-224", "gemma-2-9b", "gemma-3-1b",
-                                                  "deepseek-v2-lite", "qwen3-30b-a3b"])]
+                                                  "deepseek-v2-lite", "qwen3-30b-a3b", "whisper-small"])]
 
 
 def test_help_and_list_overview(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,6 +45,15 @@ PUBLISHED = {
                                               + 4096 * 8 + 2 * 4096) + 4096, 46_702_792_704),  # "46.7B"
     # GPT-2: wte + wpe + n_layer blocks (ln, c_attn, c_proj, ln, c_fc, c_proj, with biases) + ln_f; lm_head tied
     "gpt2": (50257 * 768 + 1024 * 768 + 12 * (12 * 768 * 768 + 13 * 768) + 2 * 768, 124_439_808),  # "124M"
+    # Whisper small ("244M", openai/whisper-small: 241,734,912). Encoder: conv1 80 -> 768 and conv2 768 -> 768
+    # (kernel 3, biases), 1,500 positions, 12 layers of attention (q, k, v, o; k without a bias), the 768 -> 3072 ->
+    # 768 MLP and two LayerNorms, a final LayerNorm; decoder: 51,865 token and 448 position embeddings, 12 layers
+    # with cross-attention too (three LayerNorms), a final LayerNorm; the output projection tied to the tokens
+    "whisper-small": (80 * 768 * 3 + 768 + 768 * 768 * 3 + 768 + 1500 * 768
+                      + 12 * (4 * 768 * 768 + 3 * 768 + 2 * 768 * 3072 + 3072 + 768 + 2 * 2 * 768) + 2 * 768
+                      + 51865 * 768 + 448 * 768
+                      + 12 * (8 * 768 * 768 + 6 * 768 + 2 * 768 * 3072 + 3072 + 768 + 3 * 2 * 768) + 2 * 768,
+                      241_734_912),
     "gpt2-xl": (50257 * 1600 + 1024 * 1600 + 48 * (12 * 1600 * 1600 + 13 * 1600) + 2 * 1600, 1_557_611_200),
     "bert-base-uncased": (None, 109_514_298),  # BertForMaskedLM: 109,482,240 encoder+embeddings + MLM head
     "t5-base": (None, 222_903_552),  # "220M"
@@ -471,3 +480,21 @@ def test_audio_layouts_tried_in_order() -> None:
     # Whisper's 1,500 (its 6,000 is not a fixed length)
     s2t = SimpleNamespace(input_feat_per_channel=80, input_channels=1, max_source_positions=6000)
     assert [s for s, _ in hf_source._audio_shapes(s2t, "input_features", 1)] == [(1, 80, 100), (1, 100, 80)]
+
+
+def test_whisper_small_counts_derived_by_hand() -> None:
+    pytest.importorskip("transformers")
+    r = resolve("hf:whisper-small", meta=True)
+    assert r.kwargs["input_features"].shape == (1, 80, 3000) and r.kwargs["decoder_input_ids"].shape == (1, 128)
+    report = torchcost.analyze(r.model, kwargs=r.kwargs)
+    d, ff, frames, tokens, vocab = 768, 3072, 1500, 128, 51865
+    convs = 3000 * d * 80 * 3 + frames * d * d * 3  # conv1 over 3,000 mel frames, conv2 (stride 2) to 1,500
+    # an encoder layer: q, k, v, o; Q K^T and P V over 1,500 positions; the MLP
+    encoder = 12 * (4 * frames * d * d + 2 * frames * frames * d + 2 * frames * d * ff)
+    # a decoder layer: self-attention over 128 tokens; cross-attention: q, o on the tokens, k, v on the 1,500
+    # encoder positions, scores and values 128 x 1,500; the MLP
+    decoder = 12 * (4 * tokens * d * d + 2 * tokens * tokens * d + 2 * tokens * d * d + 2 * frames * d * d
+                    + 2 * tokens * frames * d + 2 * tokens * d * ff)
+    head = tokens * d * vocab
+    assert report.macs == convs + encoder + decoder + head == 214_937_862_144
+    assert report.uncounted == ()
