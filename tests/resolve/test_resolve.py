@@ -498,3 +498,37 @@ def test_whisper_small_counts_derived_by_hand() -> None:
     head = tokens * d * vocab
     assert report.macs == convs + encoder + decoder + head == 214_937_862_144
     assert report.uncounted == ()
+
+
+# -- time-series models (round 34: "does not know the inputs" for PatchTST, TimesFM, Informer, ...) ------------------
+
+
+def test_patchtst_gets_its_context_of_channels(tmp_path: Any) -> None:
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "patchtst", "PatchTSTModel", context_length=32, patch_length=4, patch_stride=4,
+                        num_input_channels=3, d_model=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32)
+    r = resolve(spec)
+    assert r.kwargs["past_values"].shape == (1, 32, 3)  # context_length steps of num_input_channels
+    report = torchcost.analyze(r.model, kwargs=r.kwargs)
+    # 3 channels x 32 / 4 = 8 patches of 4 values: embedding Linear(4, 16) 3*8*4*16 = 1,536; per channel attention
+    # over 8 tokens of 16: q, k, v, o 4 * 3*8*16*16 = 24,576, scores and values 2 * 3*8*8*16 = 6,144; the MLP
+    # 16 -> 32 -> 16: 2 * 3*8*16*32 = 24,576
+    assert report.macs == 1_536 + 24_576 + 6_144 + 24_576 == 56_832
+    on_meta = resolve(spec, meta=True)
+    assert torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs).macs == 56_832
+
+
+def test_lagged_series_models_get_time_features_and_the_future(tmp_path: Any) -> None:
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "autoformer", "AutoformerModel", prediction_length=6, context_length=12,
+                        lags_sequence=[1, 2, 3], num_time_features=2, d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                        decoder_ffn_dim=32)
+    r = resolve(spec)
+    # 12 context steps + the largest lag, 3: 15 past steps; 6 future ones; 2 time features each
+    shapes = {k: tuple(v.shape) for k, v in r.kwargs.items()}
+    assert shapes == {"past_values": (1, 15), "past_time_features": (1, 15, 2), "past_observed_mask": (1, 15),
+                      "future_values": (1, 6), "future_time_features": (1, 6, 2)}
+    report = torchcost.analyze(r.model, kwargs=r.kwargs)
+    assert report.uncounted == ()  # (Autoformer's autocorrelation runs FFTs: priced)
+    assert any(o.op == "aten::_fft_r2c" for o in report.ops)

@@ -12,12 +12,13 @@ Default inputs: text models get ``input_ids`` of 1 x 128 tokens (int64, random w
 length is capped at the config's maximum positions), an ``attention_mask`` of ones when the forward takes one, and
 ``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of 1 x channels x
 image_size x image_size; audio models ``input_values`` (one second of waveform) or ``input_features`` (a
-spectrogram), in the layout a probe forward takes (:func:`_audio_inputs`). On the meta device, where transformers'
-mask code cannot read values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an
-encoder-decoder a 4-d mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so
-the counts equal a cpu run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy:
-BLOOM, Mamba, GPT-1, ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none
-(``meta_attention_mask``). A maximum position count of 0 or less (XLNet's -1) is no bound.
+spectrogram), in the layout a probe forward takes (:func:`_audio_inputs`); time-series models ``past_values`` of the
+config's context length (:func:`_series_inputs`). On the meta device, where transformers' mask code cannot read
+values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d
+mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu
+run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1,
+ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none (``meta_attention_mask``). A
+maximum position count of 0 or less (XLNet's -1) is no bound.
 
 Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
 says to add ``--meta``.
@@ -429,6 +430,8 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
             kwargs["pixel_values"] = kwargs.pop("pixel_values")
             what += ", pixel_values " + "x".join(map(str, pixels))
         return (), kwargs, what
+    if "past_values" in params and "pixel_values" not in params:
+        return _series_inputs(model, config, dtype, opts, spec)
     audio = next((name for name in params if name in _AUDIO_INPUTS), None)
     if audio is not None and "pixel_values" not in params:
         return _audio_inputs(model, config, audio, dtype, opts, spec)
@@ -440,6 +443,65 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         return (), {"pixel_values": float_input(shape, dtype, dev)}, "pixel_values " + "x".join(map(str, shape))
     raise SpecError(f"{spec}: torchcost does not know the inputs of {type(model).__name__} (its forward takes "
                     f"none of input_ids, pixel_values, input_values and input_features)")
+
+
+# one input of a candidate set: (name, shape, what it holds: "values" (random), "ones", "zeros" or "int zeros")
+_Made = tuple[str, tuple[int, ...], str]
+
+
+def _series_inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,
+                   spec: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """A time-series model's inputs (a forward taking ``past_values``): the config's ``context_length`` steps, as
+    batch x steps x ``num_input_channels`` (PatchTST, PatchTSMixer) or batch x steps; with TimesFM's padding and
+    frequency; or, for the models that read lagged values and time features (Time Series Transformer, Informer,
+    Autoformer), ``context_length + max(lags_sequence)`` past steps with their time features and observed mask and
+    the ``prediction_length`` future values and time features. The first set a probe forward of a meta copy runs
+    on (:func:`_first_that_runs`); ``--input-size`` gives past_values' shape."""
+    params = inspect.signature(model.forward).parameters
+    batch = opts.batch_size or 1
+    steps = next((v for v in (getattr(config, k, None) for k in ("context_length", "prediction_length"))
+                  if isinstance(v, int) and v > 0), None)
+    if opts.seq_len is not None:
+        steps = opts.seq_len
+    if steps is None and not opts.input_sizes:
+        raise SpecError(f"{spec}: {type(model).__name__} takes past_values, and its config names no context_length: "
+                        f"give it (--config context_length=N) or the input's shape (--input-size)")
+    sets: list[list[_Made]] = []
+    if opts.input_sizes:
+        sets.append([("past_values", with_batch(opts.input_sizes[0], opts.batch_size), "values")])
+    else:
+        assert steps is not None
+        channels = getattr(config, "num_input_channels", None)
+        if isinstance(channels, int) and channels > 0:
+            sets.append([("past_values", (batch, steps, channels), "values")])
+        sets.append([("past_values", (batch, steps), "values")])
+        if "past_values_padding" in params:  # (TimesFM)
+            sets.append([("past_values", (batch, steps), "values"), ("past_values_padding", (batch, steps), "zeros"),
+                         *([("freq", (batch, 1), "int zeros")] if "freq" in params else [])])
+        lags, ahead = getattr(config, "lags_sequence", None), getattr(config, "prediction_length", None)
+        if isinstance(lags, (list, tuple)) and lags and isinstance(ahead, int) and ahead > 0:
+            past = steps + max(int(lag) for lag in lags)
+            size = getattr(config, "input_size", 1)
+            features = int(getattr(config, "num_time_features", 0) or 0)
+            values = (batch, past) if size == 1 else (batch, past, int(size))
+            future = (batch, ahead) if size == 1 else (batch, ahead, int(size))
+            sets.append([("past_values", values, "values"), ("past_time_features", (batch, past, features), "values"),
+                         ("past_observed_mask", values, "ones"), ("future_values", future, "values"),
+                         ("future_time_features", (batch, ahead, features), "values")])
+    sets = [made for made in sets if all(name in params for name, _, _ in made)]
+    found = _first_that_runs(model, [{name: _series_tensor(shape, kind, dtype, torch.device("meta"))
+                                      for name, shape, kind in made} for made in sets]) if len(sets) > 1 else 0
+    made = sets[found if found is not None else 0]
+    kwargs = {name: _series_tensor(shape, kind, dtype, opts.device) for name, shape, kind in made}
+    return (), kwargs, ", ".join(f"{name} " + "x".join(map(str, shape)) for name, shape, _ in made)
+
+
+def _series_tensor(shape: tuple[int, ...], kind: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if kind == "values":
+        return float_input(shape, dtype, device)
+    if kind == "int zeros":
+        return torch.zeros(shape, dtype=torch.int64, device=device)
+    return (torch.ones if kind == "ones" else torch.zeros)(shape, dtype=dtype, device=device)
 
 
 _AUDIO_INPUTS = ("input_values", "input_features")
