@@ -532,3 +532,31 @@ def test_lagged_series_models_get_time_features_and_the_future(tmp_path: Any) ->
     report = torchcost.analyze(r.model, kwargs=r.kwargs)
     assert report.uncounted == ()  # (Autoformer's autocorrelation runs FFTs: priced)
     assert any(o.op == "aten::_fft_r2c" for o in report.ops)
+
+
+class _NeedsFrameMask(nn.Module):
+    """An audio encoder whose forward needs a mask over the frames of a (batch, bins, frames) input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, input_features: torch.Tensor, input_features_mask: torch.Tensor) -> torch.Tensor:
+        if input_features.shape[1] != 8 or input_features_mask.shape != (input_features.shape[0],
+                                                                         input_features.shape[2]):
+            raise ValueError("features must be (batch, 8 bins, frames) with a (batch, frames) mask")
+        return self.proj(input_features.transpose(1, 2))
+
+
+def test_audio_features_from_a_nested_config_with_their_frame_mask() -> None:
+    from torchcost.resolve.common import BuildOptions
+
+    # the bins are the encoder part's (Canary, Cohere ASR: encoder_config.num_mel_bins); 100 frames; the probe takes
+    # bins first with the mask over dim 2
+    config = SimpleNamespace(encoder_config=SimpleNamespace(num_mel_bins=8))
+    assert hf_source._audio_field(config, "num_mel_bins") == 8
+    _, kwargs, said = hf_source._audio_inputs(_NeedsFrameMask(), config, "input_features", torch.float32,
+                                              BuildOptions(), "hf:test")
+    assert kwargs["input_features"].shape == (1, 8, 100)
+    assert kwargs["input_features_mask"].shape == (1, 100) and bool(kwargs["input_features_mask"].all())
+    assert "input_features_mask of ones 1x100" in said

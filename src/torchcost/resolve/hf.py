@@ -543,19 +543,48 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
         seq = int(extra["decoder_input_ids"].shape[1])
         masks.append({"decoder_attention_mask": torch.ones((batch, 1, seq, seq), dtype=torch.bool,
                                                            device="meta").tril()})
+    # a feature mask the forward takes: ones over the frames, whichever dimension of a 3-d input they are; required
+    # (Qwen3-ASR, Fun-ASR), or tried after none where the forward reads it even so (Audio Flamingo 3)
+    takes_mask = "input_features_mask" in params
+    needs_mask = takes_mask and params["input_features_mask"].default is inspect.Parameter.empty
     probes = {k: torch.empty_like(v, device="meta") for k, v in extra.items()}
-    candidates = [(shape, mask) for shape in range(len(shapes)) for mask in range(len(masks))]
-    found = _first_that_runs(model, [{name: torch.empty(shapes[i][0], dtype=dtype, device="meta"), **probes,
-                                      **masks[j]} for i, j in candidates])
+    candidates: list[tuple[int, int, tuple[int, ...] | None]] = []
+    for i, (shape, _) in enumerate(shapes):
+        frame_masks: list[tuple[int, ...] | None] = [None]
+        if takes_mask and len(shape) == 3:
+            ones: list[tuple[int, ...] | None] = list(dict.fromkeys([(shape[0], shape[2]), (shape[0], shape[1])]))
+            frame_masks = ones if needs_mask else [None, *ones]
+        candidates += [(i, j, frames) for frames in frame_masks for j in range(len(masks))]
+    found = _first_that_runs(model, [
+        {name: torch.empty(shapes[i][0], dtype=dtype, device="meta"), **probes, **masks[j],
+         **({"input_features_mask": torch.ones(frames, dtype=torch.int64, device="meta")} if frames else {})}
+        for i, j, frames in candidates])
     # (none runs on meta: a model that reads its inputs' values, Whisper's decoder or EnCodec's padding; a cpu build
-    # runs the first shape, a meta one fails with the analysis's own error)
-    shape_at, mask_at = candidates[found] if found is not None else (0, len(masks) - 1)
+    # runs the first shape with every mask tried, a meta one fails with the analysis's own error)
+    first = [c for c in candidates if c[0] == 0]
+    shape_at, mask_at, frames = candidates[found] if found is not None else \
+        (0, len(masks) - 1, next((c[2] for c in first if c[2] is not None), None))
     shape, why = shapes[shape_at]
     kwargs = {name: float_input(shape, dtype, opts.device), **extra}
+    if frames:
+        kwargs["input_features_mask"] = torch.ones(frames, dtype=torch.int64, device=opts.device)
+        said += f", input_features_mask of ones {frames[0]}x{frames[1]}"
     if opts.meta and mask_at:
         kwargs["decoder_attention_mask"] = masks[mask_at]["decoder_attention_mask"].to(opts.device)
         said += ", causal decoder_attention_mask"
     return (), kwargs, f"{name} " + "x".join(map(str, shape)) + (f" ({why})" if why else "") + said
+
+
+def _audio_field(config: Any, *keys: str) -> int | None:
+    """The first of ``keys`` that the config, or else its audio part (``audio_config``, ``encoder_config``,
+    ``asr_config``: Canary, Cohere ASR, Nemotron), sets to a positive integer."""
+    for part in (config, *(getattr(config, k, None) for k in ("audio_config", "encoder_config", "asr_config"))):
+        if part is None:
+            continue
+        found = next((v for v in (getattr(part, k, None) for k in keys) if isinstance(v, int) and v > 0), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _audio_shapes(config: Any, name: str, batch: int) -> list[tuple[tuple[int, ...], str]]:
@@ -574,12 +603,12 @@ def _audio_shapes(config: Any, name: str, batch: int) -> list[tuple[tuple[int, .
         # (codecs, whose configs name their channels, take batch x channels x samples: EnCodec, DAC, Mimi)
         shapes += [with_channels, flat] if hasattr(config, "audio_channels") else [flat, with_channels]
         return shapes
-    bins = next((v for v in (getattr(config, k, None) for k in _FEATURE_KEYS) if isinstance(v, int) and v > 0), None)
-    per_channel, channels = getattr(config, "input_feat_per_channel", None), getattr(config, "input_channels", None)
-    if isinstance(per_channel, int) and isinstance(channels, int):  # (Speech2Text)
+    bins = _audio_field(config, *_FEATURE_KEYS)
+    per_channel, channels = _audio_field(config, "input_feat_per_channel"), _audio_field(config, "input_channels")
+    if per_channel and channels:  # (Speech2Text)
         bins = per_channel * channels
     bins = bins or 80
-    positions = getattr(config, "max_source_positions", None)
+    positions = _audio_field(config, "max_source_positions")
     frames = 2 * positions if isinstance(positions, int) and 0 < positions <= 1500 else AUDIO_FRAMES
     what = f"{frames} frames of {bins} features"
     return [((batch, bins, frames), what), ((batch, frames, bins), what)]
