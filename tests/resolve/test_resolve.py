@@ -560,3 +560,19 @@ def test_audio_features_from_a_nested_config_with_their_frame_mask() -> None:
     assert kwargs["input_features"].shape == (1, 8, 100)
     assert kwargs["input_features_mask"].shape == (1, 100) and bool(kwargs["input_features_mask"].all())
     assert "input_features_mask of ones 1x100" in said
+
+
+def test_an_encoder_that_reads_a_2d_masks_values_gets_a_4d_one_on_meta(tmp_path: Any) -> None:
+    """Round 34's sweep: SqueezeBERT, ConvBERT, DPR, TAPAS and others read their ids for padding without a mask and
+    the mask's values (``.all()``) with a 2-d one: on meta they get a 4-d mask of ones, which SDPA adds."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "squeezebert", "SqueezeBertModel", hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=4, intermediate_size=64, embedding_size=32)
+    cpu, on_meta = resolve(spec, seq_len=16), resolve(spec, seq_len=16, meta=True)
+    assert tuple(on_meta.kwargs["attention_mask"].shape) == (1, 1, 16, 16)
+    want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)
+    got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, target="cpu")
+    # the same MACs; the mask added to every score on meta, which the cpu run skips (its mask is all ones):
+    # 4 heads x 16 x 16 scores x 1 layer = 1,024 FLOPs
+    assert got.macs == want.macs
+    assert got.flops - want.flops == 4 * 16 * 16 == 1_024

@@ -17,8 +17,9 @@ config's context length (:func:`_series_inputs`). On the meta device, where tran
 values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d
 mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu
 run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1,
-ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none (``meta_attention_mask``). A
-maximum position count of 0 or less (XLNet's -1) is no bound.
+ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none; an encoder that reads its ids
+without a mask and a 2-d mask's values gets a 4-d one of ones (``meta_attention_mask``). A maximum position count of
+0 or less (XLNet's -1) is no bound.
 
 Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
 says to add ``--meta``.
@@ -255,7 +256,9 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     values (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and
     so would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
     an encoder-decoder one of ones, anything else none (or, where a probe forward sees an encoder read its inputs'
-    values without a mask and run with a 2-d one, the 2-d mask of ones: DeBERTa, LayoutLM, MarkupLM, MRA).
+    values without a mask and run with a 2-d one, the 2-d mask of ones: DeBERTa, LayoutLM, MarkupLM, MRA; where it
+    reads the 2-d one's values too, the 4-d mask of ones: SqueezeBERT, ConvBERT, DPR, TAPAS, whose SDPA then adds
+    the mask, one FLOP per score the cpu run, which skips an all-ones mask, does not count).
 
     Some models take no 4-d mask: they derive ALiBi slopes (BLOOM) or positions (OPT) from a 2-d one, multiply their
     states by it (Mamba) or build their own 4-d mask from it (GPT-1, ProphetNet). Where ``inputs`` (the other keyword
@@ -278,6 +281,11 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
         if first[0] is not None:
             candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
                                      "makes its own)"))
+        else:  # (an encoder that reads its ids for padding without a mask and a 2-d mask's values with one:
+            # SqueezeBERT, ConvBERT, DPR, TAPAS)
+            candidates.append((torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device),
+                               "attention_mask of ones (4-d: this model reads its inputs' values without one and a "
+                               "2-d one's values)"))
         found = _first_that_runs(model, [inputs if c[0] is None else {**inputs, "attention_mask": c[0]}
                                          for c in candidates])
         if found is not None:
