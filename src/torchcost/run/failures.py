@@ -54,6 +54,8 @@ def quiet_meta_failures() -> Iterator[None]:
         logger.removeFilter(quiet)
 
 
+_VALUES_ON_META = (" (the forward reads a tensor's values, and tensors on the meta device have none: analyse the "
+                   "model built on the cpu, CLI without --meta)")
 # what to do about a failure whose reason holds the key: torch says why, not what the user can change
 _HINTS = (
     ("expected more than 1 value per channel when training",
@@ -63,6 +65,8 @@ _HINTS = (
      " (a torchvision detection model's training step takes targets beside its images, one dict of \"boxes\" and "
      "\"labels\" per image, and returns its losses: analyze(model, images, targets, mode=\"train\", "
      "loss_fn=lambda losses: sum(losses.values())))"),
+    ("cannot be called on meta tensors", _VALUES_ON_META),
+    ("cannot copy out of meta tensor", _VALUES_ON_META),
 )
 
 
