@@ -526,7 +526,11 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
     2 x ``max_source_positions`` where it names them (Whisper's 3,000), else 100; bins first or frames first), the
     first layout a probe forward of a one-layer meta copy runs on (:func:`_first_that_runs`); and
     ``decoder_input_ids`` of ``--seq-len`` tokens (128 by default, capped at the decoder's positions) where the
-    model has a text decoder (Whisper, Speech2Text, Moonshine). ``--input-size`` gives the audio input's shape."""
+    model has a text decoder (Whisper, Speech2Text, Moonshine), with on meta the 4-d causal decoder mask where the
+    decoder's mask code would read values without one; an ``input_features_mask`` of ones over the frames where the
+    forward takes one (Qwen3-ASR, Audio Flamingo 3). Where no candidate runs on meta (a forward that reads values),
+    the first layout, with every mask, is taken: a cpu build runs it. ``--input-size`` gives the audio input's
+    shape."""
     params = inspect.signature(model.forward).parameters
     batch = opts.batch_size or 1
     decoder_vocab = getattr(config, "vocab_size", None) if "decoder_input_ids" in params else None
