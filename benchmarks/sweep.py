@@ -142,6 +142,8 @@ def _hf_spec(model_type: str, zoo: str, folder: str) -> str:
 
 def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, folder: str) -> None:
     """Fill ``record`` for one model, ``stage[0]`` saying how far it got (what an error happened in)."""
+    import torch
+
     import torchcost
     from torchcost.resolve import resolve
 
@@ -169,6 +171,7 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
         before = _snapshot(built.model)
         for mode in ("eval", "train"):
             stage[0] = f"{mode} ({where})"
+            torch.manual_seed(0)  # (a model that draws its structure, LayerDrop, draws the same on cpu and meta)
             report = torchcost.analyze(built.model, *built.args, kwargs=built.kwargs, mode=mode, target="cpu")
             uncounted.update(_uncounted(report))
             counts[f"{mode} {where}"] = (report.step_macs, report.step_flops)

@@ -200,6 +200,37 @@ def test_dropout_does_not_move_global_rng() -> None:
     assert torch.equal(torch.get_rng_state(), before)
 
 
+class _LayerDrop(nn.Module):
+    """Skips each of its layers at random in training, drawing the number on the CPU (transformers' LayerDrop:
+    ``torch.rand([])`` with no device), also when the model is on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            if not (self.training and torch.rand([]) < 0.5):
+                x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_forward_drawing_on_the_cpu_leaves_the_rng_as_it_was(device: str) -> None:
+    # round 34: on meta (a twin, told of no op) the draws moved the caller's generator
+    with torch.device(device):
+        model = _LayerDrop()
+    x = torch.randn(2, 8).to(device)
+    torch.manual_seed(3)
+    analyze_checked(model, x, mode="train")
+    torch.manual_seed(3)
+    r = torchcost.analyze(model, x, mode="train")
+    # the same generator state gives the same layers on either device: count them from the draws themselves
+    torch.manual_seed(3)
+    ran = sum(not bool(torch.rand([]) < 0.5) for _ in range(10))
+    assert r.macs == ran * 2 * 8 * 8
+
+
 def test_meta_model_untouched() -> None:
     with torch.device("meta"):
         model = mixed_modes(ConvBN())

@@ -12,6 +12,8 @@ nothing costs no copy. A run on a twin needs none of this: the user's module is 
 The RNG: a twin of meta or fake tensors draws nothing from torch's generators, so its run leaves them alone (other
 threads' draws are never rewound). A run on real tensors (the model itself, or a real copy) saves the states of the
 CPU's and the run device's default generators, and puts them back only where a random op of the run drew from them.
+A run on meta tensors (the model on meta, or a meta twin) may still draw on the CPU, where its forward makes a random
+number there itself (LayerDrop's ``torch.rand([])``): a :class:`DrawWatch` notes it, and the CPU's state is put back.
 """
 
 from __future__ import annotations
@@ -195,6 +197,50 @@ class RunWatch:
         self.saved.clear()
 
 
+# id(op) -> whether it never draws random numbers, for the process (the ops themselves kept in _DRAW_OPS, so that no
+# id is reused)
+_QUIET: dict[int, bool] = {}
+_DRAW_OPS: list[Any] = []
+
+
+class _KnownQuiet:
+    """A :class:`DrawWatch`'s ``idle``: the ops known not to draw (an op not seen yet is not in it: the watch is told
+    of it once and learns which it is)."""
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int) and _QUIET.get(key, False)
+
+
+class DrawWatch:
+    """During a run on meta tensors (the model on meta, or a meta twin), told of each op not known to be quiet:
+    notes whether a random op drew from the CPU's default generator, which a meta run can still do where its
+    forward makes a random number on the CPU itself (transformers' LayerDrop, ``torch.rand([])`` with no device).
+    Only random ops are ever told after their first call, so it costs a set lookup an op."""
+
+    idle = _KnownQuiet()
+
+    def __init__(self) -> None:
+        self.drew = False
+
+    def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        quiet = _QUIET.get(id(func))
+        if quiet is None:
+            quiet = _QUIET[id(func)] = torch.Tag.nondeterministic_seeded not in func.tags
+            _DRAW_OPS.append(func)
+        if not quiet and not self.drew:
+            self.drew = _on_real_cpu(args, kwargs) and _uses_default_generator(args, kwargs)
+
+
+def _on_real_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a random op's result is a real CPU tensor: its tensor arguments' (an in-place fill, ``rand_like``),
+    else its ``device`` (a factory: None is the CPU at the dispatcher)."""
+    tensor = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+    if tensor is not None:
+        return type(tensor) in (torch.Tensor, nn.Parameter) and tensor.device.type == "cpu"
+    device = kwargs.get("device")
+    return device is None or torch.device(device).type == "cpu"
+
+
 def _watched(states: list[_ModuleState]) -> dict[int, list[torch.Tensor]]:
     """The modules' parameters, buffers and tensor attributes that hold data, by storage address."""
     watched: dict[int, list[torch.Tensor]] = {}
@@ -227,7 +273,7 @@ def _rng_put_back(device: torch.device) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def preserved(model: nn.Module | None, device: torch.device,
-              modules: list[nn.Module] | None = None) -> Iterator[RunWatch | None]:
+              modules: list[nn.Module] | None = None) -> Iterator[RunWatch | DrawWatch]:
     """Around a run on real tensors: restore every module's attributes, container contents, grad flags and tensor
     values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
     states where the run drew from them. Yields the :class:`RunWatch` the run's dispatch mode must call before
@@ -238,12 +284,13 @@ def preserved(model: nn.Module | None, device: torch.device,
         states = [_state(module) for module in (modules if modules is not None else model.modules())]
     watch = RunWatch(_watched(states))
     put_back = _rng_put_back(device)
+    draws = DrawWatch() if not watch.watched and device.type == "meta" else None  # (nothing of data to watch)
     try:
-        yield watch if watch.watched or device.type != "meta" else None
+        yield watch if draws is None else draws
     finally:
         try:
             watch.restore()
-            if watch.drew:
+            if watch.drew or (draws is not None and draws.drew):
                 put_back()
         finally:
             for s in states:
@@ -282,7 +329,7 @@ def quiet_fastpaths() -> Iterator[None]:
 
 @contextlib.contextmanager
 def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
-            modules: list[nn.Module] | None = None) -> Iterator[RunWatch | None]:
+            modules: list[nn.Module] | None = None) -> Iterator[RunWatch | DrawWatch | None]:
     """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
     quiet fast paths, and the twin's fake tensor mode, with its log of a failing meta kernel quieted (the failure
     becomes one error naming the layer, run/failures.py). Meta and fake twins touch neither the model nor the RNG.
@@ -290,8 +337,25 @@ def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
     are copied on write, so every op of the run must run under that Recording. ``modules``: ``list(model.modules())``
     when the caller has it already."""
     real = twin is None or twin.method == "copy"
-    preserve = preserved(model if twin is None else None, run_device, modules) if real else contextlib.nullcontext()
+    if real:
+        preserve: contextlib.AbstractContextManager[RunWatch | DrawWatch | None] = preserved(
+            model if twin is None else None, run_device, modules)
+    else:
+        preserve = _cpu_draws(twin) if twin is not None and twin.method == "meta" else contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
     quiet = quiet_meta_failures() if twin is not None and twin.fake_mode is not None else contextlib.nullcontext()
     with preserve as watch, quiet_fastpaths(), quiet, fake:
         yield watch
+
+
+@contextlib.contextmanager
+def _cpu_draws(twin: Twin) -> Iterator[DrawWatch]:
+    """Around a run on a meta twin: the CPU generator's state put back where the run drew from it (a forward making a
+    random number on the CPU itself: :class:`DrawWatch`)."""
+    put_back = _rng_put_back(torch.device("cpu"))
+    draws = DrawWatch()
+    try:
+        yield draws
+    finally:
+        if draws.drew:
+            put_back()
