@@ -236,3 +236,28 @@ def test_logical_ops_test_each_floating_operand() -> None:
     r = fn_both(logic, torch.randn(3, 4), torch.randn(3, 4))
     assert r.flops == 2 * 12 + 12 + 0 + 2 * 12 + 2 * 12 == 84
     assert r.uncounted == ()
+
+
+# -- special functions and log-add-exp (round 34: listed as uncounted) ------------------------------------------------
+# 8 elements each; the per-element costs are docs/conventions.md's activation table
+
+
+@pytest.mark.parametrize(("fn", "op", "flops"), [
+    (lambda x: torch.logaddexp(x, x), "aten::logaddexp", 8 * 7),  # max, sub, abs, neg, exp, log1p, add
+    (lambda x: torch.logaddexp2(x, x), "aten::logaddexp2", 8 * 8),  # and the divide by ln 2
+    (lambda x: torch.hypot(x, x), "aten::hypot", 8 * 4),  # two squares, add, sqrt
+    (lambda x: torch.sinc(x), "aten::sinc", 8 * 3),  # multiply by pi, sin, divide
+    (lambda x: torch.i0(x), "aten::i0", 8 * 1),
+    (lambda x: torch.special.bessel_j0(x), "aten::special_bessel_j0", 8 * 1),
+    (lambda x: torch.special.erfcx(x), "aten::special_erfcx", 8 * 1),
+    (lambda x: torch.special.log_ndtr(x), "aten::special_log_ndtr", 8 * 1),
+    (lambda x: torch.angle(x), "aten::angle", 8 * 1),
+    (lambda x: torch.special.xlog1py(x, x), "aten::special_xlog1py", 8 * 2),
+    (lambda x: torch.special.entr(x), "aten::special_entr", 8 * 3),  # log, multiply, negate
+    (lambda x: torch.mvlgamma(x + 2, 3), "aten::mvlgamma", 8 * 3 * 3),  # p = 3: 3 subtract, 3 lgamma, 3 add
+    (lambda x: torch.logcumsumexp(x, 0), "aten::logcumsumexp", 7 * 7),  # 7 steps along 8, a logaddexp each
+])
+def test_special_functions(fn: Callable[[torch.Tensor], torch.Tensor], op: str, flops: int) -> None:
+    r = fn_both(fn, torch.rand(8) + 0.5)
+    assert {o.op: o.flops for o in r.ops}[op] == flops
+    assert r.uncounted == ()

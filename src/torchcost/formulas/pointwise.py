@@ -14,7 +14,8 @@ charged when their inputs are floating.
 Reductions over n elements into one: sum, amax, amin, max, min, prod, argmax, argmin, nansum: n - 1 per output
 (aminmax: 2 (n - 1)); mean: n (n - 1 additions and one division); var/std: 4 per input element (mean: n; deviation,
 square, accumulate: 3n - 1; divide by n - correction: 1) plus one per output for std's sqrt; vector norms by order
-(see ``_norm``: ord 2 is 2n); logsumexp 4n; cumsum/cumprod/cummax/cummin: L - 1 per line of length L.
+(see ``_norm``: ord 2 is 2n); logsumexp 4n; cumsum/cumprod/cummax/cummin: L - 1 per line of length L;
+logcumsumexp L - 1 log-add-exps (7 each).
 softmax and log_softmax: 5 per element (max, subtract, exp, sum, divide / subtract of the log-sum).
 Gather-and-reduce ops: ``embedding_bag`` like a reduction per bag (sum/max (n - B) * D, mean n * D, plus n * D with
 per_sample_weights); scatter_add / index_add / scatter_reduce one per source element; col2im (``F.fold``) one add per
@@ -45,6 +46,20 @@ PER_ELEMENT: dict[str, int] = {
     "pow": 1, "float_power": 1, "tanh": 1, "erf": 1, "erfc": 1, "erfinv": 1, "sin": 1, "cos": 1, "tan": 1,
     "asin": 1, "acos": 1, "atan": 1, "atan2": 1, "sinh": 1, "cosh": 1, "asinh": 1, "acosh": 1, "atanh": 1,
     "lgamma": 1, "digamma": 1,
+    # special functions, each one evaluation (as erf and lgamma are): Bessel, incomplete gamma, polygamma, the
+    # scaled complementary error function, the normal distribution's inverse and log
+    "i0": 1, "special_i0e": 1, "special_i1": 1, "special_i1e": 1, "special_bessel_j0": 1, "special_bessel_j1": 1,
+    "special_bessel_y0": 1, "special_bessel_y1": 1, "special_modified_bessel_i0": 1,
+    "special_modified_bessel_i1": 1, "special_modified_bessel_k0": 1, "special_modified_bessel_k1": 1,
+    "igamma": 1, "igammac": 1, "polygamma": 1, "special_erfcx": 1, "special_ndtri": 1, "special_log_ndtr": 1,
+    "special_ndtr": 1,
+    "logaddexp": 7,  # max(a, b) + log1p(exp(-|a - b|)): max, subtract, abs, negate, exp, log1p, add
+    "logaddexp2": 8,  # the same in base 2: exp2, and a divide by ln 2 of the log1p
+    "hypot": 4,  # sqrt(a^2 + b^2): two squares, add, sqrt
+    "sinc": 3,  # sin(pi x) / (pi x): multiply, sin, divide
+    "special_xlog1py": 2,  # x * log1p(y)
+    "special_entr": 3,  # -x * log(x): log, multiply, negate
+    "angle": 1,  # atan2(imag, real) of a complex element; of a real one, a comparison with 0 (pi or 0)
     "polar": 4,  # abs * cos(angle) + i * abs * sin(angle): cos, sin, two products (llama4's rotary table)
     # activations
     "relu": 1, "threshold": 1, "hardtanh": 2, "relu6": 2,
@@ -186,6 +201,13 @@ def _cumulative(call: OpCall) -> Cost:
     return Cost(other_flops=lines * (length - 1))
 
 
+def _mvlgamma(call: OpCall) -> Cost:
+    """The multivariate log-gamma of order p, sum_i lgamma(x - i / 2) + a constant: per element p subtractions, p
+    lgammas, p additions (p - 1 between them and the constant)."""
+    out = first_tensor(call.out)
+    return Cost(other_flops=3 * int(call.arg("p")) * out.numel()) if is_floating(out) else ZERO
+
+
 def _logsumexp(call: OpCall) -> Cost:
     # max (n-1), subtract (n), exp (n), sum (n-1), log (1), add back the max (1) per output = 4n
     x = first_tensor(call.args[0])
@@ -251,6 +273,9 @@ register_many(["aten::linalg_vector_norm", "aten::norm"], _norm)
 register_many(["aten::cumsum", "aten::cumsum_", "aten::cumprod", "aten::cumprod_", "aten::cummax", "aten::cummin"],
               _cumulative)
 register_many(["aten::logsumexp"], _logsumexp)
+register_many(["aten::logcumsumexp"], lambda call: Cost(
+    other_flops=PER_ELEMENT["logaddexp"] * _cumulative(call).other_flops))
+register_many(["aten::mvlgamma", "aten::mvlgamma_"], _mvlgamma)
 register_many(["aten::_embedding_bag", "aten::_embedding_bag_forward_only", "aten::embedding_bag"], _embedding_bag)
 register_many(["aten::scatter_add", "aten::scatter_add_", "aten::index_add", "aten::index_add_",
                "aten::scatter_reduce", "aten::scatter_reduce_"], _scatter_accumulate)
