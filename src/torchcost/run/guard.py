@@ -197,37 +197,28 @@ class RunWatch:
         self.saved.clear()
 
 
-# id(op) -> whether it never draws random numbers, for the process (the ops themselves kept in _DRAW_OPS, so that no
-# id is reused)
-_QUIET: dict[int, bool] = {}
-_DRAW_OPS: list[Any] = []
-
-
-class _KnownQuiet:
-    """A :class:`DrawWatch`'s ``idle``: the ops known not to draw (an op not seen yet is not in it: the watch is told
-    of it once and learns which it is)."""
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, int) and _QUIET.get(key, False)
+# the ids of the ops seen never to draw random numbers, for the process: a :class:`DrawWatch`'s ``idle`` (the ops
+# themselves kept in _QUIET_OPS, so that no id is reused)
+_QUIET: set[int] = set()
+_QUIET_OPS: list[Any] = []
 
 
 class DrawWatch:
     """During a run on meta tensors (the model on meta, or a meta twin), told of each op not known to be quiet:
     notes whether a random op drew from the CPU's default generator, which a meta run can still do where its
     forward makes a random number on the CPU itself (transformers' LayerDrop, ``torch.rand([])`` with no device).
-    Only random ops are ever told after their first call, so it costs a set lookup an op."""
+    An op that does not draw is told once and then never again (``idle``), so it costs a set lookup an op."""
 
-    idle = _KnownQuiet()
+    idle = _QUIET
 
     def __init__(self) -> None:
         self.drew = False
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        quiet = _QUIET.get(id(func))
-        if quiet is None:
-            quiet = _QUIET[id(func)] = torch.Tag.nondeterministic_seeded not in func.tags
-            _DRAW_OPS.append(func)
-        if not quiet and not self.drew:
+        if torch.Tag.nondeterministic_seeded not in func.tags:
+            _QUIET.add(id(func))
+            _QUIET_OPS.append(func)
+        elif not self.drew:
             self.drew = _on_real_cpu(args, kwargs) and _uses_default_generator(args, kwargs)
 
 
@@ -277,7 +268,8 @@ def preserved(model: nn.Module | None, device: torch.device,
     """Around a run on real tensors: restore every module's attributes, container contents, grad flags and tensor
     values on the way out (``model``: None for a twin that is a real copy, which nobody else holds), and the RNG
     states where the run drew from them. Yields the :class:`RunWatch` the run's dispatch mode must call before
-    each op (None: nothing to watch). ``modules``: ``list(model.modules())`` when the caller has it already."""
+    each op; on meta tensors with nothing of data to watch, a :class:`DrawWatch`, which notes only the CPU's
+    draws. ``modules``: ``list(model.modules())`` when the caller has it already."""
     if model is None:
         states = []
     else:
@@ -332,30 +324,20 @@ def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
             modules: list[nn.Module] | None = None) -> Iterator[RunWatch | DrawWatch | None]:
     """Everything one run needs around it: the model preserved (when it runs itself; only the RNG for a real copy),
     quiet fast paths, and the twin's fake tensor mode, with its log of a failing meta kernel quieted (the failure
-    becomes one error naming the layer, run/failures.py). Meta and fake twins touch neither the model nor the RNG.
-    Yields the :class:`RunWatch` to hand to the Recording (None for a meta or fake twin): only ops it is told of
-    are copied on write, so every op of the run must run under that Recording. ``modules``: ``list(model.modules())``
+    becomes one error naming the layer, run/failures.py). Meta and fake twins touch neither the model nor the RNG,
+    but a meta twin's forward may draw on the CPU itself: its run is preserved as one on meta tensors. Yields the
+    watch to hand to the Recording (:func:`preserved`'s; None for a fake twin): only ops it is told of are copied on
+    write, so every op of the run must run under that Recording. ``modules``: ``list(model.modules())``
     when the caller has it already."""
-    real = twin is None or twin.method == "copy"
-    if real:
-        preserve: contextlib.AbstractContextManager[RunWatch | DrawWatch | None] = preserved(
-            model if twin is None else None, run_device, modules)
+    preserve: contextlib.AbstractContextManager[RunWatch | DrawWatch | None]
+    if twin is None or twin.method == "copy":
+        preserve = preserved(model if twin is None else None, run_device, modules)
+    elif twin.method == "meta":  # (nothing of the model's to restore: only the CPU's draws, a DrawWatch's)
+        preserve = preserved(None, torch.device("meta"))
     else:
-        preserve = _cpu_draws(twin) if twin is not None and twin.method == "meta" else contextlib.nullcontext()
+        preserve = contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
     quiet = quiet_meta_failures() if twin is not None and twin.fake_mode is not None else contextlib.nullcontext()
     with preserve as watch, quiet_fastpaths(), quiet, fake:
         yield watch
 
-
-@contextlib.contextmanager
-def _cpu_draws(twin: Twin) -> Iterator[DrawWatch]:
-    """Around a run on a meta twin: the CPU generator's state put back where the run drew from it (a forward making a
-    random number on the CPU itself: :class:`DrawWatch`)."""
-    put_back = _rng_put_back(torch.device("cpu"))
-    draws = DrawWatch()
-    try:
-        yield draws
-    finally:
-        if draws.drew:
-            put_back()
