@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from torchcost.formulas._util import first_tensor, is_floating
 from torchcost.formulas.registry import ZERO, Cost, OpCall, register_many
 
@@ -69,10 +71,9 @@ def _euclidean_dist(call: OpCall) -> Cost:
         return ZERO
     m = int(x1.shape[-1])
     rows1, rows2 = x1.numel() // m if m else 0, x2.numel() // m if m else 0
-    pairs = first_tensor(call.out).numel()
-    batches = pairs // (int(x1.shape[-2]) * int(x2.shape[-2])) if pairs else 0
+    pairs = first_tensor(call.out).numel()  # (B, P, R): each pair one row of the product, M + 2 long
     other = rows1 * (2 * m - 1) + rows2 * (2 * m - 1) + rows1 * m + 2 * pairs
-    return Cost(macs=batches * int(x1.shape[-2]) * int(x2.shape[-2]) * (m + 2), other_flops=other)
+    return Cost(macs=pairs * (m + 2), other_flops=other)
 
 
 def _pdist_forward(call: OpCall) -> Cost:
@@ -87,12 +88,8 @@ def _dist(call: OpCall) -> Cost:
     a, b = first_tensor(call.args[0]), first_tensor(call.args[1])
     if not is_floating(a):
         return ZERO
-    m = math.prod(max(int(s), int(t)) for s, t in zip(_padded(a.shape, b.dim()), _padded(b.shape, a.dim())))
+    m = math.prod(torch.broadcast_shapes(a.shape, b.shape))
     return Cost(other_flops=pair_flops(m, float(call.arg("p"))))
-
-
-def _padded(shape: tuple[int, ...], other_dim: int) -> list[int]:
-    return [1] * max(0, other_dim - len(shape)) + list(shape)
 
 
 def _cdist_backward(call: OpCall) -> Cost:

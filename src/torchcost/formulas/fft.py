@@ -44,18 +44,20 @@ def transform_flops(points: int, per_point: float) -> int:
     return round(per_point * points * math.log2(points))
 
 
-def _dims(call: OpCall, ndim: int) -> list[int]:
-    return [d % ndim for d in call.arg("dim")] if ndim else []
+def _transforms(call: OpCall, t: object) -> tuple[int, int, list[int]]:
+    """For the tensor ``t`` on the transforms' real side (the complex one for c2c): the number of transforms, the
+    points in each (the product of the sizes at ``dim``), and those dims."""
+    x = first_tensor(t)
+    dims = [d % x.dim() for d in call.arg("dim")] if x.dim() else []
+    points = math.prod(int(x.shape[d]) for d in dims)
+    return (x.numel() // points if points else 0), points, dims
 
 
 def _fft_c2c(call: OpCall) -> Cost:
-    x = first_tensor(call.args[0])
-    dims = _dims(call, x.dim())
-    points = math.prod(int(x.shape[d]) for d in dims)
-    transforms = x.numel() // points if points else 0
+    transforms, points, _ = _transforms(call, call.args[0])
     flops = transforms * transform_flops(points, COMPLEX_PER_POINT)
     if call.arg("normalization"):
-        flops += 2 * x.numel()  # (a complex output element: its real and imaginary parts scaled)
+        flops += 2 * transforms * points  # (a complex output element: its real and imaginary parts scaled)
     return Cost(other_flops=flops)
 
 
@@ -63,9 +65,7 @@ def _fft_r2c(call: OpCall) -> Cost:
     x = first_tensor(call.args[0])
     if not is_floating(x):
         return ZERO
-    dims = _dims(call, x.dim())
-    points = math.prod(int(x.shape[d]) for d in dims)
-    transforms = x.numel() // points if points else 0
+    transforms, points, dims = _transforms(call, x)
     flops = transforms * transform_flops(points, REAL_PER_POINT)
     if call.arg("normalization") and dims:
         last = int(x.shape[dims[-1]])
@@ -74,13 +74,10 @@ def _fft_r2c(call: OpCall) -> Cost:
 
 
 def _fft_c2r(call: OpCall) -> Cost:
-    out = first_tensor(call.out)
-    dims = _dims(call, out.dim())
-    points = math.prod(int(out.shape[d]) for d in dims)
-    transforms = out.numel() // points if points else 0
+    transforms, points, _ = _transforms(call, call.out)
     flops = transforms * transform_flops(points, REAL_PER_POINT)
     if call.arg("normalization"):
-        flops += out.numel()
+        flops += transforms * points
     return Cost(other_flops=flops)
 
 

@@ -270,7 +270,7 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
     if _is_causal(model, config):
         first: tuple[torch.Tensor | None, str | None] = (
-            torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril(), "causal attention_mask")
+            _causal_mask(batch, seq, device), "causal attention_mask")
     elif getattr(config, "is_encoder_decoder", False):
         first = torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
     else:  # an encoder: none, unless it reads values without one (a check for padding in the ids: DeBERTa)
@@ -326,6 +326,16 @@ def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_t
                 continue
             return index
     return None
+
+
+def _positive(part: Any, *keys: str) -> int | None:
+    """The first of ``keys`` that the config ``part`` sets to a positive integer; None where none does."""
+    return next((v for v in (getattr(part, k, None) for k in keys) if isinstance(v, int) and v > 0), None)
+
+
+def _causal_mask(batch: int, seq: int, device: torch.device | str) -> torch.Tensor:
+    """The 4-d boolean causal mask, (batch, 1, seq, seq), transformers derives from an all-ones 2-d mask."""
+    return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril()
 
 
 def _is_causal(model: nn.Module, config: Any) -> bool:
@@ -397,8 +407,7 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         raise InputError(f"{spec} takes one --input-size (input_ids as batch,seq or pixel_values as b,c,h,w)")
     if "input_ids" in params and vocab:
         # (a count of at most 0 is no bound: XLNet's -1, relative positions of any length)
-        max_pos = next((getattr(text_config, k) for k in ("max_position_embeddings", "n_positions")
-                        if isinstance(getattr(text_config, k, None), int) and getattr(text_config, k) > 0), None)
+        max_pos = _positive(text_config, "max_position_embeddings", "n_positions")
         if given:
             shape = with_batch(given[0], opts.batch_size)
             if len(shape) != 2:
@@ -467,8 +476,7 @@ def _series_inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: Buil
     on (:func:`_first_that_runs`); ``--input-size`` gives past_values' shape."""
     params = inspect.signature(model.forward).parameters
     batch = opts.batch_size or 1
-    steps = next((v for v in (getattr(config, k, None) for k in ("context_length", "prediction_length"))
-                  if isinstance(v, int) and v > 0), None)
+    steps = _positive(config, "context_length", "prediction_length")
     if opts.seq_len is not None:
         steps = opts.seq_len
     if steps is None and not opts.input_sizes:
@@ -538,23 +546,19 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
         raise InputError(f"--seq-len applies to text models and audio models with a text decoder; {spec} is neither")
     extra: dict[str, Any] = {}
     said = ""
+    # the decoder's mask on meta: none, else the 4-d causal one (transformers' mask code reads the positions'
+    # values without one, as for the causal text models: meta_attention_mask)
+    masks: list[dict[str, Any]] = [{}]
     if decoder_vocab:
-        most = next((v for v in (getattr(config, k, None) for k in ("max_target_positions", "max_position_embeddings"))
-                     if isinstance(v, int) and v > 0), None)
+        most = _positive(config, "max_target_positions", "max_position_embeddings")
         seq = opts.seq_len or (min(DEFAULT_SEQ_LEN, most) if most else DEFAULT_SEQ_LEN)
         if most and seq > most:
             raise InputError(f"{spec} takes at most {most} decoder positions; a sequence of {seq} is longer")
         extra["decoder_input_ids"] = int_input((batch, seq), int(decoder_vocab), opts.device)
         said = f", decoder_input_ids {batch}x{seq}"
+        masks.append({"decoder_attention_mask": _causal_mask(batch, seq, "meta")})
     shapes = ([(with_batch(opts.input_sizes[0], opts.batch_size), "")] if opts.input_sizes
               else _audio_shapes(config, name, batch))
-    # the decoder's mask on meta: none, else the 4-d causal one (transformers' mask code reads the positions'
-    # values without one, as for the causal text models: meta_attention_mask)
-    masks: list[dict[str, Any]] = [{}]
-    if decoder_vocab:
-        seq = int(extra["decoder_input_ids"].shape[1])
-        masks.append({"decoder_attention_mask": torch.ones((batch, 1, seq, seq), dtype=torch.bool,
-                                                           device="meta").tril()})
     # a feature mask the forward takes: ones over the frames, whichever dimension of a 3-d input they are; required
     # (Qwen3-ASR, Fun-ASR), or tried after none where the forward reads it even so (Audio Flamingo 3)
     takes_mask = "input_features_mask" in params
@@ -593,7 +597,7 @@ def _audio_field(config: Any, *keys: str) -> int | None:
     for part in (config, *(getattr(config, k, None) for k in ("audio_config", "encoder_config", "asr_config"))):
         if part is None:
             continue
-        found = next((v for v in (getattr(part, k, None) for k in keys) if isinstance(v, int) and v > 0), None)
+        found = _positive(part, *keys)
         if found is not None:
             return found
     return None
