@@ -142,3 +142,49 @@ def test_a_float32_transformers_mixtral_trains_and_generates_as_in_bfloat16() ->
         generations[dtype] = (made.prefill.macs, made.decode_macs)
     assert steps[torch.float32] == steps[torch.bfloat16]
     assert generations[torch.float32] == generations[torch.bfloat16]
+
+
+class FillMin(nn.Module):
+    """A linear layer whose masked outputs are filled with the dtype's minimum, made as SEW-D's and DeBERTa-like
+    ``XSoftmax`` make it: ``torch.tensor(...)`` on the default device, the CPU, whatever the input's device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        fill = torch.tensor(torch.finfo(y.dtype).min)
+        out: torch.Tensor = y.masked_fill(y > 0, fill).softmax(-1)
+        return out
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_masked_fill_with_a_cpu_value_on_meta_is_the_meta_kernels_output(inplace: bool) -> None:
+    a, mask, value = torch.empty(3, 5, device="meta"), torch.empty(3, 5, dtype=torch.bool, device="meta"), \
+        torch.tensor(-1.0)
+    op = torch.ops.aten.masked_fill_.Tensor if inplace else torch.ops.aten.masked_fill.Tensor
+    with pytest.raises(RuntimeError, match="same device"):  # (what this answers: the meta kernel refuses it)
+        op(a, mask, value)
+    for target in ("cpu", "cuda"):
+        made = metagaps.answer(op, (a, mask, value), {}, target)
+        assert (made.device.type, made.shape, made.stride(), made.dtype) == ("meta", (3, 5), (5, 1), torch.float32)
+        assert (made is a) == inplace
+    assert metagaps.answer(op, (a, mask, value), {}, "mps") is None  # (a device whose kernel is not known)
+    assert metagaps.answer(op, (a, mask, torch.tensor([-1.0])), {}, "cpu") is None  # (no kernel takes a 1-d value)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_fill_value_made_on_the_cpu_counts_on_meta_as_on_the_cpu(mode: str) -> None:
+    torch.manual_seed(0)
+    model = FillMin()
+    with torch.device("meta"):
+        meta = FillMin()
+    x = torch.randn(4, 8)
+    real = torchcost.analyze(model, x, mode=mode, target="cpu")
+    on_meta = torchcost.analyze(meta, x.to("meta"), mode=mode, target="cpu")
+    # the Linear 4*8*6 = 192 MACs, 2*192 + 4*6 (bias) = 408 FLOPs; the comparison 1 an element (24), the fill free,
+    # softmax 5 an element (120)
+    assert real.macs == on_meta.macs == 4 * 8 * 6 == 192
+    assert real.flops == on_meta.flops == 408 + 24 + 120 == 552
+    assert (real.step_macs, real.step_flops) == (on_meta.step_macs, on_meta.step_flops)

@@ -18,6 +18,13 @@ sizes, and strides whose rows are padded to 16 bytes). It is asked only after th
 alike), so every call a meta kernel takes is answered as before; anywhere else (another device, float64, another
 op) it gives None and the meta kernel's error stands. tests/test_metagaps.py compares its answers with the CPU
 kernel's outputs.
+
+The second: ``aten::masked_fill`` with a 0-d tensor ``value`` on the CPU and ``self`` on meta. The CPU kernel takes a
+CPU value (the same device) and CUDA's takes a CPU scalar too (torch's own decomposition allows one for CUDA, XPU,
+MPS and HPU), but the meta kernel, the same decomposition, compares the devices and refuses "meta" against "cpu".
+Models that build their fill value with ``torch.tensor(torch.finfo(dtype).min)``, on the default device, then ran
+on the cpu and failed on meta (SEW-D's and DeBERTa-like ``XSoftmax``). Such a call is run again with the value as a
+0-d meta tensor of its dtype: the output's metadata is the meta kernel's, and the value's number is never read.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 __all__ = ["answer"]
 
 _GROUPED_MM = torch.ops.aten._grouped_mm.default
+_MASKED_FILL = (torch.ops.aten.masked_fill.Tensor, torch.ops.aten.masked_fill_.Tensor)
 _NAMES = ("mat_a", "mat_b", "offs", "bias", "out_dtype")
 # what the CPU kernel and CUDA's fallback take beside bfloat16, which the meta kernel takes
 _FALLBACK_DTYPES = (torch.float32, torch.float16)
@@ -38,7 +46,11 @@ _DEVICES = ("cpu", "cuda")  # the devices whose kernels are known to share the c
 def answer(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], target: str | None) -> Any:
     """The output of a call the meta kernel refused, as the ``target`` device's kernel makes it; None where the
     target's kernel refuses it too, or the op is not one of those above."""
-    if func is not _GROUPED_MM or target not in _DEVICES:
+    if target not in _DEVICES:
+        return None
+    if func in _MASKED_FILL:
+        return _masked_fill(func, args, kwargs)
+    if func is not _GROUPED_MM:
         return None
     bound = dict(zip(_NAMES, args))
     bound.update(kwargs)
@@ -47,6 +59,19 @@ def answer(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], target: str
         return None
     size, stride = _grouped_mm_output(a, b, offs, bound.get("bias"), bound.get("out_dtype"))
     return torch.empty_strided(size, stride, dtype=a.dtype, device=a.device)
+
+
+def _masked_fill(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``masked_fill`` of a meta ``self`` with a 0-d CPU ``value``, as the CPU's and CUDA's kernels take it; None for
+    any other call (its error stands)."""
+    bound = dict(zip(("self", "mask", "value"), args))
+    bound.update(kwargs)
+    a, value = bound.get("self"), bound.get("value")
+    if not (isinstance(a, torch.Tensor) and isinstance(value, torch.Tensor) and a.device.type == "meta"
+            and value.device.type == "cpu" and value.dim() == 0):
+        return None
+    bound["value"] = torch.empty((), dtype=value.dtype, device="meta")
+    return func(**bound)
 
 
 def _check(ok: bool, message: str) -> None:
