@@ -43,7 +43,8 @@ _CHUNK = 8
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers")
 _CONFIG_WORDS = ("rejects this config", "cannot build the model", "StrictDataclass", "not a transformers model class")
 _INPUT_WORDS = ("does not know the inputs", "missing 1 required", "missing 2 required", "You have to specify",
-                "has to be not-None", "cannot be `None`", "is required", "targets should not be none")
+                "has to be not-None", "cannot be `None`", "is required", "targets should not be none",
+                "an input it needs beside those given")
 _VALUE_WORDS = (".item()", "Cannot copy out of meta", "nonzero", "cannot run on the meta device")
 
 
@@ -117,6 +118,13 @@ def _uncounted(report: Any) -> list[str]:
     return sorted(ops)
 
 
+def _two_kinds(kinds: list[Any]) -> list[Any]:
+    """The first two of a config's per-layer kinds, the second the first of another kind where there is one: a
+    hybrid model cut to two linear-attention layers has no attention layer, which transformers' cache refuses."""
+    other = next((k for k in kinds[1:] if k != kinds[0]), None)
+    return kinds[:2] if other is None else [kinds[0], other]
+
+
 def _hf_spec(model_type: str, zoo: str, folder: str) -> str:
     """hf:PATH of the family's default config with at most 2 layers (and its per-layer lists cut to match)."""
     from transformers import AutoConfig
@@ -133,7 +141,7 @@ def _hf_spec(model_type: str, zoo: str, folder: str) -> str:
                     part[key] = 2
             for key in ("layer_types", "layers_block_type"):
                 if isinstance(part.get(key), list):
-                    part[key] = part[key][:2]
+                    part[key] = _two_kinds(part[key])
     path = os.path.join(folder, f"{model_type}.json")
     with open(path, "w") as f:
         json.dump(data, f)

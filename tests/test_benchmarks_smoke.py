@@ -534,4 +534,10 @@ def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
         == "inputs"
     assert sweep.outcome({"uncounted": ["aten::_fft_c2c"]}) == "other"
     assert sweep.outcome({"uncounted": [], "meta_same": False}) == "meta differs"
+    assert sweep.outcome({"error": "eval (cpu): ModelError: ... 'NoneType' object has no attribute 'to' (the forward "
+                                   "used something it was given as None: often an input it needs beside those "
+                                   "given; ...)"}) == "inputs"
+    # a hybrid's per-layer kinds cut to two keep an attention layer (transformers' cache wants one)
+    assert sweep._two_kinds(["linear", "linear", "linear", "full", "linear"]) == ["linear", "full"]
+    assert sweep._two_kinds(["full", "full", "full"]) == ["full", "full"]
     assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, meta differs 0, config 0")

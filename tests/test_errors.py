@@ -203,3 +203,24 @@ def test_a_meta_model_that_reads_values_is_told_to_run_on_the_cpu() -> None:
     assert "cannot be called on meta tensors" in text
     assert "analyse the model built on the cpu, CLI without --meta" in text
     assert torchcost.analyze(_ReadsValues(), torch.randn(2, 4)).macs == 2 * 4 * 4  # (on the cpu it runs: 32 MACs)
+
+
+class _TakesPositions(nn.Module):
+    """A forward with an optional input it needs after all (as Siglip2's embeddings need their spatial shapes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.proj(x) + positions.to(x.dtype)  # type: ignore[union-attr]
+
+
+def test_a_forward_that_needs_an_input_it_was_not_given_is_told_to_pass_it() -> None:
+    # round 35's sweep: Siglip2, X-CLIP, TVP, CLAP, BridgeTower and others failed with a bare "'NoneType' object has
+    # no attribute ..." where the forward needs an input torchcost does not make
+    with pytest.raises(torchcost.ModelError) as info:
+        torchcost.analyze(_TakesPositions(), torch.randn(2, 4))
+    text = one_line(info.value)
+    assert "'NoneType' object has no attribute 'to'" in text
+    assert "pass every input, analyze(model, kwargs={...})" in text

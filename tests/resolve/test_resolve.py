@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import torchcost
-from torchcost.errors import SpecError
+from torchcost.errors import ModelError, SpecError
 from torchcost.resolve import Resolved, list_names, parse_spec, resolve
 from torchcost.resolve import hf as hf_source
 
@@ -576,3 +576,46 @@ def test_an_encoder_that_reads_a_2d_masks_values_gets_a_4d_one_on_meta(tmp_path:
     # 4 heads x 16 x 16 scores x 1 layer = 1,024 FLOPs
     assert got.macs == want.macs
     assert got.flops - want.flops == 4 * 16 * 16 == 1_024
+
+
+def test_a_model_no_mask_runs_on_meta_gets_the_cpus_and_the_hint_to_build_it_there(tmp_path: Any) -> None:
+    """LED pads its input to the attention window and asks whether any token is masked, whatever mask it gets: no
+    mask runs on meta, so it gets the cpu's 2-d one and its failure says where to analyse it (it failed on the 4-d
+    one with "too many values to unpack"); built on the cpu it runs."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "led", "LEDModel", d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                        decoder_ffn_dim=32, attention_window=[8])
+    on_meta = resolve(spec, seq_len=16, meta=True)
+    assert tuple(on_meta.kwargs["attention_mask"].shape) == (1, 16)
+    assert "as on the cpu: no mask runs on meta" in on_meta.description
+    with pytest.raises(ModelError, match="analyse the model built on the cpu"):
+        torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, target="cpu")
+    cpu = resolve(spec, seq_len=16)
+    torchcost.analyze(cpu.model, kwargs=cpu.kwargs)  # (it runs)
+
+
+def test_a_naflex_vision_encoder_gets_patches_a_mask_and_their_grid(tmp_path: Any) -> None:
+    """Round 35's sweep: SigLIP 2 takes its image as patches already cut (NaFlex), with a patch mask and each
+    image's grid; it failed with "'NoneType' object has no attribute 'to'". It now gets a square image of its
+    config's patch count."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "siglip2_vision_model", "Siglip2VisionModel", hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, patch_size=4, num_patches=16)
+    built = resolve(spec)
+    kwargs = built.kwargs
+    assert tuple(kwargs["pixel_values"].shape) == (1, 16, 3 * 4 * 4)
+    assert tuple(kwargs["pixel_attention_mask"].shape) == (1, 16) and bool(kwargs["pixel_attention_mask"].all())
+    assert kwargs["spatial_shapes"].tolist() == [[4, 4]]
+    assert "(4x4 patches of 4x4 pixels)" in built.description
+    report = torchcost.analyze(built.model, kwargs=kwargs)
+    # the patches' Linear 16 patches x 48 x 32 = 24,576; the position embeddings resized by a product of
+    # interpolation weights (16 positions x 16 grid cells) with the 16 x 32 table: 16*16*32 = 8,192
+    assert report.module("embeddings").macs == 24_576 + 8_192 == 32_768
+    # the layer: q, k, v, o 4*16*32*32 = 65,536; scores and weighted values 2 * 16*16*32 = 16,384 (2 heads of 16);
+    # the MLP 2*16*32*64 = 65,536
+    assert report.module("encoder.layers.0").macs == 65_536 + 16_384 + 65_536 == 147_456
+    # the pooling head: one probe's query 32*32 = 1,024, keys and values of 16 tokens 2*16*32*32 = 32,768, its
+    # scores and values 2 * 16*32 = 1,024, the output projection 1,024; its MLP 2*32*64 = 4,096
+    assert report.module("head").macs == 1_024 + 32_768 + 1_024 + 1_024 + 4_096 == 39_936
+    assert report.macs == 32_768 + 147_456 + 39_936 == 220_160

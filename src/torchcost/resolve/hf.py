@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,9 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     stack (:func:`_first_that_runs`). A model that fails with it gets the 2-d mask of ones a CPU run gets, where a
     forward runs with that (the same ops as on the CPU, so the same counts), else none where a forward runs without
     one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
-    float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens)."""
+    float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens). Where none runs, and the
+    2-d one fails on a read of values and the first not, the 2-d one: the analysis then fails on that read, and
+    says to analyse the model built on the cpu (LED)."""
     flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
     if _is_causal(model, config):
         first: tuple[torch.Tensor | None, str | None] = (
@@ -286,22 +289,35 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
             candidates.append((torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device),
                                "attention_mask of ones (4-d: this model reads its inputs' values without one and a "
                                "2-d one's values)"))
+        failed: dict[int, BaseException] = {}
         found = _first_that_runs(model, [inputs if c[0] is None else {**inputs, "attention_mask": c[0]}
-                                         for c in candidates])
+                                         for c in candidates], failed=failed)
         if found is not None:
             first = candidates[found]
+        elif _reads_values(failed.get(1)) and not _reads_values(failed.get(0)):
+            # no mask runs on meta, and with the cpu's 2-d one the forward got as far as reading values (LED pads
+            # to its window and asks whether any token is masked; with a 4-d mask it fails on the mask's shape):
+            # the 2-d one, so that the analysis fails on that read and says to build the model on the cpu
+            first = candidates[1][0], "attention_mask of ones (2-d, as on the cpu: no mask runs on meta)"
     mask, said = first
     return None if said is None else (mask, said)
 
 
-def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True) -> int | None:
+def _reads_values(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a forward's read of a meta tensor's values (which a cpu build runs)."""
+    return exc is not None and any(w in str(exc) for w in ("cannot be called on meta tensors",
+                                                           "Cannot copy out of meta tensor"))
+
+
+def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True,
+                     failed: dict[int, BaseException] | None = None) -> int | None:
     """The index of the first of ``candidates`` (keyword inputs) a forward of a meta copy of ``model`` runs on, in
     eval mode (as an eval analysis runs it: transformers builds from a config in training mode, where
     FastSpeech2-Conformer asks for its labels); None where none runs. The copy has one layer per stack (run/step.py's
     ``shortened_meta_copy``): where a model takes its inputs is in the code before the layers and in each layer
     alike. With ``whole_too``, where no candidate runs on it, a copy of the whole model is tried (a model may index a
     list by a count of its own, as MarkupLM its xpath embeddings). One copy a pass serves every candidate; the
-    user's model is left as it is."""
+    user's model is left as it is. ``failed``, where given, gets each candidate's error in the last pass run."""
     import warnings
 
     from torchcost.run.step import make_twin, shortened_meta_copy
@@ -322,7 +338,9 @@ def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_t
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     probe(**map_tensors(kwargs, meta))
-            except Exception:  # (whatever the model raises: the analysis reports it)
+            except Exception as exc:  # (whatever the model raises: the analysis reports it)
+                if failed is not None:
+                    failed[index] = exc
                 continue
             return index
     return None
@@ -376,6 +394,31 @@ def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: boo
     return shape if found is not None and found >= len(text_alone) else None
 
 
+def _patches(config: Any, params: Any, batch: int, dtype: torch.dtype, device: torch.device
+             ) -> tuple[dict[str, Any], str] | None:
+    """The inputs of a vision encoder that takes its image as patches already cut, at their own aspect ratio
+    (NaFlex: SigLIP 2): ``pixel_values`` (batch, patches, channels x patch x patch), a ``pixel_attention_mask`` of
+    ones and the ``spatial_shapes`` of a square image of the config's ``num_patches``, the processor's default
+    (256: 16 x 16 patches of 16 pixels, 256 x 256). None for any other model (its forward takes no
+    ``spatial_shapes``, or its config gives no patch count and size)."""
+    if "spatial_shapes" not in params or "pixel_attention_mask" not in params:
+        return None
+    vision = getattr(config, "vision_config", None) or config
+    count, patch = _positive(vision, "num_patches"), _positive(vision, "patch_size")
+    if count is None or patch is None:
+        return None
+    side = math.isqrt(count)
+    rows, cols = (side, side) if side * side == count else (1, count)
+    channels = _positive(vision, "num_channels") or 3
+    shape = (batch, rows * cols, channels * patch * patch)
+    made = {"pixel_values": float_input(shape, dtype, device),
+            "pixel_attention_mask": torch.ones((batch, rows * cols), dtype=torch.int64, device=device),
+            "spatial_shapes": torch.tensor([[rows, cols]] * batch, dtype=torch.int64).to(device)}
+    said = (f"pixel_values {'x'.join(map(str, shape))} ({rows}x{cols} patches of {patch}x{patch} pixels), "
+            f"pixel_attention_mask of ones, spatial_shapes {rows}x{cols}")
+    return made, said
+
+
 def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
     """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
     1024); a video model's (a config with ``num_frames``: VideoMAE, ViViT, TimeSformer) batch x frames x channels x
@@ -425,8 +468,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         decoder = encoder_decoder and "decoder_input_ids" in params
         if decoder:
             kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
+        patches = _patches(config, params, shape[0], dtype, dev) if "pixel_values" in params else None
         pixels = _dual_pixels(model, config, kwargs, "attention_mask" in params, dtype) \
-            if "pixel_values" in params else None
+            if "pixel_values" in params and patches is None else None
         if pixels is not None:
             kwargs["pixel_values"] = float_input(pixels, dtype, dev)
         if "attention_mask" in params:
@@ -446,6 +490,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         if pixels is not None:
             kwargs["pixel_values"] = kwargs.pop("pixel_values")
             what += ", pixel_values " + "x".join(map(str, pixels))
+        if patches is not None:
+            kwargs.update(patches[0])
+            what += ", " + patches[1]
         return (), kwargs, what
     if "past_values" in params and "pixel_values" not in params:
         return _series_inputs(model, config, dtype, opts, spec)
@@ -455,6 +502,9 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
     if opts.seq_len is not None:
         raise InputError(f"--seq-len applies to text models; {spec} is not one")
     if "pixel_values" in params:
+        patches = None if given else _patches(config, params, opts.batch_size or 1, dtype, dev)
+        if patches is not None:
+            return (), patches[0], patches[1]
         shape = with_batch(given[0], opts.batch_size) if given else _image_shape(model, config, opts.batch_size or 1,
                                                                                  dtype)
         return (), {"pixel_values": float_input(shape, dtype, dev)}, "pixel_values " + "x".join(map(str, shape))

@@ -65,6 +65,9 @@ _HINTS = (
      " (a torchvision detection model's training step takes targets beside its images, one dict of \"boxes\" and "
      "\"labels\" per image, and returns its losses: analyze(model, images, targets, mode=\"train\", "
      "loss_fn=lambda losses: sum(losses.values())))"),
+    ("'nonetype' object has no attribute",
+     " (the forward used something it was given as None: often an input it needs beside those given; pass every "
+     "input, analyze(model, kwargs={...}), or from the CLI a file.py:make returning (model, inputs))"),
     ("cannot be called on meta tensors", _VALUES_ON_META),
     ("cannot copy out of meta tensor", _VALUES_ON_META),
 )
