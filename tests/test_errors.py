@@ -224,3 +224,19 @@ def test_a_forward_that_needs_an_input_it_was_not_given_is_told_to_pass_it() -> 
     text = one_line(info.value)
     assert "'NoneType' object has no attribute 'to'" in text
     assert "pass every input, analyze(model, kwargs={...})" in text
+
+
+class _RepeatsByValues(nn.Module):
+    """A forward that repeats rows by counts held in a tensor (as Qwen3-VL's vision tower its grid's rows)."""
+
+    def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return torch.repeat_interleave(x, counts, dim=0)
+
+
+def test_a_meta_repeat_by_values_is_told_to_run_on_the_cpu() -> None:
+    with pytest.raises(torchcost.ModelError) as info:
+        torchcost.analyze(_RepeatsByValues(), torch.empty(3, 4, device="meta"),
+                          torch.empty(3, dtype=torch.int64, device="meta"))
+    text = one_line(info.value)
+    assert "cannot repeat_interleave a meta tensor without output_size" in text
+    assert "analyse the model built on the cpu, CLI without --meta" in text

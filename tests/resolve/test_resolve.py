@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import torchcost
-from torchcost.errors import ModelError, SpecError
+from torchcost.errors import InputError, ModelError, SpecError
 from torchcost.resolve import Resolved, list_names, parse_spec, resolve
 from torchcost.resolve import hf as hf_source
 
@@ -619,3 +619,33 @@ def test_a_naflex_vision_encoder_gets_patches_a_mask_and_their_grid(tmp_path: An
     # scores and values 2 * 16*32 = 1,024, the output projection 1,024; its MLP 2*32*64 = 4,096
     assert report.module("head").macs == 1_024 + 32_768 + 1_024 + 1_024 + 4_096 == 39_936
     assert report.macs == 32_768 + 147_456 + 39_936 == 220_160
+
+
+def test_a_vision_tower_of_the_qwen2_vl_layout_gets_its_patches_and_grid(tmp_path: Any) -> None:
+    """Round 35's sweep: the vision towers of Qwen2.5-VL, Qwen3-VL, Qwen3.5, GLM-4V and others take one sequence of
+    flattened patches and a (frames, rows, columns) grid per image; torchcost did not know their inputs. A square
+    image of the config's size (here 32 pixels: 8 x 8 patches of 4) over the 2 frames of a temporal patch."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "qwen2_5_vl_vision", "Qwen2_5_VisionTransformerPretrainedModel", depth=1,
+                        hidden_size=32, num_heads=2, intermediate_size=64, patch_size=4, out_hidden_size=48,
+                        fullatt_block_indexes=[0], image_size=32)
+    built = resolve(spec)
+    assert tuple(built.kwargs["hidden_states"].shape) == (64, 3 * 2 * 4 * 4)
+    assert built.kwargs["grid_thw"].tolist() == [[1, 8, 8]]
+    assert "(1 image of 8x8 patches of 4x4 pixels x 2 frames)" in built.description
+    report = torchcost.analyze(built.model, kwargs=built.kwargs)
+    # the patch embedding, a Conv3d without bias: 64 patches x 96 values x 32 = 196,608
+    assert report.module("patch_embed").macs == 64 * 96 * 32 == 196_608
+    # the block: qkv 64*32*96 = 196,608, scores and weighted values 2 * 64*64*32 = 262,144, the projection
+    # 64*32*32 = 65,536; the gated MLP 3 * 64*32*64 = 393,216
+    assert report.module("blocks.0.attn").macs == 196_608 + 262_144 + 65_536 == 524_288
+    assert report.module("blocks.0.mlp").macs == 393_216
+    # the merger: 2 x 2 patches into one, 16 tokens of 4*32 = 128: 16*128*128 + 16*128*48 = 360,448
+    assert report.module("merger").macs == 16 * 128 * 128 + 16 * 128 * 48 == 360_448
+    assert report.macs == 196_608 + 524_288 + 393_216 + 360_448 == 1_474_560
+    with pytest.raises(InputError, match="--input-size does not apply"):
+        resolve(spec, input_size=(1, 3, 32, 32))
+    # on meta the tower reads its grid's values (as Python numbers): the error says where to build it
+    on_meta = resolve(spec, meta=True)
+    with pytest.raises(ModelError, match="analyse the model built on the cpu"):
+        torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs)

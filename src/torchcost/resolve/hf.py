@@ -13,7 +13,10 @@ length is capped at the config's maximum positions), an ``attention_mask`` of on
 ``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of 1 x channels x
 image_size x image_size; audio models ``input_values`` (one second of waveform) or ``input_features`` (a
 spectrogram), in the layout a probe forward takes (:func:`_audio_inputs`); time-series models ``past_values`` of the
-config's context length (:func:`_series_inputs`). On the meta device, where transformers' mask code cannot read
+config's context length (:func:`_series_inputs`); vision towers that take their image as patches already cut get
+them with their grid: SigLIP 2's NaFlex patches, mask and spatial shapes (:func:`_patches`), the Qwen2-VL layout's
+patch sequence and ``grid_thw`` (:func:`_grid_inputs`: Qwen2.5-VL, Qwen3-VL, GLM-4V, Kimi and others). On the meta
+device, where transformers' mask code cannot read
 values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d
 mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu
 run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1,
@@ -303,10 +306,14 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     return None if said is None else (mask, said)
 
 
+# what torch's meta kernels say where an op needs values (item(), a copy to the cpu, a count only values give)
+_VALUE_READS = ("cannot be called on meta tensors", "Cannot copy out of meta tensor",
+                "cannot repeat_interleave a meta tensor without output_size", "torch.nonzero()")
+
+
 def _reads_values(exc: BaseException | None) -> bool:
     """Whether ``exc`` is a forward's read of a meta tensor's values (which a cpu build runs)."""
-    return exc is not None and any(w in str(exc) for w in ("cannot be called on meta tensors",
-                                                           "Cannot copy out of meta tensor"))
+    return exc is not None and any(w in str(exc) for w in _VALUE_READS)
 
 
 def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True,
@@ -419,6 +426,51 @@ def _patches(config: Any, params: Any, batch: int, dtype: torch.dtype, device: t
     return made, said
 
 
+# the inputs of a vision tower that takes its images as one sequence of flattened patches and a grid per image (the
+# Qwen2-VL family's layout: Qwen2.5-VL, Qwen3-VL, GLM-4V, ...): the grid's name, and the patches' first
+_GRIDS = ("grid_thw", "image_grid_thw")
+_PATCH_INPUTS = ("hidden_states", "pixel_values")
+_GRID_SIDE = 224  # pixels: the side of the square image a vision tower whose config gives no image size gets
+
+
+def _grid_inputs(model: nn.Module, config: Any, params: Any, grid: str, batch: int, dtype: torch.dtype,
+                 device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """The inputs of a vision tower of the Qwen2-VL layout: ``batch`` square images of the config's ``image_size``
+    (224 pixels where it gives none), each cut into patches of ``patch_size`` pixels over ``temporal_patch_size``
+    frames (an image is its own frame repeated, as the processors do), the side rounded to a whole number of
+    ``spatial_merge_size`` patch groups: all images' patches in one sequence, and a ``grid`` row (1, rows, columns)
+    an image (and where the forward takes them, ``merge_sizes``). A patch is one row of channels x frames x patch x
+    patch values, or where a probe forward of a meta copy gets further with it, channels x patch x patch (Kimi): the
+    first layout that runs, else the first that fails only where the forward reads the grid's values (which a meta
+    copy has not), else the first."""
+    patch = _positive(config, "patch_size") or 14
+    frames = _positive(config, "temporal_patch_size", "patch_temporal") or 1
+    merge = _positive(config, "spatial_merge_size", "merge_size") or 1
+    channels = _positive(config, "in_channels", "num_channels", "in_chans") or 3
+    size = getattr(config, "image_size", None)
+    side = size if isinstance(size, int) and size > 0 else _GRID_SIDE
+    cells = max(1, round(side / (patch * merge))) * merge  # patches a side
+    name = next(n for n in _PATCH_INPUTS if n in params)
+    count = batch * cells * cells
+    layouts = [(count, channels * frames * patch * patch), (count, channels, patch, patch)]
+    rest = {grid: [[1, cells, cells]] * batch, **({"merge_sizes": [merge] * batch} if "merge_sizes" in params else {})}
+
+    def made(shape: tuple[int, ...], where: torch.device | str) -> dict[str, Any]:
+        return {name: torch.empty(shape, dtype=dtype, device=where) if where == "meta" else
+                float_input(shape, dtype, torch.device(where)),
+                **{k: torch.tensor(v, dtype=torch.int64).to(where) for k, v in rest.items()}}
+
+    failed: dict[int, BaseException] = {}
+    found = _first_that_runs(model, [made(shape, "meta") for shape in layouts], whole_too=False, failed=failed)
+    if found is None:
+        found = next((i for i in range(len(layouts)) if _reads_values(failed.get(i))), 0)
+    shape = layouts[found]
+    said = (f"{name} {'x'.join(map(str, shape))} ({batch} image{'s' if batch > 1 else ''} of {cells}x{cells} "
+            f"patches of {patch}x{patch} pixels{f' x {frames} frames' if frames > 1 else ''}), {grid} {batch}x3"
+            + (f", merge_sizes {merge}" if "merge_sizes" in params else ""))
+    return (), made(shape, device), said
+
+
 def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
     """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
     1024); a video model's (a config with ``num_frames``: VideoMAE, ViViT, TimeSformer) batch x frames x channels x
@@ -496,6 +548,12 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         return (), kwargs, what
     if "past_values" in params and "pixel_values" not in params:
         return _series_inputs(model, config, dtype, opts, spec)
+    grid = next((name for name in _GRIDS if name in params), None)
+    if grid is not None and any(name in params for name in _PATCH_INPUTS):
+        if given:
+            raise InputError(f"{spec} takes its image as a sequence of patches and their grid, which torchcost makes "
+                             f"for a square image of the config's size; --input-size does not apply")
+        return _grid_inputs(model, config, params, grid, opts.batch_size or 1, dtype, dev)
     audio = next((name for name in params if name in _AUDIO_INPUTS), None)
     if audio is not None and "pixel_values" not in params:
         return _audio_inputs(model, config, audio, dtype, opts, spec)

@@ -70,6 +70,8 @@ _HINTS = (
      "input, analyze(model, kwargs={...}), or from the CLI a file.py:make returning (model, inputs))"),
     ("cannot be called on meta tensors", _VALUES_ON_META),
     ("cannot copy out of meta tensor", _VALUES_ON_META),
+    ("cannot repeat_interleave a meta tensor without output_size", _VALUES_ON_META),
+    ("register_meta function for torch.nonzero()", _VALUES_ON_META),
 )
 
 
