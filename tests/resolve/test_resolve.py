@@ -649,3 +649,25 @@ def test_a_vision_tower_of_the_qwen2_vl_layout_gets_its_patches_and_grid(tmp_pat
     on_meta = resolve(spec, meta=True)
     with pytest.raises(ModelError, match="analyse the model built on the cpu"):
         torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs)
+
+
+def test_a_vision_language_model_on_its_text_alone_says_so(tmp_path: Any) -> None:
+    """A vision-language model (LLaVA) runs on the input_ids torchcost makes, without an image: its vision tower has
+    no call, and the inputs' description now says that, where it said only "input_ids 1x16"."""
+    pytest.importorskip("transformers")
+    from transformers import LlavaConfig
+
+    config = LlavaConfig(text_config={"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 32,
+                                      "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4,
+                                      "vocab_size": 100, "max_position_embeddings": 64},
+                         vision_config={"model_type": "clip_vision_model", "num_hidden_layers": 1,
+                                        "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                                        "image_size": 32, "patch_size": 8},
+                         image_token_index=99).to_dict()
+    config["architectures"] = ["LlavaModel"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    built = resolve(f"hf:{tmp_path / 'config.json'}", seq_len=16)
+    assert "pixel_values" not in built.kwargs
+    assert built.description.endswith("; text only: no image, so its vision tower does not run)")
+    report = torchcost.analyze(built.model, kwargs=built.kwargs)
+    assert report.module("vision_tower").calls == 0 and report.module("vision_tower").macs == 0

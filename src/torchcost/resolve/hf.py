@@ -545,6 +545,8 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         if patches is not None:
             kwargs.update(patches[0])
             what += ", " + patches[1]
+        elif pixels is None and "pixel_values" in params:  # (a vision-language model on its text alone: said)
+            what += "; text only: no image, so its vision tower does not run"
         return (), kwargs, what
     if "past_values" in params and "pixel_values" not in params:
         return _series_inputs(model, config, dtype, opts, spec)
