@@ -316,6 +316,15 @@ def _reads_values(exc: BaseException | None) -> bool:
     return exc is not None and any(w in str(exc) for w in _VALUE_READS)
 
 
+def _furthest(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True) -> int | None:
+    """:func:`_first_that_runs`, else the first candidate whose forward failed only where it read values (it got
+    past the shapes: a cpu build runs it); None where neither."""
+    failed: dict[int, BaseException] = {}
+    found = _first_that_runs(model, candidates, whole_too, failed=failed)
+    return found if found is not None else next((i for i in range(len(candidates)) if _reads_values(failed.get(i))),
+                                                None)
+
+
 def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True,
                      failed: dict[int, BaseException] | None = None) -> int | None:
     """The index of the first of ``candidates`` (keyword inputs) a forward of a meta copy of ``model`` runs on, in
@@ -460,11 +469,8 @@ def _grid_inputs(model: nn.Module, config: Any, params: Any, grid: str, batch: i
                 float_input(shape, dtype, torch.device(where)),
                 **{k: torch.tensor(v, dtype=torch.int64).to(where) for k, v in rest.items()}}
 
-    failed: dict[int, BaseException] = {}
-    found = _first_that_runs(model, [made(shape, "meta") for shape in layouts], whole_too=False, failed=failed)
-    if found is None:
-        found = next((i for i in range(len(layouts)) if _reads_values(failed.get(i))), 0)
-    shape = layouts[found]
+    found = _furthest(model, [made(shape, "meta") for shape in layouts], whole_too=False)
+    shape = layouts[found or 0]
     said = (f"{name} {'x'.join(map(str, shape))} ({batch} image{'s' if batch > 1 else ''} of {cells}x{cells} "
             f"patches of {patch}x{patch} pixels{f' x {frames} frames' if frames > 1 else ''}), {grid} {batch}x3"
             + (f", merge_sizes {merge}" if "merge_sizes" in params else ""))
@@ -642,12 +648,12 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
     it names none, as batch x samples or batch x channels x samples; the Audio Spectrogram Transformer's
     batch x max_length x num_mel_bins) or ``input_features`` (a spectrogram: the config's mel bins by its frames,
     2 x ``max_source_positions`` where it names them (Whisper's 3,000), else 100; bins first or frames first), the
-    first layout a probe forward of a one-layer meta copy runs on (:func:`_first_that_runs`); and
+    first layout a probe forward of a one-layer meta copy runs on, or gets furthest with (:func:`_furthest`); and
     ``decoder_input_ids`` of ``--seq-len`` tokens (128 by default, capped at the decoder's positions) where the
     model has a text decoder (Whisper, Speech2Text, Moonshine), with on meta the 4-d causal decoder mask where the
     decoder's mask code would read values without one; an ``input_features_mask`` of ones over the frames where the
-    forward takes one (Qwen3-ASR, Audio Flamingo 3). Where no candidate runs on meta (a forward that reads values),
-    the first layout, with every mask, is taken: a cpu build runs it. ``--input-size`` gives the audio input's
+    forward takes one (Qwen3-ASR, Audio Flamingo 3). Where no candidate runs on meta nor fails only on a read of
+    values, the first layout, with every mask, is taken: a cpu build runs it. ``--input-size`` gives the audio input's
     shape."""
     params = inspect.signature(model.forward).parameters
     batch = opts.batch_size or 1
@@ -681,12 +687,12 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
             ones: list[tuple[int, ...] | None] = list(dict.fromkeys([(shape[0], shape[2]), (shape[0], shape[1])]))
             frame_masks = ones if needs_mask else [None, *ones]
         candidates += [(i, j, frames) for frames in frame_masks for j in range(len(masks))]
-    found = _first_that_runs(model, [
+    found = _furthest(model, [
         {name: torch.empty(shapes[i][0], dtype=dtype, device="meta"), **probes, **masks[j],
          **({"input_features_mask": torch.ones(frames, dtype=torch.int64, device="meta")} if frames else {})}
         for i, j, frames in candidates])
-    # (none runs on meta: a model that reads its inputs' values, Whisper's decoder or EnCodec's padding; a cpu build
-    # runs the first shape with every mask tried, a meta one fails with the analysis's own error)
+    # (none runs on meta, nor gets as far as reading values: a cpu build runs the first shape with every mask tried,
+    # a meta one fails with the analysis's own error)
     first = [c for c in candidates if c[0] == 0]
     shape_at, mask_at, frames = candidates[found] if found is not None else \
         (0, len(masks) - 1, next((c[2] for c in first if c[2] is not None), None))
