@@ -45,7 +45,8 @@ _CONFIG_WORDS = ("rejects this config", "cannot build the model", "StrictDatacla
 _INPUT_WORDS = ("does not know the inputs", "missing 1 required", "missing 2 required", "You have to specify",
                 "has to be not-None", "cannot be `None`", "is required", "targets should not be none",
                 "an input it needs beside those given")
-_VALUE_WORDS = (".item()", "Cannot copy out of meta", "nonzero", "cannot run on the meta device")
+_VALUE_WORDS = (".item()", "Cannot copy out of meta", "nonzero", "cannot run on the meta device",
+                "the forward reads a tensor's values")
 
 
 def names(zoo: str) -> list[Any]:

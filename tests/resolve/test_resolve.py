@@ -671,3 +671,38 @@ def test_a_vision_language_model_on_its_text_alone_says_so(tmp_path: Any) -> Non
     assert built.description.endswith("; text only: no image, so its vision tower does not run)")
     report = torchcost.analyze(built.model, kwargs=built.kwargs)
     assert report.module("vision_tower").calls == 0 and report.module("vision_tower").macs == 0
+
+
+def test_a_probe_forward_runs_what_an_analysis_runs_on_meta() -> None:
+    """A probe forward on meta answers what torch's meta kernels refuse and the CPU's and CUDA's take, as an analysis
+    does (collect/metagaps.py): Aria's float32 experts (`_grouped_mm`) failed every mask candidate in the probe, so
+    round 35's sweep first gave Aria the mask of no candidate that runs."""
+
+    class Experts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 64, 32))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            offs = torch.tensor([7, 14, 21, 28], dtype=torch.int32, device=x.device)
+            out: torch.Tensor = torch._grouped_mm(x, self.w, offs=offs)
+            return out
+
+    assert hf_source._first_that_runs(Experts(), [{"x": torch.empty(28, 64)}]) == 0
+
+
+def test_a_vision_language_model_that_runs_on_its_text_alone_gets_no_patches(tmp_path: Any) -> None:
+    """LFM2-VL's vision tower is SigLIP 2's (NaFlex patches); it runs on its text alone, as the other vision-language
+    models do, and is given no patches (on meta they stopped a run that went through before)."""
+    pytest.importorskip("transformers")
+    spec = _tiny_config(tmp_path, "lfm2_vl", "Lfm2VlModel",
+                        text_config={"model_type": "lfm2", "num_hidden_layers": 2, "hidden_size": 32,
+                                     "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4,
+                                     "vocab_size": 100, "layer_types": ["conv", "full_attention"]},
+                        vision_config={"model_type": "siglip2_vision_model", "num_hidden_layers": 1,
+                                       "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                                       "patch_size": 4, "num_patches": 16})
+    for meta in (False, True):
+        built = resolve(spec, seq_len=16, meta=meta)
+        assert "pixel_values" not in built.kwargs and "spatial_shapes" not in built.kwargs
+        assert built.description.endswith("; text only: no image, so its vision tower does not run)")

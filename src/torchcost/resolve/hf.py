@@ -39,8 +39,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost.inputs as _input_rules
+from torchcost.collect import metagaps
 from torchcost.errors import InputError, SpecError
 from torchcost.resolve.common import (
     BuildOptions,
@@ -316,6 +318,25 @@ def _reads_values(exc: BaseException | None) -> bool:
     return exc is not None and any(w in str(exc) for w in _VALUE_READS)
 
 
+class _MetaGaps(TorchDispatchMode):
+    """A probe's ops as an analysis runs them on meta: a call torch's meta kernel refuses although the CPU's and
+    CUDA's kernels run it gets their output (collect/metagaps.py; a float32 ``_grouped_mm``, Aria's experts), so a
+    probe does not fail where the analysis would not."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            out = metagaps.answer(func, args, kwargs, "cpu")  # (the CPU's and CUDA's answers are the same)
+            if out is None:
+                raise
+            return out
+
+
 def _furthest(model: nn.Module, candidates: list[dict[str, Any]], whole_too: bool = True) -> int | None:
     """:func:`_first_that_runs`, else the first candidate whose forward failed only where it read values (it got
     past the shapes: a cpu build runs it); None where neither."""
@@ -351,7 +372,7 @@ def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_t
         probe.eval()
         for index, kwargs in enumerate(candidates):
             try:
-                with torch.no_grad(), warnings.catch_warnings():
+                with torch.no_grad(), warnings.catch_warnings(), _MetaGaps():
                     warnings.simplefilter("ignore")
                     probe(**map_tensors(kwargs, meta))
             except Exception as exc:  # (whatever the model raises: the analysis reports it)
@@ -391,9 +412,8 @@ def _is_causal(model: nn.Module, config: Any) -> bool:
 def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: bool,
                  dtype: torch.dtype) -> tuple[int, ...] | None:
     """The shape of the pixel_values a model that takes its text and an image together needs beside ``ids`` (a dual
-    encoder: CLIP, SigLIP, AltCLIP, OWL-ViT), from its vision config: where a probe forward (:func:`_first_that_runs`)
-    sees the text alone fail and the text with an image run, with no mask or a 2-d one of ones (``masked``: the
-    forward takes one). None otherwise: a vision-language model runs on its text alone, as before."""
+    encoder: CLIP, SigLIP, AltCLIP, OWL-ViT), from its vision config, where :func:`_needs_image`. None otherwise: a
+    vision-language model runs on its text alone, as before."""
     vision = getattr(config, "vision_config", None)
     size = getattr(vision, "image_size", None)
     if getattr(config, "text_config", None) is None or not isinstance(size, (int, list, tuple)):
@@ -401,13 +421,20 @@ def _dual_pixels(model: nn.Module, config: Any, ids: dict[str, Any], masked: boo
     side = (size, size) if isinstance(size, int) else tuple(size)
     batch = int(ids["input_ids"].shape[0])
     shape = (batch, int(getattr(vision, "num_channels", 3)), *side)
+    image = {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
+    return shape if _needs_image(model, ids, masked, image) else None
+
+
+def _needs_image(model: nn.Module, ids: dict[str, Any], masked: bool, image: dict[str, Any]) -> bool:
+    """Whether a model given text ``ids`` needs the ``image`` inputs beside them: where a probe forward
+    (:func:`_furthest`) sees the text alone fail, and the text with the image run or get as far as reading values,
+    with no mask or a 2-d one of ones (``masked``: the forward takes one)."""
     masks: list[dict[str, Any]] = [{}]
     if masked:
         masks.append({"attention_mask": torch.ones(ids["input_ids"].shape, dtype=torch.int64, device="meta")})
-    image = {"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
     text_alone, with_image = [{**ids, **m} for m in masks], [{**ids, **m, **image} for m in masks]
-    found = _first_that_runs(model, text_alone + with_image, whole_too=False)
-    return shape if found is not None and found >= len(text_alone) else None
+    found = _furthest(model, text_alone + with_image, whole_too=False)
+    return found is not None and found >= len(text_alone)
 
 
 def _patches(config: Any, params: Any, batch: int, dtype: torch.dtype, device: torch.device
@@ -527,6 +554,8 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         if decoder:
             kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
         patches = _patches(config, params, shape[0], dtype, dev) if "pixel_values" in params else None
+        if patches is not None and not _needs_image(model, kwargs, "attention_mask" in params, patches[0]):
+            patches = None  # (a vision-language model that runs on its text alone: as the others, said below)
         pixels = _dual_pixels(model, config, kwargs, "attention_mask" in params, dtype) \
             if "pixel_values" in params and patches is None else None
         if pixels is not None:
