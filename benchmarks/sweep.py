@@ -120,10 +120,17 @@ def _uncounted(report: Any) -> list[str]:
 
 
 def _two_kinds(kinds: list[Any]) -> list[Any]:
-    """The first two of a config's per-layer kinds, the second the first of another kind where there is one: a
-    hybrid model cut to two linear-attention layers has no attention layer, which transformers' cache refuses."""
-    other = next((k for k in kinds[1:] if k != kinds[0]), None)
+    """The first two of a config's per-layer kinds, the second the first full attention layer where the first two
+    have none and the list has one: a hybrid cut to two linear-attention layers has no attention layer, which
+    transformers' cache refuses (Qwen3.5 and its vision-language kin). Other kinds are kept as cut: a hybrid layer
+    (Zamba) or another attention (Qwen4's indexed one) cut so does not build."""
+    if any(k in _ATTENTION for k in kinds[:2]):
+        return kinds[:2]
+    other = next((k for k in kinds[2:] if k in _ATTENTION), None)
     return kinds[:2] if other is None else [kinds[0], other]
+
+
+_ATTENTION = ("full_attention", "attention")
 
 
 def _hf_spec(model_type: str, zoo: str, folder: str) -> str:

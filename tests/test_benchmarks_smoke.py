@@ -537,7 +537,9 @@ def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
     assert sweep.outcome({"error": "eval (cpu): ModelError: ... 'NoneType' object has no attribute 'to' (the forward "
                                    "used something it was given as None: often an input it needs beside those "
                                    "given; ...)"}) == "inputs"
-    # a hybrid's per-layer kinds cut to two keep an attention layer (transformers' cache wants one)
-    assert sweep._two_kinds(["linear", "linear", "linear", "full", "linear"]) == ["linear", "full"]
-    assert sweep._two_kinds(["full", "full", "full"]) == ["full", "full"]
+    # a hybrid's per-layer kinds cut to two keep a full attention layer (transformers' cache wants one); other
+    # kinds are cut as they come
+    assert sweep._two_kinds(["linear_attention"] * 3 + ["full_attention"]) == ["linear_attention", "full_attention"]
+    assert sweep._two_kinds(["linear_attention", "full_attention", "moe"]) == ["linear_attention", "full_attention"]
+    assert sweep._two_kinds(["linear_attention"] * 2 + ["hybrid"]) == ["linear_attention"] * 2
     assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, meta differs 0, config 0")
