@@ -56,6 +56,7 @@ from torchcost.resolve.common import (
     unknown_name,
     with_batch,
 )
+from torchcost.run.failures import reads_values
 
 __all__ = ["DEFAULT_SEQ_LEN", "build", "load_config", "names", "shipped"]
 
@@ -308,14 +309,9 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     return None if said is None else (mask, said)
 
 
-# what torch's meta kernels say where an op needs values (item(), a copy to the cpu, a count only values give)
-_VALUE_READS = ("cannot be called on meta tensors", "Cannot copy out of meta tensor",
-                "cannot repeat_interleave a meta tensor without output_size", "torch.nonzero()")
-
-
 def _reads_values(exc: BaseException | None) -> bool:
     """Whether ``exc`` is a forward's read of a meta tensor's values (which a cpu build runs)."""
-    return exc is not None and any(w in str(exc) for w in _VALUE_READS)
+    return exc is not None and reads_values(str(exc))
 
 
 class _MetaGaps(TorchDispatchMode):
@@ -553,11 +549,12 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
         decoder = encoder_decoder and "decoder_input_ids" in params
         if decoder:
             kwargs["decoder_input_ids"] = int_input(shape, vocab, dev)
-        patches = _patches(config, params, shape[0], dtype, dev) if "pixel_values" in params else None
-        if patches is not None and not _needs_image(model, kwargs, "attention_mask" in params, patches[0]):
-            patches = None  # (a vision-language model that runs on its text alone: as the others, said below)
+        naflex = _patches(config, params, shape[0], dtype, dev) if "pixel_values" in params else None
+        # (a vision-language model that runs on its text alone gets no patches: as the others, said below)
+        patches = naflex if naflex is not None and _needs_image(model, kwargs, "attention_mask" in params,
+                                                                naflex[0]) else None
         pixels = _dual_pixels(model, config, kwargs, "attention_mask" in params, dtype) \
-            if "pixel_values" in params and patches is None else None
+            if "pixel_values" in params and naflex is None else None
         if pixels is not None:
             kwargs["pixel_values"] = float_input(pixels, dtype, dev)
         if "attention_mask" in params:

@@ -56,6 +56,19 @@ def quiet_meta_failures() -> Iterator[None]:
 
 _VALUES_ON_META = (" (the forward reads a tensor's values, and tensors on the meta device have none: analyse the "
                    "model built on the cpu, CLI without --meta)")
+# what torch's meta kernels say where an op needs values (item(), a copy to the cpu, a size only values give), lower
+# case: the hint's keys, and what resolve/hf.py's probes take for a read of values
+VALUE_READS = ("cannot be called on meta tensors", "cannot copy out of meta tensor",
+               "cannot repeat_interleave a meta tensor without output_size",
+               "register_meta function for torch.nonzero()")
+
+
+def reads_values(reason: str) -> bool:
+    """Whether a failure's ``reason`` is torch's meta kernels refusing to read a tensor's values."""
+    lowered = reason.lower()
+    return any(key in lowered for key in VALUE_READS)
+
+
 # what to do about a failure whose reason holds the key: torch says why, not what the user can change
 _HINTS = (
     ("expected more than 1 value per channel when training",
@@ -68,10 +81,7 @@ _HINTS = (
     ("'nonetype' object has no attribute",
      " (the forward used something it was given as None: often an input it needs beside those given; pass every "
      "input, analyze(model, kwargs={...}), or from the CLI a file.py:make returning (model, inputs))"),
-    ("cannot be called on meta tensors", _VALUES_ON_META),
-    ("cannot copy out of meta tensor", _VALUES_ON_META),
-    ("cannot repeat_interleave a meta tensor without output_size", _VALUES_ON_META),
-    ("register_meta function for torch.nonzero()", _VALUES_ON_META),
+    *((key, _VALUES_ON_META) for key in VALUE_READS),
 )
 
 
