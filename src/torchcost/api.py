@@ -179,8 +179,8 @@ def compare(
 
     Each model is a spec string (``"torchvision:resnet50"``, built by :func:`torchcost.resolve.resolve` with
     ``input_size``, ``batch_size``, ``seq_len``, ``dtype``, ``device``, ``meta``, ``config``, ``kwargs`` and
-    ``input_dtype``), an ``nn.Module`` (analysed with ``input_size``, which it then needs, and inputs of
-    ``input_dtype``, else ``dtype``), a ``(module, input, ...)`` tuple, a
+    ``input_dtype``, and ``train=True`` for ``mode="train"``), an ``nn.Module`` (analysed with ``input_size``, which
+    it then needs, and inputs of ``input_dtype``, else ``dtype``), a ``(module, input, ...)`` tuple, a
     :class:`~torchcost.resolve.Resolved`, or a :class:`CostReport` already made. ``analyze_kwargs`` go to every
     :func:`torchcost.analyze` call. ``names`` label the columns (default: the spec's model name or the class name).
     """
@@ -189,7 +189,8 @@ def compare(
     if names is not None and len(names) != len(models):
         raise InputError(f"{len(models)} models but {len(names)} names")
     build = {"input_size": input_size, "batch_size": batch_size, "seq_len": seq_len, "dtype": dtype,
-             "device": device, "meta": meta, "config": config, "kwargs": kwargs, "input_dtype": input_dtype}
+             "device": device, "meta": meta, "config": config, "kwargs": kwargs, "input_dtype": input_dtype,
+             "train": analyze_kwargs.get("mode") == "train"}
     done = [_compared(item, build, analyze_kwargs) for item in models]
     labels = [label for _, label, _ in done]
     return build_comparison([r for r, _, _ in done], list(names) if names is not None else labels,

@@ -443,6 +443,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         "config": dict(args.config),
         "kwargs": {key: parse_value(value) for key, value in args.kwargs},
         "input_dtype": args.input_dtype,
+        # (a training step's inputs: compare has no --train; --optimizer implies it, as in AnalysisOptions)
+        "train": bool(getattr(args, "train", False) or getattr(args, "optimizer", None) is not None),
     }
 
 

@@ -23,10 +23,11 @@ from torch import nn
 
 from torchcost.api import analyze
 from torchcost.collect.probe import KernelMemory
-from torchcost.errors import InputError
+from torchcost.errors import InputError, ModelError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
+from torchcost.run.failures import reads_values
 from torchcost.run.guard import kept
 from torchcost.run.step import Mode, make_twin
 from torchcost.trees import first, map_tensors
@@ -157,8 +158,17 @@ class _Probe:
         return analyze(model, *args, kwargs=kwargs, parallel=parallel, **self.options)
 
     def run(self, batch: int, parallel: Parallel | None) -> CostReport:
-        return analyze(self.model, *_rebatch(self.args, self.base, batch),
-                       kwargs=_rebatch(self.kwargs, self.base, batch), parallel=parallel, **self.options)
+        try:
+            return analyze(self.model, *_rebatch(self.args, self.base, batch),
+                           kwargs=_rebatch(self.kwargs, self.base, batch), parallel=parallel, **self.options)
+        except ModelError as exc:
+            if not reads_values(exc.reason):
+                raise
+            where = f"layer {exc.layer!r} ({exc.layer_type})" if exc.layer else f"the forward of {exc.layer_type}"
+            raise InputError(
+                f"a batch search analyses each batch on a meta copy of the model (shapes, no values), and {where} "
+                f"reads tensor values there ({exc.reason.split('. ')[0].rstrip('.')}); analyse it at chosen batch "
+                f"sizes instead (CLI --batch-size N) and compare their peaks") from exc
 
     def largest(self, budget_bytes: int, allowance: Allowance, limit: int, parallel: Parallel | None,
                 known: Mapping[int, CostReport] | None = None, hint: tuple[int, float] | None = None) -> BatchFit:

@@ -97,6 +97,18 @@ def test_torchvision_mobilenet_v2_csv_one_row_per_module() -> None:
     assert sum(int(row["macs"]) for row in leaves) == int(by_name["(model)"]["macs"])  # leaves sum to the total
 
 
+def test_torchvision_detection_training_step_runs_with_its_targets() -> None:
+    # a detection model trains on images and targets and returns its losses: the CLI makes the targets, and the
+    # default loss is the losses' sum (4 losses: 3 adds), so every head is in the backward
+    pytest.importorskip("torchvision")
+    r = run("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", "--train")
+    assert r.rc == 0, r.err
+    assert "training targets: 8 boxes an image" in r.out
+    assert "loss: sum(out.values())" in r.out
+    assert "Training step FLOPs: forward" in r.out and ", loss 3, " in r.out
+    assert "Uncounted ops: none" in r.out and "Uncounted in the step" not in r.out  # _roi_align_backward priced
+
+
 def test_torchvision_r3d_18_gets_a_video_clip() -> None:
     r = run("torchvision:r3d_18", "--meta", "--format", "json")
     assert r.rc == 0, r.err

@@ -221,3 +221,41 @@ def test_foreach_optimizer_temporaries_stay_with_their_parameters() -> None:
     per_param = first.optimizer_flops / first.params
     assert abs(last.optimizer_flops / last.params - per_param) < 0.01  # the same work per parameter in both
     assert first.optimizer_flops + last.optimizer_flops == r.phase("optimizer").flops
+
+
+class _Losses(nn.Module):
+    """Returns a dict of scalar losses, as a torchvision detection model does in training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(10, 1, bias=False), nn.Linear(10, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"first": self.a(x).sum(), "second": self.b(x).sum(), "third": self.b(x).mean()}
+
+
+def test_a_dict_of_losses_is_summed_by_the_default_loss() -> None:
+    r = torchcost.analyze(_Losses(), input_size=(4, 10), mode="train")
+    # the loss phase: first + second + third, 2 adds (no mean square of the first: each value is already a loss)
+    assert (r.phase("loss").macs, r.phase("loss").flops) == (0, 2)
+    assert r.memory is not None and r.memory.loss == "sum(out.values())"
+    # every loss reaches its layer: grad_W of a = x^T @ grad: 1 * 4 * 10 = 40 MACs; b is used twice (its own output
+    # twice: second and third), each 40: 120 backward MACs in all; b alone would be missed by the first loss alone
+    assert r.phase("backward").weight_grad_macs == 3 * 40 == 120
+    assert r.phase("backward").macs == 120
+
+
+def test_a_dict_with_a_tensor_that_is_not_a_loss_keeps_the_first_floating_rule() -> None:
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(10, 2)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            y = self.a(x)
+            return {"loss": y.sum(), "logits": y}
+
+    r = torchcost.analyze(Mixed(), input_size=(4, 10), mode="train")
+    # the first floating tensor, a scalar, is the loss as it is: no loss op at all
+    assert (r.phase("loss").macs, r.phase("loss").flops) == (0, 0)
+    assert r.memory is not None and r.memory.loss == "the output's scalar, as it is"

@@ -1,7 +1,8 @@
 """torchvision's detection ops (formulas/vision.py). nms on N boxes, the all-pairs upper bound: sort N * ceil(log2 N)
 + areas 3N + IoU 13 per pair, N (N - 1) / 2 pairs. roi_align / ps_roi_align: per output element s * s bilinear
 samples of 9, s * s - 1 adds, 1 divide (10 * s * s; 40 at s = 2); sampling_ratio <= 0 is data-dependent: uncounted,
-with the reason in formula_errors. roi_pool is uncounted.
+with the reason in formula_errors. Their backward: per element of the output's gradient, s * s samples of 4 corners,
+each weight * gradient / count added in (3): 12 * s * s (48 at s = 2). roi_pool is uncounted.
 """
 
 from __future__ import annotations
@@ -86,6 +87,42 @@ def test_ps_roi_align() -> None:
     r = fn_both(lambda x, b: ps_roi_align(x, b, 2, 1.0, 1), torch.randn(1, 8, 8, 8), _rois(3))
     assert r.flops == 24 * 10 == 240
     assert r.uncounted == ()
+
+
+class _Pooled(nn.Module):
+    """A feature map made by a convolution (so roi_align's input needs its gradient), pooled at the rois."""
+
+    def __init__(self, channels: int, position_sensitive: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 1)
+        self.position_sensitive = position_sensitive
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        if self.position_sensitive:
+            return ps_roi_align(features, rois, 2, 1.0, 1)
+        return roi_align(features, rois, (2, 2), 1.0, 2)
+
+
+def _by_op(r: object, phase: str) -> dict[str, tuple[int, int]]:
+    return {o.op: (o.macs, o.flops) for o in {p.name: p for p in r.phases}[phase].ops}  # type: ignore[attr-defined]
+
+
+def test_roi_align_backward() -> None:
+    # 3 rois, 2 channels, 2x2 pooled: the output's gradient has 24 elements; s=2: 4 samples * 4 corners * 3 = 48
+    # each -> 1,152 (the forward's 960 as in test_roi_align)
+    r = torchcost.analyze(_Pooled(2), torch.randn(1, 1, 8, 8), _rois(3), mode="train")
+    assert _by_op(r, "forward")["torchvision::roi_align"] == (0, 960)
+    assert _by_op(r, "backward")["torchvision::_roi_align_backward"] == (0, 24 * 4 * 4 * 3) == (0, 1_152)
+    assert all(not phase.uncounted for phase in r.phases)
+
+
+def test_ps_roi_align_backward() -> None:
+    # 8 channels / (2*2) bins = 2 output channels, 3 rois: the gradient has 3*2*2*2 = 24 elements; s=1: 1 sample *
+    # 4 corners * 3 = 12 each -> 288
+    r = torchcost.analyze(_Pooled(8, position_sensitive=True), torch.randn(1, 1, 8, 8), _rois(3), mode="train")
+    assert _by_op(r, "backward")["torchvision::_ps_roi_align_backward"] == (0, 24 * 12) == (0, 288)
+    assert all(not phase.uncounted for phase in r.phases)
 
 
 def test_adaptive_sampling_ratio_is_uncounted_with_its_reason() -> None:

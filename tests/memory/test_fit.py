@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import torchcost
+from tests.fixtures.models import ReadsValues
 from torchcost.units import parse_bytes
 
 
@@ -99,3 +100,16 @@ def test_a_transformers_model_given_a_mask_of_ones_is_searched_as_on_meta(mode: 
     expected = torchcost.max_batch_size(meta.model, kwargs=meta.kwargs, budget="4GiB", mode=mode, limit=4096)
     assert found.batch_size == expected.batch_size > 1
     assert found.peak_bytes == expected.peak_bytes
+
+
+def test_a_model_that_reads_values_is_refused_by_the_search_in_one_line() -> None:
+    # the search's probes run on a meta copy: the cpu analysis runs (a forward that branches on .item()), the search
+    # says why it cannot, and what to do
+    model = ReadsValues()
+    torchcost.analyze(model, torch.randn(2, 4))
+    with pytest.raises(torchcost.InputError) as caught:
+        torchcost.max_batch_size(model, torch.randn(2, 4), budget="1GiB", target="cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "meta copy of the model" in message and "the forward of ReadsValues reads tensor values" in message
+    assert "Tensor.item() cannot be called on meta tensors" in message and "--batch-size N" in message

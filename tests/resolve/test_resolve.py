@@ -323,6 +323,51 @@ def test_detection_gets_a_list_of_images_and_flow_two_frames() -> None:
     assert [tuple(a.shape) for a in flow.args] == [(1, 3, 128, 128)] * 2
 
 
+def test_detection_training_step_gets_targets() -> None:
+    # for a training step (train=True) a detection model also gets one target per image: 8 boxes on a 4 x 2 grid of
+    # centres, box k's sides (0.08, 0.12, ...) of the image's, labels 1 + k % (classes - 1)
+    pytest.importorskip("torchvision")
+    r = resolve("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", batch_size=2, train=True)
+    images, targets = r.args
+    assert [tuple(i.shape) for i in images] == [(3, 320, 320)] * 2 and len(targets) == 2
+    boxes, labels = targets[0]["boxes"], targets[0]["labels"]
+    assert set(targets[0]) == {"boxes", "labels"} and boxes.shape == (8, 4) and boxes.dtype == torch.float32
+    # box 0: centre (320 * 0.5 / 4, 320 * 0.5 / 2) = (40, 80), sides 320 * 0.08 = 25.6: (27.2, 67.2, 52.8, 92.8)
+    assert boxes[0].tolist() == pytest.approx([27.2, 67.2, 52.8, 92.8])
+    # box 7: centre (320 * 3.5 / 4, 320 * 1.5 / 2) = (280, 240), sides 256: x from 152 to 408, clipped to 320;
+    # y from 112 to 368, clipped
+    assert boxes[7].tolist() == pytest.approx([152.0, 112.0, 320.0, 320.0])
+    assert labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]  # 91 classes
+    assert torch.equal(targets[1]["boxes"], boxes)
+    assert r.description.endswith("(detection, weights=None; training targets: 8 boxes an image)")
+    # not for an eval analysis
+    assert len(resolve("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn").args) == 1
+
+
+def test_detection_targets_of_mask_and_keypoint_models() -> None:
+    pytest.importorskip("torchvision")
+    from torchvision.models import detection
+
+    from torchcost.resolve.torchvision import detection_targets
+
+    image = torch.zeros(3, 100, 200)
+    mask_model = detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)
+    (target,) = detection_targets(mask_model, [image])
+    assert target["labels"].tolist() == [1, 2, 1, 2, 1, 2, 1, 2]  # 3 classes: 1 + k % 2
+    # box 0 of a 100 x 200 image: centre (25, 25), 16 x 8: (17, 21, 33, 29); its mask fills rows 21..28, columns 17..32
+    assert target["boxes"][0].tolist() == pytest.approx([17.0, 21.0, 33.0, 29.0])
+    assert target["masks"].shape == (8, 100, 200) and target["masks"].dtype == torch.uint8
+    assert int(target["masks"][0].sum()) == 8 * 16 and int(target["masks"][0, 21:29, 17:33].sum()) == 8 * 16
+    keypoint_model = detection.keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_keypoints=5)
+    (target,) = detection_targets(keypoint_model, [image])
+    assert target["labels"].tolist() == [1] * 8  # Keypoint R-CNN's 2 classes: every box is class 1
+    points = target["keypoints"]
+    assert points.shape == (8, 5, 3) and points[..., 2].eq(1).all()
+    # box 0's 5 points spread from 10% to 90% of its diagonal: x 17 + (0.1, 0.3, 0.5, 0.7, 0.9) * 16
+    assert points[0, :, 0].tolist() == pytest.approx([18.6, 21.8, 25.0, 28.2, 31.4])
+    assert "masks" not in target
+
+
 def test_overrides_batch_size_input_size_dtype() -> None:
     r = resolve("example:standard_conv", batch_size=8, dtype=torch.float16)
     assert r.args[0].shape == (8, 3, 64, 64)

@@ -1,4 +1,5 @@
-"""torchvision's detection ops: ``torchvision::nms``, ``torchvision::roi_align``, ``torchvision::ps_roi_align``.
+"""torchvision's detection ops: ``torchvision::nms``, ``torchvision::roi_align``, ``torchvision::ps_roi_align`` and
+the two RoIAlign backward ops.
 
 Keyed by name, so torchvision need not be imported for the registry to hold them. Comparisons of floating-point
 values are FLOPs, as in :mod:`select`; on integer tensors the ops are free.
@@ -18,6 +19,11 @@ values are FLOPs, as in :mod:`select`; on integer tensors the ops are free.
   per box, which depends on the boxes' values: the formula raises ``ValueError`` and the op is listed as uncounted
   with the reason in ``report.formula_errors``.
 * ``ps_roi_align``: the same per output element (its output has C / (ph * pw) channels); same ``sampling_ratio`` rule.
+* ``_roi_align_backward(grad, rois, ...)`` and ``_ps_roi_align_backward``: each element of ``grad`` (the output's
+  gradient, K * C * ph * pw elements; C / (ph * pw) for the position-sensitive op) is spread back over its s * s
+  samples' 4 corners: per corner its weight times the gradient, divided by the sample count, added into the input's
+  gradient (3 FLOPs): 12 * s * s per element of ``grad`` (48 at s = 2). The corners and weights are worked out again
+  for each sample and not counted, as in the forward; the same ``sampling_ratio`` rule.
 
 ``roi_pool`` (and ``ps_roi_pool``) take a max over a window whose size depends on each box's values: no formula,
 reported as uncounted.
@@ -44,24 +50,41 @@ def nms_cost(call: OpCall) -> Cost:
     return Cost(other_flops=sort_comparisons(n) + BOX_AREA * n + IOU_PAIR * (n * (n - 1) // 2))
 
 
-def roi_align_per_output(sampling_ratio: int) -> int:
-    """FLOPs per output element: s * s bilinear samples, s * s - 1 adds and 1 divide to average them."""
-    samples = sampling_ratio * sampling_ratio
+def roi_align_per_output(samples: int) -> int:
+    """FLOPs per output element averaging ``samples`` (s * s) bilinear samples: the samples, s * s - 1 adds and 1
+    divide."""
     return BILINEAR * samples + (samples - 1) + 1
 
 
-def roi_align_cost(call: OpCall) -> Cost:
-    out = first_tensor(call.out)
-    if not is_floating(out):
-        return ZERO
+CORNER_BACKWARD = 3  # the corner's weight times the gradient, divided by the sample count, added into the input's
+
+
+def _samples(call: OpCall) -> int:
+    """s * s, the samples each output element averages; refused where the kernel picks s from the boxes."""
     s = int(call.arg("sampling_ratio"))
     if s <= 0:
         raise ValueError(
             f"{call.key} with sampling_ratio={s} takes ceil(box size / pooled size) samples per box, which depends on "
             "the boxes' values; pass sampling_ratio > 0 to count it"
         )
-    return Cost(other_flops=roi_align_per_output(s) * out.numel())
+    return s * s
+
+
+def roi_align_cost(call: OpCall) -> Cost:
+    out = first_tensor(call.out)
+    if not is_floating(out):
+        return ZERO
+    return Cost(other_flops=roi_align_per_output(_samples(call)) * out.numel())
+
+
+def roi_align_backward_cost(call: OpCall) -> Cost:
+    """12 * s * s FLOPs per element of the output's gradient (the module's docstring)."""
+    grad = call.args[0]
+    if not is_floating(grad):
+        return ZERO
+    return Cost(other_flops=4 * CORNER_BACKWARD * _samples(call) * grad.numel())
 
 
 register_many(["torchvision::nms"], nms_cost)
 register_many(["torchvision::roi_align", "torchvision::ps_roi_align"], roi_align_cost)
+register_many(["torchvision::_roi_align_backward", "torchvision::_ps_roi_align_backward"], roi_align_backward_cost)

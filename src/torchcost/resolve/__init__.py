@@ -98,6 +98,7 @@ def resolve(
     config: Mapping[str, Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
     input_dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+    train: bool = False,
 ) -> Resolved:
     """Build the model ``spec`` names and the inputs to call it with.
 
@@ -107,10 +108,12 @@ def resolve(
     replaces the default inputs, ``batch_size`` their leading dimension, ``seq_len`` the token count of text models.
     ``config`` overrides fields of a transformers config (strings are converted by the field's type); ``kwargs`` are
     passed to the class or factory. ``input_dtype`` (one for all inputs, or one per ``input_size`` shape; an integer
-    dtype makes random ids) is the dtype of the inputs a file or module spec makes from sizes.
+    dtype makes random ids) is the dtype of the inputs a file or module spec makes from sizes. ``train``: the inputs
+    are for a training step (``analyze(..., mode="train")``); a source whose models take more in training adds it
+    (torchvision's detection models: their targets).
     """
     opts = _options(input_size, batch_size, seq_len, dtype, device, meta, config, kwargs)
-    opts = opts.but(input_dtypes=_input_dtypes(input_dtype, opts.input_sizes))
+    opts = opts.but(input_dtypes=_input_dtypes(input_dtype, opts.input_sizes), train=bool(train))
     kind, target, attr = parse_spec(spec)
     _refuse_misplaced(spec, kind, target, opts)
     if kind in _BUILDERS:

@@ -68,7 +68,8 @@ class BuildOptions:
     overrides of a transformers config (values as typed on the command line, converted by the field's type),
     ``kwargs`` the keyword arguments of a factory or class. ``input_dtypes`` (one for every input, or one per input
     size) is the dtype of the inputs made from sizes by the file and module sources; None: the model's floating dtype,
-    or int64 token ids when the model's first layer is an Embedding.
+    or int64 token ids when the model's first layer is an Embedding. ``train``: the inputs are for a training step,
+    where a source adds what its models take only then (torchvision's detection models: targets).
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -79,6 +80,7 @@ class BuildOptions:
     config: Mapping[str, str] = field(default_factory=dict)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     input_dtypes: tuple[torch.dtype, ...] | None = None
+    train: bool = False  # inputs for a training step (a detection model's targets)
 
     @property
     def meta(self) -> bool:

@@ -9,13 +9,25 @@ video           1x3x16xHxW; HxW the DEFAULT weights' crop size (r3d_18 112x112, 
                 16 frames or the weights' ``min_temporal_size`` if larger
 segmentation    1x3xSxS; S the DEFAULT weights' resize size (520)
 detection       a list of one 3xSxS image (models in eval take a list of tensors); S the model's own
-                ``transform.min_size`` (800 for the R-CNNs, 300/320 for SSD)
+                ``transform.min_size`` (800 for the R-CNNs, 300/320 for SSD); for a training step also the
+                targets (:func:`detection_targets`), which these models need in training
 optical flow    two 1x3x368x496 frames (RAFT's training crop; H and W must be multiples of 8)
 ==============  ==========================================================================================
 
 ``--input-size`` replaces these (for detection each size is one image, or B images for a 4-d size; for optical
 flow one size is used for both frames); ``--batch-size`` replaces the leading dimension (detection: the number of
 images).
+
+A detection model's training step takes a list of targets beside its images and returns a dict of its losses, whose
+sum is the step's loss (torchcost's default loss, run/step.py). The targets are made here, the same for every image
+(:data:`DETECTION_BOXES` boxes of several sizes on a fixed layout, labels cycling over the model's classes, each box's
+mask a filled rectangle for Mask R-CNN, keypoints at fixed points of each box for Keypoint R-CNN). What such a step
+computes depends on the values: which anchors and proposals match a box, and how many proposals are positive (Mask
+R-CNN's mask head and Keypoint R-CNN's keypoint head run on the positive ones only), so its counts are those of these
+targets and of the model's weights: two random initialisations of Keypoint R-CNN gave forwards of 255 and 307 GFLOPs
+(its keypoint head, 8 convolutions of 512 channels on 14 x 14, is about 3.5 GMACs a positive proposal). The run is on
+the cpu (not meta: the boxes are values). To count other targets, call ``torchcost.analyze(model, images, targets,
+mode="train")`` with your own.
 """
 
 from __future__ import annotations
@@ -38,11 +50,15 @@ from torchcost.resolve.common import (
     with_batch,
 )
 
-__all__ = ["TASKS", "build", "names"]
+__all__ = ["DETECTION_BOXES", "TASKS", "build", "detection_targets", "names"]
 
 TASKS = ("classification", "video", "segmentation", "detection", "optical_flow", "quantization")
 VIDEO_FRAMES = 16
 FLOW_SIZE = (368, 496)
+DETECTION_BOXES = 8  # boxes per image in a detection model's training targets (COCO averages about 7 per image)
+# box k of an image of height H and width W: its centre on a 4 x 2 grid, its width and height these fractions of W
+# and H, clipped to the image (the R-CNNs' FPN levels take boxes by size: small, medium and large ones)
+_BOX_SIDES = (0.08, 0.12, 0.18, 0.25, 0.35, 0.45, 0.6, 0.8)
 
 
 def _models(spec: str) -> Any:
@@ -106,7 +122,8 @@ def build(name: str, opts: BuildOptions) -> Resolved:
     model = build_under(opts.device, opts.dtype, lambda: models.get_model(name, **kwargs), spec, opts.kwargs)
     transforms, meta = _weights_meta(models, name)
     args = _inputs(task, model, transforms, meta, opts)
-    return Resolved(model, args, {}, f"{spec} ({task}, weights=None)", spec, name)
+    targets = f"; training targets: {DETECTION_BOXES} boxes an image" if len(args) == 2 and task == "detection" else ""
+    return Resolved(model, args, {}, f"{spec} ({task}, weights=None{targets})", spec, name)
 
 
 def _inputs(task: str, model: nn.Module, transforms: dict[str, Any], meta: dict[str, Any],
@@ -127,7 +144,8 @@ def _inputs(task: str, model: nn.Module, transforms: dict[str, Any], meta: dict[
             shapes = [(3, *side)]
         if batch is not None:
             shapes = [shapes[0]] * batch
-        return ([make(tuple(s)) for s in shapes],)
+        images = [make(tuple(s)) for s in shapes]
+        return (images, detection_targets(model, images)) if opts.train else (images,)
     if task == "optical_flow":
         sizes = list(given) if given else [(1, 3, *FLOW_SIZE)]
         if len(sizes) == 1:
@@ -147,3 +165,62 @@ def _inputs(task: str, model: nn.Module, transforms: dict[str, Any], meta: dict[
     if (h, w) == (0, 0):
         h, w = 224, 224
     return (make((batch or 1, 3, h, w)),)
+
+
+def detection_targets(model: nn.Module, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """One target per image for a torchvision detection model's training step (the module's docstring): "boxes"
+    (n, 4) as x1, y1, x2, y2 in the image's pixels, "labels" (n,) int64; "masks" (n, H, W) uint8 for a model with a
+    mask head; "keypoints" (n, K, 3) (x, y, visible) for one with a keypoint head. On the images' device."""
+    classes = _num_classes(model)
+    heads = getattr(model, "roi_heads", None)
+    masks = bool(getattr(heads, "has_mask", lambda: False)())
+    keypoints = _num_keypoints(heads)
+    targets = []
+    for image in images:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        boxes = []
+        for k, side in enumerate(_BOX_SIDES[:DETECTION_BOXES]):
+            cx, cy = w * (k % 4 + 0.5) / 4, h * (k // 4 + 0.5) / 2
+            bw, bh = max(w * side, 2.0), max(h * side, 2.0)
+            x1, y1 = max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0)
+            boxes.append([x1, y1, min(x1 + bw, float(w)), min(y1 + bh, float(h))])
+        target = {"boxes": torch.tensor(boxes, dtype=torch.float32, device=image.device),
+                  "labels": torch.tensor([1 + k % max(classes - 1, 1) for k in range(len(boxes))],
+                                         dtype=torch.int64, device=image.device)}
+        if masks:
+            filled = torch.zeros((len(boxes), h, w), dtype=torch.uint8, device=image.device)
+            for k, (x1, y1, x2, y2) in enumerate(boxes):
+                filled[k, int(y1):int(y2), int(x1):int(x2)] = 1
+            target["masks"] = filled
+        if keypoints:
+            points = torch.zeros((len(boxes), keypoints, 3), dtype=torch.float32, device=image.device)
+            for k, (x1, y1, x2, y2) in enumerate(boxes):  # spread along the box's diagonal, all visible
+                t = torch.linspace(0.1, 0.9, keypoints)
+                points[k, :, 0] = x1 + t * (x2 - x1)
+                points[k, :, 1] = y1 + t * (y2 - y1)
+                points[k, :, 2] = 1
+            target["keypoints"] = points
+        targets.append(target)
+    return targets
+
+
+def _num_classes(model: nn.Module) -> int:
+    """The classes a torchvision detection model predicts, background included (2 where it cannot be read: every
+    label then 1, which any such model takes)."""
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    score = getattr(predictor, "cls_score", None)
+    if isinstance(score, nn.Linear):  # the R-CNNs
+        return int(score.out_features)
+    head = getattr(getattr(model, "head", None), "classification_head", None)
+    for name in ("num_classes", "num_columns"):  # RetinaNet and FCOS; SSD
+        value = getattr(head, name, None)
+        if isinstance(value, int) and value >= 2:
+            return value
+    return 2
+
+
+def _num_keypoints(heads: object) -> int:
+    """Keypoint R-CNN's keypoints per box (0 for another model)."""
+    predictor = getattr(heads, "keypoint_predictor", None)
+    channels = getattr(getattr(predictor, "kps_score_lowres", None), "out_channels", None)
+    return channels if isinstance(channels, int) else 0

@@ -39,11 +39,11 @@ from torchcost.run.plan import (
     twin_device,
 )
 from torchcost.run.step import (
-    DEFAULT_LOSS_NAME,
     Method,
     StepOptions,
     Twin,
     default_loss,
+    default_loss_name,
     describe_optimizer,
     make_optimizer,
     make_twin,
@@ -350,7 +350,7 @@ def _forward(rec: Recording, ran: Ran, device: torch.device) -> tuple[Any, Any]:
         if train:
             with rec.phase("loss"), step_failures("computing the loss"):
                 loss = (options.loss_fn or default_loss)(out)
-                ran.loss = _loss_name(options.loss_fn)
+                ran.loss = _loss_name(options.loss_fn, out)
             if options.loss_fn is not None:
                 _check_loss(loss, ran)
     return out, loss
@@ -397,7 +397,7 @@ def _storage_bytes(tensors: list[torch.Tensor], device_type: str | None, round_t
     return sum(-(-s.nbytes() // round_to) * round_to for s in storages.values())
 
 
-def _loss_name(loss_fn: Callable[[Any], torch.Tensor] | None) -> str:
+def _loss_name(loss_fn: Callable[[Any], torch.Tensor] | None, out: Any) -> str:
     if loss_fn is None:
-        return DEFAULT_LOSS_NAME
+        return default_loss_name(out)
     return getattr(loss_fn, "__qualname__", None) or type(loss_fn).__name__

@@ -76,8 +76,8 @@ _HINTS = (
      "--batch-size 2, or a larger input)"),
     ("targets should not be none when in training mode",
      " (a torchvision detection model's training step takes targets beside its images, one dict of \"boxes\" and "
-     "\"labels\" per image, and returns its losses: analyze(model, images, targets, mode=\"train\", "
-     "loss_fn=lambda losses: sum(losses.values())))"),
+     "\"labels\" per image, and returns its losses, which the default loss sums: analyze(model, images, targets, "
+     "mode=\"train\"); torchcost.resolve.resolve(spec, train=True) and the CLI's --train make targets)"),
     ("'nonetype' object has no attribute",
      " (the forward used something it was given as None: often an input it needs beside those given; pass every "
      "input, analyze(model, kwargs={...}), or from the CLI a file.py:make returning (model, inputs))"),

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import copyreg
+import functools
 import inspect
+import operator
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -50,6 +52,8 @@ __all__ = [
     "Twin",
     "TwinMethod",
     "default_loss",
+    "default_loss_name",
+    "loss_terms",
     "make_optimizer",
     "make_twin",
     "optimizer_tensors",
@@ -713,13 +717,39 @@ def optimizer_tensors(opt: torch.optim.Optimizer | None) -> list[torch.Tensor]:
 # -- loss -----------------------------------------------------------------------------------------------------------
 
 def default_loss(out: Any) -> torch.Tensor:
-    """The output's first floating tensor: itself when it is a scalar (a loss the model computed), else its mean
-    square in float32."""
+    """The sum of the output's losses where it is a dict of them (:func:`loss_terms`: a torchvision detection model
+    in training), added in the dict's order; else the output's first floating tensor: itself when it is a scalar (a
+    loss the model computed), else its mean square in float32."""
+    terms = loss_terms(out)
+    if terms is not None:
+        return functools.reduce(operator.add, terms)
     t = first(out, torch.Tensor.is_floating_point)
     if t is None:
         raise InputError("the model's output holds no floating-point tensor to make a loss from; pass loss_fn=")
     return t if t.dim() == 0 else t.float().pow(2).mean()
 
 
+def loss_terms(out: Any) -> list[torch.Tensor] | None:
+    """The values of ``out`` where it is a non-empty mapping whose values are all floating-point scalar tensors (the
+    dict of losses a torchvision detection model returns in training); else None. Its first value alone, as the
+    rule for other outputs would take it, would leave the other losses' parts of the model out of the backward."""
+    if not isinstance(out, Mapping) or not out:
+        return None
+    values = list(out.values())
+    if all(isinstance(v, torch.Tensor) and v.dim() == 0 and v.is_floating_point() for v in values):
+        return values
+    return None
+
+
+def default_loss_name(out: Any) -> str:
+    """How the report names the default loss of ``out``, as :func:`default_loss` takes it."""
+    if loss_terms(out) is not None:
+        return SUMMED_LOSS_NAME
+    t = first(out, torch.Tensor.is_floating_point)
+    return SCALAR_LOSS_NAME if t is not None and t.dim() == 0 else DEFAULT_LOSS_NAME
+
+
+SUMMED_LOSS_NAME = "sum(out.values())"
+SCALAR_LOSS_NAME = "the output's scalar, as it is"
 DEFAULT_LOSS_NAME = "out.float().pow(2).mean()"
 
