@@ -207,6 +207,17 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def _memory_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("memory (docs/conventions.md, Memory)")
+    _step_options(g)
+    g.add_argument("--memory-budget", type=_budget, metavar="SIZE",
+                   help="also report the largest batch whose predicted peak plus an allowance fits SIZE "
+                        "(e.g. 24GiB, 80GB)")
+    g.add_argument("--kernel-memory", choices=KERNEL_MEMORY,
+                   help="memory CPU kernels allocate inside themselves: auto (default: the workspace table, else run "
+                        "the kernel once per shape and measure it), measure (always), table (never run it)")
+
+
+def _step_options(g: Any) -> None:
+    """What is run and how memory is counted: a training step or inference (analyze's and compare's flags)."""
     g.add_argument("--train", action="store_true",
                    help="measure a training step (forward, loss, backward, optimizer step) instead of inference: "
                         "FLOPs and memory of every phase, per module")
@@ -215,12 +226,6 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=("bf16", "fp16"), help="run the forward under torch.autocast with this dtype")
     g.add_argument("--target", choices=("cpu", "cuda"),
                    help="whose allocation behaviour memory follows (default: the model's device; cuda for --meta)")
-    g.add_argument("--memory-budget", type=_budget, metavar="SIZE",
-                   help="also report the largest batch whose predicted peak plus an allowance fits SIZE "
-                        "(e.g. 24GiB, 80GB)")
-    g.add_argument("--kernel-memory", choices=KERNEL_MEMORY,
-                   help="memory CPU kernels allocate inside themselves: auto (default: the workspace table, else run "
-                        "the kernel once per shape and measure it), measure (always), table (never run it)")
 
 
 def _parallel_options(p: argparse.ArgumentParser) -> None:
@@ -410,6 +415,7 @@ def _compare_parser() -> _Parser:
     p.add_argument("specs", nargs="+", metavar="SPEC", help=_SPEC_HELP)
     p.add_argument("--names", metavar="A,B,...", help="column labels, one per model, joined by commas")
     _model_options(p)
+    _step_options(p.add_argument_group("what runs (docs/conventions.md, Memory)"))
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default) | json | csv | markdown | html (one self-contained page; use -o)")
@@ -443,16 +449,15 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         "config": dict(args.config),
         "kwargs": {key: parse_value(value) for key, value in args.kwargs},
         "input_dtype": args.input_dtype,
-        # (a training step's inputs: compare has no --train; --optimizer implies it, as in AnalysisOptions)
-        "train": bool(getattr(args, "train", False) or getattr(args, "optimizer", None) is not None),
+        "train": AnalysisOptions.of_step(args).mode == "train",  # (a training step's inputs: detection targets)
     }
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
     """What :func:`torchcost.analyze` is asked besides the model and its inputs, and the --memory-budget search with
-    it. The analyze parser's memory flags fill it (:meth:`from_args`); compare has no such flags and runs with the
-    defaults. Add new analysis flags here."""
+    it. The analyze parser's flags fill it (:meth:`from_args`); compare's, the training step's flags alone
+    (:meth:`of_step`). Add new analysis flags here."""
 
     mode: Literal["eval", "train"] = "eval"
     optimizer: str | None = None
@@ -468,10 +473,15 @@ class AnalysisOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AnalysisOptions:
+        return replace(cls.of_step(args), memory_budget=args.memory_budget, kernel_memory=args.kernel_memory,
+                       parallel=_parallel(args), fsdp_sweep=args.fsdp_sweep, time=_timing(args),
+                       hardware=args.hardware, step_time=_step_time(args))
+
+    @classmethod
+    def of_step(cls, args: argparse.Namespace) -> AnalysisOptions:
+        """--train, --optimizer, --amp and --target alone (compare's flags)."""
         train = args.train or args.optimizer is not None  # --optimizer implies --train
-        return cls("train" if train else "eval", args.optimizer, args.amp, args.target, args.memory_budget,
-                   args.kernel_memory, _parallel(args), args.fsdp_sweep, _timing(args), args.hardware,
-                   _step_time(args))
+        return cls("train" if train else "eval", args.optimizer, args.amp, args.target)
 
     def analyze(self, resolved: Resolved) -> CostReport:
         return analyze(resolved.model, *resolved.args, kwargs=resolved.kwargs, mode=self.mode,
@@ -720,10 +730,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and len(names) != len(args.specs):
         raise UsageError(f"--names gives {len(names)} names for {len(args.specs)} models", "torchcost compare")
+    options = AnalysisOptions.of_step(args)
     reports, labels, specs = [], [], []
     with Progress(_progress_enabled(args)) as progress:
         for spec in args.specs:
-            resolved, report = _build_and_analyze(spec, args, AnalysisOptions(), progress)
+            resolved, report = _build_and_analyze(spec, args, options, progress)
             reports.append(report)
             labels.append(resolved.name)
             specs.append(resolved.spec)

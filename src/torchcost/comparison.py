@@ -18,7 +18,7 @@ from torchcost.errors import InputError
 from torchcost.report import CostReport
 from torchcost.shapes import describe
 
-__all__ = ["COMPARE_SCHEMA_VERSION", "METRICS", "CompareRow", "Comparison", "build_comparison"]
+__all__ = ["COMPARE_SCHEMA_VERSION", "METRICS", "STEP", "CompareRow", "Comparison", "build_comparison"]
 
 COMPARE_SCHEMA_VERSION = 1
 
@@ -34,6 +34,12 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("total_bytes", "Total size", "bytes"),
 )
 PEAK = ("peak_memory", "Peak memory", "bytes")  # shown when at least one report measured memory
+# shown when at least one model ran a training step (``mode="train"``): the whole step's counts (forward, loss,
+# backward, recompute, optimizer), where MACs and FLOPs above are the forward's
+STEP: tuple[tuple[str, str, str], ...] = (
+    ("step_macs", "Training step MACs", "count"),
+    ("step_flops", "Training step FLOPs", "count"),
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,8 @@ def build_comparison(reports: Sequence[CostReport], names: Sequence[str], specs:
     if not reports:
         raise InputError("compare needs at least one model")
     metrics = list(METRICS)
+    if any(r.mode == "train" for r in reports):
+        metrics[3:3] = STEP  # (after the forward's FLOPs)
     if any(getattr(r, "peak_memory", 0) for r in reports):
         metrics.append(PEAK)
     rows = []

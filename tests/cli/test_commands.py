@@ -21,6 +21,7 @@ import torchcost
 from tests.cli.conftest import Run, validate
 from tests.cli.conftest import torchcost as run
 from torchcost import cli
+from torchcost.examples import build
 
 
 def _tv_meta(name: str) -> dict[str, Any]:
@@ -231,6 +232,28 @@ def test_compare_json() -> None:
     assert rows["macs"]["values"] == [STANDARD[1], SEPARABLE[1]] == [442_368, 159_744]
     assert rows["macs"]["ratios"] == [1.0, 159_744 / 442_368]  # 0.361: 2.77x fewer, not the 8-9x of k*k
     assert rows["input_bytes"]["values"] == [1 * 3 * 64 * 64 * 4] * 2  # float32
+
+
+def test_compare_training_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    # compare --train: each model's training step, and the whole step's counts beside the forward's. The input does
+    # not require grad. standard: the forward 442,368 + grad W 442,368 = 884,736 MACs. separable: the forward
+    # 159,744; backward: pointwise grad W 12 * 4,096 = 49,152 and grad input 49,152 (the depthwise output needs
+    # one), depthwise grad W 27 * 4,096 = 110,592: 208,896; 368,640 in all
+    assert cli.main(["compare", "standard_conv", "depthwise_separable", "--train", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    validate(data, "compare.schema.json")
+    rows = {row["metric"]: row for row in data["rows"]}
+    assert [m["mode"] for m in data["models"]] == ["train", "train"]
+    assert rows["macs"]["values"] == [STANDARD[1], SEPARABLE[1]]
+    assert rows["step_macs"]["values"] == [2 * STANDARD[1], SEPARABLE[1] + 12 * 4096 * 2 + 27 * 4096]
+    assert rows["step_macs"]["values"] == [884_736, 368_640]
+    built = [build(name) for name in ("standard_conv", "depthwise_separable")]
+    # (the FLOPs, the step's every phase: each model's own training-step analysis, as the table takes it)
+    assert rows["step_flops"]["values"] == [torchcost.analyze(m, *a, mode="train").step_flops for m, a in built]
+    assert [row["metric"] for row in data["rows"]][:5] == ["params", "macs", "flops", "step_macs", "step_flops"]
+    # without --train: no step rows
+    assert cli.main(["compare", "standard_conv", "depthwise_separable", "--format", "json"]) == 0
+    assert "step_macs" not in {row["metric"] for row in json.loads(capsys.readouterr().out)["rows"]}
 
 
 def test_compare_table_with_bare_names(capsys: pytest.CaptureFixture[str]) -> None:
