@@ -11,7 +11,7 @@ from torch import nn
 
 import torchcost
 from tests.formulas._check import analyze_both, fn_both
-from torchcost.report import OpCount
+from torchcost.formulas.resample import aa_taps
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,89 @@ def test_area_is_adaptive_average_pooling() -> None:
     assert r.flops == 2 * 6 * 6 == 72
 
 
-def test_antialiased_resize_is_listed_uncounted() -> None:
+# -- anti-aliased resizing: taps per output index from the sizes (formulas/resample.py aa_taps) ---------------------
+# 8 -> 3, bilinear, float32: scale 8/3 = 2.6666667, support 1 * scale = 2.6666667; output i's centre 2.6666667 (i +
+# 0.5): 1.3333334, 4.0, 6.6666667; first tap int(centre - support + 0.5) clipped at 0: 0, 1, 4; end int(centre +
+# support + 0.5) clipped at 8: 4, 7, 8; taps 4, 6, 4
+
+
+def test_antialiased_taps_by_hand() -> None:
+    assert aa_taps(8, 3, False, None, 2) == (4, 6, 4)
+    # 12 -> 4: scale 3, support 3, centres 1.5, 4.5, 7.5, 10.5: [0, 5), [2, 8), [5, 11), [8, 12): 5, 6, 6, 4
+    assert aa_taps(12, 4, False, None, 2) == (5, 6, 6, 4)
+    # bicubic 12 -> 4: support 2 * 3 = 6: [0, 8), [0, 11), [2, 12), [5, 12): 8, 11, 10, 7
+    assert aa_taps(12, 4, False, None, 4) == (8, 11, 10, 7)
+    # a size kept: scale 1, support 1, centre i + 0.5: [i, i + 2) clipped at 8: 2 taps, 1 at the far end
+    assert aa_taps(8, 8, False, None, 2) == (2,) * 7 + (1,)
+
+
+def test_antialiased_resize() -> None:
+    # 8 x 8 -> 3 x 3, 2 planes: the width's pass on 8 rows, (2*4-1) + (2*6-1) + (2*4-1) = 25 per row: 2 * 8 * 25 =
+    # 400; the height's on the 3 columns: 2 * 3 * 25 = 150; 550 in all
     r = fn_both(lambda x: F.interpolate(x, size=(3, 3), mode="bilinear", antialias=True), torch.randn(1, 2, 8, 8))
-    assert r.uncounted == (OpCount("aten::_upsample_bilinear2d_aa", 1),)
+    assert (r.macs, r.flops) == (0, 2 * 8 * 25 + 2 * 3 * 25) == (0, 550)
+    assert r.uncounted == ()
+    # only the width changes (8 x 12 -> 8 x 4, bicubic): one pass, (2*8-1) + (2*11-1) + (2*10-1) + (2*7-1) = 68
+    # per row, 2 planes of 8 rows: 1,088; the same sizes: a copy, 0
+    r = fn_both(lambda x: F.interpolate(x, size=(8, 4), mode="bicubic", antialias=True), torch.randn(1, 2, 8, 12))
+    assert r.flops == 2 * 8 * 68 == 1_088
+    r = fn_both(lambda x: F.interpolate(x, size=(8, 12), mode="bicubic", antialias=True), torch.randn(1, 2, 8, 12))
+    assert (r.flops, r.uncounted) == (0, ())
+
+
+def test_antialiased_resize_backward() -> None:
+    # each output-gradient element spread over its rows' and columns' taps together, 3 a tap: 8 x 8 -> 3 x 3, taps
+    # (4, 6, 4) both ways, 14 * 14 pairs, 1 plane: 3 * 196 = 588. 8 x 8 -> 8 x 3: the rows keep their size, 15 taps
+    # (2 each, 1 at the far end): 3 * 15 * 14 = 630
+    for size, expected in (((3, 3), 3 * 14 * 14), ((8, 3), 3 * 15 * 14)):
+        model = _Resized(size)
+        r = torchcost.analyze(model, torch.randn(1, 1, 8, 8), mode="train")
+        backward = {o.op: o.flops for o in r.phase("backward").ops}
+        assert backward["aten::_upsample_bilinear2d_aa_backward"] == expected
+        assert all(not phase.uncounted for phase in r.phases)
+
+
+class _Resized(nn.Module):
+    """A 1x1 convolution (so the resize's input needs its gradient), resized anti-aliased."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv, self.size = nn.Conv2d(1, 1, 1), size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.conv(x), size=self.size, mode="bilinear", antialias=True)
+
+
+def _filter(mode: str, x: float) -> float:
+    """torch's anti-aliasing filters: the triangle (bilinear); Keys' cubic with a = -0.5 (bicubic)."""
+    x, a = abs(x), -0.5
+    if mode == "bilinear":
+        return max(1.0 - x, 0.0)
+    if x < 1.0:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a if x < 2.0 else 0.0
+
+
+@pytest.mark.parametrize(("mode", "sizes"), [("bilinear", (37, 16)), ("bicubic", (37, 16)), ("bilinear", (224, 97)),
+                                             ("bicubic", (7, 16)), ("bilinear", (5, 5)), ("bicubic", (64, 63))])
+def test_antialiased_taps_rebuild_torchs_output(mode: str, sizes: tuple[int, int]) -> None:
+    # an independent check of the taps: the width resampled by hand over exactly aa_taps' taps (first tap at the
+    # centre minus the support, rounded as the kernel rounds), with torch's filter and weights normalised to 1,
+    # gives torch's own output; a tap too many or too few would give other values (float64)
+    n_in, n_out = sizes
+    x = torch.randn(2, 3, n_in, dtype=torch.float64)
+    want = F.interpolate(x[:, :, None], size=(1, n_out), mode=mode, antialias=True)[:, :, 0] if n_in != n_out else x
+    scale = n_in / n_out
+    support = (1.0 if mode == "bilinear" else 2.0) * max(scale, 1.0)
+    taps = aa_taps(n_in, n_out, False, None, 2 if mode == "bilinear" else 4, double=True)
+    got = torch.empty_like(want)
+    for i, size in enumerate(taps):
+        centre = scale * (i + 0.5)
+        low = max(int(centre - support + 0.5), 0)
+        weights = torch.tensor([_filter(mode, (low + j - centre + 0.5) / max(scale, 1.0)) for j in range(size)],
+                               dtype=torch.float64)
+        got[..., i] = (x[..., low:low + size] * (weights / weights.sum())).sum(-1)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 # -- grid sampling (round 33: uncounted in torchvision's RAFT) -------------------------------------------------------
@@ -89,3 +169,17 @@ def test_grid_sample_backward() -> None:
     # gradient and 24 for the grid's
     assert backward.flops == 56 * (24 + 2) + 168 * (8 + 24) == 6_832
     assert backward.uncounted == ()
+
+
+def test_timm_vit_at_another_size_resamples_its_position_embedding_counted() -> None:
+    # timm's ViT with dynamic_img_size at 256 x 256: its 14 x 14 grid of position embeddings (192 channels) resized
+    # to 16 x 16, bicubic, anti-aliased. 14 -> 16 enlarges: support 2, centres 0.875 (i + 0.5); taps [0, 2), [0, 3),
+    # then 4 each for i = 2..13, [11, 14), [12, 14): 2 + 3 + 12 * 4 + 3 + 2 = 58 taps, sum(2t - 1) = 116 - 16 = 100
+    # per row or column. The width's pass on 14 rows, 192 * 14 * 100 = 268,800; the height's on 16 columns, 192 * 16
+    # * 100 = 307,200: 576,000
+    timm = pytest.importorskip("timm")
+    assert aa_taps(14, 16, False, None, 4) == (2, 3, *[4] * 12, 3, 2)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True, num_classes=0)
+    r = analyze_both(model.eval(), torch.randn(1, 3, 256, 256))
+    assert {o.op: o.flops for o in r.ops}["aten::_upsample_bicubic2d_aa"] == 192 * 14 * 100 + 192 * 16 * 100 == 576_000
+    assert r.uncounted == ()

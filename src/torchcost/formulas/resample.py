@@ -15,8 +15,22 @@ bicubic (2-d)              35    a 4-tap cubic is 4 multiplies + 3 adds = 7; 4 a
 
 ``align_corners`` and the scale factors change the source coordinates, not the count. Source indices and weights are
 computed once per output row and column (not per element) and are not counted. Nearest-neighbour modes only copy
-(free); ``mode="area"`` lowers to adaptive average pooling (see :mod:`pool`). The anti-aliased kernels
-(``antialias=True``) have data-size-dependent tap counts and no formula: they are reported as uncounted.
+(free); ``mode="area"`` lowers to adaptive average pooling (see :mod:`pool`).
+
+**Anti-aliased** bilinear and bicubic (``antialias=True``: ``_upsample_bilinear2d_aa``, ``_upsample_bicubic2d_aa``;
+timm's ViTs with ``dynamic_img_size``, transformers' DINOv2 with registers, SigLIP 2 and SAM 2 resampling
+position embeddings or masks, torchvision's tensor resize) widen the filter when they shrink a
+dimension: its support is 1 (bilinear) or 2 (bicubic) input pixels, times the scale in / out where that is above 1.
+The number of taps of each output index is fixed by the sizes alone, and varies along the dimension (the filter is
+clipped at the borders): :func:`aa_taps` works it out as torch's CPU kernel does (``_compute_indices_min_size_weights
+_aa``, in the input dtype's precision: float64 for float64, float32 otherwise). The kernel is separable: it
+resamples the width (when it changes) into N x C x H_in x W_out, then the height (when it changes) into the output;
+each output of a pass with t taps costs t multiplies and t - 1 adds, 2t - 1. Equal sizes are a copy (free). The
+weights are per output row and column and are not counted, as above. The backward
+(``_upsample_bilinear2d_aa_backward``, ``_upsample_bicubic2d_aa_backward``) spreads each output-gradient element
+over all the rows' and columns' taps together, ``wx * wy * g`` added in, 3 FLOPs a tap: 3 x N x C x (the rows' taps
+summed) x (the columns' taps summed), also along a dimension whose size does not change (2 taps each there, 1 at
+the far end, as the kernel computes them).
 
 **Grid sampling** (``F.grid_sample``: ``grid_sampler_2d``/``3d`` and their backward; RAFT's correlation lookup,
 spatial transformers, deformable attention) reads a source position per output *location* (N x the output's spatial
@@ -45,6 +59,9 @@ them:
 
 from __future__ import annotations
 
+import functools
+import math
+import struct
 from typing import Any
 
 from torchcost.errors import FormulaError
@@ -78,6 +95,89 @@ def _per_output(per: int) -> Formula:
 
 for _name, _per in PER_OUTPUT.items():
     register_many([f"aten::{_name}"], _per_output(_per))
+
+
+# -- anti-aliased interpolation -----------------------------------------------------------------------------------
+
+AA_INTERP = {"bilinear": 2, "bicubic": 4}  # the filter's support, in input pixels, before it is widened
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (one float32 operation: its exact result rounded, as a double rounding of +, -, *
+    and / through float64 gives the correctly rounded float32)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def aa_taps(in_size: int, out_size: int, align_corners: bool, scale: float | None, interp: int,
+            double: bool = False) -> tuple[int, ...]:
+    """The taps of each output index of one anti-aliased pass from ``in_size`` to ``out_size`` elements, as torch's
+    CPU kernel finds them (``area_pixel_compute_scale`` and ``_compute_indices_min_size_weights_aa``), in float32
+    (``double``: float64) where the kernel computes in the input's dtype: ``interp`` 2 bilinear, 4 bicubic;
+    ``scale`` the op's ``scales_h``/``scales_w`` argument (an output/input factor, or None)."""
+    r = (lambda v: v) if double else _f32
+    if align_corners:
+        ratio = r((in_size - 1) / (out_size - 1)) if out_size > 1 else 0.0
+    else:
+        ratio = r(1.0 / scale) if scale is not None and scale > 0 else r(r(in_size) / out_size)
+    support = r(interp * 0.5 * ratio) if ratio >= 1.0 else interp * 0.5
+    widest = math.ceil(support) * 2 + 1
+    taps = []
+    for i in range(out_size):
+        center = r(ratio * (i + 0.5))
+        low = max(int(r(center - support) + 0.5), 0)
+        size = min(int(r(center + support) + 0.5), in_size) - low
+        taps.append(min(max(size, 0), widest))
+    return tuple(taps)
+
+
+def _aa_sizes(call: OpCall, interp: int, backward: bool) -> tuple[int, int, list[tuple[int, ...]], list[int]]:
+    """(batch x channels, the input's elements per channel, the taps of the height's and the width's output
+    indices, the output's height and width) of an anti-aliased call."""
+    first = call.args[0]
+    out_hw = [int(s) for s in call.arg("output_size")]
+    in_shape = [int(s) for s in call.arg("input_size")] if backward else [int(s) for s in first.shape]
+    double = str(first.dtype) == "torch.float64"
+    align = bool(call.arg("align_corners"))
+    scales = [call.arg("scales_h"), call.arg("scales_w")]
+    taps = [aa_taps(in_shape[2 + d], out_hw[d], align, None if scales[d] is None else float(scales[d]), interp,
+                    double) for d in (0, 1)]
+    return in_shape[0] * in_shape[1], in_shape[2] * in_shape[3], taps, out_hw
+
+
+def _aa_cost(interp: int) -> Formula:
+    def cost(call: OpCall) -> Cost:
+        """_upsample_bilinear2d_aa / _upsample_bicubic2d_aa(input, output_size, align_corners, scales_h,
+        scales_w): the width's pass, then the height's (the module's docstring)."""
+        if not is_floating(call.args[0]):
+            return ZERO
+        planes, _, (rows, columns), (h_out, w_out) = _aa_sizes(call, interp, backward=False)
+        h_in, w_in = (int(s) for s in call.args[0].shape[-2:])
+        flops = 0
+        if w_out != w_in:
+            flops += planes * h_in * sum(2 * max(t, 1) - 1 for t in columns)
+        if h_out != h_in:
+            flops += planes * w_out * sum(2 * max(t, 1) - 1 for t in rows)
+        return Cost(other_flops=flops)
+
+    return cost
+
+
+def _aa_backward_cost(interp: int) -> Formula:
+    def cost(call: OpCall) -> Cost:
+        """_upsample_*_aa_backward(grad_output, output_size, input_size, align_corners, scales_h, scales_w): 3 FLOPs
+        a tap of each output-gradient element, the rows' and columns' taps together."""
+        if not is_floating(call.args[0]):
+            return ZERO
+        planes, _, (rows, columns), _ = _aa_sizes(call, interp, backward=True)
+        return Cost(other_flops=3 * planes * sum(rows) * sum(columns))
+
+    return cost
+
+
+for _mode, _interp in AA_INTERP.items():
+    register_many([f"aten::_upsample_{_mode}2d_aa"], _aa_cost(_interp))
+    register_many([f"aten::_upsample_{_mode}2d_aa_backward"], _aa_backward_cost(_interp))
 
 
 _UNNORMALISE = {True: 3, False: 4}  # per coordinate, by align_corners
