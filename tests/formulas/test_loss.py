@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import torchcost
 from tests.formulas._check import analyze_both
 
 X = (4, 8)
@@ -31,6 +32,32 @@ def test_class_losses(loss: nn.Module, flops: int) -> None:
     r = analyze_both(loss, torch.randn(X), TARGETS)
     assert r.flops == flops
     assert r.uncounted == ()
+
+
+@pytest.mark.parametrize(
+    ("loss", "flops"),
+    [
+        # 4 samples of 8 classes, 7 others each: z = margin - x_y + x_c (2), compare (1), into the sample's sum (6
+        # adds over 7) and a divide by 8: 7 * 3 + 6 + 1 = 28 = 7 * 4 a sample, 112; mean: 3 adds + 1 divide
+        (nn.MultiMarginLoss(), 4 * 7 * 4 + 4),  # 116
+        (nn.MultiMarginLoss(p=2, reduction="sum"), 4 * 7 * 5 + 3),  # z * z: 1 more a class; 143
+        (nn.MultiMarginLoss(weight=torch.ones(8), reduction="none"), 4 * 7 * 5),  # times weight[y]: 140
+    ],
+)
+def test_multi_margin_loss(loss: nn.Module, flops: int) -> None:
+    r = analyze_both(loss, torch.randn(X), TARGETS)
+    assert r.flops == flops
+    assert r.uncounted == ()
+
+
+def test_multi_margin_loss_backward() -> None:
+    # g = 1 / (4 * 8) once (1); per sample and other class: z (2), compare (1), 2 g z at p = 2 (2), taken from the
+    # target's gradient (1): 6, 4 * 7 * 6 = 168; every element times the output's gradient: 32. 1 + 168 + 32 = 201
+    x = torch.randn(X, requires_grad=True)
+    r = torchcost.analyze(nn.MultiMarginLoss(p=2), x, TARGETS, mode="train")
+    backward = {o.op: o.flops for o in r.phase("backward").ops}
+    assert backward["aten::multi_margin_loss_backward"] == 1 + 4 * 7 * 6 + 32 == 201
+    assert all(not phase.uncounted for phase in r.phases)
 
 
 def test_nll_loss_2d() -> None:

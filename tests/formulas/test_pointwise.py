@@ -261,3 +261,13 @@ def test_special_functions(fn: Callable[[torch.Tensor], torch.Tensor], op: str, 
     r = fn_both(fn, torch.rand(8) + 0.5)
     assert {o.op: o.flops for o in r.ops}[op] == flops
     assert r.uncounted == ()
+
+
+@pytest.mark.parametrize(("p", "norm"), [(2, 2 * 24), (1, 2 * 24 - 4), (3, 3 * 24)])
+def test_renorm(p: float, norm: int) -> None:
+    # (3, 4, 2) renormed along dim 1: 4 slices of 6 elements. The slices' p-norms as norm() prices them (p = 2: 2n =
+    # 48; p = 1: |x| and n - 1 adds per slice, 2n - 4 = 44; other p: 3n = 72), each slice's factor maxnorm / (norm +
+    # 1e-7) above maxnorm (compare, add, divide: 3 * 4 = 12), every element times its factor (24)
+    r = fn_both(lambda x: torch.renorm(x, p, 1, 1.0), torch.randn(3, 4, 2))
+    assert r.flops == norm + 12 + 24
+    assert r.uncounted == ()

@@ -32,7 +32,10 @@ formulas are element-wise ops priced in :mod:`pointwise`. The fused backward ker
 * losses, per element: ``mse_loss_backward`` 3, ``smooth_l1_loss_backward`` 6, ``huber_loss_backward`` 5,
   ``soft_margin_loss_backward`` 8, ``binary_cross_entropy_backward`` 6 (+1 weight, +1 "mean");
   ``nll_loss(2d)_backward``: "mean" 2 and "sum" 1 in all, "none" 1 per target, + 1 per target with weight (the
-  scatter into zeros is free).
+  scatter into zeros is free); ``multi_margin_loss_backward``, as its CPU kernel, the larger branch: the scale g
+  once (1), per sample and other class z again (2), compare (1), 2 g z at p = 2 (2), times the weight (1), taken
+  from the target's gradient (1), then every element times the output's gradient: 1 + N (C - 1) (4 + 2 [p = 2] +
+  [weight]) + N C.
 * ``_embedding_bag_backward``: n D accumulations (sum), 2 n D with a per-index scale (mean, per-sample weights,
   scale_grad_by_freq), B D for max, no accumulation when sparse; ``_embedding_bag_per_sample_weights_backward``
   n D MACs.
@@ -51,7 +54,7 @@ import math
 from collections.abc import Callable
 
 from torchcost.formulas._util import first_tensor, is_floating
-from torchcost.formulas.loss import MEAN, NONE
+from torchcost.formulas.loss import MEAN, NONE, margin_extras, margin_samples
 from torchcost.formulas.pool import per_dim, window_sum
 from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 from torchcost.formulas.resample import PER_OUTPUT
@@ -307,6 +310,15 @@ def nll_backward_cost(call: OpCall) -> Cost:
     return Cost(other_flops=flops)
 
 
+def multi_margin_backward_cost(call: OpCall) -> Cost:
+    # multi_margin_loss_backward(grad_output, self, target, p, margin, weight, reduction): see the module's docstring
+    if not is_floating(call.arg("self")):
+        return ZERO
+    n, c = margin_samples(call)
+    squared, weighted = margin_extras(call)
+    return Cost(other_flops=1 + n * max(c - 1, 0) * (4 + 2 * squared + weighted) + n * c)
+
+
 # -- gather-and-reduce
 
 
@@ -387,5 +399,6 @@ register_many(["aten::huber_loss_backward"], _loss_backward(HUBER_BACKWARD))
 register_many(["aten::soft_margin_loss_backward"], _loss_backward(SOFT_MARGIN_BACKWARD))
 register_many(["aten::binary_cross_entropy_backward"], bce_backward_cost)
 register_many(["aten::nll_loss_backward", "aten::nll_loss2d_backward"], nll_backward_cost)
+register_many(["aten::multi_margin_loss_backward"], multi_margin_backward_cost)
 register_many(["aten::_embedding_bag_backward", "aten::_embedding_bag_dense_backward"], embedding_bag_backward_cost)
 register_many(["aten::_embedding_bag_per_sample_weights_backward"], embedding_bag_per_sample_weights_backward_cost)

@@ -23,7 +23,8 @@ M (0 for M <= 1: an empty tensor, ones). Hann and Hamming, ``alpha - beta cos(2 
 argument's multiply, cos, multiply, add). Blackman, ``0.08 cos(4 x) - 0.5 cos(2 x) + 0.42`` with ``x = pi n / (L -
 1)``: 9 (x's multiply, two multiplies of x, two cos, two multiplies, subtract, add). Bartlett: every element's
 multiply, and the second half's ``2 - x``: 2 more each (``L - first_half`` elements, ``first_half = (L - 1) // 2 +
-1``). The Kaiser window (a Bessel function per element) has no formula: it is listed as uncounted.
+1``). Kaiser, ``i0(beta sqrt(|1 - ((n - a) / a)^2|)) / i0(beta)`` with ``a = (L - 1) / 2``: 10 (subtract, divide,
+square, 1 - , abs, sqrt, times beta, i0, i0 of beta again, divide; an i0 is 1, as :mod:`pointwise` prices it).
 """
 
 from __future__ import annotations
@@ -114,4 +115,5 @@ def _bartlett(call: OpCall) -> Cost:
 
 register_many(["aten::hann_window", "aten::hamming_window"], _per_window_element(4))
 register_many(["aten::blackman_window"], _per_window_element(9))
+register_many(["aten::kaiser_window"], _per_window_element(10))
 register_many(["aten::bartlett_window"], _bartlett)

@@ -27,8 +27,15 @@ binary_cross_entropy_with_logits  9 (+3) (+1)   (1 - y) * x - log_sigmoid(x): su
 
 Which targets are ignored (``ignore_index``) is data, unknown on the meta device: every target is counted.
 Losses that torch decomposes (l1, kl_div, cross-entropy with probabilities or label smoothing, hinge, cosine and
-triplet margin losses) are priced op by op. multi_margin_loss, multilabel_margin_loss and ctc_loss (CPU kernels only,
-with data-dependent work) have no formula: they are reported as uncounted.
+triplet margin losses) are priced op by op.
+
+``multi_margin_loss`` (N samples of C classes, or one of C) follows the CPU kernel, the larger branch where it
+branches on the data (a class inside the margin): per sample, for each of the C - 1 other classes z = margin - x_y +
+x_c (2), compare z > 0 (1), z * z at p = 2 (1), times the target's weight (1, with ``weight``), added into the
+sample's sum (C - 2 adds over the C - 1 classes), and one divide by C: (C - 1) (4 + [p = 2] + [weight]) a sample;
+then the batch's reduction. Its backward is priced in :mod:`backward`. multilabel_margin_loss (how many targets a
+sample has is data: its list ends at the first -1) and ctc_loss (CPU kernels only, with data-dependent work) have no
+formula: they are reported as uncounted.
 """
 
 from __future__ import annotations
@@ -84,3 +91,27 @@ register_many(["aten::huber_loss"], _elementwise_loss(5))
 register_many(["aten::soft_margin_loss"], _elementwise_loss(4))
 register_many(["aten::binary_cross_entropy"], _elementwise_loss(9))
 register_many(["aten::binary_cross_entropy_with_logits"], _elementwise_loss(9))
+
+
+def margin_samples(call: OpCall) -> tuple[int, int]:
+    """(samples, classes) of a multi_margin_loss call or its backward: (N, C) for an input of N x C, (1, C) for C."""
+    x = call.arg("self")
+    classes = int(x.shape[-1]) if x.dim() else 1
+    return (int(x.shape[0]) if x.dim() == 2 else 1), classes
+
+
+def margin_extras(call: OpCall) -> tuple[bool, bool]:
+    """(p is 2, a weight is given) of a multi_margin_loss call or its backward."""
+    return int(call.arg("p", 1)) == 2, call.arg("weight") is not None
+
+
+def _multi_margin(call: OpCall) -> Cost:
+    if not is_floating(call.arg("self")):
+        return ZERO
+    n, c = margin_samples(call)
+    squared, weighted = margin_extras(call)
+    per_sample = max(c - 1, 0) * (4 + squared + weighted)
+    return Cost(other_flops=n * per_sample + reduction_flops(n, int(call.arg("reduction", MEAN))))
+
+
+register_many(["aten::multi_margin_loss"], _multi_margin)

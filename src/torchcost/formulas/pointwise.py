@@ -180,12 +180,28 @@ def _norm(call: OpCall) -> Cost:
         return ZERO
     n_in, n_out = _reduced(call)
     ord_ = call.arg("ord", None) if call.key == "aten::linalg_vector_norm" else call.arg("p", None)
-    p = 2.0 if ord_ is None else float(ord_)
+    return Cost(other_flops=norm_flops(n_in, n_out, 2.0 if ord_ is None else float(ord_)))
+
+
+def norm_flops(n_in: int, n_out: int, p: float) -> int:
+    """FLOPs of n_out p-norms of n_in elements in all (:func:`_norm`)."""
     if p == 2:
-        return Cost(other_flops=2 * n_in)  # n squares + (n - 1) adds per output, + 1 sqrt per output
+        return 2 * n_in  # n squares + (n - 1) adds per output, + 1 sqrt per output
     if p in (1.0, 0.0, float("inf"), float("-inf")):
-        return Cost(other_flops=2 * n_in - n_out)
-    return Cost(other_flops=3 * n_in)  # 2n + (n - 1) + 1 per output
+        return 2 * n_in - n_out
+    return 3 * n_in  # 2n + (n - 1) + 1 per output
+
+
+def _renorm(call: OpCall) -> Cost:
+    """renorm(self, p, dim, maxnorm): each of the size(dim) slices' p-norm (as :func:`_norm`), its factor
+    maxnorm / (norm + 1e-7) where the norm is above maxnorm (compare, add, divide: 3, the larger branch), and every
+    element times its slice's factor (n)."""
+    x = call.args[0]
+    if not is_floating(x):
+        return ZERO
+    n = x.numel()
+    slices = int(x.shape[int(call.arg("dim"))]) if x.dim() else 1
+    return Cost(other_flops=norm_flops(n, slices, float(call.arg("p"))) + 3 * slices + n)
 
 
 def _cumulative(call: OpCall) -> Cost:
@@ -270,6 +286,7 @@ register_many(["aten::mean", "aten::nanmean"], _mean)
 register_many(["aten::var", "aten::var_mean"], lambda call: _var(call, 0))
 register_many(["aten::std", "aten::std_mean"], lambda call: _var(call, 1))
 register_many(["aten::linalg_vector_norm", "aten::norm"], _norm)
+register_many(["aten::renorm", "aten::renorm_"], _renorm)
 register_many(["aten::cumsum", "aten::cumsum_", "aten::cumprod", "aten::cumprod_", "aten::cummax", "aten::cummin"],
               _cumulative)
 register_many(["aten::logsumexp"], _logsumexp)
