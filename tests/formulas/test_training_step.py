@@ -259,3 +259,46 @@ def test_a_dict_with_a_tensor_that_is_not_a_loss_keeps_the_first_floating_rule()
     # the first floating tensor, a scalar, is the loss as it is: no loss op at all
     assert (r.phase("loss").macs, r.phase("loss").flops) == (0, 0)
     assert r.memory is not None and r.memory.loss == "the output's scalar, as it is"
+
+
+class _Refined(nn.Module):
+    """Returns a list of predictions of one shape, each refining the last (as RAFT's flow after each update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.update = nn.Linear(10, 2, bias=False), nn.Linear(2, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        y = self.first(x)
+        out = [y]
+        for _ in range(2):
+            y = y + self.update(y)
+            out.append(y)
+        return out
+
+
+def test_a_list_of_predictions_is_summed_by_the_default_loss() -> None:
+    # 3 predictions of (4, 2): each's mean square, pow 8 + mean 8 (7 adds, 1 divide) = 16, and 2 adds: 50
+    r = torchcost.analyze(_Refined(), input_size=(4, 10), mode="train")
+    assert r.phase("loss").flops == 3 * (8 + 8) + 2 == 50
+    assert r.memory is not None and r.memory.loss == "sum(o.float().pow(2).mean() for o in out)"
+    # every refinement is in the backward: the first Linear's weight gradient (4 x 10 x 2 = 80 MACs), the update's
+    # (2 calls, 4 x 2 x 2 = 16 each) and its input gradients (16 each); the first prediction alone would reach only
+    # the first Linear (80)
+    assert r.phase("backward").weight_grad_macs == 80 + 2 * 16
+    assert r.phase("backward").input_grad_macs == 2 * 16
+
+
+def test_a_tuple_of_different_shapes_keeps_the_first_tensor_rule() -> None:
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(10, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.a(x)
+            return y, y.sum(-1)
+
+    r = torchcost.analyze(Pair(), input_size=(4, 10), mode="train")
+    # the first, (4, 2): pow 8 + mean 8 = 16
+    assert r.phase("loss").flops == 16 and r.memory is not None and r.memory.loss == "out.float().pow(2).mean()"

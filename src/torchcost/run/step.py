@@ -58,6 +58,7 @@ __all__ = [
     "make_twin",
     "optimizer_tensors",
     "plain_step",
+    "predictions",
     "warm_optimizer",
 ]
 
@@ -717,12 +718,23 @@ def optimizer_tensors(opt: torch.optim.Optimizer | None) -> list[torch.Tensor]:
 # -- loss -----------------------------------------------------------------------------------------------------------
 
 def default_loss(out: Any) -> torch.Tensor:
-    """The sum of the output's losses where it is a dict of them (:func:`loss_terms`: a torchvision detection model
-    in training), added in the dict's order; else the output's first floating tensor: itself when it is a scalar (a
-    loss the model computed), else its mean square in float32."""
+    """The step's loss when no ``loss_fn`` is given, by what the output is (:func:`default_loss_name` names it):
+
+    * a dict of losses (:func:`loss_terms`: a torchvision detection model in training): their sum, in the dict's
+      order;
+    * a list or tuple of predictions (:func:`predictions`: RAFT's flow after each of its refinements): the sum of
+      their mean squares in float32, in order;
+    * else the output's first floating tensor: itself when it is a scalar (a loss the model computed), else its mean
+      square in float32.
+
+    The first value alone of the first two would leave the other losses' heads, or the later refinements, out of
+    the backward, where the model's own training loss takes them all."""
     terms = loss_terms(out)
     if terms is not None:
         return functools.reduce(operator.add, terms)
+    several = predictions(out)
+    if several is not None:
+        return functools.reduce(operator.add, (t.float().pow(2).mean() for t in several))
     t = first(out, torch.Tensor.is_floating_point)
     if t is None:
         raise InputError("the model's output holds no floating-point tensor to make a loss from; pass loss_fn=")
@@ -731,8 +743,7 @@ def default_loss(out: Any) -> torch.Tensor:
 
 def loss_terms(out: Any) -> list[torch.Tensor] | None:
     """The values of ``out`` where it is a non-empty mapping whose values are all floating-point scalar tensors (the
-    dict of losses a torchvision detection model returns in training); else None. Its first value alone, as the
-    rule for other outputs would take it, would leave the other losses' parts of the model out of the backward."""
+    dict of losses a torchvision detection model returns in training); else None."""
     if not isinstance(out, Mapping) or not out:
         return None
     values = list(out.values())
@@ -741,15 +752,33 @@ def loss_terms(out: Any) -> list[torch.Tensor] | None:
     return None
 
 
+def predictions(out: Any) -> list[torch.Tensor] | None:
+    """The items of ``out`` where it is a list or tuple of two or more floating-point tensors of one shape and dtype,
+    not scalars (several predictions of one thing: RAFT's flow after each refinement, deep supervision's outputs);
+    else None. A tuple of tensors of different shapes (a tuple-returning transformers model, an RNN's output and
+    state) keeps the first-tensor rule."""
+    if type(out) not in (list, tuple) or len(out) < 2:
+        return None
+    head = out[0]
+    if not isinstance(head, torch.Tensor) or not head.is_floating_point() or head.dim() == 0:
+        return None
+    if all(isinstance(t, torch.Tensor) and t.shape == head.shape and t.dtype == head.dtype for t in out):
+        return list(out)
+    return None
+
+
 def default_loss_name(out: Any) -> str:
     """How the report names the default loss of ``out``, as :func:`default_loss` takes it."""
     if loss_terms(out) is not None:
         return SUMMED_LOSS_NAME
+    if predictions(out) is not None:
+        return PREDICTIONS_LOSS_NAME
     t = first(out, torch.Tensor.is_floating_point)
     return SCALAR_LOSS_NAME if t is not None and t.dim() == 0 else DEFAULT_LOSS_NAME
 
 
 SUMMED_LOSS_NAME = "sum(out.values())"
+PREDICTIONS_LOSS_NAME = "sum(o.float().pow(2).mean() for o in out)"
 SCALAR_LOSS_NAME = "the output's scalar, as it is"
 DEFAULT_LOSS_NAME = "out.float().pow(2).mean()"
 
