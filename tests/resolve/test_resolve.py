@@ -751,3 +751,49 @@ def test_a_vision_language_model_that_runs_on_its_text_alone_gets_no_patches(tmp
         built = resolve(spec, seq_len=16, meta=meta)
         assert "pixel_values" not in built.kwargs and "spatial_shapes" not in built.kwargs
         assert built.description.endswith("; text only: no image, so its vision tower does not run)")
+
+
+class _SizedImages(nn.Module):
+    """Takes pixel_values of one side only (as SAM 2 its 1024: its embeddings are reshaped to a fixed grid), or of at
+    least ``smallest`` (as Depth Pro its 1536: 384-pixel patches at its smallest scale, 0.25)."""
+
+    def __init__(self, side: int | None = None, smallest: int = 1) -> None:
+        super().__init__()
+        self.side, self.smallest = side, smallest
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        h = pixel_values.shape[-1]
+        if (self.side is not None and h != self.side) or h < self.smallest:
+            raise ValueError(f"image side {h} is not one this model takes")
+        return self.conv(pixel_values)
+
+
+class _Config:
+    """A stand-in for a transformers config: attributes, sub-configs recognised by their to_dict."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def test_a_vision_model_without_an_image_size_of_its_own_gets_one_that_runs() -> None:
+    # no image_size on the config or its vision config: its sub-configs' sizes first (SAM 2: its backbone's and
+    # prompt encoder's 1024), then 224, 384, 512, 1024, 1536, the first a probe forward runs with
+    nested = _Config(prompt_encoder_config=_Config(image_size=64), backbone=_Config(inner=_Config(image_size=[96, 96])))
+    assert hf_source._nested_sizes(nested) == [(64, 64), (96, 96)]
+    assert hf_source._image_shape(_SizedImages(side=96), nested, 1, torch.float32) == (1, 3, 96, 96)
+    assert hf_source._image_shape(_SizedImages(smallest=1000), _Config(), 2, torch.float32) == (2, 3, 1024, 1024)
+    assert hf_source._image_shape(_SizedImages(), _Config(), 1, torch.float32) == (1, 3, 224, 224)  # as before
+    # a config's own size is taken as it is, without a probe (a model that refuses it says so in the analysis)
+    assert hf_source._image_shape(_SizedImages(side=96), _Config(image_size=32), 1, torch.float32) == (1, 3, 32, 32)
+
+
+def test_sam2_gets_its_1024_pixels(tmp_path: Any) -> None:
+    # SAM 2's default config gives its size only in sub-configs (the backbone's [1024, 1024], the prompt
+    # encoder's 1024); at 224 its mask decoder's reshape to the 64 x 64 grid of image embeddings failed
+    pytest.importorskip("transformers")
+    built = resolve(_tiny_config(tmp_path, "sam2", "Sam2Model"), meta=True)
+    assert tuple(built.kwargs["pixel_values"].shape) == (1, 3, 1024, 1024)

@@ -11,11 +11,13 @@ in the config's own dtype (``torch_dtype``/``dtype``; float32 when it names none
 Default inputs: text models get ``input_ids`` of 1 x 128 tokens (int64, random within the vocabulary; the sequence
 length is capped at the config's maximum positions), an ``attention_mask`` of ones when the forward takes one, and
 ``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of 1 x channels x
-image_size x image_size; audio models ``input_values`` (one second of waveform) or ``input_features`` (a
-spectrogram), in the layout a probe forward takes (:func:`_audio_inputs`); time-series models ``past_values`` of the
-config's context length (:func:`_series_inputs`); vision towers that take their image as patches already cut get
-them with their grid: SigLIP 2's NaFlex patches, mask and spatial shapes (:func:`_patches`), the Qwen2-VL layout's
-patch sequence and ``grid_thw`` (:func:`_grid_inputs`: Qwen2.5-VL, Qwen3-VL, GLM-4V, Kimi and others). On the meta
+image_size x image_size (where the config and its vision config give no image size, the first a probe forward runs
+with of its sub-configs' sizes, then 224, 384, 512, 1024 and 1536: :func:`_image_shape`); audio models
+``input_values`` (one second of waveform) or ``input_features`` (a spectrogram), in the layout a probe forward takes
+(:func:`_audio_inputs`); time-series models ``past_values`` of the config's context length (:func:`_series_inputs`);
+vision towers that take their image as patches already cut get them with their grid: SigLIP 2's NaFlex patches, mask
+and spatial shapes (:func:`_patches`), the Qwen2-VL layout's patch sequence and ``grid_thw`` (:func:`_grid_inputs`:
+Qwen2.5-VL, Qwen3-VL, GLM-4V, Kimi and others). On the meta
 device, where transformers' mask code cannot read
 values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d
 mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu
@@ -500,24 +502,58 @@ def _grid_inputs(model: nn.Module, config: Any, params: Any, grid: str, batch: i
     return (), made(shape, device), said
 
 
+# square sides a vision model whose config gives no image size of its own is tried at after its sub-configs' sizes,
+# in this order (the common default first; Depth Pro's 1536 = its 384-pixel patches at its smallest scale, 0.25)
+_TRIED_SIDES = (224, 384, 512, 1024, 1536)
+
+
 def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
     """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
-    1024); a video model's (a config with ``num_frames``: VideoMAE, ViViT, TimeSformer) batch x frames x channels x
-    side where a probe forward (:func:`_first_that_runs`) runs with that and not with a single image."""
+    1024); where neither gives one, the first that a probe forward (:func:`_furthest`) runs with of the sizes its
+    other sub-configs give (SAM 2's backbone and prompt encoder: 1024), then :data:`_TRIED_SIDES` (a model that
+    takes 224, as most do, gets it as before; Depth Pro 1536); a video model's (a config with ``num_frames``:
+    VideoMAE, ViViT, TimeSformer) batch x frames x channels x side where a probe runs with that and not with a
+    single image."""
     vision = getattr(config, "vision_config", None)
-    size = next((s for s in (getattr(config, "image_size", None), getattr(vision, "image_size", None))
-                 if isinstance(s, (int, list, tuple))), 224)
-    side = (size, size) if isinstance(size, int) else tuple(size)
     channels = next((c for c in (getattr(config, "num_channels", None), getattr(vision, "num_channels", None))
                      if isinstance(c, int)), 3)
-    image = (batch, channels, *side)
+    size = next((s for s in (getattr(config, "image_size", None), getattr(vision, "image_size", None))
+                 if isinstance(s, (int, list, tuple))), None)
+    if size is not None:
+        image = (batch, channels, *((size, size) if isinstance(size, int) else tuple(size)))
+    else:
+        sides = list(dict.fromkeys([*_nested_sizes(config), *((s, s) for s in _TRIED_SIDES)]))
+        shapes = [(batch, channels, *side) for side in sides]
+        found = _furthest(model, [{"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
+                                  for shape in shapes])
+        image = shapes[found if found is not None else 0]
     frames = getattr(config, "num_frames", None)
     if not isinstance(frames, int) or frames < 1:
         return image
-    video = (batch, frames, channels, *side)
+    video = (batch, frames, channels, *image[2:])
     found = _first_that_runs(model, [{"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
                                      for shape in (image, video)])
     return video if found == 1 else image
+
+
+def _nested_sizes(config: Any, depth: int = 3) -> list[tuple[int, int]]:
+    """The ``image_size`` values of ``config``'s sub-configs, breadth first, as (height, width)."""
+    found: list[tuple[int, int]] = []
+    level = [config]
+    for _ in range(depth):
+        below = []
+        for part in level:
+            for value in vars(part).values():
+                if not hasattr(value, "to_dict") or not hasattr(value, "__dict__"):
+                    continue
+                size = getattr(value, "image_size", None)
+                if isinstance(size, int) and size > 0:
+                    found.append((size, size))
+                elif isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+                    found.append((int(size[0]), int(size[1])))
+                below.append(value)
+        level = below
+    return found
 
 
 def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOptions,
