@@ -29,3 +29,21 @@ def test_compare_makes_token_inputs_with_input_dtype() -> None:
     assert c.row("macs").values == (1_024, 2_048)
     with pytest.raises(torchcost.errors.DtypeError, match=r"layer '0' \(Embedding\)"):  # float ids: named
         torchcost.compare(small, wide, input_size=(2, 8), dtype=torch.float32)
+
+
+def test_compare_builds_specs_for_the_step_it_analyses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # mode="train" builds each spec with train=True (a detection model's targets: tests/cli/test_commands.py)
+    import torchcost.api as api
+    from torchcost.resolve import resolve
+
+    asked: list[bool] = []
+
+    def recording(spec: str, **build: object) -> object:
+        asked.append(bool(build.get("train")))
+        return resolve(spec, **build)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api, "resolve", recording)
+    c = torchcost.compare("example:standard_conv", "example:depthwise_separable", mode="train")
+    assert asked == [True, True] and c.row("step_macs").values == (884_736, 368_640)  # tests/cli/test_commands.py
+    torchcost.compare("example:standard_conv", "example:depthwise_separable")
+    assert asked[2:] == [False, False]
