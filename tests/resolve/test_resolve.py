@@ -780,13 +780,14 @@ class _Config:
 
 
 def test_a_vision_model_without_an_image_size_of_its_own_gets_one_that_runs() -> None:
-    # no image_size on the config or its vision config: its sub-configs' sizes first (SAM 2: its backbone's and
-    # prompt encoder's 1024), then 224, 384, 512, 1024, 1536, the first a probe forward runs with
+    # no image_size on the config or its vision config: 224 first (as before), then its sub-configs' sizes (SAM 2:
+    # its backbone's and prompt encoder's 1024), then 384, 512, 1024, 1536: the first a probe forward runs with
     nested = _Config(prompt_encoder_config=_Config(image_size=64), backbone=_Config(inner=_Config(image_size=[96, 96])))
     assert hf_source._nested_sizes(nested) == [(64, 64), (96, 96)]
     assert hf_source._image_shape(_SizedImages(side=96), nested, 1, torch.float32) == (1, 3, 96, 96)
     assert hf_source._image_shape(_SizedImages(smallest=1000), _Config(), 2, torch.float32) == (2, 3, 1024, 1024)
     assert hf_source._image_shape(_SizedImages(), _Config(), 1, torch.float32) == (1, 3, 224, 224)  # as before
+    assert hf_source._image_shape(_SizedImages(), nested, 1, torch.float32) == (1, 3, 224, 224)  # 224 runs: kept
     # a config's own size is taken as it is, without a probe (a model that refuses it says so in the analysis)
     assert hf_source._image_shape(_SizedImages(side=96), _Config(image_size=32), 1, torch.float32) == (1, 3, 32, 32)
 

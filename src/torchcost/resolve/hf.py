@@ -12,7 +12,7 @@ Default inputs: text models get ``input_ids`` of 1 x 128 tokens (int64, random w
 length is capped at the config's maximum positions), an ``attention_mask`` of ones when the forward takes one, and
 ``decoder_input_ids`` of the same shape for encoder-decoders; vision models get ``pixel_values`` of 1 x channels x
 image_size x image_size (where the config and its vision config give no image size, the first a probe forward runs
-with of its sub-configs' sizes, then 224, 384, 512, 1024 and 1536: :func:`_image_shape`); audio models
+with of 224, its sub-configs' sizes, then 384, 512, 1024 and 1536: :func:`_image_shape`); audio models
 ``input_values`` (one second of waveform) or ``input_features`` (a spectrogram), in the layout a probe forward takes
 (:func:`_audio_inputs`); time-series models ``past_values`` of the config's context length (:func:`_series_inputs`);
 vision towers that take their image as patches already cut get them with their grid: SigLIP 2's NaFlex patches, mask
@@ -502,16 +502,18 @@ def _grid_inputs(model: nn.Module, config: Any, params: Any, grid: str, batch: i
     return (), made(shape, device), said
 
 
-# square sides a vision model whose config gives no image size of its own is tried at after its sub-configs' sizes,
-# in this order (the common default first; Depth Pro's 1536 = its 384-pixel patches at its smallest scale, 0.25)
-_TRIED_SIDES = (224, 384, 512, 1024, 1536)
+# square sides a vision model whose config gives no image size of its own is tried at: the common default first (a
+# model that ran at it runs as before), then its sub-configs' sizes, then these (Depth Pro's 1536: its 384-pixel
+# patches at its smallest scale, 0.25)
+_FIRST_SIDE = 224
+_TRIED_SIDES = (384, 512, 1024, 1536)
 
 
 def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) -> tuple[int, ...]:
     """A vision model's pixel_values shape: the config's image size and channels, or its vision config's (SAM's
-    1024); where neither gives one, the first that a probe forward (:func:`_furthest`) runs with of the sizes its
-    other sub-configs give (SAM 2's backbone and prompt encoder: 1024), then :data:`_TRIED_SIDES` (a model that
-    takes 224, as most do, gets it as before; Depth Pro 1536); a video model's (a config with ``num_frames``:
+    1024); where neither gives one, the first that a probe forward (:func:`_furthest`) runs with of 224 (a model
+    that runs with it gets it as before), the sizes its other sub-configs give (SAM 2's backbone and prompt
+    encoder: 1024), then :data:`_TRIED_SIDES` (Depth Pro: 1536); a video model's (a config with ``num_frames``:
     VideoMAE, ViViT, TimeSformer) batch x frames x channels x side where a probe runs with that and not with a
     single image."""
     vision = getattr(config, "vision_config", None)
@@ -522,7 +524,8 @@ def _image_shape(model: nn.Module, config: Any, batch: int, dtype: torch.dtype) 
     if size is not None:
         image = (batch, channels, *((size, size) if isinstance(size, int) else tuple(size)))
     else:
-        sides = list(dict.fromkeys([*_nested_sizes(config), *((s, s) for s in _TRIED_SIDES)]))
+        sides = list(dict.fromkeys([(_FIRST_SIDE, _FIRST_SIDE), *_nested_sizes(config),
+                                    *((s, s) for s in _TRIED_SIDES)]))
         shapes = [(batch, channels, *side) for side in sides]
         found = _furthest(model, [{"pixel_values": torch.empty(shape, dtype=dtype, device="meta")}
                                   for shape in shapes])
