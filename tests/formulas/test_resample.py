@@ -4,6 +4,8 @@ trilinear 21), bicubic 5 cubic interpolations of 7 = 35; nearest is a copy (free
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,83 +94,36 @@ class _Resized(nn.Module):
         return F.interpolate(self.conv(x), size=self.size, mode="bilinear", antialias=True)
 
 
-def _filter(mode: str, x: float) -> float:
-    """torch's anti-aliasing filters: the triangle (bilinear); Keys' cubic with a = -0.5 (bicubic)."""
-    x, a = abs(x), -0.5
-    if mode == "bilinear":
-        return max(1.0 - x, 0.0)
-    if x < 1.0:
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a if x < 2.0 else 0.0
+def _kernel_taps(n_in: int, mode: str, dtype: torch.dtype, **options: Any) -> tuple[tuple[int, ...], int]:
+    """Each output index's taps as torch's own kernel takes them, and the output's size: the width resized with an
+    infinity at input j of row j and zeros elsewhere, so output i of row j is not finite exactly where j is among
+    i's taps (w * inf is +-inf, and a tap of weight 0 gives 0 * inf = nan)."""
+    x = torch.zeros(n_in, 1, 1, n_in, dtype=dtype)
+    for j in range(n_in):
+        x[j, 0, 0, j] = float("inf")
+    y = F.interpolate(x, mode=mode, antialias=True, **options)[:, 0, 0, :]
+    return tuple(int(v) for v in (~torch.isfinite(y)).sum(0)), int(y.shape[-1])
 
 
-@pytest.mark.parametrize(("mode", "sizes"), [("bilinear", (37, 16)), ("bicubic", (37, 16)), ("bilinear", (224, 97)),
-                                             ("bicubic", (7, 16)), ("bilinear", (5, 5)), ("bicubic", (64, 63))])
-def test_antialiased_taps_rebuild_torchs_output(mode: str, sizes: tuple[int, int]) -> None:
-    # an independent check of the taps: the width resampled by hand over exactly aa_taps' taps (first tap at the
-    # centre minus the support, rounded as the kernel rounds), with torch's filter and weights normalised to 1,
-    # gives torch's own output; a tap too many or too few would give other values (float64)
-    n_in, n_out = sizes
-    x = torch.randn(2, 3, n_in, dtype=torch.float64)
-    want = F.interpolate(x[:, :, None], size=(1, n_out), mode=mode, antialias=True)[:, :, 0] if n_in != n_out else x
-    scale = n_in / n_out
-    support = (1.0 if mode == "bilinear" else 2.0) * max(scale, 1.0)
-    taps = aa_taps(n_in, n_out, False, None, 2 if mode == "bilinear" else 4, double=True)
-    got = torch.empty_like(want)
-    for i, size in enumerate(taps):
-        centre = scale * (i + 0.5)
-        low = max(int(centre - support + 0.5), 0)
-        weights = torch.tensor([_filter(mode, (low + j - centre + 0.5) / max(scale, 1.0)) for j in range(size)],
-                               dtype=torch.float64)
-        got[..., i] = (x[..., low:low + size] * (weights / weights.sum())).sum(-1)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+# sizes where float32 and float64 find different taps (2 -> 98, 3 -> 183, ...), shrinking and enlarging
+_AA_PAIRS = [(2, 98), (2, 122), (3, 37), (3, 183), (8, 3), (12, 4), (14, 16), (37, 16), (224, 97), (64, 63),
+             (100, 7), (7, 100)]
 
 
-# -- grid sampling (round 33: uncounted in torchvision's RAFT) -------------------------------------------------------
-# input (2, 3, 5, 6), grid (2, 4, 7, 2): 2*4*7 = 56 locations, 2*3*4*7 = 168 output elements
-
-
-class GridSample(nn.Module):
-    def __init__(self, **options: object) -> None:
-        super().__init__()
-        self.options = options
-
-    def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        return F.grid_sample(x, grid, **self.options)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(("options", "flops"), [
-    # per location 2 coordinates unnormalised (4 each) + 16 for the bilinear corners and weights; 7 per element
-    ({"align_corners": False}, 56 * (2 * 4 + 16) + 168 * 7),  # 2,520
-    # align_corners unnormalises in 3; border clips each coordinate (2)
-    ({"align_corners": True, "padding_mode": "border"}, 56 * (2 * 3 + 16 + 2 * 2) + 168 * 7),  # 2,632
-    # nearest: each coordinate rounded (1) and reflected and clipped (9); a copy per element
-    ({"align_corners": False, "mode": "nearest", "padding_mode": "reflection"}, 56 * (2 * 4 + 2 * (1 + 9))),
-    # bicubic: 54 per location for the coefficients, 35 per element
-    ({"align_corners": False, "mode": "bicubic"}, 56 * (2 * 4 + 54) + 168 * 35),  # 9,352
-])
-def test_grid_sample(options: dict[str, object], flops: int) -> None:
-    r = analyze_both(GridSample(**options), torch.randn(2, 3, 5, 6), torch.rand(2, 4, 7, 2) * 2 - 1)
-    assert r.flops == flops and r.macs == 0 and r.uncounted == ()
-
-
-def test_grid_sample_3d() -> None:
-    # input (1, 2, 3, 4, 5), grid (1, 2, 3, 4, 3): 24 locations, 48 elements; 3 coordinates of 3 (align_corners),
-    # 46 for the 8 corners' weights; 15 per element
-    r = analyze_both(GridSample(align_corners=True), torch.randn(1, 2, 3, 4, 5), torch.rand(1, 2, 3, 4, 3) * 2 - 1)
-    assert r.flops == 24 * (3 * 3 + 46) + 48 * 15 == 2_040
-
-
-def test_grid_sample_backward() -> None:
-    x, grid = torch.randn(2, 3, 5, 6), torch.rand(2, 4, 7, 2) * 2 - 1
-    # (no parameters: the gradients asked are the inputs', as requires_grad says)
-    r = torchcost.analyze(GridSample(align_corners=False), x.requires_grad_(), grid.requires_grad_(), mode="train",
-                          loss_fn=lambda out: out.sum())
-    backward = r.phase("backward")
-    # per location the forward's 24 again and the grid's gradient times 2 factors; per element 8 for the input's
-    # gradient and 24 for the grid's
-    assert backward.flops == 56 * (24 + 2) + 168 * (8 + 24) == 6_832
-    assert backward.uncounted == ()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_taps_are_the_kernels(mode: str, dtype: torch.dtype) -> None:
+    # an oracle for aa_taps: torch's kernel itself, read through infinities (_kernel_taps), at output sizes, scale
+    # factors (the op's scales) and align_corners; a tap of weight 0 counts, as the kernel multiplies it
+    interp, double = (2 if mode == "bilinear" else 4), dtype == torch.float64
+    for n_in, n_out in _AA_PAIRS:
+        assert aa_taps(n_in, n_out, False, None, interp, double) == _kernel_taps(n_in, mode, dtype,
+                                                                                size=(1, n_out))[0]
+    for n_in, factor in ((50, 0.3), (43, 0.77), (22, 1.6), (8, 2.5)):
+        taps, n_out = _kernel_taps(n_in, mode, dtype, scale_factor=(1, factor))
+        assert aa_taps(n_in, n_out, False, factor, interp, double) == taps
+        taps, n_out = _kernel_taps(n_in, mode, dtype, size=(1, int(n_in * factor)), align_corners=True)
+        assert aa_taps(n_in, n_out, True, None, interp, double) == taps
 
 
 def test_timm_vit_at_another_size_resamples_its_position_embedding_counted() -> None:
