@@ -138,3 +138,21 @@ def test_timm_vit_at_another_size_resamples_its_position_embedding_counted() -> 
     r = analyze_both(model.eval(), torch.randn(1, 3, 256, 256))
     assert {o.op: o.flops for o in r.ops}["aten::_upsample_bicubic2d_aa"] == 192 * 14 * 100 + 192 * 16 * 100 == 576_000
     assert r.uncounted == ()
+
+
+@pytest.mark.parametrize(("sizes", "mode"), [((8, 8, 3, 3), "bilinear"), ((8, 8, 8, 3), "bilinear"),
+                                             ((10, 7, 4, 13), "bicubic")])
+def test_antialiased_backward_taps_are_the_kernels(sizes: tuple[int, int, int, int], mode: str) -> None:
+    # the backward kernel adds each output-gradient element into the rows' taps x the columns' taps: with an
+    # infinity at one output-gradient element, exactly those input-gradient elements are not finite. Summed over
+    # the outputs: (the rows' taps summed) x (the columns' taps summed), the formula's count of taps (3 FLOPs each)
+    hi, wi, ho, wo = sizes
+    op = getattr(torch.ops.aten, f"_upsample_{mode}2d_aa_backward")
+    touched = 0
+    for oh in range(ho):
+        for ow in range(wo):
+            grad = torch.zeros(1, 1, ho, wo)
+            grad[0, 0, oh, ow] = float("inf")
+            touched += int((~torch.isfinite(op(grad, [ho, wo], [1, 1, hi, wi], False))).sum())
+    interp = 2 if mode == "bilinear" else 4
+    assert touched == sum(aa_taps(hi, ho, False, None, interp)) * sum(aa_taps(wi, wo, False, None, interp))
