@@ -23,7 +23,8 @@ values are FLOPs, as in :mod:`select`; on integer tensors the ops are free.
   gradient, K * C * ph * pw elements; C / (ph * pw) for the position-sensitive op) is spread back over its s * s
   samples' 4 corners: per corner its weight times the gradient, divided by the sample count, added into the input's
   gradient (3 FLOPs): 12 * s * s per element of ``grad`` (48 at s = 2). The corners and weights are worked out again
-  for each sample and not counted, as in the forward; the same ``sampling_ratio`` rule.
+  for each sample and not counted, as in the forward; the same ``sampling_ratio`` rule. A sample outside the feature
+  map adds nothing; which ones are outside is the boxes' values, so every sample is counted (the larger branch).
 
 ``roi_pool`` (and ``ps_roi_pool``) take a max over a window whose size depends on each box's values: no formula,
 reported as uncounted.
