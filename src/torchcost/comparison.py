@@ -102,7 +102,8 @@ def build_comparison(reports: Sequence[CostReport], names: Sequence[str], specs:
         raise InputError("compare needs at least one model")
     metrics = list(METRICS)
     if any(r.mode == "train" for r in reports):
-        metrics[3:3] = STEP  # (after the forward's FLOPs)
+        after = [key for key, _, _ in metrics].index("flops") + 1  # (after the forward's FLOPs)
+        metrics[after:after] = STEP
     if any(getattr(r, "peak_memory", 0) for r in reports):
         metrics.append(PEAK)
     rows = []

@@ -31,7 +31,6 @@ import contextlib
 import math
 import os
 import re
-import struct
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from torchcost.collect.workspace import FIXED_CUDA_OUTPUTS, register_library_workspace, register_workspace
+from torchcost.formulas._util import float32
 from torchcost.formulas.registry import OpCall
 
 if TYPE_CHECKING:
@@ -188,16 +188,11 @@ for _op in BLAS_OPS:
 # -- flash attention (FlashAttention-2 as vendored in aten/src/ATen/native/transformers/cuda/flash_attn) -----------
 
 
-def _f32(x: float) -> float:
-    """``x`` as a C ``float`` holds it (the split heuristic computes in single precision)."""
-    return float(struct.unpack("f", struct.pack("f", x))[0])
-
-
 def flash_num_splits(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128) -> int:
     """``num_splits_heuristic`` of flash_api.cpp: 1 when the blocks almost fill the SMs (>= 0.8 of them), else the
     smallest eligible split count whose wave efficiency reaches 85 % of the best, up to min(max_splits, SMs,
     key blocks); a count is eligible when it changes ceil(key blocks / splits)."""
-    if batch_nheads_mblocks >= _f32(_f32(0.8) * num_sms):
+    if batch_nheads_mblocks >= float32(float32(0.8) * num_sms):
         return 1
     max_splits = min(max_splits, num_sms, num_n_blocks)
 
@@ -206,8 +201,8 @@ def flash_num_splits(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int,
 
     efficiency = []
     for s in range(1, max_splits + 1):
-        waves = _f32(batch_nheads_mblocks * s / num_sms)
-        efficiency.append(_f32(waves / math.ceil(waves)) if eligible(s) else 0.0)
+        waves = float32(batch_nheads_mblocks * s / num_sms)
+        efficiency.append(float32(waves / math.ceil(waves)) if eligible(s) else 0.0)
     best = max(efficiency, default=0.0)
     return next((s for s in range(1, max_splits + 1) if eligible(s) and efficiency[s - 1] >= 0.85 * best), 1)
 

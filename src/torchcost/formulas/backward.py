@@ -54,7 +54,7 @@ import math
 from collections.abc import Callable
 
 from torchcost.formulas._util import first_tensor, is_floating
-from torchcost.formulas.loss import MEAN, NONE, margin_extras, margin_samples
+from torchcost.formulas.loss import MEAN, NONE, margin_terms
 from torchcost.formulas.pool import per_dim, window_sum
 from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 from torchcost.formulas.resample import PER_OUTPUT
@@ -314,8 +314,7 @@ def multi_margin_backward_cost(call: OpCall) -> Cost:
     # multi_margin_loss_backward(grad_output, self, target, p, margin, weight, reduction): see the module's docstring
     if not is_floating(call.arg("self")):
         return ZERO
-    n, c = margin_samples(call)
-    squared, weighted = margin_extras(call)
+    n, c, squared, weighted = margin_terms(call)
     return Cost(other_flops=1 + n * max(c - 1, 0) * (4 + 2 * squared + weighted) + n * c)
 
 

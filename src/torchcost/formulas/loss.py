@@ -93,23 +93,19 @@ register_many(["aten::binary_cross_entropy"], _elementwise_loss(9))
 register_many(["aten::binary_cross_entropy_with_logits"], _elementwise_loss(9))
 
 
-def margin_samples(call: OpCall) -> tuple[int, int]:
-    """(samples, classes) of a multi_margin_loss call or its backward: (N, C) for an input of N x C, (1, C) for C."""
+def margin_terms(call: OpCall) -> tuple[int, int, bool, bool]:
+    """(samples, classes, p is 2, a weight is given) of a multi_margin_loss call or its backward: N and C for an
+    input of N x C, 1 and C for one of C."""
     x = call.arg("self")
     classes = int(x.shape[-1]) if x.dim() else 1
-    return (int(x.shape[0]) if x.dim() == 2 else 1), classes
-
-
-def margin_extras(call: OpCall) -> tuple[bool, bool]:
-    """(p is 2, a weight is given) of a multi_margin_loss call or its backward."""
-    return int(call.arg("p", 1)) == 2, call.arg("weight") is not None
+    samples = int(x.shape[0]) if x.dim() == 2 else 1
+    return samples, classes, int(call.arg("p", 1)) == 2, call.arg("weight") is not None
 
 
 def _multi_margin(call: OpCall) -> Cost:
     if not is_floating(call.arg("self")):
         return ZERO
-    n, c = margin_samples(call)
-    squared, weighted = margin_extras(call)
+    n, c, squared, weighted = margin_terms(call)
     per_sample = max(c - 1, 0) * (4 + squared + weighted)
     return Cost(other_flops=n * per_sample + reduction_flops(n, int(call.arg("reduction", MEAN))))
 

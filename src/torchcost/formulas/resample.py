@@ -61,11 +61,12 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 from typing import Any
 
+import torch
+
 from torchcost.errors import FormulaError
-from torchcost.formulas._util import first_tensor, is_floating
+from torchcost.formulas._util import first_tensor, float32, is_floating
 from torchcost.formulas.registry import ZERO, Cost, Formula, OpCall, register_many
 
 LINEAR_1D = 3
@@ -102,12 +103,6 @@ for _name, _per in PER_OUTPUT.items():
 AA_INTERP = {"bilinear": 2, "bicubic": 4}  # the filter's support, in input pixels, before it is widened
 
 
-def _f32(x: float) -> float:
-    """``x`` rounded to float32 (one float32 operation: its exact result rounded, as a double rounding of +, -, *
-    and / through float64 gives the correctly rounded float32)."""
-    return float(struct.unpack("f", struct.pack("f", x))[0])
-
-
 @functools.lru_cache(maxsize=1024)
 def aa_taps(in_size: int, out_size: int, align_corners: bool, scale: float | None, interp: int,
             double: bool = False) -> tuple[int, ...]:
@@ -115,7 +110,7 @@ def aa_taps(in_size: int, out_size: int, align_corners: bool, scale: float | Non
     CPU kernel finds them (``area_pixel_compute_scale`` and ``_compute_indices_min_size_weights_aa``), in float32
     (``double``: float64) where the kernel computes in the input's dtype: ``interp`` 2 bilinear, 4 bicubic;
     ``scale`` the op's ``scales_h``/``scales_w`` argument (an output/input factor, or None)."""
-    r = (lambda v: v) if double else _f32
+    r = (lambda v: v) if double else float32
     if align_corners:
         ratio = r((in_size - 1) / (out_size - 1)) if out_size > 1 else 0.0
     else:
@@ -131,18 +126,19 @@ def aa_taps(in_size: int, out_size: int, align_corners: bool, scale: float | Non
     return tuple(taps)
 
 
-def _aa_sizes(call: OpCall, interp: int, backward: bool) -> tuple[int, int, list[tuple[int, ...]], list[int]]:
-    """(batch x channels, the input's elements per channel, the taps of the height's and the width's output
-    indices, the output's height and width) of an anti-aliased call."""
+def _aa_sizes(call: OpCall, interp: int, backward: bool
+              ) -> tuple[int, tuple[int, int], tuple[tuple[int, ...], tuple[int, ...]], tuple[int, int]]:
+    """(batch x channels, the input's height and width, the taps of the height's and the width's output indices, the
+    output's height and width) of an anti-aliased call or its backward."""
     first = call.args[0]
-    out_hw = [int(s) for s in call.arg("output_size")]
-    in_shape = [int(s) for s in call.arg("input_size")] if backward else [int(s) for s in first.shape]
-    double = str(first.dtype) == "torch.float64"
+    h_out, w_out = (int(s) for s in call.arg("output_size"))
+    n, c, h_in, w_in = (int(s) for s in (call.arg("input_size") if backward else first.shape))
+    double = first.dtype == torch.float64
     align = bool(call.arg("align_corners"))
-    scales = [call.arg("scales_h"), call.arg("scales_w")]
-    taps = [aa_taps(in_shape[2 + d], out_hw[d], align, None if scales[d] is None else float(scales[d]), interp,
-                    double) for d in (0, 1)]
-    return in_shape[0] * in_shape[1], in_shape[2] * in_shape[3], taps, out_hw
+    scales = [None if v is None else float(v) for v in (call.arg("scales_h"), call.arg("scales_w"))]
+    taps = (aa_taps(h_in, h_out, align, scales[0], interp, double), aa_taps(w_in, w_out, align, scales[1], interp,
+                                                                              double))
+    return n * c, (h_in, w_in), taps, (h_out, w_out)
 
 
 def _aa_cost(interp: int) -> Formula:
@@ -151,8 +147,7 @@ def _aa_cost(interp: int) -> Formula:
         scales_w): the width's pass, then the height's (the module's docstring)."""
         if not is_floating(call.args[0]):
             return ZERO
-        planes, _, (rows, columns), (h_out, w_out) = _aa_sizes(call, interp, backward=False)
-        h_in, w_in = (int(s) for s in call.args[0].shape[-2:])
+        planes, (h_in, w_in), (rows, columns), (h_out, w_out) = _aa_sizes(call, interp, backward=False)
         flops = 0
         if w_out != w_in:
             flops += planes * h_in * sum(2 * max(t, 1) - 1 for t in columns)

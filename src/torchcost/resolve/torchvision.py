@@ -194,8 +194,8 @@ def detection_targets(model: nn.Module, images: list[torch.Tensor]) -> list[dict
             target["masks"] = filled
         if keypoints:
             points = torch.zeros((len(boxes), keypoints, 3), dtype=torch.float32, device=image.device)
-            for k, (x1, y1, x2, y2) in enumerate(boxes):  # spread along the box's diagonal, all visible
-                t = torch.linspace(0.1, 0.9, keypoints)
+            t = torch.linspace(0.1, 0.9, keypoints)  # (spread along each box's diagonal, all visible)
+            for k, (x1, y1, x2, y2) in enumerate(boxes):
                 points[k, :, 0] = x1 + t * (x2 - x1)
                 points[k, :, 1] = y1 + t * (y2 - y1)
                 points[k, :, 2] = 1
