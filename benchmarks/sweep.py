@@ -162,7 +162,7 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
 
     import torchcost
     from torchcost.resolve import resolve
-    from torchcost.resolve.torchvision import detection_targets
+    from torchcost.resolve import torchvision as torchvision_source
 
     options: dict[str, Any] = {}
     if zoo in ("torchvision", "timm"):
@@ -180,7 +180,7 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
     record["params"] = sum(p.numel() for p in {id(p): p for p in first.model.parameters()}.values())
     # the cpu run first (a transformers family only below 400 M parameters), then meta; torchvision's detection
     # models on the cpu only (their resolver refuses meta: the boxes they select are values)
-    detection = "(detection," in first.description
+    detection = zoo == "torchvision" and dict(torchvision_source.names()).get(item) == "detection"
     wheres = ["cpu"] if detection else ["cpu", "meta"] if not hf or record["params"] < 400_000_000 else ["meta"]
     counts: dict[str, tuple[int, int]] = {}
     uncounted: set[str] = set()
@@ -192,7 +192,7 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
             stage[0] = f"{mode} ({where})"
             args = built.args
             if mode == "train" and detection:  # (the targets resolve(..., train=True) adds, for this model)
-                args = (*args, detection_targets(built.model, args[0]))
+                args = (*args, torchvision_source.detection_targets(built.model, args[0]))
             torch.manual_seed(0)  # (a model that draws its structure, LayerDrop, draws the same on cpu and meta)
             report = torchcost.analyze(built.model, *args, kwargs=built.kwargs, mode=mode, target="cpu")
             uncounted.update(_uncounted(report))
