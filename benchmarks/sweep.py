@@ -17,8 +17,9 @@ JSON line: what ran and what it gave. For each model, as far as it gets:
 
 The summary sorts the outcomes: ``ok``; ``config`` (the zoo's own defaults do not build or do not run on the cpu
 either); ``inputs`` (the model needs inputs the resolver does not make: say so with ``--kwargs``/a Python spec);
-``values`` (the forward reads tensor values, which a meta run has not); ``batch 1`` (batch norm in training at the
-default batch of 1: torchcost's error says to give 2); ``meta differs`` (it ran, but the meta build counts other
+``values`` (the forward reads tensor values, which a meta run has not); ``batch 1`` (a training step's batch norm
+refuses one value per channel even at batch 2: where it refuses batch 1, the sweep, as the CLI, analyses the step at
+batch 2 and writes ``"train batch": 2`` in the record); ``meta differs`` (it ran, but the meta build counts other
 than the cpu build: a model's shortcut on its values, such as skipping an all-ones mask, that a run without values
 cannot take); and ``other``, the ones to look at. Round 33's runs are in docs/benchmarks.md.
 """
@@ -161,8 +162,10 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
     import torch
 
     import torchcost
+    from torchcost.api import TRAIN_BATCH
     from torchcost.resolve import resolve
     from torchcost.resolve import torchvision as torchvision_source
+    from torchcost.run.failures import batch_norm_at_one
 
     options: dict[str, Any] = {}
     if zoo in ("torchvision", "timm"):
@@ -194,7 +197,17 @@ def _analyse(record: dict[str, Any], stage: list[str], zoo: str, item: Any, fold
             if mode == "train" and detection:  # (the targets resolve(..., train=True) adds, for this model)
                 args = (*args, torchvision_source.detection_targets(built.model, args[0]))
             torch.manual_seed(0)  # (a model that draws its structure, LayerDrop, draws the same on cpu and meta)
-            report = torchcost.analyze(built.model, *args, kwargs=built.kwargs, mode=mode, target="cpu")
+            try:
+                report = torchcost.analyze(built.model, *args, kwargs=built.kwargs, mode=mode, target="cpu")
+            except torchcost.ModelError as exc:  # (the CLI's default batch: 2 where batch norm refuses 1)
+                if mode != "train" or not batch_norm_at_one(exc):
+                    raise
+                two = {**options, "batch_size": TRAIN_BATCH} if "input_size" not in options else \
+                    {**options, "input_size": [TRAIN_BATCH, *options["input_size"][1:]]}
+                again = resolve(spec, meta=where == "meta", train=detection, **two)
+                torch.manual_seed(0)
+                report = torchcost.analyze(again.model, *again.args, kwargs=again.kwargs, mode=mode, target="cpu")
+                record["train batch"] = TRAIN_BATCH
             uncounted.update(_uncounted(report))
             counts[f"{mode} {where}"] = (report.step_macs, report.step_flops)
         stage[0] = f"clean ({where})"

@@ -17,7 +17,7 @@ from torch import nn
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.collect.workspace_cuda import CudaDevice
 from torchcost.comparison import Comparison, build_comparison
-from torchcost.errors import InputError
+from torchcost.errors import InputError, ModelError
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.inputs import model_dtype, outside_inference_mode, prepare_inputs, run_device_for
 from torchcost.parallel.config import Parallel
@@ -27,13 +27,14 @@ from torchcost.run.build import build_report
 from torchcost.run.checks import refuse_unsupported
 from torchcost.run.concurrency import exclusive
 from torchcost.run.execute import no_full_collections, run
+from torchcost.run.failures import batch_norm_at_one
 from torchcost.run.plan import default_target
 from torchcost.run.step import Mode, StepOptions, check_options
 from torchcost.timing.hardware import Hardware, get_hardware
 from torchcost.timing.measure import TimeOptions, check_timeable, measure_time, time_options
 from torchcost.timing.roofline import predict
 
-__all__ = ["analyze", "compare"]
+__all__ = ["analyze", "analyze_spec", "compare"]
 
 _MODES: tuple[Mode, ...] = ("eval", "train")
 
@@ -197,12 +198,44 @@ def compare(
                             [spec for _, _, spec in done])
 
 
+# the batch a training step is analysed at when the default batch of 1 leaves a batch norm one value per channel
+TRAIN_BATCH = 2
+
+
+def analyze_spec(spec: str, build: Mapping[str, Any], run: Callable[[Resolved], CostReport]
+                 ) -> tuple[Resolved, CostReport]:
+    """``spec`` built (:func:`torchcost.resolve.resolve` with the keyword arguments ``build``) and analysed by
+    ``run``, as the CLI and :func:`compare` do it.
+
+    A training step (``build["train"]``) of inputs whose batch the caller left to the resolver (no ``batch_size``,
+    no ``input_size``: a batch of 1) fails where a batch norm's training statistics get one value per channel
+    (torch refuses: a BatchNorm1d head, or a 1 x 1 map such as a squeeze-excitation's). Then the spec is built again
+    at a batch of :data:`TRAIN_BATCH` and analysed: the description says so, and why. A batch the caller gave is
+    never changed: its failure is the error, which says to give a batch of 2."""
+    resolved = resolve(spec, **build)
+    try:
+        return resolved, run(resolved)
+    except ModelError as exc:
+        if not (build.get("train") and build.get("batch_size") is None and build.get("input_size") is None
+                and batch_norm_at_one(exc) and exc.input_shapes.startswith("[1,")):
+            raise
+        failed = exc
+    del resolved
+    again = resolve(spec, **{**build, "batch_size": TRAIN_BATCH})
+    report = run(again)
+    why = (f"batch {TRAIN_BATCH}, not the default 1: at 1, batch norm '{failed.layer}' ({failed.layer_type}) has one "
+           f"value per channel in training (input {failed.input_shapes})")
+    return replace(again, description=f"{again.description}; {why}"), report
+
+
 def _compared(item: object, build: dict[str, Any], analyze_kwargs: dict[str, Any]) -> tuple[CostReport, str, str]:
     """One model of a comparison: its report, its column label and the spec it was built from ("" if none)."""
     if isinstance(item, CostReport):
         return item, item.model_type, ""
     if isinstance(item, str):
-        item = resolve(item, **build)
+        resolved, report = analyze_spec(item, build, lambda r: analyze(r.model, *r.args, kwargs=r.kwargs,
+                                                                       **analyze_kwargs))
+        return report, resolved.name, resolved.spec
     if isinstance(item, Resolved):
         return analyze(item.model, *item.args, kwargs=item.kwargs, **analyze_kwargs), item.name, item.spec
     if isinstance(item, nn.Module):

@@ -33,7 +33,7 @@ from typing import Any, Literal, NoReturn, TextIO
 import torch
 
 from torchcost._version import __version__
-from torchcost.api import analyze
+from torchcost.api import analyze, analyze_spec
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.collect.recording import live_status
 from torchcost.comparison import Comparison, build_comparison
@@ -191,7 +191,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                         "--input-size: int64 | int32 | bool | float32 | bfloat16 | ... (integers are random ids "
                         "below the first Embedding's size; default: the model's dtype, int64 when its first layer is "
                         "an Embedding)")
-    g.add_argument("--batch-size", type=_positive, metavar="N", help="the leading dimension of every input")
+    g.add_argument("--batch-size", type=_positive, metavar="N",
+                   help="the leading dimension of every input (default: the source's, mostly 1; a training step "
+                        "whose batch norm refuses 1 is analysed at 2, as the first line says)")
     g.add_argument("--seq-len", type=_positive, metavar="N", help="tokens per sequence for text models (default 128)")
     g.add_argument("--dtype", type=_dtype, metavar="DTYPE",
                    help="float32 | float16 | bfloat16 | float64 (default: as built; hf: the config's dtype)")
@@ -614,13 +616,18 @@ class Progress:
 
 def _build_and_analyze(spec: str, args: argparse.Namespace, options: AnalysisOptions,
                        progress: Progress) -> tuple[Resolved, CostReport]:
+    """``spec`` built and analysed (:func:`torchcost.api.analyze_spec`: a training step at the default batch that
+    fails for a batch norm's one value per channel is analysed at batch 2, as its description says)."""
     progress.update(f"building {spec}")
-    resolved = resolve(spec, **resolve_options(args))
     what = "a training step" if options.mode == "train" else "one forward pass"
-    progress.update(f"analysing {resolved.spec} ({what})")
     if options.time is not None:  # the timed runs say which run is going on
         options = replace(options, time=replace(options.time, progress=progress.update))
-    return resolved, options.analyze(resolved)
+
+    def analysed(resolved: Resolved) -> CostReport:
+        progress.update(f"analysing {resolved.spec} ({what})")
+        return options.analyze(resolved)
+
+    return analyze_spec(spec, resolve_options(args), analysed)
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -27,7 +27,7 @@ from torchcost.errors import InputError, ModelError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
-from torchcost.run.failures import reads_values
+from torchcost.run.failures import batch_norm_at_one, reads_values
 from torchcost.run.guard import kept
 from torchcost.run.step import Mode, make_twin
 from torchcost.trees import first, map_tensors
@@ -59,7 +59,9 @@ class Allowance:
 
 @dataclass(frozen=True)
 class BatchFit:
-    """The answer of :func:`max_batch_size`. ``int(fit)`` is the batch size (0: not even batch 1 fits)."""
+    """The answer of :func:`max_batch_size`. ``int(fit)`` is the batch size (0: not even batch ``smallest`` fits).
+    ``smallest`` is 2 where a training step cannot run at batch 1 (a batch norm's training statistics get one value
+    per channel there, which torch refuses): the search then starts at 2."""
 
     batch_size: int
     peak_bytes: int  # predicted peak at that batch size (0 when nothing fits)
@@ -73,6 +75,7 @@ class BatchFit:
     limit_reached: bool = False  # the search stopped at ``limit`` with room to spare
     rank: int | None = None  # parallel=: the rank every probe analysed (the batch is that rank's own); else None
     world: int = 1  # parallel=: the simulated world's ranks
+    smallest: int = 1  # the smallest batch the step runs at (2: batch norm in training refuses batch 1)
 
     def __int__(self) -> int:
         return self.batch_size
@@ -190,7 +193,12 @@ class _Probe:
 
         def peak(batch: int) -> int:
             if batch not in peaks:
-                report = self.run(batch, plan[0])
+                try:
+                    report = self.run(batch, plan[0])
+                except ModelError as exc:
+                    if batch == 1 and batch_norm_at_one(exc):
+                        raise _BatchOfOne from exc
+                    raise
                 if plan[0] is not None and plan[0].rank is None and report.parallel is not None:
                     plan[0] = replace(plan[0], rank=report.parallel.rank)
                 note(batch, report)
@@ -200,14 +208,32 @@ class _Probe:
             return allowance.needed(peak(batch)) <= budget_bytes
 
         room = allowance.room(budget_bytes)
-        found = _try_hint(fits, peak, room, limit, hint) if hint is not None else None
-        batch, at_limit = (found, False) if found else search_largest(
-            fits, peak, room, limit, lambda: boundary_from_timelines(timelines, room, limit))
+
+        def predict() -> int | None:
+            return boundary_from_timelines(timelines, room, limit)
+
+        smallest = 1
+        try:
+            found = _try_hint(fits, peak, room, limit, hint) if hint is not None else None
+            batch, at_limit = (found, False) if found else search_largest(fits, peak, room, limit, predict)
+        except _BatchOfOne:  # (the search over batches from 2: the same search, every batch one higher)
+            smallest = 2
+            batch, at_limit = search_largest(lambda b: fits(b + 1), lambda b: peak(b + 1), room, limit - 1,
+                                             lambda: _less_one(predict()))
+            batch = batch + 1 if batch else 0
         best = peaks.get(batch, 0)
         return BatchFit(batch, best, allowance.needed(best) if batch else 0, budget_bytes, allowance.reserve,
                         allowance.fragmentation, self.options["mode"], self.options["target"], tuple(peaks.items()),
                         at_limit, rank=plan[0].rank if plan[0] is not None else None,
-                        world=parallel.world if parallel is not None else 1)
+                        world=parallel.world if parallel is not None else 1, smallest=smallest)
+
+
+class _BatchOfOne(Exception):
+    """A batch search's probe at batch 1 found a training step's batch norm with one value per channel."""
+
+
+def _less_one(batch: int | None) -> int | None:
+    return None if batch is None else batch - 1
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ def fit_lines(fit: BatchFit) -> list[str]:
     who = "" if fit.rank is None else f" per rank (rank {fit.rank} of {fit.world}; each rank's own batch)"
     head = (f"Largest batch{who} within {format_bytes(fit.budget_bytes)} ({allowance}): "
             f"{format_int(fit.batch_size)}")
+    smallest = ([f"  from batch {fit.smallest}: at batch 1 a batch norm's training statistics have one value per "
+                 f"channel, which torch refuses"] if fit.smallest > 1 else [])
     if not fit.batch_size:
-        return [head + " (not even batch 1 fits)"]
+        return [head + f" (not even batch {fit.smallest} fits)", *smallest]
     more = " (stopped at the search limit)" if fit.limit_reached else ""
     return [head + more, f"  at batch {format_int(fit.batch_size)}: peak {format_bytes(fit.peak_bytes)}, with the "
-                         f"allowance {format_bytes(fit.needed_bytes)} ({len(fit.probes)} analyses)"]
+                         f"allowance {format_bytes(fit.needed_bytes)} ({len(fit.probes)} analyses)", *smallest]
 
 
 def fit_dict(fit: BatchFit) -> dict[str, object]:

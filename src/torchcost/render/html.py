@@ -209,6 +209,9 @@ def _headline(report: CostReport) -> str:
     return '<section class="tc-headline">' + "".join(cards) + "</section>"
 
 
+_FROM_TWO = " (from batch 2: at batch 1 a batch norm in training has one value per channel)"
+
+
 def _fit_bar(report: CostReport, budget: int | None, fit: BatchFit | None) -> str:
     """How the peak sits in the budget: a bar, and the largest batch when the search ran."""
     if fit is not None:
@@ -230,7 +233,8 @@ def _fit_bar(report: CostReport, budget: int | None, fit: BatchFit | None) -> st
     if fit is not None:
         batch = (f'<div class="tc-fit-batch">Largest batch within the budget: <b>{format_int(fit.batch_size)}</b>'
                  f"{' (stopped at the search limit)' if fit.limit_reached else ''}"
-                 f"{' (not even batch 1 fits)' if not fit.batch_size else ''}"
+                 f"{f' (not even batch {fit.smallest} fits)' if not fit.batch_size else ''}"
+                 f"{_FROM_TWO if fit.smallest > 1 else ''}"
                  f" &middot; peak there {format_bytes(fit.peak_bytes)}</div>")
     cls = "tc-fit-ok" if fits else "tc-fit-over"
     return (f'<section class="tc-fit {cls}" id="tc-fit"><div class="tc-fit-text">{html.escape(text)}</div>'

@@ -19,7 +19,8 @@ from torchcost.collect.scope import ScopeTracker
 from torchcost.errors import DtypeError, ModelError, ShapeError, TorchcostError, first_line
 from torchcost.shapes import describe
 
-__all__ = ["forward_failures", "quiet_meta_failures", "step_failure", "step_failures", "wrap_failure"]
+__all__ = ["batch_norm_at_one", "forward_failures", "quiet_meta_failures", "step_failure", "step_failures",
+           "wrap_failure"]
 
 _DTYPE_WORDS = ("dtype", "scalar type", "expected tensor for argument", "must have the same type",
                 "should be the same", "index tensor", "not implemented for")
@@ -69,9 +70,19 @@ def reads_values(reason: str) -> bool:
     return any(key in lowered for key in VALUE_READS)
 
 
+# torch's reason for a batch norm in training on one value per channel (a batch of 1 on a 1 x 1 map, or on BatchNorm1d)
+_ONE_VALUE = "expected more than 1 value per channel when training"
+
+
+def batch_norm_at_one(exc: BaseException) -> bool:
+    """Whether ``exc`` is a layer's failure (:func:`wrap_failure`) for a batch norm's training statistics over one
+    value per channel."""
+    return isinstance(exc, ModelError) and _ONE_VALUE in exc.reason.lower()
+
+
 # what to do about a failure whose reason holds the key: torch says why, not what the user can change
 _HINTS = (
-    ("expected more than 1 value per channel when training",
+    (_ONE_VALUE,
      " (batch norm's training statistics need more than one value per channel: give a batch of 2 or more, CLI "
      "--batch-size 2, or a larger input)"),
     ("targets should not be none when in training mode",
