@@ -23,6 +23,7 @@ from torch import nn
 
 from torchcost.api import analyze
 from torchcost.collect.probe import KernelMemory
+from torchcost.collect.shadows import LIMIT, known_input, known_values
 from torchcost.errors import InputError, ModelError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.parallel.config import Parallel
@@ -350,11 +351,17 @@ def _probe_kwargs(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rebatch(obj: Any, old: int, new: int) -> Any:
-    """``obj`` with meta tensors whose leading (batch) dimension ``old`` becomes ``new``."""
+    """``obj`` with meta tensors whose leading (batch) dimension ``old`` becomes ``new``. Values torchcost knows (token
+    ids, masks: collect/shadows.py) stay known, the rows repeated in turn to fill the new batch."""
 
     def resize(t: torch.Tensor) -> torch.Tensor:
+        values = known_values(t)
         if t.dim() == 0 or t.shape[0] != old:
-            return t if t.device.type == "meta" else torch.empty_like(t, device="meta")
+            if t.device.type == "meta":
+                return t
+            return known_input(values, "meta") if values is not None else torch.empty_like(t, device="meta")
+        if values is not None and new * math.prod(t.shape[1:]) <= LIMIT:
+            return known_input(values[torch.arange(new) % old], "meta")
         return torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
 
     return map_tensors(obj, resize)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchcost.collect.shadows import LIMIT, known_input
 from torchcost.errors import InputError
 from torchcost.trees import map_tensors, tensors_in
 from torchcost.units import format_bytes
@@ -140,9 +141,12 @@ def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) 
 
 
 def int_input(shape: Sequence[int], high: int, device: torch.device) -> torch.Tensor:
-    """Random int64 values in [0, high), e.g. token ids within a vocabulary."""
+    """Random int64 values in [0, high), e.g. token ids within a vocabulary. On the meta device the same values are
+    drawn on the CPU and kept for a run that reads them (collect/shadows.py), where they are few enough to follow."""
     if device.type == "meta":
-        return torch.empty(tuple(shape), dtype=torch.int64, device=device)
+        if math.prod(shape) > LIMIT:
+            return torch.empty(tuple(shape), dtype=torch.int64, device=device)
+        return known_input(int_input(shape, high, torch.device("cpu")), device)
     gen = torch.Generator(device=device).manual_seed(0)
     return torch.randint(0, max(1, high), tuple(shape), dtype=torch.int64, device=device, generator=gen)
 

@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.ops import OpCollector
+from torchcost.collect.shadows import MADE, Shadows
 from torchcost.collect.unwritten import READS, Unwritten
 from torchcost.formulas.registry import OpCall
 
@@ -47,6 +48,8 @@ class _Kind(enum.Enum):
     REENTER = "reenter"  # a Python function of torch.nn.functional that may call a composite: its body runs with
     # this mode back on
     READS = "reads"  # a method that reads a tensor's data past the dispatcher (collect/unwritten.py's READS)
+    MADE = "made"  # a tensor made from Python data (torch.tensor): on meta, no op of the dispatcher makes it
+
 
 
 # the names under which the composites' functions are reached from Python code
@@ -85,6 +88,8 @@ def _classify(func: Callable[..., Any]) -> _Kind:
         return _Kind.COMPOSITE
     if func in READS:
         return _Kind.READS
+    if func in MADE:
+        return _Kind.MADE
     if (inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional"
             and _may_call_composite(func)):
         return _Kind.REENTER
@@ -103,6 +108,7 @@ class CompositeCatcher(TorchFunctionMode):
         self._kinds: dict[Callable[..., Any], _Kind] = {}
         self._inside: set[Callable[..., Any]] = set()
         self.unwritten: Unwritten | None = None  # a run that skips kernels (collect/unwritten.py), else None
+        self.shadows: Shadows | None = None  # a meta run: the values it follows (collect/shadows.py), else None
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kind = self._kinds.get(func)
@@ -118,6 +124,10 @@ class CompositeCatcher(TorchFunctionMode):
                 if self.unwritten:
                     self.unwritten.read(func, args, kwargs)
                 out = func(*args, **kwargs)
+            elif kind is _Kind.MADE:
+                out = func(*args, **kwargs)
+                if self.shadows is not None:
+                    self.shadows.made(func, args, kwargs, out)
             else:
                 out = self._reenter(func, types, args, kwargs)
         if self.tag is not None:

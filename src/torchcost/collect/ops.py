@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.shadows import Shadows
 from torchcost.collect.sharded import on_shards
 from torchcost.collect.unwritten import Unwritten
 from torchcost.errors import FormulaError
@@ -799,6 +800,8 @@ class DispatchCollector(TorchDispatchMode):
         self._short = FakeShortcuts(emulate) if twin else None
         # a run that skips kernels: the storages whose values it did not compute (collect/unwritten.py), else None
         self.unwritten: Unwritten | None = None
+        # a meta run: the values it knows of its tensors (collect/shadows.py), else None
+        self.shadows: Shadows | None = None
         # while a real optimizer step is written down as tapes (collect/tape.py): told of each op after the
         # collectors, with its output and price key
         self.taping: Callable[[Any, tuple[Any, ...], dict[str, Any], Any, Any], None] | None = None
@@ -835,6 +838,15 @@ class DispatchCollector(TorchDispatchMode):
                 seen.add(id(t))
         return tuple(fixed) if fixed is not None else out
 
+    @staticmethod
+    def _on_twin(short: FakeShortcuts, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The op on the twin's tensors: the shortcuts' answer, else run (:attr:`FakeShortcuts.priced` and
+        :attr:`FakeShortcuts.viewed` then say what the answer was)."""
+        out = short.answer(func, args, kwargs)
+        if out is MISS:
+            out = short.run(func, args, kwargs)
+        return out
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         short = self._short
         if func is _DEVICE and short is not None:  # a fake tensor asking its device: not an op that ran
@@ -853,15 +865,20 @@ class DispatchCollector(TorchDispatchMode):
         memo = viewed = None
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
+        shadows = self.shadows
+        known = shadows.knows(func, args, kwargs) if shadows is not None else False
         if reads:
             out = unwritten.run(func, args, kwargs)  # type: ignore[union-attr]
         elif short is None:
             out = func(*args, **kwargs)
-        else:
-            out = short.answer(func, args, kwargs)
+        elif known:
+            out = shadows.run(func, args, kwargs, lambda: self._on_twin(short, func, args, kwargs))  # type: ignore
             memo, viewed = short.priced, short.viewed
-            if out is MISS:
-                out = short.run(func, args, kwargs)
+        else:
+            out = self._on_twin(short, func, args, kwargs)
+            memo, viewed = short.priced, short.viewed
+            if shadows is not None:
+                shadows.unknown(func, args, kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:

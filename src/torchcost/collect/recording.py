@@ -41,6 +41,7 @@ from torchcost.collect.memory import MemoryMode, MemoryTracker, NodeTags, Phase
 from torchcost.collect.ops import DispatchCollector, OpCollector, StepScope
 from torchcost.collect.probe import KernelMemory
 from torchcost.collect.scope import ScopeTracker
+from torchcost.collect.shadows import Shadows
 from torchcost.collect.unwritten import Unwritten
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.formulas.registry import FormulaRegistry
@@ -99,7 +100,8 @@ class Recording:
     def __init__(self, model: nn.Module, registry: FormulaRegistry, *, memory: MemorySettings | None = None,
                  train: bool = False, emulate: str | None = None,
                  watch: Callable[[Any, tuple[Any, ...], dict[str, Any]], None] | None = None,
-                 direct: bool = False, twin: bool = False, unwritten: Unwritten | None = None) -> None:
+                 direct: bool = False, twin: bool = False, unwritten: Unwritten | None = None,
+                 shadows: Shadows | None = None) -> None:
         self.scope = ScopeTracker(model)
         self.ops = OpCollector(registry, self.scope)
         self.memory = (MemoryTracker(self.scope, round_to=memory.round_to, device_type=memory.device_type,
@@ -114,6 +116,7 @@ class Recording:
         self._twin = twin
         # the direct leaves may skip their kernels (collect/unwritten.py): the values the run did not compute
         self.unwritten = unwritten if direct else None
+        self.shadows = shadows  # a meta run: the values it follows (collect/shadows.py), else None
         self._stack = contextlib.ExitStack()
         self.dispatch: DispatchCollector | None = None
         self._catcher: CompositeCatcher | None = None
@@ -149,6 +152,7 @@ class Recording:
             self._catcher = stack.enter_context(CompositeCatcher(self.ops, tag))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin,
                                                                   self._emulate))
+            self.dispatch.shadows = self._catcher.shadows = self.shadows
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 if self.unwritten is not None:
                     self.dispatch.unwritten = self._catcher.unwritten = self.unwritten

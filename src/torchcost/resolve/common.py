@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import torchcost.inputs as _inputs
+from torchcost.collect.shadows import LIMIT, known_input
 from torchcost.errors import InputError, SpecError
 from torchcost.inputs import model_dtype
 from torchcost.run.concurrency import importing
@@ -203,6 +204,15 @@ def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) 
     """:func:`torchcost.inputs.float_input`, refused in one line when it cannot fit where it would be made."""
     _check_room(tuple(shape), dtype, device)
     return _inputs.float_input(shape, dtype, device)
+
+
+def known_full(shape: Sequence[int], value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """``torch.full(shape, value)`` on ``device`` (a mask of ones, a tensor of zeros); on the meta device with its
+    values kept for a run that reads them (collect/shadows.py), where they are few enough to follow."""
+    device = torch.device(device)
+    if device.type == "meta" and math.prod(shape) > LIMIT:
+        return torch.full(tuple(shape), value, dtype=dtype, device=device)
+    return known_input(torch.full(tuple(shape), value, dtype=dtype), device)
 
 
 def int_input(shape: Sequence[int], high: int, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:

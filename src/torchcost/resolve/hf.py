@@ -32,6 +32,7 @@ says to add ``--meta``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -45,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost.inputs as _input_rules
 from torchcost.collect import metagaps
+from torchcost.collect.shadows import LIMIT, following, known_input
 from torchcost.errors import InputError, SpecError
 from torchcost.resolve.common import (
     BuildOptions,
@@ -52,6 +54,7 @@ from torchcost.resolve.common import (
     closest,
     float_input,
     int_input,
+    known_full,
     on_device,
     parse_value,
     require,
@@ -232,8 +235,10 @@ def build(name: str, opts: BuildOptions) -> Resolved:
                             f"than this machine can spare ({available / 2**30:.1f} GiB available); add --meta to "
                             f"analyse it without allocating weights")
         del probe
-    with torch.device(opts.device):
+    with torch.device(opts.device), following() if opts.device.type == "meta" else contextlib.nullcontext() as seen:
         model = on_device(_call(make, spec, opts), opts.device)
+        if seen is not None:  # (buffers made from numbers, EnCodec's strides: known to a run that reads them)
+            seen.keep(list(model.buffers()))
     args, kwargs, what = _inputs(model, config, dtype, opts, spec)
     extra = f"; {', '.join(f'{k}={v}' for k, v in opts.config.items())}" if opts.config else ""
     return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__} from config{extra}; {what})", spec, label)
@@ -277,24 +282,26 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
     float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens). Where none runs, and the
     2-d one fails on a read of values and the first not, the 2-d one: the analysis then fails on that read, and
-    says to analyse the model built on the cpu (LED)."""
+    says to analyse the model built on the cpu. A probe follows the values of the masks and ids torchcost makes
+    (collect/shadows.py), as the analysis does: a model that reads them (OPT's positions, LED's padding check,
+    SqueezeBERT's ``.all()``) runs its probe with the cpu's 2-d mask, and gets it."""
     flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
     if _is_causal(model, config):
         first: tuple[torch.Tensor | None, str | None] = (
             _causal_mask(batch, seq, device), "causal attention_mask")
     elif getattr(config, "is_encoder_decoder", False):
-        first = torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device), "attention_mask of ones"
+        first = known_full((batch, 1, seq, seq), 1, torch.bool, device), "attention_mask of ones"
     else:  # an encoder: none, unless it reads values without one (a check for padding in the ids: DeBERTa)
         first, flat_said = (None, None), "attention_mask of ones (2-d: this model reads its inputs' values without one)"
     candidates = [first]
     if inputs is not None:
-        candidates.append((torch.ones((batch, seq), dtype=torch.int64, device=device), flat_said))
+        candidates.append((known_full((batch, seq), 1, torch.int64, device), flat_said))
         if first[0] is not None:
             candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
                                      "makes its own)"))
         else:  # (an encoder that reads its ids for padding without a mask and a 2-d mask's values with one:
             # SqueezeBERT, ConvBERT, DPR, TAPAS)
-            candidates.append((torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device),
+            candidates.append((known_full((batch, 1, seq, seq), 1, torch.bool, device),
                                "attention_mask of ones (4-d: this model reads its inputs' values without one and a "
                                "2-d one's values)"))
         failed: dict[int, BaseException] = {}
@@ -370,7 +377,7 @@ def _first_that_runs(model: nn.Module, candidates: list[dict[str, Any]], whole_t
         probe.eval()
         for index, kwargs in enumerate(candidates):
             try:
-                with torch.no_grad(), warnings.catch_warnings(), _MetaGaps():
+                with torch.no_grad(), warnings.catch_warnings(), _MetaGaps(), following(kwargs):
                     warnings.simplefilter("ignore")
                     probe(**map_tensors(kwargs, meta))
             except Exception as exc:  # (whatever the model raises: the analysis reports it)
@@ -388,7 +395,9 @@ def _positive(part: Any, *keys: str) -> int | None:
 
 def _causal_mask(batch: int, seq: int, device: torch.device | str) -> torch.Tensor:
     """The 4-d boolean causal mask, (batch, 1, seq, seq), transformers derives from an all-ones 2-d mask."""
-    return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril()
+    if torch.device(device).type == "meta" and batch * seq * seq > LIMIT:
+        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril()
+    return known_input(torch.ones((batch, 1, seq, seq), dtype=torch.bool).tril(), device)
 
 
 def _is_causal(model: nn.Module, config: Any) -> bool:
@@ -429,7 +438,7 @@ def _needs_image(model: nn.Module, ids: dict[str, Any], masked: bool, image: dic
     with no mask or a 2-d one of ones (``masked``: the forward takes one)."""
     masks: list[dict[str, Any]] = [{}]
     if masked:
-        masks.append({"attention_mask": torch.ones(ids["input_ids"].shape, dtype=torch.int64, device="meta")})
+        masks.append({"attention_mask": known_full(ids["input_ids"].shape, 1, torch.int64, "meta")})
     text_alone, with_image = [{**ids, **m} for m in masks], [{**ids, **m, **image} for m in masks]
     found = _furthest(model, text_alone + with_image, whole_too=False)
     return found is not None and found >= len(text_alone)
@@ -453,8 +462,8 @@ def _patches(config: Any, params: Any, batch: int, dtype: torch.dtype, device: t
     channels = _positive(vision, "num_channels") or 3
     shape = (batch, rows * cols, channels * patch * patch)
     made = {"pixel_values": float_input(shape, dtype, device),
-            "pixel_attention_mask": torch.ones((batch, rows * cols), dtype=torch.int64, device=device),
-            "spatial_shapes": torch.tensor([[rows, cols]] * batch, dtype=torch.int64).to(device)}
+            "pixel_attention_mask": known_full((batch, rows * cols), 1, torch.int64, device),
+            "spatial_shapes": known_input(torch.tensor([[rows, cols]] * batch, dtype=torch.int64), device)}
     said = (f"pixel_values {'x'.join(map(str, shape))} ({rows}x{cols} patches of {patch}x{patch} pixels), "
             f"pixel_attention_mask of ones, spatial_shapes {rows}x{cols}")
     return made, said
@@ -492,7 +501,7 @@ def _grid_inputs(model: nn.Module, config: Any, params: Any, grid: str, batch: i
     def made(shape: tuple[int, ...], where: torch.device | str) -> dict[str, Any]:
         return {name: torch.empty(shape, dtype=dtype, device=where) if where == "meta" else
                 float_input(shape, dtype, torch.device(where)),
-                **{k: torch.tensor(v, dtype=torch.int64).to(where) for k, v in rest.items()}}
+                **{k: known_input(torch.tensor(v, dtype=torch.int64), where) for k, v in rest.items()}}
 
     found = _furthest(model, [made(shape, "meta") for shape in layouts], whole_too=False)
     shape = layouts[found or 0]
@@ -598,7 +607,7 @@ def _inputs(model: nn.Module, config: Any, dtype: torch.dtype, opts: BuildOption
             kwargs["pixel_values"] = float_input(pixels, dtype, dev)
         if "attention_mask" in params:
             if not opts.meta:
-                kwargs["attention_mask"] = torch.ones(shape, dtype=torch.int64, device=dev)
+                kwargs["attention_mask"] = known_full(shape, 1, torch.int64, dev)
                 what += ", attention_mask of ones"
             else:
                 made = meta_attention_mask(model, config, *shape, dev, inputs=dict(kwargs))
@@ -697,8 +706,8 @@ def _series_tensor(shape: tuple[int, ...], kind: str, dtype: torch.dtype, device
     if kind == "values":
         return float_input(shape, dtype, device)
     if kind == "int zeros":
-        return torch.zeros(shape, dtype=torch.int64, device=device)
-    return (torch.ones if kind == "ones" else torch.zeros)(shape, dtype=dtype, device=device)
+        return known_full(shape, 0, torch.int64, device)
+    return known_full(shape, 1 if kind == "ones" else 0, dtype, device)
 
 
 _AUDIO_INPUTS = ("input_values", "input_features")
@@ -754,7 +763,7 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
         candidates += [(i, j, frames) for frames in frame_masks for j in range(len(masks))]
     found = _furthest(model, [
         {name: torch.empty(shapes[i][0], dtype=dtype, device="meta"), **probes, **masks[j],
-         **({"input_features_mask": torch.ones(frames, dtype=torch.int64, device="meta")} if frames else {})}
+         **({"input_features_mask": known_full(frames, 1, torch.int64, "meta")} if frames else {})}
         for i, j, frames in candidates])
     # (none runs on meta, nor gets as far as reading values: a cpu build runs the first shape with every mask tried,
     # a meta one fails with the analysis's own error)
@@ -764,7 +773,7 @@ def _audio_inputs(model: nn.Module, config: Any, name: str, dtype: torch.dtype, 
     shape, why = shapes[shape_at]
     kwargs = {name: float_input(shape, dtype, opts.device), **extra}
     if frames:
-        kwargs["input_features_mask"] = torch.ones(frames, dtype=torch.int64, device=opts.device)
+        kwargs["input_features_mask"] = known_full(frames, 1, torch.int64, opts.device)
         said += f", input_features_mask of ones {frames[0]}x{frames[1]}"
     if opts.meta and mask_at:
         kwargs["decoder_attention_mask"] = masks[mask_at]["decoder_attention_mask"].to(opts.device)

@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from torchcost.collect import tape
 from torchcost.collect.allocator import allocations, running_peak
 from torchcost.collect.recording import MemorySettings, Recording
+from torchcost.collect.shadows import Shadows
 from torchcost.collect.storages import local_tensor
 from torchcost.collect.unwritten import Unwritten, ValuesNeeded
 from torchcost.errors import InputError, ModelError
@@ -170,8 +171,10 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
     with guarded(model, twin, run_device, modules) as watch:
         extras = twin.extras if twin is not None else None
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
+        shadows = (Shadows((args, kwargs, [b for m in modules for b in m._buffers.values()]))
+                   if tensors_device.type == "meta" and extras is None else None)
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
-                        twin=method == "fake" or tensors_device.type == "meta", unwritten=unwritten)
+                        twin=method == "fake" or tensors_device.type == "meta", unwritten=unwritten, shadows=shadows)
         ran = Ran(model, args, kwargs, rec, options, method)
         _set_training(model, modules, train)
         opt = make_optimizer(options.optimizer, model, twin, options.target) if train and twin is not None else None

@@ -39,6 +39,7 @@ from torch.optim import optimizer as _optimizer_module
 
 from torchcost.collect.fakeops import META_DEVICE, FakeWrapper, TwinAnswers, fake_constant
 from torchcost.collect.probe import KernelMemory
+from torchcost.collect.shadows import carry
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
 from torchcost.trees import first, map_tensors, tensors_in
@@ -149,8 +150,8 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     convert: Callable[[torch.Tensor], torch.Tensor]
     fake_mode = None
     if method == "meta":
-        def convert(t: torch.Tensor) -> torch.Tensor:
-            return torch.empty_like(t, device="meta")
+        def convert(t: torch.Tensor) -> torch.Tensor:  # (with the values torchcost knows of it: collect/shadows.py)
+            return carry(t, torch.empty_like(t, device="meta"))
     elif method == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -212,7 +213,7 @@ def shortened_meta_copy(model: nn.Module) -> nn.Module:
     layers run, at a fraction of the whole model's cost. ``model`` is left as it is."""
     modules = list(model.modules())
     with torch.no_grad():
-        memo, _ = _tensor_memo(modules, lambda t: torch.empty_like(t, device="meta"), "meta")
+        memo, _ = _tensor_memo(modules, lambda t: carry(t, torch.empty_like(t, device="meta")), "meta")
         for module in reversed(modules):  # (inner lists first: a kept entry holds its own lists shortened)
             if isinstance(module, nn.ModuleList) and len(module) > 1:
                 memo[id(module)] = nn.ModuleList([_deep_copy(module[0], memo)])

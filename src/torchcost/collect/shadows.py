@@ -1,0 +1,344 @@
+"""Values a run on meta tensors knows: the small integer inputs torchcost made, and what is computed from them.
+
+A meta tensor has a shape and no values, so a forward that reads values (``.item()``, ``bool(mask.all())``,
+``tolist()``, ``nonzero``, ``repeat_interleave`` of counts) cannot run on the meta device: transformers' mask
+helpers ask whether a padding mask is all ones, a vision tower reads its image grid (``grid_thw``,
+``spatial_shapes``), an XLM-style encoder the longest sequence of its ids, an audio codec its padding from the
+length. None of those values comes from the weights: they come from the inputs torchcost made and from numbers in
+the forward (``arange``, ``torch.tensor(n)``), through ops that take nothing else.
+
+So a meta run follows those values on the CPU, beside the meta tensors, storage for storage:
+
+* a meta input made by torchcost with known values (:func:`known_input`: token ids, masks of ones, image grids;
+  not floating inputs) has a *shadow*: a CPU storage of the same bytes holding its values;
+* an op whose every tensor argument has a shadow (or is a CPU tensor), and which draws no random numbers, runs as
+  always on meta, then once more on the shadows, and its new outputs get shadows of their own, up to
+  :data:`LIMIT` elements each (a view shares its base's shadow; an in-place op writes into it);
+* such an op that the meta kernel refuses for want of values (the reads above, and ops whose output's size is
+  data) is answered from the CPU run instead: the value, or a meta tensor of the CPU output's metadata with that
+  output as its shadow;
+* an op that writes into a storage with a shadow from anything else (a value not known) drops that shadow.
+
+What a meta run reports is unchanged where it reads no values; where it reads known values it now runs on and counts
+what a CPU run counts, instead of stopping. Values that come from weights (random on meta, never read) are never
+known, and a read of them stops the run as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torchcost.collect.storages import storage_of
+from torchcost.formulas.registry import written_arguments
+from torchcost.trees import op_tensors, tensors_in
+
+__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_values"]
+
+LIMIT = 1 << 20  # elements: a tensor larger than this gets no shadow (its values are not followed)
+_META = torch.device("meta")
+_CPU = torch.device("cpu")
+_NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch
+_NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
+_RANDOM = torch.Tag.nondeterministic_seeded
+_MISS = object()
+# the functions that make a tensor from Python data: on the meta device their values reach no op of the dispatcher,
+# so the run's function mode tells :meth:`Shadows.made` of them
+MADE = frozenset((torch.tensor, torch.as_tensor, torch.asarray))
+
+# id() of a meta storage -> (a weak reference to it, the CPU storage holding its values): what the inputs torchcost
+# made hold (known_input); a run takes the entries of its own inputs
+_KNOWN: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage]] = {}
+
+
+def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``values`` (a CPU tensor) on ``device``; on the meta device, with its values kept as the meta tensor's
+    shadow (up to :data:`LIMIT` elements), for a run that reads them."""
+    device = torch.device(device)
+    if device.type != "meta":
+        return values.to(device)
+    meta = values.to(_META)
+    if values.numel() <= LIMIT:
+        storage = storage_of(meta)
+        if storage is not None:
+            _purge()
+            _KNOWN[id(storage)] = (weakref.ref(storage), _holding(meta, values))
+    return meta
+
+
+def _purge() -> None:
+    """Drop the entries of meta storages that died."""
+    for key in [k for k, (ref, _) in _KNOWN.items() if ref() is None]:
+        del _KNOWN[key]
+
+
+def known_values(t: torch.Tensor) -> torch.Tensor | None:
+    """The values of ``t`` where torchcost knows them: a CPU tensor's own (not floating: those are not followed), a
+    meta tensor's shadow (:func:`known_input`); else None."""
+    if t.device.type == "cpu" and type(t) is torch.Tensor and not (t.is_floating_point() or t.is_complex()):
+        return t
+    storage = storage_of(t) if t.device.type == "meta" else None
+    entry = _KNOWN.get(id(storage)) if storage is not None else None
+    if entry is None or entry[0]() is not storage:
+        return None
+    with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+        return _view(entry[1], t).clone()
+
+
+def carry(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
+    """``made`` (a meta tensor of ``source``'s metadata on a storage of its own: a meta twin's input) holds the values
+    ``source`` is known to hold, if any."""
+    storage = storage_of(source) if source.device.type == "meta" else None
+    entry = _KNOWN.get(id(storage)) if storage is not None else None
+    target = storage_of(made)
+    same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
+                                                                   source.storage_offset())
+    if entry is not None and entry[0]() is storage and target is not None and same:
+        _KNOWN[id(target)] = (weakref.ref(target), entry[1])
+    return made
+
+
+def _holding(meta: torch.Tensor, values: torch.Tensor) -> torch.UntypedStorage:
+    """A new CPU storage of ``meta``'s storage's size holding ``values`` where ``meta`` lies in it."""
+    with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+        storage = torch.empty(meta.untyped_storage().nbytes(), dtype=torch.uint8).untyped_storage()
+        _view(storage, meta).copy_(values)
+    return storage
+
+
+def _view(storage: torch.UntypedStorage, like: torch.Tensor) -> torch.Tensor:
+    """The CPU tensor of ``like``'s dtype, shape, strides and offset on ``storage``."""
+    return torch.empty(0, dtype=like.dtype).set_(storage, like.storage_offset(), like.shape, like.stride())
+
+
+class Shadows:
+    """The shadows of one meta run (see the module's docstring); the dispatch mode asks :meth:`knows` of each op,
+    runs those it knows through :meth:`run` and tells :meth:`unknown` of the others."""
+
+    def __init__(self, inputs: Any) -> None:
+        self._cpu: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage]] = {}
+        # id(op) -> (whether it draws random numbers, the arguments it writes (position, name), the op, held)
+        self._ops: dict[int, tuple[bool, tuple[tuple[int, str], ...], Any]] = {}
+        for t in tensors_in(inputs) if _KNOWN else ():
+            storage = storage_of(t) if t.device.type == "meta" else None
+            entry = _KNOWN.get(id(storage)) if storage is not None else None
+            if entry is not None and entry[0]() is storage:  # (a copy: what the run writes stays in the run)
+                self._cpu[id(storage)] = (entry[0], _copied(entry[1]))
+
+    def __bool__(self) -> bool:
+        return bool(self._cpu)
+
+    def keep(self, tensors: Any) -> None:
+        """Those of ``tensors`` whose values this run knows keep them past it, for a later run that takes them as
+        it inputs, buffers or attributes (a meta model's buffers made from numbers in its constructor)."""
+        _purge()
+        for t in tensors_in(tensors):
+            storage = storage_of(t) if t.device.type == "meta" else None
+            entry = self._cpu.get(id(storage)) if storage is not None else None
+            if entry is not None and entry[0]() is storage:
+                _KNOWN[id(storage)] = entry
+
+    def _op(self, func: Any) -> tuple[bool, tuple[tuple[int, str], ...], Any]:
+        known = self._ops.get(id(func))
+        if known is None:
+            schema = getattr(func, "_schema", None)
+            written = tuple((i, name) for i, name, _ in written_arguments(schema)) if schema is not None else ()
+            known = self._ops[id(func)] = (_RANDOM in getattr(func, "tags", ()), written, func)
+        return known
+
+    def _storage(self, t: torch.Tensor) -> torch.UntypedStorage | None:
+        """The CPU storage shadowing ``t``'s, or None."""
+        storage = storage_of(t)
+        entry = self._cpu.get(id(storage)) if storage is not None else None
+        if entry is None or entry[0]() is not storage:
+            return None
+        return entry[1]
+
+    def knows(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether every tensor argument of the op has a shadow or values of its own (an op of none, a factory,
+        does), and the op draws no random numbers."""
+        tensors = op_tensors(args, kwargs)
+        if tensors and not self._cpu:
+            return False
+        if self._op(func)[0]:
+            return False
+        for t in tensors:
+            if t.device.type == "meta":
+                if self._storage(t) is None:
+                    return False
+            elif t.device.type != "cpu" or (type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)):
+                return False
+        return True
+
+    def run(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], meta: Any) -> Any:
+        """An op :meth:`knows`: ``meta()`` (the op as the run makes it on meta), with shadows for its new outputs;
+        where ``meta()`` raises, the op's answer from the shadows, or the error where they raise too."""
+        try:
+            out = meta()
+        except Exception:
+            originals: dict[int, torch.Tensor] = {}
+            answer = self._on_cpu(func, args, kwargs, originals)
+            if answer is _MISS:
+                raise
+            return self._from_cpu(answer, kwargs, originals)
+        made = [t for t in tensors_in(out) if t.device.type == "meta"]
+        written = self._written(func, args, kwargs)
+        if not written and all(self._storage(t) is not None for t in made):
+            return out  # (a view of tensors with shadows: it shares theirs)
+        if any(t.numel() > LIMIT for t in made):
+            self._forget(made + written)
+            return out
+        answer = self._on_cpu(func, args, kwargs, {})
+        if answer is _MISS:
+            self._forget(made + written)
+            return out
+        for t, values in zip(tensors_in(out), tensors_in(answer)):
+            if t.device.type == "meta" and self._storage(t) is None:
+                self._adopt(t, values)
+        return out
+
+    def unknown(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """An op :meth:`knows` not has run: the storages it wrote into no longer hold known values."""
+        if self._cpu:
+            self._forget(self._written(func, args, kwargs))
+
+    def made(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """``out = func(*args, **kwargs)``, a tensor made from Python data (``torch.tensor(data, device=...)``):
+        where ``out`` is a meta tensor and the data holds no tensor, the same tensor made on the CPU is its shadow."""
+        if not isinstance(out, torch.Tensor) or out.device.type != "meta" or out.numel() > LIMIT or \
+                tensors_in((args, kwargs)):
+            return
+        with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+            try:
+                values = func(*args, **{**kwargs, "device": _CPU})
+            except Exception:
+                return
+        self._adopt(out, values)
+
+    def _written(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for position, name in self._op(func)[1]:
+            value = args[position] if position < len(args) else kwargs.get(name)
+            out.extend(tensors_in(value))
+        return out
+
+    def _forget(self, tensors: list[torch.Tensor]) -> None:
+        for t in tensors:
+            storage = storage_of(t) if t.device.type == "meta" else None
+            if storage is not None:
+                self._cpu.pop(id(storage), None)
+
+    def _adopt(self, t: torch.Tensor, values: torch.Tensor) -> None:
+        """``t`` (a meta tensor on a storage without a shadow) holds ``values``, where their metadata agree."""
+        storage = storage_of(t)
+        if storage is None or not isinstance(values, torch.Tensor) or values.device.type != "cpu" or \
+                values.shape != t.shape or values.dtype != t.dtype or t.numel() > LIMIT:
+            return
+        self._cpu[id(storage)] = (weakref.ref(storage), _holding(t, values))
+
+    def _on_cpu(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                originals: dict[int, torch.Tensor]) -> Any:
+        """The op on the shadows (meta tensors replaced by CPU views of theirs, a meta device by the CPU), or _MISS
+        where it raises; ``originals`` is given id(tensor as run) -> the argument it stands for."""
+        with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+            try:
+                return func(*self._shadow(args, originals),
+                            **{k: self._shadow(v, originals) for k, v in kwargs.items()})
+            except Exception:
+                return _MISS
+
+    def _shadow(self, v: Any, originals: dict[int, torch.Tensor]) -> Any:
+        """``v`` as the CPU run takes it. (A method, not a closure calling itself: that would be a reference cycle
+        holding the op's arguments until the garbage collector runs, and the memory timeline would see them live
+        on.)"""
+        if isinstance(v, torch.Tensor):
+            if v.device.type != "meta":
+                originals[id(v)] = v
+                return v
+            storage = self._storage(v)
+            assert storage is not None  # (knows() said so)
+            view = _view(storage, v)
+            originals[id(view)] = v
+            return view
+        if isinstance(v, torch.device) and v.type == "meta":
+            return _CPU
+        if isinstance(v, (list, tuple)):
+            return type(v)(self._shadow(x, originals) for x in v)
+        return v
+
+    def _from_cpu(self, answer: Any, kwargs: dict[str, Any], originals: dict[int, torch.Tensor]) -> Any:
+        """The op's output from its CPU ``answer`` where the meta kernel refused it: numbers as they are, tensors as
+        meta tensors of the same metadata with the answer as their shadow; a tensor the op was asked to put on the
+        CPU (``.cpu()``, ``.tolist()``) stays the CPU answer, and an argument it returns is that argument."""
+        device = kwargs.get("device")
+        stays = device is not None and torch.device(device).type != "meta"
+
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            if id(t) in originals:  # (an argument: an in-place op's, or a CPU tensor's)
+                return originals[id(t)]
+            if stays or t.device.type != "cpu":
+                return t
+            with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+                made = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+            self._adopt(made, t)
+            return made
+
+        if isinstance(answer, torch.Tensor):
+            return convert(answer)
+        if isinstance(answer, (list, tuple)):
+            return type(answer)(convert(x) if isinstance(x, torch.Tensor) else x for x in answer)
+        return answer
+
+
+def _copied(storage: torch.UntypedStorage) -> torch.UntypedStorage:
+    with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+        copy: torch.UntypedStorage = storage.clone()
+    return copy
+
+
+class _Follow(TorchDispatchMode):
+    """:class:`Shadows` as a dispatch mode of its own, for forwards run outside an analysis."""
+
+    def __init__(self, shadows: Shadows) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        self.shadows = shadows
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        shadows = self.shadows
+        if shadows.knows(func, args, kwargs):
+            return shadows.run(func, args, kwargs, lambda: func(*args, **kwargs))
+        out = func(*args, **kwargs)
+        shadows.unknown(func, args, kwargs)
+        return out
+
+
+class _FollowMade(TorchFunctionMode):
+    """The tensors :data:`MADE` from Python data, for :class:`_Follow`."""
+
+    def __init__(self, shadows: Shadows) -> None:
+        super().__init__()
+        self.shadows = shadows
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in MADE:
+            self.shadows.made(func, args, kwargs, out)
+        return out
+
+
+@contextlib.contextmanager
+def following(inputs: Any = ()) -> Iterator[Shadows]:
+    """While inside, the meta tensors' values known from ``inputs`` and from numbers are followed as in a meta run
+    (a resolver's probe forwards, a meta model's constructor); :meth:`Shadows.keep` then keeps those of tensors
+    that outlive the block."""
+    shadows = Shadows(inputs)
+    with _FollowMade(shadows), _Follow(shadows):
+        yield shadows

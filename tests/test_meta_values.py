@@ -1,0 +1,180 @@
+"""A meta run that reads values it knows: the inputs torchcost made (token ids, masks, image grids) and what is
+computed from them alone (collect/shadows.py). Such a forward now runs on meta and counts what it counts on the cpu;
+values that come from the weights are still unknown there, and reading them stops the run as before."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import torchcost
+from torchcost.collect import shadows
+from torchcost.collect.shadows import known_input
+from torchcost.errors import ModelError
+from torchcost.resolve import resolve
+
+
+class Branchy(nn.Module):
+    """Reads values of its inputs as transformers' models do: a mask that is all ones skips work, the longest
+    sequence sets a length, a tensor made from a number pads, a list of lengths comes back to Python."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.fc = nn.Linear(4, 4)
+        self.extra = nn.Linear(4, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        if not bool(mask.all()):  # a padded batch: one more layer
+            x = self.extra(x)
+        longest = int(mask.sum(1).max())  # the tokens of the longest row
+        pad = torch.tensor(3, device=ids.device) // 2
+        x = nn.functional.pad(x[:, :longest], (0, 0, 0, int(pad.item())))  # + 1 row of zeros
+        rows = mask.sum(1).tolist()
+        return self.fc(x).sum() + rows[0]
+
+
+def _ids(shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randint(0, 10, shape, generator=torch.Generator().manual_seed(0))
+
+
+def _both(mask: torch.Tensor) -> tuple[torchcost.CostReport, torchcost.CostReport]:
+    torch.manual_seed(0)
+    model = Branchy()
+    cpu = torchcost.analyze(model, _ids((1, 5)), mask)
+    meta = torchcost.analyze(model.to("meta"), known_input(_ids((1, 5)), "meta"), known_input(mask, "meta"))
+    return cpu, meta
+
+
+def test_meta_reads_known_values_and_counts_as_the_cpu() -> None:
+    cpu, meta = _both(torch.ones(1, 5, dtype=torch.int64))
+    # all ones: no extra layer; 5 rows + 1 padded row through fc: 6 * 4 * 4 = 96 MACs
+    assert meta.macs == cpu.macs == 6 * 4 * 4 == 96
+    assert meta.flops == cpu.flops
+    cpu, meta = _both(torch.tensor([[1, 1, 1, 0, 0]]))
+    # padded: extra on 5 rows (5 * 16 = 80), then the 3 longest rows + 1 padded row through fc (4 * 16 = 64)
+    assert meta.macs == cpu.macs == 5 * 16 + 4 * 16 == 144
+    assert meta.flops == cpu.flops
+    assert [m.name for m in meta.modules if m.macs] == [m.name for m in cpu.modules if m.macs]
+
+
+def test_meta_training_step_reads_known_values() -> None:
+    torch.manual_seed(0)
+    model = Branchy()
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    cpu = torchcost.analyze(model, _ids((1, 5)), mask, mode="train", target="cpu")
+    meta = torchcost.analyze(model.to("meta"), known_input(_ids((1, 5)), "meta"), known_input(mask, "meta"),
+                             mode="train", target="cpu")
+    assert meta.macs == cpu.macs == 144  # as above
+    assert meta.step_macs == cpu.step_macs
+
+
+class ReadsWeights(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.clone()
+        mask.masked_fill_(self.fc(x)[:, :5] > 0, 0)  # the mask's values now come from the weights
+        return self.fc(x) * int(mask.sum())
+
+
+def test_values_from_weights_stay_unknown() -> None:
+    model = ReadsWeights().to("meta")
+    x = torch.empty(5, 4, device="meta")
+    mask = known_input(torch.ones(5, 4, dtype=torch.int64), "meta")
+    with pytest.raises(ModelError, match="reads a tensor's values"):
+        torchcost.analyze(model, x, mask)
+
+
+def test_no_values_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shadows, "LIMIT", 4)  # (5 ids are past it: made without values)
+    model = Branchy().to("meta")
+    with pytest.raises(ModelError, match="reads a tensor's values"):
+        torchcost.analyze(model, known_input(_ids((1, 5)), "meta"), known_input(torch.ones(1, 5, dtype=torch.int64),
+                                                                                "meta"))
+
+
+class Grid(nn.Module):
+    """A vision tower's reading of its image grid (Qwen2-VL): counts to repeat by, and rows from nonzero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        sizes = grid.prod(-1)  # patches an image: 1*2*3 = 6, 1*2*2 = 4
+        owner = torch.repeat_interleave(torch.arange(len(grid), device=x.device), sizes)  # 10 entries
+        wide = torch.nonzero(sizes > 5)  # the images of more than 5 patches: 1
+        return self.fc(x[: owner.numel()]).sum() + wide.numel()
+
+
+def test_data_dependent_shapes_from_known_values() -> None:
+    grid = torch.tensor([[1, 2, 3], [1, 2, 2]])
+    model = Grid()
+    cpu = torchcost.analyze(model, torch.randn(12, 4), grid)
+    meta = torchcost.analyze(model.to("meta"), torch.empty(12, 4, device="meta"), known_input(grid, "meta"))
+    assert meta.macs == cpu.macs == 10 * 4 * 4 == 160  # the 10 patches of the 2 images through fc
+
+
+def test_known_inputs_are_left_as_they_were() -> None:
+    mask = known_input(torch.ones(1, 5, dtype=torch.int64), "meta")
+    ids = known_input(_ids((1, 5)), "meta")
+
+    class Writes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            full = bool(mask.all())
+            mask.zero_()  # (in place, on the run's own copy of the values)
+            return self.emb(ids).sum() * (2 if full else 3)
+
+    model = Writes().to("meta")
+    first = torchcost.analyze(model, ids, mask)
+    second = torchcost.analyze(model, ids, mask)  # the mask still holds ones: the same branch, the same report
+    assert first.flops == second.flops
+
+
+def test_transformers_model_on_meta_counts_as_on_the_cpu() -> None:
+    pytest.importorskip("transformers")
+    from transformers import FlaubertConfig
+
+    config = FlaubertConfig(vocab_size=100, emb_dim=32, n_layers=1, n_heads=2, max_position_embeddings=64)
+    # FlaubertModel reads lengths.max().item() of its ids: on meta it stopped there
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "flaubert.json"
+        path.write_text(json.dumps({**config.to_dict(), "architectures": ["FlaubertModel"]}))
+        spec = f"hf:{path}"
+        cpu = resolve(spec, seq_len=16)
+        meta = resolve(spec, seq_len=16, meta=True)
+        on_cpu = torchcost.analyze(cpu.model, *cpu.args, kwargs=cpu.kwargs)
+        on_meta = torchcost.analyze(meta.model, *meta.args, kwargs=meta.kwargs)
+    # one layer on 16 tokens: q, k, v, out (4 x 32 x 32) and the feed-forward (32 x 128 and 128 x 32), and the
+    # attention's two products, 2 heads of 16 x 16 scores over 16 dimensions each: 2 * 2 * 16 * 16 * 16
+    layer = 16 * (4 * 32 * 32 + 2 * 32 * 128) + 2 * 2 * 16 * 16 * 16
+    assert on_meta.macs == on_cpu.macs == layer == 212_992
+    assert on_meta.flops == on_cpu.flops
+
+
+def test_batch_search_keeps_the_known_values() -> None:
+    """A batch search analyses each batch on a meta copy with its inputs rebatched: the ids and the mask keep their
+    values there (rows repeated in turn), so a model that reads them is searched, on meta and from the cpu alike (it
+    stopped with "reads tensor values there" before)."""
+    torch.manual_seed(0)
+    model = Branchy()
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    on_cpu = torchcost.max_batch_size(model, _ids((1, 5)), mask, budget=20_000, target="cpu")
+    on_meta = torchcost.max_batch_size(model.to("meta"), known_input(_ids((1, 5)), "meta"), known_input(mask, "meta"),
+                                       budget=20_000, target="cpu")
+    assert on_meta.batch_size == on_cpu.batch_size > 1 and on_meta.probes == on_cpu.probes
+    peaks = dict(on_cpu.probes)
+    assert peaks[on_cpu.batch_size] <= 20_000 < peaks[on_cpu.batch_size + 1]
