@@ -866,7 +866,8 @@ class DispatchCollector(TorchDispatchMode):
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
         shadows = self.shadows
-        known = shadows.knows(func, args, kwargs) if shadows is not None else False
+        # (not inside a composite priced whole: its lowering's values are its own; what it writes is still seen)
+        known = shadows.knows(func, args, kwargs) if shadows is not None and not self.ops.enclosed_depth else False
         if reads:
             out = unwritten.run(func, args, kwargs)  # type: ignore[union-attr]
         elif short is None:

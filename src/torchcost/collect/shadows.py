@@ -162,19 +162,25 @@ class Shadows:
 
     def knows(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether every tensor argument of the op has a shadow or values of its own (an op of none, a factory,
-        does), and the op draws no random numbers."""
+        does), and the op draws no random numbers. (Asked of every op of a meta run: the usual answer, an argument
+        without a shadow, is found at the first tensor, by its storage's id.)"""
         tensors = op_tensors(args, kwargs)
-        if tensors and not self._cpu:
-            return False
-        if self._op(func)[0]:
+        cpu = self._cpu
+        if tensors and not cpu:
             return False
         for t in tensors:
-            if t.device.type == "meta":
-                if self._storage(t) is None:
+            if t.is_meta:
+                try:
+                    storage = t.untyped_storage()
+                except (RuntimeError, NotImplementedError):  # (a layout without a strided storage)
+                    return False
+                entry = cpu.get(id(storage))
+                if entry is None or entry[0]() is not storage:
                     return False
             elif t.device.type != "cpu" or (type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)):
                 return False
-        return True
+        known = self._ops.get(id(func))
+        return not (known if known is not None else self._op(func))[0]
 
     def run(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], meta: Any) -> Any:
         """An op :meth:`knows`: ``meta()`` (the op as the run makes it on meta), with shadows for its new outputs;
@@ -206,7 +212,9 @@ class Shadows:
     def unknown(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """An op :meth:`knows` not has run: the storages it wrote into no longer hold known values."""
         if self._cpu:
-            self._forget(self._written(func, args, kwargs))
+            known = self._ops.get(id(func))
+            if (known if known is not None else self._op(func))[1]:
+                self._forget(self._written(func, args, kwargs))
 
     def made(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """``out = func(*args, **kwargs)``, a tensor made from Python data (``torch.tensor(data, device=...)``):
@@ -216,7 +224,8 @@ class Shadows:
             return
         with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
             try:
-                values = func(*args, **{**kwargs, "device": _CPU})
+                values = (torch.empty(out.shape, dtype=out.dtype) if out.numel() == 0 else
+                          func(*args, **{**kwargs, "device": _CPU}))
             except Exception:
                 return
         self._adopt(out, values)
