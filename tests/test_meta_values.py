@@ -178,3 +178,15 @@ def test_batch_search_keeps_the_known_values() -> None:
     assert on_meta.batch_size == on_cpu.batch_size > 1 and on_meta.probes == on_cpu.probes
     peaks = dict(on_cpu.probes)
     assert peaks[on_cpu.batch_size] <= 20_000 < peaks[on_cpu.batch_size + 1]
+
+
+def test_a_write_outside_a_run_makes_the_values_unknown() -> None:
+    """Values written into a known meta tensor by the caller's own code (no run follows them) are not the ones kept:
+    the tensor's version counter says it was written, and its values are unknown from then on, never stale."""
+    model = Branchy().to("meta")
+    ids = known_input(_ids((1, 5)), "meta")
+    mask = known_input(torch.ones(1, 5, dtype=torch.int64), "meta")
+    assert torchcost.analyze(model, ids, mask).macs == 96  # as in the first test
+    mask[0, 3:] = 0  # (on meta: nothing is written, and nothing knows what was)
+    with pytest.raises(ModelError, match="reads a tensor's values"):
+        torchcost.analyze(model, ids, mask)

@@ -52,9 +52,10 @@ _MISS = object()
 # so the run's function mode tells :meth:`Shadows.made` of them
 MADE = frozenset((torch.tensor, torch.as_tensor, torch.asarray))
 
-# id() of a meta storage -> (a weak reference to it, the CPU storage holding its values): what the inputs torchcost
-# made hold (known_input); a run takes the entries of its own inputs
-_KNOWN: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage]] = {}
+# id() of a meta storage -> (a weak reference to it, the CPU storage holding its values, the version counter of the
+# tensor registered): what the inputs torchcost made hold (known_input), and buffers a meta constructor made from
+# numbers (Shadows.keep); a run takes the entries of its own inputs and buffers, where nothing wrote into them since
+_KNOWN: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage, int]] = {}
 
 
 def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -68,14 +69,24 @@ def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tenso
         storage = storage_of(meta)
         if storage is not None:
             _purge()
-            _KNOWN[id(storage)] = (weakref.ref(storage), _holding(meta, values))
+            _KNOWN[id(storage)] = (weakref.ref(storage), _holding(meta, values), meta._version)
     return meta
 
 
 def _purge() -> None:
     """Drop the entries of meta storages that died."""
-    for key in [k for k, (ref, _) in _KNOWN.items() if ref() is None]:
+    for key in [k for k, (ref, _, _) in _KNOWN.items() if ref() is None]:
         del _KNOWN[key]
+
+
+def _known(t: torch.Tensor) -> torch.UntypedStorage | None:
+    """The CPU storage holding the values torchcost knows of the meta tensor ``t``: registered, alive, and not
+    written into since (an in-place op outside a run bumps the tensor's version counter); else None."""
+    storage = storage_of(t) if t.device.type == "meta" else None
+    entry = _KNOWN.get(id(storage)) if storage is not None else None
+    if entry is None or entry[0]() is not storage or entry[2] != t._version:
+        return None
+    return entry[1]
 
 
 def known_values(t: torch.Tensor) -> torch.Tensor | None:
@@ -83,24 +94,22 @@ def known_values(t: torch.Tensor) -> torch.Tensor | None:
     meta tensor's shadow (:func:`known_input`); else None."""
     if t.device.type == "cpu" and type(t) is torch.Tensor and not (t.is_floating_point() or t.is_complex()):
         return t
-    storage = storage_of(t) if t.device.type == "meta" else None
-    entry = _KNOWN.get(id(storage)) if storage is not None else None
-    if entry is None or entry[0]() is not storage:
+    values = _known(t)
+    if values is None:
         return None
     with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
-        return _view(entry[1], t).clone()
+        return _view(values, t).clone()
 
 
 def carry(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
     """``made`` (a meta tensor of ``source``'s metadata on a storage of its own: a meta twin's input) holds the values
     ``source`` is known to hold, if any."""
-    storage = storage_of(source) if source.device.type == "meta" else None
-    entry = _KNOWN.get(id(storage)) if storage is not None else None
-    target = storage_of(made)
+    values = _known(source)
+    target = storage_of(made) if values is not None else None
     same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
                                                                    source.storage_offset())
-    if entry is not None and entry[0]() is storage and target is not None and same:
-        _KNOWN[id(target)] = (weakref.ref(target), entry[1])
+    if values is not None and target is not None and same:
+        _KNOWN[id(target)] = (weakref.ref(target), values, made._version)
     return made
 
 
@@ -125,11 +134,27 @@ class Shadows:
         self._cpu: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage]] = {}
         # id(op) -> (whether it draws random numbers, the arguments it writes (position, name), the op, held)
         self._ops: dict[int, tuple[bool, tuple[tuple[int, str], ...], Any]] = {}
+        # the tensors given whose values are known, and their version counters: the run writes into its own copy of
+        # the values, and torchcost leaves the inputs as they came, so on the way out their entries take the
+        # versions the run's in-place ops left (__exit__)
+        self._seeds: list[tuple[torch.Tensor, int]] = []
         for t in tensors_in(inputs) if _KNOWN else ():
-            storage = storage_of(t) if t.device.type == "meta" else None
-            entry = _KNOWN.get(id(storage)) if storage is not None else None
-            if entry is not None and entry[0]() is storage:  # (a copy: what the run writes stays in the run)
-                self._cpu[id(storage)] = (entry[0], _copied(entry[1]))
+            values = _known(t)
+            if values is not None:
+                storage = storage_of(t)
+                self._cpu[id(storage)] = (weakref.ref(storage), _copied(values))  # type: ignore[arg-type]
+                self._seeds.append((t, t._version))
+
+    def __enter__(self) -> Shadows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for t, version in self._seeds:
+            storage = storage_of(t)
+            entry = _KNOWN.get(id(storage))
+            if entry is not None and entry[0]() is storage and entry[2] == version:
+                _KNOWN[id(storage)] = (entry[0], entry[1], t._version)
+        self._seeds = []
 
     def __bool__(self) -> bool:
         return bool(self._cpu)
@@ -142,7 +167,7 @@ class Shadows:
             storage = storage_of(t) if t.device.type == "meta" else None
             entry = self._cpu.get(id(storage)) if storage is not None else None
             if entry is not None and entry[0]() is storage:
-                _KNOWN[id(storage)] = entry
+                _KNOWN[id(storage)] = (entry[0], entry[1], t._version)
 
     def _op(self, func: Any) -> tuple[bool, tuple[tuple[int, str], ...], Any]:
         known = self._ops.get(id(func))

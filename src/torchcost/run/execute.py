@@ -189,7 +189,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         meter = (allocator_meter(ran.measured, tensors_device, measure_cpu, backward=train) if real
                  else contextlib.nullcontext())
         around = extras.during(rec) if extras is not None else contextlib.nullcontext()
-        with meter, rec, around, torch.enable_grad() if train else torch.no_grad():
+        followed = shadows if shadows is not None else contextlib.nullcontext()
+        with followed, meter, rec, around, torch.enable_grad() if train else torch.no_grad():
             out, loss = _forward(rec, ran, tensors_device)
             if train:
                 with rec.phase("backward"), step_failures("backward"):
