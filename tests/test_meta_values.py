@@ -110,6 +110,7 @@ class Grid(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        grid = grid[:, [0, 2, 1]]  # (a list index: torch makes its index tensor on meta, past the dispatcher)
         sizes = grid.prod(-1)  # patches an image: 1*2*3 = 6, 1*2*2 = 4
         owner = torch.repeat_interleave(torch.arange(len(grid), device=x.device), sizes)  # 10 entries
         wide = torch.nonzero(sizes > 5)  # the images of more than 5 patches: 1

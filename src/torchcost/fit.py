@@ -170,7 +170,8 @@ class _Probe:
                 raise
             where = f"layer {exc.layer!r} ({exc.layer_type})" if exc.layer else f"the forward of {exc.layer_type}"
             raise InputError(
-                f"a batch search analyses each batch on a meta copy of the model (shapes, no values), and {where} "
+                f"a batch search analyses each batch on a meta copy of the model (shapes, and only the values of the "
+                f"inputs torchcost made), and {where} "
                 f"reads tensor values there ({exc.reason.split('. ')[0].rstrip('.')}); analyse it at chosen batch "
                 f"sizes instead (CLI --batch-size N) and compare their peaks") from exc
 

@@ -133,9 +133,13 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Random normal values (a fixed seed, never the global RNG); an empty tensor on the meta device."""
+    """Random normal values (a fixed seed, never the global RNG). On the meta device the same values are drawn on the
+    CPU and kept for a run that reads them (collect/shadows.py), where they are few enough to follow; else an empty
+    meta tensor."""
     if device.type == "meta":
-        return torch.empty(tuple(shape), dtype=dtype, device=device)
+        if math.prod(shape) > LIMIT or not (dtype.is_floating_point or dtype.is_complex):
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        return known_input(float_input(shape, dtype, torch.device("cpu")), device)
     gen = torch.Generator(device=device).manual_seed(0)
     return torch.randn(tuple(shape), dtype=dtype, device=device, generator=gen)
 

@@ -1,4 +1,4 @@
-"""Values a run on meta tensors knows: the small integer inputs torchcost made, and what is computed from them.
+"""Values a run on meta tensors knows: the inputs torchcost made, and what is computed from them alone.
 
 A meta tensor has a shape and no values, so a forward that reads values (``.item()``, ``bool(mask.all())``,
 ``tolist()``, ``nonzero``, ``repeat_interleave`` of counts) cannot run on the meta device: transformers' mask
@@ -9,8 +9,9 @@ the forward (``arange``, ``torch.tensor(n)``), through ops that take nothing els
 
 So a meta run follows those values on the CPU, beside the meta tensors, storage for storage:
 
-* a meta input made by torchcost with known values (:func:`known_input`: token ids, masks of ones, image grids;
-  not floating inputs) has a *shadow*: a CPU storage of the same bytes holding its values;
+* a meta input made by torchcost with known values (:func:`known_input`: token ids, masks of ones, image grids, the
+  random pixels and features a cpu build gets from the same seed) has a *shadow*: a CPU storage of the same bytes
+  holding its values;
 * an op whose every tensor argument has a shadow (or is a CPU tensor), and which draws no random numbers, runs as
   always on meta, then once more on the shadows, and its new outputs get shadows of their own, up to
   :data:`LIMIT` elements each (a view shares its base's shadow; an in-place op writes into it);
@@ -49,8 +50,10 @@ _NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
 _RANDOM = torch.Tag.nondeterministic_seeded
 _MISS = object()
 # the functions that make a tensor from Python data: on the meta device their values reach no op of the dispatcher,
-# so the run's function mode tells :meth:`Shadows.made` of them
-MADE = frozenset((torch.tensor, torch.as_tensor, torch.asarray))
+# so the run's function mode tells :meth:`Shadows.made` of them; indexing too, whose list or number indices become an
+# index tensor on the meta device the same way (``grid[:, [0, 2, 1]]``)
+_CONSTRUCTORS = frozenset((torch.tensor, torch.as_tensor, torch.asarray))
+MADE = _CONSTRUCTORS | {torch.Tensor.__getitem__}
 
 # id() of a meta storage -> (a weak reference to it, the CPU storage holding its values, the version counter of the
 # tensor registered): what the inputs torchcost made hold (known_input), and buffers a meta constructor made from
@@ -90,9 +93,9 @@ def _known(t: torch.Tensor) -> torch.UntypedStorage | None:
 
 
 def known_values(t: torch.Tensor) -> torch.Tensor | None:
-    """The values of ``t`` where torchcost knows them: a CPU tensor's own (not floating: those are not followed), a
-    meta tensor's shadow (:func:`known_input`); else None."""
-    if t.device.type == "cpu" and type(t) is torch.Tensor and not (t.is_floating_point() or t.is_complex()):
+    """The values of ``t`` where torchcost knows them: a CPU tensor's own, a meta tensor's shadow
+    (:func:`known_input`); else None."""
+    if t.device.type == "cpu" and type(t) is torch.Tensor:
         return t
     values = _known(t)
     if values is None:
@@ -243,14 +246,19 @@ class Shadows:
 
     def made(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """``out = func(*args, **kwargs)``, a tensor made from Python data (``torch.tensor(data, device=...)``):
-        where ``out`` is a meta tensor and the data holds no tensor, the same tensor made on the CPU is its shadow."""
+        where ``out`` is a meta tensor and every tensor in the data is known (``torch.tensor([n, m])`` of 0-d
+        tensors), the same tensor made on the CPU from the known values is its shadow."""
         if not isinstance(out, torch.Tensor) or out.device.type != "meta" or out.numel() > LIMIT or \
-                tensors_in((args, kwargs)):
+                self._storage(out) is not None:  # (a view of a known tensor, indexed by slices: known already)
             return
+        tensors = tensors_in((args, kwargs))
+        if any(t.device.type == "meta" and self._storage(t) is None for t in tensors):
+            return
+        where = {"device": _CPU} if func in _CONSTRUCTORS else {}
         with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
             try:
                 values = (torch.empty(out.shape, dtype=out.dtype) if out.numel() == 0 else
-                          func(*args, **{**kwargs, "device": _CPU}))
+                          func(*self._shadow(args, {}), **{**kwargs, **where}))
             except Exception:
                 return
         self._adopt(out, values)
