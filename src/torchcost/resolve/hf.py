@@ -283,8 +283,9 @@ def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, dev
     float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens). Where none runs, and the
     2-d one fails on a read of values and the first not, the 2-d one: the analysis then fails on that read, and
     says to analyse the model built on the cpu. A probe follows the values of the masks and ids torchcost makes
-    (collect/shadows.py), as the analysis does: a model that reads them (OPT's positions, LED's padding check,
-    SqueezeBERT's ``.all()``) runs its probe with the cpu's 2-d mask, and gets it."""
+    (collect/shadows.py), as the analysis does: a model that reads them (OPT's positions, LED's padding check) runs
+    its probe with the cpu's 2-d mask, and gets it; an encoder that checks its ids for padding (DeBERTa,
+    SqueezeBERT) runs without one, and gets none."""
     flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
     if _is_causal(model, config):
         first: tuple[torch.Tensor | None, str | None] = (
