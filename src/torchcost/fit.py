@@ -23,7 +23,7 @@ from torch import nn
 
 from torchcost.api import analyze
 from torchcost.collect.probe import KernelMemory
-from torchcost.collect.shadows import LIMIT, known_input, known_values
+from torchcost.collect.shadows import known_input, known_made, known_values
 from torchcost.errors import InputError, ModelError
 from torchcost.inputs import input_dtypes, model_dtype, normalize_sizes, random_input
 from torchcost.parallel.config import Parallel
@@ -361,9 +361,10 @@ def _rebatch(obj: Any, old: int, new: int) -> Any:
             if t.device.type == "meta":
                 return t
             return known_input(values, "meta") if values is not None else torch.empty_like(t, device="meta")
-        if values is not None and new * math.prod(t.shape[1:]) <= LIMIT:
-            return known_input(values[torch.arange(new) % old], "meta")
-        return torch.empty((new, *t.shape[1:]), dtype=t.dtype, device="meta")
+        shape = (new, *t.shape[1:])
+        if values is None:
+            return torch.empty(shape, dtype=t.dtype, device="meta")
+        return known_made(lambda: values[torch.arange(new) % old], shape, t.dtype, "meta")
 
     return map_tensors(obj, resize)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.collect.shadows import LIMIT, known_input
+from torchcost.collect.shadows import known_made
 from torchcost.errors import InputError
 from torchcost.trees import map_tensors, tensors_in
 from torchcost.units import format_bytes
@@ -137,9 +137,9 @@ def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) 
     CPU and kept for a run that reads them (collect/shadows.py), where they are few enough to follow; else an empty
     meta tensor."""
     if device.type == "meta":
-        if math.prod(shape) > LIMIT or not (dtype.is_floating_point or dtype.is_complex):
+        if not (dtype.is_floating_point or dtype.is_complex):
             return torch.empty(tuple(shape), dtype=dtype, device=device)
-        return known_input(float_input(shape, dtype, torch.device("cpu")), device)
+        return known_made(lambda: float_input(shape, dtype, torch.device("cpu")), shape, dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
     return torch.randn(tuple(shape), dtype=dtype, device=device, generator=gen)
 
@@ -148,9 +148,7 @@ def int_input(shape: Sequence[int], high: int, device: torch.device) -> torch.Te
     """Random int64 values in [0, high), e.g. token ids within a vocabulary. On the meta device the same values are
     drawn on the CPU and kept for a run that reads them (collect/shadows.py), where they are few enough to follow."""
     if device.type == "meta":
-        if math.prod(shape) > LIMIT:
-            return torch.empty(tuple(shape), dtype=torch.int64, device=device)
-        return known_input(int_input(shape, high, torch.device("cpu")), device)
+        return known_made(lambda: int_input(shape, high, torch.device("cpu")), shape, torch.int64, device)
     gen = torch.Generator(device=device).manual_seed(0)
     return torch.randint(0, max(1, high), tuple(shape), dtype=torch.int64, device=device, generator=gen)
 

@@ -866,20 +866,17 @@ class DispatchCollector(TorchDispatchMode):
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
         shadows = self.shadows
-        # (not inside a composite priced whole: its lowering's values are its own; what it writes is still seen)
-        known = shadows.knows(func, args, kwargs) if shadows is not None and not self.ops.enclosed_depth else False
         if reads:
             out = unwritten.run(func, args, kwargs)  # type: ignore[union-attr]
         elif short is None:
             out = func(*args, **kwargs)
-        elif known:
-            out = shadows.run(func, args, kwargs, lambda: self._on_twin(short, func, args, kwargs))  # type: ignore
-            memo, viewed = short.priced, short.viewed
         else:
-            out = self._on_twin(short, func, args, kwargs)
+            # (a meta run follows the values it knows, but not inside a composite priced whole: its lowering's
+            # values are its own; what it writes is still seen)
+            out = (self._on_twin(short, func, args, kwargs) if shadows is None else
+                   shadows.dispatch(func, args, kwargs, lambda: self._on_twin(short, func, args, kwargs),
+                                    not self.ops.enclosed_depth))
             memo, viewed = short.priced, short.viewed
-            if shadows is not None:
-                shadows.unknown(func, args, kwargs)
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out
         if type(out) is tuple and len(out) > 1 and self.twin:

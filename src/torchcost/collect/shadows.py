@@ -28,8 +28,9 @@ known, and a read of them stops the run as before.
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
 
-__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_values"]
+__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_made", "known_values"]
 
 LIMIT = 1 << 20  # elements: a tensor larger than this gets no shadow (its values are not followed)
 _META = torch.device("meta")
@@ -74,6 +75,17 @@ def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tenso
             _purge()
             _KNOWN[id(storage)] = (weakref.ref(storage), _holding(meta, values), meta._version)
     return meta
+
+
+def known_made(make: Callable[[], torch.Tensor], shape: Sequence[int], dtype: torch.dtype,
+               device: torch.device | str) -> torch.Tensor:
+    """``make()`` (a CPU tensor of ``shape`` and ``dtype``: token ids, a mask of ones) on ``device`` by
+    :func:`known_input`; on the meta device past :data:`LIMIT` elements an empty meta tensor, ``make`` not called
+    (its values would not be followed: they are not made)."""
+    device = torch.device(device)
+    if device.type == "meta" and math.prod(shape) > LIMIT:
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
+    return known_input(make(), device)
 
 
 def _purge() -> None:
@@ -237,6 +249,16 @@ class Shadows:
                 self._adopt(t, values)
         return out
 
+    def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Callable[[], Any],
+                 follow: bool = True) -> Any:
+        """One op of a dispatch mode: ``call()`` (the op as the mode runs it), through :meth:`run` where ``follow``
+        and the op :meth:`knows`, else with :meth:`unknown` told after it."""
+        if follow and self.knows(func, args, kwargs):
+            return self.run(func, args, kwargs, call)
+        out = call()
+        self.unknown(func, args, kwargs)
+        return out
+
     def unknown(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """An op :meth:`knows` not has run: the storages it wrote into no longer hold known values."""
         if self._cpu:
@@ -353,12 +375,7 @@ class _Follow(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        shadows = self.shadows
-        if shadows.knows(func, args, kwargs):
-            return shadows.run(func, args, kwargs, lambda: func(*args, **kwargs))
-        out = func(*args, **kwargs)
-        shadows.unknown(func, args, kwargs)
-        return out
+        return self.shadows.dispatch(func, args, kwargs, lambda: func(*args, **kwargs))
 
 
 class _FollowMade(TorchFunctionMode):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import torchcost.inputs as _inputs
-from torchcost.collect.shadows import LIMIT, known_input
+from torchcost.collect.shadows import known_made
 from torchcost.errors import InputError, SpecError
 from torchcost.inputs import model_dtype
 from torchcost.run.concurrency import importing
@@ -209,10 +209,7 @@ def float_input(shape: Sequence[int], dtype: torch.dtype, device: torch.device) 
 def known_full(shape: Sequence[int], value: float, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """``torch.full(shape, value)`` on ``device`` (a mask of ones, a tensor of zeros); on the meta device with its
     values kept for a run that reads them (collect/shadows.py), where they are few enough to follow."""
-    device = torch.device(device)
-    if device.type == "meta" and math.prod(shape) > LIMIT:
-        return torch.full(tuple(shape), value, dtype=dtype, device=device)
-    return known_input(torch.full(tuple(shape), value, dtype=dtype), device)
+    return known_made(lambda: torch.full(tuple(shape), value, dtype=dtype), shape, dtype, device)
 
 
 def int_input(shape: Sequence[int], high: int, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:

@@ -46,7 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchcost.inputs as _input_rules
 from torchcost.collect import metagaps
-from torchcost.collect.shadows import LIMIT, following, known_input
+from torchcost.collect.shadows import following, known_input, known_made
 from torchcost.errors import InputError, SpecError
 from torchcost.resolve.common import (
     BuildOptions,
@@ -396,9 +396,8 @@ def _positive(part: Any, *keys: str) -> int | None:
 
 def _causal_mask(batch: int, seq: int, device: torch.device | str) -> torch.Tensor:
     """The 4-d boolean causal mask, (batch, 1, seq, seq), transformers derives from an all-ones 2-d mask."""
-    if torch.device(device).type == "meta" and batch * seq * seq > LIMIT:
-        return torch.ones((batch, 1, seq, seq), dtype=torch.bool, device=device).tril()
-    return known_input(torch.ones((batch, 1, seq, seq), dtype=torch.bool).tril(), device)
+    shape = (batch, 1, seq, seq)
+    return known_made(lambda: torch.ones(shape, dtype=torch.bool).tril(), shape, torch.bool, device)
 
 
 def _is_causal(model: nn.Module, config: Any) -> bool:
