@@ -802,10 +802,12 @@ _PARTS = (
 )
 
 
-def run_parts(model: str, runs: int, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_parts(model: str, runs: int, log: Callable[[str], None] = print, warm: int = 3) -> list[dict[str, Any]]:
     """Each piece of ``_PARTS`` timed inside analyze() of a ladder model, one at a time (a ``perf_counter`` pair
     around it, under 1 us a call): per analysis, its calls and the medians of its microseconds a call and its
-    milliseconds. Python inside a run costs more than the same function in a loop; this measures it where it runs."""
+    milliseconds. Python inside a run costs more than the same function in a loop; this measures it where it runs.
+    ``warm``: the analyses run before each piece's timed ones, untimed (the first check plans and measure probes;
+    after one, a piece's calls are those of every later analysis)."""
     import importlib
 
     import torchcost
@@ -831,11 +833,11 @@ def run_parts(model: str, runs: int, log: Callable[[str], None] = print) -> list
         setattr(owner, attr, timed)
         per_call, per_run = [], []
         try:
-            for i in range(runs + 3):
+            for i in range(runs + warm):
                 spent[:] = [0, 0]
                 gc.collect()
                 torchcost.analyze(built.model, *built.args, kwargs=built.kwargs)
-                if i >= 3:  # (the first analyses check plans and measure probes)
+                if i >= warm:  # (the first analyses check plans and measure probes)
                     per_run.append(spent[0] / 1e6)
                     per_call.append(spent[0] / 1e3 / max(spent[1], 1))
         finally:

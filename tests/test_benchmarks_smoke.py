@@ -263,7 +263,7 @@ def test_versus_loads_a_commits_torchcost_beside_this_one(tmp_path: Path) -> Non
 def test_speed_parts_times_each_piece_inside_an_eval_analysis() -> None:
     from benchmarks import speed
 
-    rows = {r["piece"]: r for r in speed.run_parts("mobilenet_v2", 1, log=lambda _text: None)}
+    rows = {r["piece"]: r for r in speed.run_parts("mobilenet_v2", 1, log=lambda _text: None, warm=1)}
     assert len(rows) == len(speed._PARTS)
     # mobilenet_v2's ops: 52 convolutions, 52 batch norms of 2 ops each (the empty reserve and native_batch_norm),
     # 35 in-place ReLU6 (hardtanh_), 10 residual adds, then mean, view, t and addmm: 52 + 104 + 35 + 10 + 4 = 205
