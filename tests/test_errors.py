@@ -191,7 +191,7 @@ def test_a_meta_model_that_reads_values_is_told_to_run_on_the_cpu() -> None:
         torchcost.analyze(model, torch.randn(2, 4, device="meta"))
     text = one_line(info.value)
     assert "cannot be called on meta tensors" in text
-    assert "analyse the model built on the cpu, CLI without --meta" in text
+    assert "analyse the model built on the cpu for the cpu, CLI without --meta and --target" in text
     assert torchcost.analyze(ReadsValues(), torch.randn(2, 4)).macs == 2 * 4 * 4  # (on the cpu it runs: 32 MACs)
 
 
@@ -229,4 +229,4 @@ def test_a_meta_repeat_by_values_is_told_to_run_on_the_cpu() -> None:
                           torch.empty(3, dtype=torch.int64, device="meta"))
     text = one_line(info.value)
     assert "cannot repeat_interleave a meta tensor without output_size" in text
-    assert "analyse the model built on the cpu, CLI without --meta" in text
+    assert "analyse the model built on the cpu for the cpu, CLI without --meta and --target" in text

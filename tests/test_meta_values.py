@@ -191,3 +191,89 @@ def test_a_write_outside_a_run_makes_the_values_unknown() -> None:
     mask[0, 3:] = 0  # (on meta: nothing is written, and nothing knows what was)
     with pytest.raises(ModelError, match="reads a tensor's values"):
         torchcost.analyze(model, ids, mask)
+
+
+# A training step of a cpu model runs on a fake twin (fake tensors: no values, as on meta). The twin's integer inputs
+# (ids, masks, grids, lengths) get the caller's values and are followed the same way, so a forward that reads them
+# trains on the twin instead of a real copy of the model, and transformers skips a mask of ones there as the real
+# step does.
+
+
+def test_a_fake_twin_follows_its_integer_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.run import execute
+
+    monkeypatch.setattr(execute, "retry_on_copy", lambda *a: False)  # (no real copy to fall back on)
+    torch.manual_seed(0)
+    model = Branchy()
+    ones = torchcost.analyze(model, _ids((1, 5)), torch.ones(1, 5, dtype=torch.int64), mode="train", target="cpu")
+    padded = torchcost.analyze(model, _ids((1, 5)), torch.tensor([[1, 1, 1, 0, 0]]), mode="train", target="cpu")
+    assert ones.macs == 96 and padded.macs == 144  # as in the first test
+    # the step's backward: each Linear that ran, its weight's gradient and its input's (the embedding's weight
+    # needs one through it), as many MACs each as its forward: 3 x the forward
+    assert ones.step_macs == 3 * 96 and padded.step_macs == 3 * 144
+
+
+def _tiny_bert() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return transformers.BertModel(config)
+
+
+def test_a_fake_twins_training_step_skips_a_mask_of_ones_as_the_real_step() -> None:
+    from transformers.utils import import_utils
+
+    model = _tiny_bert()
+    original = import_utils.is_fake_tensor
+    ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def step(mask: torch.Tensor | None) -> torchcost.CostReport:
+        return torchcost.analyze(model, kwargs={"input_ids": ids, "attention_mask": mask}, mode="train")
+
+    ones, none = step(torch.ones(2, 16, dtype=torch.int64)), step(None)
+    padded = step(torch.tensor([[1] * 16, [1] * 13 + [0] * 3]))
+    # a mask of ones is no mask: transformers skips it (SDPA's is_causal path) in a real step, so the twin does too
+    assert ones.step_flops == none.step_flops and ones.flops == none.flops
+    # a padded mask is added to every attention score: 2 layers x 2 sequences x 4 heads x 16 x 16 scores
+    assert padded.flops - ones.flops == padded.step_flops - ones.step_flops == 2 * 2 * 4 * 16 * 16 == 4_096
+    assert import_utils.is_fake_tensor is original  # (transformers is left as it was)
+
+
+def test_transformers_is_left_as_it_was_when_the_step_raises() -> None:
+    from transformers.utils import import_utils
+
+    model = _tiny_bert()
+    original = import_utils.is_fake_tensor
+
+    patched = []
+
+    def fails(module: nn.Module, args: tuple[object, ...]) -> None:
+        patched.append(import_utils.is_fake_tensor is not original)
+        raise RuntimeError("the second layer fails")
+
+    model.encoder.layer[1].register_forward_pre_hook(fails)  # (after the mask's check, in the twin's forward)
+    with pytest.raises(torchcost.TorchcostError, match="the second layer fails"):
+        torchcost.analyze(model, kwargs={"input_ids": torch.ones(1, 8, dtype=torch.int64),
+                                         "attention_mask": torch.ones(1, 8, dtype=torch.int64)}, mode="train")
+    assert patched == [True] and import_utils.is_fake_tensor is original
+
+
+def test_a_cpu_transformers_model_for_a_cuda_target() -> None:
+    """A cpu model analysed for a GPU runs on a meta twin (the target's kernels emulated there). GPT-2's mask code
+    reads whether the mask is all ones, so ``torchcost hf:gpt2 --target cuda`` stopped ("Tensor.item() cannot be
+    called on meta tensors") although the model and its inputs were real. The twin's integer inputs now keep the
+    caller's values, and it counts as on the cpu."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=100, n_positions=64)
+    torch.manual_seed(0)
+    model = transformers.GPT2Model(config)
+    inputs = {"input_ids": torch.randint(0, 100, (1, 16), generator=torch.Generator().manual_seed(0)),
+              "attention_mask": torch.ones(1, 16, dtype=torch.int64)}
+    for mode in ("eval", "train"):
+        on_cpu = torchcost.analyze(model, kwargs=inputs, mode=mode)
+        for_cuda = torchcost.analyze(model, kwargs=inputs, mode=mode, target="cuda")
+        # 16 tokens: c_attn 32 x 96, Q K^T and P V (4 heads of 16 x 16 scores over 8 dimensions, twice), c_proj
+        # 32 x 32, the MLP 32 x 128 and 128 x 32
+        assert for_cuda.macs == on_cpu.macs == 16 * 32 * 96 + 2 * 4 * 16 * 16 * 8 + 16 * 32 * 32 \
+            + 2 * 16 * 32 * 128 == 212_992

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -41,7 +43,8 @@ from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
 
-__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_made", "known_values"]
+__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_made", "known_values", "lent",
+           "untraced"]
 
 LIMIT = 1 << 20  # elements: a tensor larger than this gets no shadow (its values are not followed)
 _META = torch.device("meta")
@@ -88,6 +91,29 @@ def known_made(make: Callable[[], torch.Tensor], shape: Sequence[int], dtype: to
     return known_input(make(), device)
 
 
+def _valueless(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds no values: a meta tensor, or a fake one (a fake twin's: its storage is a meta one)."""
+    return t.is_meta or type(t) is FakeTensor
+
+
+def lent(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
+    """``made`` (a twin's input: a meta or fake tensor of ``source``'s metadata on a storage of its own) holds the
+    values of ``source`` (the caller's tensor, on any device but meta) for a run that reads them, where they are
+    integer or boolean (token ids, masks, grids, lengths: what a forward reads for its control flow; a float input's
+    values are not followed, so a run on float inputs alone pays nothing for this) and up to :data:`LIMIT`
+    elements."""
+    if type(source) is not torch.Tensor or source.is_meta or source.is_floating_point() or source.is_complex() or \
+            source.numel() > LIMIT or not _valueless(made):
+        return made
+    storage = storage_of(made)
+    same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
+                                                                   source.storage_offset())
+    if storage is not None and same:
+        _purge()
+        _KNOWN[id(storage)] = (weakref.ref(storage), _holding(made, source), made._version)
+    return made
+
+
 def _purge() -> None:
     """Drop the entries of meta storages that died."""
     for key in [k for k, (ref, _, _) in _KNOWN.items() if ref() is None]:
@@ -97,7 +123,7 @@ def _purge() -> None:
 def _known(t: torch.Tensor) -> torch.UntypedStorage | None:
     """The CPU storage holding the values torchcost knows of the meta tensor ``t``: registered, alive, and not
     written into since (an in-place op outside a run bumps the tensor's version counter); else None."""
-    storage = storage_of(t) if t.device.type == "meta" else None
+    storage = storage_of(t) if _valueless(t) else None
     entry = _KNOWN.get(id(storage)) if storage is not None else None
     if entry is None or entry[0]() is not storage or entry[2] != t._version:
         return None
@@ -174,12 +200,16 @@ class Shadows:
     def __bool__(self) -> bool:
         return bool(self._cpu)
 
+    def holds(self, t: torch.Tensor) -> bool:
+        """Whether this run knows the values of ``t``."""
+        return _valueless(t) and self._storage(t) is not None
+
     def keep(self, tensors: Any) -> None:
         """Those of ``tensors`` whose values this run knows keep them past it, for a later run that takes them as
         it inputs, buffers or attributes (a meta model's buffers made from numbers in its constructor)."""
         _purge()
         for t in tensors_in(tensors):
-            storage = storage_of(t) if t.device.type == "meta" else None
+            storage = storage_of(t) if _valueless(t) else None
             entry = self._cpu.get(id(storage)) if storage is not None else None
             if entry is not None and entry[0]() is storage:
                 _KNOWN[id(storage)] = (entry[0], entry[1], t._version)
@@ -209,7 +239,7 @@ class Shadows:
         if tensors and not cpu:
             return False
         for t in tensors:
-            if t.is_meta:
+            if t.is_meta or type(t) is FakeTensor:
                 try:
                     storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):  # (a layout without a strided storage)
@@ -233,7 +263,7 @@ class Shadows:
             if answer is _MISS:
                 raise
             return self._from_cpu(answer, kwargs, originals)
-        made = [t for t in tensors_in(out) if t.device.type == "meta"]
+        made = [t for t in tensors_in(out) if _valueless(t)]
         written = self._written(func, args, kwargs)
         if not written and all(self._storage(t) is not None for t in made):
             return out  # (a view of tensors with shadows: it shares theirs)
@@ -245,7 +275,7 @@ class Shadows:
             self._forget(made + written)
             return out
         for t, values in zip(tensors_in(out), tensors_in(answer)):
-            if t.device.type == "meta" and self._storage(t) is None:
+            if _valueless(t) and self._storage(t) is None:
                 self._adopt(t, values)
         return out
 
@@ -270,11 +300,11 @@ class Shadows:
         """``out = func(*args, **kwargs)``, a tensor made from Python data (``torch.tensor(data, device=...)``):
         where ``out`` is a meta tensor and every tensor in the data is known (``torch.tensor([n, m])`` of 0-d
         tensors), the same tensor made on the CPU from the known values is its shadow."""
-        if not isinstance(out, torch.Tensor) or out.device.type != "meta" or out.numel() > LIMIT or \
+        if not isinstance(out, torch.Tensor) or not _valueless(out) or out.numel() > LIMIT or \
                 self._storage(out) is not None:  # (a view of a known tensor, indexed by slices: known already)
             return
         tensors = tensors_in((args, kwargs))
-        if any(t.device.type == "meta" and self._storage(t) is None for t in tensors):
+        if any(_valueless(t) and self._storage(t) is None for t in tensors):
             return
         where = {"device": _CPU} if func in _CONSTRUCTORS else {}
         with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
@@ -294,7 +324,7 @@ class Shadows:
 
     def _forget(self, tensors: list[torch.Tensor]) -> None:
         for t in tensors:
-            storage = storage_of(t) if t.device.type == "meta" else None
+            storage = storage_of(t) if _valueless(t) else None
             if storage is not None:
                 self._cpu.pop(id(storage), None)
 
@@ -322,7 +352,7 @@ class Shadows:
         holding the op's arguments until the garbage collector runs, and the memory timeline would see them live
         on.)"""
         if isinstance(v, torch.Tensor):
-            if v.device.type != "meta":
+            if not _valueless(v):
                 originals[id(v)] = v
                 return v
             storage = self._storage(v)
@@ -339,9 +369,11 @@ class Shadows:
     def _from_cpu(self, answer: Any, kwargs: dict[str, Any], originals: dict[int, torch.Tensor]) -> Any:
         """The op's output from its CPU ``answer`` where the meta kernel refused it: numbers as they are, tensors as
         meta tensors of the same metadata with the answer as their shadow; a tensor the op was asked to put on the
-        CPU (``.cpu()``, ``.tolist()``) stays the CPU answer, and an argument it returns is that argument."""
+        CPU (``.cpu()``, ``.tolist()``) stays the CPU answer, and an argument it returns is that argument. On a fake
+        twin (an argument is a fake tensor) the tensors are fake tensors of the twin's mode and device instead."""
+        fake = next((v for v in originals.values() if type(v) is FakeTensor), None)
         device = kwargs.get("device")
-        stays = device is not None and torch.device(device).type != "meta"
+        stays = fake is None and device is not None and torch.device(device).type != "meta"
 
         def convert(t: torch.Tensor) -> torch.Tensor:
             if id(t) in originals:  # (an argument: an in-place op's, or a CPU tensor's)
@@ -350,6 +382,8 @@ class Shadows:
                 return t
             with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
                 made = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+                if fake is not None:
+                    made = FakeTensor(fake.fake_mode, made, fake.fake_device)
             self._adopt(made, t)
             return made
 
@@ -401,3 +435,28 @@ def following(inputs: Any = ()) -> Iterator[Shadows]:
     shadows = Shadows(inputs)
     with _FollowMade(shadows), _Follow(shadows):
         yield shadows
+
+
+@contextlib.contextmanager
+def untraced(shadows: Shadows | None) -> Iterator[None]:
+    """While inside, transformers (where imported) takes a fake tensor whose values ``shadows`` knows for a plain
+    tensor. Its mask helpers skip an all-ones mask (and let SDPA take ``is_causal``) only where the mask is not being
+    traced, and they count a fake tensor as traced (``is_tracing``), so a fake twin's step would add a mask of ones
+    to every score that the step it stands for, on the caller's own tensors, skips. With its values known the twin
+    takes the real step's path: the check's ``mask.sum() == mask.numel()`` is answered from them. (One analysis
+    runs at a time in a process, run/concurrency.py; the function is put back on the way out.)"""
+    utils = sys.modules.get("transformers.utils.import_utils")
+    original = getattr(utils, "is_fake_tensor", None)
+    if shadows is None or not shadows or original is None:
+        yield
+        return
+
+    def is_fake_tensor(x: Any) -> bool:
+        return bool(original(x)) and not (isinstance(x, torch.Tensor) and shadows.holds(x))
+
+    utils.is_fake_tensor = is_fake_tensor  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if getattr(utils, "is_fake_tensor", None) is is_fake_tensor:
+            utils.is_fake_tensor = original  # type: ignore[union-attr]

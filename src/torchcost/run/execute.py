@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from torchcost.collect import tape
 from torchcost.collect.allocator import allocations, running_peak
 from torchcost.collect.recording import MemorySettings, Recording
-from torchcost.collect.shadows import Shadows
+from torchcost.collect.shadows import Shadows, untraced
 from torchcost.collect.storages import local_tensor
 from torchcost.collect.unwritten import Unwritten, ValuesNeeded
 from torchcost.errors import InputError, ModelError
@@ -172,7 +172,9 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         extras = twin.extras if twin is not None else None
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
         shadows = (Shadows((args, kwargs, [b for m in modules for b in m._buffers.values()]))
-                   if tensors_device.type == "meta" and extras is None else None)
+                   if (tensors_device.type == "meta" or method == "fake") and extras is None else None)
+        if method == "fake" and not shadows:  # (a fake twin follows only the integer inputs it was lent: none)
+            shadows = None
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
                         twin=method == "fake" or tensors_device.type == "meta", unwritten=unwritten, shadows=shadows)
         ran = Ran(model, args, kwargs, rec, options, method)
@@ -190,7 +192,7 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
                  else contextlib.nullcontext())
         around = extras.during(rec) if extras is not None else contextlib.nullcontext()
         followed = shadows if shadows is not None else contextlib.nullcontext()
-        with followed, meter, rec, around, torch.enable_grad() if train else torch.no_grad():
+        with followed, untraced(shadows), meter, rec, around, torch.enable_grad() if train else torch.no_grad():
             out, loss = _forward(rec, ran, tensors_device)
             if train:
                 with rec.phase("backward"), step_failures("backward"):

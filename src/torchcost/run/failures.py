@@ -56,8 +56,8 @@ def quiet_meta_failures() -> Iterator[None]:
 
 
 _VALUES_ON_META = (" (the forward reads a tensor's values, and on the meta device only those of the inputs torchcost "
-                   "made and of what is computed from them alone are known: analyse the model built on the cpu, CLI "
-                   "without --meta)")
+                   "made, of the caller's integer inputs and of what is computed from them alone are known: analyse "
+                   "the model built on the cpu for the cpu, CLI without --meta and --target)")
 # what torch's meta kernels say where an op needs values (item(), a copy to the cpu, a size only values give), lower
 # case: the hint's keys, and what resolve/hf.py's probes take for a read of values
 VALUE_READS = ("cannot be called on meta tensors", "cannot copy out of meta tensor",

@@ -39,7 +39,7 @@ from torch.optim import optimizer as _optimizer_module
 
 from torchcost.collect.fakeops import META_DEVICE, FakeWrapper, TwinAnswers, fake_constant
 from torchcost.collect.probe import KernelMemory
-from torchcost.collect.shadows import carry
+from torchcost.collect.shadows import carry, lent
 from torchcost.collect.workspace_cuda import ASSUMED_GPU, CudaDevice
 from torchcost.errors import InputError, first_line
 from torchcost.trees import first, map_tensors, tensors_in
@@ -179,6 +179,8 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
 
     def move(t: torch.Tensor) -> torch.Tensor:
         moved = convert(t.detach())
+        if method != "copy":  # (a twin's integer inputs keep the caller's values: collect/shadows.py)
+            moved = lent(t, moved)
         return moved.requires_grad_(t.requires_grad) if t.is_floating_point() else moved
 
     run_device = torch.device("meta") if method == "meta" else device
