@@ -188,10 +188,10 @@ TAKE_NO_4D_MASK = {
 @pytest.mark.parametrize("model_type", list(TAKE_NO_4D_MASK))
 def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type: str, tmp_path: Any) -> None:
     """Round 33's sweep of transformers' causal-LM families: these failed on meta with the 4-d causal mask (OPT:
-    "too many values to unpack"); a probe forward of a one-layer meta copy sees it. They get the 2-d mask of ones
-    the CPU run gets, and count as the CPU run does. OPT reads that mask's values (its positions are cumsum(mask) *
-    mask - 1): it got no mask on meta and counted the 47 float ops of the mask it then makes itself; the mask of ones
-    now keeps its values on meta (collect/shadows.py), and OPT too gets it and counts as on the CPU."""
+    "too many values to unpack"). Every model now gets the 2-d mask of ones the CPU run gets where a probe forward of
+    a one-layer meta copy runs with it (its values known on meta: collect/shadows.py), so these do too, and count as
+    the CPU run does. (OPT reads that mask's values, its positions are cumsum(mask) * mask - 1: before the values
+    were known it got no mask on meta and counted the 47 float ops of the mask it then makes itself.)"""
     pytest.importorskip("transformers")
     arch, fields = TAKE_NO_4D_MASK[model_type]
     spec = _tiny_config(tmp_path, model_type, arch, **fields)
@@ -201,7 +201,7 @@ def test_a_model_that_takes_no_4d_mask_gets_a_2d_one_or_none_on_meta(model_type:
     assert {t.device.type for t in (*on_meta.model.parameters(), *on_meta.model.buffers())} == {"meta"}
     mask = on_meta.kwargs["attention_mask"]
     assert (mask.shape, mask.dtype, mask.device.type) == ((1, 16), torch.int64, "meta")
-    assert "attention_mask of ones (2-d: this model takes no 4-d mask)" in on_meta.description
+    assert "attention_mask of ones" in on_meta.description and "2-d" not in on_meta.description  # (the cpu's words)
     _counts_as_on_the_cpu(cpu, on_meta, 0)
 
 
@@ -213,19 +213,18 @@ _SMALL_ENCODER = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_head
 def test_an_encoder_that_reads_its_ids_without_a_mask_runs_on_meta(model_type: str, arch: str,
                                                                     tmp_path: Any) -> None:
     """Round 33's sweep: without a mask these encoders check their ids for padding, a read of values a meta run
-    could not make ("Tensor.item() cannot be called on meta tensors"), so they got the CPU run's 2-d mask of ones on
-    meta. The ids torchcost makes now keep their values on meta (collect/shadows.py): they run without a mask there,
-    as an encoder on meta is given. Their forward counts as on the CPU (which skips its mask of ones). DeBERTa's
-    training step makes its own float mask without one and multiplies it out, 16 x 16 = 256 FLOPs the CPU run's
-    int64 mask does for free (the documented mask arithmetic, docs/conventions.md). MarkupLM indexes its list of
-    xpath embeddings by a count of its own, so the copy with one entry per list fails with every mask, and the whole
-    model is tried."""
+    could not make ("Tensor.item() cannot be called on meta tensors"). The ids and masks torchcost makes now keep
+    their values on meta (collect/shadows.py), and a meta build gets the cpu's 2-d mask of ones where it runs with
+    it: these do, and count as on the CPU, the training step too. (Round 37 gave them no mask on meta, where
+    DeBERTa's step makes its own float mask and multiplies it out, 16 x 16 = 256 FLOPs the CPU run's int64 mask does
+    for free.) MarkupLM indexes its list of xpath embeddings by a count of its own, so the copy with one entry per
+    list fails with every mask, and the whole model is tried."""
     pytest.importorskip("transformers")
     spec = _tiny_config(tmp_path, model_type, arch, **_SMALL_ENCODER)
     cpu = resolve(spec, seq_len=16)
     on_meta = resolve(spec, meta=True, seq_len=16)
-    assert "attention_mask" not in on_meta.kwargs
-    _counts_as_on_the_cpu(cpu, on_meta, 16 * 16 if model_type == "deberta" else 0)
+    assert tuple(on_meta.kwargs["attention_mask"].shape) == tuple(cpu.kwargs["attention_mask"].shape) == (1, 16)
+    _counts_as_on_the_cpu(cpu, on_meta, 0)
 
 
 def test_a_dual_encoder_gets_its_image_beside_its_text(tmp_path: Any) -> None:
@@ -269,13 +268,26 @@ def test_a_video_model_gets_frames_and_sam_its_vision_configs_size(tmp_path: Any
     assert hf_source._image_shape(nn.Identity(), sam_like, 1, torch.float32) == (1, 3, 1024, 1024)
 
 
-def test_a_model_that_takes_the_4d_mask_keeps_it_and_the_probe_leaves_it_as_it_was() -> None:
+def test_a_causal_model_gets_the_cpus_mask_on_meta_and_the_probe_leaves_it_as_it_was() -> None:
     pytest.importorskip("transformers")
+    r = resolve("hf:llama-3-8b", meta=True, seq_len=16, config={"num_hidden_layers": "2"})
+    assert r.kwargs["attention_mask"].shape == (1, 16) and r.kwargs["attention_mask"].dtype == torch.int64
+    assert "attention_mask of ones" in r.description and "causal" not in r.description
+    layers = r.model.model.layers  # (the probe ran a copy with one layer: the model keeps both, on meta)
+    assert len(layers) == 2 and {p.device.type for p in r.model.parameters()} == {"meta"}
+
+
+def test_a_causal_model_whose_mask_values_are_not_followed_gets_the_4d_causal_mask(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the elements a meta run follows (here made 8), the 2-d mask has no known values, transformers' read of
+    them fails in the probe, and the model gets the mask that needs no read: the 4-d causal one."""
+    pytest.importorskip("transformers")
+    from torchcost.collect import shadows
+
+    monkeypatch.setattr(shadows, "LIMIT", 8)
     r = resolve("hf:llama-3-8b", meta=True, seq_len=16, config={"num_hidden_layers": "2"})
     assert r.kwargs["attention_mask"].shape == (1, 1, 16, 16) and r.kwargs["attention_mask"].dtype == torch.bool
     assert "causal attention_mask" in r.description
-    layers = r.model.model.layers  # (the probe ran a copy with one layer: the model keeps both, on meta)
-    assert len(layers) == 2 and {p.device.type for p in r.model.parameters()} == {"meta"}
 
 
 def test_a_max_position_count_of_minus_one_is_no_bound(tmp_path: Any) -> None:
@@ -447,7 +459,7 @@ def test_hf_local_config_file_and_folder(tmp_path: Any) -> None:
                                                     "num_attention_heads": 2, "intermediate_size": 64,
                                                     "vocab_size": 100}))
     r = resolve(f"hf:{tmp_path / 'bert.json'}", meta=True)
-    assert type(r.model).__name__ == "BertModel" and set(r.kwargs) == {"input_ids"}  # an encoder on meta: no mask
+    assert type(r.model).__name__ == "BertModel" and set(r.kwargs) == {"input_ids", "attention_mask"}  # (the cpu's)
 
 
 @pytest.mark.parametrize("name", ["conv1d_series", "conv3d_action", "standard_conv", "depthwise_separable"])
@@ -608,12 +620,12 @@ def test_an_encoder_that_reads_a_2d_masks_values_counts_on_meta_as_on_the_cpu(tm
     """Round 34's sweep: SqueezeBERT, ConvBERT, DPR, TAPAS and others read their ids for padding without a mask and
     the mask's values (``.all()``) with a 2-d one: on meta they got a 4-d mask of ones, which SDPA adds, 1,024 FLOPs
     more here than the cpu. The ids and masks torchcost makes now keep their values on meta (collect/shadows.py):
-    the meta build runs without a mask, as an encoder on meta is given, and counts what the cpu build counts."""
+    the meta build gets the cpu's 2-d mask of ones, and counts what the cpu build counts."""
     pytest.importorskip("transformers")
     spec = _tiny_config(tmp_path, "squeezebert", "SqueezeBertModel", hidden_size=32, num_hidden_layers=1,
                         num_attention_heads=4, intermediate_size=64, embedding_size=32)
     cpu, on_meta = resolve(spec, seq_len=16), resolve(spec, seq_len=16, meta=True)
-    assert "attention_mask" not in on_meta.kwargs
+    assert tuple(on_meta.kwargs["attention_mask"].shape) == (1, 16)
     want = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)
     got = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, target="cpu")
     assert (got.macs, got.flops) == (want.macs, want.flops)
@@ -630,7 +642,7 @@ def test_a_model_that_reads_its_masks_values_runs_on_meta_as_on_the_cpu(tmp_path
                         decoder_ffn_dim=32, attention_window=[8])
     on_meta = resolve(spec, seq_len=16, meta=True)
     assert tuple(on_meta.kwargs["attention_mask"].shape) == (1, 16)
-    assert "attention_mask of ones (2-d: this model takes no 4-d mask)" in on_meta.description
+    assert "attention_mask of ones" in on_meta.description
     meta = torchcost.analyze(on_meta.model, kwargs=on_meta.kwargs, target="cpu")
     cpu = resolve(spec, seq_len=16)
     real = torchcost.analyze(cpu.model, kwargs=cpu.kwargs)

@@ -18,12 +18,11 @@ with of 224, its sub-configs' sizes, then 384, 512, 1024 and 1536: :func:`_image
 vision towers that take their image as patches already cut get them with their grid: SigLIP 2's NaFlex patches, mask
 and spatial shapes (:func:`_patches`), the Qwen2-VL layout's patch sequence and ``grid_thw`` (:func:`_grid_inputs`:
 Qwen2.5-VL, Qwen3-VL, GLM-4V, Kimi and others). On the meta
-device, where transformers' mask code cannot read
-values, a causal model gets its mask as a 4-d boolean (batch, 1, seq, seq) causal mask, an encoder-decoder a 4-d
-mask of ones and an encoder none: each is what transformers derives from an all-ones mask, so the counts equal a cpu
-run's. A model that takes no 4-d mask (seen in a probe forward of a one-layer meta copy: BLOOM, Mamba, GPT-1,
-ProphetNet, OPT) gets the 2-d mask of ones where it runs with one on meta, else none; an encoder that reads its ids
-without a mask and a 2-d mask's values gets a 4-d one of ones (``meta_attention_mask``). A maximum position count of
+device a model gets the cpu's 2-d mask of ones where a probe forward of a one-layer meta copy runs with it: its
+values are known to the run (collect/shadows.py), so transformers' mask code skips it as on the cpu and the counts
+equal a cpu run's. Where that probe fails (values the run does not follow), the masks that need no read: a causal
+model the 4-d boolean causal mask, an encoder-decoder a 4-d mask of ones, an encoder none, or none at all where the
+model makes its own (``meta_attention_mask``). A maximum position count of
 0 or less (XLNet's -1) is no bound.
 
 Building on cpu first checks, on the meta device, that the parameters fit in the memory available, and otherwise
@@ -266,56 +265,46 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def meta_attention_mask(model: nn.Module, config: Any, batch: int, seq: int, device: torch.device | str,
                         inputs: dict[str, Any] | None = None) -> tuple[torch.Tensor | None, str] | None:
     """The attention mask a run on meta tensors gives a transformers model for ``batch`` sequences of ``seq`` tokens
-    without padding, and its description; None: no mask, nothing to say. A 2-d mask of ones would be read for its
-    values (transformers takes the causal path without a mask when every entry is one; ``.all()`` fails on meta) and
-    so would no mask at all (the packed-sequence check reads the positions): a causal model gets the 4-d causal mask,
-    an encoder-decoder one of ones, anything else none (or, where a probe forward sees an encoder read its inputs'
-    values without a mask and run with a 2-d one, the 2-d mask of ones: DeBERTa, LayoutLM, MarkupLM, MRA; where it
-    reads the 2-d one's values too, the 4-d mask of ones: SqueezeBERT, ConvBERT, DPR, TAPAS, whose SDPA then adds
-    the mask, one FLOP per score the cpu run, which skips an all-ones mask, does not count).
+    without padding, and its description; None: no mask, nothing to say.
 
-    Some models take no 4-d mask: they derive ALiBi slopes (BLOOM) or positions (OPT) from a 2-d one, multiply their
-    states by it (Mamba) or build their own 4-d mask from it (GPT-1, ProphetNet). Where ``inputs`` (the other keyword
-    inputs) are given, the 4-d mask is first tried in a forward of a meta copy of the model with one layer per
-    stack (:func:`_first_that_runs`). A model that fails with it gets the 2-d mask of ones a CPU run gets, where a
-    forward runs with that (the same ops as on the CPU, so the same counts), else none where a forward runs without
-    one, ``(None, description)``: it makes its own mask from the sizes (OPT: its positions' arithmetic is then on a
-    float mask, where the CPU run's is on the int64 one and free, 47 FLOPs at 16 tokens). Where none runs, and the
-    2-d one fails on a read of values and the first not, the 2-d one: the analysis then fails on that read, and
-    says to analyse the model built on the cpu. A probe follows the values of the masks and ids torchcost makes
-    (collect/shadows.py), as the analysis does: a model that reads them (OPT's positions, LED's padding check) runs
-    its probe with the cpu's 2-d mask, and gets it; an encoder that checks its ids for padding (DeBERTa,
-    SqueezeBERT) runs without one, and gets none."""
-    flat_said = "attention_mask of ones (2-d: this model takes no 4-d mask)"
+    Where ``inputs`` (the other keyword inputs) are given, the mask a cpu run gets, the 2-d mask of ones, is tried
+    first in a forward of a meta copy of the model with one layer per stack (:func:`_first_that_runs`).
+    transformers reads its values (it skips an all-ones mask and lets SDPA take ``is_causal``), and a meta run knows
+    them (collect/shadows.py), so with it the meta run takes the cpu run's path and counts what the cpu run counts.
+    That fails only where the forward reads values a run does not follow (a mask past its limit of elements, values
+    from the weights) or where the model is not made for the mask. Then, and where no ``inputs`` are given (no
+    probe), the masks of before values were followed, which need no read: a causal model gets the 4-d causal mask,
+    an encoder-decoder a 4-d one of ones, an encoder none; with ``inputs``, where that fails too, a causal model or
+    an encoder-decoder none (it makes its own from the sizes), an encoder the 4-d mask of ones. Where none runs,
+    and the 2-d one fails on a read of values and the next not, the 2-d one: the analysis then fails on that read,
+    and says to analyse the model built on the cpu."""
     if _is_causal(model, config):
         first: tuple[torch.Tensor | None, str | None] = (
             _causal_mask(batch, seq, device), "causal attention_mask")
     elif getattr(config, "is_encoder_decoder", False):
         first = known_full((batch, 1, seq, seq), 1, torch.bool, device), "attention_mask of ones"
-    else:  # an encoder: none, unless it reads values without one (a check for padding in the ids: DeBERTa)
-        first, flat_said = (None, None), "attention_mask of ones (2-d: this model reads its inputs' values without one)"
-    candidates = [first]
-    if inputs is not None:
-        candidates.append((known_full((batch, seq), 1, torch.int64, device), flat_said))
-        if first[0] is not None:
-            candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
-                                     "makes its own)"))
-        else:  # (an encoder that reads its ids for padding without a mask and a 2-d mask's values with one:
-            # SqueezeBERT, ConvBERT, DPR, TAPAS)
-            candidates.append((known_full((batch, 1, seq, seq), 1, torch.bool, device),
-                               "attention_mask of ones (4-d: this model reads its inputs' values without one and a "
-                               "2-d one's values)"))
-        failed: dict[int, BaseException] = {}
-        found = _first_that_runs(model, [inputs if c[0] is None else {**inputs, "attention_mask": c[0]}
-                                         for c in candidates], failed=failed)
-        if found is not None:
-            first = candidates[found]
-        elif _reads_values(failed.get(1)) and not _reads_values(failed.get(0)):
-            # no mask runs on meta, and with the cpu's 2-d one the forward got as far as reading values (LED pads
-            # to its window and asks whether any token is masked; with a 4-d mask it fails on the mask's shape):
-            # the 2-d one, so that the analysis fails on that read and says to build the model on the cpu
-            first = candidates[1][0], "attention_mask of ones (2-d, as on the cpu: no mask runs on meta)"
-    mask, said = first
+    else:  # an encoder
+        first = None, None
+    if inputs is None:
+        mask, said = first
+        return None if said is None else (mask, said)
+    candidates = [(known_full((batch, seq), 1, torch.int64, device), "attention_mask of ones"), first]
+    if first[0] is not None:
+        candidates.append((None, "no attention_mask (this model takes no 4-d mask on meta, nor one of ones: it "
+                                 "makes its own)"))
+    else:
+        candidates.append((known_full((batch, 1, seq, seq), 1, torch.bool, device),
+                           "attention_mask of ones (4-d: this model reads its inputs' values without one and a "
+                           "2-d one's values)"))
+    failed: dict[int, BaseException] = {}
+    found = _first_that_runs(model, [inputs if c[0] is None else {**inputs, "attention_mask": c[0]}
+                                     for c in candidates], failed=failed)
+    if found is not None:
+        mask, said = candidates[found]
+    elif _reads_values(failed.get(0)) and not _reads_values(failed.get(1)):
+        mask, said = candidates[0][0], "attention_mask of ones (2-d, as on the cpu: no mask runs on meta)"
+    else:
+        mask, said = first
     return None if said is None else (mask, said)
 
 
@@ -440,7 +429,7 @@ def _needs_image(model: nn.Module, ids: dict[str, Any], masked: bool, image: dic
     if masked:
         masks.append({"attention_mask": known_full(ids["input_ids"].shape, 1, torch.int64, "meta")})
     text_alone, with_image = [{**ids, **m} for m in masks], [{**ids, **m, **image} for m in masks]
-    found = _furthest(model, text_alone + with_image, whole_too=False)
+    found = _furthest(model, text_alone + with_image)
     return found is not None and found >= len(text_alone)
 
 
