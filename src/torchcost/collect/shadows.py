@@ -93,7 +93,7 @@ def known_made(make: Callable[[], torch.Tensor], shape: Sequence[int], dtype: to
 
 def _valueless(t: torch.Tensor) -> bool:
     """Whether ``t`` holds no values: a meta tensor, or a fake one (a fake twin's: its storage is a meta one)."""
-    return t.is_meta or type(t) is FakeTensor
+    return type(t) is FakeTensor or t.is_meta  # (in this order: a fake tensor answers is_meta through Python)
 
 
 def lent(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ def _known(t: torch.Tensor) -> torch.UntypedStorage | None:
 def known_values(t: torch.Tensor) -> torch.Tensor | None:
     """The values of ``t`` where torchcost knows them: a CPU tensor's own, a meta tensor's shadow
     (:func:`known_input`); else None."""
-    if t.device.type == "cpu" and type(t) is torch.Tensor:
+    if type(t) is torch.Tensor and t.device.type == "cpu":
         return t
     values = _known(t)
     if values is None:
@@ -239,7 +239,7 @@ class Shadows:
         if tensors and not cpu:
             return False
         for t in tensors:
-            if t.is_meta or type(t) is FakeTensor:
+            if type(t) is FakeTensor or t.is_meta:
                 try:
                     storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):  # (a layout without a strided storage)
