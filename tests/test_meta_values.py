@@ -231,7 +231,9 @@ def test_a_fake_twins_training_step_skips_a_mask_of_ones_as_the_real_step() -> N
     def step(mask: torch.Tensor | None) -> torchcost.CostReport:
         return torchcost.analyze(model, kwargs={"input_ids": ids, "attention_mask": mask}, mode="train")
 
+    held = len(shadows._KNOWN)
     ones, none = step(torch.ones(2, 16, dtype=torch.int64)), step(None)
+    assert len(shadows._KNOWN) == held  # (the twin's values went with the twin: nothing is held after the run)
     padded = step(torch.tensor([[1] * 16, [1] * 13 + [0] * 3]))
     # a mask of ones is no mask: transformers skips it (SDPA's is_causal path) in a real step, so the twin does too
     assert ones.step_flops == none.step_flops and ones.flops == none.flops

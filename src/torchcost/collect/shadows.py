@@ -76,7 +76,7 @@ def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tenso
         storage = storage_of(meta)
         if storage is not None:
             _purge()
-            _KNOWN[id(storage)] = (weakref.ref(storage), _holding(meta, values), meta._version)
+            _KNOWN[id(storage)] = (_ref(storage), _holding(meta, values), meta._version)
     return meta
 
 
@@ -110,8 +110,20 @@ def lent(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
                                                                    source.storage_offset())
     if storage is not None and same:
         _purge()
-        _KNOWN[id(storage)] = (weakref.ref(storage), _holding(made, source), made._version)
+        _KNOWN[id(storage)] = (_ref(storage), _holding(made, source), made._version)
     return made
+
+
+def _ref(storage: torch.UntypedStorage) -> weakref.ref[torch.UntypedStorage]:
+    """A weak reference to ``storage`` whose death drops its entry from ``_KNOWN`` (and the CPU values it holds)."""
+    key = id(storage)
+
+    def dropped(ref: weakref.ref[torch.UntypedStorage]) -> None:
+        entry = _KNOWN.get(key)
+        if entry is not None and entry[0] is ref:
+            del _KNOWN[key]
+
+    return weakref.ref(storage, dropped)
 
 
 def _purge() -> None:
@@ -150,7 +162,7 @@ def carry(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
     same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
                                                                    source.storage_offset())
     if values is not None and target is not None and same:
-        _KNOWN[id(target)] = (weakref.ref(target), values, made._version)
+        _KNOWN[id(target)] = (_ref(target), values, made._version)
     return made
 
 
@@ -211,8 +223,8 @@ class Shadows:
         for t in tensors_in(tensors):
             storage = storage_of(t) if _valueless(t) else None
             entry = self._cpu.get(id(storage)) if storage is not None else None
-            if entry is not None and entry[0]() is storage:
-                _KNOWN[id(storage)] = (entry[0], entry[1], t._version)
+            if storage is not None and entry is not None and entry[0]() is storage:
+                _KNOWN[id(storage)] = (_ref(storage), entry[1], t._version)
 
     def _op(self, func: Any) -> tuple[bool, tuple[tuple[int, str], ...], Any]:
         known = self._ops.get(id(func))
