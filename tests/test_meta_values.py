@@ -279,3 +279,26 @@ def test_a_cpu_transformers_model_for_a_cuda_target() -> None:
         # 32 x 32, the MLP 32 x 128 and 128 x 32
         assert for_cuda.macs == on_cpu.macs == 16 * 32 * 96 + 2 * 4 * 16 * 16 * 8 + 16 * 32 * 32 \
             + 2 * 16 * 32 * 128 == 212_992
+
+
+class Chunks(nn.Module):
+    """Makes a tensor from a list of its input's elements, as Qwen3-ASR cuts its audio into windows: on a fake twin
+    ``torch.tensor`` reads the 0-d fake tensors' data directly, which they have not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        bounds = torch.tensor([0] + [n // 2 for n in lengths]).cumsum(0)  # lengths 4 and 6: [0, 2, 5]
+        return self.fc(x[: int(bounds[-1])]).sum()
+
+
+def test_a_tensor_made_from_known_elements_on_a_fake_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.run import execute
+
+    monkeypatch.setattr(execute, "retry_on_copy", lambda *a: False)  # (no real copy to fall back on)
+    model, x, lengths = Chunks(), torch.randn(8, 4), torch.tensor([4, 6])
+    train = torchcost.analyze(model, x, lengths, mode="train")
+    meta = torchcost.analyze(model.to("meta"), torch.empty(8, 4, device="meta"), known_input(lengths, "meta"))
+    assert train.macs == meta.macs == 5 * 4 * 4 == 80  # 4 // 2 + 6 // 2 = 5 rows through fc

@@ -125,9 +125,7 @@ class CompositeCatcher(TorchFunctionMode):
                     self.unwritten.read(func, args, kwargs)
                 out = func(*args, **kwargs)
             elif kind is _Kind.MADE:
-                out = func(*args, **kwargs)
-                if self.shadows is not None:
-                    self.shadows.made(func, args, kwargs, out)
+                out = func(*args, **kwargs) if self.shadows is None else self.shadows.make(func, args, kwargs)
             else:
                 out = self._reenter(func, types, args, kwargs)
         if self.tag is not None:

@@ -308,6 +308,29 @@ class Shadows:
             if (known if known is not None else self._op(func))[1]:
                 self._forget(self._written(func, args, kwargs))
 
+    def make(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``func(*args, **kwargs)``, one of :data:`MADE`, told to :meth:`made`. Where it raises and its data holds
+        tensors whose values the run knows (``torch.tensor([n, m])`` of 0-d fake tensors: torch reads their data
+        directly, which a fake tensor has not), it is made on the CPU from those values instead."""
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            answer = _MISS
+            originals: dict[int, torch.Tensor] = {}
+            tensors = tensors_in((args, kwargs))
+            if tensors and all(not _valueless(t) or self._storage(t) is not None for t in tensors):
+                where = {"device": _CPU} if func in _CONSTRUCTORS else {}
+                with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+                    try:
+                        answer = func(*self._shadow(args, originals), **{**kwargs, **where})
+                    except Exception:
+                        answer = _MISS
+            if answer is _MISS:
+                raise
+            return self._from_cpu(answer, kwargs, originals)
+        self.made(func, args, kwargs, out)
+        return out
+
     def made(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """``out = func(*args, **kwargs)``, a tensor made from Python data (``torch.tensor(data, device=...)``):
         where ``out`` is a meta tensor and every tensor in the data is known (``torch.tensor([n, m])`` of 0-d
@@ -433,10 +456,7 @@ class _FollowMade(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func in MADE:
-            self.shadows.made(func, args, kwargs, out)
-        return out
+        return self.shadows.make(func, args, kwargs) if func in MADE else func(*args, **kwargs)
 
 
 @contextlib.contextmanager
