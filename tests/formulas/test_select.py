@@ -48,3 +48,29 @@ def test_selection_by_quickselect_stays_uncounted() -> None:
     assert {o.op for o in r.uncounted} == {"aten::median", "aten::kthvalue"}
     assert r.uncounted == (OpCount("aten::kthvalue", 1), OpCount("aten::median", 1))
 
+
+
+@pytest.mark.parametrize(
+    ("fn", "flops"),
+    [
+        # 32 values among 7 boundaries: 8 places, ceil(log2 8) = 3 comparisons each -> 96
+        (lambda x: torch.bucketize(x, torch.linspace(0, 1, 7)), 96),
+        # right=True and int32 outputs: the same search -> 96
+        (lambda x: torch.bucketize(x, torch.linspace(0, 1, 7), right=True, out_int32=True), 96),
+        # 8 boundaries: 9 places, ceil(log2 9) = 4 -> 32 * 4 = 128
+        (lambda x: torch.searchsorted(torch.linspace(0, 1, 8), x), 128),
+        # a sequence of 4 rows of 5 against values of 4 rows of 8: 32 values, ceil(log2 6) = 3 -> 96
+        (lambda x: torch.searchsorted(torch.rand(4, 5).sort().values, x.reshape(4, 8)), 96 + 4 * 5 * 3),
+        # (the sort above: 4 rows of 5 * ceil(log2 5) = 15 -> 60, in the count too)
+    ],
+)
+def test_binary_searches(fn: object, flops: int) -> None:
+    r = fn_both(fn, torch.rand(32))  # type: ignore[arg-type]
+    assert r.macs == 0
+    assert r.flops == flops
+    assert r.uncounted == ()
+
+
+def test_a_search_among_integer_boundaries_is_free() -> None:
+    r = torchcost.analyze(Fn(lambda t: torch.bucketize(t, torch.tensor([2, 5, 9]))), torch.randint(0, 10, (6,)))
+    assert r.flops == 0 and r.uncounted == ()

@@ -1,4 +1,5 @@
-"""Sorting and selection: ``sort``, ``argsort``, ``msort`` and ``topk``, priced as comparisons.
+"""Sorting and selection: ``sort``, ``argsort``, ``msort``, ``topk``, ``searchsorted`` and ``bucketize``, priced as
+comparisons.
 
 A comparison of two floating-point values is 1 FLOP; comparisons of integer (or boolean) tensors are not
 floating-point operations, so an integer sort is free. The order the values arrive in is data, so the count is a
@@ -8,6 +9,10 @@ data-free bound, per sorted row (``rows = numel / n`` for a dimension of length 
   bound; n <= 1: 0.
 * ``topk(k)``: n * ceil(log2 k) for k >= 2 (each of the n elements is tested against a size-k heap of the best so
   far, ceil(log2 k) comparisons deep); k == 1: n - 1 (a max or min); k == 0: 0.
+
+* ``searchsorted``, ``bucketize``: a binary search of each value among the m sorted boundaries of its row, ceil(log2
+  (m + 1)) comparisons (m + 1 places to insert it), per value searched; the values are floating where the boundaries
+  are (they are compared as one dtype).
 
 Moving the values and indices is not counted. ``kthvalue``, ``median`` and ``mode`` have no formula (selection by
 quickselect has no data-free bound tighter than its quadratic worst case): they are reported as uncounted.
@@ -71,6 +76,33 @@ def topk_cost(call: OpCall) -> Cost:
     return Cost(other_flops=rows * topk_comparisons(n, int(call.arg("k"))))
 
 
+def search_comparisons(m: int) -> int:
+    """Comparisons of a binary search among m sorted boundaries: ceil(log2 (m + 1))."""
+    return _ceil_log2(m + 1)
+
+
+def searchsorted_cost(call: OpCall) -> Cost:
+    """``searchsorted(sorted_sequence, values)``: each value searched in its row of the sequence (a 1-d sequence
+    serves them all); a Scalar value once per row."""
+    sequence, values = call.args[0], call.args[1]
+    if not is_floating(sequence) or sequence.dim() == 0:
+        return ZERO
+    m = int(sequence.shape[-1])
+    searched = values.numel() if isinstance(values, torch.Tensor) else (sequence.numel() // m if m else 0)
+    return Cost(other_flops=searched * search_comparisons(m))
+
+
+def bucketize_cost(call: OpCall) -> Cost:
+    """``bucketize(values, boundaries)``: each value searched among the 1-d boundaries; a Scalar value once."""
+    values, boundaries = call.args[0], call.args[1]
+    if not is_floating(boundaries):
+        return ZERO
+    searched = values.numel() if isinstance(values, torch.Tensor) else 1
+    return Cost(other_flops=searched * search_comparisons(boundaries.numel()))
+
+
 register_many(["aten::sort", "aten::argsort"], sort_cost)
+register_many(["aten::searchsorted"], searchsorted_cost)
+register_many(["aten::bucketize"], bucketize_cost)
 register_many(["aten::msort"], msort_cost)
 register_many(["aten::topk"], topk_cost)
