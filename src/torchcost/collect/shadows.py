@@ -59,9 +59,10 @@ _MISS = object()
 _CONSTRUCTORS = frozenset((torch.tensor, torch.as_tensor, torch.asarray))
 MADE = _CONSTRUCTORS | {torch.Tensor.__getitem__}
 
-# id() of a meta storage -> (a weak reference to it, the CPU storage holding its values, the version counter of the
-# tensor registered): what the inputs torchcost made hold (known_input), and buffers a meta constructor made from
-# numbers (Shadows.keep); a run takes the entries of its own inputs and buffers, where nothing wrote into them since
+# id() of a meta or fake storage -> (a weak reference to it, whose death drops the entry; the CPU storage holding its
+# values; the version counter of the tensor registered): what the inputs torchcost made hold (known_input), a twin's
+# lent inputs (lent, carry), and buffers a meta constructor made from numbers (Shadows.keep); a run takes the entries
+# of its own inputs and buffers, where nothing wrote into them since
 _KNOWN: dict[int, tuple[weakref.ref[torch.UntypedStorage], torch.UntypedStorage, int]] = {}
 
 
@@ -75,8 +76,7 @@ def known_input(values: torch.Tensor, device: torch.device | str) -> torch.Tenso
     if values.numel() <= LIMIT:
         storage = storage_of(meta)
         if storage is not None:
-            _purge()
-            _KNOWN[id(storage)] = (_ref(storage), _holding(meta, values), meta._version)
+            _remember(storage, _holding(meta, values), meta)
     return meta
 
 
@@ -106,12 +106,19 @@ def lent(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
             source.numel() > LIMIT or not _valueless(made):
         return made
     storage = storage_of(made)
-    same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
-                                                                   source.storage_offset())
-    if storage is not None and same:
-        _purge()
-        _KNOWN[id(storage)] = (_ref(storage), _holding(made, source), made._version)
+    if storage is not None and _same_layout(made, source):
+        _remember(storage, _holding(made, source), made)
     return made
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.shape, a.stride(), a.storage_offset()) == (b.shape, b.stride(), b.storage_offset())
+
+
+def _remember(storage: torch.UntypedStorage, values: torch.UntypedStorage, made: torch.Tensor) -> None:
+    """The meta or fake ``storage`` (``made``'s) holds ``values``, for any run that takes ``made`` (or a view of it)
+    before something writes into it; the entry goes when the storage dies (:func:`_ref`)."""
+    _KNOWN[id(storage)] = (_ref(storage), values, made._version)
 
 
 def _ref(storage: torch.UntypedStorage) -> weakref.ref[torch.UntypedStorage]:
@@ -124,12 +131,6 @@ def _ref(storage: torch.UntypedStorage) -> weakref.ref[torch.UntypedStorage]:
             del _KNOWN[key]
 
     return weakref.ref(storage, dropped)
-
-
-def _purge() -> None:
-    """Drop the entries of meta storages that died."""
-    for key in [k for k, (ref, _, _) in _KNOWN.items() if ref() is None]:
-        del _KNOWN[key]
 
 
 def _known(t: torch.Tensor) -> torch.UntypedStorage | None:
@@ -159,10 +160,8 @@ def carry(source: torch.Tensor, made: torch.Tensor) -> torch.Tensor:
     ``source`` is known to hold, if any."""
     values = _known(source)
     target = storage_of(made) if values is not None else None
-    same = (made.shape, made.stride(), made.storage_offset()) == (source.shape, source.stride(),
-                                                                   source.storage_offset())
-    if values is not None and target is not None and same:
-        _KNOWN[id(target)] = (_ref(target), values, made._version)
+    if values is not None and target is not None and _same_layout(made, source):
+        _remember(target, values, made)
     return made
 
 
@@ -219,12 +218,11 @@ class Shadows:
     def keep(self, tensors: Any) -> None:
         """Those of ``tensors`` whose values this run knows keep them past it, for a later run that takes them as
         it inputs, buffers or attributes (a meta model's buffers made from numbers in its constructor)."""
-        _purge()
         for t in tensors_in(tensors):
             storage = storage_of(t) if _valueless(t) else None
             entry = self._cpu.get(id(storage)) if storage is not None else None
             if storage is not None and entry is not None and entry[0]() is storage:
-                _KNOWN[id(storage)] = (_ref(storage), entry[1], t._version)
+                _remember(storage, entry[1], t)
 
     def _op(self, func: Any) -> tuple[bool, tuple[tuple[int, str], ...], Any]:
         known = self._ops.get(id(func))
@@ -319,12 +317,7 @@ class Shadows:
             originals: dict[int, torch.Tensor] = {}
             tensors = tensors_in((args, kwargs))
             if tensors and all(not _valueless(t) or self._storage(t) is not None for t in tensors):
-                where = {"device": _CPU} if func in _CONSTRUCTORS else {}
-                with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
-                    try:
-                        answer = func(*self._shadow(args, originals), **{**kwargs, **where})
-                    except Exception:
-                        answer = _MISS
+                answer = self._made_on_cpu(func, args, kwargs, originals)
             if answer is _MISS:
                 raise
             return self._from_cpu(answer, kwargs, originals)
@@ -341,14 +334,25 @@ class Shadows:
         tensors = tensors_in((args, kwargs))
         if any(_valueless(t) and self._storage(t) is None for t in tensors):
             return
+        if out.numel() == 0:
+            with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+                values = torch.empty(out.shape, dtype=out.dtype)
+        else:
+            values = self._made_on_cpu(func, args, kwargs, {})
+            if values is _MISS:
+                return
+        self._adopt(out, values)
+
+    def _made_on_cpu(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     originals: dict[int, torch.Tensor]) -> Any:
+        """One of :data:`MADE` on the CPU from the known values of the tensors in its data (a constructor on the
+        CPU device), or _MISS where it raises."""
         where = {"device": _CPU} if func in _CONSTRUCTORS else {}
         with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
             try:
-                values = (torch.empty(out.shape, dtype=out.dtype) if out.numel() == 0 else
-                          func(*self._shadow(args, {}), **{**kwargs, **where}))
+                return func(*self._shadow(args, originals), **{**kwargs, **where})
             except Exception:
-                return
-        self._adopt(out, values)
+                return _MISS
 
     def _written(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         out: list[torch.Tensor] = []
