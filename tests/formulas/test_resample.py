@@ -156,3 +156,77 @@ def test_antialiased_backward_taps_are_the_kernels(sizes: tuple[int, int, int, i
             touched += int((~torch.isfinite(op(grad, [ho, wo], [1, 1, hi, wi], False))).sum())
     interp = 2 if mode == "bilinear" else 4
     assert touched == sum(aa_taps(hi, ho, False, None, interp)) * sum(aa_taps(wi, wo, False, None, interp))
+
+
+# -- grid sampling (F.grid_sample; RAFT, spatial transformers, deformable attention) ---------------------------------
+# input (2, 3, 5, 6), grid (2, 4, 7, 2): 2*4*7 = 56 locations, 2*3*4*7 = 168 output elements
+
+
+class GridSample(nn.Module):
+    def __init__(self, **options: object) -> None:
+        super().__init__()
+        self.options = options
+
+    def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, grid, **self.options)  # type: ignore[arg-type]
+
+
+def _grid_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(2, 3, 5, 6), torch.rand(2, 4, 7, 2) * 2 - 1
+
+
+@pytest.mark.parametrize(("options", "flops"), [
+    # per location 2 coordinates unnormalised (4 each) + 16 for the bilinear corners and weights; 7 per element
+    ({"align_corners": False}, 56 * (2 * 4 + 16) + 168 * 7),  # 2,520
+    # align_corners unnormalises in 3; border clips each coordinate (2)
+    ({"align_corners": True, "padding_mode": "border"}, 56 * (2 * 3 + 16 + 2 * 2) + 168 * 7),  # 2,632
+    # nearest: each coordinate rounded (1), reflected and clipped (9); a copy per element
+    ({"align_corners": False, "mode": "nearest", "padding_mode": "reflection"}, 56 * (2 * 4 + 2 * (1 + 9))),
+    # bicubic: 54 per location (floor and fraction 2 an axis, 25 for an axis's 4 coefficients), 35 per element
+    ({"align_corners": False, "mode": "bicubic"}, 56 * (2 * 4 + 54) + 168 * 35),  # 9,352
+    # bicubic with border padding: each of the 16 taps' 2 coordinates clipped (2): + 64 a location
+    ({"align_corners": True, "mode": "bicubic", "padding_mode": "border"},
+     56 * (2 * 3 + 54 + 16 * 2 * 2) + 168 * 35),  # 12,824
+])
+def test_grid_sample(options: dict[str, object], flops: int) -> None:
+    r = analyze_both(GridSample(**options), *_grid_inputs())
+    assert r.flops == flops and r.macs == 0 and r.uncounted == ()
+
+
+def test_grid_sample_3d() -> None:
+    # input (1, 2, 3, 4, 5), grid (1, 2, 3, 4, 3): 24 locations, 48 elements; 3 coordinates of 3 (align_corners),
+    # 46 for the 8 corners' weights; 15 per element
+    r = analyze_both(GridSample(align_corners=True), torch.randn(1, 2, 3, 4, 5), torch.rand(1, 2, 3, 4, 3) * 2 - 1)
+    assert r.flops == 24 * (3 * 3 + 46) + 48 * 15 == 2_040
+
+
+def _grid_backward(options: dict[str, object], input_grad: bool = True) -> Any:
+    x, grid = _grid_inputs()
+    # (no parameters: the gradients asked are the inputs', as requires_grad says)
+    r = torchcost.analyze(GridSample(**options), x.requires_grad_(input_grad), grid.requires_grad_(), mode="train",
+                          loss_fn=lambda out: out.sum())
+    return r.phase("backward")
+
+
+def test_grid_sample_backward() -> None:
+    backward = _grid_backward({"align_corners": False})
+    # per location the forward's 24 again and the grid's gradient times 2 factors; per element 8 for the input's
+    # gradient and 24 for the grid's
+    assert backward.flops == 56 * (24 + 2) + 168 * (8 + 24) == 6_832
+    assert backward.uncounted == ()
+
+
+def test_grid_sample_bicubic_backward() -> None:
+    # (uncounted before round 39: GLM-4V's vision towers). Per location: the forward's 2 * 4 + 54 = 62, the 2 axes'
+    # coefficient derivatives 2 * 18 (x = -1 - t and (c x - c') x - c'': 5; x = -t and (c x - c') x: 4; x = 1 - t: 4;
+    # x = 2 - t and (c x - c') x + c'': 5) and the grid's gradient times 2 factors: 62 + 36 + 2 = 100. Per element,
+    # over 16 taps: the input's gradient 3 a tap (48), the grid's 2 coordinates of 4 a tap (128)
+    backward = _grid_backward({"align_corners": False, "mode": "bicubic"})
+    assert backward.flops == 56 * 100 + 168 * (48 + 128) == 35_168
+    assert backward.uncounted == ()
+    # reflection padding, align_corners: the 16 taps' 2 coordinates reflected and clipped (9) a location: 62 - 2
+    # (unnormalising in 3) + 16 * 2 * 9 = 348, + 38 = 386; the input needs no gradient: the grid's 128 an element
+    backward = _grid_backward({"align_corners": True, "mode": "bicubic", "padding_mode": "reflection"},
+                              input_grad=False)
+    assert backward.flops == 56 * (2 * 3 + 54 + 16 * 2 * 9 + 36 + 2) + 168 * 128 == 43_120
+    assert backward.uncounted == ()

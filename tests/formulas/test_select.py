@@ -43,6 +43,25 @@ def test_integer_sort_and_topk_are_free() -> None:
     assert {"aten::sort", "aten::topk"} <= free
 
 
+@pytest.mark.parametrize(
+    ("dim", "flops"),
+    [
+        # rows 2*3 = 6 of n = 10: the sort 10*ceil(log2 10) = 40 and 9 neighbours compared -> 6 * 49 = 294
+        (-1, 294),
+        # along dim 1: rows 2*10 = 20 of n = 3: 3*2 = 6 and 2 -> 20 * 8 = 160
+        (1, 160),
+    ],
+)
+def test_mode(dim: int, flops: int) -> None:
+    r = fn_both(lambda x: torch.mode(x, dim), torch.randint(0, 4, (2, 3, 10)).float())
+    assert r.flops == flops and r.macs == 0 and r.uncounted == ()
+
+
+def test_integer_mode_is_free() -> None:
+    r = torchcost.analyze(Fn(lambda t: torch.mode(t, 1)), torch.randint(0, 4, (3, 5)))
+    assert r.flops == 0 and r.uncounted == ()
+
+
 def test_selection_by_quickselect_stays_uncounted() -> None:
     r = torchcost.analyze(Fn(lambda t: (torch.median(t, dim=1), torch.kthvalue(t, 2, dim=1))), torch.randn(3, 5))
     assert {o.op for o in r.uncounted} == {"aten::median", "aten::kthvalue"}

@@ -54,7 +54,15 @@ them:
   corner's weight times the output's gradient added into it (2 a corner: 8 in 2-d, 16 in 3-d; nearest 1), and where
   the grid's is asked, for each corner and coordinate the corner's value times the other coordinates' differences
   times the output's gradient, accumulated (2-d: 3 a coordinate, 6 a corner, 24; 3-d: 4 a coordinate (two
-  differences), 12 a corner, 96). Nearest has no grid gradient. The bicubic backward has no formula (uncounted).
+  differences), 12 a corner, 96). Nearest has no grid gradient.
+* the bicubic backward (2-d): per location the forward's coordinate and coefficient work again; where the grid's
+  gradient is asked, also the 4 coefficients' derivatives per axis (torch's ``get_cubic_coefficients_grad``, the
+  constants folded: 5 + 4 + 4 + 5 = 18, 36 a location) and the 2 products by the unnormalisation's factor. Per
+  element and tap (16): where the input's gradient is asked, the output's gradient times the tap's two coefficients,
+  added into it (3: 48 an element); where the grid's is asked, for each of the 2 coordinates the tap's value times the
+  output's gradient times a coefficient's derivative and the other axis's coefficient, subtracted from the sum (4: 8
+  a tap, 128 an element). The kernel works the fraction x - floor(x) out twice (for the coefficients and their
+  derivatives) and pads each tap's coordinates again per channel: like the forward, each is counted once a location.
 """
 
 from __future__ import annotations
@@ -182,6 +190,13 @@ _BILINEAR, _NEAREST, _BICUBIC = 0, 1, 2
 _BILINEAR_COST = {2: (16, 7), 3: (46, 15)}
 _GRID_INPUT_GRAD = {2: 8, 3: 16}  # per element: each corner's weight times the output's gradient, added
 _GRID_GRAD = {2: 24, 3: 96}  # per element: each corner and coordinate's term of the grid's gradient
+# bicubic backward: the 4 coefficients' derivatives of one axis (x = -1 - t, (c x - c') x - c'': 5; x = -t, (c x -
+# c') x: 4; x = 1 - t: 4; x = 2 - t, (c x - c') x + c'': 5), and per element over the 16 taps: the input's gradient
+# (the output's gradient times 2 coefficients, added: 3 a tap) and the grid's (2 coordinates, each the tap's value
+# times the output's gradient times 2 coefficients, subtracted: 4 a coordinate, 8 a tap)
+CUBIC_DERIVATIVES = 5 + 4 + 4 + 5
+_BICUBIC_INPUT_GRAD = 16 * 3
+_BICUBIC_GRID_GRAD = 16 * 2 * 4
 
 
 def _grid_costs(call: OpCall, grid: Any, elements: int) -> tuple[int, int, int, int]:
@@ -217,17 +232,17 @@ def grid_sample_backward_cost(call: OpCall) -> Cost:
     grad_output, grid = call.args[0], call.args[2]
     if not is_floating(grad_output):
         return ZERO
-    if int(call.arg("interpolation_mode")) == _BICUBIC:
-        raise FormulaError("the bicubic grid sampling backward has no formula")
     locations, dims, where, _ = _grid_costs(call, grid, grad_output.numel())
     input_grad, grid_grad = (bool(x) for x in call.arg("output_mask"))
-    nearest = int(call.arg("interpolation_mode")) == _NEAREST
+    mode = int(call.arg("interpolation_mode"))
     per_element = 0
     if input_grad:
-        per_element += 1 if nearest else _GRID_INPUT_GRAD[dims]
-    if grid_grad and not nearest:
-        per_element += _GRID_GRAD[dims]
+        per_element += 1 if mode == _NEAREST else _BICUBIC_INPUT_GRAD if mode == _BICUBIC else _GRID_INPUT_GRAD[dims]
+    if grid_grad and mode != _NEAREST:
+        per_element += _BICUBIC_GRID_GRAD if mode == _BICUBIC else _GRID_GRAD[dims]
         where += dims  # the grid's gradient times the unnormalisation's factor
+        if mode == _BICUBIC:
+            where += dims * CUBIC_DERIVATIVES
     return Cost(other_flops=locations * where + grad_output.numel() * per_element)
 
 

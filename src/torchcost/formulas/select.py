@@ -1,5 +1,5 @@
-"""Sorting and selection: ``sort``, ``argsort``, ``msort``, ``topk``, ``searchsorted`` and ``bucketize``, priced as
-comparisons.
+"""Sorting and selection: ``sort``, ``argsort``, ``msort``, ``topk``, ``mode``, ``searchsorted`` and ``bucketize``,
+priced as comparisons.
 
 A comparison of two floating-point values is 1 FLOP; comparisons of integer (or boolean) tensors are not
 floating-point operations, so an integer sort is free. The order the values arrive in is data, so the count is a
@@ -14,8 +14,12 @@ data-free bound, per sorted row (``rows = numel / n`` for a dimension of length 
   (m + 1)) comparisons (m + 1 places to insert it), per value searched; the values are floating where the boundaries
   are (they are compared as one dtype).
 
-Moving the values and indices is not counted. ``kthvalue``, ``median`` and ``mode`` have no formula (selection by
-quickselect has no data-free bound tighter than its quadratic worst case): they are reported as uncounted.
+* ``mode``: the CPU kernel sorts each row (n * ceil(log2 n), as ``sort``) and then compares each sorted value with
+  the next to find the runs of equal values, n - 1 comparisons: n * ceil(log2 n) + n - 1 per row; counting the runs'
+  lengths is integer work (free).
+
+Moving the values and indices is not counted. ``kthvalue`` and ``median`` have no formula (selection by quickselect
+has no data-free bound tighter than its quadratic worst case): they are reported as uncounted.
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ def topk_cost(call: OpCall) -> Cost:
     return Cost(other_flops=rows * topk_comparisons(n, int(call.arg("k"))))
 
 
+def mode_cost(call: OpCall) -> Cost:
+    """``mode(self, dim=-1, keepdim=False)``: per row, a sort and a comparison of each neighbouring pair."""
+    t = call.args[0]
+    if not is_floating(t):
+        return ZERO
+    rows, n = _rows_and_length(t, call.arg("dim", -1))
+    return Cost(other_flops=rows * (sort_comparisons(n) + max(n - 1, 0)))
+
+
 def search_comparisons(m: int) -> int:
     """Comparisons of a binary search among m sorted boundaries: ceil(log2 (m + 1))."""
     return _ceil_log2(m + 1)
@@ -106,3 +119,4 @@ register_many(["aten::searchsorted"], searchsorted_cost)
 register_many(["aten::bucketize"], bucketize_cost)
 register_many(["aten::msort"], msort_cost)
 register_many(["aten::topk"], topk_cost)
+register_many(["aten::mode"], mode_cost)
