@@ -231,9 +231,9 @@ def test_a_fake_twins_training_step_skips_a_mask_of_ones_as_the_real_step() -> N
     def step(mask: torch.Tensor | None) -> torchcost.CostReport:
         return torchcost.analyze(model, kwargs={"input_ids": ids, "attention_mask": mask}, mode="train")
 
-    held = len(shadows._KNOWN)
+    held = set(shadows._KNOWN)
     ones, none = step(torch.ones(2, 16, dtype=torch.int64)), step(None)
-    assert len(shadows._KNOWN) == held  # (the twin's values went with the twin: nothing is held after the run)
+    assert set(shadows._KNOWN) <= held  # (the twin's values went with the twin: nothing new is held after the run)
     padded = step(torch.tensor([[1] * 16, [1] * 13 + [0] * 3]))
     # a mask of ones is no mask: transformers skips it (SDPA's is_causal path) in a real step, so the twin does too
     assert ones.step_flops == none.step_flops and ones.flops == none.flops
@@ -302,3 +302,100 @@ def test_a_tensor_made_from_known_elements_on_a_fake_twin(monkeypatch: pytest.Mo
     train = torchcost.analyze(model, x, lengths, mode="train")
     meta = torchcost.analyze(model.to("meta"), torch.empty(8, 4, device="meta"), known_input(lengths, "meta"))
     assert train.macs == meta.macs == 5 * 4 * 4 == 80  # 4 // 2 + 6 // 2 = 5 rows through fc
+
+
+# LayerDrop and SpecAugment (wav2vec2, HuBERT, WavLM, SEW, UniSpeech, Data2Vec-Audio): in training, each layer is
+# skipped where ``torch.rand([]) < p`` (a number drawn on the CPU), and random spans of the sequence are replaced by a
+# learned vector through a mask made from numbers (numpy's draws, then ``torch.tensor``). A fake twin drew nothing,
+# so the step fell back to a real copy (and a meta model's failed); the backward of ``h[mask] = v`` takes
+# ``grad[mask]``, whose size is the mask's count of true elements: a meta kernel cannot tell it.
+
+
+class Drops(nn.Module):
+    """Four Linear(8, 8) layers, each skipped in training where a number drawn on the CPU falls below 0.5, and the
+    positions of a fixed mask replaced by a learned vector, as SpecAugment does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(4))
+        self.spec = nn.Parameter(torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[torch.tensor([True, False, True, True, False, False])] = self.spec  # (x is 6 x 8: rows 0, 2, 3)
+        for layer in self.layers:
+            if self.training and torch.rand([]) < 0.5:
+                continue
+            x = layer(x)
+        return x
+
+
+def test_a_fake_twin_draws_its_cpu_random_numbers_as_the_real_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.run import execute
+
+    monkeypatch.setattr(execute, "retry_on_copy", lambda *a: False)  # (no real copy to fall back on)
+    model, on_meta, x = Drops(), Drops().to("meta"), torch.randn(6, 8)
+    for seed in (3, 0, 1, 5):
+        torch.manual_seed(seed)
+        kept = sum(bool(torch.rand([]) >= 0.5) for _ in range(4))  # the layers the real step runs: 0, 1, 2, 3
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        cpu = torchcost.analyze(model, x, mode="train")
+        assert torch.equal(torch.get_rng_state(), state)  # (the generator is put back)
+        meta = torchcost.analyze(on_meta, torch.empty(6, 8, device="meta"), mode="train")
+        # each layer run: 6 rows x 8 x 8 = 384 MACs
+        assert cpu.macs == meta.macs == 384 * kept
+        # the backward: each layer run, its input's and weight's gradients (2 x 384 MACs) and its bias's (6 rows
+        # summed: 5 x 8 = 40); the default loss's (out.pow(2).mean(), 48 elements: 48 divides, pow(x, 1) and 2
+        # products 144); the mask's 3 rows of the gradient summed into ``spec``'s (2 x 8 = 16): 208
+        for report in (cpu, meta):
+            assert report.phase("backward").flops == (2 * 2 * 384 + 40) * kept + 48 + 144 + 16
+            assert report.uncounted == ()
+
+
+class Picks(nn.Module):
+    """Rows picked by a mask made from numbers: ``x[mask]``'s size is the mask's count of true elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x[torch.tensor([True, False, True, True])])
+
+
+def test_rows_picked_by_a_known_mask_on_meta() -> None:
+    cpu = torchcost.analyze(Picks(), torch.randn(4, 8))
+    meta = torchcost.analyze(Picks().to("meta"), torch.empty(4, 8, device="meta"))
+    assert cpu.macs == meta.macs == 3 * 8 * 8 == 192  # (3 rows through fc)
+    assert meta.module("fc").input_shape == cpu.module("fc").input_shape
+    assert meta.module("fc").input_shape[0].shape == (3, 8)
+
+
+class Clamps(nn.Module):
+    """DETR's encoder layer in training: activations clamped where some overflowed to infinity or NaN (DETR asks
+    ``isfinite``; others ``isinf`` and ``isnan``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.training and (not torch.isfinite(h).all() or h.isnan().any()):
+            h = h.clamp(-1e4, 1e4)
+        return h
+
+
+def test_an_overflow_check_of_unknown_values_takes_the_finite_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchcost.run import execute
+
+    monkeypatch.setattr(execute, "retry_on_copy", lambda *a: False)  # (no real copy to fall back on)
+    x = torch.randn(4, 8)
+    cpu = torchcost.analyze(Clamps(), x, mode="train")
+    meta = torchcost.analyze(Clamps().to("meta"), x.to("meta"), mode="train", target="cuda")
+    for report in (cpu, meta):
+        # fc: 4 x 8 x 8 = 256 MACs and 32 bias adds; isfinite is abs(h) != inf and h == h (3 x 32, the and of
+        # booleans free), isnan 32 comparisons, the reductions of booleans free; no clamp (it would add 2 x 32)
+        assert report.macs == 256 and report.flops == 2 * 256 + 32 + 3 * 32 + 32
+        assert report.uncounted == ()

@@ -18,7 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from torchcost.collect.ops import OpCollector
-from torchcost.collect.shadows import MADE, Shadows
+from torchcost.collect.shadows import FINITE_CHECKS, MADE, Shadows
 from torchcost.collect.unwritten import READS, Unwritten
 from torchcost.formulas.registry import OpCall
 
@@ -49,6 +49,7 @@ class _Kind(enum.Enum):
     # this mode back on
     READS = "reads"  # a method that reads a tensor's data past the dispatcher (collect/unwritten.py's READS)
     MADE = "made"  # a tensor made from Python data (torch.tensor): on meta, no op of the dispatcher makes it
+    CHECKED = "checked"  # a check for infinities or NaNs: on meta, answered as for finite values (Shadows.checked)
 
 
 
@@ -90,6 +91,8 @@ def _classify(func: Callable[..., Any]) -> _Kind:
         return _Kind.READS
     if func in MADE:
         return _Kind.MADE
+    if func in FINITE_CHECKS:
+        return _Kind.CHECKED
     if (inspect.isfunction(func) and getattr(func, "__module__", None) == "torch.nn.functional"
             and _may_call_composite(func)):
         return _Kind.REENTER
@@ -126,6 +129,8 @@ class CompositeCatcher(TorchFunctionMode):
                 out = func(*args, **kwargs)
             elif kind is _Kind.MADE:
                 out = func(*args, **kwargs) if self.shadows is None else self.shadows.make(func, args, kwargs)
+            elif kind is _Kind.CHECKED:
+                out = func(*args, **kwargs) if self.shadows is None else self.shadows.checked(func, args, kwargs)
             else:
                 out = self._reenter(func, types, args, kwargs)
         if self.tag is not None:

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchcost.collect.fakeops import MISS, FakeShortcuts
 from torchcost.collect.keys import ours
 from torchcost.collect.scope import ScopeTracker
-from torchcost.collect.shadows import Shadows
+from torchcost.collect.shadows import Shadows, factory
 from torchcost.collect.sharded import on_shards
 from torchcost.collect.unwritten import Unwritten
 from torchcost.errors import FormulaError
@@ -802,6 +802,9 @@ class DispatchCollector(TorchDispatchMode):
         self.unwritten: Unwritten | None = None
         # a meta run: the values it knows of its tensors (collect/shadows.py), else None
         self.shadows: Shadows | None = None
+        # a fake twin's run that knew no value: its shadows, which see only its factories (collect/shadows.py
+        # ``factory``; random ones are drawn on the CPU) until they know a value, and then become :attr:`shadows`
+        self.sleeping: Shadows | None = None
         # while a real optimizer step is written down as tapes (collect/tape.py): told of each op after the
         # collectors, with its output and price key
         self.taping: Callable[[Any, tuple[Any, ...], dict[str, Any], Any, Any], None] | None = None
@@ -838,6 +841,14 @@ class DispatchCollector(TorchDispatchMode):
                 seen.add(id(t))
         return tuple(fixed) if fixed is not None else out
 
+    @classmethod
+    def _on_twin_again(cls, short: FakeShortcuts, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The op on other arguments that say the same (collect/shadows.py ``Shadows.dispatch``): its price and
+        view are then worked out from the arguments it was called with, not taken from this run's."""
+        out = cls._on_twin(short, func, args, kwargs)
+        short.priced = short.viewed = None
+        return out
+
     @staticmethod
     def _on_twin(short: FakeShortcuts, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op on the twin's tensors: the shortcuts' answer, else run (:attr:`FakeShortcuts.priced` and
@@ -866,6 +877,11 @@ class DispatchCollector(TorchDispatchMode):
         unwritten = self.unwritten
         reads = unwritten.before(func, args, kwargs) if unwritten else False  # (it raises on a read of values)
         shadows = self.shadows
+        if shadows is None and self.sleeping is not None:
+            if self.sleeping:  # (it came to know a value: from now on every op is followed)
+                shadows = self.shadows = self.sleeping
+            elif factory(func):
+                shadows = self.sleeping
         if reads:
             out = unwritten.run(func, args, kwargs)  # type: ignore[union-attr]
         elif short is None:
@@ -875,7 +891,8 @@ class DispatchCollector(TorchDispatchMode):
             # values are its own; what it writes is still seen)
             out = (self._on_twin(short, func, args, kwargs) if shadows is None else
                    shadows.dispatch(func, args, kwargs, lambda: self._on_twin(short, func, args, kwargs),
-                                    not self.ops.enclosed_depth))
+                                    not self.ops.enclosed_depth,
+                                    lambda a, k: self._on_twin_again(short, func, a, k)))
             memo, viewed = short.priced, short.viewed
         if func is _DEVICE:  # fake tensors ask their device through the dispatcher: not an op that ran
             return out

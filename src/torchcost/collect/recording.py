@@ -152,7 +152,13 @@ class Recording:
             self._catcher = stack.enter_context(CompositeCatcher(self.ops, tag))
             self.dispatch = stack.enter_context(DispatchCollector(self.ops, self.memory, self._watch, self._twin,
                                                                   self._emulate))
-            self.dispatch.shadows = self._catcher.shadows = self.shadows
+            self._catcher.shadows = shadows = self.shadows
+            if shadows is not None and shadows.fake and not shadows:
+                # (a fake twin lent no values: its ops are followed from the first value it comes to know, a tensor
+                # made from numbers or drawn on the CPU, and until then cost nothing more)
+                self.dispatch.sleeping = shadows
+            else:
+                self.dispatch.shadows = shadows
             if self._direct and others == (0, 0):  # (a mode of someone else's must see every op: none planned)
                 if self.unwritten is not None:
                     self.dispatch.unwritten = self._catcher.unwritten = self.unwritten

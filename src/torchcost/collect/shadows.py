@@ -18,7 +18,17 @@ So a meta run follows those values on the CPU, beside the meta tensors, storage 
 * such an op that the meta kernel refuses for want of values (the reads above, and ops whose output's size is
   data) is answered from the CPU run instead: the value, or a meta tensor of the CPU output's metadata with that
   output as its shadow;
-* an op that writes into a storage with a shadow from anything else (a value not known) drops that shadow.
+* an op that writes into a storage with a shadow from anything else (a value not known) drops that shadow;
+* an indexing by boolean masks with shadows (``x[mask]``, and ``grad[mask]`` in the backward of ``h[mask] = v``), whose
+  output's size the meta kernel cannot tell, runs again on the masks' integer indices, made from their shadows;
+* a check for infinities or NaNs (``isfinite``, ``isinf``, ``isnan``) of values not known gets the shadow of finite
+  values: a training step's overflow check (``if not isfinite(h).all(): clamp``) takes a finite step's path.
+
+A fake twin's run (a cpu model's training step) follows ops only from the first value it knows: its lent integer
+inputs, a tensor made from numbers or by a factory (``arange``, ``ones``: DETR's pixel mask), or a random number its
+forward draws on the CPU (LayerDrop's ``torch.rand([])``), which is drawn there for real from torch's default
+generator, as the real step draws it; the generator's state is put back when the run ends. Until then its ops cost
+nothing more.
 
 What a meta run reports is unchanged where it reads no values; where it reads known values it now runs on and counts
 what a CPU run counts, instead of stopping. Values that come from weights (random on meta, never read) are never
@@ -43,11 +53,18 @@ from torchcost.collect.storages import storage_of
 from torchcost.formulas.registry import written_arguments
 from torchcost.trees import op_tensors, tensors_in
 
-__all__ = ["LIMIT", "MADE", "Shadows", "carry", "following", "known_input", "known_made", "known_values", "lent",
-           "untraced"]
+__all__ = ["FINITE_CHECKS", "LIMIT", "MADE", "Shadows", "carry", "factory", "following", "known_input", "known_made",
+           "known_values", "lent", "random_factory", "untraced"]
 
 LIMIT = 1 << 20  # elements: a tensor larger than this gets no shadow (its values are not followed)
 _META = torch.device("meta")
+_META_LIKE = torch.empty(0, device=_META)  # (what a meta run's tensors are: :meth:`Shadows._valueless`'s ``like``)
+_INDEX = torch.ops.aten.index.Tensor
+_FINITE = frozenset({torch.isfinite, torch.Tensor.isfinite})
+# the checks for infinities and NaNs (torch functions: isfinite reaches the dispatcher as abs, ne, eq and mul),
+# answered as for finite values where the values are not known (Shadows.checked)
+FINITE_CHECKS = frozenset({torch.isinf, torch.isnan, torch.isposinf, torch.isneginf, torch.Tensor.isinf,
+                           torch.Tensor.isnan, torch.Tensor.isposinf, torch.Tensor.isneginf}) | _FINITE
 _CPU = torch.device("cpu")
 _NO_PYTHON_DISPATCH = torch._C._DisableTorchDispatch
 _NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
@@ -190,6 +207,10 @@ class Shadows:
         # the values, and torchcost leaves the inputs as they came, so on the way out their entries take the
         # versions the run's in-place ops left (__exit__)
         self._seeds: list[tuple[torch.Tensor, int]] = []
+        # a fake twin's run: it follows ops only once it knows a value, and its random factories on the CPU draw
+        # their numbers there for real (:meth:`_drawn`)
+        self.fake = False
+        self._rng: torch.Tensor | None = None  # the CPU generator's state before the run's first draw, put back after
         for t in tensors_in(inputs) if _KNOWN else ():
             values = _known(t)
             if values is not None:
@@ -201,6 +222,9 @@ class Shadows:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._rng is not None:
+            torch.set_rng_state(self._rng)
+            self._rng = None
         for t, version in self._seeds:
             storage = storage_of(t)
             entry = _KNOWN.get(id(storage))
@@ -290,14 +314,91 @@ class Shadows:
         return out
 
     def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Callable[[], Any],
-                 follow: bool = True) -> Any:
+                 follow: bool = True, again: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None) -> Any:
         """One op of a dispatch mode: ``call()`` (the op as the mode runs it), through :meth:`run` where ``follow``
-        and the op :meth:`knows`, else with :meth:`unknown` told after it."""
+        and the op :meth:`knows`, else with :meth:`unknown` told after it. A fake twin's random factory on the CPU
+        gets numbers drawn there (:meth:`_drawn`). Where ``call()`` raises for an indexing whose only data-dependent
+        part is known (:meth:`_known_indices`), the op is run once more by ``again(args, kwargs)`` (the mode's run
+        of other arguments) on arguments that say the same without it."""
         if follow and self.knows(func, args, kwargs):
             return self.run(func, args, kwargs, call)
-        out = call()
+        if follow and self.fake and random_factory(func):
+            out = call()
+            self._drawn(func, args, kwargs, out)
+            return out
+        try:
+            out = call()
+        except Exception:
+            rewritten = self._known_indices(func, args) if follow and again is not None else None
+            if rewritten is None:
+                raise
+            out = again(rewritten, kwargs)  # type: ignore[misc]  # (again is not None where rewritten is not)
         self.unknown(func, args, kwargs)
         return out
+
+    def _drawn(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """A random factory's fake output on the CPU (``torch.rand([])``, transformers' LayerDrop) with numbers drawn
+        for it on the CPU from torch's default generator, as the real step draws them there, so that a forward that
+        reads them (``if torch.rand([]) < p``) reads numbers as a run on meta tensors does, where the same call
+        makes a real CPU tensor. Not for a generator of the caller's, an accelerator's tensor or more than
+        :data:`LIMIT` elements. The generator's state is put back when the run ends (:meth:`__exit__`), as a run
+        on meta tensors puts it back (run/guard.py)."""
+        if not isinstance(out, FakeTensor) or out.fake_device.type != "cpu" or out.numel() > LIMIT or \
+                any(isinstance(v, torch.Generator) for v in (*args, *kwargs.values())):
+            return
+        if self._rng is None:
+            self._rng = torch.get_rng_state()
+        values = self._on_cpu(func, args, {k: v for k, v in kwargs.items() if k != "device"}, {})
+        if values is not _MISS:
+            self._adopt(out, values)
+
+    def checked(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``func(*args, **kwargs)``, one of :data:`FINITE_CHECKS`; where its output is a tensor of values not known,
+        it is known as for finite values: no element is infinite or NaN (``isfinite``: every element is finite). A
+        training step's check for overflow (DETR-like encoders: ``if not isfinite(h).all(): clamp``) then takes the
+        path of a step whose activations are finite, as on the cpu."""
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and _valueless(out) and self._storage(out) is None and \
+                out.dtype == torch.bool and out.numel() <= LIMIT:
+            with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+                values = (torch.ones if func in _FINITE else torch.zeros)(out.shape, dtype=torch.bool)
+            self._adopt(out, values)
+        return out
+
+    def _known_indices(self, func: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """``index.Tensor(self, indices)``'s arguments with each boolean mask among the indices replaced by the
+        integer indices of its true elements (``mask.nonzero().unbind(1)``, as ATen's indexing expands a mask before
+        it indexes), made from the mask's known values; None where the op is another, or some mask's values are not
+        known. The output's size is the masks' count of true elements, which a meta kernel cannot tell: SpecAugment's
+        ``hidden_states[mask]`` in a training step's backward (wav2vec2, HuBERT, WavLM), ``x[mask]`` of a mask made
+        from numbers. ``self``'s values do not matter to it, known or not."""
+        if func is not _INDEX or len(args) != 2 or not isinstance(args[1], (list, tuple)):
+            return None
+        like, indices = args[0], args[1]
+        expanded: list[Any] = []
+        masks = False
+        for index in indices:
+            if isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8):
+                storage = self._storage(index) if _valueless(index) else None
+                if storage is None:
+                    return None
+                with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+                    positions = _view(storage, index).nonzero().unbind(1)
+                expanded.extend(self._valueless(p, like) for p in positions)
+                masks = True
+            else:
+                expanded.append(index)
+        return (like, type(indices)(expanded)) if masks else None
+
+    def _valueless(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A tensor of ``values``' metadata of ``like``'s kind (a meta tensor, or a fake tensor of ``like``'s mode and
+        device), holding ``values`` as its shadow."""
+        with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
+            made = torch.empty_strided(values.shape, values.stride(), dtype=values.dtype, device=_META)
+            if type(like) is FakeTensor:
+                made = FakeTensor(like.fake_mode, made, like.fake_device)
+        self._adopt(made, values)
+        return made
 
     def unknown(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """An op :meth:`knows` not has run: the storages it wrote into no longer hold known values."""
@@ -419,18 +520,42 @@ class Shadows:
                 return originals[id(t)]
             if stays or t.device.type != "cpu":
                 return t
-            with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
-                made = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
-                if fake is not None:
-                    made = FakeTensor(fake.fake_mode, made, fake.fake_device)
-            self._adopt(made, t)
-            return made
+            return self._valueless(t, fake if fake is not None else _META_LIKE)
 
         if isinstance(answer, torch.Tensor):
             return convert(answer)
         if isinstance(answer, (list, tuple)):
             return type(answer)(convert(x) if isinstance(x, torch.Tensor) else x for x in answer)
         return answer
+
+
+# id(op) -> (whether it makes a tensor from no tensor, whether it draws random numbers), and the op, held
+_FACTORIES: dict[int, tuple[bool, bool, Any]] = {}
+
+
+def _factory(func: Any) -> tuple[bool, bool, Any]:
+    known = _FACTORIES.get(id(func))
+    if known is None:
+        schema = getattr(func, "_schema", None)
+        # (``empty`` and ``empty_strided`` are not: their values are whatever the memory held, nothing to follow;
+        # batch norm's fake kernel makes its reserve so)
+        made = schema is not None and not any("Tensor" in str(a.type) for a in schema.arguments) and \
+            any("Tensor" in str(r.type) for r in schema.returns) and not schema.name.startswith("aten::empty")
+        known = _FACTORIES[id(func)] = (made, made and _RANDOM in getattr(func, "tags", ()), func)
+    return known
+
+
+def factory(func: Any) -> bool:
+    """Whether ``func`` makes a tensor of values from no tensor (``arange``, ``ones``, ``full``, ``rand``; not
+    ``empty``): what a fake twin's run that knows no value yet still follows (:data:`Shadows.fake`); looked up by id
+    after the first call."""
+    return _factory(func)[0]
+
+
+def random_factory(func: Any) -> bool:
+    """Whether ``func`` draws random numbers into a tensor it makes from no tensor (``rand``, ``randn``,
+    ``randint``, ``randperm``, ``normal`` of a size)."""
+    return _factory(func)[1]
 
 
 def _copied(storage: torch.UntypedStorage) -> torch.UntypedStorage:
@@ -483,7 +608,7 @@ def untraced(shadows: Shadows | None) -> Iterator[None]:
     runs at a time in a process, run/concurrency.py; the function is put back on the way out.)"""
     utils = sys.modules.get("transformers.utils.import_utils")
     original = getattr(utils, "is_fake_tensor", None)
-    if shadows is None or not shadows or original is None:
+    if shadows is None or original is None:  # (a fake twin's shadows may come to know values once it runs)
         yield
         return
 

@@ -173,8 +173,8 @@ def execute(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], reg
         direct = not train and emulate is None and method in ("real", "copy") and extras is None
         shadows = (Shadows((args, kwargs, [b for m in modules for b in m._buffers.values()]))
                    if (tensors_device.type == "meta" or method == "fake") and extras is None else None)
-        if method == "fake" and not shadows:  # (a fake twin follows only the integer inputs it was lent: none)
-            shadows = None
+        if method == "fake" and shadows is not None:  # (a fake twin follows the integer inputs it was lent, and
+            shadows.fake = True  # what it comes to know: made from numbers, drawn on the CPU; collect/shadows.py)
         rec = Recording(model, registry, memory=settings, train=train, emulate=emulate, watch=watch, direct=direct,
                         twin=method == "fake" or tensors_device.type == "meta", unwritten=unwritten, shadows=shadows)
         ran = Ran(model, args, kwargs, rec, options, method)
