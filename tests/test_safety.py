@@ -8,6 +8,7 @@ grad mode and the dispatch/function mode stacks.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,3 +260,38 @@ def test_second_run_is_identical() -> None:
     model = ConvBN().train()
     x = torch.randn(2, 3, 8, 8)
     assert torchcost.analyze(model, x, mode="train") == torchcost.analyze(model, x, mode="train")
+
+
+class _NumpyDraws(nn.Module):
+    """Draws from numpy's global generator and Python's ``random`` in its forward, as wav2vec2's SpecAugment draws
+    its masks from ``np.random``: how many rows go through the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        rows = int(np.random.randint(1, 5)) + random.randint(0, 2)
+        return self.fc(x[:rows])
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_numpy_and_python_generators_are_put_back(device: str, mode: str) -> None:
+    np = pytest.importorskip("numpy")
+    with torch.device(device):
+        model = _NumpyDraws()
+    x = torch.randn(8, 8).to(device)
+    np.random.seed(5)
+    random.seed(5)
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    r = torchcost.analyze(model, x, mode=mode)
+    # the caller's next draws are the ones the analysis made: the rows it counted, 8 x 8 MACs each
+    assert random.getstate() == python_state and (np.random.get_state()[1] == numpy_state[1]).all()
+    rows = int(np.random.randint(1, 5)) + random.randint(0, 2)
+    assert r.macs == rows * 8 * 8
+    np.random.seed(5)
+    random.seed(5)
+    assert torchcost.analyze(model, x, mode=mode).macs == r.macs  # (the same states, the same count)

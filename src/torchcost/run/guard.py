@@ -9,17 +9,23 @@ collectors' dispatch mode before each op (one dispatch mode, not a second one: a
 trip), saves a tensor's values the first time an operator is about to write into its storage, so a forward that writes
 nothing costs no copy. A run on a twin needs none of this: the user's module is only read.
 
-The RNG: a twin of meta or fake tensors draws nothing from torch's generators, so its run leaves them alone (other
-threads' draws are never rewound). A run on real tensors (the model itself, or a real copy) saves the states of the
-CPU's and the run device's default generators, and puts them back only where a random op of the run drew from them.
-A run on meta tensors (the model on meta, or a meta twin) may still draw on the CPU, where its forward makes a random
-number there itself (LayerDrop's ``torch.rand([])``): a :class:`DrawWatch` notes it, and the CPU's state is put back.
+The RNG: a twin of meta or fake tensors draws nothing from torch's generators for its own tensors, so its run leaves
+them alone (other threads' draws are never rewound). A run on real tensors (the model itself, or a real copy) saves
+the states of the CPU's and the run device's default generators, and puts them back only where a random op of the run
+drew from them. A run on meta tensors (the model on meta, or a meta twin) may still draw on the CPU, where its forward
+makes a random number there itself (LayerDrop's ``torch.rand([])``): a :class:`DrawWatch` notes it, and the CPU's
+state is put back. A fake twin's run draws such numbers on the CPU for its fake tensors (collect/shadows.py
+``Shadows._drawn``), and its shadows put the CPU's state back when the run ends. numpy's global generator and
+Python's ``random`` module, which forwards draw from too (wav2vec2's SpecAugment masks come from ``np.random``), are
+put back after every run where it moved them (:func:`other_generators_kept`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import operator
+import random
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -304,6 +310,29 @@ def kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def other_generators_kept() -> Iterator[None]:
+    """While inside, draws from numpy's global generator (where numpy is imported) and Python's ``random`` module
+    are made as always; on the way out, each is put back to its state on the way in where it moved, so that the
+    caller's next draw is the one it would have been, and a second analysis draws what the first drew."""
+    numpy_random = getattr(sys.modules.get("numpy"), "random", None)
+    numpy_state = numpy_random.get_state() if numpy_random is not None else None
+    python_state = random.getstate()
+    try:
+        yield
+    finally:
+        if random.getstate() != python_state:
+            random.setstate(python_state)
+        if numpy_random is not None and _numpy_moved(numpy_state, numpy_random.get_state()):
+            numpy_random.set_state(numpy_state)
+
+
+def _numpy_moved(before: Any, after: Any) -> bool:
+    """Whether numpy's legacy generator state ``after`` differs from ``before`` (name, key array, position, the
+    Gaussian cache)."""
+    return bool(before[0] != after[0] or before[2:] != after[2:] or (before[1] != after[1]).any())
+
+
+@contextlib.contextmanager
 def quiet_fastpaths() -> Iterator[None]:
     """Send nn.MultiheadAttention / TransformerEncoderLayer down their ordinary path (the same arithmetic, priced op
     by op) instead of the fused inference kernels, so eval, train and meta runs count the same ops."""
@@ -338,6 +367,6 @@ def guarded(model: nn.Module, twin: Twin | None, run_device: torch.device,
         preserve = contextlib.nullcontext()
     fake = twin.context() if twin is not None else contextlib.nullcontext()
     quiet = quiet_meta_failures() if twin is not None and twin.fake_mode is not None else contextlib.nullcontext()
-    with preserve as watch, quiet_fastpaths(), quiet, fake:
+    with preserve as watch, other_generators_kept(), quiet_fastpaths(), quiet, fake:
         yield watch
 
