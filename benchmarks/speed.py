@@ -1390,8 +1390,61 @@ def ops_main(argv: list[str]) -> int:
     return 0
 
 
+# the tensors a backward of the N-block stack runs on, for :func:`run_backward_floors`: label -> (device, whether
+# under an empty dispatch mode, whether built under torch's own FakeTensorMode)
+BACKWARD_FLOORS: dict[str, tuple[str, bool, bool]] = {
+    "cpu tensors": ("cpu", False, False),
+    "cpu tensors, empty dispatch mode": ("cpu", True, False),
+    "meta tensors": ("meta", False, False),
+    "meta tensors, empty dispatch mode": ("meta", True, False),
+    "torch's fake tensors": ("cpu", False, True)}
+
+
+def run_backward_floors(blocks: int, rounds: int) -> dict[str, float]:
+    """Median thread CPU ms of ``loss.backward()`` alone of the ``blocks``-block Linear(64, 64)+ReLU stack (a 1 x 64
+    input, ``out.sum()``), on each kind of tensors of :data:`BACKWARD_FLOORS`, with no torchcost: what autograd's
+    engine and the kernels cost before any tool does anything. A meta kernel is mostly Python (torch's
+    ``_meta_registrations``), so a backward on meta tensors costs far more than on real ones of these sizes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.set_num_threads(1)
+    medians: dict[str, float] = {}
+    for label, (device, empty, fake) in BACKWARD_FLOORS.items():
+        times = []
+        for _ in range(rounds):
+            mode = FakeTensorMode() if fake else contextlib.nullcontext()
+            with mode:
+                model = _Blocks(blocks) if fake else _Blocks(blocks).to(device)
+                loss = model(torch.randn(1, 64, device=device)).sum()
+            gc.collect()
+            start = time.thread_time()
+            with _EmptyDispatch() if empty else contextlib.nullcontext():
+                loss.backward()
+            times.append(time.thread_time() - start)
+        medians[label] = statistics.median(times) * 1e3
+    return medians
+
+
+def backward_floors_main(argv: list[str]) -> int:
+    """``python -m benchmarks.speed backward-floors``: the stack's backward on each kind of tensors, no torchcost."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed backward-floors")
+    parser.add_argument("--blocks", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    medians = run_backward_floors(args.blocks, args.rounds)
+    print(f"CPU ms of loss.backward() of the {args.blocks}-block stack (median of {args.rounds}; no torchcost)")
+    print()
+    print("| tensors | ms | / cpu tensors |")
+    print("|---|---|---|")
+    for label, ms in medians.items():
+        print(f"| {label} | {ms:.1f} | {ms / medians['cpu tensors']:.1f}x |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backward-floors"]:
+        return backward_floors_main(argv[1:])
     if argv[:1] == ["ops"]:
         return ops_main(argv[1:])
     if argv[:1] == ["phases"]:

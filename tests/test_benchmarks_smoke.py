@@ -543,3 +543,17 @@ def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
     assert sweep._two_kinds(["linear_attention", "full_attention", "moe"]) == ["linear_attention", "full_attention"]
     assert sweep._two_kinds(["linear_attention"] * 2 + ["hybrid"]) == ["linear_attention"] * 2
     assert sweep.summary("torchvision", records).startswith("torchvision: 1 models; ok 1, meta differs 0, config 0")
+
+
+def test_the_backward_floors_benchmark_prints_a_row_per_kind_of_tensors(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import speed
+
+    threads = torch.get_num_threads()
+    try:
+        assert speed.main(["backward-floors", "--blocks", "2", "--rounds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the benchmark pins one thread)
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| tensors")]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(speed.BACKWARD_FLOORS)
+    assert rows[0].endswith(" | 1.0x |")
