@@ -58,7 +58,7 @@ __all__ = ["FINITE_CHECKS", "LIMIT", "MADE", "Shadows", "carry", "factory", "fol
 
 LIMIT = 1 << 20  # elements: a tensor larger than this gets no shadow (its values are not followed)
 _META = torch.device("meta")
-_META_LIKE = torch.empty(0, device=_META)  # (what a meta run's tensors are: :meth:`Shadows._valueless`'s ``like``)
+_META_LIKE = torch.empty(0, device=_META)  # (what a meta run's tensors are: :meth:`Shadows._made_like`'s ``like``)
 _INDEX = torch.ops.aten.index.Tensor
 _FINITE = frozenset({torch.isfinite, torch.Tensor.isfinite})
 # the checks for infinities and NaNs (torch functions: isfinite reaches the dispatcher as abs, ne, eq and mul),
@@ -384,13 +384,13 @@ class Shadows:
                     return None
                 with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
                     positions = _view(storage, index).nonzero().unbind(1)
-                expanded.extend(self._valueless(p, like) for p in positions)
+                expanded.extend(self._made_like(p, like) for p in positions)
                 masks = True
             else:
                 expanded.append(index)
         return (like, type(indices)(expanded)) if masks else None
 
-    def _valueless(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def _made_like(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A tensor of ``values``' metadata of ``like``'s kind (a meta tensor, or a fake tensor of ``like``'s mode and
         device), holding ``values`` as its shadow."""
         with _NO_PYTHON_DISPATCH(), _NO_TORCH_FUNCTION():
@@ -520,7 +520,7 @@ class Shadows:
                 return originals[id(t)]
             if stays or t.device.type != "cpu":
                 return t
-            return self._valueless(t, fake if fake is not None else _META_LIKE)
+            return self._made_like(t, fake if fake is not None else _META_LIKE)
 
         if isinstance(answer, torch.Tensor):
             return convert(answer)
