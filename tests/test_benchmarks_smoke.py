@@ -6,6 +6,8 @@ skip; with `.[bench]` each installed peer is run too.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,16 @@ from torch import nn
 import torchcost
 
 CASES = [c for c in analytic_cases() if c.name in ("analytic:conv2d", "analytic:linear_3d")]
+
+
+@contextlib.contextmanager
+def _threads_kept() -> Iterator[None]:
+    """While inside, torch's thread count may be pinned (the benchmarks pin one); it is put back on the way out."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _expected_status(tool: Tool, built: Built) -> str:
@@ -130,12 +142,9 @@ def test_memory_harness_one_small_case_and_its_docs_section(tmp_path: Path) -> N
     from benchmarks import memory_accuracy as ma
     from benchmarks.memory_cases import CASES as MEMORY_CASES
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _threads_kept():
+        torch.set_num_threads(1)
         row = ma.measure_case(MEMORY_CASES["mlp-sgd-foreach-off"])
-    finally:
-        torch.set_num_threads(before)
     assert row.truth > 0 and not row.error and abs(row.error_pct) <= ma.TOLERANCE, row
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Title\n\n{ma.HEADING}\n\nold table\n\n## Method\n\nkept\n")
@@ -152,12 +161,9 @@ def test_training_step_benchmark_one_small_case_and_its_docs_section(tmp_path: P
     from benchmarks import training_step as ts
 
     case = next(c for c in ts.CASES if c.name == "lora-stack")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _threads_kept():
+        torch.set_num_threads(1)
         r = ts.measure(case)
-    finally:
-        torch.set_num_threads(before)
     # adapters only: 8 x (1024 x 8 + 8 x 1024) = 131,072 trainable; input_ids 4 x 128 = 512 tokens
     assert (r.trainable, r.tokens, r.recompute) == (131_072, 512, 0)
     assert 0 < r.backward < r.forward and r.step > r.forward + r.backward
@@ -339,11 +345,8 @@ def test_the_first_analysis_benchmark_takes_a_stack_and_a_training_step(capsys: 
 def test_the_growth_benchmark_prints_a_row_per_size(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import speed
 
-    threads = torch.get_num_threads()
-    try:
+    with _threads_kept():  # (the benchmark pins one thread)
         assert speed.main(["growth", "--sizes", "2,3", "--rounds", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)  # (the benchmark pins one thread)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| N | rounds | analyze(): us a block") and len(lines) == 4
     assert lines[2].startswith("| 2 | 1 | ") and lines[2].endswith("x | - |")  # (no size before the first)
@@ -357,12 +360,9 @@ def test_the_phases_benchmark_splits_a_training_step_and_puts_its_functions_back
     from benchmarks import speed
 
     before = {label: getattr(importlib.import_module(m), n) for label, (m, n) in speed.PHASES.items()}
-    threads = torch.get_num_threads()
-    try:
+    with _threads_kept():  # (the benchmark pins one thread)
         times = speed.run_phases(speed.ladder_model("blocks2"), 2)
         assert speed.main(["phases", "--models", "blocks2", "--rounds", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)  # (the benchmark pins one thread)
     assert {label: getattr(importlib.import_module(m), n) for label, (m, n) in speed.PHASES.items()} == before
     assert all(len(values) == 2 for values in times.values())
     # each part was timed once a round, and the parts with what is left make up the step (the rest may be a hair
@@ -384,7 +384,6 @@ def test_the_phases_benchmark_runs_the_step_on_the_twin_asked_and_puts_the_choic
 
     choose = execute.choose_method
     methods: list[str] = []
-    threads = torch.get_num_threads()
     original = execute.execute
 
     def spy(*args: Any, **kwargs: Any) -> Any:
@@ -394,10 +393,10 @@ def test_the_phases_benchmark_runs_the_step_on_the_twin_asked_and_puts_the_choic
 
     execute.execute = spy
     try:
-        times = speed.run_phases(speed.ladder_model("blocks2"), 1, twin)
+        with _threads_kept():
+            times = speed.run_phases(speed.ladder_model("blocks2"), 1, twin)
     finally:
         execute.execute = original
-        torch.set_num_threads(threads)
     assert execute.choose_method is choose
     # 3 untimed pairs and 1 timed pair of (training step, eval analysis): the steps on the twin asked, eval as always
     assert methods == [twin, "real"] * 4
@@ -440,12 +439,9 @@ def test_the_ops_benchmark_times_each_op_part_by_part_and_puts_its_functions_bac
                 speed.OP_PARTS.items()}
 
     before, backward = current(), torch.autograd.backward
-    threads = torch.get_num_threads()
-    try:
+    with _threads_kept():  # (the benchmark pins one thread)
         spent = speed.run_op_costs(speed.ladder_model("blocks2"), 2)
         assert speed.main(["ops", "--model", "blocks2", "--rounds", "1", "--top", "3"]) == 0
-    finally:
-        torch.set_num_threads(threads)  # (the benchmark pins one thread)
     assert current() == before and torch.autograd.backward is backward
     # the stack of 2 blocks: its backward's two products (each Linear's weight gradient; the first layer's input
     # needs none, so 1 + 2 = 3), twice (2 rounds), each whole handling no shorter than the answer inside it
@@ -504,13 +500,10 @@ def test_report_identity_gives_the_same_reports_in_a_shuffled_order(tmp_path: Pa
     from benchmarks import report_identity
 
     cases = "mlp-eval,shared-train,twice-eval,mlp-train-sgd"
-    threads = torch.get_num_threads()
-    try:
+    with _threads_kept():  # (the benchmark pins one thread)
         assert report_identity.main(["--out", str(tmp_path / "a.json"), "--cases", cases]) == 0
         assert report_identity.main(["--out", str(tmp_path / "b.json"), "--cases", cases, "--shuffle", "5",
                                      "--against", str(tmp_path / "a.json")]) == 0
-    finally:
-        torch.set_num_threads(threads)  # (the benchmark pins one thread)
     assert capsys.readouterr().out.splitlines()[-1] == \
         f"4 reports, 4 identical to {tmp_path / 'a.json'}, 0 differ (0 ended in an error)"
 
@@ -548,11 +541,8 @@ def test_the_zoo_sweep_runs_a_model_in_a_child_and_sorts_the_outcomes() -> None:
 def test_the_backward_floors_benchmark_prints_a_row_per_kind_of_tensors(capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks import speed
 
-    threads = torch.get_num_threads()
-    try:
+    with _threads_kept():  # (the benchmark pins one thread)
         assert speed.main(["backward-floors", "--blocks", "2", "--rounds", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)  # (the benchmark pins one thread)
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| tensors")]
     assert [row.split(" | ")[0][2:] for row in rows] == list(speed.BACKWARD_FLOORS)
