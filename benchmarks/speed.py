@@ -263,7 +263,18 @@ def _ladder_variants() -> dict[str, Callable[[torch.nn.Module, Built], Any]]:
 
 def ladder_model(name: str) -> Built:
     """The ladder's models: torchvision's with weights=None (1x3x224x224), GPT-2 (default config, 1x128 ids), and
-    ``blocksN``, the linearity rows' stack of N Linear(64, 64) + ReLU blocks on a 1x64 input."""
+    ``blocksN``, the linearity rows' stack of N Linear(64, 64) + ReLU blocks on a 1x64 input. ``meta-<name>``: the
+    same model built on the meta device, its inputs too (GPT-2's ids made by torchcost's resolver for meta), as a
+    model too big for the machine is analysed."""
+    if name.startswith("meta-"):
+        if name == "meta-gpt2":
+            from torchcost.resolve import resolve
+
+            r = resolve("hf:gpt2", seq_len=128, meta=True)  # (no mask: a meta run cannot read its ones)
+            return Built(r.model.eval(), r.args, {k: v for k, v in r.kwargs.items() if k != "attention_mask"})
+        with torch.device("meta"):
+            built = ladder_model(name[len("meta-"):])
+        return Built(built.model.to("meta"), tuple(a.to("meta") for a in built.args), built.kwargs)
     torch.manual_seed(0)
     if name.startswith("blocks"):
         return Built(_Blocks(int(name[len("blocks"):])).eval(), (torch.randn(1, 64),))

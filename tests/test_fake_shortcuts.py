@@ -313,6 +313,101 @@ def test_a_fresh_op_on_meta_tensors_is_made_as_its_meta_kernel_made_it() -> None
     assert short.answer(aten.mul.Tensor, (a, real), {}) is MISS  # a real tensor beside a meta one
 
 
+def _on_meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_an_in_place_foreach_op_on_meta_tensors_is_answered_once_its_kernel_accepted_its_like() -> None:
+    # AdamW's foreach step on a meta twin: _foreach_lerp_(exp_avgs, grads, 1 - beta1), whose meta kernel is a Python
+    # reference run per element
+    short = FakeShortcuts()
+    avgs, grads = [_on_meta(4, 6), _on_meta(6)], [_on_meta(4, 6), _on_meta(6)]
+    assert short.answer(aten._foreach_lerp_.Scalar, (avgs, grads, 0.1), {}) is MISS  # not seen yet
+    assert aten._foreach_lerp_.Scalar(avgs, grads, 0.1) is None
+    short.learn(None)
+    more = [_on_meta(2, 2), _on_meta(5), _on_meta(3)]
+    more_grads = [_on_meta(2), _on_meta(5), _on_meta(3)]  # (2,) broadcasts into (2, 2)
+    assert short.answer(aten._foreach_lerp_.Scalar, (more, more_grads, 0.5), {}) is None  # (the kernel returns ())
+    assert [tuple(t.shape) for t in more] == [(2, 2), (5,), (3,)]  # (in place: nothing about them changes)
+    assert short.answer(aten._foreach_lerp_.Scalar, (more, more_grads, 1), {}) is MISS  # an int where a float was
+    doubles = [_on_meta(3, dtype=torch.float64)]
+    assert short.answer(aten._foreach_lerp_.Scalar, (doubles, [_on_meta(3, dtype=torch.float64)], 0.5), {}) is MISS
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "overlap", "expanded", "real", "length", "tensor"])
+def test_an_in_place_foreach_op_its_kernel_may_refuse_is_not_answered(case: str) -> None:
+    short = FakeShortcuts()
+    written, other = [_on_meta(4, 3), _on_meta(2)], [_on_meta(4, 3), _on_meta(2)]
+    _asked(short, aten._foreach_mul_.List, written, other)  # learned: float32 x float32 on meta
+    args: tuple[Any, ...] = (written, other)
+    func = aten._foreach_mul_.List
+    if case == "shape":
+        args = (written, [_on_meta(4, 3), _on_meta(3)])  # (3,) does not broadcast into (2,)
+    elif case == "dtype":
+        args = (written, [_on_meta(4, 3), _on_meta(2, dtype=torch.float16)])
+    elif case == "overlap":
+        args = (written, [written[0][:1], _on_meta(2)])  # a view of the written tensor's storage
+    elif case == "expanded":
+        args = ([_on_meta(3).expand(4, 3), _on_meta(2)], other)  # a written tensor of overlapping elements
+    elif case == "real":
+        with torch.utils._python_dispatch._disable_current_modes():
+            args = (written, [_on_meta(4, 3), torch.empty(2)])
+    elif case == "length":
+        args = (written, other[:1])
+    elif case == "tensor":
+        func, args = aten._foreach_mul_.Tensor, (written, _on_meta(1))  # one tensor for every element: not answered
+    assert short.answer(func, args, {}) is MISS
+
+
+def test_a_foreach_op_making_new_tensors_on_meta_is_made_as_its_meta_kernel_made_it() -> None:
+    short = FakeShortcuts()
+    squares = [_on_meta(4, 6), _on_meta(3, dtype=torch.float16)]
+    assert short.answer(aten._foreach_sqrt.default, (squares,), {}) is MISS
+    first = aten._foreach_sqrt.default(squares)
+    short.learn(first)
+    again = short.answer(aten._foreach_sqrt.default, ([_on_meta(4, 6), _on_meta(3, dtype=torch.float16)],), {})
+    assert type(again) is list and len(again) == 2
+    for made, ran in zip(again, first, strict=True):
+        assert type(made) is torch.Tensor and made is not ran
+        assert (made.shape, made.stride(), made.dtype, made.device, made.requires_grad) == \
+            (ran.shape, ran.stride(), ran.dtype, ran.device, ran.requires_grad)
+    assert [(tuple(t.shape), t.stride(), t.dtype) for t in again] == [((4, 6), (6, 1), torch.float32),
+                                                                      ((3,), (1,), torch.float16)]
+    # each on a storage of its own: 4 * 6 float32 = 96 bytes, 3 float16 = 6 bytes
+    assert [t.untyped_storage().nbytes() for t in again] == [4 * 6 * 4, 3 * 2]
+    assert again[0].untyped_storage()._cdata != again[1].untyped_storage()._cdata
+    # an element of a shape not seen: the whole call runs again
+    assert short.answer(aten._foreach_sqrt.default, ([_on_meta(4, 6), _on_meta(5)],), {}) is MISS
+
+
+def test_a_foreach_op_making_new_tensors_is_keyed_by_each_elements_tensors() -> None:
+    short = FakeShortcuts()
+    ints, floats = [torch.empty(2, 3, device="meta", dtype=torch.long)], [_on_meta(2, 3)]
+    _asked(short, aten._foreach_add.List, ints, floats)
+    out = short.answer(aten._foreach_add.List, ([torch.empty(2, 3, device="meta", dtype=torch.long)], [_on_meta(2, 3)]),
+                       {})
+    assert [t.dtype for t in out] == [torch.float32]  # int64 + float32: float32, as the kernel gave
+    # the same tensor in both lists is another key (a kernel may read it once)
+    both = [_on_meta(2, 3)]
+    assert short.answer(aten._foreach_add.List, (both, both), {}) is MISS
+    with pytest.raises(RuntimeError):  # (a kernel refusing the call raises, and nothing is learned)
+        _asked(short, aten._foreach_add.List, [_on_meta(2, 3)], [_on_meta(4)])
+
+
+def test_a_foreach_op_on_fake_tensors_is_the_fake_modes_answer(mode: Any) -> None:
+    short = FakeShortcuts()
+    avgs, grads = [torch.empty(4, 3), torch.empty(3)], [torch.empty(4, 3), torch.empty(3)]
+    _asked(short, aten._foreach_addcmul_.Scalar, avgs, grads, grads, 0.01)
+    assert short.answer(aten._foreach_addcmul_.Scalar, (avgs, grads, grads, 0.5), {}) is None
+    first = _asked(short, aten._foreach_sqrt.default, avgs)
+    again = short.answer(aten._foreach_sqrt.default, (avgs,), {})
+    assert [type(t) for t in again] == [type(t) for t in first]
+    assert [(t.shape, t.stride(), t.dtype, t.device) for t in again] == \
+        [(t.shape, t.stride(), t.dtype, t.device) for t in first]
+    counters = [fakeops.fake_constant(mode, torch.tensor(3.0), FakeWrapper().wrap)]
+    assert short.answer(aten._foreach_add_.Scalar, (counters, 1), {}) is MISS  # (carrying values: the fake mode's)
+
+
 class _Count(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
@@ -577,6 +672,8 @@ def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
         "mlp sgd momentum": (mlp, (torch.randn(2, 16),), {"optimizer": torch.optim.SGD(mlp.parameters(), lr=0.1,
                                                                                         momentum=0.9)}),
         "mlp adam cuda target": (mlp, (torch.randn(2, 16),), {"optimizer": "adam", "target": "cuda"}),
+        "mlp adamw foreach": (mlp, (torch.randn(2, 16),), {"optimizer": torch.optim.AdamW(mlp.parameters(),
+                                                                                          foreach=True)}),
         "bump": (_Bump(bad=False), (torch.randn(2, 4),), {}),
         "halve": (_Halve(), (torch.randn(2, 4),), {}),
         "resnet18": (torchvision.models.resnet18(weights=None, num_classes=10), (torch.randn(2, 3, 64, 64),), {}),

@@ -53,6 +53,13 @@ that), half of a training step's analysis. Some ops have an answer known without
   and meta kernels are Python decompositions of 10-15 ms a call, and pointwise ops on tensors of one shape (an
   activation's backward: 3-5 ms a call), are answered for a key not seen yet too, from a formula for their outputs'
   metadata (collect/fakerules.py), once the first call of the kind matched it.
+* A foreach op (an optimizer's foreach step: the default on CUDA, so on a meta twin and a CUDA model's fake twin),
+  on plain meta tensors or on fake tensors of the twin's mode: its kernel runs per element, and the meta kernels of
+  ``_foreach_sqrt``, ``_foreach_lerp_``, ``_foreach_addcmul_`` and ``_foreach_addcdiv_`` are Python references of
+  0.3-0.4 ms an element. An in-place one (``_foreach_lerp_``) returns nothing, where each element's call is one an
+  in-place pointwise op above would answer, its kind of call accepted by the kernel once in this process; one
+  making new tensors (``_foreach_sqrt``) gets each element's output made from the metadata the kernel gave for an
+  element of the same key earlier in the process, as a fresh op's (below).
 
 A fresh or in-place call also leaves its key for the op collector's memo of prices (``FakeShortcuts.priced``,
 collect/ops.py ``_PRICED``): the fresh key above, which holds every argument's metadata and value and, per tensor,
@@ -102,7 +109,8 @@ _ITEM = torch.ops.aten._local_scalar_dense.default
 _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
-_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT, _KIND_FILL = range(8)
+_OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT, _KIND_FILL, _KIND_FOREACH, \
+    _KIND_FOREACH_FRESH = range(10)
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)  # what torch.tensor() calls
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
@@ -131,6 +139,30 @@ def _is_inplace_pointwise(func: Any) -> bool:
     (no optional ones, no lists, no strings), drawing no random numbers."""
     arguments = _writes_first(func, torch.Tag.pointwise, torch.Tag.nondeterministic_seeded)
     return arguments is not None and all(str(a.type) in ("Tensor", "number") for a in arguments)
+
+
+def _foreach_kind(func: Any) -> int:
+    """:data:`_KIND_FOREACH` for an aten foreach op that writes its first argument, a list of tensors, element by
+    element and returns nothing (``_foreach_lerp_``, ``_foreach_addcdiv_``: every one is pointwise);
+    :data:`_KIND_FOREACH_FRESH` for one that returns a list of new tensors, one an element (``_foreach_sqrt``); the
+    other arguments of either lists of tensors, numbers, lists of numbers or flags (not the overloads taking one
+    tensor for every element, nor those taking a dtype or a memory format); else :data:`_OTHER`."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or getattr(func, "namespace", None) != "aten" or not schema.name.startswith("aten::_foreach_"):
+        return _OTHER
+    arguments, returns = schema.arguments, schema.returns
+    if not arguments or str(arguments[0].type) != "List[Tensor]" or \
+            not all(a.alias_info is None and str(a.type) in _FOREACH_ARGUMENTS for a in arguments[1:]):
+        return _OTHER
+    first = arguments[0].alias_info
+    if not returns and first is not None and first.is_write and torch.Tag.inplace in func.tags:
+        return _KIND_FOREACH
+    if first is None and len(returns) == 1 and str(returns[0].type) == "List[Tensor]" and returns[0].alias_info is None:
+        return _KIND_FOREACH_FRESH
+    return _OTHER
+
+
+_FOREACH_ARGUMENTS = frozenset({"List[Tensor]", "number", "List[number]", "bool"})
 
 
 def _is_random_fill(func: Any) -> bool:
@@ -427,6 +459,8 @@ class FakeShortcuts:
         self.priced: tuple[Any, ...] | None = None
         self.viewed: Any = None  # the input of the last call, where it was answered as one view of it
         self._fresh_call: tuple[tuple[Any, ...], Any, set[int]] | None = None  # (key, mode, input storages)
+        # a foreach call making new tensors passed on: (its elements' keys, mode, input storages)
+        self._foreach_call: tuple[list[tuple[Any, ...]], Any, set[int]] | None = None
         self._check: fakerules.Expected | None = None  # a formula's answer for the call passed on, to compare
         self._wrap = FakeWrapper().wrap
 
@@ -436,7 +470,7 @@ class FakeShortcuts:
             kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM else _KIND_LIFT if func in _LIFTS
                     else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_FILL if _is_random_fill(func)
                     else _KIND_VIEW if _is_plain_view(func)
-                    else _KIND_FRESH if _makes_fresh(func) else _OTHER)
+                    else _KIND_FRESH if _makes_fresh(func) else _foreach_kind(func))
             self._kinds[id(func)] = kind
             _KEEP.append(func)
         return kind
@@ -452,12 +486,14 @@ class FakeShortcuts:
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's output, or :data:`MISS`: run it (then call :func:`learn` when it returned). :attr:`priced` is
         then the key of the call's price, or None."""
-        self.pending = self._fresh_call = self.priced = self._check = self.viewed = None
+        self.pending = self._fresh_call = self._foreach_call = self.priced = self._check = self.viewed = None
         kind = self._kind(func)
         if kind == _KIND_FRESH:
             return self._fresh(func, args, kwargs)
         if kind == _KIND_LIFT:
             return self._lift(func, args, kwargs)
+        if kind == _KIND_FOREACH or kind == _KIND_FOREACH_FRESH:
+            return self._foreach(func, args, kwargs, kind == _KIND_FOREACH_FRESH)
         if kind == _OTHER or not args or type(args[0]) is not self._fake or not self._fake_alone:
             return MISS
         first = args[0]
@@ -514,7 +550,8 @@ class FakeShortcuts:
             return self._on_constants(func, written, args, kwargs)
         if written.dispatch_keys is not None or BASE_LAYOUT(written) is not _STRIDED or not written.is_contiguous():
             return MISS
-        mode, shape, storage = written.fake_mode, written.shape, None
+        mode, shape = written.fake_mode, written.shape
+        storage: list[int] = []
         key: list[Any] = [func, written.dtype, written.fake_device]
         # what the call's price reads beside ``key``: the shapes and strides, which tensor is which (0: the written
         # one; ``x.addcmul_(g, g)`` reads g once), the numbers' values
@@ -529,13 +566,8 @@ class FakeShortcuts:
             if kind is not self._fake or value.fake_mode is not mode or value.dispatch_keys is not None or \
                     BASE_LAYOUT(value) is not _STRIDED:
                 return MISS
-            if value is not written:
-                if not _broadcasts_into(value.shape, shape):
-                    return MISS
-                if storage is None:
-                    storage = written.untyped_storage()._cdata
-                if value.untyped_storage()._cdata == storage:
-                    return MISS
+            if value is not written and not _operand_fits(value, written, storage):
+                return MISS
             key.append((value.dtype, value.fake_device))
             priced.append((value.shape, value.stride(), seen.setdefault(id(value), len(seen))))
         if kwargs:
@@ -546,6 +578,124 @@ class FakeShortcuts:
             return written
         self.pending = call
         return MISS
+
+    def _foreach(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fresh: bool) -> Any:
+        """A foreach op (an optimizer's foreach step on a meta or CUDA twin), where its tensors are plain meta tensors
+        (none but meta tensors below) or fake tensors of one mode carrying no value (only that fake mode below),
+        strided, its lists as long as the first, its other arguments numbers, lists of them or flags. The meta
+        kernels of ``_foreach_sqrt``, ``_foreach_lerp_``, ``_foreach_addcmul_`` and ``_foreach_addcdiv_`` are Python
+        references run per element, 0.3-0.4 ms each: two thirds of a 100-parameter meta twin's AdamW step. Each
+        element's call is on its own (the kernels loop over the elements), so:
+
+        * in place (``fresh`` False): nothing, as the kernel returns, where each element's call is one
+          :meth:`_inplace` would answer: the written tensor dense and contiguous, element i of every other list
+          broadcasting into its shape and either that tensor or on another storage, and the dtypes and devices of
+          the element's call, with the kinds of the numbers, seen accepted by the kernel once in this process;
+        * new tensors (``fresh`` True): a list of new tensors, each made from the metadata the kernel gave earlier in
+          the process for an element of the same key (its tensors' metadata as :meth:`_describe` keys them, which of
+          them is the first list's, the kinds of the numbers: a number's value does not change an output's
+          metadata).
+
+        Else MISS, and the call is noted for :meth:`learn`."""
+        first_list = args[0]
+        if type(first_list) is not list or not first_list:
+            return MISS
+        first = first_list[0]
+        kind = type(first)
+        if kind is self._fake:
+            mode = first.fake_mode
+            if not self._fake_alone:
+                return MISS
+        elif (kind is torch.Tensor or kind is nn.Parameter) and first.is_meta:
+            mode = _META
+            if not self._meta_alone:
+                return MISS
+        else:
+            return MISS
+        count = len(first_list)
+        lists: list[list[Any]] = [first_list]
+        key: list[Any] = [func]
+        for value in (*args[1:], *kwargs.values()):
+            value_kind = type(value)
+            if value_kind in _NUMBERS:
+                key.append(value_kind)
+            elif value_kind is list and len(value) == count:
+                if type(value[0]) in _NUMBERS:
+                    if not all(type(v) in _NUMBERS for v in value):
+                        return MISS
+                    key.append(frozenset(type(v) for v in value))
+                else:
+                    lists.append(value)
+            else:
+                return MISS
+        if kwargs:
+            key.append(tuple(kwargs))
+        prefix = tuple(key)
+        fake = mode is not _META
+        for t in (t for values in lists for t in values):
+            if not self._foreach_tensor(t, mode):
+                return MISS
+        if fresh:
+            return self._foreach_fresh(prefix, lists, mode)
+        calls = set()
+        for i, w in enumerate(first_list):
+            if (fake and w.constant is not None) or not w.is_contiguous():
+                return MISS
+            storage: list[int] = []
+            call = [w.dtype, w.fake_device if fake else None]
+            for other in lists[1:]:
+                v = other[i]
+                if v is not w and not _operand_fits(v, w, storage):
+                    return MISS
+                call.append((v.dtype, v.fake_device if fake else None, v is w))
+            calls.add(tuple(call))
+        whole = (*prefix, frozenset(calls))
+        if whole in self._accepted:
+            return None
+        self.pending = whole
+        return MISS
+
+    def _foreach_fresh(self, prefix: tuple[Any, ...], lists: list[list[Any]], mode: Any) -> Any:
+        """:meth:`_foreach`'s new tensors, or MISS with the elements' keys noted for :meth:`learn`."""
+        fake = mode is not _META
+        keys = []
+        metas: list[Any] = []
+        complete = True
+        outputs = self._outputs
+        inputs: set[int] = set()
+        for i, t in enumerate(lists[0]):
+            if fake and t.constant is not None:
+                return MISS
+            element: list[Any] = [prefix]
+            for values in lists:
+                v = values[i]
+                storage = v.untyped_storage()
+                inputs.add(storage._cdata)
+                element.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if fake else _META,
+                                v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes(),
+                                v is t))
+            key = tuple(element)
+            keys.append(key)
+            if complete:
+                known = outputs.get(key)
+                if known is None:
+                    complete = False
+                else:
+                    metas.append(known[1][0])
+        if complete:
+            if fake:
+                return [self._output(mode, meta) for meta in metas]
+            return [_empty(meta) for meta in metas]
+        self._foreach_call = (keys, mode, inputs)
+        return MISS
+
+    def _foreach_tensor(self, t: Any, mode: Any) -> bool:
+        """Whether ``t`` is an element a foreach call of ``mode`` (:data:`_META`: plain meta tensors) is answered on:
+        of that kind, strided, without dispatch keys of its own."""
+        kind = type(t)
+        if mode is _META:
+            return (kind is torch.Tensor or kind is nn.Parameter) and t.is_meta and BASE_LAYOUT(t) is _STRIDED
+        return kind is self._fake and t.fake_mode is mode and t.dispatch_keys is None and BASE_LAYOUT(t) is _STRIDED
 
     def _on_constants(self, func: Any, written: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """An in-place op on fake tensors that all carry their values (``step += 1`` on an optimizer's CPU step
@@ -692,26 +842,55 @@ class FakeShortcuts:
                 if o is None and many:  # an undefined output (convolution_backward's bias gradient without a bias)
                     metas.append(None)
                     continue
-                if mode is _META:
-                    if type(o) is not torch.Tensor or not o.is_meta:
-                        return
-                elif type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None:
+                meta = self._new_output(o, mode, inputs, storages)
+                if meta is None:
                     return
-                if (mode is not _META and o.dispatch_keys is not None) or BASE_LAYOUT(o) is not _STRIDED or \
-                        o.storage_offset() != 0 or o.is_quantized:
-                    return
-                storage = o.untyped_storage()
-                if storage._cdata in inputs or storage._cdata in storages or \
-                        storage.nbytes() != strided_elements(o.shape, o.stride()) * o.element_size():
-                    return  # an output on an input's storage, two on one, or a storage not the dense one: not kept
-                storages.add(storage._cdata)
-                metas.append((tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),
-                              o.fake_device if mode is not _META else None))
+                metas.append(meta)
             self._outputs[key] = (many, tuple(metas))
             if self._check is not None:  # the first call of its kind: is the formula right for it?
                 kind, *expected = self._check
                 self._trusted[kind] = [many, tuple(metas)] == expected
                 self._check = None
+        if self._foreach_call is not None:
+            keys, mode, inputs = self._foreach_call
+            self._foreach_call = None
+            storages = set()
+            if type(out) is not list or len(out) != len(keys):
+                return
+            found = [self._new_output(o, mode, inputs, storages) for o in out]
+            if all(meta is not None for meta in found):  # (each kept as a fresh op's one output)
+                self._outputs.update((key, (False, (meta,))) for key, meta in zip(keys, found))
+
+    def _new_output(self, o: Any, mode: Any, inputs: set[int], storages: set[int]) -> tuple[Any, ...] | None:
+        """The metadata of a new output of a call of ``mode`` as :func:`_empty` takes it, its storage added to
+        ``storages``; None where it is not one to make again so: not a plain meta tensor (or a fake tensor of that
+        mode carrying no value), not strided and dense from the start of a storage of its own (on an input's storage,
+        ``inputs``, or on another output's)."""
+        if mode is _META:
+            if type(o) is not torch.Tensor or not o.is_meta:
+                return None
+        elif type(o) is not self._fake or o.fake_mode is not mode or o.constant is not None:
+            return None
+        if (mode is not _META and o.dispatch_keys is not None) or BASE_LAYOUT(o) is not _STRIDED or \
+                o.storage_offset() != 0 or o.is_quantized:
+            return None
+        storage = o.untyped_storage()
+        if storage._cdata in inputs or storage._cdata in storages or \
+                storage.nbytes() != strided_elements(o.shape, o.stride()) * o.element_size():
+            return None
+        storages.add(storage._cdata)
+        return (tuple(o.shape), o.stride(), o.dtype, o.requires_grad, o.is_conj(), o.is_neg(),
+                o.fake_device if mode is not _META else None)
+
+
+def _operand_fits(value: Any, written: Any, storage: list[int]) -> bool:
+    """Whether ``value``, an in-place op's other operand (not ``written`` itself), broadcasts into ``written``'s shape
+    without changing it and is on another storage (``storage``: where ``written``'s storage is kept once read)."""
+    if not _broadcasts_into(value.shape, written.shape):
+        return False
+    if not storage:
+        storage.append(written.untyped_storage()._cdata)
+    return bool(value.untyped_storage()._cdata != storage[0])
 
 
 def _broadcasts_into(shape: torch.Size, into: torch.Size) -> bool:
