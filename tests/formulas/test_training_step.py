@@ -302,3 +302,19 @@ def test_a_tuple_of_different_shapes_keeps_the_first_tensor_rule() -> None:
     r = torchcost.analyze(Pair(), input_size=(4, 10), mode="train")
     # the first, (4, 2): pow 8 + mean 8 = 16
     assert r.phase("loss").flops == 16 and r.memory is not None and r.memory.loss == "out.float().pow(2).mean()"
+
+
+def test_a_foreach_adamw_step_on_meta_is_counted_alike_in_every_analysis() -> None:
+    # A meta model's step runs AdamW's foreach path (the default for its CUDA target); each list is priced per
+    # tensor, and a part's price is worked out once for its key, then only tallied (collect/ops.py): the first
+    # analysis works them out, the later ones hit them. Per element of a parameter: weight decay mul 1, lerp of the
+    # first moment 3, mul of the second 1, addcmul 3, sqrt 1, div by the bias correction 1, add of eps 1, addcdiv
+    # 3 = 14 FLOPs; per parameter tensor its step counter's increment, 1. Linear(8, 8): 64 + 8 = 72 elements in 2
+    # tensors: 14 * 72 + 2 = 1,010 FLOPs a layer.
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    x = torch.randn(4, 8, device="meta")
+    for _ in range(3):
+        r = torchcost.analyze(model, x, mode="train")
+        assert (r.module("0").optimizer_flops, r.module("2").optimizer_flops) == (1_010, 1_010)
+        assert r.phase("optimizer").flops == 2 * 1_010

@@ -27,7 +27,7 @@ from torch.nn.modules import module as module_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.fakeops import MISS, FakeShortcuts
-from torchcost.collect.keys import ours
+from torchcost.collect.keys import LEAVES, ours
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.shadows import Shadows, factory
 from torchcost.collect.sharded import on_shards
@@ -465,6 +465,47 @@ def _foreach_parts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[
     return [(tuple(part(a, i) for a in args), {k: part(v, i) for k, v in kwargs.items()}) for i in range(n)]
 
 
+def _parts_keys(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], outs: Any) -> list[Any] | None:
+    """What fixes the price of each part of a foreach call (:meth:`OpCollector._foreach`; ``outs``: its outputs, one
+    a part, or None), all a built-in formula and call_bytes read: the op, its other arguments' values, and per part
+    the values of its lists' elements, each tensor by its sizes, strides, dtype and the first place it appears in
+    the part (``g * g`` reads one tensor); None where some value cannot be keyed (a tensor beside the lists, a
+    tensor without strides, an object)."""
+    n = len(args[0])
+    fixed: list[Any] = ["foreach part", key]
+    lists: list[Any] = []
+    for name, value in (*enumerate(args), *kwargs.items()):
+        kind = type(value)
+        if kind in (list, tuple) and len(value) == n:
+            fixed.append((name, "sliced"))
+            lists.append(value)
+        elif kind in LEAVES:
+            fixed.append((name, kind, value))
+        else:
+            return None
+    if outs is not None:
+        lists.append(outs)
+    head = tuple(fixed)
+    keys: list[Any] = []
+    for i in range(n):
+        part: list[Any] = [head]
+        seen: dict[int, int] = {}
+        for values in lists:
+            value = values[i]
+            if isinstance(value, _Tensor):
+                try:
+                    stride = value.stride()
+                except (RuntimeError, NotImplementedError):  # (a sparse tensor)
+                    return None
+                part.append((value.shape, stride, value.dtype, seen.setdefault(id(value), len(seen))))
+            elif type(value) in LEAVES:
+                part.append((type(value), value))
+            else:
+                return None
+        keys.append(tuple(part))
+    return keys
+
+
 @dataclass
 class OpCollector:
     """Prices the ops the dispatch mode hands it and tallies them per module (by state_dict name)."""
@@ -526,12 +567,7 @@ class OpCollector:
                 self.enclosed[key] = self.enclosed.get(key, 0) + 1
         elif formula is not None:
             if self.phase == "optimizer" and key.startswith("aten::_foreach_") and args and isinstance(args[0], list):
-                outs = out if isinstance(out, (list, tuple)) and len(out) == len(args[0]) else None
-                for i, (part_args, part_kwargs) in enumerate(_foreach_parts(args, kwargs)):
-                    self._price(key, formula, OpCall(key, part_args, part_kwargs, None, func._schema), plan,
-                                [outs[i]] if outs is not None else None)
-                    if outs is not None:
-                        self._adopt(outs[i])
+                self._foreach(key, formula, func, args, kwargs, out, plan)
             else:
                 if memo is not None and ours(formula, "torchcost.formulas"):
                     self._price_once(key, formula, func, args, kwargs, out, plan, memo)
@@ -544,6 +580,31 @@ class OpCollector:
                 self.free[key] = self.free.get(key, 0) + 1
         else:
             self.record_uncounted(key, OpCall(key, args, kwargs, out, func._schema))
+
+    def _foreach(self, key: str, formula: Formula, func: torch._ops.OpOverload, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], out: Any, plan: IOPlan) -> None:
+        """An optimizer's foreach call, priced and tallied per tensor of its first list, each part to the module of
+        the parameter it is for. A built-in formula's price of a part is worked out once in the process for every
+        part of the same key (:func:`_parts_keys`: its tensors' metadata, which of them are one tensor, its numbers;
+        a step's parts repeat the parameters' few shapes), then only tallied."""
+        outs = out if isinstance(out, (list, tuple)) and len(out) == len(args[0]) else None
+        memos = _parts_keys(key, args, kwargs, outs) if ours(formula, "torchcost.formulas") else None
+        schema = func._schema
+        for i, (part_args, part_kwargs) in enumerate(_foreach_parts(args, kwargs)):
+            call = OpCall(key, part_args, part_kwargs, None, schema)
+            part_out = [outs[i]] if outs is not None else None
+            memo = memos[i] if memos is not None else None
+            hit = _PRICED.get(memo) if memo is not None else None
+            if hit is not None and hit[0] is formula:
+                self._tally(key, hit[1], hit[2], hit[3], call)
+            else:
+                priced = self._price(key, formula, call, plan, part_out)
+                if memo is not None and priced is not None:
+                    if len(_PRICED) >= _PRICED_MAX:
+                        _PRICED.clear()
+                    _PRICED[memo] = (formula, *priced)
+            if outs is not None:
+                self._adopt(outs[i])
 
     def priced(self, func: torch._ops.OpOverload, memo: Any) -> tuple[str, Cost, int, torch.dtype | None] | None:
         """What :meth:`on_aten` would tally for a call of ``func`` whose price key is ``memo``, where that is known
