@@ -2,6 +2,7 @@
 
     python -m benchmarks.switch_identity                    # all models (about two minutes)
     python -m benchmarks.switch_identity --models tv:alexnet,hf:bert --no-train
+    python -m benchmarks.switch_identity --target cuda      # training steps on a meta twin (foreach optimizer)
 
 Four paths skip work that the ordinary one does, on the promise of the same report: direct leaves
 (collect/leaves.py, an eval run on real tensors: common leaf modules run past the modes, their ops handed to the
@@ -121,13 +122,16 @@ MODELS: dict[str, Callable[[], Made]] = {
 
 @contextlib.contextmanager
 def fake_paths_off() -> Iterator[None]:
-    """Every op of a twin through the fake mode, every fake tensor from FakeTensor's constructor, every optimizer
-    step counter copied by the fake mode's converter, every ``torch.tensor(x)`` of the warm-up made by it too."""
-    from torchcost.collect import fakeops
+    """Every op of a twin through the fake mode (or a meta twin's through its meta kernels), every fake tensor from
+    FakeTensor's constructor, every optimizer step counter copied by the fake mode's converter, every
+    ``torch.tensor(x)`` of the warm-up made by it too, every part of a foreach call priced on its own."""
+    from torchcost.collect import fakeops, ops
     from torchcost.run import step
 
     answer, wrap, constant, lifted = (fakeops.FakeShortcuts.answer, fakeops.FakeWrapper.wrap, step.fake_constant,
                                       fakeops.lifted)
+    parts_keys = ops._parts_keys
+    ops._parts_keys = lambda *args: None  # (a foreach call's parts each priced: no memo)
     fakeops.FakeShortcuts.answer = lambda self, func, args, kwargs: fakeops.MISS  # type: ignore[method-assign]
     fakeops.FakeWrapper.wrap = lambda self, mode, elem, device: self._fake(mode, elem, device)  # type: ignore
     step.fake_constant = lambda mode, value, wrap: mode.fake_tensor_converter.from_real_tensor(
@@ -140,6 +144,7 @@ def fake_paths_off() -> Iterator[None]:
         fakeops.FakeWrapper.wrap = wrap  # type: ignore[method-assign]
         step.fake_constant = constant
         fakeops.lifted = lifted
+        ops._parts_keys = parts_keys
 
 
 @contextlib.contextmanager
@@ -177,9 +182,10 @@ def _report(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], **o
     return report
 
 
-def compare(made: Made, train: bool = True) -> dict[str, str]:
+def compare(made: Made, train: bool = True, target: str | None = None) -> dict[str, str]:
     """{"eval": ..., "skipped": ..., "train": ..., "taped": ...}: "identical" (for "skipped" with the kernels it
-    skipped), or "differ at <path>" with the first difference."""
+    skipped), or "differ at <path>" with the first difference. ``target``: the training steps' memory target
+    ("cuda": a meta twin, whose optimizer takes its foreach path, as a GPU step does)."""
     from benchmarks.report_identity import _first_difference
     from torchcost.collect import leaves
 
@@ -195,8 +201,9 @@ def compare(made: Made, train: bool = True) -> dict[str, str]:
     if train:
         from torchcost.collect import tape
 
-        short = _report(model, args, kwargs, mode="train")
-        _report(model, args, kwargs, mode="train")  # (the second such step in the process: written down as tapes)
+        step_options: dict[str, Any] = {"mode": "train", **({"target": target} if target else {})}
+        short = _report(model, args, kwargs, **step_options)
+        _report(model, args, kwargs, **step_options)  # (the second such step in the process: written down as tapes)
         replay, replayed = tape.replay, []
 
         def spy(dispatch: Any, opt: torch.optim.Optimizer) -> bool:
@@ -205,11 +212,11 @@ def compare(made: Made, train: bool = True) -> dict[str, str]:
 
         tape.replay = spy  # type: ignore[assignment]
         try:
-            taped = _report(model, args, kwargs, mode="train")  # (its step replayed from them)
+            taped = _report(model, args, kwargs, **step_options)  # (its step replayed from them)
         finally:
             tape.replay = replay  # type: ignore[assignment]
         with fake_paths_off(), tape.off():
-            slow = _report(model, args, kwargs, mode="train")
+            slow = _report(model, args, kwargs, **step_options)
         found["taped"] = _said(_first_difference(taped, slow)) + (" (replayed)" if replayed == [True]
                                                                    else " (not replayed)")
         found["train"] = _said(_first_difference(short, slow))
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.switch_identity", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="", help="comma-separated names (default: all): " + ", ".join(MODELS))
     parser.add_argument("--no-train", action="store_true", help="the eval comparison only")
+    parser.add_argument("--target", choices=("cuda",), help="the training steps' memory target: cuda runs them on a "
+                        "meta twin, its optimizer on the foreach path (default: the model's own device)")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n] or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
@@ -243,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             print(f"| {name} | not installed ({exc.name}) | | |")
             continue
-        found = compare(made, train=not args.no_train)
+        found = compare(made, train=not args.no_train, target=args.target)
         differ += sum(not v.startswith("identical") for v in found.values())
         print(f"| {name} | {found['eval']} | {found['skipped']} | {found.get('train', '-')} | "
               f"{found.get('taped', '-')} | {time.perf_counter() - start:.0f} |", flush=True)
