@@ -584,21 +584,40 @@ class OpCollector:
     def _foreach(self, key: str, formula: Formula, func: torch._ops.OpOverload, args: tuple[Any, ...],
                  kwargs: dict[str, Any], out: Any, plan: IOPlan) -> None:
         """An optimizer's foreach call, priced and tallied per tensor of its first list, each part to the module of
-        the parameter it is for. A built-in formula's price of a part is worked out once in the process for every
-        part of the same key (:func:`_parts_keys`: its tensors' metadata, which of them are one tensor, its numbers;
-        a step's parts repeat the parameters' few shapes), then only tallied."""
-        outs = out if isinstance(out, (list, tuple)) and len(out) == len(args[0]) else None
+        the parameter it is for (StepScope.owner: its first tensor's that has one). A built-in formula's price of a
+        part is worked out once in the process for every part of the same key (:func:`_parts_keys`: its tensors'
+        metadata, which of them are one tensor, its numbers; a step's parts repeat the parameters' few shapes), then
+        only tallied, the part not made into a call."""
+        n = len(args[0])
+        outs = out if isinstance(out, (list, tuple)) and len(out) == n else None
         memos = _parts_keys(key, args, kwargs, outs) if ours(formula, "torchcost.formulas") else None
+        step = self.step
+        lists = [v for v in (*args, *kwargs.values()) if isinstance(v, (list, tuple)) and len(v) == n]
+        tally = self._phase_tally("optimizer")
+        parts = None
         schema = func._schema
-        for i, (part_args, part_kwargs) in enumerate(_foreach_parts(args, kwargs)):
-            call = OpCall(key, part_args, part_kwargs, None, schema)
-            part_out = [outs[i]] if outs is not None else None
+        for i in range(n):
             memo = memos[i] if memos is not None else None
             hit = _PRICED.get(memo) if memo is not None else None
-            if hit is not None and hit[0] is formula:
-                self._tally(key, hit[1], hit[2], hit[3], call)
+            if hit is not None and hit[0] is formula and step is not None:
+                module = None
+                for values in lists:  # (StepScope.owner of the part's tensors, in their order)
+                    value = values[i]
+                    if isinstance(value, _Tensor):
+                        module = step.module_of(value)
+                        if module is not None:
+                            break
+                if module is None:
+                    module = step.last
+                else:
+                    step.last = module
+                self._tally(key, hit[1], hit[2], hit[3], None, (module, tally))
             else:
-                priced = self._price(key, formula, call, plan, part_out)
+                if parts is None:
+                    parts = _foreach_parts(args, kwargs)
+                part_args, part_kwargs = parts[i]
+                part_out = [outs[i]] if outs is not None else None
+                priced = self._price(key, formula, OpCall(key, part_args, part_kwargs, None, schema), plan, part_out)
                 if memo is not None and priced is not None:
                     if len(_PRICED) >= _PRICED_MAX:
                         _PRICED.clear()
