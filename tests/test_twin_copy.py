@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.run.step import _ATOMIC, _tree_copy, make_twin
+from torchcost.run.step import _ATOMIC, _tree_copy, make_twin, meta_like
 
 
 class OwnState(nn.Module):
@@ -145,3 +145,19 @@ def test_a_twin_of_an_odd_model_runs_as_the_model_does() -> None:
         assert q is not p and torch.equal(q, p)
     with torch.no_grad():
         assert torch.equal(twin.model.b(twin.model.a(twin.args[0])), model.b(model.a(x)))
+
+
+def test_a_meta_twins_tensors_are_what_empty_like_makes() -> None:
+    # a meta twin's tensors come from meta_like: empty_like's strides, worked out once per sizes, strides and dtype
+    cases = [torch.empty(4, 6), torch.empty(6, 4).t(), torch.empty(1, 8)[:, ::2],
+             torch.empty(2, 3, 4, 5).permute(0, 2, 3, 1), torch.empty(3, dtype=torch.float16).expand(2, 3),
+             torch.empty(5, 1, dtype=torch.int64),
+             torch.empty(2, 3, 4, 5, device="meta").to(memory_format=torch.channels_last)]
+    for t in cases * 2:  # (the second time from the strides kept)
+        made, expected = meta_like(t), torch.empty_like(t, device="meta")
+        assert (made.shape, made.stride(), made.dtype, made.device, made.requires_grad) == \
+            (expected.shape, expected.stride(), expected.dtype, expected.device, expected.requires_grad)
+        assert made.untyped_storage().nbytes() == expected.untyped_storage().nbytes()
+    # (6, 4).t(): a transposed (4, 6) keeps its column-major strides; 2 * 3 * 4 * 5 channels last: (60, 1, 15, 3)
+    assert meta_like(cases[1]).stride() == (1, 4)
+    assert meta_like(cases[-1]).stride() == (60, 1, 15, 3)

@@ -151,7 +151,7 @@ def make_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], m
     fake_mode = None
     if method == "meta":
         def convert(t: torch.Tensor) -> torch.Tensor:  # (with the values torchcost knows of it: collect/shadows.py)
-            return carry(t, torch.empty_like(t, device="meta"))
+            return carry(t, meta_like(t))
     elif method == "fake":
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -215,11 +215,32 @@ def shortened_meta_copy(model: nn.Module) -> nn.Module:
     layers run, at a fraction of the whole model's cost. ``model`` is left as it is."""
     modules = list(model.modules())
     with torch.no_grad():
-        memo, _ = _tensor_memo(modules, lambda t: carry(t, torch.empty_like(t, device="meta")), "meta")
+        memo, _ = _tensor_memo(modules, lambda t: carry(t, meta_like(t)), "meta")
         for module in reversed(modules):  # (inner lists first: a kept entry holds its own lists shortened)
             if isinstance(module, nn.ModuleList) and len(module) > 1:
                 memo[id(module)] = nn.ModuleList([_deep_copy(module[0], memo)])
         return _deep_copy(model, memo)
+
+
+# (sizes, strides, dtype) of a strided tensor -> the strides torch.empty_like(t, device="meta") gives it
+_META_STRIDES: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t, device="meta")``. On meta that is a Python reference (about 60 us: it works out the
+    output's strides from the input's), so for a strided tensor its strides are worked out once in the process per
+    sizes, strides and dtype, and the tensor made by ``empty_strided`` with them."""
+    if t.layout != torch.strided:
+        return torch.empty_like(t, device="meta")
+    key = (t.shape, t.stride(), t.dtype)
+    stride = _META_STRIDES.get(key)
+    if stride is None:
+        made = torch.empty_like(t, device="meta")
+        if len(_META_STRIDES) >= 4096:
+            _META_STRIDES.clear()
+        _META_STRIDES[key] = made.stride()
+        return made
+    return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=META_DEVICE)
 
 
 def _parameter(t: torch.Tensor, requires_grad: bool, method: TwinMethod) -> nn.Parameter:
