@@ -228,19 +228,20 @@ _META_STRIDES: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(t, device="meta")``. On meta that is a Python reference (about 60 us: it works out the
-    output's strides from the input's), so for a strided tensor its strides are worked out once in the process per
-    sizes, strides and dtype, and the tensor made by ``empty_strided`` with them."""
-    if t.layout != torch.strided:
+    output's strides from the input's), so for a plain strided tensor its strides are worked out once in the process
+    per sizes, strides and dtype, and the tensor made by ``empty_strided`` with them, past any dispatch mode."""
+    if t.layout != torch.strided or type(t) not in (torch.Tensor, nn.Parameter):  # (a subclass: its own way)
         return torch.empty_like(t, device="meta")
     key = (t.shape, t.stride(), t.dtype)
     stride = _META_STRIDES.get(key)
-    if stride is None:
+    with torch._C._DisableTorchDispatch():  # (which of the two made it is not for a user's mode to see)
+        if stride is not None:
+            return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=META_DEVICE)
         made = torch.empty_like(t, device="meta")
-        if len(_META_STRIDES) >= 4096:
-            _META_STRIDES.clear()
-        _META_STRIDES[key] = made.stride()
-        return made
-    return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=META_DEVICE)
+    if len(_META_STRIDES) >= 4096:
+        _META_STRIDES.clear()
+    _META_STRIDES[key] = made.stride()
+    return made
 
 
 def _parameter(t: torch.Tensor, requires_grad: bool, method: TwinMethod) -> nn.Parameter:
