@@ -581,36 +581,28 @@ class FakeShortcuts:
 
     def _foreach(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], fresh: bool) -> Any:
         """A foreach op (an optimizer's foreach step on a meta or CUDA twin), where its tensors are plain meta tensors
-        (none but meta tensors below) or fake tensors of one mode carrying no value (only that fake mode below),
-        strided, its lists as long as the first, its other arguments numbers, lists of them or flags. The meta
-        kernels of ``_foreach_sqrt``, ``_foreach_lerp_``, ``_foreach_addcmul_`` and ``_foreach_addcdiv_`` are Python
-        references run per element, 0.3-0.4 ms each: two thirds of a 100-parameter meta twin's AdamW step. Each
-        element's call is on its own (the kernels loop over the elements), so:
+        (none but meta tensors below) or fake tensors of one mode (only that fake mode below), strided, its lists as
+        long as the first, its other arguments numbers, lists of them or flags. The meta kernels of ``_foreach_sqrt``,
+        ``_foreach_lerp_``, ``_foreach_addcmul_`` and ``_foreach_addcdiv_`` are Python references run per element,
+        0.3-0.4 ms each: two thirds of a 100-parameter meta twin's AdamW step. Each element's call is on its own (the
+        kernels loop over the elements), so:
 
         * in place (``fresh`` False): nothing, as the kernel returns, where each element's call is one
           :meth:`_inplace` would answer: the written tensor dense and contiguous, element i of every other list
           broadcasting into its shape and either that tensor or on another storage, and the dtypes and devices of
           the element's call, with the kinds of the numbers, seen accepted by the kernel once in this process;
         * new tensors (``fresh`` True): a list of new tensors, each made from the metadata the kernel gave earlier in
-          the process for an element of the same key (its tensors' metadata as :meth:`_describe` keys them, which of
-          them is the first list's, the kinds of the numbers: a number's value does not change an output's
-          metadata).
+          the process for an element of the same key (its tensors keyed as :meth:`_describe` keys a fresh call's,
+          which of them are one tensor among them; the kinds of the numbers: a number's value does not change an
+          output's metadata).
 
         Else MISS, and the call is noted for :meth:`learn`."""
         first_list = args[0]
         if type(first_list) is not list or not first_list:
             return MISS
         first = first_list[0]
-        kind = type(first)
-        if kind is self._fake:
-            mode = first.fake_mode
-            if not self._fake_alone:
-                return MISS
-        elif (kind is torch.Tensor or kind is nn.Parameter) and first.is_meta:
-            mode = _META
-            if not self._meta_alone:
-                return MISS
-        else:
+        mode = first.fake_mode if type(first) is self._fake else _META  # (every element is checked below)
+        if not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
         count = len(first_list)
         lists: list[list[Any]] = [first_list]
@@ -631,12 +623,12 @@ class FakeShortcuts:
         if kwargs:
             key.append(tuple(kwargs))
         prefix = tuple(key)
+        if fresh:
+            return self._foreach_fresh(prefix, lists, mode)
         fake = mode is not _META
         for t in (t for values in lists for t in values):
             if not self._foreach_tensor(t, mode):
                 return MISS
-        if fresh:
-            return self._foreach_fresh(prefix, lists, mode)
         calls = set()
         for i, w in enumerate(first_list):
             if (fake and w.constant is not None) or not w.is_contiguous():
@@ -656,24 +648,20 @@ class FakeShortcuts:
         return MISS
 
     def _foreach_fresh(self, prefix: tuple[Any, ...], lists: list[list[Any]], mode: Any) -> Any:
-        """:meth:`_foreach`'s new tensors, or MISS with the elements' keys noted for :meth:`learn`."""
-        fake = mode is not _META
+        """:meth:`_foreach`'s new tensors, or MISS with the elements' keys noted for :meth:`learn`. An element's key is
+        its tensors keyed as :meth:`_describe` keys a fresh call's, all of ``mode``; an element whose every tensor
+        carries its value is passed on, as :meth:`_fresh` passes such a call on."""
         keys = []
         metas: list[Any] = []
         complete = True
         outputs = self._outputs
         inputs: set[int] = set()
-        for i, t in enumerate(lists[0]):
-            if fake and t.constant is not None:
-                return MISS
+        for i in range(len(lists[0])):
             element: list[Any] = [prefix]
-            for values in lists:
-                v = values[i]
-                storage = v.untyped_storage()
-                inputs.add(storage._cdata)
-                element.append((v.shape, v.stride(), v.storage_offset(), v.dtype, v.fake_device if fake else _META,
-                                v.requires_grad, v.is_conj(), v.is_neg(), v.is_inference(), storage.nbytes(),
-                                v is t))
+            found: list[Any] = [None, inputs, 0, 0, {}]  # (as _describe takes it; storages gathered for the call)
+            if not self._describe([values[i] for values in lists], element, found) or found[0] is not mode or \
+                    found[3] == found[2]:  # (every tensor carrying its value: the fake mode's own way, as _fresh)
+                return MISS
             key = tuple(element)
             keys.append(key)
             if complete:
@@ -683,7 +671,7 @@ class FakeShortcuts:
                 else:
                     metas.append(known[1][0])
         if complete:
-            if fake:
+            if mode is not _META:
                 return [self._output(mode, meta) for meta in metas]
             return [_empty(meta) for meta in metas]
         self._foreach_call = (keys, mode, inputs)

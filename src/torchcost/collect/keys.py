@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LEAVES", "metadata_key", "numbered", "ours", "tensor_key"]
+__all__ = ["LEAVES", "key_of", "metadata_key", "numbered", "ours", "tensor_key"]
 
 # argument types taken as they are (scalars and torch's enum-like values)
 LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
@@ -35,7 +35,7 @@ def ours(fn: object, package: str) -> bool:
     return getattr(fn, "__module__", "").startswith(package)
 
 
-def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
+def key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
     """Append the metadata of ``values`` (a tuple or list of an op's arguments) to ``parts``: each tensor's shape,
     strides, storage offset, dtype, device, layout, grad flag and type, and the position of its first appearance in
     the call (``x * x`` is not ``x * y``); each scalar with its type (True and 1 apart); lists and tuples item by
@@ -51,7 +51,7 @@ def _key_of(values: Any, seen: dict[int, int], parts: list[Any]) -> None:
                 parts.append((kind, *v))
             else:
                 inner: list[Any] = [kind]
-                _key_of(v, seen, inner)
+                key_of(v, seen, inner)
                 parts.append(tuple(inner))
         else:
             raise TypeError(kind.__name__)
@@ -66,7 +66,7 @@ _NUMBERS = itertools.count()
 
 
 def metadata_key(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int | None:
-    """The number of one call's metadata (:func:`_key_of`: the tensors' metadata, never their values): calls with
+    """The number of one call's metadata (:func:`key_of`: the tensors' metadata, never their values): calls with
     the same number are alike for everything a built-in workspace entry and a kernel-memory probe read of them; None
     when some argument cannot be keyed (a nested or sparse tensor has no strides, a symbolic size does not hash).
     Read past the function modes."""
@@ -74,11 +74,11 @@ def metadata_key(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int
     parts: list[Any] = []
     try:
         with torch._C.DisableTorchFunction():
-            _key_of(args, seen, parts)
+            key_of(args, seen, parts)
             if kwargs:
                 parts.append(tuple(kwargs))
-                _key_of(tuple(kwargs.values()), seen, parts)
-            _key_of((out,), seen, parts)
+                key_of(tuple(kwargs.values()), seen, parts)
+            key_of((out,), seen, parts)
         return numbered(tuple(parts))
     except (TypeError, RuntimeError, NotImplementedError):
         return None

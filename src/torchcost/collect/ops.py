@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,7 +27,7 @@ from torch.nn.modules import module as module_mod
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect.fakeops import MISS, FakeShortcuts
-from torchcost.collect.keys import LEAVES, ours
+from torchcost.collect.keys import LEAVES, key_of, ours
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.shadows import Shadows, factory
 from torchcost.collect.sharded import on_shards
@@ -436,7 +436,11 @@ class StepScope:
 
     def owner(self, call: OpCall) -> str:
         """The module of an optimizer op: the owner of its first tensor that has one, else the previous op's."""
-        for t in call.inputs:
+        return self.owner_of(call.inputs)
+
+    def owner_of(self, tensors: Iterable[torch.Tensor]) -> str:
+        """:meth:`owner` of an op on ``tensors``, in the order the op takes them."""
+        for t in tensors:
             name = self.module_of(t)
             if name is not None:
                 self.last = name
@@ -468,9 +472,9 @@ def _foreach_parts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[
 def _parts_keys(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], outs: Any) -> list[Any] | None:
     """What fixes the price of each part of a foreach call (:meth:`OpCollector._foreach`; ``outs``: its outputs, one
     a part, or None), all a built-in formula and call_bytes read: the op, its other arguments' values, and per part
-    the values of its lists' elements, each tensor by its sizes, strides, dtype and the first place it appears in
-    the part (``g * g`` reads one tensor); None where some value cannot be keyed (a tensor beside the lists, a
-    tensor without strides, an object)."""
+    its lists' elements as collect/keys.py's ``key_of`` keys a call's arguments (each tensor's metadata and the first
+    place it appears in the part: ``g * g`` reads one tensor; each number's value); None where some value cannot be
+    keyed (a tensor beside the lists, a tensor without strides, an object)."""
     n = len(args[0])
     fixed: list[Any] = ["foreach part", key]
     lists: list[Any] = []
@@ -487,22 +491,14 @@ def _parts_keys(key: str, args: tuple[Any, ...], kwargs: dict[str, Any], outs: A
         lists.append(outs)
     head = tuple(fixed)
     keys: list[Any] = []
-    for i in range(n):
-        part: list[Any] = [head]
-        seen: dict[int, int] = {}
-        for values in lists:
-            value = values[i]
-            if isinstance(value, _Tensor):
-                try:
-                    stride = value.stride()
-                except (RuntimeError, NotImplementedError):  # (a sparse tensor)
-                    return None
-                part.append((value.shape, stride, value.dtype, seen.setdefault(id(value), len(seen))))
-            elif type(value) in LEAVES:
-                part.append((type(value), value))
-            else:
-                return None
-        keys.append(tuple(part))
+    try:
+        with _NO_FUNCTION_MODES():
+            for i in range(n):
+                part: list[Any] = [head]
+                key_of([values[i] for values in lists], {}, part)
+                keys.append(tuple(part))
+    except (TypeError, RuntimeError, NotImplementedError):  # (an object; a tensor without strides)
+        return None
     return keys
 
 
@@ -600,17 +596,7 @@ class OpCollector:
             memo = memos[i] if memos is not None else None
             hit = _PRICED.get(memo) if memo is not None else None
             if hit is not None and hit[0] is formula and step is not None:
-                module = None
-                for values in lists:  # (StepScope.owner of the part's tensors, in their order)
-                    value = values[i]
-                    if isinstance(value, _Tensor):
-                        module = step.module_of(value)
-                        if module is not None:
-                            break
-                if module is None:
-                    module = step.last
-                else:
-                    step.last = module
+                module = step.owner_of(values[i] for values in lists if isinstance(values[i], _Tensor))
                 self._tally(key, hit[1], hit[2], hit[3], None, (module, tally))
             else:
                 if parts is None:
