@@ -24,7 +24,7 @@ from torchcost.parallel.world import make_mesh, simulated_world
 from torchcost.report import ParallelInfo
 from torchcost.run.execute import Ran, execute
 from torchcost.run.guard import kept
-from torchcost.run.step import FAKE_MODE_CACHE, StepOptions, Twin, make_twin
+from torchcost.run.step import FAKE_MODE_CACHE, StepOptions, Twin, answers_on_twin, make_twin
 from torchcost.trees import map_tensors
 
 __all__ = ["ranks_to_run", "run_parallel"]
@@ -92,7 +92,8 @@ class ParallelExtras:
 
         if isinstance(model, FSDPModule):
             state = model._get_fsdp_state()
-            state._lazy_init()
+            with answers_on_twin():  # (its views of each sharded parameter, answered from metadata: run/step.py)
+                state._lazy_init()
         if rec.memory is not None:
             rec.memory.stands_for = self.target  # the fake CPU twin's ops (and collectives) stand for the target
             if self.plan.offload:
@@ -169,7 +170,7 @@ def _fake_twin(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
         return moved.requires_grad_(t.requires_grad) if t.is_floating_point() else moved
 
     ties = tied_parameters(twin.model)  # to_empty replaces each registration of a shared parameter on its own
-    with fake_mode, torch.no_grad():
+    with fake_mode, torch.no_grad(), answers_on_twin():  # (to_empty's ops answered from metadata where they may be)
         twin.model.to_empty(device=_CPU)
         for module in twin.model.modules():  # tensors held as plain attributes, not parameters or buffers
             for attr, value in list(vars(module).items()):
