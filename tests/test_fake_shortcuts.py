@@ -16,6 +16,7 @@ from torchcost.collect import fakeops, tape
 from torchcost.collect.fakeops import BASE_LAYOUT, MISS, FakeShortcuts, FakeWrapper
 from torchcost.collect.storages import storage_of
 from torchcost.errors import ModelError
+from torchcost.parallel.config import Parallel
 
 aten = torch.ops.aten
 
@@ -242,6 +243,59 @@ def test_a_factory_is_made_in_the_fake_mode_below() -> None:
         assert short.answer(aten.zeros.default, ([2, 4],), {}) is MISS  # another size: another key
     meta = FakeShortcuts()  # no fake mode below (a meta twin): a factory is passed on
     assert meta.answer(aten.zeros.default, ([2, 3],), {}) is MISS
+
+
+def test_a_fresh_op_of_meta_tensors_a_fake_mode_takes_is_made_as_it_makes_it() -> None:
+    # a simulated rank's twin (parallel/runner.py): to_empty of the sharded meta parameters under a fake mode that
+    # takes plain tensors, each empty_like(meta parameter, device=cpu) once through the fake mode for its key
+    params = [torch.empty(4, 6, device="meta", requires_grad=True) for _ in range(2)]
+    other = torch.empty(4, 6, device="meta")  # (no grad flag: another key)
+    call = (aten.empty_like.default, {"device": torch.device("cpu")})
+    with FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
+        short = FakeShortcuts()
+        assert short.answer(call[0], (params[0],), call[1]) is MISS
+        first = call[0](params[0], **call[1])
+        short.learn(first)
+        again = short.answer(call[0], (params[1],), call[1])
+        made = call[0](params[1], **call[1])  # the fake mode's own answer
+        assert type(again) is type(made) and again.fake_mode is fake_mode and again.constant is None
+        # (4, 6) float32 on the cpu, strides (6, 1), 96 bytes of its own, no grad flag (empty_like makes a new one)
+        assert _meta(again)[:-2] == _meta(made)[:-2] and again.shape == (4, 6) and again.stride() == (6, 1)
+        assert again.device == torch.device("cpu") and again.untyped_storage().nbytes() == 4 * 6 * 4
+        assert again.untyped_storage()._cdata != params[1].untyped_storage()._cdata
+        assert short.answer(call[0], (other,), call[1]) is MISS
+        mixed = (aten.add.Tensor, (params[0], first), {})  # a plain meta tensor beside a fake one: passed on
+        assert short.answer(*mixed) is MISS
+    with FakeTensorMode():  # a fake mode that refuses plain tensors: passed on, for it to refuse
+        assert FakeShortcuts().answer(call[0], (params[1],), call[1]) is MISS
+
+
+def test_a_profiler_range_runs_its_kernel_past_the_fake_mode(mode: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.profiler.record_function's ops (FSDP2 marks each unshard and reduce with one): no tensor in or out
+    enter, leave = torch.ops.profiler._record_function_enter_new.default, \
+        torch.ops.profiler._record_function_exit._RecordFunction
+    short = FakeShortcuts()
+    seen: list[Any] = []
+    dispatch = FakeTensorMode.__torch_dispatch__
+    monkeypatch.setattr(FakeTensorMode, "__torch_dispatch__", lambda *a, **k: seen.append(a[1]) or dispatch(*a, **k))
+    started = short.answer(enter, ("unshard", None), {})
+    assert type(started) is type(enter("unshard", None))  # (the fake mode's answer, a torch.ScriptObject)
+    assert short.answer(leave, (started,), {}) is None
+    assert seen == [enter]  # (only the comparison's own call reached the fake mode)
+
+
+class _Passing(torch.utils._python_dispatch.TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_profiler_range_under_another_mode_is_passed_on(mode: Any) -> None:
+    enter = torch.ops.profiler._record_function_enter_new.default
+    with _Passing():
+        between = FakeShortcuts()  # (a mode of the user's between the fake mode and the collectors': it sees it)
+    with torch.utils._python_dispatch._disable_current_modes(), _Passing():
+        alone = FakeShortcuts()  # (a user's mode alone below, as around a meta run: it sees it)
+    assert between.answer(enter, ("x", None), {}) is MISS and alone.answer(enter, ("x", None), {}) is MISS
 
 
 def test_a_fresh_op_beside_a_tensor_carrying_its_value_is_the_fake_modes_answer(mode: Any) -> None:
@@ -677,6 +731,8 @@ def _models() -> dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]]:
         "bump": (_Bump(bad=False), (torch.randn(2, 4),), {}),
         "halve": (_Halve(), (torch.randn(2, 4),), {}),
         "resnet18": (torchvision.models.resnet18(weights=None, num_classes=10), (torch.randn(2, 3, 64, 64),), {}),
+        # a simulated FSDP2 rank: its twin's to_empty, FSDP2's lazy init and the warm-up's gradients (DTensors)
+        "mlp fsdp2 rank 0": (mlp, (torch.randn(2, 16),), {"parallel": Parallel(fsdp=2, rank=0)}),
     }
 
 

@@ -110,8 +110,12 @@ _NUMBERS = frozenset({bool, int, float})
 _STRIDED = torch.strided
 # what FakeShortcuts knows of an op (by id()): none of the kinds it answers, or which one
 _OTHER, _KIND_DEVICE, _KIND_ITEM, _KIND_INPLACE, _KIND_VIEW, _KIND_FRESH, _KIND_LIFT, _KIND_FILL, _KIND_FOREACH, \
-    _KIND_FOREACH_FRESH = range(10)
+    _KIND_FOREACH_FRESH, _KIND_RANGE = range(11)
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)  # what torch.tensor() calls
+# a profiler range's start and end (``torch.profiler.record_function``: FSDP2 marks each unshard, reduce and hook
+# with one): no tensor in or out, the same CPU kernel under the fake mode, which runs it after its full walk
+_RANGES = (torch.ops.profiler._record_function_enter_new.default,
+           torch.ops.profiler._record_function_exit._RecordFunction)
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
@@ -453,6 +457,9 @@ class FakeShortcuts:
         self._accepted, self._outputs, self._trusted = _learned(under)
         # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
         self._factory_mode = under if isinstance(under, FakeTensorMode) else None
+        # the fake mode below takes plain meta tensors as fake ones on the meta device (a simulated rank's twin:
+        # to_empty of its meta parameters, parallel/runner.py): a fresh op of such tensors is made in it
+        self._meta_into_fake = self._factory_mode is not None and self._factory_mode.allow_non_fake_inputs
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
         # the last call's key for its price (collect/ops.py's memo of prices): everything a built-in formula and
         # call_bytes read of a fresh or in-place op's call, which fixes its output's metadata too; None for others
@@ -468,6 +475,7 @@ class FakeShortcuts:
         kind = self._kinds.get(id(func))
         if kind is None:
             kind = (_KIND_DEVICE if func is _DEVICE else _KIND_ITEM if func is _ITEM else _KIND_LIFT if func in _LIFTS
+                    else _KIND_RANGE if func in _RANGES
                     else _KIND_INPLACE if _is_inplace_pointwise(func) else _KIND_FILL if _is_random_fill(func)
                     else _KIND_VIEW if _is_plain_view(func)
                     else _KIND_FRESH if _makes_fresh(func) else _foreach_kind(func))
@@ -494,6 +502,11 @@ class FakeShortcuts:
             return self._lift(func, args, kwargs)
         if kind == _KIND_FOREACH or kind == _KIND_FOREACH_FRESH:
             return self._foreach(func, args, kwargs, kind == _KIND_FOREACH_FRESH)
+        if kind == _KIND_RANGE:
+            if not (self._meta_alone or (self._fake_alone and self._factory_mode is not None)):
+                return MISS  # (a mode of the user's below sees it run)
+            with _NO_PYTHON_DISPATCH():  # (its kernel, as the fake mode runs it after its checks: about 0.2 ms)
+                return func(*args, **kwargs)
         if kind == _OTHER or not args or type(args[0]) is not self._fake or not self._fake_alone:
             return MISS
         first = args[0]
@@ -730,12 +743,17 @@ class FakeShortcuts:
         # no tensor among the arguments: a factory, made in the fake mode below (none on meta: a C++ kernel); every
         # tensor carrying its value: the fake mode may compute the op on the values
         mode = found[0] if found[2] else self._factory_mode
+        into_fake = mode is _META and self._fake_alone and self._meta_into_fake
+        if into_fake:
+            mode = self._factory_mode
         if mode is None or found[3] == found[2] > 0 or not (self._meta_alone if mode is _META else self._fake_alone):
             return MISS
         key = self.priced = tuple(parts)
         known = self._outputs.get(key)
         if known is None:
-            formula = fakerules.expected(func, args, kwargs, None if mode is _META else self._fake)
+            # (no formula for plain meta tensors made fake by the mode below: their outputs are learned from it)
+            formula = None if into_fake else fakerules.expected(func, args, kwargs,
+                                                                None if mode is _META else self._fake)
             trusted = None if formula is None else self._trusted.get(formula[0])
             if trusted:
                 known = self._outputs[key] = cast("fakerules.Expected", formula)[1:]
