@@ -52,6 +52,7 @@ __all__ = [
     "StepOptions",
     "Twin",
     "TwinMethod",
+    "answers_on_twin",
     "default_loss",
     "default_loss_name",
     "loss_terms",
