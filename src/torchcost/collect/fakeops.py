@@ -457,8 +457,9 @@ class FakeShortcuts:
         self._accepted, self._outputs, self._trusted = _learned(under)
         # the fake mode a factory's output (no tensor among its arguments: batch norm's empty reserve) is made in
         self._factory_mode = under if isinstance(under, FakeTensorMode) else None
-        # the fake mode below takes plain meta tensors as fake ones on the meta device (a simulated rank's twin:
-        # to_empty of its meta parameters, parallel/runner.py): a fresh op of such tensors is made in it
+        # the fake mode below (the only mode below, as _factory_mode is set only then) takes plain meta tensors as
+        # fake ones on the meta device (a simulated rank's twin: to_empty of its meta parameters,
+        # parallel/runner.py): a fresh op of such tensors is made in it
         self._meta_into_fake = self._factory_mode is not None and self._factory_mode.allow_non_fake_inputs
         self.pending: tuple[Any, ...] | None = None  # the call answer() passed on, to learn once it has run
         # the last call's key for its price (collect/ops.py's memo of prices): everything a built-in formula and
@@ -503,7 +504,7 @@ class FakeShortcuts:
         if kind == _KIND_FOREACH or kind == _KIND_FOREACH_FRESH:
             return self._foreach(func, args, kwargs, kind == _KIND_FOREACH_FRESH)
         if kind == _KIND_RANGE:
-            if not (self._meta_alone or (self._fake_alone and self._factory_mode is not None)):
+            if not (self._meta_alone or self._factory_mode is not None):  # (the fake mode alone below, or none)
                 return MISS  # (a mode of the user's below sees it run)
             with _NO_PYTHON_DISPATCH():  # (its kernel, as the fake mode runs it after its checks: about 0.2 ms)
                 return func(*args, **kwargs)
@@ -743,7 +744,7 @@ class FakeShortcuts:
         # no tensor among the arguments: a factory, made in the fake mode below (none on meta: a C++ kernel); every
         # tensor carrying its value: the fake mode may compute the op on the values
         mode = found[0] if found[2] else self._factory_mode
-        into_fake = mode is _META and self._fake_alone and self._meta_into_fake
+        into_fake = mode is _META and self._meta_into_fake
         if into_fake:
             mode = self._factory_mode
         if mode is None or found[3] == found[2] > 0 or not (self._meta_alone if mode is _META else self._fake_alone):

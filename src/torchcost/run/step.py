@@ -710,11 +710,12 @@ def _warm_step(opt: torch.optim.Optimizer) -> None:
 
 @contextlib.contextmanager
 def answers_on_twin() -> Any:
-    """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's TwinAnswers above it, so that
-    ``torch.tensor(x)`` in the step (a step counter) is made as the fake mode makes it, without its converter's
-    import of ``torch._dynamo.source`` (run/dynamo.py), and the step's ops are answered from metadata where the fake
-    shortcuts know them (a new parameter's ``zeros_like`` state of a shape seen), and learned for the measured step
-    where not."""
+    """Where a twin's fake mode is the only dispatch mode on: collect/fakeops.py's TwinAnswers above it, for what
+    runs on the twin outside the collectors (the optimizer's warm-up step and its zero gradients; a simulated rank's
+    ``to_empty`` and FSDP2's lazy initialisation, parallel/runner.py). ``torch.tensor(x)`` (a step counter) is then
+    made as the fake mode makes it, without its converter's import of ``torch._dynamo.source`` (run/dynamo.py), and
+    the ops are answered from metadata where the fake shortcuts know them (a new parameter's ``zeros_like`` state of
+    a shape seen), and learned for the measured step where not. Anywhere else, nothing is put on."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if torch._C._len_torch_dispatch_stack() == 1 and \
