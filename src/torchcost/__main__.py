@@ -1,3 +1,3 @@
-from torchcost.cli import main
+from torchcost.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

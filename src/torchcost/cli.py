@@ -58,14 +58,15 @@ from torchcost.report import CostReport
 from torchcost.resolve import SOURCES, Resolved, list_names, resolve
 from torchcost.resolve.common import ZOO_HINT, parse_value
 from torchcost.resolve.hf import shipped
+from torchcost.run import dynamo
 from torchcost.run.step import OPTIMIZERS
 from torchcost.serve import cli as serving
 from torchcost.timing.hardware import hardware_key, hardware_names
 from torchcost.timing.measure import TimeOptions
 from torchcost.units import format_bytes, parse_bytes
 
-__all__ = ["DTYPES", "FORMATS", "INPUT_DTYPES", "AnalysisOptions", "main", "render_comparison", "render_report",
-           "resolve_options", "table_options"]
+__all__ = ["DTYPES", "FORMATS", "INPUT_DTYPES", "AnalysisOptions", "console", "main", "render_comparison",
+           "render_report", "resolve_options", "table_options"]
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
 NO_WRAP_WIDTH = 10_000  # the text table's width off a terminal: as wide as its rows, so no row wraps
@@ -811,6 +812,13 @@ def _quiet(debug: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def console() -> int:
+    """The ``torchcost`` command and ``python -m torchcost``: :func:`main` in a process of its own, which compiles
+    nothing and ends with it (run/dynamo.py ``own_process``: model libraries imported without ``torch._dynamo``)."""
+    dynamo.own_process()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -202,3 +202,96 @@ def test_the_resolver_imports_torchvision_and_timm_without_dynamo() -> None:
     assert out["roi"] == [7.5]
     assert out["answers"] == out["real_answers"]
     assert out["compiled"] == [3.0]
+
+
+_OWNED = _PREAMBLE + """
+import pathlib, tempfile
+from torchcost.run import dynamo as ours
+from torchcost.run.concurrency import importing
+
+ours.own_process()  # what the torchcost command does (cli.py console)
+folder = tempfile.mkdtemp()
+pathlib.Path(folder, "marked.py").write_text('''
+import torch
+from torch._dynamo._trace_wrapped_higher_order_op import TransformGetItemToIndex  # (transformers' masking_utils)
+
+calls = []
+
+@torch.compiler.disable
+def whole(x):
+    calls.append("whole")
+    return x + 1
+
+@torch.compiler.disable(recursive=False)
+def shallow(x):
+    calls.append("shallow")
+    return x * 2
+
+@torch._dynamo.assume_constant_result
+def constant():
+    return 3
+
+@torch._dynamo.allow_in_graph
+def in_graph(x):
+    return x - 1
+''')
+sys.path.insert(0, folder)
+out = {}
+with importing():  # as the resolver imports a model library
+    import marked
+out["after_import"] = dynamo()
+out["eager"] = [marked.whole(torch.tensor([1.0])).tolist(), marked.shallow(torch.tensor([1.0])).tolist(),
+                marked.constant(), marked.in_graph(torch.tensor([1.0])).tolist()]
+out["calls"] = list(marked.calls)
+out["marks"] = [marked.whole._torchdynamo_disable, marked.whole._torchdynamo_disable_recursive,
+                marked.shallow._torchdynamo_disable_recursive, marked.whole._torchdynamo_orig_callable.__name__,
+                marked.constant._dynamo_marked_constant, marked.whole.__name__]
+r = torchcost.analyze(stack(), input_size=(5, 4), device="meta")
+out["macs"] = r.macs
+out["after_run"] = dynamo()
+import torch._dynamo  # the real package, outside a run
+import torch._dynamo.trace_rules as rules
+out["allowed_before_run"] = rules.is_callable_allowed(marked.in_graph)
+torchcost.analyze(stack(), input_size=(5, 4), device="meta")  # a run with the real package there: settles
+out["allowed"] = rules.is_callable_allowed(marked.in_graph)
+out["leaf_bound"] = torch._dynamo._trace_wrapped_higher_order_op is sys.modules[
+    "torch._dynamo._trace_wrapped_higher_order_op"]
+out["same_class"] = marked.TransformGetItemToIndex is \\
+    torch._dynamo._trace_wrapped_higher_order_op.TransformGetItemToIndex
+del marked.calls[:]
+
+def program(x):
+    return marked.whole(x) + marked.shallow(x) + marked.in_graph(x) * marked.constant()
+
+compiled = torch.compile(program, backend="eager")
+out["compiled"] = compiled(torch.tensor([2.0])).tolist()
+out["calls_compiled"] = list(marked.calls)
+from torch._dynamo.utils import counters
+out["breaks"] = sorted(k for k in counters["graph_break"])
+print(json.dumps(out))
+"""
+
+
+def test_the_command_imports_what_libraries_mark_without_dynamo_and_a_later_compile_sees_it_disabled() -> None:
+    out = _printed(_OWNED)
+    # a library that marks functions at its import (disable, recursive or not; assume_constant_result;
+    # allow_in_graph) and imports the leaf submodule transformers' masking_utils imports: no package imported
+    assert out["after_import"] == ["torch._dynamo._trace_wrapped_higher_order_op"]
+    assert out["after_run"] == ["torch._dynamo._trace_wrapped_higher_order_op"]
+    # the marked functions work as they are: x + 1, x * 2, 3, x - 1 at x = 1
+    assert out["eager"] == [[2.0], [2.0], 3, [0.0]]
+    assert out["calls"] == ["whole", "shallow"]
+    assert out["marks"] == [True, True, False, "whole", True, "whole"]
+    assert out["macs"] == 5 * (4 * 3 + 3 * 2) == 90  # as without the marks
+    # the real package, imported later, takes over: allow_in_graph made at the next run, the leaf its own
+    assert out["allowed_before_run"] is False
+    assert out["allowed"] is True
+    assert out["leaf_bound"] is True
+    assert out["same_class"] is True
+    # a compilation breaks the graph at the disabled functions and runs them: (2+1) + 2*2 + (2-1)*3 = 10
+    assert out["compiled"] == [10.0]
+    assert out["calls_compiled"] == ["whole", "shallow"]
+    # the two disabled functions were not traced into: one graph break each, named so (torch's own wrapper of a
+    # recursive one is "Skip calling", this one "Skip inlining": the same break)
+    assert len(out["breaks"]) == 2
+    assert all("`torch.compiler.disable()`d function" in b for b in out["breaks"]), out["breaks"]

@@ -60,6 +60,7 @@ from torchcost.resolve.common import (
     unknown_name,
     with_batch,
 )
+from torchcost.run.concurrency import importing
 from torchcost.run.failures import reads_values
 
 __all__ = ["DEFAULT_SEQ_LEN", "build", "load_config", "names", "shipped"]
@@ -195,50 +196,53 @@ def build(name: str, opts: BuildOptions) -> Resolved:
     data, label = load_config(name)
     _refuse_remote_code(data, opts, spec)
     transformers = require("transformers", spec)
-    config = _make_config(transformers, data, spec)
-    if opts.config:
-        data = dict(data)
-        attribute_map = getattr(config, "attribute_map", {}) or {}
-        for key, text in opts.config.items():
-            # a field of the config object, or a key of the file that transformers folds into another field
-            # (transformers 5 keeps rope_theta inside rope_parameters)
-            if hasattr(config, key):
-                current = getattr(config, key)
-            elif key in data:
-                current = data[key]
-            else:
-                known = list(config.to_dict()) + list(attribute_map) + list(data)
-                near = closest(key, known)
-                hint = f"; closest: {', '.join(near)}" if near else ""
-                raise SpecError(f"{spec}: the config has no field {key!r}{hint}")
-            data[attribute_map.get(key, key)] = _typed(key, text, current, spec)
+    # (transformers imports a config's and a model's modules at their first use, and the inputs may be picked by a
+    # forward on meta: like transformers' own import, without torch._dynamo where nothing needs it, run/dynamo.py)
+    with importing():
         config = _make_config(transformers, data, spec)
-    if hasattr(config, "use_cache"):
-        config.use_cache = False  # one forward, no key/value cache in the outputs
-    dtype = opts.dtype or _config_dtype(data, spec) or torch.float32
-    model_class = _model_class(transformers, data, spec)
+        if opts.config:
+            data = dict(data)
+            attribute_map = getattr(config, "attribute_map", {}) or {}
+            for key, text in opts.config.items():
+                # a field of the config object, or a key of the file that transformers folds into another field
+                # (transformers 5 keeps rope_theta inside rope_parameters)
+                if hasattr(config, key):
+                    current = getattr(config, key)
+                elif key in data:
+                    current = data[key]
+                else:
+                    known = list(config.to_dict()) + list(attribute_map) + list(data)
+                    near = closest(key, known)
+                    hint = f"; closest: {', '.join(near)}" if near else ""
+                    raise SpecError(f"{spec}: the config has no field {key!r}{hint}")
+                data[attribute_map.get(key, key)] = _typed(key, text, current, spec)
+            config = _make_config(transformers, data, spec)
+        if hasattr(config, "use_cache"):
+            config.use_cache = False  # one forward, no key/value cache in the outputs
+        dtype = opts.dtype or _config_dtype(data, spec) or torch.float32
+        model_class = _model_class(transformers, data, spec)
 
-    def make() -> nn.Module:
-        kwargs = {"dtype": dtype, **opts.kwargs}
-        built: nn.Module = (model_class._from_config(config, **kwargs) if model_class is not None
-                            else transformers.AutoModel.from_config(config, **kwargs))
-        return built
+        def make() -> nn.Module:
+            kwargs = {"dtype": dtype, **opts.kwargs}
+            built: nn.Module = (model_class._from_config(config, **kwargs) if model_class is not None
+                                else transformers.AutoModel.from_config(config, **kwargs))
+            return built
 
-    if not opts.meta and opts.device.type == "cpu":
-        with torch.device("meta"):
-            probe = _call(make, spec, opts)
-        need = sum(p.numel() * p.element_size() for p in {id(p): p for p in probe.parameters()}.values())
-        available = _input_rules.available_memory(opts.device)
-        if available is not None and need > MEMORY_FRACTION * available:
-            raise SpecError(f"{spec} needs {need / 2**30:.1f} GiB for its parameters in {_dtype_name(dtype)}, more "
-                            f"than this machine can spare ({available / 2**30:.1f} GiB available); add --meta to "
-                            f"analyse it without allocating weights")
-        del probe
-    with torch.device(opts.device), following() if opts.device.type == "meta" else contextlib.nullcontext() as seen:
-        model = on_device(_call(make, spec, opts), opts.device)
-        if seen is not None:  # (buffers made from numbers, EnCodec's strides: known to a run that reads them)
-            seen.keep(list(model.buffers()))
-    args, kwargs, what = _inputs(model, config, dtype, opts, spec)
+        if not opts.meta and opts.device.type == "cpu":
+            with torch.device("meta"):
+                probe = _call(make, spec, opts)
+            need = sum(p.numel() * p.element_size() for p in {id(p): p for p in probe.parameters()}.values())
+            available = _input_rules.available_memory(opts.device)
+            if available is not None and need > MEMORY_FRACTION * available:
+                raise SpecError(f"{spec} needs {need / 2**30:.1f} GiB for its parameters in {_dtype_name(dtype)}, more "
+                                f"than this machine can spare ({available / 2**30:.1f} GiB available); add --meta to "
+                                f"analyse it without allocating weights")
+            del probe
+        with torch.device(opts.device), following() if opts.device.type == "meta" else contextlib.nullcontext() as seen:
+            model = on_device(_call(make, spec, opts), opts.device)
+            if seen is not None:  # (buffers made from numbers, EnCodec's strides: known to a run that reads them)
+                seen.keep(list(model.buffers()))
+        args, kwargs, what = _inputs(model, config, dtype, opts, spec)  # (a meta forward may pick them)
     extra = f"; {', '.join(f'{k}={v}' for k, v in opts.config.items())}" if opts.config else ""
     return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__} from config{extra}; {what})", spec, label)
 

@@ -36,13 +36,21 @@ The resolver's import of a model library (resolve/common.py ``require``) runs un
 bound at its import (``torchvision.ops.roi_align``, which every model module pulls in), and ``from
 torch._dynamo.utils import is_compile_supported`` then finds :func:`is_compile_supported`, which imports the real
 one at its first call. ``torchcost torchvision:resnet50`` no longer imports the package (round 24). A library that
-asks for more (timm's modules call ``torch.compiler.disable`` as a decorator at import, which must return the real
-wrapper) gets the real package, as before.
+asks for more (timm's modules call ``torch.compiler.disable`` as a decorator at import, which in a user's process
+must return the real wrapper) gets the real package, as before.
+
+The ``torchcost`` command owns its process (:func:`own_process`, cli.py ``console``): nothing compiles in it before
+it exits. There the stand-in answers the rest of what transformers and timm ask at their import: the leaf submodule
+``_trace_wrapped_higher_order_op``, ``assume_constant_result``, ``allow_in_graph`` (made on the real package if it
+is ever imported under a stand-in, :func:`_settle`) and ``torch.compiler.disable`` (:func:`_lazily_disabled`, which
+calls the function itself while the package was never imported, the real wrapper after). ``torchcost hf:...`` and
+``timm:...`` no longer import the package: about 1 s less of 8-10 s (round 42 of issue 16, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -50,15 +58,82 @@ import importlib.util
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["deferred", "importing_library", "is_compile_supported"]
+__all__ = ["deferred", "importing_library", "is_compile_supported", "own_process"]
 
 _NAME = "torch._dynamo"
 _CONFIG = _NAME + ".config"
 _UTILS = _NAME + ".utils"
+# submodules that import nothing of the package (transformers' masking_utils imports this one at its import): loaded
+# from the package's folder beside the stand-in, in a process that owns itself (:func:`own_process`)
+_LEAVES = frozenset({_NAME + "._trace_wrapped_higher_order_op"})
+
+
+class _Owned:
+    """Whether this process belongs to torchcost until it exits (:func:`own_process`), and what the stand-ins answered
+    for a later real package to take over: ``allow_in_graph`` calls to make, and whether a lazily disabled function
+    was made (its code to be skipped)."""
+
+    on = False
+    in_graph: ClassVar[list[Callable[..., Any]]] = []
+    disabled = False
+
+
+def own_process() -> None:
+    """The caller owns this process until it exits and compiles nothing (the command line, cli.py ``main``). Then the
+    stand-ins also answer what model libraries ask of ``torch._dynamo`` at their import, which must otherwise import
+    the real package (about 1 s on top of transformers' or timm's own import here): transformers' ``masking_utils``
+    imports the leaf submodule ``_trace_wrapped_higher_order_op`` (loaded as it is, beside the stand-in); its
+    integrations mark functions with ``assume_constant_result`` (the real body: an attribute set, the function
+    returned) and ``allow_in_graph`` (the function returned, the call made on the real package when it is imported);
+    transformers and timm mark methods with ``torch.compiler.disable`` (:func:`_lazily_disabled`). A library's
+    process (``analyze()`` called from the user's code, who may compile later) keeps the real package for them."""
+    _Owned.on = True
+
+
+def _lazily_disabled(fn: Callable[..., Any], recursive: bool, reason: Any) -> Callable[..., Any]:
+    """``torch._dynamo.disable(fn, recursive, reason=reason)`` made without the package, in a process that owns
+    itself: while the package was never imported no compilation can be under way, and ``fn`` is called as it is (the
+    disabled wrapper would call it with no frame evaluation to turn off); once the real package is imported, each
+    call goes through the real wrapper, made then. It carries the attributes dynamo reads of a disabled function
+    (a compilation that reaches it breaks the graph and calls it), and the real package, when imported under a
+    stand-in, skips its code (:func:`_settle`)."""
+    real: list[Callable[..., Any]] = []
+
+    @functools.wraps(fn)
+    def disabled(*args: Any, **kwargs: Any) -> Any:
+        if not real:
+            module = sys.modules.get(_NAME)
+            if module is None or isinstance(module, _StandIn):
+                return fn(*args, **kwargs)
+            real.append(module.disable(fn, recursive, reason=reason))
+        return real[0](*args, **kwargs)
+
+    marks = disabled.__dict__
+    marks.update(_torchdynamo_disable=True, _torchdynamo_disable_msg=reason, _torchdynamo_orig_callable=fn,
+                 _torchdynamo_disable_recursive=recursive)
+    _Owned.disabled = True
+    return disabled
+
+
+def _settle(real: types.ModuleType) -> None:
+    """The real package takes over what stand-ins answered in a process that owns itself: the ``allow_in_graph``
+    calls made, the lazily disabled functions' code skipped (so their frames are not compiled: the real wrapper
+    inside decides), the leaf submodules bound to it."""
+    calls, _Owned.in_graph = _Owned.in_graph, []
+    for fn in calls:
+        real.allow_in_graph(fn)
+    if _Owned.disabled:
+        _Owned.disabled = False
+        importlib.import_module(_NAME + ".eval_frame").skip_code(_DISABLED_CODE)
+    for name in _LEAVES:
+        leaf = sys.modules.get(name)
+        short = name.rpartition(".")[2]
+        if leaf is not None and short not in real.__dict__:
+            setattr(real, short, leaf)
 
 
 class _StandIn(types.ModuleType):
@@ -80,7 +155,28 @@ class _StandIn(types.ModuleType):
                 and not args:
             self._answered.append(fn)
             return fn  # (no compilation can be running: the package was never imported)
+        if self._real is None and not self.importing and _Owned.on and not args and kwargs.keys() <= {"reason"}:
+            reason = kwargs.get("reason")
+            if fn is None:
+                return lambda f: _lazily_disabled(f, recursive, reason)
+            if callable(fn):
+                return _lazily_disabled(fn, recursive, reason)
         return self.materialize().disable(fn, recursive, *args, **kwargs)
+
+    def assume_constant_result(self, fn: Any) -> Any:
+        """The decorator's real body (torch._dynamo.decorators), in a process that owns itself."""
+        if self._real is not None or not _Owned.on:
+            return self.materialize().assume_constant_result(fn)
+        fn._dynamo_marked_constant = True
+        return fn
+
+    def allow_in_graph(self, fn: Any) -> Any:
+        """``fn`` as the real decorator returns it, the call itself made on the real package when it is imported
+        (:func:`_settle`), in a process that owns itself."""
+        if self._real is not None or not _Owned.on or not callable(fn) or isinstance(fn, (list, tuple)):
+            return self.materialize().allow_in_graph(fn)
+        _Owned.in_graph.append(fn)
+        return fn
 
     def graph_break(self, *args: Any, **kwargs: Any) -> None:
         """torch's optimizers mark a graph break around each step; outside a compilation it does nothing (its body
@@ -113,6 +209,7 @@ class _StandIn(types.ModuleType):
             config = sys.modules.get(_CONFIG)
             if config is not None and not hasattr(self._real, "config"):
                 self._real.config = config  # type: ignore[attr-defined]
+            _settle(self._real)
         return self._real
 
     def forget_answers(self) -> None:
@@ -177,7 +274,8 @@ class _Hook(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         stand_in = self.stand_in
-        if not name.startswith(_NAME + ".") or name == _CONFIG or stand_in._real is not None or stand_in.importing:
+        if not name.startswith(_NAME + ".") or name == _CONFIG or stand_in._real is not None or stand_in.importing \
+                or (_Owned.on and name in _LEAVES):
             return None
         stand_in.materialize()
         module = sys.modules.get(name)
@@ -190,6 +288,9 @@ class _Hook(importlib.abc.MetaPathFinder):
 def deferred() -> Iterator[None]:
     """While inside, ``torch._dynamo`` is a stand-in, if nobody had imported it (module docstring)."""
     if _NAME in sys.modules:
+        module = sys.modules[_NAME]
+        if not isinstance(module, _StandIn) and (_Owned.in_graph or _Owned.disabled):
+            _settle(module)  # (imported outside a run since a stand-in answered)
         yield
         return
     spec = importlib.util.find_spec(_NAME)
@@ -236,3 +337,7 @@ def importing_library() -> Iterator[None]:
         finally:
             if sys.modules.get(_UTILS) is utils:
                 del sys.modules[_UTILS]
+
+
+_DISABLED_CODE = _lazily_disabled(len, True, None).__code__  # (every lazily disabled function runs this code)
+_Owned.disabled = False
