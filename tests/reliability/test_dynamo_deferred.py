@@ -295,3 +295,33 @@ def test_the_command_imports_what_libraries_mark_without_dynamo_and_a_later_comp
     # recursive one is "Skip calling", this one "Skip inlining": the same break)
     assert len(out["breaks"]) == 2
     assert all("`torch.compiler.disable()`d function" in b for b in out["breaks"]), out["breaks"]
+
+
+_OWNED_CLASS = _PREAMBLE + """
+from torchcost.run import dynamo as ours
+from torchcost.run.concurrency import importing
+
+ours.own_process()
+out = {}
+with importing():
+    @torch.compiler.disable(recursive=False)
+    def plain(x):
+        return x + 1
+    out["plain"] = [type(sys.modules["torch._dynamo"]).__name__, plain._torchdynamo_disable]
+
+    class Layer(nn.Module):  # torch patches a class's __call__ in place: only the real package does that
+        def forward(self, x):
+            return x * 2
+
+    made = torch.compiler.disable(Layer)
+    out["class"] = [made is Layer, type(sys.modules["torch._dynamo"]).__name__]
+out["calls"] = [plain(torch.tensor([1.0])).tolist(), Layer()(torch.tensor([1.0])).tolist()]
+print(json.dumps(out))
+"""
+
+
+def test_the_command_hands_a_class_to_the_real_package() -> None:
+    out = _printed(_OWNED_CLASS)
+    assert out["plain"] == ["_StandIn", True]  # a plain function: answered by the stand-in, nothing imported
+    assert out["class"] == [True, "module"]  # the class itself, patched by the real package, imported for it
+    assert out["calls"] == [[2.0], [2.0]]  # 1 + 1, 1 * 2

@@ -157,10 +157,13 @@ class _StandIn(types.ModuleType):
             return fn  # (no compilation can be running: the package was never imported)
         if self._real is None and not self.importing and _Owned.on and not args and kwargs.keys() <= {"reason"}:
             reason = kwargs.get("reason")
-            if fn is None:
-                return lambda f: _lazily_disabled(f, recursive, reason)
-            if callable(fn):
-                return _lazily_disabled(fn, recursive, reason)
+
+            def decorate(f: Any) -> Any:  # (a plain function only: the real one patches a class in place)
+                if isinstance(f, types.FunctionType) and self._real is None:
+                    return _lazily_disabled(f, recursive, reason)
+                return self.materialize().disable(f, recursive, reason=reason)
+
+            return decorate if fn is None else decorate(fn)
         return self.materialize().disable(fn, recursive, *args, **kwargs)
 
     def assume_constant_result(self, fn: Any) -> Any:
