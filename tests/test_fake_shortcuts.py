@@ -247,27 +247,49 @@ def test_a_factory_is_made_in_the_fake_mode_below() -> None:
 
 def test_a_fresh_op_of_meta_tensors_a_fake_mode_takes_is_made_as_it_makes_it() -> None:
     # a simulated rank's twin (parallel/runner.py): to_empty of the sharded meta parameters under a fake mode that
-    # takes plain tensors, each empty_like(meta parameter, device=cpu) once through the fake mode for its key
+    # takes plain tensors. A _like constructor is made as the fake mode's handler makes it, from the first call of its
+    # key on, without its converter (which would import torch._dynamo to name the input); other fresh ops of plain
+    # meta tensors once through the fake mode for their key
     params = [torch.empty(4, 6, device="meta", requires_grad=True) for _ in range(2)]
     other = torch.empty(4, 6, device="meta")  # (no grad flag: another key)
     call = (aten.empty_like.default, {"device": torch.device("cpu")})
     with FakeTensorMode(allow_non_fake_inputs=True) as fake_mode:
         short = FakeShortcuts()
-        assert short.answer(call[0], (params[0],), call[1]) is MISS
-        first = call[0](params[0], **call[1])
-        short.learn(first)
+        first = short.answer(call[0], (params[0],), call[1])
         again = short.answer(call[0], (params[1],), call[1])
         made = call[0](params[1], **call[1])  # the fake mode's own answer
-        assert type(again) is type(made) and again.fake_mode is fake_mode and again.constant is None
-        # (4, 6) float32 on the cpu, strides (6, 1), 96 bytes of its own, no grad flag (empty_like makes a new one)
-        assert _meta(again)[:-2] == _meta(made)[:-2] and again.shape == (4, 6) and again.stride() == (6, 1)
-        assert again.device == torch.device("cpu") and again.untyped_storage().nbytes() == 4 * 6 * 4
+        for answered in (first, again):
+            assert type(answered) is type(made) and answered.fake_mode is fake_mode and answered.constant is None
+            # (4, 6) float32 on the cpu, strides (6, 1), 96 bytes of its own, no grad flag (empty_like makes a new one)
+            assert _meta(answered)[:-2] == _meta(made)[:-2] and answered.shape == (4, 6)
+            assert answered.stride() == (6, 1) and answered.device == torch.device("cpu")
+            assert answered.untyped_storage().nbytes() == 4 * 6 * 4 and not answered.requires_grad
         assert again.untyped_storage()._cdata != params[1].untyped_storage()._cdata
-        assert short.answer(call[0], (other,), call[1]) is MISS
+        assert short.answer(aten.add.Tensor, (other, other), {}) is MISS  # (not a _like constructor: learned)
         mixed = (aten.add.Tensor, (params[0], first), {})  # a plain meta tensor beside a fake one: passed on
         assert short.answer(*mixed) is MISS
     with FakeTensorMode():  # a fake mode that refuses plain tensors: passed on, for it to refuse
         assert FakeShortcuts().answer(call[0], (params[1],), call[1]) is MISS
+
+
+def test_a_like_constructor_of_a_meta_tensor_is_made_as_the_fake_mode_makes_it() -> None:
+    # the input's strides are kept where it is dense (preserve_format): a (6, 4) tensor transposed has strides (1, 4);
+    # a view with gaps (every other column of (4, 12)) gets contiguous strides; no device asked: the input's (meta)
+    dense = torch.empty(6, 4, device="meta").t()
+    gaps = torch.empty(4, 12, device="meta")[:, ::2]
+    calls = [(aten.zeros_like.default, (dense,), {"dtype": torch.float16, "device": torch.device("cpu")}),
+             (aten.empty_like.default, (gaps,), {"device": torch.device("cpu")}),
+             (aten.ones_like.default, (dense,), {}),
+             (aten.full_like.default, (dense, 2.5), {"device": torch.device("cpu")})]
+    strides = [(1, 4), (6, 1), (1, 4), (1, 4)]
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        short = FakeShortcuts()
+        for (func, args, kwargs), stride in zip(calls, strides, strict=True):
+            answered = short.answer(func, args, kwargs)
+            made = func(*args, **kwargs)  # the fake mode's own answer
+            assert type(answered) is type(made) and answered.fake_device == made.fake_device
+            assert _meta(answered)[:-2] == _meta(made)[:-2] and answered.stride() == stride == made.stride()
+            assert answered.dtype == made.dtype and answered.constant is None
 
 
 def test_a_profiler_range_runs_its_kernel_past_the_fake_mode(mode: Any, monkeypatch: pytest.MonkeyPatch) -> None:

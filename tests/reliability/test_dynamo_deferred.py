@@ -325,3 +325,33 @@ def test_the_command_hands_a_class_to_the_real_package() -> None:
     assert out["plain"] == ["_StandIn", True]  # a plain function: answered by the stand-in, nothing imported
     assert out["class"] == [True, "module"]  # the class itself, patched by the real package, imported for it
     assert out["calls"] == [[2.0], [2.0]]  # 1 + 1, 1 * 2
+
+
+_RANKS = _PREAMBLE + """
+from torchcost import Parallel
+from torchcost.run import dynamo as ours
+
+ours.own_process()  # as the command (FSDP2's hooks call torch._dynamo.disable(hook)(...) at every call)
+out = {}
+for name, plan in (("fsdp", Parallel(fsdp=2)), ("ddp", Parallel(ddp=2))):
+    r = torchcost.analyze(stack(), input_size=(4, 4), mode="train", optimizer="sgd", parallel=plan)
+    out[name] = counts(r) | {"step_macs": r.step_macs}
+    out["after_" + name] = dynamo()
+import torch._dynamo  # the real package, as without torchcost
+for name, plan in (("fsdp", Parallel(fsdp=2)), ("ddp", Parallel(ddp=2))):
+    r = torchcost.analyze(stack(), input_size=(4, 4), mode="train", optimizer="sgd", parallel=plan)
+    out[name + "_again"] = counts(r) | {"step_macs": r.step_macs}
+print(json.dumps(out))
+"""
+
+
+def test_the_commands_simulated_rank_does_not_import_dynamo_and_counts_the_same() -> None:
+    out = _printed(_RANKS)
+    # the world's init_process_group clears trace_rules' caches, which were never made; to_empty's empty_like of the
+    # sharded meta parameters is made without the fake mode's converter; FSDP2's hooks disabled lazily: only the
+    # settings module is imported
+    assert out["after_fsdp"] == out["after_ddp"] == ["torch._dynamo.config"]
+    assert out["fsdp_again"] == out["fsdp"] and out["ddp_again"] == out["ddp"]
+    # the input is the rank's own batch, 4 rows: forward 4 * (4*3 + 3*2) = 72 MACs; backward: the second Linear's
+    # input gradient 4*3*2 = 24, the weight gradients 4*4*3 + 4*3*2 = 72
+    assert out["ddp"]["macs"] == 72 and out["ddp"]["step_macs"] == 72 + 24 + 72

@@ -116,6 +116,10 @@ _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.defa
 # with one): no tensor in or out, the same CPU kernel under the fake mode, which runs it after its full walk
 _RANGES = (torch.ops.profiler._record_function_enter_new.default,
            torch.ops.profiler._record_function_exit._RecordFunction)
+# the ``_like`` constructors that draw nothing (torch's fake mode runs every ``_like`` constructor's meta kernel on
+# the input with the device set to meta, and wraps the output on the device asked for)
+_LIKES = frozenset({torch.ops.aten.empty_like.default, torch.ops.aten.zeros_like.default,
+                    torch.ops.aten.ones_like.default, torch.ops.aten.full_like.default})
 _NOT_CACHED = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape, torch.Tag.inplace_view,
                torch.Tag.nondeterministic_seeded)
 _VIEW_ARGUMENTS = frozenset({"int", "SymInt", "List[int]", "List[SymInt]", "Optional[int]", "Optional[SymInt]", "bool"})
@@ -751,6 +755,8 @@ class FakeShortcuts:
             return MISS
         key = self.priced = tuple(parts)
         known = self._outputs.get(key)
+        if known is None and into_fake and func in _LIKES:
+            return self._like_into_fake(func, args, kwargs, mode, key, found[1])
         if known is None:
             # (no formula for plain meta tensors made fake by the mode below: their outputs are learned from it)
             formula = None if into_fake else fakerules.expected(func, args, kwargs,
@@ -771,6 +777,25 @@ class FakeShortcuts:
         else:
             outs = tuple(self._output(mode, meta) for meta in metas)
         return outs if many else outs[0]
+
+    def _like_into_fake(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], mode: Any, key: Any,
+                        inputs: set[int]) -> Any:
+        """``empty_like`` (``zeros_like``, ...) of a plain meta tensor, seen first, under a fake mode that takes plain
+        tensors (a simulated rank's ``to_empty``): made as that fake mode's handler of ``_like`` constructors makes
+        it, without its converter, which would make a fake tensor of the input first (and import ``torch._dynamo``
+        to name it): the op's meta kernel run on the input with the device set to meta, the output wrapped on the
+        device asked for (else the input's). The input's metadata is all the kernel reads, and the converter's copy
+        would have the same. Learned for the key as the fake mode's own answer would be."""
+        device = kwargs.get("device")
+        meta_kwargs = dict(kwargs)
+        meta_kwargs["device"] = META_DEVICE
+        with _NO_PYTHON_DISPATCH():
+            made = func(*args, **meta_kwargs)
+        out = self._fake(mode, made, args[0].device if device is None else device)
+        meta = self._new_output(out, mode, inputs, set())
+        if meta is not None:
+            self._outputs[key] = (False, (meta,))
+        return out
 
     def _output(self, mode: Any, meta: tuple[Any, ...] | None) -> Any:
         """A fresh op's output of ``meta`` (None: none) in the fake mode ``mode``: a plain meta tensor made past the

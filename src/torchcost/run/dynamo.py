@@ -194,6 +194,8 @@ class _StandIn(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # (copy, pickle and inspect probe dunders: not a reason to import)
             raise AttributeError(name)
+        if name == "trace_rules" and self._real is None and not self.importing:
+            return _TraceRules(self)
         return getattr(self.materialize(), name)
 
     def materialize(self) -> types.ModuleType:
@@ -220,6 +222,25 @@ class _StandIn(types.ModuleType):
             if getattr(fn, "__dict__", {}).get("__dynamo_disable") is fn:
                 delattr(fn, "__dynamo_disable")  # (a string: inside a class the name would be mangled)
         self._answered.clear()
+
+
+class _TraceRules:
+    """``torch._dynamo.trace_rules`` asked of the stand-in: ``init_process_group`` (a simulated rank's world,
+    parallel/world.py) clears its rules' caches wherever ``torch._dynamo`` is in ``sys.modules``. With the package
+    never imported there are none to clear, so that call does nothing; anything else imports the real package."""
+
+    def __init__(self, package: _StandIn) -> None:
+        self._package = package
+
+    def clear_lru_cache(self) -> None:
+        real = self._package._real
+        if real is not None:
+            real.trace_rules.clear_lru_cache()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._package.materialize().trace_rules, name)
 
 
 class _UtilsStandIn(types.ModuleType):
