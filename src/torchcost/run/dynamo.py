@@ -43,8 +43,13 @@ The ``torchcost`` command owns its process (:func:`own_process`, cli.py ``consol
 it exits. There the stand-in answers the rest of what transformers and timm ask at their import: the leaf submodule
 ``_trace_wrapped_higher_order_op``, ``assume_constant_result``, ``allow_in_graph`` (made on the real package if it
 is ever imported under a stand-in, :func:`_settle`) and ``torch.compiler.disable`` (:func:`_lazily_disabled`, which
-calls the function itself while the package was never imported, the real wrapper after). ``torchcost hf:...`` and
-``timm:...`` no longer import the package: about 1 s less of 8-10 s (round 42 of issue 16, docs/benchmarks.md).
+calls the function itself while the package was never imported, the real wrapper after; FSDP2's hooks call
+``torch._dynamo.disable(hook)(...)`` at each call). ``torchcost hf:...`` and ``timm:...`` no longer import the
+package: about 1 s less of 8-10 s (round 42 of issue 16, docs/benchmarks.md).
+
+In any process, ``torch._dynamo.trace_rules.clear_lru_cache()`` (``init_process_group``, a simulated rank's world,
+calls it wherever ``torch._dynamo`` is in ``sys.modules``) is answered by the stand-in (:class:`_TraceRules`): with the
+package never imported there is no cache to clear.
 """
 
 from __future__ import annotations
