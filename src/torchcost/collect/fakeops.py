@@ -791,7 +791,7 @@ class FakeShortcuts:
         meta_kwargs["device"] = META_DEVICE
         with _NO_PYTHON_DISPATCH():
             made = func(*args, **meta_kwargs)
-        out = self._fake(mode, made, args[0].device if device is None else device)
+        out = self._wrap(mode, made, args[0].device if device is None else device)
         meta = self._new_output(out, mode, inputs, set())
         if meta is not None:
             self._outputs[key] = (False, (meta,))

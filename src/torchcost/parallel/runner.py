@@ -54,15 +54,14 @@ def ranks_to_run(model: nn.Module, plan: Parallel) -> list[int]:
     # hundreds, and a rank's layout depends on its coordinates only)
     shapes = list(dict.fromkeys(tuple(p.shape) for p in model.parameters()))
     seen: dict[tuple[int, ...], int] = {}
-    layouts: dict[tuple[int, int], tuple[int, ...]] = {}
+    done: set[tuple[int, int]] = set()  # (the coordinates whose layout is in seen, with a rank before this one)
     for rank in range(plan.world):
         coord = plan.coordinate(rank)
         dp_i = coord[0] if plan.dp > 1 else 0
         tp_i = coord[-1] if plan.tp > 1 else 0
-        known = layouts.get((dp_i, tp_i))
-        if known is not None:
-            seen.setdefault(known, rank)
+        if (dp_i, tp_i) in done:
             continue
+        done.add((dp_i, tp_i))
         sig = []
         for shape in shapes:
             rows = shape[0] if shape else 1
@@ -75,8 +74,7 @@ def ranks_to_run(model: nn.Module, plan: Parallel) -> list[int]:
                 sig.append(_chunk(rows, plan.fsdp, dp_i))
                 if plan.tp > 1:
                     sig.append(_chunk(tp_rows, plan.fsdp, dp_i))
-        layout = layouts[(dp_i, tp_i)] = tuple(sig)
-        seen.setdefault(layout, rank)
+        seen.setdefault(tuple(sig), rank)
     # one rank of each layout (rank 0's first): where every rank holds the same shard sizes, one run answers for all
     return sorted(seen.values())
 

@@ -88,7 +88,7 @@ class _Owned:
 
 
 def own_process() -> None:
-    """The caller owns this process until it exits and compiles nothing (the command line, cli.py ``main``). Then the
+    """The caller owns this process until it exits and compiles nothing (the command line, cli.py ``console``). Then the
     stand-ins also answer what model libraries ask of ``torch._dynamo`` at their import, which must otherwise import
     the real package (about 1 s on top of transformers' or timm's own import here): transformers' ``masking_utils``
     imports the leaf submodule ``_trace_wrapped_higher_order_op`` (loaded as it is, beside the stand-in); its
@@ -120,7 +120,6 @@ def _lazily_disabled(fn: Callable[..., Any], recursive: bool, reason: Any) -> Ca
     marks = disabled.__dict__
     marks.update(_torchdynamo_disable=True, _torchdynamo_disable_msg=reason, _torchdynamo_orig_callable=fn,
                  _torchdynamo_disable_recursive=recursive)
-    _Owned.disabled = True
     return disabled
 
 
@@ -156,19 +155,20 @@ class _StandIn(types.ModuleType):
         self.importing = False  # while the real package's import runs (its own submodule imports pass the hook)
 
     def disable(self, fn: Any = None, recursive: bool = True, *args: Any, **kwargs: Any) -> Any:
-        if self._real is None and not self.importing and callable(fn) and kwargs.get("wrapping", True) is False \
-                and not args:
-            self._answered.append(fn)
-            return fn  # (no compilation can be running: the package was never imported)
-        if self._real is None and not self.importing and _Owned.on and not args and kwargs.keys() <= {"reason"}:
-            reason = kwargs.get("reason")
+        if self._real is None and not self.importing and not args:
+            if callable(fn) and kwargs.get("wrapping", True) is False:
+                self._answered.append(fn)
+                return fn  # (no compilation can be running: the package was never imported)
+            if _Owned.on and kwargs.keys() <= {"reason"}:
+                reason = kwargs.get("reason")
 
-            def decorate(f: Any) -> Any:  # (a plain function only: the real one patches a class in place)
-                if isinstance(f, types.FunctionType) and self._real is None:
-                    return _lazily_disabled(f, recursive, reason)
-                return self.materialize().disable(f, recursive, reason=reason)
+                def decorate(f: Any) -> Any:  # (a plain function only: the real one patches a class in place)
+                    if isinstance(f, types.FunctionType) and self._real is None:
+                        _Owned.disabled = True
+                        return _lazily_disabled(f, recursive, reason)
+                    return self.materialize().disable(f, recursive, reason=reason)
 
-            return decorate if fn is None else decorate(fn)
+                return decorate if fn is None else decorate(fn)
         return self.materialize().disable(fn, recursive, *args, **kwargs)
 
     def assume_constant_result(self, fn: Any) -> Any:
@@ -181,7 +181,7 @@ class _StandIn(types.ModuleType):
     def allow_in_graph(self, fn: Any) -> Any:
         """``fn`` as the real decorator returns it, the call itself made on the real package when it is imported
         (:func:`_settle`), in a process that owns itself."""
-        if self._real is not None or not _Owned.on or not callable(fn) or isinstance(fn, (list, tuple)):
+        if self._real is not None or not _Owned.on or not callable(fn):  # (a list: the real one takes each)
             return self.materialize().allow_in_graph(fn)
         _Owned.in_graph.append(fn)
         return fn
@@ -369,4 +369,3 @@ def importing_library() -> Iterator[None]:
 
 
 _DISABLED_CODE = _lazily_disabled(len, True, None).__code__  # (every lazily disabled function runs this code)
-_Owned.disabled = False
