@@ -652,7 +652,7 @@ def test_a_counter_step_is_the_fake_modes(mode: Any) -> None:
     assert short.answer(aten.add_.Tensor, (ours, torch.empty(())), {}) is MISS  # a tensor without a value
 
 
-@pytest.mark.parametrize("value", [2.5, [1.5], 7])  # (7: int64, which still goes through the converter)
+@pytest.mark.parametrize("value", [2.5, [1.5], 7])  # (7: int64, whose value the converter also keeps for item())
 def test_a_lifted_constant_is_what_the_fake_mode_makes(mode: Any, value: Any) -> None:
     # torch.tensor(x) under the fake mode: lift_fresh of the real tensor torch made. The fake mode keeps a copy of a
     # one-element value and remembers it; the shortcut makes the same tensor without the converter's walk
@@ -668,9 +668,27 @@ def test_a_lifted_constant_is_what_the_fake_mode_makes(mode: Any, value: Any) ->
     with torch._C._DisableTorchDispatch():
         assert torch.equal(ours.constant, theirs.constant)
     assert ours.item() == theirs.item() == torch.tensor(value).item()
+    assert ours.item_memo == theirs.item_memo == (7 if value == 7 else None)  # (item()'s memo: int64's alone)
     converter = mode.fake_tensor_converter
     assert converter._get_memo(ours.constant) is ours  # an in-place op on the value hands back this tensor
     assert aten.add_.Tensor(ours, 1) is ours and ours.item() == theirs.add_(1).item()
+
+
+@pytest.mark.parametrize(("value", "dtype", "memo"), [
+    (7, torch.int64, 7), (-3, torch.int32, -3), (2.5, torch.float64, 2.5),  # 0-d CPU ints and float64: their value
+    (float("inf"), torch.float64, None), (float("nan"), torch.float64, None),  # not a finite number: none
+    (1.5, torch.float32, None), ([5], torch.int64, None)])  # another dtype, or not 0-d: none
+def test_a_constant_is_the_converters_without_it(mode: Any, value: Any, dtype: torch.dtype, memo: Any) -> None:
+    # fake_constant makes what the converter makes of a fresh real tensor, item()'s memo included, without importing
+    # torch._dynamo (the converter names the tensor with torch._dynamo.source; a DTensor embedding's mask is one)
+    with torch._C._DisableTorchDispatch():
+        real, again = torch.tensor(value, dtype=dtype), torch.tensor(value, dtype=dtype)
+    ours = fakeops.fake_constant(mode, real, FakeWrapper().wrap)
+    theirs = mode.fake_tensor_converter.from_real_tensor(mode, again, make_constant=True)
+    assert _meta(ours)[:7] + _meta(ours)[9:] == _meta(theirs)[:7] + _meta(theirs)[9:]
+    assert ours.constant is real and theirs.constant is again
+    assert ours.item_memo == theirs.item_memo == memo
+    assert mode.fake_tensor_converter._get_memo(real) is ours
 
 
 def test_a_lift_the_fake_mode_keeps_no_value_of_is_passed_on(mode: Any) -> None:

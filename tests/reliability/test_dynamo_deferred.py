@@ -355,3 +355,45 @@ def test_the_commands_simulated_rank_does_not_import_dynamo_and_counts_the_same(
     # the input is the rank's own batch, 4 rows: forward 4 * (4*3 + 3*2) = 72 MACs; backward: the second Linear's
     # input gradient 4*3*2 = 24, the weight gradients 4*4*3 + 4*3*2 = 72
     assert out["ddp"]["macs"] == 72 and out["ddp"]["step_macs"] == 72 + 24 + 72
+
+
+_TP = _PREAMBLE + """
+from torch.distributed.tensor import Replicate
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+from torchcost import Parallel
+from torchcost.run import dynamo as ours
+
+ours.own_process()
+def embedded():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 4))
+
+ids = torch.randint(0, 10, (2, 3))
+out = {}
+def runs(suffix):
+    for name, dims in (("tp", {}), ("fsdp_tp", {"fsdp": 2})):
+        plan = {"0": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()), "1": ColwiseParallel(),
+                "3": RowwiseParallel()}
+        r = torchcost.analyze(embedded(), ids, mode="train", optimizer="sgd", target="cpu",
+                              parallel=Parallel(tp=2, tp_plan=plan, **dims))
+        out[name + suffix] = counts(r) | {"step_macs": r.step_macs}
+        out["after_" + name + suffix] = dynamo()
+runs("")
+import torch._dynamo  # the real package, as without torchcost
+runs("_again")
+print(json.dumps(out))
+"""
+
+
+def test_the_commands_tensor_parallel_rank_does_not_import_dynamo_and_counts_the_same() -> None:
+    out = _printed(_TP)
+    # the embedding's rowwise shard masks the ids out of its rows: DTensor's mask lifts a 0-d int64 constant, made
+    # as the fake mode's converter makes it (its item() memo too) without its import; a 2-D mesh's sub-mesh patches
+    # the settings for nested graph breaks, which the stand-in holds: only the settings module is imported
+    assert out["after_tp"] == out["after_fsdp_tp"] == ["torch._dynamo.config"]
+    assert out["tp_again"] == out["tp"] and out["fsdp_tp_again"] == out["fsdp_tp"]
+    # 2 x 3 = 6 tokens a rank; the colwise Linear(4, 6) keeps 3 outputs: 6*4*3 = 72 MACs; the rowwise Linear(6, 4)
+    # 3 inputs: 6*3*4 = 72. Backward: both Linears' input and weight gradients, 72 each (the embedding's output
+    # needs its gradient for the embedding's weight)
+    assert out["tp"]["macs"] == out["fsdp_tp"]["macs"] == 72 + 72
+    assert out["tp"]["step_macs"] == out["fsdp_tp"]["step_macs"] == 144 + 4 * 72

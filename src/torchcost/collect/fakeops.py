@@ -77,11 +77,13 @@ the same op with the same arguments and output either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, cast
 
 import torch
 from torch import nn
+from torch._guards import TracingContext
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torchcost.collect import fakerules, metagaps
@@ -281,17 +283,22 @@ def fake_constant(mode: Any, constant: torch.Tensor, wrap: Callable[[Any, torch.
     of the real tensor (about 100 us in torch 2.14, and its import of ``torch._dynamo.source`` for a name it gives the
     tensor): the fake tensor on a meta tensor of the same metadata, carrying ``constant``, remembered by the
     converter as that tensor's fake one (an in-place op the fake mode runs on the constant hands back this tensor)
-    and its storage mapped to it (an in-place op on an alias of the constant ends the constant). The dtypes whose 0-d
-    CPU constants also get an item() memo there (:data:`_ITEM_MEMO`) still go through the converter. Used for the
+    and its storage mapped to it (an in-place op on an alias of the constant ends the constant). A 0-d CPU constant
+    of a dtype of :data:`_ITEM_MEMO` also gets the converter's item() memo, its value, where that memo is a plain
+    number (no shape environment, no trace, no export; else the converter makes it, symbolic). Used for the
     optimizer warm-up's copied step counters (run/step.py) and for ``torch.tensor(x)`` under a twin's fake mode
     (:meth:`FakeShortcuts.answer`)."""
     converter = mode.fake_tensor_converter
-    if constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu:
-        return converter.from_real_tensor(mode, constant, make_constant=True)
+    memo = constant.dtype in _ITEM_MEMO and constant.dim() == 0 and constant.is_cpu
+    if memo and (converter.export or mode.shape_env is not None or TracingContext.try_get() is not None):
+        return converter.from_real_tensor(mode, constant, make_constant=True)  # (a symbolic memo: the converter's)
     with _NO_PYTHON_DISPATCH():  # (a plain meta tensor, also where the fake mode is on the stack)
         meta = torch.empty_strided(constant.shape, constant.stride(), dtype=constant.dtype, device=META_DEVICE)
         made = wrap(mode, meta, constant.device)
+        value = constant.item() if memo else None
     made.constant = constant
+    if value is not None and not math.isnan(value) and not math.isinf(value):
+        made.item_memo = value  # (the value a plain fake mode remembers for item(), as its converter sets it)
     converter.set_tensor_memo(constant, made)
     converter.add_constant_storage_mapping(made)
     return made

@@ -49,7 +49,9 @@ package: about 1 s less of 8-10 s (round 42 of issue 16, docs/benchmarks.md).
 
 In any process, ``torch._dynamo.trace_rules.clear_lru_cache()`` (``init_process_group``, a simulated rank's world,
 calls it wherever ``torch._dynamo`` is in ``sys.modules``) is answered by the stand-in (:class:`_TraceRules`): with the
-package never imported there is no cache to clear.
+package never imported there is no cache to clear. So is ``with torch._dynamo.disable_nested_graph_breaks():``
+(DeviceMesh's sub-meshes, a 2-D mesh of FSDP2 x TP): outside a compilation it is a patch of the config the stand-in
+holds.
 """
 
 from __future__ import annotations
@@ -185,6 +187,14 @@ class _StandIn(types.ModuleType):
             return self.materialize().allow_in_graph(fn)
         _Owned.in_graph.append(fn)
         return fn
+
+    def disable_nested_graph_breaks(self, fn: Any = None) -> Any:
+        """The context manager (DeviceMesh's sub-mesh creation, a simulated rank's 2-D mesh, calls it): outside a
+        compilation the real one is the config's patch of ``nested_graph_breaks`` to False, made here on the config
+        the stand-in holds. As a decorator (``fn`` given) it is the real package's, which a compilation reads."""
+        if self._real is not None or self.importing or fn is not None:
+            return self.materialize().disable_nested_graph_breaks(fn)
+        return importlib.import_module(_CONFIG).patch(nested_graph_breaks=False)
 
     def graph_break(self, *args: Any, **kwargs: Any) -> None:
         """torch's optimizers mark a graph break around each step; outside a compilation it does nothing (its body
