@@ -288,6 +288,24 @@ def test_version_from_the_console_script() -> None:
     assert (r.rc, r.out, r.err) == (0, f"torchcost {torchcost.__version__}\n", "")
 
 
+def test_only_the_commands_own_process_freezes_what_lives_until_it_exits() -> None:
+    # the command (console) moves what lives until it exits out of the cyclic collector's view after its imports,
+    # after the model is built and after each analysis (gc.freeze: cli._lasting); main() called from a caller's
+    # process leaves the collector as it was
+    import gc
+
+    before = gc.get_freeze_count()
+    assert cli.main(["example:standard_conv", "--format", "json", "--no-progress"]) == 0
+    assert gc.get_freeze_count() == before
+    from tests.cli.conftest import python
+
+    done = python("import gc, sys\nfrom torchcost import cli\nsys.argv = ['torchcost', 'example:standard_conv', "
+                  "'--format', 'json', '--no-progress']\nassert cli.console() == 0\n"
+                  "print(gc.get_freeze_count() > 0, file=sys.stderr)")
+    assert done.rc == 0 and done.err.strip().splitlines()[-1] == "True", done.err
+    assert json.loads(done.out)["macs"] == 442_368  # (the example's count, as above)
+
+
 def test_list_hf_shows_every_shipped_config() -> None:
     r = run("list", "hf")
     assert r.rc == 0, r.err
