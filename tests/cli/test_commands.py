@@ -289,9 +289,9 @@ def test_version_from_the_console_script() -> None:
 
 
 def test_only_the_commands_own_process_freezes_what_lives_until_it_exits() -> None:
-    # the command (console) moves what lives until it exits out of the cyclic collector's view after its imports,
-    # after the model is built and after each analysis (gc.freeze: cli._lasting); main() called from a caller's
-    # process leaves the collector as it was
+    # the command (console) moves what lives until it exits out of the cyclic collector's view after its imports and
+    # after each analysis (gc.freeze: cli._lasting); main() called from a caller's process leaves the collector as
+    # it was
     import gc
 
     before = gc.get_freeze_count()
