@@ -823,24 +823,20 @@ def console() -> int:
     nothing and ends with it (run/dynamo.py ``own_process``: model libraries imported without ``torch._dynamo``;
     :func:`_lasting`)."""
     dynamo.own_process()
-    _OWNED[0] = True
     _lasting()  # (torch and torchcost)
     return main()
 
 
-_OWNED = [False]  # whether this process is the command's own (console), not a caller's of main()
-
-
 def _lasting() -> None:
-    """In the command's own process, what is alive now lives until it exits: torch and torchcost at the start, the
-    model libraries, the model and the report after an analysis. ``gc.freeze()`` takes it out of the cyclic
-    collector's view, whose full collections each walk every object it tracks: 0.26-0.95 s of a command's 2-10 s
-    after ``import torch`` (transformers and a model hold 200,000-380,000 objects), and the interpreter's last one at
-    exit, 0.2-0.4 s with torch alone. An analysis leaves no garbage that holds memory (a collection right after one
-    freed nothing of the process's resident memory, in CPU and meta runs, eval and training steps); during a run the
-    full collections are off anyway (run/execute.py). A caller's process of :func:`main` keeps its collector as it
-    is."""
-    if _OWNED[0]:
+    """In the command's own process (run/dynamo.py ``owned``), what is alive now lives until it exits: torch and
+    torchcost at the start, the model libraries, the model and the report after an analysis. ``gc.freeze()`` takes
+    it out of the cyclic collector's view, whose full collections each walk every object it tracks: 0.26-0.95 s of
+    a command's 2-10 s after ``import torch`` (transformers and a model hold 200,000-380,000 objects), and the
+    interpreter's last one at exit, 0.2-0.4 s with torch alone. An analysis leaves no garbage that holds memory (a
+    collection right after one freed nothing of the process's resident memory, in CPU and meta runs, eval and
+    training steps); during a run the full collections are off anyway (run/execute.py). A caller's process of
+    :func:`main` keeps its collector as it is."""
+    if dynamo.owned():
         gc.freeze()
 
 

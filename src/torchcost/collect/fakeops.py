@@ -794,10 +794,8 @@ class FakeShortcuts:
         device asked for (else the input's). The input's metadata is all the kernel reads, and the converter's copy
         would have the same. Learned for the key as the fake mode's own answer would be."""
         device = kwargs.get("device")
-        meta_kwargs = dict(kwargs)
-        meta_kwargs["device"] = META_DEVICE
         with _NO_PYTHON_DISPATCH():
-            made = func(*args, **meta_kwargs)
+            made = func(*args, **{**kwargs, "device": META_DEVICE})
         out = self._wrap(mode, made, args[0].device if device is None else device)
         meta = self._new_output(out, mode, inputs, set())
         if meta is not None:

@@ -69,7 +69,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["deferred", "importing_library", "is_compile_supported", "own_process"]
+__all__ = ["deferred", "importing_library", "is_compile_supported", "own_process", "owned"]
 
 _NAME = "torch._dynamo"
 _CONFIG = _NAME + ".config"
@@ -99,6 +99,11 @@ def own_process() -> None:
     transformers and timm mark methods with ``torch.compiler.disable`` (:func:`_lazily_disabled`). A library's
     process (``analyze()`` called from the user's code, who may compile later) keeps the real package for them."""
     _Owned.on = True
+
+
+def owned() -> bool:
+    """Whether :func:`own_process` was called: this process is torchcost's until it exits."""
+    return _Owned.on
 
 
 def _lazily_disabled(fn: Callable[..., Any], recursive: bool, reason: Any) -> Callable[..., Any]:
