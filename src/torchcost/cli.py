@@ -59,7 +59,7 @@ from torchcost.report import CostReport
 from torchcost.resolve import SOURCES, Resolved, list_names, resolve
 from torchcost.resolve.common import ZOO_HINT, parse_value
 from torchcost.resolve.hf import shipped
-from torchcost.run import dynamo
+from torchcost.run import dynamo, symbolic
 from torchcost.run.step import OPTIMIZERS
 from torchcost.serve import cli as serving
 from torchcost.timing.hardware import hardware_key, hardware_names
@@ -821,8 +821,9 @@ def _quiet(debug: bool) -> Iterator[None]:
 def console() -> int:
     """The ``torchcost`` command and ``python -m torchcost``: :func:`main` in a process of its own, which compiles
     nothing and ends with it (run/dynamo.py ``own_process``: model libraries imported without ``torch._dynamo``;
-    :func:`_lasting`)."""
+    run/symbolic.py: runs on plain sizes without sympy; :func:`_lasting`)."""
     dynamo.own_process()
+    symbolic.stand_in()
     _lasting()  # (torch and torchcost)
     return main()
 
