@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import warnings
 
+from torchcost._collector import paused as _paused
+
 # torch warns at import when numpy is absent; torchcost never needs numpy, so that one message is kept off the console
-# while torch loads. Scoped: the host's warning filters are as they were once torchcost is imported.
-with warnings.catch_warnings():
+# while torch loads. Scoped: the host's warning filters are as they were once torchcost is imported. The cyclic
+# collector is paused meanwhile (torchcost/_collector.py): torch's import makes about 200,000 objects that live as long
+# as the process.
+with _paused(), warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
     import torch  # noqa: F401
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import itertools
@@ -17,10 +18,12 @@ import torch
 from torch import nn
 
 import torchcost.inputs as _inputs
+from torchcost._collector import paused
 from torchcost.collect.shadows import known_made
 from torchcost.errors import InputError, SpecError
 from torchcost.inputs import model_dtype
 from torchcost.run.concurrency import importing
+from torchcost.run.dynamo import owned
 from torchcost.units import format_bytes
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "on_device",
     "parse_value",
     "require",
+    "uncollected",
     "unknown_name",
     "with_batch",
 ]
@@ -91,13 +95,20 @@ class BuildOptions:
         return replace(self, **changes)
 
 
+def uncollected() -> contextlib.AbstractContextManager[None]:
+    """While inside (a model library's modules imported), the cyclic collector is paused (torchcost/_collector.py);
+    on the way out the command's own process (run/dynamo.py ``owned``) freezes what is alive, as after its own
+    imports (cli.py ``_lasting``)."""
+    return paused(keep=owned())
+
+
 def require(package: str, spec: str) -> ModuleType:
     """Import an optional package, or a SpecError naming the extra that installs it."""
     try:
         loaded = sys.modules.get(package)  # (None there: an import that is to fail)
         if loaded is not None:
             return loaded
-        with importing():  # (without torch._dynamo, which torchvision would import whole: run/dynamo.py)
+        with importing(), uncollected():  # (without torch._dynamo, which torchvision imports whole: run/dynamo.py)
             return importlib.import_module(package)
     except ImportError as exc:
         raise SpecError(f"{spec!r} needs {package}, which is not installed ({exc}); install it with: {ZOO_HINT}") \

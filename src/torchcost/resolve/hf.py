@@ -57,6 +57,7 @@ from torchcost.resolve.common import (
     on_device,
     parse_value,
     require,
+    uncollected,
     unknown_name,
     with_batch,
 )
@@ -148,7 +149,8 @@ def _make_config(transformers: Any, data: dict[str, Any], spec: str) -> Any:
     if not model_type:
         raise SpecError(f"{spec}: the config has no model_type, so transformers cannot tell which model it is")
     try:
-        config_class = transformers.CONFIG_MAPPING[model_type]
+        with uncollected():  # (the model's configuration module imported: resolve/common.py)
+            config_class = transformers.CONFIG_MAPPING[model_type]
     except KeyError:
         raise SpecError(f"{spec}: transformers {transformers.__version__} does not know model_type "
                         f"{model_type!r}") from None
@@ -179,7 +181,8 @@ def _model_class(transformers: Any, data: dict[str, Any], spec: str) -> Any:
     archs = data.get("architectures") or []
     if not archs:
         return None
-    found = getattr(transformers, str(archs[0]), None)
+    with uncollected():  # (the model's modules imported, and the library's most of it: resolve/common.py)
+        found = getattr(transformers, str(archs[0]), None)
     if not (isinstance(found, type) and issubclass(found, transformers.PreTrainedModel)):
         raise SpecError(f"{spec}: the config's architectures[0] {archs[0]!r} is not a transformers model class")
     return found
