@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,20 @@ class _Kind(enum.Enum):
     READS = "reads"  # a method that reads a tensor's data past the dispatcher (collect/unwritten.py's READS)
     MADE = "made"  # a tensor made from Python data (torch.tensor): on meta, no op of the dispatcher makes it
     CHECKED = "checked"  # a check for infinities or NaNs: on meta, answered as for finite values (Shadows.checked)
+    BACKWARD = "backward"  # a backward starts: the tag is told first (NodeTags.before_backward)
+
+
+# the functions that run autograd's engine from Python: ``Tensor.backward`` reaches the mode, then calls
+# ``torch.autograd.backward`` with the mode off
+_BACKWARDS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
+
+
+class _Tag(Protocol):
+    """What CompositeCatcher calls (collect/memory.py's NodeTags)."""
+
+    def __call__(self, out: Any) -> None: ...
+
+    def before_backward(self, roots: Any) -> None: ...
 
 
 
@@ -85,6 +99,8 @@ def _may_call_composite(func: Callable[..., Any], seen: set[int] | None = None) 
 
 
 def _classify(func: Callable[..., Any]) -> _Kind:
+    if func in _BACKWARDS:
+        return _Kind.BACKWARD
     if func in COMPOSITES:
         return _Kind.COMPOSITE
     if func in READS:
@@ -101,10 +117,10 @@ def _classify(func: Callable[..., Any]) -> _Kind:
 
 class CompositeCatcher(TorchFunctionMode):
     """Prices the composite ops in COMPOSITES as a whole; the aten ops they lower to are marked enclosed. ``tag``
-    (a training step's NodeTags, collect/memory.py) is called with every torch function's output: the run's one
-    function mode does both jobs."""
+    (a training step's NodeTags, collect/memory.py) is called with every torch function's output, and told when a
+    backward starts: the run's one function mode does all these jobs."""
 
-    def __init__(self, ops: OpCollector, tag: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, ops: OpCollector, tag: _Tag | None = None) -> None:
         super().__init__()
         self.ops = ops
         self.tag = tag
@@ -117,11 +133,15 @@ class CompositeCatcher(TorchFunctionMode):
         kind = self._kinds.get(func)
         if kind is None:
             kind = self._kinds[func] = _classify(func)
-        if kind is _Kind.PLAIN or self.ops.enclosed_depth:  # the hot path
+        if kind is _Kind.PLAIN or (self.ops.enclosed_depth and kind is not _Kind.BACKWARD):  # the hot path
             out = func(*args, **kwargs) if kwargs else func(*args)
         else:
             kwargs = kwargs or {}
-            if kind is _Kind.COMPOSITE:
+            if kind is _Kind.BACKWARD:
+                if self.tag is not None:
+                    self.tag.before_backward((args, kwargs))
+                out = func(*args, **kwargs)
+            elif kind is _Kind.COMPOSITE:
                 out = self._price_whole(func, args, kwargs) if self.ops.counting else func(*args, **kwargs)
             elif kind is _Kind.READS:
                 if self.unwritten:

@@ -34,7 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torchcost.collect import probe
 from torchcost.collect.fakeops import stands_for
 from torchcost.collect.keys import metadata_key, ours
-from torchcost.collect.ops import _ACCUMULATE, _SCOPE_KEY
+from torchcost.collect.ops import _SCOPE_KEY
 from torchcost.collect.scope import ScopeTracker
 from torchcost.collect.storages import storage_of
 from torchcost.collect.workspace import (
@@ -354,7 +354,7 @@ class MemoryTracker:
         held = 0
         if kernel:
             held = self._kernel_memory(key, func, args, kwargs, out, index, meta, priced)
-        if self._posted is not None and self.phase == "backward":
+        if self._posted is not None:  # (in any phase: a forward may run a backward of its own)
             self._accumulation(func, args, kwargs, out)
         self._entry(key, held)
 
@@ -375,7 +375,7 @@ class MemoryTracker:
             return
         if self._pending:
             self._pending.clear()
-        if self._posted is not None and self.phase == "backward":
+        if self._posted is not None:  # (in any phase: a forward may run a backward of its own)
             self._accumulation(func, args, kwargs, out)
         self._entry(known[0])
 
@@ -479,8 +479,9 @@ class MemoryTracker:
             self._pending[uid_old] = (index, uid_new)
 
     def post_hook(self, grad_inputs: Any, grad_outputs: Any) -> None:
-        """An autograd node's post-hook (NodeTags hooks every node of a training step): the node returned, and
-        the engine now adds its gradients into the buffers of the nodes they go to (:meth:`_accumulation`)."""
+        """An autograd node's post-hook (NodeTags hooks each node of a training step whose gradient may be summed
+        with another one's): the node returned, and the engine now adds its gradients into the buffers of the nodes
+        they go to (:meth:`_accumulation`)."""
         if not self.closed:
             self._posted = torch._C._current_autograd_node()
 
@@ -850,10 +851,18 @@ def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any])
 
 class NodeTags:
     """In a training step, tags each autograd node a torch function makes with the module running it (metadata
-    "torchcost.module"), so the ops of backward are attributed to modules too; with a ``tracker``, also gives each
-    new node the tracker's post-hook, which tells it when the engine sums a node's gradients
-    (MemoryTracker._accumulation). Called with every torch function's output by the run's one function mode
-    (CompositeCatcher), so a training step pays one function-mode trip per call, not one per job."""
+    "torchcost.module"), so the ops of backward are attributed to modules too. Called with every torch function's
+    output by the run's one function mode (CompositeCatcher), so a training step pays one function-mode trip per
+    call, not one per job.
+
+    With a ``tracker``, :meth:`before_backward` also gives the tracker's post-hook to each node after which the
+    engine may sum two gradients for one input (MemoryTracker._accumulation): a node with an edge into an input of
+    another node that more than one edge goes into. The engine adds a gradient into that input's buffer right after
+    the node that made it returned, and sums only where a second one arrives, so no other node needs the hook (a
+    chain of layers has none). CompositeCatcher calls it as each backward starts (``Tensor.backward``,
+    ``torch.autograd.backward`` or ``torch.autograd.grad``: the step's own, and one a forward runs, as a gradient
+    penalty does), when the whole graph that backward runs is made. (Inside a backward torch has the function mode
+    off, so a backward a node's backward starts, reentrant checkpointing's, is not seen: its sums are not noted.)"""
 
     def __init__(self, scope: ScopeTracker, tracker: MemoryTracker | None) -> None:
         self.scope = scope
@@ -868,27 +877,39 @@ class NodeTags:
             node = t.grad_fn
             if node is not None:
                 _metadata(node).setdefault(_SCOPE_KEY, scope)
-                if self.tracker is not None:
-                    self._hook(node)
 
-    def _hook(self, node: Any) -> None:
-        """Give ``node``, and the nodes below it not yet seen (those a C++ composite made inside itself), the
-        tracker's post-hook. Each node once; AccumulateGrad passes no gradient on; a node made before the run (an
-        input's own graph, the caller's) is left as it is."""
-        assert self.tracker is not None
-        todo = [node]
+    def before_backward(self, roots: Any) -> None:
+        """A backward from the tensors in ``roots`` (a backward function's arguments) starts: walk the nodes of the
+        run below them, and hook each node with an edge into an input that more than one edge goes into (each node
+        once; a node made before the run, an input's own graph, the caller's, is neither walked nor hooked, but
+        the edges into it count)."""
+        if self.tracker is None:
+            return
+        first, hook = self._first_node, self.tracker.post_hook
+        into: dict[tuple[int, int], list[Any]] = {}  # (id of a node, input number) -> the nodes with an edge into it
+        # every node met, walked or not, held until the end: a node's Python object may be made anew for each edge
+        # to it once none holds it, and an id may be reused once its object is gone
+        met: dict[int, Any] = {}
+        walked: set[int] = set()
+        todo = [t.grad_fn for t in tensors_in(roots) if t.grad_fn is not None]
         while todo:
-            current = todo.pop()
-            if current._sequence_nr() < self._first_node:
+            node = todo.pop()
+            met[id(node)] = node
+            if id(node) in walked or node._sequence_nr() < first:
                 continue
-            meta = _metadata(current)
-            if _HOOKED_KEY in meta:
-                continue
-            meta[_HOOKED_KEY] = True
-            if current.name() == _ACCUMULATE:
-                continue
-            current.register_hook(self.tracker.post_hook)
-            todo.extend(child for child, _ in current.next_functions if child is not None)
+            walked.add(id(node))
+            for child, number in node.next_functions:
+                if child is not None:
+                    met[id(child)] = child
+                    into.setdefault((id(child), number), []).append(node)
+                    todo.append(child)
+        for sources in into.values():
+            if len(sources) > 1:
+                for node in sources:
+                    meta = _metadata(node)
+                    if _HOOKED_KEY not in meta:
+                        meta[_HOOKED_KEY] = True
+                        node.register_hook(hook)
 
 
 def _cpu_chooses_flash(b: dict[str, Any]) -> bool:
