@@ -280,7 +280,8 @@ def test_a_module_changed_between_analyses_is_priced_anew(fresh_trust: dict[str,
     assert fresh_trust["direct"] >= 3
 
 
-def test_a_planned_calls_kernel_memory_is_worked_out_once_in_the_process(monkeypatch: pytest.MonkeyPatch,
+def test_a_planned_calls_kernel_memory_is_worked_out_once_in_the_process(no_store: None,
+                                                                          monkeypatch: pytest.MonkeyPatch,
                                                                           fresh_trust: dict[str, int]) -> None:
     model, x = _three_convs().eval(), torch.randn(1, 4, 6, 6)
     monkeypatch.setattr(memory, "_PLANNED", {})

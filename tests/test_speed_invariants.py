@@ -143,7 +143,7 @@ def test_live_status_names_the_phase_and_the_ops_seen_so_far() -> None:
     assert [s.split(",")[0] for _, s in _PEEKED] == ["forward"] and phases == ["loss"]
 
 
-def test_probe_progress_is_cleared_after_measuring() -> None:
+def test_probe_progress_is_cleared_after_measuring(no_store: None) -> None:
     from torchcost.collect import probe
 
     conv = nn.Conv2d(3, 5, 3, groups=1)

@@ -217,7 +217,9 @@ def _memory_options(p: argparse.ArgumentParser) -> None:
                         "(e.g. 24GiB, 80GB)")
     g.add_argument("--kernel-memory", choices=KERNEL_MEMORY,
                    help="memory CPU kernels allocate inside themselves: auto (default: the workspace table, else run "
-                        "the kernel once per shape and measure it), measure (always), table (never run it)")
+                        "the kernel once per shape and measure it, kept for later runs on this machine in "
+                        "$TORCHCOST_CACHE_DIR, default ~/.cache/torchcost; off: keep nothing), measure (always), "
+                        "table (never run it)")
 
 
 def _step_options(g: Any) -> None:

@@ -6,7 +6,9 @@ The truths are the CPU allocator's (tests/memory/truth.py). Shapes are small: ev
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +29,9 @@ A = torch.ops.aten
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    """Each test measures for itself: the process-wide cache starts empty and is put back afterwards."""
+def _fresh_cache(no_store: None) -> Iterator[None]:
+    """Each test measures for itself: the process-wide cache starts empty and is put back afterwards, and no
+    store of an earlier process answers (a test of the store names its own folder)."""
     saved = dict(probe.CACHE)
     probe.CACHE.clear()
     yield
@@ -246,6 +249,59 @@ def test_probes_are_cached_across_analyses() -> None:
     assert second.peak_memory == first.peak_memory
     assert first.memory is not None and second.memory is not None
     assert second.memory.timeline.bytes == first.memory.timeline.bytes
+
+
+def _store_file(folder: Path) -> Path:
+    files = list(folder.glob("probes-*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_a_later_process_takes_the_figures_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHCOST_CACHE_DIR", str(tmp_path))
+    model, x = _conv()
+    runs = probe.runs()
+    first = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1
+    data = json.loads(_store_file(tmp_path).read_text())
+    assert data["machine"] == probe.machine() and data["machine"]["torch"] == torch.__version__
+    [(text, held)] = data["probes"].items()  # the one conv's forward call, by its op, arguments and threads
+    assert text.startswith("('aten.convolution.default'") and "shape=(2, 64, 56, 56)" in text
+    assert first.memory is not None and held == first.memory.at_peak.workspace > 0
+    # a new process: its own cache empty, the file read again
+    probe.CACHE.clear()
+    monkeypatch.setattr(probe, "_STORES", {})
+    second = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1  # nothing measured: the store answered
+    assert second.to_dict() == first.to_dict()
+
+
+def test_a_store_of_another_machine_or_unreadable_is_not_taken(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHCOST_CACHE_DIR", str(tmp_path))
+    model, x = _conv()
+    runs = probe.runs()
+    first = torchcost.analyze(model, x)
+    path = _store_file(tmp_path)
+    data = json.loads(path.read_text())
+    for changed in ({**data, "machine": {**data["machine"], "build": "another torch"}},  # another build of torch
+                    {**data, "probes": {k: -1 for k in data["probes"]}},  # not a figure
+                    "not json"):
+        path.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+        probe.CACHE.clear()
+        monkeypatch.setattr(probe, "_STORES", {})
+        assert torchcost.analyze(model, x).to_dict() == first.to_dict()
+        runs += 1
+        assert probe.runs() == runs + 1  # measured again, and written back whole
+        assert json.loads(path.read_text()) == data
+
+
+def test_no_store_is_kept_when_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # (where it would go were it on)
+    monkeypatch.setenv("TORCHCOST_CACHE_DIR", "off")
+    runs = probe.runs()
+    torchcost.analyze(*_conv())
+    assert probe.runs() == runs + 1 and probe.stored() == {} and list(tmp_path.iterdir()) == []
 
 
 def test_the_table_policy_is_the_old_behaviour() -> None:

@@ -76,7 +76,7 @@ def test_a_made_up_hardware_is_checked() -> None:
 
 
 def test_the_cpu_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHCOST_CACHE_DIR", str(tmp_path / "torchcost"))
     monkeypatch.setattr(cpu_mod, "_MEMO", {})
     runs: list[int] = []
 

@@ -25,6 +25,8 @@ docs/conventions.md, "Memory".
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -252,8 +254,102 @@ def ask(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 
 def cached(probe: Probe) -> int | None:
-    """The bytes measured for this call before in this process, or None."""
-    return CACHE.get(probe.key)
+    """The bytes measured for this call before, in this process or by an earlier one on this machine (the store:
+    :func:`stored`), or None."""
+    found = CACHE.get(probe.key)
+    if found is None:
+        text = _text(probe.key)
+        found = stored().get(text) if text is not None else None
+        if found is not None:
+            CACHE[probe.key] = found
+    return found
+
+
+# -- the store: probes measured by earlier processes ------------------------------------------------------------------
+
+_STORE_FORMAT = 1  # raised when what a probe measures, or how its key is written, changes
+_STORE_MAX = 100_000  # entries a store file keeps; past it, new figures stay in the process only
+_STORES: dict[str, dict[str, int]] = {}  # file name -> its entries, read once a process (per cache folder)
+_MACHINE: list[dict[str, str]] = []  # machine(), worked out once a process
+_NAMES: dict[str, str] = {}  # cache folder -> the store file's name there
+
+
+def machine() -> dict[str, str]:
+    """What a probe's figure depends on beyond its call: the CPU (model, ISA level torch dispatches to, cores),
+    torch's build (its version and the whole build configuration, oneDNN's version among it), oneDNN's and ATen's
+    environment variables, and the probes' own format. A store file holds the figures of one such machine."""
+    from torchcost.store import cpu_name
+
+    if _MACHINE:
+        return _MACHINE[0]
+    env = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("ONEDNN_", "DNNL_", "ATEN_CPU_")))
+    build = hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:16]
+    _MACHINE.append({"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+                     "cores": str(os.cpu_count()), "torch": torch.__version__, "build": build, "env": " ".join(env),
+                     "format": str(_STORE_FORMAT)})
+    return _MACHINE[0]
+
+
+def _store_name() -> str | None:
+    """The store file's name for this machine (:func:`machine`) in torchcost's folder (store.py), or None when
+    torchcost keeps no files."""
+    from torchcost.store import cache_dir
+
+    folder = cache_dir()
+    if folder is None:
+        return None
+    name = _NAMES.get(str(folder))
+    if name is None:  # (the folder is in the name so that _STORES holds each folder's file apart)
+        key = str(folder) + json.dumps(machine(), sort_keys=True)
+        name = _NAMES[str(folder)] = f"probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return name
+
+
+def _read_store(name: str) -> dict[str, int]:
+    from torchcost.store import read_json
+
+    data = read_json(name)
+    entries = data.get("probes") if isinstance(data, dict) and data.get("machine") == machine() else None
+    if not isinstance(entries, dict):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(k, str) and type(v) is int and v >= 0}
+
+
+def stored() -> dict[str, int]:
+    """The figures earlier processes measured on this machine ({key text: bytes}), read once a process; empty when
+    torchcost keeps no files (``TORCHCOST_CACHE_DIR=off``, store.py)."""
+    name = _store_name()
+    if name is None:
+        return {}
+    entries = _STORES.get(name)
+    if entries is None:
+        entries = _STORES[name] = _read_store(name)
+    return entries
+
+
+def _text(key: CacheKey) -> str | None:
+    """A probe key as the store writes it (its repr: op name, argument tree, specs and plain values, thread count,
+    mkldnn and grad mode), or None where the repr would name an object's address (not the same in another
+    process)."""
+    text = repr(key)
+    return None if " at 0x" in text or "object at" in text else text
+
+
+def _keep(new: dict[CacheKey, int]) -> None:
+    """Add figures just measured to this machine's store (the file as it is now, merged: another process may have
+    written since this one read it)."""
+    from torchcost.store import write_json
+
+    name = _store_name()
+    if name is None or not new:
+        return
+    entries = _read_store(name)
+    for key, value in new.items():
+        text = _text(key)
+        if text is not None and len(entries) < _STORE_MAX:
+            entries[text] = value
+    _STORES[name] = entries
+    write_json(name, {"machine": machine(), "probes": entries})
 
 
 # -- running probes --------------------------------------------------------------------------------------------------
@@ -360,11 +456,12 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
     """Run the probes not cached yet, in one profiler session, and cache what they measured; returns the bytes of
     every probe that has a figure (cached or new). Nothing is measured while the caller profiles already (a second
     session would end theirs) or on a machine without the profiler's memory events: those probes get no figure."""
-    found = {p.key: CACHE[p.key] for p in probes if p.key in CACHE}
-    todo = list({p.key: p for p in probes if p.key not in CACHE}.values())
+    found = {p.key: figure for p in probes if (figure := cached(p)) is not None}
+    todo = list({p.key: p for p in probes if p.key not in found}.values())
     if not todo or torch.autograd.profiler._is_profiler_enabled:
         return found
     kept: dict[str, tuple[CacheKey, int]] = {}
+    new: dict[CacheKey, int] = {}
     results: Any = None
     with contextlib.suppress(Exception), _isolated():
         prof = torch.autograd.profiler.profile(use_cpu=True, profile_memory=True)
@@ -387,7 +484,8 @@ def measure(probes: list[Probe]) -> dict[CacheKey, int]:
         for root in _marked(results.experimental_event_tree()):
             entry = kept.get(root.name)
             if entry is not None:
-                CACHE[entry[0]] = found[entry[0]] = _peak_minus_kept(root, entry[1])
+                CACHE[entry[0]] = found[entry[0]] = new[entry[0]] = _peak_minus_kept(root, entry[1])
+    _keep(new)
     return found
 
 

@@ -11,21 +11,20 @@ count in use (``torch.get_num_threads()``):
 * call overhead: the median time of an ``add`` of two 8-element tensors (dispatch, no work).
 
 Being measured, these figures are already achievable: the efficiencies are 1. The figures are cached in this process
-and in ``$XDG_CACHE_HOME/torchcost/cpu-peaks.json`` (default ``~/.cache``), keyed by CPU model, thread count and torch
-version; measuring takes about a second.
+and in ``cpu-peaks.json`` among torchcost's files (store.py: ``$TORCHCOST_CACHE_DIR``, else
+``$XDG_CACHE_HOME/torchcost``, default ``~/.cache/torchcost``), keyed by CPU model, thread count and torch version;
+measuring takes about a second.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from types import MappingProxyType
 
 import torch
 
+from torchcost.store import cache_dir, cpu_name, read_json, write_json
 from torchcost.timing.hardware import Hardware
 
 __all__ = ["cache_path", "cpu_key", "cpu_name", "measure_cpu"]
@@ -34,26 +33,18 @@ _MEMO: dict[str, Hardware] = {}
 _COPY_BYTES = 128 * 2**20
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else platform.processor())."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
-
-
 def cpu_key(threads: int | None = None) -> str:
     threads = threads or torch.get_num_threads()
     return f"{cpu_name()}|{threads} threads|torch {torch.__version__}"
 
 
-def cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "torchcost" / "cpu-peaks.json"
+_FILE = "cpu-peaks.json"
+
+
+def cache_path() -> Path | None:
+    """The file the measured peaks are kept in (store.py), or None when torchcost keeps no files."""
+    folder = cache_dir()
+    return None if folder is None else folder / _FILE
 
 
 def _best(fn: object, repeats: int) -> float:
@@ -132,12 +123,7 @@ def measure_cpu(threads: int | None = None, *, refresh: bool = False) -> Hardwar
     key = cpu_key(threads)
     if not refresh and key in _MEMO:
         return _MEMO[key]
-    path = cache_path()
-    stored: dict[str, dict[str, float]] = {}
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        stored = {}
+    stored = read_json(_FILE)
     entry = stored.get(key) if not refresh and isinstance(stored, dict) else None
     if isinstance(entry, dict) and all(entry.get(k, 0) > 0 for k in ("flops", "bandwidth", "vector", "overhead")):
         hw = _hardware(float(entry["flops"]), float(entry["bandwidth"]), float(entry["vector"]),
@@ -153,12 +139,6 @@ def measure_cpu(threads: int | None = None, *, refresh: bool = False) -> Hardwar
         stored = stored if isinstance(stored, dict) else {}
         stored[key] = {"flops": flops, "bandwidth": bandwidth, "vector": vector, "overhead": overhead,
                        "measured": time.time()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stored, indent=1), encoding="utf-8")
-            tmp.replace(path)
-        except OSError:  # a read-only home: the in-process cache still holds it
-            pass
+        write_json(_FILE, stored)  # (not written: the in-process cache still holds it)
     _MEMO[key] = hw
     return hw
