@@ -6,6 +6,7 @@ The truths are the CPU allocator's (tests/memory/truth.py). Shapes are small: ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,6 +258,21 @@ def _store_file(folder: Path) -> Path:
     return files[0]
 
 
+def _asked_probes(model: nn.Module, x: torch.Tensor) -> list[probe.Probe]:
+    """The probes an eval analysis of ``model`` asks for (probe.measure's argument, or cached's)."""
+    asked: list[probe.Probe] = []
+    real = probe.cached
+
+    def spy(p: probe.Probe) -> int | None:
+        asked.append(p)
+        return real(p)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probe, "cached", spy)
+        torchcost.analyze(model, x)
+    return asked
+
+
 def test_a_later_process_takes_the_figures_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHCOST_CACHE_DIR", str(tmp_path))
     model, x = _conv()
@@ -266,7 +282,9 @@ def test_a_later_process_takes_the_figures_from_the_store(tmp_path: Path, monkey
     data = json.loads(_store_file(tmp_path).read_text())
     assert data["machine"] == probe.machine() and data["machine"]["torch"] == torch.__version__
     [(text, held)] = data["probes"].items()  # the one conv's forward call, by its op, arguments and threads
-    assert text.startswith("('aten.convolution.default'") and "shape=(2, 64, 56, 56)" in text
+    [asked] = {p.key for p in _asked_probes(model, x)}  # (the second analysis asks the cache for it)
+    assert text == hashlib.sha256(repr(asked).encode()).hexdigest()[:32]
+    assert "'aten.convolution.default'" in repr(asked) and "shape=(2, 64, 56, 56)" in repr(asked)
     assert first.memory is not None and held == first.memory.at_peak.workspace > 0
     # a new process: its own cache empty, the file read again
     probe.CACHE.clear()

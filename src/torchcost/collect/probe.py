@@ -268,7 +268,7 @@ def cached(probe: Probe) -> int | None:
 # -- the store: probes measured by earlier processes ------------------------------------------------------------------
 
 _STORE_FORMAT = 1  # raised when what a probe measures, or how its key is written, changes
-_STORE_MAX = 100_000  # entries a store file keeps; past it, new figures stay in the process only
+_STORE_MAX = 50_000  # entries a store file keeps (about 50 bytes each); past it, new figures stay in the process
 _STORES: dict[str, dict[str, int]] = {}  # file name -> its entries, read once a process (per cache folder)
 _MACHINE: list[dict[str, str]] = []  # machine(), worked out once a process
 _NAMES: dict[str, str] = {}  # cache folder -> the store file's name there
@@ -328,11 +328,13 @@ def stored() -> dict[str, int]:
 
 
 def _text(key: CacheKey) -> str | None:
-    """A probe key as the store writes it (its repr: op name, argument tree, specs and plain values, thread count,
-    mkldnn and grad mode), or None where the repr would name an object's address (not the same in another
-    process)."""
+    """A probe key as the store writes it: the SHA-256 of its repr (op name, argument tree, specs and plain values,
+    thread count, mkldnn and grad mode; 32 hex digits, so a file of many figures stays small), or None where the
+    repr would name an object's address (not the same in another process)."""
     text = repr(key)
-    return None if " at 0x" in text or "object at" in text else text
+    if " at 0x" in text or "object at" in text:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _keep(new: dict[CacheKey, int]) -> None:
