@@ -314,6 +314,17 @@ def test_a_store_of_another_machine_or_unreadable_is_not_taken(tmp_path: Path,
         assert json.loads(path.read_text()) == data
 
 
+def test_a_store_that_cannot_be_written_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    monkeypatch.setenv("TORCHCOST_CACHE_DIR", str(blocked / "torchcost"))  # (under a file: no folder can be made)
+    model, x = _conv()
+    runs = probe.runs()
+    first = torchcost.analyze(model, x)
+    assert probe.runs() == runs + 1 and list(tmp_path.iterdir()) == [blocked]
+    assert torchcost.analyze(model, x).to_dict() == first.to_dict() and probe.runs() == runs + 1  # the process's own
+
+
 def test_no_store_is_kept_when_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # (where it would go were it on)
     monkeypatch.setenv("TORCHCOST_CACHE_DIR", "off")
