@@ -16,9 +16,11 @@ probes' allocations never reach the run's own allocator measurement, its tensors
 dispatch and torch-function mode off and autocast off, in the call's own grad mode, draw no random numbers (the
 default generators are never touched), and never see the run's (possibly fake) tensors. Results are cached for the
 process by (op, every argument's shape, stride and dtype, the other arguments, ``torch.get_num_threads()``, whether
-mkldnn is enabled, grad mode). A probe that fails, or that would build more than :data:`MAX_PROBE_BYTES` (or an
-eighth of the CPU's available memory), gives nothing: the table's figure (or 0) stands; so does every probe while
-the caller runs a profiler (a second session would end theirs). ``kernel_memory("table")`` turns probing off.
+mkldnn is enabled, grad mode), and kept for later processes on the same machine (:func:`machine`) in a file among
+torchcost's (store.py; :func:`stored`, ``TORCHCOST_CACHE_DIR=off`` keeps none). A probe that fails, or that would
+build more than :data:`MAX_PROBE_BYTES` (or an eighth of the CPU's available memory), gives nothing: the table's
+figure (or 0) stands; so does every probe while the caller runs a profiler (a second session would end theirs).
+``kernel_memory("table")`` turns probing off.
 docs/conventions.md, "Memory".
 """
 
