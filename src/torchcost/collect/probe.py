@@ -260,8 +260,9 @@ def cached(probe: Probe) -> int | None:
     :func:`stored`), or None."""
     found = CACHE.get(probe.key)
     if found is None:
-        text = _text(probe.key)
-        found = stored().get(text) if text is not None else None
+        entries = stored()
+        text = _text(probe.key) if entries else None  # (no store, or an empty one: no key to write)
+        found = entries.get(text) if text is not None else None
         if found is not None:
             CACHE[probe.key] = found
     return found
@@ -271,61 +272,55 @@ def cached(probe: Probe) -> int | None:
 
 _STORE_FORMAT = 1  # raised when what a probe measures, or how its key is written, changes
 _STORE_MAX = 50_000  # entries a store file keeps (about 50 bytes each); past it, new figures stay in the process
-_STORES: dict[str, dict[str, int]] = {}  # file name -> its entries, read once a process (per cache folder)
-_MACHINE: list[dict[str, str]] = []  # machine(), worked out once a process
-_NAMES: dict[str, str] = {}  # cache folder -> the store file's name there
+_STORES: dict[str, dict[str, int]] = {}  # cache folder -> its store's entries, read once a process
+_MACHINE: list[tuple[dict[str, str], str]] = []  # machine() and its store file's name, worked out once a process
 
 
 def machine() -> dict[str, str]:
     """What a probe's figure depends on beyond its call: the CPU (model, ISA level torch dispatches to, cores),
     torch's build (its version and the whole build configuration, oneDNN's version among it), oneDNN's and ATen's
     environment variables, and the probes' own format. A store file holds the figures of one such machine."""
-    from torchcost.store import cpu_name
+    return _machine()[0]
 
-    if _MACHINE:
-        return _MACHINE[0]
-    env = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("ONEDNN_", "DNNL_", "ATEN_CPU_")))
-    build = hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:16]
-    _MACHINE.append({"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
-                     "cores": str(os.cpu_count()), "torch": torch.__version__, "build": build, "env": " ".join(env),
-                     "format": str(_STORE_FORMAT)})
+
+def _machine() -> tuple[dict[str, str], str]:
+    """:func:`machine`, and the name of its store file: ``probes-<hash of the machine>.json``."""
+    if not _MACHINE:
+        from torchcost.store import cpu_name
+
+        env = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("ONEDNN_", "DNNL_", "ATEN_CPU_")))
+        found = {"cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+                 "cores": str(os.cpu_count()), "torch": torch.__version__,
+                 "build": hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:16], "env": " ".join(env),
+                 "format": str(_STORE_FORMAT)}
+        digest = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
+        _MACHINE.append((found, f"probes-{digest}.json"))
     return _MACHINE[0]
 
 
-def _store_name() -> str | None:
-    """The store file's name for this machine (:func:`machine`) in torchcost's folder (store.py), or None when
-    torchcost keeps no files."""
-    from torchcost.store import cache_dir
-
-    folder = cache_dir()
-    if folder is None:
-        return None
-    name = _NAMES.get(str(folder))
-    if name is None:  # (the folder is in the name so that _STORES holds each folder's file apart)
-        key = str(folder) + json.dumps(machine(), sort_keys=True)
-        name = _NAMES[str(folder)] = f"probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    return name
-
-
-def _read_store(name: str) -> dict[str, int]:
+def _read_store() -> dict[str, int]:
+    """This machine's store file's entries as they are now ({} where there is none, or it is not this machine's)."""
     from torchcost.store import read_json
 
+    mine, name = _machine()
     data = read_json(name)
-    entries = data.get("probes") if isinstance(data, dict) and data.get("machine") == machine() else None
+    entries = data.get("probes") if isinstance(data, dict) and data.get("machine") == mine else None
     if not isinstance(entries, dict):
         return {}
     return {k: v for k, v in entries.items() if isinstance(k, str) and type(v) is int and v >= 0}
 
 
 def stored() -> dict[str, int]:
-    """The figures earlier processes measured on this machine ({key text: bytes}), read once a process; empty when
-    torchcost keeps no files (``TORCHCOST_CACHE_DIR=off``, store.py)."""
-    name = _store_name()
-    if name is None:
+    """The figures earlier processes measured on this machine ({key text: bytes}), read once a process (per cache
+    folder); empty when torchcost keeps no files (``TORCHCOST_CACHE_DIR=off``, store.py)."""
+    from torchcost.store import cache_dir
+
+    folder = cache_dir()
+    if folder is None:
         return {}
-    entries = _STORES.get(name)
+    entries = _STORES.get(str(folder))
     if entries is None:
-        entries = _STORES[name] = _read_store(name)
+        entries = _STORES[str(folder)] = _read_store()
     return entries
 
 
@@ -342,18 +337,19 @@ def _text(key: CacheKey) -> str | None:
 def _keep(new: dict[CacheKey, int]) -> None:
     """Add figures just measured to this machine's store (the file as it is now, merged: another process may have
     written since this one read it)."""
-    from torchcost.store import write_json
+    from torchcost.store import cache_dir, write_json
 
-    name = _store_name()
-    if name is None or not new:
+    folder = cache_dir()
+    if folder is None or not new:
         return
-    entries = _read_store(name)
+    entries = _read_store()
     for key, value in new.items():
         text = _text(key)
         if text is not None and len(entries) < _STORE_MAX:
             entries[text] = value
-    _STORES[name] = entries
-    write_json(name, {"machine": machine(), "probes": entries})
+    _STORES[str(folder)] = entries
+    mine, name = _machine()
+    write_json(name, {"machine": mine, "probes": entries})
 
 
 # -- running probes --------------------------------------------------------------------------------------------------

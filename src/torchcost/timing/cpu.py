@@ -19,15 +19,14 @@ measuring takes about a second.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import MappingProxyType
 
 import torch
 
-from torchcost.store import cache_dir, cpu_name, read_json, write_json
+from torchcost.store import cpu_name, read_json, write_json
 from torchcost.timing.hardware import Hardware
 
-__all__ = ["cache_path", "cpu_key", "cpu_name", "measure_cpu"]
+__all__ = ["cpu_key", "cpu_name", "measure_cpu"]
 
 _MEMO: dict[str, Hardware] = {}
 _COPY_BYTES = 128 * 2**20
@@ -38,13 +37,7 @@ def cpu_key(threads: int | None = None) -> str:
     return f"{cpu_name()}|{threads} threads|torch {torch.__version__}"
 
 
-_FILE = "cpu-peaks.json"
-
-
-def cache_path() -> Path | None:
-    """The file the measured peaks are kept in (store.py), or None when torchcost keeps no files."""
-    folder = cache_dir()
-    return None if folder is None else folder / _FILE
+_FILE = "cpu-peaks.json"  # (among torchcost's files: store.py)
 
 
 def _best(fn: object, repeats: int) -> float:
