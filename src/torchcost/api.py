@@ -17,7 +17,7 @@ from torch import nn
 from torchcost.collect.probe import KERNEL_MEMORY, KernelMemory
 from torchcost.collect.workspace_cuda import CudaDevice
 from torchcost.comparison import Comparison, build_comparison
-from torchcost.errors import InputError, ModelError
+from torchcost.errors import InputError, ModelError, a_kind
 from torchcost.formulas import REGISTRY, Formula
 from torchcost.inputs import model_dtype, outside_inference_mode, prepare_inputs, run_device_for
 from torchcost.parallel.config import Parallel
@@ -240,7 +240,7 @@ def _compared(item: object, build: dict[str, Any], analyze_kwargs: dict[str, Any
         return analyze(item.model, *item.args, kwargs=item.kwargs, **analyze_kwargs), item.name, item.spec
     if isinstance(item, nn.Module):
         if build["input_size"] is None:
-            raise InputError(f"compare() got a {type(item).__name__} module without inputs: give input_size, "
+            raise InputError(f"compare() got {a_kind(item)} module without inputs: give input_size, "
                              f"or pass (module, input) instead")
         dtypes = build["input_dtype"] if build["input_dtype"] is not None else build["dtype"]
         report = analyze(item, input_size=build["input_size"], dtype=dtypes, device=build["device"], **analyze_kwargs)

@@ -17,7 +17,7 @@ reason in one sentence, and the layers that ran before it; the original exceptio
 from __future__ import annotations
 
 __all__ = ["DtypeError", "FormulaError", "InputError", "ModelError", "ShapeError", "SpecError", "TorchcostError",
-           "first_line"]
+           "a_kind", "first_line"]
 
 
 class TorchcostError(Exception):
@@ -74,3 +74,9 @@ def first_line(exc: BaseException) -> str:
         return f"it called sys.exit({'' if exc.code is None else repr(exc.code)})"
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def a_kind(value: object) -> str:
+    """``value``'s type name with its article, for a message: "an int", "a float", "an OrderedDict"."""
+    name = type(value).__name__
+    return ("an " if name[:1].lower() in "aeio" else "a ") + name

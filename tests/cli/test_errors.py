@@ -99,7 +99,9 @@ def test_bad_usage(capsys: pytest.CaptureFixture[str], argv: list[str], expected
     (["example:simple_cnn", "--meta", "--input-size", "1,3,8,8"],  # 8x8 -> two 2x2 pools -> 128*2*2 = 512 features
      "layer 'classifier' (Linear) failed on input [1, 512]"),
     (["hf:gpt2", "--config", "n_layr=2"], "the config has no field 'n_layr'; closest: n_layer"),
-    (["hf:gpt2", "--config", "n_layer=two"], "n_layer is a int (now 12); 'two' is not one"),
+    (["hf:gpt2", "--config", "n_layer=two"], "n_layer is an int (now 12); 'two' is not one"),
+    (["math:pi"], "math:pi is a float, not an nn.Module class or factory"),
+    (["collections:OrderedDict"], "collections:OrderedDict returned an OrderedDict, not an nn.Module"),
     (["hf:gpt2", "--seq-len", "2048"], "takes at most 1024 positions; a sequence of 2048 is longer"),
     (["hf:no/such/config.json"], "hf:no/such/config.json: no such file"),
     (["example:standard_conv", "--config", "a=1"], "--config applies to hf: specs only"),

@@ -94,6 +94,8 @@ def half_loss(out: torch.Tensor) -> Any:
 @pytest.mark.parametrize(("loss_fn", "words"), [
     (half_loss, "returned a str 'half', not a tensor"),
     (lambda out: out.pow(2).mean().item(), "returned a float"),
+    (lambda out: 5, "returned an int 5, not a tensor"),  # (the article follows the type's name)
+    (lambda out: {"loss": out.sum()}, "returned a dict, not a tensor"),
     (lambda out: out.pow(2).mean().detach(), "does not require grad"),
     (lambda out: out.pow(2), "returned a tensor of shape [3, 2]"),
 ])

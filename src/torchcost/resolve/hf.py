@@ -46,7 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import torchcost.inputs as _input_rules
 from torchcost.collect import metagaps
 from torchcost.collect.shadows import following, known_input, known_made
-from torchcost.errors import InputError, SpecError
+from torchcost.errors import InputError, SpecError, a_kind
 from torchcost.resolve.common import (
     BuildOptions,
     Resolved,
@@ -113,7 +113,7 @@ def load_config(name: str) -> tuple[dict[str, Any], str]:
         except (OSError, ValueError) as exc:
             raise SpecError(f"cannot read {path} as a config.json: {exc}") from exc
         if not isinstance(data, dict):
-            raise SpecError(f"{path} is not a config.json: it holds a {type(data).__name__}, not an object")
+            raise SpecError(f"{path} is not a config.json: it holds {a_kind(data)}, not an object")
         label = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
         return data, label
     if "/" in name or name.endswith(".json") or Path(name).suffix:
@@ -137,8 +137,8 @@ def _typed(key: str, text: str, current: Any, spec: str) -> Any:
         if isinstance(current, float):
             return float(text)
     except ValueError:
-        raise SpecError(f"{spec}: --config {key}={text}: {key} is a {type(current).__name__} "
-                        f"(now {current!r}); {text!r} is not one") from None
+        raise SpecError(f"{spec}: --config {key}={text}: {key} is {a_kind(current)} (now {current!r}); {text!r} is "
+                        f"not one") from None
     if isinstance(current, str):
         return text
     return parse_value(text)

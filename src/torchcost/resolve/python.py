@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchcost.errors import SpecError, first_line
+from torchcost.errors import SpecError, a_kind, first_line
 from torchcost.resolve.common import (
     BuildOptions,
     Resolved,
@@ -141,12 +141,12 @@ def _build(obj: Any, spec: str, name: str, opts: BuildOptions) -> Resolved:
         except (Exception, SystemExit) as exc:  # builtins:exit, sys:exit, a factory that exits
             raise SpecError(f"{spec} raised {type(exc).__name__} when called: {first_line(exc)}") from exc
     else:
-        raise SpecError(f"{spec} is a {type(obj).__name__}, not an nn.Module class or factory")
+        raise SpecError(f"{spec} is {a_kind(obj)}, not an nn.Module class or factory")
     inputs: Any = None
     if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):
         built, inputs = built
     if not isinstance(built, nn.Module):
-        raise SpecError(f"{spec} returned a {type(built).__name__}, not an nn.Module")
+        raise SpecError(f"{spec} returned {a_kind(built)}, not an nn.Module")
     model: nn.Module = built
     args, kwargs, note = _inputs(model, inputs, spec, opts)
     return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__}{note})", spec, name)

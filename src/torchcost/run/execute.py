@@ -25,7 +25,7 @@ from torchcost.collect.recording import MemorySettings, Recording
 from torchcost.collect.shadows import Shadows, untraced
 from torchcost.collect.storages import local_tensor
 from torchcost.collect.unwritten import Unwritten, ValuesNeeded
-from torchcost.errors import InputError, ModelError
+from torchcost.errors import InputError, ModelError, a_kind
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import outside_inference_mode
 from torchcost.report import ParallelInfo
@@ -367,8 +367,8 @@ def _check_loss(loss: object, ran: Ran) -> None:
     the model has trainable parameters. Anything else would be measured as a step without a backward."""
     name = ran.loss
     if not isinstance(loss, torch.Tensor):
-        shown = f"{type(loss).__name__} {loss!r}" if isinstance(loss, (str, int, float, bool)) else type(loss).__name__
-        raise InputError(f"loss_fn {name!r} returned a {shown[:80]}, not a tensor: return the loss tensor itself "
+        shown = f"{a_kind(loss)} {loss!r}" if isinstance(loss, (str, int, float, bool)) else a_kind(loss)
+        raise InputError(f"loss_fn {name!r} returned {shown[:80]}, not a tensor: return the loss tensor itself "
                          f"(not loss.item()), so that backward can run")
     if loss.numel() != 1:
         raise InputError(f"loss_fn {name!r} returned a tensor of shape {list(loss.shape)}; a loss is one number: "
