@@ -24,7 +24,7 @@ from torchcost.parallel.config import Parallel
 from torchcost.report import CostReport
 from torchcost.resolve import Resolved, resolve
 from torchcost.run.build import build_report
-from torchcost.run.checks import refuse_unsupported
+from torchcost.run.checks import refuse_unsupported, uncompiled
 from torchcost.run.concurrency import exclusive
 from torchcost.run.execute import no_full_collections, run
 from torchcost.run.failures import batch_norm_at_one
@@ -106,6 +106,7 @@ def analyze(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"analyze() needs an nn.Module as its first argument, got {type(model).__name__}")
+    model = uncompiled(model)  # (torch.compile's wrapper set aside: its eager module is analysed)
     if mode not in _MODES:
         raise InputError(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
     run_device = run_device_for(device, model)

@@ -46,6 +46,7 @@ from torchcost.resolve.common import (
     model_dtype,
     with_batch,
 )
+from torchcost.run.checks import uncompiled
 
 __all__ = ["build_file", "build_module", "load_file"]
 
@@ -147,9 +148,10 @@ def _build(obj: Any, spec: str, name: str, opts: BuildOptions) -> Resolved:
         built, inputs = built
     if not isinstance(built, nn.Module):
         raise SpecError(f"{spec} returned {a_kind(built)}, not an nn.Module")
-    model: nn.Module = built
+    model: nn.Module = uncompiled(built)  # (torch.compile's wrapper: its eager module is what is analysed)
     args, kwargs, note = _inputs(model, inputs, spec, opts)
-    return Resolved(model, args, kwargs, f"{spec} ({type(model).__name__}{note})", spec, name)
+    kind = type(model).__name__ + (", compiled: its eager module" if model is not built else "")
+    return Resolved(model, args, kwargs, f"{spec} ({kind}{note})", spec, name)
 
 
 def _inputs(model: nn.Module, given: Any, spec: str,

@@ -6,6 +6,10 @@ module or option and says what to do instead.
   submodules cannot be copied into a training-step twin. torchcost analyses the eager module it was made from.
 * **Lazy modules** with parameters not yet materialised (``nn.LazyLinear``): their shapes, hence their cost, are not
   known until a forward runs, and that forward would change the user's module.
+* **Compiled models** (``torch.compile(model)``) are not refused: the wrapper it returns is set aside and the
+  eager module it wraps is analysed (:func:`uncompiled`), under names without ``_orig_mod.``; every analysis runs
+  with ``torch.compile`` directives ignored (run/dynamo.py ``deferred``), which also covers ``module.compile()`` and
+  compiled functions a forward calls. The eager ops are what torchcost counts in any case (docs/conventions.md).
 * **Sparse gradients** (``nn.Embedding(sparse=True)``, ``nn.EmbeddingBag(sparse=True)``) in a training step with an
   optimizer that cannot take them (Adam, AdamW, ...): only SGD and Adagrad (and SparseAdam) can.
 """
@@ -13,6 +17,7 @@ module or option and says what to do instead.
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 from torch import nn
@@ -21,7 +26,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 from torchcost.errors import InputError
 from torchcost.run.step import StepOptions
 
-__all__ = ["refuse_unsupported"]
+__all__ = ["refuse_unsupported", "uncompiled"]
 
 # torch optimizers whose step accepts sparse gradients
 _SPARSE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD, torch.optim.Adagrad,
@@ -48,6 +53,20 @@ def refuse_unsupported(model: nn.Module, options: StepOptions) -> None:
             raise InputError(f"{_where(model, module)} makes sparse gradients (sparse=True), which the "
                              f"{_optimizer_name(options)} optimizer cannot take: pass optimizer='sgd' (it supports "
                              f"sparse gradients)")
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The eager module behind ``torch.compile(model)``'s wrapper (``OptimizedModule``, nested ones too), else
+    ``model`` itself. Running the wrapper under torchcost's hooks and modes would compile it (seconds, and a crash
+    of the process in a training step's twin on torch 2.14), count the wrapper as a module of its own and name
+    every layer ``_orig_mod.*``. No wrapper can exist before ``torch._dynamo`` is imported, so nothing is imported
+    here."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    wrapper = getattr(eval_frame, "OptimizedModule", None) if eval_frame is not None else None
+    while wrapper is not None and isinstance(model, wrapper) and isinstance(getattr(model, "_orig_mod", None),
+                                                                           nn.Module):
+        model = model._orig_mod
+    return model
 
 
 def _where(model: nn.Module, module: nn.Module) -> str:

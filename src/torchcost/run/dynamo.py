@@ -160,6 +160,8 @@ class _StandIn(types.ModuleType):
         self._answered: list[Callable[..., Any]] = []
         self._real: types.ModuleType | None = None
         self.importing = False  # while the real package's import runs (its own submodule imports pass the hook)
+        self.running = True  # while its run goes on (:func:`deferred`)
+        self.stance: Any = None  # the eager stance set when the real package came in during the run, undone after
 
     def disable(self, fn: Any = None, recursive: bool = True, *args: Any, **kwargs: Any) -> Any:
         if self._real is None and not self.importing and not args:
@@ -235,6 +237,8 @@ class _StandIn(types.ModuleType):
             if config is not None and not hasattr(self._real, "config"):
                 self._real.config = config  # type: ignore[attr-defined]
             _settle(self._real)
+            if self.running:  # (whatever the run compiles from now on takes its eager path, as in deferred)
+                self.stance = torch.compiler.set_stance("force_eager")
         return self._real
 
     def forget_answers(self) -> None:
@@ -330,12 +334,19 @@ class _Hook(importlib.abc.MetaPathFinder):
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """While inside, ``torch._dynamo`` is a stand-in, if nobody had imported it (module docstring)."""
+    """While inside, ``torch._dynamo`` is a stand-in, if nobody had imported it (module docstring); where the real
+    package is imported, ``torch.compile`` directives are ignored (``set_stance("force_eager")``, process-wide)."""
     if _NAME in sys.modules:
         module = sys.modules[_NAME]
-        if not isinstance(module, _StandIn) and (_Owned.in_graph or _Owned.disabled):
+        if isinstance(module, _StandIn):
+            yield
+            return
+        if _Owned.in_graph or _Owned.disabled:
             _settle(module)  # (imported outside a run since a stand-in answered)
-        yield
+        # something may be compiled (a model, a submodule's .compile(), a function its forward calls): the run
+        # takes the eager path of each, what torchcost counts, instead of compiling under its modes
+        with torch.compiler.set_stance("force_eager"):
+            yield
         return
     spec = importlib.util.find_spec(_NAME)
     if spec is None or not spec.submodule_search_locations:
@@ -351,6 +362,9 @@ def deferred() -> Iterator[None]:
     try:
         yield
     finally:
+        stand_in.running = False
+        if stand_in.stance is not None:
+            stand_in.stance.__exit__(None, None, None)
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(hook)
         stand_in.forget_answers()  # (also after another thread imported the real package meanwhile)

@@ -29,7 +29,7 @@ from torchcost.formulas import REGISTRY, Formula
 from torchcost.formulas.registry import FormulaRegistry
 from torchcost.inputs import model_device, outside_inference_mode
 from torchcost.report import CostReport
-from torchcost.run.checks import refuse_unsupported
+from torchcost.run.checks import refuse_unsupported, uncompiled
 from torchcost.run.concurrency import exclusive
 from torchcost.run.guard import kept
 from torchcost.run.plan import default_target
@@ -89,6 +89,7 @@ def analyze_generation(
             raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
     if not isinstance(model, nn.Module):
         raise InputError(f"analyze_generation() needs an nn.Module, got {type(model).__name__}")
+    model = uncompiled(model)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
     if target is not None and target not in TARGETS:
